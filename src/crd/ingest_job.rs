@@ -1,0 +1,203 @@
+//! `IngestJob`: move blocks of one `ChainSource` into its stores, from RPC,
+//! from BigQuery, or from another store (which is how replication is declared).
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{BigtableInstance, CommonStatus, LocalObjectRef, SlotRange, Timestamp};
+
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[kube(
+    group = "chronicle.dev",
+    version = "v1alpha1",
+    kind = "IngestJob",
+    namespaced,
+    status = "IngestJobStatus",
+    shortname = "ij",
+    category = "chronicle",
+    doc = "Ingests blocks of a ChainSource into its stores: a slot-range backfill or a live follow of the tip.",
+    printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Checkpoint", type_ = "integer", json_path = ".status.checkpoint", description = "Highest slot below which every slot is done"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lagSlots", description = "Slots behind the chain head (follow)"),
+    printcolumn(name = "Rate", type_ = "string", json_path = ".status.rate", description = "Slots per second over the last minute"),
+    printcolumn(name = "Gaps", type_ = "integer", json_path = ".status.gapsOpen", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode != 'backfill' || (has(self.range) && has(self.range.endSlot))").message("a backfill needs range.endSlot"))]
+#[x_kube(validation = Rule::new("self.mode != 'follow' || !has(self.range) || !has(self.range.endSlot)").message("a follow job has no range.endSlot: it tails the chain"))]
+#[x_kube(validation = Rule::new("self.mode != 'follow' || self.parallelism == 1").message("a follow job runs one worker: parallelism must be 1"))]
+#[x_kube(validation = Rule::new("self.mode != 'backfill' || !has(self.range) || !has(self.range.endSlot) || self.range.endSlot < self.range.startSlot || self.parallelism <= self.range.endSlot - self.range.startSlot + 1").message("parallelism must not exceed the number of slots in range"))]
+#[x_kube(validation = Rule::new("!has(self.source.bigQuery) || self.mode == 'backfill'").message("a bigQuery source only supports mode backfill"))]
+pub struct IngestJobSpec {
+    /// The `ChainSource` whose stores this job fills.
+    pub source_ref: LocalObjectRef,
+    /// Where blocks come from.
+    pub source: IngestSource,
+    /// `backfill` a closed range, or `follow` the tip.
+    pub mode: IngestMode,
+    /// Slots to ingest. A backfill needs `endSlot`; a follow starts at `startSlot`
+    /// or, without a range, at the current tip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<SlotRange>,
+    /// Backfill workers; the range is split into this many disjoint shards,
+    /// each resumable from its own checkpoint.
+    #[serde(default = "default_parallelism")]
+    #[schemars(range(min = 1, max = 256))]
+    pub parallelism: u32,
+    /// Blocks fetched and written per batch.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub batch_size: u32,
+    /// Stores written. Default: the canonical store only.
+    #[serde(default = "default_targets")]
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub targets: Vec<IngestTarget>,
+    /// Pause the job: workers are stopped after their current batch; progress is kept.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Worker resources (defaults are set by the controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_parallelism() -> u32 {
+    1
+}
+
+fn default_batch_size() -> u32 {
+    50
+}
+
+fn default_targets() -> Vec<IngestTarget> {
+    vec![IngestTarget::Canonical]
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum IngestMode {
+    Backfill,
+    Follow,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum IngestTarget {
+    /// The canonical block store (Bigtable or embedded).
+    Canonical,
+    /// Normalized Parquet rows.
+    Lake,
+    /// Per-block chain metrics.
+    Metrics,
+}
+
+/// Exactly one source.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.rpc) ? 1 : 0) + (has(self.bigQuery) ? 1 : 0) + (has(self.store) ? 1 : 0) == 1").message("source must set exactly one of rpc, bigQuery or store"))]
+pub struct IngestSource {
+    /// The ChainSource's RPC/WebSocket endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<RpcSource>,
+    /// The ChainSource's BigQuery dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub big_query: Option<BigQueryIngest>,
+    /// Another store: replication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSource>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcSource {
+    /// Endpoint names to use, in order. Empty: all of the ChainSource's endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BigQueryIngest {
+    /// Slots per query (bounds the bytes each query scans).
+    #[serde(default = "default_slots_per_query")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub slots_per_query: u32,
+}
+
+fn default_slots_per_query() -> u32 {
+    10_000
+}
+
+/// Copy from another ChainSource's store or from a raw Bigtable instance
+/// (for example an existing agave archive).
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.chainSourceRef) != has(self.bigtable)").message("source.store must set exactly one of chainSourceRef or bigtable"))]
+pub struct StoreSource {
+    /// Copy from the canonical store of this ChainSource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_source_ref: Option<LocalObjectRef>,
+    /// Copy from this Bigtable instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bigtable: Option<BigtableInstance>,
+    /// Re-read and compare every copied block.
+    #[serde(default)]
+    pub verify: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum IngestPhase {
+    #[default]
+    Pending,
+    Running,
+    Suspended,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestJobStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<IngestPhase>,
+    /// Highest slot such that every slot from the range start up to it is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<u64>,
+    #[serde(default)]
+    pub slots_done: u64,
+    /// Slots the chain skipped (no block produced); not gaps.
+    #[serde(default)]
+    pub slots_skipped: u64,
+    #[serde(default)]
+    pub blocks_written: u64,
+    #[serde(default)]
+    pub bytes_written: u64,
+    #[serde(default)]
+    pub gaps_found: u64,
+    #[serde(default)]
+    pub gaps_repaired: u64,
+    /// Gaps not yet repaired.
+    #[serde(default)]
+    pub gaps_open: u64,
+    /// Slots behind the chain head (follow jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_slots: Option<u64>,
+    /// Slots per second over the last minute, e.g. `412.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Timestamp>,
+    /// Name of the Job or Deployment running the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+}

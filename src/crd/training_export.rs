@@ -1,0 +1,258 @@
+//! `TrainingExport`: render chain data of a `ChainSource` into LLM training
+//! shards (text, tokens) with a manifest and a dataset digest.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{CommonStatus, LocalObjectRef, SecretKeyRef, SlotRange, Timestamp};
+
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[kube(
+    group = "chronicle.dev",
+    version = "v1alpha1",
+    kind = "TrainingExport",
+    namespaced,
+    status = "TrainingExportStatus",
+    shortname = "te",
+    category = "chronicle",
+    doc = "Exports a slot range or time window of a ChainSource as LLM training shards (jsonl, parquet, token shards) with a manifest.",
+    printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Documents", type_ = "integer", json_path = ".status.documents"),
+    printcolumn(name = "Tokens", type_ = "integer", json_path = ".status.tokens"),
+    printcolumn(name = "Shards", type_ = "integer", json_path = ".status.shards"),
+    printcolumn(name = "Manifest", type_ = "string", json_path = ".status.manifestUrl", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.range) != has(self.window)").message("set exactly one of range or window"))]
+#[x_kube(validation = Rule::new("!has(self.range) || has(self.range.endSlot)").message("an export range needs range.endSlot"))]
+pub struct TrainingExportSpec {
+    /// The `ChainSource` whose data is exported.
+    pub source_ref: LocalObjectRef,
+    /// Slots to export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<SlotRange>,
+    /// Block-time window to export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<TimeWindow>,
+    /// Which transactions become documents.
+    #[serde(default)]
+    pub filters: ExportFilters,
+    /// How a transaction is rendered as text.
+    #[serde(default)]
+    pub template: RenderTemplate,
+    pub tokenizer: Tokenizer,
+    /// Tokens per training sequence (token shards are packed to this length).
+    #[serde(default = "default_sequence_length")]
+    #[schemars(range(min = 16, max = 1048576))]
+    pub sequence_length: u32,
+    pub output: ExportOutput,
+    #[serde(default)]
+    pub split: Split,
+    #[serde(default)]
+    pub dedup: Dedup,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_sequence_length() -> u32 {
+    2048
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.start < self.end").message("window.start must be before window.end"))]
+pub struct TimeWindow {
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportFilters {
+    /// Keep only transactions that invoke one of these programs (base58). Empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 32, max = 44), regex(pattern = r"^[1-9A-HJ-NP-Za-km-z]+$")))]
+    pub programs: Vec<String>,
+    /// Drop failed transactions.
+    #[serde(default)]
+    pub success_only: bool,
+    /// Keep vote transactions (most of Solana's volume; usually noise).
+    #[serde(default)]
+    pub include_votes: bool,
+}
+
+/// Exactly one of a built-in template or an inline one.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.builtin) != has(self.inline)").message("template must set exactly one of builtin or inline"))]
+pub struct RenderTemplate {
+    /// A template shipped with Chronicle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<BuiltinTemplate>,
+    /// A template text (minijinja syntax) over the normalized transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub inline: Option<String>,
+}
+
+impl Default for RenderTemplate {
+    fn default() -> Self {
+        Self { builtin: Some(BuiltinTemplate::TransactionSummary), inline: None }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuiltinTemplate {
+    /// One paragraph per transaction: signer, programs, transfers, outcome.
+    TransactionSummary,
+    /// The transaction as compact JSON.
+    TransactionJson,
+    /// Program logs with their instruction context.
+    ProgramLogs,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Tokenizer {
+    /// A BPE encoding.
+    pub encoding: TokenizerEncoding,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenizerEncoding {
+    Cl100kBase,
+    O200kBase,
+    P50kBase,
+    R50kBase,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportOutput {
+    /// Where shards and the manifest go: `file://`, `s3://` or `gs://`.
+    #[schemars(length(min = 6, max = 2048), regex(pattern = r"^(file|s3|gs)://.+"))]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretKeyRef>,
+    /// Output formats.
+    #[serde(default = "default_formats")]
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub formats: Vec<ExportFormat>,
+    /// Target size of one shard before compression.
+    #[serde(default = "default_shard_size")]
+    pub shard_size: Quantity,
+}
+
+fn default_formats() -> Vec<ExportFormat> {
+    vec![ExportFormat::Jsonl]
+}
+
+fn default_shard_size() -> Quantity {
+    Quantity("256Mi".into())
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ExportFormat {
+    /// Text documents, one JSON object per line.
+    Jsonl,
+    /// Text documents with their metadata columns.
+    Parquet,
+    /// Packed token ids (u32 little-endian) with an index.
+    Tokens,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Split {
+    /// Fraction of documents held out for validation.
+    #[serde(default = "default_validation_fraction")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub validation_fraction: f64,
+    /// Seed of the deterministic split (same data + seed = same split).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Self { validation_fraction: default_validation_fraction(), seed: 0 }
+    }
+}
+
+fn default_validation_fraction() -> f64 {
+    0.01
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Dedup {
+    /// Drop documents whose text is identical to an earlier one.
+    #[serde(default = "default_true")]
+    pub exact: bool,
+    /// Drop documents too similar to an earlier one (MinHash). Absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near_duplicate: Option<NearDuplicate>,
+}
+
+impl Default for Dedup {
+    fn default() -> Self {
+        Self { exact: true, near_duplicate: None }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NearDuplicate {
+    /// Jaccard similarity at or above which a document is a duplicate.
+    #[schemars(range(min = 0.5, max = 1.0))]
+    pub threshold: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ExportPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingExportStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ExportPhase>,
+    #[serde(default)]
+    pub documents: u64,
+    #[serde(default)]
+    pub tokens: u64,
+    #[serde(default)]
+    pub shards: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    /// Where the manifest was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_url: Option<String>,
+    /// SHA-256 over the manifest: identifies the dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Timestamp>,
+}

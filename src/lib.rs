@@ -1,0 +1,6 @@
+//! Chronicle: a Kubernetes operator for a blockchain data platform. One binary
+//! runs in several modes (see `cli`); each module below is one responsibility.
+
+pub mod cli;
+pub mod crd;
+pub mod telemetry;

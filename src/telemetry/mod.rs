@@ -1,0 +1,25 @@
+//! Structured logs: JSON in clusters, human-readable at a terminal.
+
+use tracing_subscriber::{EnvFilter, fmt};
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides the default filter.
+/// Logs go to stderr so that commands like `chronicle crd` keep stdout clean.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // A second init (e.g. in tests) keeps the first subscriber.
+    let _ = result;
+}

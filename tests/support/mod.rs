@@ -1,0 +1,310 @@
+//! Test harness: starts real components (the Bigtable emulator, PostgreSQL,
+//! Redis) on free loopback ports, waits until they answer, and stops them by
+//! the pid it started when the handle is dropped. A component that is not
+//! installed fails the test with a message naming it and how to install it
+//! (`scripts/install-deps.sh` installs all of them).
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::chown;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a component may take to answer after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A process the harness started; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &'static str, command: &mut Command, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{name}: create log {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log handle");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: failed to start {:?}: {e}", command.get_program()));
+        Self { name, child, log }
+    }
+
+    /// Polls `ready` until it is true; panics with the component's log if the
+    /// process exits or the time runs out.
+    fn wait_until(&mut self, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if ready() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited with {status} before it was ready:\n{}", self.name, self.log_tail());
+            }
+            if Instant::now() > deadline {
+                panic!("{} did not become ready in {START_TIMEOUT:?}:\n{}", self.name, self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Panics with a message that names the missing component and how to get it.
+fn missing(component: &str, hint: &str) -> ! {
+    panic!("{component} is not installed: {hint} (scripts/install-deps.sh installs every test component)")
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+fn tcp_answers(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+// ---------------------------------------------------------------- Bigtable
+
+/// Google's Bigtable emulator (`cbtemulator`), in memory.
+pub struct BigtableEmulator {
+    pub port: u16,
+    _process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl BigtableEmulator {
+    pub fn start() -> Self {
+        let binary = find_cbtemulator();
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut process = Process::spawn(
+            "Bigtable emulator",
+            Command::new(binary).args(["-host", "127.0.0.1", "-port", &port.to_string()]),
+            dir.path().join("cbtemulator.log"),
+        );
+        process.wait_until(|| tcp_answers(port));
+        Self { port, _process: process, _dir: dir }
+    }
+
+    /// The value for `BIGTABLE_EMULATOR_HOST`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn find_cbtemulator() -> PathBuf {
+    if let Some(path) = std::env::var_os("CBTEMULATOR") {
+        return path.into();
+    }
+    if let Some(path) = on_path("cbtemulator") {
+        return path;
+    }
+    let roots = ["/usr/lib/google-cloud-sdk", "/usr/share/google-cloud-sdk", "/opt/google-cloud-sdk"];
+    let home = std::env::var("HOME").map(|h| format!("{h}/google-cloud-sdk")).unwrap_or_default();
+    roots
+        .into_iter()
+        .chain(std::iter::once(home.as_str()))
+        .map(|root| Path::new(root).join("platform/bigtable-emulator/cbtemulator"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            missing(
+                "the Bigtable emulator (cbtemulator)",
+                "install google-cloud-cli with its bigtable emulator component, or set CBTEMULATOR=/path/to/cbtemulator",
+            )
+        })
+}
+
+/// The `cbt` CLI, pointed at the emulator, for checks of what was written.
+pub fn cbt(emulator: &BigtableEmulator, project: &str, instance: &str, args: &[&str]) -> String {
+    let binary = on_path("cbt").unwrap_or_else(|| missing("the cbt CLI", "install google-cloud-cli-cbt"));
+    let output = Command::new(binary)
+        .env("BIGTABLE_EMULATOR_HOST", emulator.host())
+        .args(["-project", project, "-instance", instance])
+        .args(args)
+        .output()
+        .expect("run cbt");
+    assert!(
+        output.status.success(),
+        "cbt {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// A throwaway PostgreSQL cluster in a temp dir, trust auth on loopback.
+pub struct Postgres {
+    pub port: u16,
+    _process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let bin = postgres_bindir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let user = unprivileged_user();
+        if let Some((uid, gid)) = user {
+            chown(dir.path(), Some(uid), Some(gid)).expect("chown the cluster dir to postgres");
+        }
+        let init = run_as(user, Command::new(bin.join("initdb")).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"]).arg(&data))
+            .output()
+            .expect("run initdb");
+        assert!(init.status.success(), "initdb failed: {}", String::from_utf8_lossy(&init.stderr));
+
+        let port = free_port();
+        let mut process = Process::spawn(
+            "PostgreSQL",
+            run_as(user, Command::new(bin.join("postgres")).arg("-D").arg(&data).args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                &format!("unix_socket_directories={}", dir.path().display()),
+                "-c",
+                "fsync=off",
+            ])),
+            dir.path().join("postgres.log"),
+        );
+        let isready = bin.join("pg_isready");
+        process.wait_until(|| {
+            Command::new(&isready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        Self { port, _process: process, _dir: dir }
+    }
+
+    /// A `postgres://` URL for the `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+fn run_as(user: Option<(u32, u32)>, command: &mut Command) -> &mut Command {
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    command.env_remove("PGDATA")
+}
+
+fn postgres_bindir() -> PathBuf {
+    if let Some(initdb) = on_path("initdb") {
+        let real = std::fs::canonicalize(&initdb).unwrap_or(initdb);
+        return real.parent().expect("initdb has a parent dir").to_path_buf();
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .unwrap_or_else(|| missing("the PostgreSQL server", "apt-get install -y postgresql"))
+}
+
+/// PostgreSQL refuses to run as root: when we are root, run it as the
+/// `postgres` system user that Debian's package creates.
+fn unprivileged_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let entry = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"postgres") && fields.len() > 3)
+        .unwrap_or_else(|| missing("the postgres system user", "apt-get install -y postgresql creates it"));
+    Some((entry[2].parse().expect("uid"), entry[3].parse().expect("gid")))
+}
+
+// ---------------------------------------------------------------- Redis
+
+/// A Redis server with persistence off.
+pub struct Redis {
+    pub port: u16,
+    _process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let binary = on_path("redis-server").unwrap_or_else(|| missing("Redis (redis-server)", "apt-get install -y redis-server"));
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut process = Process::spawn(
+            "Redis",
+            Command::new(binary)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path()),
+            dir.path().join("redis.log"),
+        );
+        process.wait_until(|| redis_pong(port));
+        Self { port, _process: process, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+fn redis_pong(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let mut reply = [0u8; 7];
+    stream.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
+        && stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
