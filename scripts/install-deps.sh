@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the real components the test suite starts, when they are missing:
+# PostgreSQL and Redis from Debian's packages. The Bigtable emulator ships with
+# the Google Cloud CLI (component `bigtable-emulator`, Debian package
+# google-cloud-cli-bigtable-emulator) and the `cbt` CLI (google-cloud-cli-cbt);
+# they come from Google's apt repository, so they are only checked here.
+set -euo pipefail
+
+missing=()
+have_postgres() { command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
+have_postgres || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+sdk_root=$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null || true)
+if ! command -v cbtemulator >/dev/null 2>&1 && [ ! -x "${CBTEMULATOR:-${sdk_root:-/nonexistent}/platform/bigtable-emulator/cbtemulator}" ]; then
+  echo "install-deps: the Bigtable emulator is missing: install google-cloud-cli-bigtable-emulator (or 'gcloud components install bigtable-emulator'), or set CBTEMULATOR" >&2
+  exit 1
+fi
+if ! command -v cbt >/dev/null 2>&1; then
+  echo "install-deps: the cbt CLI is missing: install google-cloud-cli-cbt (or 'gcloud components install cbt')" >&2
+  exit 1
+fi
