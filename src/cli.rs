@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::crd::{self, validate::{Validator, Verdict}};
+use crate::worker::import;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -28,6 +29,35 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Load recorded `getBlock` responses (JSON, optionally gzipped; encodings json,
+    /// base64 or base58) into a block store.
+    Import {
+        /// `bigtable://PROJECT/INSTANCE[?appProfile=ID]` or `embedded:///PATH`.
+        #[arg(long, env = "CHRONICLE_STORE", value_name = "URL")]
+        store: String,
+        /// Slot of the block (only with one file); otherwise taken from each file
+        /// name, which must start with it (`<slot>.json`, `<slot>_x.json.gz`).
+        #[arg(long)]
+        slot: Option<u64>,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Print one stored block as a Solana RPC node answers `getBlock`.
+    GetBlock {
+        #[arg(long, env = "CHRONICLE_STORE", value_name = "URL")]
+        store: String,
+        slot: u64,
+        #[arg(long, value_enum, default_value = "json")]
+        encoding: BlockEncoding,
+        #[arg(long, value_enum, default_value = "full")]
+        transaction_details: Details,
+        /// Leave out block and transaction rewards.
+        #[arg(long)]
+        no_rewards: bool,
+        /// Highest transaction version to return (versioned transactions need 0).
+        #[arg(long)]
+        max_supported_transaction_version: Option<u8>,
+    },
     /// Check Chronicle manifests against the CRDs' schemas and CEL rules, as the
     /// API server would, without a cluster. Directories are searched for *.yaml/*.yml.
     Validate {
@@ -37,18 +67,65 @@ pub enum Command {
     },
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BlockEncoding {
+    Json,
+    #[value(name = "jsonParsed")]
+    JsonParsed,
+    Base64,
+    Base58,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Details {
+    Full,
+    Signatures,
+    Accounts,
+    None,
+}
+
 /// Runs a parsed command line; the exit code says whether it succeeded.
 pub fn run(cli: Cli) -> ExitCode {
     telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
+        Command::Import { store, slot, files } => block_on(import::run(&store, slot, &files)),
+        Command::GetBlock { store, slot, encoding, transaction_details, no_rewards, max_supported_transaction_version } => {
+            block_on(import::get_block(&store, slot, encoding.into(), transaction_details.into(), !no_rewards, max_supported_transaction_version))
+        }
     };
     match result {
         Ok(code) => code,
         Err(err) => {
             tracing::error!("{err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
+}
+
+impl From<BlockEncoding> for solana_transaction_status::UiTransactionEncoding {
+    fn from(encoding: BlockEncoding) -> Self {
+        match encoding {
+            BlockEncoding::Json => Self::Json,
+            BlockEncoding::JsonParsed => Self::JsonParsed,
+            BlockEncoding::Base64 => Self::Base64,
+            BlockEncoding::Base58 => Self::Base58,
+        }
+    }
+}
+
+impl From<Details> for solana_transaction_status::TransactionDetails {
+    fn from(details: Details) -> Self {
+        match details {
+            Details::Full => Self::Full,
+            Details::Signatures => Self::Signatures,
+            Details::Accounts => Self::Accounts,
+            Details::None => Self::None,
         }
     }
 }

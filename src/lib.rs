@@ -1,6 +1,9 @@
 //! Chronicle: a Kubernetes operator for a blockchain data platform. One binary
 //! runs in several modes (see `cli`); each module below is one responsibility.
 
+pub mod chain;
 pub mod cli;
 pub mod crd;
+pub mod store;
 pub mod telemetry;
+pub mod worker;

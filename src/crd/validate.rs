@@ -54,10 +54,10 @@ pub struct DocumentReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: document {index} is not YAML: {source}")]
-    Yaml { path: PathBuf, index: usize, source: serde_yaml::Error },
+    #[error("reading {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("{path}: document {index} is not YAML: {cause}")]
+    Yaml { path: PathBuf, index: usize, cause: serde_yaml::Error },
     #[error("CRD {crd}: version {version} has no OpenAPI schema")]
     NoSchema { crd: String, version: String },
     #[error("CRD {crd}: the OpenAPI schema does not compile: {message}")]
@@ -150,15 +150,11 @@ impl Validator {
     /// Checks every document of a YAML file.
     pub fn validate_file(&self, path: &Path) -> Result<Vec<DocumentReport>, ValidateError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ValidateError::Read { path: path.to_path_buf(), source })?;
+            .map_err(|cause| ValidateError::Read { path: path.to_path_buf(), cause })?;
         let mut reports = Vec::new();
         for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let index = i + 1;
-            let value = Value::deserialize(document).map_err(|source| ValidateError::Yaml {
-                path: path.to_path_buf(),
-                index,
-                source,
-            })?;
+            let value = Value::deserialize(document).map_err(|cause| ValidateError::Yaml { path: path.to_path_buf(), index, cause })?;
             if value.is_null() {
                 continue; // an empty document, e.g. a trailing `---`
             }

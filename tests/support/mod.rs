@@ -308,3 +308,60 @@ fn redis_pong(port: u16) -> bool {
         && stream.read_exact(&mut reply).is_ok()
         && &reply == b"+PONG\r\n"
 }
+
+// ---------------------------------------------------------------- test data
+
+/// A file under `tests/data/`.
+pub fn data_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(relative)
+}
+
+/// Fields a newer node prints that an older recording may lack; ours may
+/// carry them when they hold nothing (null, empty).
+const NEWER_FIELDS: &[&str] = &["loadedAddresses", "stackHeight", "computeUnitsConsumed", "returnData", "costUnits", "numRewardPartitions", "commissionBps"];
+
+/// Nothing, or what a newer node prints by default (top-level instructions
+/// carry `stackHeight: 1`).
+fn is_empty_value(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null => true,
+        Value::Number(n) => n.as_u64() == Some(1),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.values().all(is_empty_value),
+        _ => false,
+    }
+}
+
+/// Asserts that `ours` says everything `source` says, field by field: every
+/// field of the source is present with an equal value; a field only we
+/// print must be one a newer node adds, and empty.
+pub fn assert_json_covers(source: &serde_json::Value, ours: &serde_json::Value, path: &str) {
+    use serde_json::Value;
+    match (source, ours) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                // Older nodes print `null` where newer ones leave the field out.
+                if value.is_null() && !b.contains_key(key) {
+                    continue;
+                }
+                let theirs = b.get(key).unwrap_or_else(|| panic!("{path}.{key}: missing from our answer (source has {value})"));
+                assert_json_covers(value, theirs, &format!("{path}.{key}"));
+            }
+            for (key, value) in b.iter().filter(|(k, _)| !a.contains_key(*k)) {
+                assert!(
+                    NEWER_FIELDS.contains(&key.as_str()) && is_empty_value(value),
+                    "{path}.{key}: we print {value}, the source has no such field"
+                );
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "{path}: {} items in the source, {} in ours", a.len(), b.len());
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert_json_covers(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::Number(a), Value::Number(b)) => assert_eq!(a.as_f64(), b.as_f64(), "{path}"),
+        (a, b) => assert_eq!(a, b, "{path}"),
+    }
+}

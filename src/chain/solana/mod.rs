@@ -1,0 +1,4 @@
+//! Solana: `getBlock` responses in, agave's stored block out.
+
+pub mod decode;
+pub mod response;

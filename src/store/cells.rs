@@ -1,0 +1,111 @@
+//! The storage engine underneath a ledger layout: tables of rows, each row a
+//! key and its cells (qualifier → value), in family `x`. Bigtable and the
+//! embedded store implement this; the agave layout (`ledger.rs`) is written
+//! once on top of it, so both backends hold the same keys and cell bytes.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+/// The tables of agave's layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Blocks,
+    Entries,
+    Tx,
+    TxByAddr,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [Table::Blocks, Table::Entries, Table::Tx, Table::TxByAddr];
+
+    /// The table's name in Bigtable.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Blocks => "blocks",
+            Table::Entries => "entries",
+            Table::Tx => "tx",
+            Table::TxByAddr => "tx-by-addr",
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The one column family agave uses.
+pub const FAMILY: &str = "x";
+
+/// One cell to write: row key, qualifier (`proto` or `bin`), value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    pub key: String,
+    pub qualifier: &'static str,
+    pub value: Vec<u8>,
+}
+
+/// A row read back: its key and its cells (latest version of each qualifier).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    pub key: String,
+    pub cells: Vec<(String, Vec<u8>)>,
+}
+
+impl Row {
+    /// The value under `qualifier`, if the row has one.
+    pub fn cell(&self, qualifier: &str) -> Option<&[u8]> {
+        self.cells.iter().find(|(q, _)| q == qualifier).map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Rows of one table written together.
+#[derive(Clone, Debug)]
+pub struct TableWrite {
+    pub table: Table,
+    pub cells: Vec<Cell>,
+}
+
+/// Keys from `start` to `end`, both inclusive; `end: None` is open-ended.
+#[derive(Clone, Debug)]
+pub struct KeyRange {
+    pub start: String,
+    pub end: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{backend}: table {table}: {message}")]
+pub struct BackendError {
+    /// The store, e.g. `bigtable://project/instance` (never credentials).
+    pub backend: String,
+    pub table: String,
+    pub message: String,
+}
+
+#[async_trait]
+pub trait CellStore: Send + Sync {
+    /// Where the cells live, for messages (`bigtable://p/i`, `embedded:///path`).
+    fn describe(&self) -> String;
+
+    /// Creates the tables and column family if missing.
+    async fn ensure_tables(&self) -> Result<(), BackendError>;
+
+    /// Writes the rows of several tables. The embedded store commits them in
+    /// one atomic batch; Bigtable sends one MutateRows per table, concurrently.
+    async fn write(&self, writes: Vec<TableWrite>) -> Result<(), BackendError>;
+
+    /// The rows among `keys` that exist, in key order.
+    async fn read_rows(&self, table: Table, keys: &[String]) -> Result<Vec<Row>, BackendError>;
+
+    /// Up to `limit` rows of `range` in key order; `keys_only` leaves cells out.
+    async fn scan(&self, table: Table, range: KeyRange, limit: usize, keys_only: bool) -> Result<Vec<Row>, BackendError>;
+
+    /// Deletes whole rows (missing ones are ignored).
+    async fn delete_rows(&self, table: Table, keys: &[String]) -> Result<(), BackendError>;
+
+    /// Makes everything written so far durable (embedded: fsync the journal;
+    /// Bigtable: acknowledged writes already are).
+    async fn sync(&self) -> Result<(), BackendError>;
+}

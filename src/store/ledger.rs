@@ -1,0 +1,551 @@
+//! Solana blocks in agave's long-term storage layout, on any [`CellStore`]:
+//! what goes in each table (`blocks`, `entries`, `tx`, `tx-by-addr`), how cells
+//! are encoded, the write order (index tables first, `blocks` last) and the read
+//! paths agave's `LedgerStorage` implements. See `docs/solana-bigtable-format.md`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use agave_reserved_account_keys::ReservedAccountKeys;
+use async_trait::async_trait;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use solana_clock::{Slot, UnixTimestamp};
+use solana_message::VersionedMessage;
+use solana_pubkey::Pubkey;
+use solana_signature::Signature;
+use solana_storage_proto::convert::{entries, generated, tx_by_addr};
+use solana_transaction::versioned::VersionedTransaction;
+use solana_transaction_error::TransactionError;
+use solana_transaction_status::{
+    ConfirmedBlock, ConfirmedTransactionStatusWithSignature, ConfirmedTransactionWithStatusMeta, EntrySummary, Reward,
+    TransactionByAddrInfo, TransactionStatusMeta, TransactionWithStatusMeta, VersionedConfirmedBlock,
+    VersionedTransactionWithStatusMeta, extract_and_fmt_memos,
+};
+
+use super::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
+use super::envelope;
+use super::keys::{address_key, parse_address_key, parse_slot_key, slot_key};
+use super::{BlockStore, DeleteStats, StoreError, WriteStats};
+
+/// The `tx` table's cell (bincode, qualifier `bin`): where a signature's
+/// transaction sits and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionInfo {
+    pub slot: Slot,
+    pub index: u32,
+    pub err: Option<TransactionError>,
+    pub memo: Option<String>,
+}
+
+/// Agave's layout over a cell store.
+pub struct LedgerStore {
+    cells: Arc<dyn CellStore>,
+    reserved: ReservedAccountKeys,
+}
+
+/// The cells of one block: the index tables, written first, then `blocks`.
+pub struct BlockCells {
+    pub indexes: Vec<TableWrite>,
+    pub block: TableWrite,
+}
+
+impl BlockCells {
+    pub fn stats(&self) -> WriteStats {
+        let all = self.indexes.iter().chain(std::iter::once(&self.block)).flat_map(|w| &w.cells);
+        all.fold(WriteStats::default(), |s, c| WriteStats { cells: s.cells + 1, bytes: s.bytes + c.value.len() as u64 })
+    }
+}
+
+impl LedgerStore {
+    pub fn new(cells: Arc<dyn CellStore>) -> Self {
+        Self { cells, reserved: ReservedAccountKeys::new_all_activated() }
+    }
+
+    /// The storage engine underneath, for raw reads in checks and tools.
+    pub fn cells(&self) -> &Arc<dyn CellStore> {
+        &self.cells
+    }
+
+    /// Encodes a block into its cells exactly as agave's uploader does.
+    pub fn block_cells(&self, slot: Slot, block: &VersionedConfirmedBlock, entries: &[EntrySummary]) -> Result<BlockCells, StoreError> {
+        check_writable(slot, block)?;
+        let mut tx_cells = Vec::with_capacity(block.transactions.len());
+        let mut by_address: BTreeMap<Pubkey, Vec<TransactionByAddrInfo>> = BTreeMap::new();
+        for (index, tx_with_meta) in block.transactions.iter().enumerate() {
+            let index = u32::try_from(index).expect("a block holds fewer than 2^32 transactions");
+            let signature = tx_with_meta.transaction.signatures[0];
+            let err = tx_with_meta.meta.status.clone().err();
+            let memo = extract_and_fmt_memos(tx_with_meta);
+            for address in tx_with_meta.account_keys().iter() {
+                if !self.reserved.is_reserved(address) {
+                    by_address.entry(*address).or_default().push(TransactionByAddrInfo {
+                        signature,
+                        err: err.clone(),
+                        index,
+                        memo: memo.clone(),
+                        block_time: block.block_time,
+                    });
+                }
+            }
+            let info = TransactionInfo { slot, index, err, memo };
+            let bytes = bincode::serialize(&info).expect("TransactionInfo serializes");
+            tx_cells.push(Cell { key: signature.to_string(), qualifier: "bin", value: envelope::compress(&bytes) });
+        }
+        let by_address_cells = by_address
+            .into_iter()
+            .map(|(address, infos)| {
+                let row = tx_by_addr::TransactionByAddr { tx_by_addrs: infos.into_iter().map(Into::into).collect() };
+                Cell { key: address_key(&address, slot), qualifier: "proto", value: envelope::compress(&row.encode_to_vec()) }
+            })
+            .collect();
+        let mut indexes = vec![TableWrite { table: Table::Tx, cells: tx_cells }, TableWrite { table: Table::TxByAddr, cells: by_address_cells }];
+        if !entries.is_empty() {
+            let row = entries::Entries { entries: entries.iter().copied().enumerate().map(Into::into).collect() };
+            let cell = Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&row.encode_to_vec()) };
+            indexes.push(TableWrite { table: Table::Entries, cells: vec![cell] });
+        }
+        let proto = generated::ConfirmedBlock::from(block.clone()).encode_to_vec();
+        let block = TableWrite { table: Table::Blocks, cells: vec![Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&proto) }] };
+        Ok(BlockCells { indexes, block })
+    }
+
+    /// Writes pre-encoded cells: indexes first, the `blocks` row only once they
+    /// all succeeded, so readers never see a block without its indexes.
+    pub async fn write_cells(&self, cells: BlockCells) -> Result<WriteStats, StoreError> {
+        let stats = cells.stats();
+        self.cells.write(cells.indexes).await?;
+        self.cells.write(vec![cells.block]).await?;
+        Ok(stats)
+    }
+
+    async fn read_one(&self, table: Table, key: String) -> Result<Option<Row>, StoreError> {
+        Ok(self.cells.read_rows(table, &[key]).await?.into_iter().next())
+    }
+
+    async fn tx_infos(&self, signatures: &[Signature]) -> Result<HashMap<String, TransactionInfo>, StoreError> {
+        let keys: Vec<String> = signatures.iter().map(ToString::to_string).collect();
+        let rows = self.cells.read_rows(Table::Tx, &keys).await?;
+        rows.into_iter().map(|row| Ok((row.key.clone(), decode_tx_info(&row)?))).collect()
+    }
+
+    async fn first_signature_position(&self, signature: &Signature) -> Result<(Slot, u32), StoreError> {
+        let info = self.tx_infos(std::slice::from_ref(signature)).await?.remove(&signature.to_string());
+        info.map(|i| (i.slot, i.index)).ok_or(StoreError::SignatureNotFound(*signature))
+    }
+}
+
+#[async_trait]
+impl BlockStore for LedgerStore {
+    fn describe(&self) -> String {
+        self.cells.describe()
+    }
+
+    async fn write_block(&self, slot: Slot, block: &VersionedConfirmedBlock, entries: &[EntrySummary]) -> Result<WriteStats, StoreError> {
+        let cells = self.block_cells(slot, block, entries)?;
+        self.write_cells(cells).await
+    }
+
+    async fn block(&self, slot: Slot) -> Result<Option<ConfirmedBlock>, StoreError> {
+        match self.read_one(Table::Blocks, slot_key(slot)).await? {
+            Some(row) => decode_block(&row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn blocks(&self, start: Slot, limit: usize) -> Result<Vec<Slot>, StoreError> {
+        let rows = self.cells.scan(Table::Blocks, KeyRange { start: slot_key(start), end: None }, limit, true).await?;
+        Ok(rows.iter().filter_map(|r| parse_slot_key(&r.key)).collect())
+    }
+
+    async fn first_available_block(&self) -> Result<Option<Slot>, StoreError> {
+        let rows = self.cells.scan(Table::Blocks, KeyRange { start: String::new(), end: None }, 1, true).await?;
+        Ok(rows.first().and_then(|r| parse_slot_key(&r.key)))
+    }
+
+    async fn block_time(&self, slot: Slot) -> Result<Option<Option<UnixTimestamp>>, StoreError> {
+        Ok(self.block(slot).await?.map(|b| b.block_time))
+    }
+
+    async fn entries(&self, slot: Slot) -> Result<Option<Vec<EntrySummary>>, StoreError> {
+        let Some(row) = self.read_one(Table::Entries, slot_key(slot)).await? else { return Ok(None) };
+        let bytes = cell_payload(&row, Table::Entries, &["proto"])?.1;
+        let decoded = entries::Entries::decode(bytes.as_slice()).map_err(|e| corrupt(Table::Entries, &row.key, format!("protobuf: {e}")))?;
+        if let Some(bad) = decoded.entries.iter().find(|e| e.hash.len() != 32) {
+            return Err(corrupt(Table::Entries, &row.key, format!("entry {} hash is {} bytes, expected 32", bad.index, bad.hash.len())));
+        }
+        Ok(Some(decoded.entries.into_iter().map(Into::into).collect()))
+    }
+
+    async fn signature_status(&self, signature: &Signature) -> Result<Option<TransactionInfo>, StoreError> {
+        Ok(self.tx_infos(std::slice::from_ref(signature)).await?.remove(&signature.to_string()))
+    }
+
+    async fn signature_statuses(&self, signatures: &[Signature]) -> Result<Vec<Option<TransactionInfo>>, StoreError> {
+        let mut found = self.tx_infos(signatures).await?;
+        Ok(signatures.iter().map(|s| found.remove(&s.to_string())).collect())
+    }
+
+    async fn transaction(&self, signature: &Signature) -> Result<Option<ConfirmedTransactionWithStatusMeta>, StoreError> {
+        let Some(info) = self.signature_status(signature).await? else { return Ok(None) };
+        let Some(block) = self.block(info.slot).await? else { return Ok(None) };
+        let Some(tx_with_meta) = block.transactions.into_iter().nth(info.index as usize) else {
+            tracing::warn!(%signature, slot = info.slot, index = info.index, "tx row points past the end of its block");
+            return Ok(None);
+        };
+        if tx_with_meta.transaction_signature() != signature {
+            tracing::warn!(%signature, slot = info.slot, index = info.index, "tx row points at another transaction");
+            return Ok(None);
+        }
+        Ok(Some(ConfirmedTransactionWithStatusMeta { slot: info.slot, tx_with_meta, block_time: block.block_time, index: info.index }))
+    }
+
+    async fn signatures_for_address(
+        &self,
+        address: &Pubkey,
+        before: Option<&Signature>,
+        until: Option<&Signature>,
+        limit: usize,
+    ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
+        // Agave's algorithm (LedgerStorage::get_confirmed_signatures_for_address).
+        let (first_slot, before_index) = match before {
+            Some(sig) => self.first_signature_position(sig).await?,
+            None => (Slot::MAX, 0),
+        };
+        let (last_slot, until_index) = match until {
+            Some(sig) => self.first_signature_position(sig).await?,
+            None => (0, u32::MAX),
+        };
+        // Rows of the starting slot may hold entries we skip; read that many more.
+        let first_row = self.read_one(Table::TxByAddr, address_key(address, first_slot)).await?;
+        let skipped = match &first_row {
+            Some(row) => decode_address_row(row)?.len(),
+            None => 0,
+        };
+        let range = KeyRange { start: address_key(address, first_slot), end: Some(address_key(address, last_slot)) };
+        let rows = self.cells.scan(Table::TxByAddr, range, limit.saturating_add(skipped), false).await?;
+        let mut out = Vec::with_capacity(limit);
+        'rows: for row in rows {
+            let slot = parse_address_key(&row.key).ok_or_else(|| corrupt(Table::TxByAddr, &row.key, "row key has no slot suffix"))?;
+            for info in decode_address_row(&row)?.into_iter().rev() {
+                if (slot == first_slot && info.index >= before_index) || (slot == last_slot && info.index <= until_index) {
+                    continue;
+                }
+                out.push(ConfirmedTransactionStatusWithSignature {
+                    signature: info.signature,
+                    slot,
+                    err: info.err,
+                    memo: info.memo,
+                    block_time: info.block_time,
+                    index: info.index,
+                });
+                if out.len() >= limit {
+                    break 'rows;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_range(&self, start: Slot, end: Slot) -> Result<DeleteStats, StoreError> {
+        let mut stats = DeleteStats::default();
+        let mut next = start;
+        while next <= end {
+            let slots: Vec<Slot> = self.blocks(next, 256).await?.into_iter().take_while(|s| *s <= end).collect();
+            let Some(&last) = slots.last() else { break };
+            for slot in slots {
+                self.delete_slot(slot, &mut stats).await?;
+            }
+            next = last.saturating_add(1);
+            if last == Slot::MAX {
+                break;
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(self.cells.sync().await?)
+    }
+}
+
+impl LedgerStore {
+    /// Agave's `delete-slots`: index rows of every account key, `tx` rows that
+    /// still point at this slot, `entries`, and the `blocks` row last.
+    async fn delete_slot(&self, slot: Slot, stats: &mut DeleteStats) -> Result<(), StoreError> {
+        let Some(block) = self.block(slot).await? else { return Ok(()) };
+        let mut address_keys = Vec::new();
+        let mut signatures = Vec::new();
+        for tx in &block.transactions {
+            address_keys.extend(tx.account_keys().iter().map(|a| address_key(a, slot)));
+            signatures.push(*tx.transaction_signature());
+        }
+        address_keys.sort();
+        address_keys.dedup();
+        let infos = self.tx_infos(&signatures).await?;
+        let tx_keys: Vec<String> = infos.into_iter().filter(|(_, info)| info.slot == slot).map(|(key, _)| key).collect();
+        self.cells.delete_rows(Table::TxByAddr, &address_keys).await?;
+        self.cells.delete_rows(Table::Tx, &tx_keys).await?;
+        self.cells.delete_rows(Table::Entries, &[slot_key(slot)]).await?;
+        self.cells.delete_rows(Table::Blocks, &[slot_key(slot)]).await?;
+        stats.blocks += 1;
+        stats.rows += address_keys.len() + tx_keys.len() + 2;
+        Ok(())
+    }
+}
+
+fn corrupt(table: Table, key: &str, reason: impl Into<String>) -> StoreError {
+    let slot = match table {
+        Table::Blocks | Table::Entries => parse_slot_key(key),
+        Table::TxByAddr => parse_address_key(key),
+        Table::Tx => None,
+    };
+    StoreError::Corrupt { table, key: key.to_string(), slot, reason: reason.into() }
+}
+
+/// The decompressed payload of the first of `qualifiers` the row has.
+fn cell_payload<'q>(row: &Row, table: Table, qualifiers: &[&'q str]) -> Result<(&'q str, Vec<u8>), StoreError> {
+    let (qualifier, value) = qualifiers
+        .iter()
+        .find_map(|q| row.cell(q).map(|v| (*q, v)))
+        .ok_or_else(|| corrupt(table, &row.key, format!("no {} cell", qualifiers.join(" or "))))?;
+    let payload = envelope::decompress(value).map_err(|e| corrupt(table, &row.key, format!("{qualifier} cell: {e}")))?;
+    Ok((qualifier, payload))
+}
+
+fn decode_tx_info(row: &Row) -> Result<TransactionInfo, StoreError> {
+    let (_, bytes) = cell_payload(row, Table::Tx, &["bin"])?;
+    bincode::deserialize(&bytes).map_err(|e| corrupt(Table::Tx, &row.key, format!("bincode TransactionInfo: {e}")))
+}
+
+fn decode_address_row(row: &Row) -> Result<Vec<TransactionByAddrInfo>, StoreError> {
+    match cell_payload(row, Table::TxByAddr, &["proto", "bin"])? {
+        ("proto", bytes) => {
+            let decoded = tx_by_addr::TransactionByAddr::decode(bytes.as_slice())
+                .map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("protobuf: {e}")))?;
+            if let Some(bad) = decoded.tx_by_addrs.iter().find(|i| i.signature.len() != 64) {
+                return Err(corrupt(Table::TxByAddr, &row.key, format!("signature of index {} is {} bytes", bad.index, bad.signature.len())));
+            }
+            decoded.try_into().map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("protobuf: {e}")))
+        }
+        (_, bytes) => {
+            let legacy: Vec<LegacyTransactionByAddrInfo> =
+                bincode::deserialize(&bytes).map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("legacy bincode: {e}")))?;
+            Ok(legacy.into_iter().map(Into::into).collect())
+        }
+    }
+}
+
+/// Decodes a `blocks` row: protobuf (`proto`), else the legacy bincode form (`bin`).
+pub fn decode_block(row: &Row) -> Result<ConfirmedBlock, StoreError> {
+    match cell_payload(row, Table::Blocks, &["proto", "bin"])? {
+        ("proto", bytes) => {
+            let block = generated::ConfirmedBlock::decode(bytes.as_slice())
+                .map_err(|e| corrupt(Table::Blocks, &row.key, format!("protobuf ConfirmedBlock: {e}")))?;
+            proto_to_block(block).map_err(|reason| corrupt(Table::Blocks, &row.key, reason))
+        }
+        (_, bytes) => {
+            let legacy: StoredConfirmedBlock =
+                bincode::deserialize(&bytes).map_err(|e| corrupt(Table::Blocks, &row.key, format!("legacy bincode block: {e}")))?;
+            legacy_block(legacy).map_err(|reason| corrupt(Table::Blocks, &row.key, reason))
+        }
+    }
+}
+
+/// Converts a decoded protobuf block with agave's own conversions, after the
+/// checks that keep those conversions (which panic on malformed input) safe.
+pub fn proto_to_block(block: generated::ConfirmedBlock) -> Result<ConfirmedBlock, String> {
+    for (index, tx) in block.transactions.iter().enumerate() {
+        check_proto_transaction(tx).map_err(|e| format!("transaction {index}: {e}"))?;
+    }
+    let block = ConfirmedBlock::try_from(block).map_err(|e| e.to_string())?;
+    for (index, tx) in block.transactions.iter().enumerate() {
+        check_references(tx).map_err(|e| format!("transaction {index}: {e}"))?;
+    }
+    Ok(block)
+}
+
+fn check_len(what: &str, bytes: &[u8], expected: usize) -> Result<(), String> {
+    if bytes.len() == expected { Ok(()) } else { Err(format!("{what} is {} bytes, expected {expected}", bytes.len())) }
+}
+
+fn check_proto_transaction(tx: &generated::ConfirmedTransaction) -> Result<(), String> {
+    let transaction = tx.transaction.as_ref().ok_or("no transaction")?;
+    let message = transaction.message.as_ref().ok_or("no message")?;
+    message.header.as_ref().ok_or("no message header")?;
+    if transaction.signatures.is_empty() {
+        return Err("no signatures".into());
+    }
+    transaction.signatures.iter().try_for_each(|s| check_len("signature", s, 64))?;
+    message.account_keys.iter().try_for_each(|k| check_len("account key", k, 32))?;
+    check_len("recent blockhash", &message.recent_blockhash, 32)?;
+    message.address_table_lookups.iter().try_for_each(|l| check_len("lookup table key", &l.account_key, 32))?;
+    match &tx.meta {
+        None if message.versioned || message.config.is_some() => Err("versioned transaction without meta".into()),
+        None => Ok(()),
+        Some(meta) => {
+            if let Some(data) = meta.return_data.as_ref().filter(|_| !meta.return_data_none) {
+                check_len("return data program id", &data.program_id, 32)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Instruction indexes must point at account keys, or rendering would panic.
+fn check_references(tx: &TransactionWithStatusMeta) -> Result<(), String> {
+    let key_count = tx.account_keys().len();
+    let message = match tx {
+        TransactionWithStatusMeta::MissingMetadata(t) => VersionedMessage::Legacy(t.message.clone()),
+        TransactionWithStatusMeta::Complete(t) => t.transaction.message.clone(),
+    };
+    let inner = match tx {
+        TransactionWithStatusMeta::Complete(t) => t.meta.inner_instructions.iter().flatten().flat_map(|i| &i.instructions).map(|i| &i.instruction).collect(),
+        TransactionWithStatusMeta::MissingMetadata(_) => Vec::new(),
+    };
+    for ix in message.instructions().iter().chain(inner) {
+        let highest = ix.accounts.iter().copied().chain([ix.program_id_index]).max().unwrap_or(0);
+        if usize::from(highest) >= key_count {
+            return Err(format!("instruction refers to account {highest} of {key_count}"));
+        }
+    }
+    Ok(())
+}
+
+/// What a block must satisfy before we write it (agave's readers panic otherwise).
+fn check_writable(slot: Slot, block: &VersionedConfirmedBlock) -> Result<(), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidBlock { slot, reason };
+    for (index, tx) in block.transactions.iter().enumerate() {
+        if tx.transaction.signatures.is_empty() {
+            return Err(invalid(format!("transaction {index} has no signature")));
+        }
+        tx.transaction.sanitize().map_err(|e| invalid(format!("transaction {index}: {e}")))?;
+        check_references(&TransactionWithStatusMeta::Complete(tx.clone())).map_err(|e| invalid(format!("transaction {index}: {e}")))?;
+    }
+    Ok(())
+}
+
+// ---- legacy bincode forms (read-only; data from before late 2020) ----
+
+#[derive(Deserialize, Serialize)]
+struct LegacyTransactionByAddrInfo {
+    signature: Signature,
+    err: Option<TransactionError>,
+    index: u32,
+    memo: Option<String>,
+}
+
+impl From<LegacyTransactionByAddrInfo> for TransactionByAddrInfo {
+    fn from(info: LegacyTransactionByAddrInfo) -> Self {
+        Self { signature: info.signature, err: info.err, index: info.index, memo: info.memo, block_time: None }
+    }
+}
+
+#[derive(Deserialize, Serialize)]
+pub(crate) struct StoredConfirmedBlock {
+    previous_blockhash: String,
+    blockhash: String,
+    parent_slot: Slot,
+    transactions: Vec<StoredConfirmedBlockTransaction>,
+    rewards: Vec<StoredConfirmedBlockReward>,
+    block_time: Option<UnixTimestamp>,
+    #[serde(deserialize_with = "default_on_eof", default)]
+    block_height: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct StoredConfirmedBlockTransaction {
+    transaction: VersionedTransaction,
+    meta: Option<StoredConfirmedBlockTransactionStatusMeta>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct StoredConfirmedBlockTransactionStatusMeta {
+    err: Option<TransactionError>,
+    fee: u64,
+    pre_balances: Vec<u64>,
+    post_balances: Vec<u64>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct StoredConfirmedBlockReward {
+    pubkey: String,
+    lamports: i64,
+}
+
+/// Old blocks end before `block_height`; agave reads that as `None`.
+fn default_on_eof<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(d) {
+        Err(e) if e.to_string().contains("unexpected end of file") || e.to_string().contains("failed to fill whole buffer") => Ok(None),
+        other => other,
+    }
+}
+
+fn legacy_block(block: StoredConfirmedBlock) -> Result<ConfirmedBlock, String> {
+    let transactions = block
+        .transactions
+        .into_iter()
+        .enumerate()
+        .map(|(index, tx)| {
+            if tx.transaction.signatures.is_empty() {
+                return Err(format!("transaction {index} has no signature"));
+            }
+            Ok(match tx.meta {
+                Some(meta) => TransactionWithStatusMeta::Complete(VersionedTransactionWithStatusMeta {
+                    transaction: tx.transaction,
+                    meta: TransactionStatusMeta {
+                        status: meta.err.map_or(Ok(()), Err),
+                        fee: meta.fee,
+                        pre_balances: meta.pre_balances,
+                        post_balances: meta.post_balances,
+                        ..TransactionStatusMeta::default()
+                    },
+                }),
+                None => TransactionWithStatusMeta::MissingMetadata(
+                    tx.transaction.into_legacy_transaction().ok_or(format!("transaction {index}: versioned without meta"))?,
+                ),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let block = ConfirmedBlock {
+            previous_blockhash: block.previous_blockhash,
+            blockhash: block.blockhash,
+            parent_slot: block.parent_slot,
+            transactions,
+            rewards: block
+                .rewards
+                .into_iter()
+                .map(|r| Reward { pubkey: r.pubkey, lamports: r.lamports, post_balance: 0, reward_type: None, commission: None, commission_bps: None })
+                .collect(),
+            num_partitions: None,
+            block_time: block.block_time,
+            block_height: block.block_height,
+    };
+    for (index, tx) in block.transactions.iter().enumerate() {
+        check_references(tx).map_err(|e| format!("transaction {index}: {e}"))?;
+    }
+    Ok(block)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tx_cell_matches_the_worked_example() {
+        // Slot 42, index 3, success, no memo: 14 bytes of bincode.
+        let info = TransactionInfo { slot: 42, index: 3, err: None, memo: None };
+        let bytes = bincode::serialize(&info).unwrap();
+        assert_eq!(bytes, [0x2a, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0]);
+        assert_eq!(envelope::compress(&bytes).len(), 18);
+    }
+
+    #[test]
+    fn instruction_error_is_encoded_as_agave_does() {
+        // Instruction 0 failed with Custom(1).
+        let err = TransactionError::InstructionError(0, solana_transaction_error::InstructionError::Custom(1));
+        let info = TransactionInfo { slot: 0, index: 0, err: Some(err), memo: None };
+        let bytes = bincode::serialize(&info).unwrap();
+        assert_eq!(&bytes[12..26], &[1, 8, 0, 0, 0, 0, 0x19, 0, 0, 0, 1, 0, 0, 0]);
+    }
+}

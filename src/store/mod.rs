@@ -1,0 +1,182 @@
+//! The canonical block store: the [`BlockStore`] trait, agave's Bigtable
+//! layout on top of a cell engine ([`ledger`]), and the two engines,
+//! Google Bigtable ([`bigtable`]) and an embedded LSM store ([`embedded`]).
+//! A store is named by a URL: `bigtable://PROJECT/INSTANCE[?appProfile=ID]`
+//! (the emulator through `BIGTABLE_EMULATOR_HOST`) or `embedded:///PATH`.
+
+pub mod bigtable;
+pub mod cells;
+pub mod embedded;
+pub mod envelope;
+pub mod keys;
+pub mod ledger;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use solana_clock::{Slot, UnixTimestamp};
+use solana_pubkey::Pubkey;
+use solana_signature::Signature;
+use solana_transaction_status::{
+    ConfirmedBlock, ConfirmedTransactionStatusWithSignature, ConfirmedTransactionWithStatusMeta, EntrySummary,
+    VersionedConfirmedBlock,
+};
+
+use self::bigtable::{BigtableCells, BigtableConfig};
+use self::cells::{BackendError, CellStore, Table};
+use self::embedded::EmbeddedCells;
+pub use self::ledger::{LedgerStore, TransactionInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("table {table}, row {key}{}: {reason}", slot.map(|s| format!(" (slot {s})")).unwrap_or_default())]
+    Corrupt { table: Table, key: String, slot: Option<Slot>, reason: String },
+    #[error("slot {slot}: block cannot be stored: {reason}")]
+    InvalidBlock { slot: Slot, reason: String },
+    #[error("signature {0} not found")]
+    SignatureNotFound(Signature),
+    #[error("store URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+}
+
+/// What one write put into the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub cells: usize,
+    /// Bytes of cell values (compressed, as stored).
+    pub bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeleteStats {
+    pub blocks: usize,
+    pub rows: usize,
+}
+
+/// Long-term block history: what agave's `LedgerStorage` reads and writes.
+#[async_trait]
+pub trait BlockStore: Send + Sync {
+    /// The store's URL, without credentials.
+    fn describe(&self) -> String;
+
+    /// Writes a block with its index rows (and entries, when known). Writing the
+    /// same block again writes identical cells.
+    async fn write_block(&self, slot: Slot, block: &VersionedConfirmedBlock, entries: &[EntrySummary]) -> Result<WriteStats, StoreError>;
+
+    async fn block(&self, slot: Slot) -> Result<Option<ConfirmedBlock>, StoreError>;
+
+    /// Up to `limit` stored slots from `start` on, ascending.
+    async fn blocks(&self, start: Slot, limit: usize) -> Result<Vec<Slot>, StoreError>;
+
+    async fn first_available_block(&self) -> Result<Option<Slot>, StoreError>;
+
+    /// `None`: no block at `slot`; `Some(None)`: a block without a time.
+    async fn block_time(&self, slot: Slot) -> Result<Option<Option<UnixTimestamp>>, StoreError>;
+
+    async fn entries(&self, slot: Slot) -> Result<Option<Vec<EntrySummary>>, StoreError>;
+
+    async fn transaction(&self, signature: &Signature) -> Result<Option<ConfirmedTransactionWithStatusMeta>, StoreError>;
+
+    async fn signature_status(&self, signature: &Signature) -> Result<Option<TransactionInfo>, StoreError>;
+
+    /// Many statuses in one multi-row read, in the order asked.
+    async fn signature_statuses(&self, signatures: &[Signature]) -> Result<Vec<Option<TransactionInfo>>, StoreError>;
+
+    /// Newest first, as agave answers `getSignaturesForAddress` from Bigtable.
+    async fn signatures_for_address(
+        &self,
+        address: &Pubkey,
+        before: Option<&Signature>,
+        until: Option<&Signature>,
+        limit: usize,
+    ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError>;
+
+    /// Removes the blocks in `start..=end` and their index rows.
+    async fn delete_range(&self, start: Slot, end: Slot) -> Result<DeleteStats, StoreError>;
+
+    /// Makes all writes so far durable.
+    async fn sync(&self) -> Result<(), StoreError>;
+}
+
+/// A parsed store URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    Bigtable { project: String, instance: String, app_profile: String },
+    Embedded { path: PathBuf },
+}
+
+impl StoreUrl {
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        let fail = |reason: &str| StoreError::Url { url: text.to_string(), reason: reason.to_string() };
+        let url = url::Url::parse(text).map_err(|e| fail(&e.to_string()))?;
+        match url.scheme() {
+            "bigtable" => {
+                let project = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| fail("expected bigtable://PROJECT/INSTANCE"))?;
+                let instance = url.path().trim_matches('/');
+                if instance.is_empty() || instance.contains('/') {
+                    return Err(fail("expected bigtable://PROJECT/INSTANCE"));
+                }
+                let mut app_profile = "default".to_string();
+                for (key, value) in url.query_pairs() {
+                    match key.as_ref() {
+                        "appProfile" => app_profile = value.into_owned(),
+                        other => return Err(fail(&format!("unknown parameter {other:?} (known: appProfile)"))),
+                    }
+                }
+                Ok(StoreUrl::Bigtable { project: project.to_string(), instance: instance.to_string(), app_profile })
+            }
+            "embedded" => {
+                if url.host_str().is_some_and(|h| !h.is_empty()) {
+                    return Err(fail("expected embedded:///ABSOLUTE/PATH (three slashes)"));
+                }
+                let path = url.to_file_path().map_err(|_| fail("expected embedded:///ABSOLUTE/PATH"))?;
+                Ok(StoreUrl::Embedded { path })
+            }
+            other => Err(fail(&format!("unknown scheme {other:?} (expected bigtable:// or embedded://)"))),
+        }
+    }
+}
+
+/// Opens the store a URL names, creating tables if needed. Bigtable reads the
+/// emulator address from `BIGTABLE_EMULATOR_HOST` and credentials from
+/// `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key file) or the
+/// environment's default credentials.
+pub async fn open(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
+    let cells: Arc<dyn CellStore> = match StoreUrl::parse(url)? {
+        StoreUrl::Embedded { path } => Arc::new(EmbeddedCells::open(&path)?),
+        StoreUrl::Bigtable { project, instance, app_profile } => Arc::new(
+            BigtableCells::connect(BigtableConfig {
+                project,
+                instance,
+                app_profile,
+                emulator_host: std::env::var("BIGTABLE_EMULATOR_HOST").ok().filter(|h| !h.is_empty()),
+                credentials_file: std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from),
+                timeout: Duration::from_secs(30),
+            })
+            .await?,
+        ),
+    };
+    cells.ensure_tables().await?;
+    Ok(Arc::new(LedgerStore::new(cells)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse() {
+        assert_eq!(
+            StoreUrl::parse("bigtable://my-project/solana-ledger?appProfile=writer").unwrap(),
+            StoreUrl::Bigtable { project: "my-project".into(), instance: "solana-ledger".into(), app_profile: "writer".into() }
+        );
+        assert_eq!(StoreUrl::parse("embedded:///var/lib/chronicle").unwrap(), StoreUrl::Embedded { path: "/var/lib/chronicle".into() });
+        assert!(StoreUrl::parse("embedded://relative/path").is_err());
+        assert!(StoreUrl::parse("bigtable://p").is_err());
+        assert!(StoreUrl::parse("s3://bucket").is_err());
+    }
+}

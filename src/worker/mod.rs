@@ -1,0 +1,3 @@
+//! Worker modes: the jobs the controller runs in pods (and operators by hand).
+
+pub mod import;
