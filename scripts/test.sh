@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chronicle/target}"
 scripts/install-deps.sh
-cargo test --locked --all-targets "$@"
+# Benchmarks first, as quick smoke runs (a real run is `cargo bench`); then
+# every unit, integration and CLI test.
+cargo test --locked --benches
+cargo test --locked --lib --bins --tests "$@"

@@ -7,12 +7,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::crd::{self, validate::{Validator, Verdict}};
-use crate::worker::import;
+use crate::crd::{
+    self,
+    validate::{Validator, Verdict},
+};
 use crate::telemetry::{self, LogFormat};
+use crate::worker::import;
 
 #[derive(Debug, Parser)]
-#[command(name = "chronicle", version, about = "Blockchain history platform operator: ingest, store, serve and export chain data declared as Kubernetes resources")]
+#[command(
+    name = "chronicle",
+    version,
+    about = "Blockchain history platform operator: ingest, store, serve and export chain data declared as Kubernetes resources"
+)]
 pub struct Cli {
     /// Log line format.
     #[arg(long, global = true, env = "CHRONICLE_LOG_FORMAT", value_enum, default_value = "text")]
@@ -91,9 +98,21 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd { out_dir } => print_crds(out_dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
         Command::Import { store, slot, files } => block_on(import::run(&store, slot, &files)),
-        Command::GetBlock { store, slot, encoding, transaction_details, no_rewards, max_supported_transaction_version } => {
-            block_on(import::get_block(&store, slot, encoding.into(), transaction_details.into(), !no_rewards, max_supported_transaction_version))
-        }
+        Command::GetBlock {
+            store,
+            slot,
+            encoding,
+            transaction_details,
+            no_rewards,
+            max_supported_transaction_version,
+        } => block_on(import::get_block(
+            &store,
+            slot,
+            encoding.into(),
+            transaction_details.into(),
+            !no_rewards,
+            max_supported_transaction_version,
+        )),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use chronicle::crd::{self, validate::{Validator, Verdict}};
+use chronicle::crd::{
+    self,
+    validate::{Validator, Verdict},
+};
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -28,10 +31,8 @@ fn committed_crds_match_the_code() {
         let dir = Path::new(ROOT).join(dir);
         let generated = crd::all();
         let expected: BTreeSet<String> = generated.iter().map(crd::file_name).collect();
-        let present: BTreeSet<String> = yaml_files(&dir)
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let present: BTreeSet<String> =
+            yaml_files(&dir).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(present, expected, "{} holds other files than the CRDs; {REGENERATE}", dir.display());
         for crd in &generated {
             let path = dir.join(crd::file_name(crd));
@@ -62,13 +63,22 @@ fn every_kind_has_names_columns_and_status() {
         assert!(names.short_names.as_ref().is_some_and(|s| !s.is_empty()), "{} has no short name", names.kind);
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{} has no status subresource", names.kind);
+        assert!(
+            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "{} has no status subresource",
+            names.kind
+        );
         let columns = version.additional_printer_columns.as_deref().unwrap_or_default();
         assert!(columns.iter().any(|c| c.name == "Age"), "{} has no Age column", names.kind);
-        let schema = serde_json::to_value(version.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap();
+        let schema =
+            serde_json::to_value(version.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap();
         let status = &schema["properties"]["status"]["properties"];
         assert_eq!(status["conditions"]["x-kubernetes-list-type"], "map", "{} conditions", names.kind);
-        assert!(status["conditions"]["items"]["properties"]["observedGeneration"].is_object(), "{} condition shape", names.kind);
+        assert!(
+            status["conditions"]["items"]["properties"]["observedGeneration"].is_object(),
+            "{} condition shape",
+            names.kind
+        );
         assert!(status["observedGeneration"].is_object(), "{} has no status.observedGeneration", names.kind);
     }
 }

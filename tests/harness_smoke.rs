@@ -19,7 +19,8 @@ fn bigtable_emulator_stores_and_returns_a_cell() {
 #[tokio::test]
 async fn postgres_runs_queries() {
     let pg = Postgres::start();
-    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    let (client, connection) =
+        tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
     tokio::spawn(connection);
     client.batch_execute("CREATE TABLE checkpoints (job text PRIMARY KEY, slot bigint NOT NULL)").await.unwrap();
     client.execute("INSERT INTO checkpoints VALUES ($1, $2)", &[&"smoke", &42i64]).await.unwrap();

@@ -22,7 +22,9 @@ use serde_json::Value;
 use solana_pubkey::Pubkey;
 use solana_signature::Signature;
 use solana_storage_proto::convert::generated;
-use solana_transaction_status::{BlockEncodingOptions, TransactionDetails, UiTransactionEncoding, VersionedConfirmedBlock};
+use solana_transaction_status::{
+    BlockEncodingOptions, TransactionDetails, UiTransactionEncoding, VersionedConfirmedBlock,
+};
 use support::{BigtableEmulator, assert_json_covers, cbt, data_file};
 
 /// The JSON fixtures that carry raw transactions, with the slot each is stored at.
@@ -38,16 +40,36 @@ const PROTOBUF_FIXTURES: &[(&str, u64)] = &[("solana/18144001.pb", 18_144_001), 
 /// agave's reserved account keys (never indexed in `tx-by-addr`), from the
 /// format notes, section 5 — kept here independently of the code under test.
 const RESERVED: &[&str] = &[
-    "11111111111111111111111111111111", "Vote111111111111111111111111111111111111111", "Stake11111111111111111111111111111111111111",
-    "StakeConfig11111111111111111111111111111111", "Config1111111111111111111111111111111111111", "ComputeBudget111111111111111111111111111111",
-    "AddressLookupTab1e1111111111111111111111111", "BPFLoader1111111111111111111111111111111111", "BPFLoader2111111111111111111111111111111111",
-    "BPFLoaderUpgradeab1e11111111111111111111111", "LoaderV411111111111111111111111111111111111", "NativeLoader1111111111111111111111111111111",
-    "Feature111111111111111111111111111111111111", "Ed25519SigVerify111111111111111111111111111", "KeccakSecp256k11111111111111111111111111111",
-    "Secp256r1SigVerify1111111111111111111111111", "ZkE1Gama1Proof11111111111111111111111111111", "ZkTokenProof1111111111111111111111111111111",
-    "Sysvar1111111111111111111111111111111111111", "SysvarC1ock11111111111111111111111111111111", "SysvarEpochRewards1111111111111111111111111",
-    "SysvarEpochSchedu1e111111111111111111111111", "SysvarFees111111111111111111111111111111111", "Sysvar1nstructions1111111111111111111111111",
-    "SysvarLastRestartS1ot1111111111111111111111", "SysvarRecentB1ockHashes11111111111111111111", "SysvarRent111111111111111111111111111111111",
-    "SysvarRewards111111111111111111111111111111", "SysvarS1otHashes111111111111111111111111111", "SysvarS1otHistory11111111111111111111111111",
+    "11111111111111111111111111111111",
+    "Vote111111111111111111111111111111111111111",
+    "Stake11111111111111111111111111111111111111",
+    "StakeConfig11111111111111111111111111111111",
+    "Config1111111111111111111111111111111111111",
+    "ComputeBudget111111111111111111111111111111",
+    "AddressLookupTab1e1111111111111111111111111",
+    "BPFLoader1111111111111111111111111111111111",
+    "BPFLoader2111111111111111111111111111111111",
+    "BPFLoaderUpgradeab1e11111111111111111111111",
+    "LoaderV411111111111111111111111111111111111",
+    "NativeLoader1111111111111111111111111111111",
+    "Feature111111111111111111111111111111111111",
+    "Ed25519SigVerify111111111111111111111111111",
+    "KeccakSecp256k11111111111111111111111111111",
+    "Secp256r1SigVerify1111111111111111111111111",
+    "ZkE1Gama1Proof11111111111111111111111111111",
+    "ZkTokenProof1111111111111111111111111111111",
+    "Sysvar1111111111111111111111111111111111111",
+    "SysvarC1ock11111111111111111111111111111111",
+    "SysvarEpochRewards1111111111111111111111111",
+    "SysvarEpochSchedu1e111111111111111111111111",
+    "SysvarFees111111111111111111111111111111111",
+    "Sysvar1nstructions1111111111111111111111111",
+    "SysvarLastRestartS1ot1111111111111111111111",
+    "SysvarRecentB1ockHashes11111111111111111111",
+    "SysvarRent111111111111111111111111111111111",
+    "SysvarRewards111111111111111111111111111111",
+    "SysvarS1otHashes111111111111111111111111111",
+    "SysvarS1otHistory11111111111111111111111111",
     "SysvarStakeHistory1111111111111111111111111",
 ];
 
@@ -97,14 +119,19 @@ fn proto_block(relative: &str) -> (Vec<u8>, VersionedConfirmedBlock) {
 }
 
 fn options(max_version: Option<u8>, show_rewards: bool) -> BlockEncodingOptions {
-    BlockEncodingOptions { transaction_details: TransactionDetails::Full, show_rewards, max_supported_transaction_version: max_version }
+    BlockEncodingOptions {
+        transaction_details: TransactionDetails::Full,
+        show_rewards,
+        max_supported_transaction_version: max_version,
+    }
 }
 
 /// Every row of every table, keys and cells.
 async fn dump(store: &LedgerStore) -> Vec<(Table, Row)> {
     let mut rows = Vec::new();
     for table in Table::ALL {
-        let all = store.cells().scan(table, KeyRange { start: String::new(), end: None }, usize::MAX, false).await.unwrap();
+        let all =
+            store.cells().scan(table, KeyRange { start: String::new(), end: None }, usize::MAX, false).await.unwrap();
         rows.extend(all.into_iter().map(|r| (table, r)));
     }
     rows
@@ -129,19 +156,31 @@ async fn json_fixtures_round_trip_on_both_backends() {
             let context = format!("{file} on {backend}");
             store.write_block(*slot, &block, &[]).await.unwrap();
             let stored = store.block(*slot).await.unwrap().unwrap_or_else(|| panic!("{context}: block missing"));
-            let encoded = serde_json::to_value(stored.encode_with_options(UiTransactionEncoding::Json, options(max_version, show_rewards)).unwrap()).unwrap();
+            let encoded = serde_json::to_value(
+                stored.encode_with_options(UiTransactionEncoding::Json, options(max_version, show_rewards)).unwrap(),
+            )
+            .unwrap();
             assert_json_covers(&source, &encoded, &context);
 
             // Each transaction by signature, and all statuses in one read.
             let signatures: Vec<Signature> = block.transactions.iter().map(|t| t.transaction.signatures[0]).collect();
             for (i, signature) in signatures.iter().enumerate() {
-                let tx = store.transaction(signature).await.unwrap().unwrap_or_else(|| panic!("{context}: tx {i} missing"));
+                let tx =
+                    store.transaction(signature).await.unwrap().unwrap_or_else(|| panic!("{context}: tx {i} missing"));
                 assert_eq!((tx.slot, tx.index), (*slot, i as u32), "{context}: tx {i} position");
                 let ours = serde_json::to_value(tx.encode(UiTransactionEncoding::Json, max_version).unwrap()).unwrap();
-                assert_json_covers(&source["transactions"][i]["transaction"], &ours["transaction"], &format!("{context} tx {i}"));
+                assert_json_covers(
+                    &source["transactions"][i]["transaction"],
+                    &ours["transaction"],
+                    &format!("{context} tx {i}"),
+                );
                 if show_rewards {
                     // getTransaction always shows rewards; compare metas of responses that carry them.
-                    assert_json_covers(&source["transactions"][i]["meta"], &ours["meta"], &format!("{context} tx {i} meta"));
+                    assert_json_covers(
+                        &source["transactions"][i]["meta"],
+                        &ours["meta"],
+                        &format!("{context} tx {i} meta"),
+                    );
                 }
                 assert_eq!(ours["blockTime"], source["blockTime"], "{context}: tx {i} blockTime");
             }
@@ -149,7 +188,11 @@ async fn json_fixtures_round_trip_on_both_backends() {
             for (i, status) in statuses.iter().enumerate() {
                 let status = status.as_ref().unwrap_or_else(|| panic!("{context}: status {i} missing"));
                 assert_eq!((status.slot, status.index), (*slot, i as u32));
-                assert_eq!(status.err.is_some(), !source["transactions"][i]["meta"]["err"].is_null(), "{context}: tx {i} err");
+                assert_eq!(
+                    status.err.is_some(),
+                    !source["transactions"][i]["meta"]["err"].is_null(),
+                    "{context}: tx {i} err"
+                );
             }
         }
     }
@@ -295,7 +338,10 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
                 }
                 other => panic!("{backend}: expected a corrupt blocks cell at slot {bad_slot}, got {other}"),
             }
-            assert!(err.to_string().contains(&format!("slot {bad_slot}")) && err.to_string().contains("blocks"), "{err}");
+            assert!(
+                err.to_string().contains(&format!("slot {bad_slot}")) && err.to_string().contains("blocks"),
+                "{err}"
+            );
         }
         // A protobuf payload that is not a block.
         let garbage = chronicle::store::envelope::envelope(chronicle::store::envelope::Method::None, &[0xff; 16]);
@@ -355,12 +401,23 @@ async fn address_history_is_newest_first_with_before_and_until() {
         assert!(all.iter().all(|s| s.slot == slot && s.block_time == block.block_time));
         let page = store.signatures_for_address(&address, None, None, 2).await.unwrap();
         assert_eq!(page.iter().map(|s| s.index).collect::<Vec<_>>(), newest_first[..2], "{backend}: limit");
-        let before = store.signatures_for_address(&address, Some(&signature(newest_first[0])), None, 1000).await.unwrap();
+        let before =
+            store.signatures_for_address(&address, Some(&signature(newest_first[0])), None, 1000).await.unwrap();
         assert_eq!(before.iter().map(|s| s.index).collect::<Vec<_>>(), newest_first[1..], "{backend}: before");
-        let until = store.signatures_for_address(&address, None, Some(&signature(*newest_first.last().unwrap())), 1000).await.unwrap();
-        assert_eq!(until.iter().map(|s| s.index).collect::<Vec<_>>(), newest_first[..newest_first.len() - 1], "{backend}: until");
+        let until = store
+            .signatures_for_address(&address, None, Some(&signature(*newest_first.last().unwrap())), 1000)
+            .await
+            .unwrap();
+        assert_eq!(
+            until.iter().map(|s| s.index).collect::<Vec<_>>(),
+            newest_first[..newest_first.len() - 1],
+            "{backend}: until"
+        );
         let missing = Signature::from([7u8; 64]);
-        assert!(matches!(store.signatures_for_address(&address, Some(&missing), None, 10).await, Err(StoreError::SignatureNotFound(_))));
+        assert!(matches!(
+            store.signatures_for_address(&address, Some(&missing), None, 10).await,
+            Err(StoreError::SignatureNotFound(_))
+        ));
     }
 }
 
@@ -387,7 +444,10 @@ async fn block_listing_and_deletion() {
         let sig = pb_block.transactions[0].transaction.signatures[0];
         assert_eq!(store.signature_status(&sig).await.unwrap(), None, "{backend}: tx row deleted");
         let left: Vec<(Table, Row)> = dump(store).await;
-        assert!(left.iter().all(|(t, r)| *t != Table::TxByAddr || r.key.ends_with(&format!("{:016x}", !v0_slot))), "{backend}: index rows of the deleted slot remain");
+        assert!(
+            left.iter().all(|(t, r)| *t != Table::TxByAddr || r.key.ends_with(&format!("{:016x}", !v0_slot))),
+            "{backend}: index rows of the deleted slot remain"
+        );
     }
 }
 
@@ -399,7 +459,10 @@ async fn json_parsed_is_rendered_as_a_node_renders_it() {
     for (backend, store) in &stores.all {
         store.write_block(slot, &json_block(file, slot), &[]).await.unwrap();
         let block = store.block(slot).await.unwrap().unwrap();
-        let ours = serde_json::to_value(block.encode_with_options(UiTransactionEncoding::JsonParsed, options(Some(0), true)).unwrap()).unwrap();
+        let ours = serde_json::to_value(
+            block.encode_with_options(UiTransactionEncoding::JsonParsed, options(Some(0), true)).unwrap(),
+        )
+        .unwrap();
         assert_json_covers(&expected, &ours, &format!("jsonParsed on {backend}"));
     }
 }
@@ -410,8 +473,18 @@ async fn entries_are_stored_when_known() {
     let (file, slot) = PROTOBUF_FIXTURES[0];
     let (_, block) = proto_block(file);
     let entries = vec![
-        solana_transaction_status::EntrySummary { num_hashes: 12_500, hash: solana_hash::Hash::new_from_array([1; 32]), num_transactions: 0, starting_transaction_index: 0 },
-        solana_transaction_status::EntrySummary { num_hashes: 3, hash: solana_hash::Hash::new_from_array([2; 32]), num_transactions: 89, starting_transaction_index: 0 },
+        solana_transaction_status::EntrySummary {
+            num_hashes: 12_500,
+            hash: solana_hash::Hash::new_from_array([1; 32]),
+            num_transactions: 0,
+            starting_transaction_index: 0,
+        },
+        solana_transaction_status::EntrySummary {
+            num_hashes: 3,
+            hash: solana_hash::Hash::new_from_array([2; 32]),
+            num_transactions: 89,
+            starting_transaction_index: 0,
+        },
     ];
     for (backend, store) in &stores.all {
         store.write_block(slot, &block, &entries).await.unwrap();
@@ -419,5 +492,67 @@ async fn entries_are_stored_when_known() {
         assert_eq!(read.len(), 2);
         assert_eq!((read[1].num_hashes, read[1].num_transactions, read[1].hash), (3, 89, entries[1].hash));
         assert_eq!(store.entries(slot + 1).await.unwrap().map(|e| e.len()), None);
+    }
+}
+
+/// An engine whose index writes fail, as a store that goes away mid-block would.
+struct FailingIndexes(Arc<dyn CellStore>);
+
+#[async_trait::async_trait]
+impl CellStore for FailingIndexes {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn ensure_tables(&self) -> Result<(), chronicle::store::cells::BackendError> {
+        self.0.ensure_tables().await
+    }
+    async fn write(&self, writes: Vec<TableWrite>) -> Result<(), chronicle::store::cells::BackendError> {
+        if writes.iter().any(|w| w.table == Table::TxByAddr) {
+            return Err(chronicle::store::cells::BackendError {
+                backend: self.describe(),
+                table: "tx-by-addr".into(),
+                message: "connection reset".into(),
+            });
+        }
+        self.0.write(writes).await
+    }
+    async fn read_rows(
+        &self,
+        table: Table,
+        keys: &[String],
+    ) -> Result<Vec<Row>, chronicle::store::cells::BackendError> {
+        self.0.read_rows(table, keys).await
+    }
+    async fn scan(
+        &self,
+        table: Table,
+        range: KeyRange,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<Row>, chronicle::store::cells::BackendError> {
+        self.0.scan(table, range, limit, keys_only).await
+    }
+    async fn delete_rows(&self, table: Table, keys: &[String]) -> Result<(), chronicle::store::cells::BackendError> {
+        self.0.delete_rows(table, keys).await
+    }
+    async fn sync(&self) -> Result<(), chronicle::store::cells::BackendError> {
+        self.0.sync().await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_index_write_leaves_no_block_visible() {
+    let stores = stores().await;
+    let (file, slot) = PROTOBUF_FIXTURES[0];
+    let (_, block) = proto_block(file);
+    for (backend, store) in &stores.all {
+        let failing = LedgerStore::new(Arc::new(FailingIndexes(store.cells().clone())));
+        let err = failing.write_block(slot, &block, &[]).await.unwrap_err();
+        assert!(err.to_string().contains("tx-by-addr") && err.to_string().contains("connection reset"), "{err}");
+        assert_eq!(store.block(slot).await.unwrap(), None, "{backend}: block visible without its indexes");
+        assert_eq!(store.blocks(0, 10).await.unwrap(), Vec::<u64>::new());
+        // The retry (a healthy store) completes the block.
+        store.write_block(slot, &block, &[]).await.unwrap();
+        assert!(store.block(slot).await.unwrap().is_some());
     }
 }

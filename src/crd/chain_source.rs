@@ -20,9 +20,19 @@ use super::common::{BigtableInstance, CommonStatus, RateLimit, SecretKeyRef, Tim
     doc = "A chain (network) Chronicle ingests: its endpoints, optional BigQuery history, the canonical store, the lake, the catalog and the metrics sink.",
     printcolumn(name = "Chain", type_ = "string", json_path = ".spec.chain.family"),
     printcolumn(name = "Network", type_ = "string", json_path = ".spec.chain.network"),
-    printcolumn(name = "Head", type_ = "integer", json_path = ".status.chainHead", description = "Highest slot or block seen at the endpoints"),
+    printcolumn(
+        name = "Head",
+        type_ = "integer",
+        json_path = ".status.chainHead",
+        description = "Highest slot or block seen at the endpoints"
+    ),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

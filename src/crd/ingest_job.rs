@@ -21,9 +21,24 @@ use super::common::{BigtableInstance, CommonStatus, LocalObjectRef, SlotRange, T
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Checkpoint", type_ = "integer", json_path = ".status.checkpoint", description = "Highest slot below which every slot is done"),
-    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lagSlots", description = "Slots behind the chain head (follow)"),
-    printcolumn(name = "Rate", type_ = "string", json_path = ".status.rate", description = "Slots per second over the last minute"),
+    printcolumn(
+        name = "Checkpoint",
+        type_ = "integer",
+        json_path = ".status.checkpoint",
+        description = "Highest slot below which every slot is done"
+    ),
+    printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.lagSlots",
+        description = "Slots behind the chain head (follow)"
+    ),
+    printcolumn(
+        name = "Rate",
+        type_ = "string",
+        json_path = ".status.rate",
+        description = "Slots per second over the last minute"
+    ),
     printcolumn(name = "Gaps", type_ = "integer", json_path = ".status.gapsOpen", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

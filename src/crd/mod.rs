@@ -21,13 +21,7 @@ pub use training_export::TrainingExport;
 
 /// Every CRD Chronicle serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
-        ChainSource::crd(),
-        IngestJob::crd(),
-        RetentionPolicy::crd(),
-        CacheTier::crd(),
-        TrainingExport::crd(),
-    ]
+    vec![ChainSource::crd(), IngestJob::crd(), RetentionPolicy::crd(), CacheTier::crd(), TrainingExport::crd()]
 }
 
 /// The committed file name of a CRD under `crds/`, e.g. `chainsources.chronicle.dev.yaml`.

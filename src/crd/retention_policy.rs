@@ -20,7 +20,12 @@ use super::common::{CommonStatus, DURATION_PATTERN, LocalObjectRef, Timestamp};
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "DryRun", type_ = "boolean", json_path = ".spec.dryRun"),
-    printcolumn(name = "Oldest", type_ = "integer", json_path = ".status.oldestSlotKept", description = "Oldest slot still kept"),
+    printcolumn(
+        name = "Oldest",
+        type_ = "integer",
+        json_path = ".status.oldestSlotKept",
+        description = "Oldest slot still kept"
+    ),
     printcolumn(name = "LastRun", type_ = "date", json_path = ".status.lastRunTime"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

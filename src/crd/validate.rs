@@ -24,11 +24,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -88,13 +84,9 @@ impl Validator {
         for crd in crds {
             let crd_name = crd.metadata.name.clone().unwrap_or_default();
             for version in crd.spec.versions.iter().filter(|v| v.served) {
-                let schema = version
-                    .schema
-                    .as_ref()
-                    .and_then(|s| s.open_api_v3_schema.as_ref())
-                    .ok_or_else(|| ValidateError::NoSchema {
-                        crd: crd_name.clone(),
-                        version: version.name.clone(),
+                let schema =
+                    version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).ok_or_else(|| {
+                        ValidateError::NoSchema { crd: crd_name.clone(), version: version.name.clone() }
                     })?;
                 let openapi = serde_json::to_value(schema).expect("a JSON schema is JSON");
                 let cel = kube_cel::compile_schema(&openapi);
@@ -104,15 +96,9 @@ impl Validator {
                 let structural = jsonschema::options()
                     .with_draft(jsonschema::Draft::Draft4)
                     .build(&strict_json_schema(&with_object_meta(&openapi)))
-                    .map_err(|e| ValidateError::BadSchema {
-                        crd: crd_name.clone(),
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|e| ValidateError::BadSchema { crd: crd_name.clone(), message: e.to_string() })?;
                 let api_version = format!("{}/{}", crd.spec.group, version.name);
-                kinds.insert(
-                    (api_version, crd.spec.names.kind.clone()),
-                    KindSchema { openapi, cel, structural },
-                );
+                kinds.insert((api_version, crd.spec.names.kind.clone()), KindSchema { openapi, cel, structural });
             }
         }
         Ok(Self { kinds })
@@ -131,10 +117,12 @@ impl Validator {
             return Verdict::NotOurs;
         };
         let mut problems = metadata_problems(object);
-        problems.extend(schema.structural.iter_errors(object).map(|e| Problem {
-            path: dotted_path(e.instance_path().as_str()),
-            message: structural_message(&e),
-        }));
+        problems.extend(
+            schema
+                .structural
+                .iter_errors(object)
+                .map(|e| Problem { path: dotted_path(e.instance_path().as_str()), message: structural_message(&e) }),
+        );
         // Like the API server, CEL rules run only on objects that pass the schema.
         if problems.is_empty()
             && let Err(errors) = kube_cel::validate_compiled(&schema.cel, object, None)
@@ -149,12 +137,16 @@ impl Validator {
 
     /// Checks every document of a YAML file.
     pub fn validate_file(&self, path: &Path) -> Result<Vec<DocumentReport>, ValidateError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|cause| ValidateError::Read { path: path.to_path_buf(), cause })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|cause| ValidateError::Read { path: path.to_path_buf(), cause })?;
         let mut reports = Vec::new();
         for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let index = i + 1;
-            let value = Value::deserialize(document).map_err(|cause| ValidateError::Yaml { path: path.to_path_buf(), index, cause })?;
+            let value = Value::deserialize(document).map_err(|cause| ValidateError::Yaml {
+                path: path.to_path_buf(),
+                index,
+                cause,
+            })?;
             if value.is_null() {
                 continue; // an empty document, e.g. a trailing `---`
             }
@@ -220,7 +212,10 @@ fn with_object_meta(schema: &Value) -> Value {
     if let Some(Value::Object(properties)) = schema.get_mut("properties") {
         properties.insert("apiVersion".into(), serde_json::json!({"type": "string"}));
         properties.insert("kind".into(), serde_json::json!({"type": "string"}));
-        properties.insert("metadata".into(), serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        properties.insert(
+            "metadata".into(),
+            serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+        );
     }
     schema
 }
@@ -253,7 +248,10 @@ fn strict_json_schema(schema: &Value) -> Value {
         })
         .collect();
     let flag = |key: &str| map.get(key).and_then(Value::as_bool) == Some(true);
-    if out.contains_key("properties") && !out.contains_key("additionalProperties") && !flag("x-kubernetes-preserve-unknown-fields") {
+    if out.contains_key("properties")
+        && !out.contains_key("additionalProperties")
+        && !flag("x-kubernetes-preserve-unknown-fields")
+    {
         out.insert("additionalProperties".into(), Value::Bool(false));
     }
     if flag("nullable")

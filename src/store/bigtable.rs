@@ -17,7 +17,8 @@ use bigtable_rs::google::bigtable::v2::{
 use futures::StreamExt;
 use googleapis_tonic_google_bigtable_admin_v2::google::bigtable::admin::v2::{
     self as admin, ColumnFamily, CreateTableRequest, GetTableRequest, ModifyColumnFamiliesRequest,
-    bigtable_table_admin_client::BigtableTableAdminClient, modify_column_families_request::{Modification, modification},
+    bigtable_table_admin_client::BigtableTableAdminClient,
+    modify_column_families_request::{Modification, modification},
 };
 use tonic::transport::{Channel, ClientTlsConfig};
 
@@ -64,8 +65,15 @@ impl BigtableCells {
         let error = |message: String| BackendError { backend: describe.clone(), table: "-".into(), message };
         let (connection, admin_channel, token) = match &config.emulator_host {
             Some(host) => {
-                let connection = BigTableConnection::new_with_emulator(host, &config.project, &config.instance, false, 4, Some(config.timeout))
-                    .map_err(|e| error(format!("emulator {host}: {e}")))?;
+                let connection = BigTableConnection::new_with_emulator(
+                    host,
+                    &config.project,
+                    &config.instance,
+                    false,
+                    4,
+                    Some(config.timeout),
+                )
+                .map_err(|e| error(format!("emulator {host}: {e}")))?;
                 let channel = Channel::from_shared(format!("http://{host}"))
                     .map_err(|e| error(format!("emulator address {host}: {e}")))?
                     .timeout(config.timeout)
@@ -80,9 +88,15 @@ impl BigtableCells {
                     ),
                     None => gcp_auth::provider().await.map_err(|e| error(format!("Google credentials: {e}")))?,
                 };
-                let connection =
-                    BigTableConnection::new_with_token_provider(&config.project, &config.instance, false, 4, Some(config.timeout), token.clone())
-                        .map_err(|e| error(format!("connect: {e}")))?;
+                let connection = BigTableConnection::new_with_token_provider(
+                    &config.project,
+                    &config.instance,
+                    false,
+                    4,
+                    Some(config.timeout),
+                    token.clone(),
+                )
+                .map_err(|e| error(format!("connect: {e}")))?;
                 let channel = Channel::from_static("https://bigtableadmin.googleapis.com")
                     .tls_config(ClientTlsConfig::new().with_native_roots())
                     .map_err(|e| error(format!("admin TLS: {e}")))?
@@ -106,8 +120,12 @@ impl BigtableCells {
     async fn admin_request<T>(&self, message: T) -> Result<tonic::Request<T>, String> {
         let mut request = tonic::Request::new(message);
         if let Some(token) = &self.token {
-            let token = token.token(&["https://www.googleapis.com/auth/bigtable.admin.table"]).await.map_err(|e| e.to_string())?;
-            let value = format!("Bearer {}", token.as_str()).parse().map_err(|_| "token is not a valid header".to_string())?;
+            let token = token
+                .token(&["https://www.googleapis.com/auth/bigtable.admin.table"])
+                .await
+                .map_err(|e| e.to_string())?;
+            let value =
+                format!("Bearer {}", token.as_str()).parse().map_err(|_| "token is not a valid header".to_string())?;
             request.metadata_mut().insert("authorization", value);
         }
         Ok(request)
@@ -216,17 +234,18 @@ impl BigtableCells {
                 while let Some(response) = responses.next().await {
                     for entry in response.map_err(|s| MutateError::Rpc(s.into()))?.entries {
                         if let Some(status) = entry.status.filter(|s| s.code != 0) {
-                            return Err(MutateError::Entry { index: entry.index, code: status.code, message: status.message });
+                            return Err(MutateError::Entry {
+                                index: entry.index,
+                                code: status.code,
+                                message: status.message,
+                            });
                         }
                     }
                 }
                 Ok(())
             }
         };
-        send.retry(backoff())
-            .when(MutateError::is_transient)
-            .await
-            .map_err(|e| self.error(table, e))
+        send.retry(backoff()).when(MutateError::is_transient).await.map_err(|e| self.error(table, e))
     }
 }
 
@@ -279,7 +298,11 @@ impl CellStore for BigtableCells {
             let entries = write
                 .cells
                 .into_iter()
-                .map(|cell| mutate_rows_request::Entry { row_key: cell.key.into_bytes(), mutations: vec![set_cell(cell.qualifier, cell.value)], idempotency: None })
+                .map(|cell| mutate_rows_request::Entry {
+                    row_key: cell.key.into_bytes(),
+                    mutations: vec![set_cell(cell.qualifier, cell.value)],
+                    idempotency: None,
+                })
                 .collect();
             self.mutate(write.table, entries)
         });
@@ -294,7 +317,13 @@ impl CellStore for BigtableCells {
         self.read(table, rows, keys.len(), false).await
     }
 
-    async fn scan(&self, table: Table, range: KeyRange, limit: usize, keys_only: bool) -> Result<Vec<Row>, BackendError> {
+    async fn scan(
+        &self,
+        table: Table,
+        range: KeyRange,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<Row>, BackendError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -309,7 +338,11 @@ impl CellStore for BigtableCells {
         let delete = Mutation { mutation: Some(mutation::Mutation::DeleteFromRow(mutation::DeleteFromRow {})) };
         let entries = keys
             .iter()
-            .map(|key| mutate_rows_request::Entry { row_key: key.as_bytes().to_vec(), mutations: vec![delete.clone()], idempotency: None })
+            .map(|key| mutate_rows_request::Entry {
+                row_key: key.as_bytes().to_vec(),
+                mutations: vec![delete.clone()],
+                idempotency: None,
+            })
             .collect();
         self.mutate(table, entries).await
     }

@@ -100,7 +100,13 @@ pub trait CellStore: Send + Sync {
     async fn read_rows(&self, table: Table, keys: &[String]) -> Result<Vec<Row>, BackendError>;
 
     /// Up to `limit` rows of `range` in key order; `keys_only` leaves cells out.
-    async fn scan(&self, table: Table, range: KeyRange, limit: usize, keys_only: bool) -> Result<Vec<Row>, BackendError>;
+    async fn scan(
+        &self,
+        table: Table,
+        range: KeyRange,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<Row>, BackendError>;
 
     /// Deletes whole rows (missing ones are ignored).
     async fn delete_rows(&self, table: Table, keys: &[String]) -> Result<(), BackendError>;

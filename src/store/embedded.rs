@@ -23,7 +23,11 @@ pub struct EmbeddedCells {
 impl EmbeddedCells {
     /// Opens (or creates) the store in directory `path`.
     pub fn open(path: &Path) -> Result<Self, BackendError> {
-        let error = |message: String| BackendError { backend: format!("embedded://{}", path.display()), table: "-".into(), message };
+        let error = |message: String| BackendError {
+            backend: format!("embedded://{}", path.display()),
+            table: "-".into(),
+            message,
+        };
         std::fs::create_dir_all(path).map_err(|e| error(format!("create {}: {e}", path.display())))?;
         let db = Database::builder(path).open().map_err(|e| error(format!("open: {e}")))?;
         let keyspaces = Table::ALL
@@ -51,7 +55,8 @@ impl EmbeddedCells {
         let (qualifier, value) = rest
             .split_at_checked(usize::from(*len))
             .ok_or_else(|| self.error(table, format!("row {key}: value shorter than its qualifier")))?;
-        let qualifier = String::from_utf8(qualifier.to_vec()).map_err(|_| self.error(table, format!("row {key}: qualifier is not UTF-8")))?;
+        let qualifier = String::from_utf8(qualifier.to_vec())
+            .map_err(|_| self.error(table, format!("row {key}: qualifier is not UTF-8")))?;
         Ok(Row { key, cells: vec![(qualifier, value.to_vec())] })
     }
 }
@@ -93,14 +98,22 @@ impl CellStore for EmbeddedCells {
         sorted.dedup();
         let mut rows = Vec::new();
         for key in sorted {
-            if let Some(value) = keyspace.get(key.as_bytes()).map_err(|e| self.error(table, format!("get {key}: {e}")))? {
+            if let Some(value) =
+                keyspace.get(key.as_bytes()).map_err(|e| self.error(table, format!("get {key}: {e}")))?
+            {
                 rows.push(self.decode_row(table, key.as_bytes(), &value, false)?);
             }
         }
         Ok(rows)
     }
 
-    async fn scan(&self, table: Table, range: KeyRange, limit: usize, keys_only: bool) -> Result<Vec<Row>, BackendError> {
+    async fn scan(
+        &self,
+        table: Table,
+        range: KeyRange,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<Row>, BackendError> {
         let keyspace = self.keyspace(table);
         let start = range.start.into_bytes();
         let iter = match range.end {

@@ -94,7 +94,11 @@ mod tests {
         gz.write_all(&data).unwrap();
         let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
         bz.write_all(&data).unwrap();
-        for cell in [envelope(Method::Gzip, &gz.finish().unwrap()), envelope(Method::Bzip2, &bz.finish().unwrap()), envelope(Method::None, &data)] {
+        for cell in [
+            envelope(Method::Gzip, &gz.finish().unwrap()),
+            envelope(Method::Bzip2, &bz.finish().unwrap()),
+            envelope(Method::None, &data),
+        ] {
             assert_eq!(decompress(&cell).unwrap(), data);
         }
     }

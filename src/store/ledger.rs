@@ -68,7 +68,12 @@ impl LedgerStore {
     }
 
     /// Encodes a block into its cells exactly as agave's uploader does.
-    pub fn block_cells(&self, slot: Slot, block: &VersionedConfirmedBlock, entries: &[EntrySummary]) -> Result<BlockCells, StoreError> {
+    pub fn block_cells(
+        &self,
+        slot: Slot,
+        block: &VersionedConfirmedBlock,
+        entries: &[EntrySummary],
+    ) -> Result<BlockCells, StoreError> {
         check_writable(slot, block)?;
         let mut tx_cells = Vec::with_capacity(block.transactions.len());
         let mut by_address: BTreeMap<Pubkey, Vec<TransactionByAddrInfo>> = BTreeMap::new();
@@ -96,17 +101,28 @@ impl LedgerStore {
             .into_iter()
             .map(|(address, infos)| {
                 let row = tx_by_addr::TransactionByAddr { tx_by_addrs: infos.into_iter().map(Into::into).collect() };
-                Cell { key: address_key(&address, slot), qualifier: "proto", value: envelope::compress(&row.encode_to_vec()) }
+                Cell {
+                    key: address_key(&address, slot),
+                    qualifier: "proto",
+                    value: envelope::compress(&row.encode_to_vec()),
+                }
             })
             .collect();
-        let mut indexes = vec![TableWrite { table: Table::Tx, cells: tx_cells }, TableWrite { table: Table::TxByAddr, cells: by_address_cells }];
+        let mut indexes = vec![
+            TableWrite { table: Table::Tx, cells: tx_cells },
+            TableWrite { table: Table::TxByAddr, cells: by_address_cells },
+        ];
         if !entries.is_empty() {
             let row = entries::Entries { entries: entries.iter().copied().enumerate().map(Into::into).collect() };
-            let cell = Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&row.encode_to_vec()) };
+            let cell =
+                Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&row.encode_to_vec()) };
             indexes.push(TableWrite { table: Table::Entries, cells: vec![cell] });
         }
         let proto = generated::ConfirmedBlock::from(block.clone()).encode_to_vec();
-        let block = TableWrite { table: Table::Blocks, cells: vec![Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&proto) }] };
+        let block = TableWrite {
+            table: Table::Blocks,
+            cells: vec![Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&proto) }],
+        };
         Ok(BlockCells { indexes, block })
     }
 
@@ -141,7 +157,12 @@ impl BlockStore for LedgerStore {
         self.cells.describe()
     }
 
-    async fn write_block(&self, slot: Slot, block: &VersionedConfirmedBlock, entries: &[EntrySummary]) -> Result<WriteStats, StoreError> {
+    async fn write_block(
+        &self,
+        slot: Slot,
+        block: &VersionedConfirmedBlock,
+        entries: &[EntrySummary],
+    ) -> Result<WriteStats, StoreError> {
         let cells = self.block_cells(slot, block, entries)?;
         self.write_cells(cells).await
     }
@@ -170,9 +191,14 @@ impl BlockStore for LedgerStore {
     async fn entries(&self, slot: Slot) -> Result<Option<Vec<EntrySummary>>, StoreError> {
         let Some(row) = self.read_one(Table::Entries, slot_key(slot)).await? else { return Ok(None) };
         let bytes = cell_payload(&row, Table::Entries, &["proto"])?.1;
-        let decoded = entries::Entries::decode(bytes.as_slice()).map_err(|e| corrupt(Table::Entries, &row.key, format!("protobuf: {e}")))?;
+        let decoded = entries::Entries::decode(bytes.as_slice())
+            .map_err(|e| corrupt(Table::Entries, &row.key, format!("protobuf: {e}")))?;
         if let Some(bad) = decoded.entries.iter().find(|e| e.hash.len() != 32) {
-            return Err(corrupt(Table::Entries, &row.key, format!("entry {} hash is {} bytes, expected 32", bad.index, bad.hash.len())));
+            return Err(corrupt(
+                Table::Entries,
+                &row.key,
+                format!("entry {} hash is {} bytes, expected 32", bad.index, bad.hash.len()),
+            ));
         }
         Ok(Some(decoded.entries.into_iter().map(Into::into).collect()))
     }
@@ -186,7 +212,10 @@ impl BlockStore for LedgerStore {
         Ok(signatures.iter().map(|s| found.remove(&s.to_string())).collect())
     }
 
-    async fn transaction(&self, signature: &Signature) -> Result<Option<ConfirmedTransactionWithStatusMeta>, StoreError> {
+    async fn transaction(
+        &self,
+        signature: &Signature,
+    ) -> Result<Option<ConfirmedTransactionWithStatusMeta>, StoreError> {
         let Some(info) = self.signature_status(signature).await? else { return Ok(None) };
         let Some(block) = self.block(info.slot).await? else { return Ok(None) };
         let Some(tx_with_meta) = block.transactions.into_iter().nth(info.index as usize) else {
@@ -197,7 +226,12 @@ impl BlockStore for LedgerStore {
             tracing::warn!(%signature, slot = info.slot, index = info.index, "tx row points at another transaction");
             return Ok(None);
         }
-        Ok(Some(ConfirmedTransactionWithStatusMeta { slot: info.slot, tx_with_meta, block_time: block.block_time, index: info.index }))
+        Ok(Some(ConfirmedTransactionWithStatusMeta {
+            slot: info.slot,
+            tx_with_meta,
+            block_time: block.block_time,
+            index: info.index,
+        }))
     }
 
     async fn signatures_for_address(
@@ -226,9 +260,12 @@ impl BlockStore for LedgerStore {
         let rows = self.cells.scan(Table::TxByAddr, range, limit.saturating_add(skipped), false).await?;
         let mut out = Vec::with_capacity(limit);
         'rows: for row in rows {
-            let slot = parse_address_key(&row.key).ok_or_else(|| corrupt(Table::TxByAddr, &row.key, "row key has no slot suffix"))?;
+            let slot = parse_address_key(&row.key)
+                .ok_or_else(|| corrupt(Table::TxByAddr, &row.key, "row key has no slot suffix"))?;
             for info in decode_address_row(&row)?.into_iter().rev() {
-                if (slot == first_slot && info.index >= before_index) || (slot == last_slot && info.index <= until_index) {
+                if (slot == first_slot && info.index >= before_index)
+                    || (slot == last_slot && info.index <= until_index)
+                {
                     continue;
                 }
                 out.push(ConfirmedTransactionStatusWithSignature {
@@ -283,7 +320,8 @@ impl LedgerStore {
         address_keys.sort();
         address_keys.dedup();
         let infos = self.tx_infos(&signatures).await?;
-        let tx_keys: Vec<String> = infos.into_iter().filter(|(_, info)| info.slot == slot).map(|(key, _)| key).collect();
+        let tx_keys: Vec<String> =
+            infos.into_iter().filter(|(_, info)| info.slot == slot).map(|(key, _)| key).collect();
         self.cells.delete_rows(Table::TxByAddr, &address_keys).await?;
         self.cells.delete_rows(Table::Tx, &tx_keys).await?;
         self.cells.delete_rows(Table::Entries, &[slot_key(slot)]).await?;
@@ -309,7 +347,8 @@ fn cell_payload<'q>(row: &Row, table: Table, qualifiers: &[&'q str]) -> Result<(
         .iter()
         .find_map(|q| row.cell(q).map(|v| (*q, v)))
         .ok_or_else(|| corrupt(table, &row.key, format!("no {} cell", qualifiers.join(" or "))))?;
-    let payload = envelope::decompress(value).map_err(|e| corrupt(table, &row.key, format!("{qualifier} cell: {e}")))?;
+    let payload =
+        envelope::decompress(value).map_err(|e| corrupt(table, &row.key, format!("{qualifier} cell: {e}")))?;
     Ok((qualifier, payload))
 }
 
@@ -324,13 +363,17 @@ fn decode_address_row(row: &Row) -> Result<Vec<TransactionByAddrInfo>, StoreErro
             let decoded = tx_by_addr::TransactionByAddr::decode(bytes.as_slice())
                 .map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("protobuf: {e}")))?;
             if let Some(bad) = decoded.tx_by_addrs.iter().find(|i| i.signature.len() != 64) {
-                return Err(corrupt(Table::TxByAddr, &row.key, format!("signature of index {} is {} bytes", bad.index, bad.signature.len())));
+                return Err(corrupt(
+                    Table::TxByAddr,
+                    &row.key,
+                    format!("signature of index {} is {} bytes", bad.index, bad.signature.len()),
+                ));
             }
             decoded.try_into().map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("protobuf: {e}")))
         }
         (_, bytes) => {
-            let legacy: Vec<LegacyTransactionByAddrInfo> =
-                bincode::deserialize(&bytes).map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("legacy bincode: {e}")))?;
+            let legacy: Vec<LegacyTransactionByAddrInfo> = bincode::deserialize(&bytes)
+                .map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("legacy bincode: {e}")))?;
             Ok(legacy.into_iter().map(Into::into).collect())
         }
     }
@@ -345,8 +388,8 @@ pub fn decode_block(row: &Row) -> Result<ConfirmedBlock, StoreError> {
             proto_to_block(block).map_err(|reason| corrupt(Table::Blocks, &row.key, reason))
         }
         (_, bytes) => {
-            let legacy: StoredConfirmedBlock =
-                bincode::deserialize(&bytes).map_err(|e| corrupt(Table::Blocks, &row.key, format!("legacy bincode block: {e}")))?;
+            let legacy: StoredConfirmedBlock = bincode::deserialize(&bytes)
+                .map_err(|e| corrupt(Table::Blocks, &row.key, format!("legacy bincode block: {e}")))?;
             legacy_block(legacy).map_err(|reason| corrupt(Table::Blocks, &row.key, reason))
         }
     }
@@ -400,7 +443,9 @@ fn check_references(tx: &TransactionWithStatusMeta) -> Result<(), String> {
         TransactionWithStatusMeta::Complete(t) => t.transaction.message.clone(),
     };
     let inner = match tx {
-        TransactionWithStatusMeta::Complete(t) => t.meta.inner_instructions.iter().flatten().flat_map(|i| &i.instructions).map(|i| &i.instruction).collect(),
+        TransactionWithStatusMeta::Complete(t) => {
+            t.meta.inner_instructions.iter().flatten().flat_map(|i| &i.instructions).map(|i| &i.instruction).collect()
+        }
         TransactionWithStatusMeta::MissingMetadata(_) => Vec::new(),
     };
     for ix in message.instructions().iter().chain(inner) {
@@ -420,7 +465,8 @@ fn check_writable(slot: Slot, block: &VersionedConfirmedBlock) -> Result<(), Sto
             return Err(invalid(format!("transaction {index} has no signature")));
         }
         tx.transaction.sanitize().map_err(|e| invalid(format!("transaction {index}: {e}")))?;
-        check_references(&TransactionWithStatusMeta::Complete(tx.clone())).map_err(|e| invalid(format!("transaction {index}: {e}")))?;
+        check_references(&TransactionWithStatusMeta::Complete(tx.clone()))
+            .map_err(|e| invalid(format!("transaction {index}: {e}")))?;
     }
     Ok(())
 }
@@ -476,7 +522,12 @@ struct StoredConfirmedBlockReward {
 /// Old blocks end before `block_height`; agave reads that as `None`.
 fn default_on_eof<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<u64>::deserialize(d) {
-        Err(e) if e.to_string().contains("unexpected end of file") || e.to_string().contains("failed to fill whole buffer") => Ok(None),
+        Err(e)
+            if e.to_string().contains("unexpected end of file")
+                || e.to_string().contains("failed to fill whole buffer") =>
+        {
+            Ok(None)
+        }
         other => other,
     }
 }
@@ -502,24 +553,33 @@ fn legacy_block(block: StoredConfirmedBlock) -> Result<ConfirmedBlock, String> {
                     },
                 }),
                 None => TransactionWithStatusMeta::MissingMetadata(
-                    tx.transaction.into_legacy_transaction().ok_or(format!("transaction {index}: versioned without meta"))?,
+                    tx.transaction
+                        .into_legacy_transaction()
+                        .ok_or(format!("transaction {index}: versioned without meta"))?,
                 ),
             })
         })
         .collect::<Result<_, String>>()?;
     let block = ConfirmedBlock {
-            previous_blockhash: block.previous_blockhash,
-            blockhash: block.blockhash,
-            parent_slot: block.parent_slot,
-            transactions,
-            rewards: block
-                .rewards
-                .into_iter()
-                .map(|r| Reward { pubkey: r.pubkey, lamports: r.lamports, post_balance: 0, reward_type: None, commission: None, commission_bps: None })
-                .collect(),
-            num_partitions: None,
-            block_time: block.block_time,
-            block_height: block.block_height,
+        previous_blockhash: block.previous_blockhash,
+        blockhash: block.blockhash,
+        parent_slot: block.parent_slot,
+        transactions,
+        rewards: block
+            .rewards
+            .into_iter()
+            .map(|r| Reward {
+                pubkey: r.pubkey,
+                lamports: r.lamports,
+                post_balance: 0,
+                reward_type: None,
+                commission: None,
+                commission_bps: None,
+            })
+            .collect(),
+        num_partitions: None,
+        block_time: block.block_time,
+        block_height: block.block_height,
     };
     for (index, tx) in block.transactions.iter().enumerate() {
         check_references(tx).map_err(|e| format!("transaction {index}: {e}"))?;
@@ -540,10 +600,71 @@ mod tests {
         assert_eq!(envelope::compress(&bytes).len(), 18);
     }
 
+    /// Legacy (pre-protobuf) cells are read. No real legacy cell is in the
+    /// test data, so one is made from a real block in the documented layout.
+    #[test]
+    fn legacy_bincode_cells_are_readable() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/solana/18144001.pb")).unwrap();
+        let block = proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap();
+        let legacy = StoredConfirmedBlock {
+            previous_blockhash: block.previous_blockhash.clone(),
+            blockhash: block.blockhash.clone(),
+            parent_slot: block.parent_slot,
+            transactions: block
+                .transactions
+                .iter()
+                .map(|tx| {
+                    let meta = tx.get_status_meta().unwrap();
+                    StoredConfirmedBlockTransaction {
+                        transaction: tx.get_transaction(),
+                        meta: Some(StoredConfirmedBlockTransactionStatusMeta {
+                            err: meta.status.err(),
+                            fee: meta.fee,
+                            pre_balances: meta.pre_balances,
+                            post_balances: meta.post_balances,
+                        }),
+                    }
+                })
+                .collect(),
+            rewards: vec![StoredConfirmedBlockReward {
+                pubkey: "DDnAqxJVFo2GVTujibHt5cjevHMSE9bo8HJaydHoshdp".into(),
+                lamports: 7,
+            }],
+            block_time: Some(1_600_000_000),
+            block_height: None,
+        };
+        let mut encoded = bincode::serialize(&legacy).unwrap();
+        encoded.truncate(encoded.len() - 1); // old writers ended before block_height
+        let row = Row { key: slot_key(18_144_001), cells: vec![("bin".into(), envelope::compress(&encoded))] };
+        let read = decode_block(&row).unwrap();
+        assert_eq!(read.blockhash, block.blockhash);
+        assert_eq!(read.block_height, None);
+        assert_eq!(read.rewards[0].lamports, 7);
+        assert_eq!(read.transactions.len(), block.transactions.len());
+        for (ours, theirs) in read.transactions.iter().zip(&block.transactions) {
+            assert_eq!(ours.get_transaction(), theirs.get_transaction());
+            let (a, b) = (ours.get_status_meta().unwrap(), theirs.get_status_meta().unwrap());
+            assert_eq!((a.status, a.fee, a.pre_balances), (b.status, b.fee, b.pre_balances));
+        }
+        // The legacy address index form.
+        let info = LegacyTransactionByAddrInfo {
+            signature: Signature::from([3u8; 64]),
+            err: None,
+            index: 4,
+            memo: Some("m".into()),
+        };
+        let row = Row {
+            key: "addr/ffffffffffffffd5".into(),
+            cells: vec![("bin".into(), envelope::compress(&bincode::serialize(&vec![info]).unwrap()))],
+        };
+        let infos = decode_address_row(&row).unwrap();
+        assert_eq!((infos[0].index, infos[0].memo.as_deref(), infos[0].block_time), (4, Some("m"), None));
+    }
+
     #[test]
     fn instruction_error_is_encoded_as_agave_does() {
         // Instruction 0 failed with Custom(1).
-        let err = TransactionError::InstructionError(0, solana_transaction_error::InstructionError::Custom(1));
+        let err = TransactionError::InstructionError(0, solana_instruction_error::InstructionError::Custom(1));
         let info = TransactionInfo { slot: 0, index: 0, err: Some(err), memo: None };
         let bytes = bincode::serialize(&info).unwrap();
         assert_eq!(&bytes[12..26], &[1, 8, 0, 0, 0, 0, 0x19, 0, 0, 0, 1, 0, 0, 0]);

@@ -65,7 +65,12 @@ pub trait BlockStore: Send + Sync {
 
     /// Writes a block with its index rows (and entries, when known). Writing the
     /// same block again writes identical cells.
-    async fn write_block(&self, slot: Slot, block: &VersionedConfirmedBlock, entries: &[EntrySummary]) -> Result<WriteStats, StoreError>;
+    async fn write_block(
+        &self,
+        slot: Slot,
+        block: &VersionedConfirmedBlock,
+        entries: &[EntrySummary],
+    ) -> Result<WriteStats, StoreError>;
 
     async fn block(&self, slot: Slot) -> Result<Option<ConfirmedBlock>, StoreError>;
 
@@ -79,7 +84,10 @@ pub trait BlockStore: Send + Sync {
 
     async fn entries(&self, slot: Slot) -> Result<Option<Vec<EntrySummary>>, StoreError>;
 
-    async fn transaction(&self, signature: &Signature) -> Result<Option<ConfirmedTransactionWithStatusMeta>, StoreError>;
+    async fn transaction(
+        &self,
+        signature: &Signature,
+    ) -> Result<Option<ConfirmedTransactionWithStatusMeta>, StoreError>;
 
     async fn signature_status(&self, signature: &Signature) -> Result<Option<TransactionInfo>, StoreError>;
 
@@ -115,7 +123,10 @@ impl StoreUrl {
         let url = url::Url::parse(text).map_err(|e| fail(&e.to_string()))?;
         match url.scheme() {
             "bigtable" => {
-                let project = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| fail("expected bigtable://PROJECT/INSTANCE"))?;
+                let project = url
+                    .host_str()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| fail("expected bigtable://PROJECT/INSTANCE"))?;
                 let instance = url.path().trim_matches('/');
                 if instance.is_empty() || instance.contains('/') {
                     return Err(fail("expected bigtable://PROJECT/INSTANCE"));
@@ -172,9 +183,16 @@ mod tests {
     fn store_urls_parse() {
         assert_eq!(
             StoreUrl::parse("bigtable://my-project/solana-ledger?appProfile=writer").unwrap(),
-            StoreUrl::Bigtable { project: "my-project".into(), instance: "solana-ledger".into(), app_profile: "writer".into() }
+            StoreUrl::Bigtable {
+                project: "my-project".into(),
+                instance: "solana-ledger".into(),
+                app_profile: "writer".into()
+            }
         );
-        assert_eq!(StoreUrl::parse("embedded:///var/lib/chronicle").unwrap(), StoreUrl::Embedded { path: "/var/lib/chronicle".into() });
+        assert_eq!(
+            StoreUrl::parse("embedded:///var/lib/chronicle").unwrap(),
+            StoreUrl::Embedded { path: "/var/lib/chronicle".into() }
+        );
         assert!(StoreUrl::parse("embedded://relative/path").is_err());
         assert!(StoreUrl::parse("bigtable://p").is_err());
         assert!(StoreUrl::parse("s3://bucket").is_err());

@@ -12,7 +12,10 @@ use crate::chain::solana::response::read_block_file;
 use crate::store::{self, BlockStore};
 
 pub async fn run(store_url: &str, slot: Option<u64>, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(slot.is_none() || files.len() == 1, "--slot names the slot of one file; with several files, name each file after its slot");
+    anyhow::ensure!(
+        slot.is_none() || files.len() == 1,
+        "--slot names the slot of one file; with several files, name each file after its slot"
+    );
     let store = store::open(store_url).await?;
     let mut failed = 0usize;
     for file in files {
@@ -54,7 +57,8 @@ pub async fn get_block(
         anyhow::bail!("slot {slot}: no block in {}", store.describe());
     };
     let options = BlockEncodingOptions { transaction_details, show_rewards, max_supported_transaction_version };
-    let encoded = block.encode_with_options(encoding, options).with_context(|| format!("slot {slot}: encoding the block"))?;
+    let encoded =
+        block.encode_with_options(encoding, options).with_context(|| format!("slot {slot}: encoding the block"))?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &encoded)?;
     writeln!(out)?;

@@ -166,11 +166,7 @@ pub fn cbt(emulator: &BigtableEmulator, project: &str, instance: &str, args: &[&
         .args(args)
         .output()
         .expect("run cbt");
-    assert!(
-        output.status.success(),
-        "cbt {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "cbt {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -192,24 +188,32 @@ impl Postgres {
         if let Some((uid, gid)) = user {
             chown(dir.path(), Some(uid), Some(gid)).expect("chown the cluster dir to postgres");
         }
-        let init = run_as(user, Command::new(bin.join("initdb")).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"]).arg(&data))
-            .output()
-            .expect("run initdb");
+        let init = run_as(
+            user,
+            Command::new(bin.join("initdb"))
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+                .arg(&data),
+        )
+        .output()
+        .expect("run initdb");
         assert!(init.status.success(), "initdb failed: {}", String::from_utf8_lossy(&init.stderr));
 
         let port = free_port();
         let mut process = Process::spawn(
             "PostgreSQL",
-            run_as(user, Command::new(bin.join("postgres")).arg("-D").arg(&data).args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                &format!("unix_socket_directories={}", dir.path().display()),
-                "-c",
-                "fsync=off",
-            ])),
+            run_as(
+                user,
+                Command::new(bin.join("postgres")).arg("-D").arg(&data).args([
+                    "-p",
+                    &port.to_string(),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    &format!("unix_socket_directories={}", dir.path().display()),
+                    "-c",
+                    "fsync=off",
+                ]),
+            ),
             dir.path().join("postgres.log"),
         );
         let isready = bin.join("pg_isready");
@@ -248,9 +252,7 @@ fn postgres_bindir() -> PathBuf {
         .filter(|bin| bin.join("initdb").is_file())
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .unwrap_or_else(|| missing("the PostgreSQL server", "apt-get install -y postgresql"))
+    versions.pop().unwrap_or_else(|| missing("the PostgreSQL server", "apt-get install -y postgresql"))
 }
 
 /// PostgreSQL refuses to run as root: when we are root, run it as the
@@ -280,7 +282,8 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Self {
-        let binary = on_path("redis-server").unwrap_or_else(|| missing("Redis (redis-server)", "apt-get install -y redis-server"));
+        let binary = on_path("redis-server")
+            .unwrap_or_else(|| missing("Redis (redis-server)", "apt-get install -y redis-server"));
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut process = Process::spawn(
@@ -318,7 +321,15 @@ pub fn data_file(relative: &str) -> PathBuf {
 
 /// Fields a newer node prints that an older recording may lack; ours may
 /// carry them when they hold nothing (null, empty).
-const NEWER_FIELDS: &[&str] = &["loadedAddresses", "stackHeight", "computeUnitsConsumed", "returnData", "costUnits", "numRewardPartitions", "commissionBps"];
+const NEWER_FIELDS: &[&str] = &[
+    "loadedAddresses",
+    "stackHeight",
+    "computeUnitsConsumed",
+    "returnData",
+    "costUnits",
+    "numRewardPartitions",
+    "commissionBps",
+];
 
 /// Nothing, or what a newer node prints by default (top-level instructions
 /// carry `stackHeight: 1`).
@@ -345,7 +356,8 @@ pub fn assert_json_covers(source: &serde_json::Value, ours: &serde_json::Value, 
                 if value.is_null() && !b.contains_key(key) {
                     continue;
                 }
-                let theirs = b.get(key).unwrap_or_else(|| panic!("{path}.{key}: missing from our answer (source has {value})"));
+                let theirs =
+                    b.get(key).unwrap_or_else(|| panic!("{path}.{key}: missing from our answer (source has {value})"));
                 assert_json_covers(value, theirs, &format!("{path}.{key}"));
             }
             for (key, value) in b.iter().filter(|(k, _)| !a.contains_key(*k)) {

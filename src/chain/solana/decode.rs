@@ -13,13 +13,13 @@ use solana_message::v0::{self, LoadedAddresses, MessageAddressTableLookup};
 use solana_message::{Message as LegacyMessage, MessageHeader, VersionedMessage};
 use solana_pubkey::Pubkey;
 use solana_transaction::versioned::VersionedTransaction;
+use solana_transaction_context::transaction::TransactionReturnData;
 use solana_transaction_status::option_serializer::OptionSerializer;
 use solana_transaction_status::{
-    EncodedTransaction, InnerInstruction, InnerInstructions, TransactionStatusMeta, TransactionTokenBalance, UiConfirmedBlock,
-    UiInstruction, UiLoadedAddresses, UiMessage, UiRawMessage, UiTransactionReturnData, UiTransactionStatusMeta, UiTransactionTokenBalance, VersionedConfirmedBlock,
-    VersionedTransactionWithStatusMeta,
+    EncodedTransaction, InnerInstruction, InnerInstructions, TransactionStatusMeta, TransactionTokenBalance,
+    UiConfirmedBlock, UiInstruction, UiLoadedAddresses, UiMessage, UiRawMessage, UiTransactionReturnData,
+    UiTransactionStatusMeta, UiTransactionTokenBalance, VersionedConfirmedBlock, VersionedTransactionWithStatusMeta,
 };
-use solana_transaction_context::transaction::TransactionReturnData;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -51,7 +51,8 @@ pub fn block_from_rpc(slot: Slot, result: &Value) -> Result<VersionedConfirmedBl
         .enumerate()
         .map(|(index, tx)| {
             let fail = |reason: String| DecodeError::Transaction { slot, index, reason };
-            let meta = tx.meta.ok_or_else(|| fail("no meta: blocks without status metadata cannot be stored".into()))?;
+            let meta =
+                tx.meta.ok_or_else(|| fail("no meta: blocks without status metadata cannot be stored".into()))?;
             let meta = meta_from_ui(meta).map_err(fail)?;
             let transaction = transaction_from_ui(&tx.transaction).map_err(fail)?;
             Ok(VersionedTransactionWithStatusMeta { transaction, meta })
@@ -95,13 +96,18 @@ fn transaction_from_ui(encoded: &EncodedTransaction) -> Result<VersionedTransact
 }
 
 fn message_from_ui(raw: &UiRawMessage) -> Result<VersionedMessage, String> {
-    let account_keys: Vec<Pubkey> = raw.account_keys.iter().map(|k| parse(k, "account key")).collect::<Result<_, _>>()?;
+    let account_keys: Vec<Pubkey> =
+        raw.account_keys.iter().map(|k| parse(k, "account key")).collect::<Result<_, _>>()?;
     let recent_blockhash: Hash = parse(&raw.recent_blockhash, "recent blockhash")?;
     let instructions = raw
         .instructions
         .iter()
         .map(|ix| {
-            Ok(CompiledInstruction { program_id_index: ix.program_id_index, accounts: ix.accounts.clone(), data: base58(&ix.data)? })
+            Ok(CompiledInstruction {
+                program_id_index: ix.program_id_index,
+                accounts: ix.accounts.clone(),
+                data: base58(&ix.data)?,
+            })
         })
         .collect::<Result<Vec<_>, String>>()?;
     let header = MessageHeader {
@@ -152,7 +158,9 @@ fn meta_from_ui(meta: UiTransactionStatusMeta) -> Result<TransactionStatusMeta, 
         .map(|data: UiTransactionReturnData| {
             Ok::<_, String>(TransactionReturnData {
                 program_id: parse(&data.program_id, "return data program id")?,
-                data: base64::engine::general_purpose::STANDARD.decode(&data.data.0).map_err(|e| format!("return data: {e}"))?,
+                data: base64::engine::general_purpose::STANDARD
+                    .decode(&data.data.0)
+                    .map_err(|e| format!("return data: {e}"))?,
             })
         })
         .transpose()?;
@@ -183,7 +191,11 @@ fn inner_from_ui(inner: solana_transaction_status::UiInnerInstructions) -> Resul
         .into_iter()
         .map(|ix| match ix {
             UiInstruction::Compiled(c) => Ok(InnerInstruction {
-                instruction: CompiledInstruction { program_id_index: c.program_id_index, accounts: c.accounts, data: base58(&c.data)? },
+                instruction: CompiledInstruction {
+                    program_id_index: c.program_id_index,
+                    accounts: c.accounts,
+                    data: base58(&c.data)?,
+                },
                 stack_height: c.stack_height,
             }),
             UiInstruction::Parsed(_) => Err("inner instruction is jsonParsed".to_string()),

@@ -38,7 +38,8 @@ pub fn slot_from_file_name(path: &Path) -> Option<Slot> {
 
 /// Reads and decodes one recorded `getBlock` response.
 pub fn read_block_file(path: &Path, slot: Option<Slot>) -> Result<(Slot, VersionedConfirmedBlock), ResponseError> {
-    let slot = slot.or_else(|| slot_from_file_name(path)).ok_or_else(|| ResponseError::NoSlot { path: path.to_path_buf() })?;
+    let slot =
+        slot.or_else(|| slot_from_file_name(path)).ok_or_else(|| ResponseError::NoSlot { path: path.to_path_buf() })?;
     let io = |cause| ResponseError::Io { path: path.to_path_buf(), cause };
     let raw = std::fs::read(path).map_err(io)?;
     let text = if raw.starts_with(&[0x1f, 0x8b]) {
@@ -48,9 +49,11 @@ pub fn read_block_file(path: &Path, slot: Option<Slot>) -> Result<(Slot, Version
     } else {
         raw
     };
-    let value: Value = serde_json::from_slice(&text).map_err(|e| ResponseError::Json { path: path.to_path_buf(), reason: e.to_string() })?;
+    let value: Value = serde_json::from_slice(&text)
+        .map_err(|e| ResponseError::Json { path: path.to_path_buf(), reason: e.to_string() })?;
     let result = unwrap_envelope(path, value)?;
-    let block = block_from_rpc(slot, &result).map_err(|cause| ResponseError::Decode { path: path.to_path_buf(), cause })?;
+    let block =
+        block_from_rpc(slot, &result).map_err(|cause| ResponseError::Decode { path: path.to_path_buf(), cause })?;
     Ok((slot, block))
 }
 

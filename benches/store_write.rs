@@ -1,0 +1,148 @@
+//! Write throughput of the canonical block store, per backend, next to the
+//! ceiling of that backend measured in the same run: the same cells,
+//! pre-encoded, written with the same concurrency (so the ratio is what the
+//! agave encoding, indexing and compression cost on top of the raw writes).
+//!
+//! `cargo bench --bench store_write` (set BLOCKS to change the count; 2000 by default).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chronicle::chain::solana::response::read_block_file;
+use chronicle::store::bigtable::{BigtableCells, BigtableConfig};
+use chronicle::store::cells::CellStore;
+use chronicle::store::embedded::EmbeddedCells;
+use chronicle::store::ledger::{BlockCells, proto_to_block};
+use chronicle::store::{BlockStore, LedgerStore};
+use futures::StreamExt;
+use prost::Message as _;
+use solana_storage_proto::convert::generated;
+use solana_transaction_status::VersionedConfirmedBlock;
+use support::{BigtableEmulator, data_file};
+
+const CONCURRENCY: usize = 8;
+
+fn fixture_blocks() -> Vec<VersionedConfirmedBlock> {
+    let mut blocks = Vec::new();
+    for name in ["18144001.pb", "64800004.pb"] {
+        let bytes = std::fs::read(data_file(&format!("solana/{name}"))).unwrap();
+        let block = proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap();
+        blocks.push(block.try_into().unwrap());
+    }
+    for (name, slot) in [("block_100000000_json.json", 100_000_000), ("block_154808473_v0_json.json", 154_808_473)] {
+        blocks.push(read_block_file(&data_file(&format!("solana/{name}")), Some(slot)).unwrap().1);
+    }
+    blocks
+}
+
+struct Run {
+    blocks: usize,
+    bytes: u64,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn blocks_per_sec(&self) -> f64 {
+        self.blocks as f64 / self.elapsed.as_secs_f64()
+    }
+    fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Writes `count` blocks (fixtures cycled over consecutive slots) through the ledger.
+async fn ledger_run(
+    store: &Arc<LedgerStore>,
+    blocks: &[VersionedConfirmedBlock],
+    first_slot: u64,
+    count: usize,
+) -> Run {
+    let start = Instant::now();
+    let bytes: u64 = futures::stream::iter(0..count)
+        .map(|i| {
+            let store = store.clone();
+            let block = &blocks[i % blocks.len()];
+            async move { store.write_block(first_slot + i as u64, block, &[]).await.unwrap().bytes }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .fold(0, |sum, b| async move { sum + b })
+        .await;
+    store.sync().await.unwrap();
+    Run { blocks: count, bytes, elapsed: start.elapsed() }
+}
+
+/// The ceiling: the same kind of cells, encoded before the clock starts,
+/// written straight to the engine in the same order (indexes, then blocks).
+async fn raw_run(store: &Arc<LedgerStore>, blocks: &[VersionedConfirmedBlock], first_slot: u64, count: usize) -> Run {
+    let encoded: Vec<BlockCells> =
+        (0..count).map(|i| store.block_cells(first_slot + i as u64, &blocks[i % blocks.len()], &[]).unwrap()).collect();
+    let bytes = encoded.iter().map(|c| c.stats().bytes).sum();
+    let cells: Arc<dyn CellStore> = store.cells().clone();
+    let start = Instant::now();
+    futures::stream::iter(encoded)
+        .map(|block| {
+            let cells = cells.clone();
+            async move {
+                cells.write(block.indexes).await.unwrap();
+                cells.write(vec![block.block]).await.unwrap();
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    cells.sync().await.unwrap();
+    Run { blocks: count, bytes, elapsed: start.elapsed() }
+}
+
+fn report(backend: &str, ours: &Run, ceiling: &Run) {
+    println!(
+        "{backend:<10} chronicle {:>9.1} blocks/s {:>7.2} MB/s | raw ceiling {:>9.1} blocks/s {:>7.2} MB/s | ratio {:.2}",
+        ours.blocks_per_sec(),
+        ours.mb_per_sec(),
+        ceiling.blocks_per_sec(),
+        ceiling.mb_per_sec(),
+        ours.blocks_per_sec() / ceiling.blocks_per_sec()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a
+    // quick smoke test instead.
+    let full = std::env::args().any(|a| a == "--bench");
+    let default = if full { 2000 } else { 16 };
+    let count: usize = std::env::var("BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let blocks = fixture_blocks();
+    let txs: usize = blocks.iter().map(|b| b.transactions.len()).sum();
+    println!(
+        "store_write: {count} blocks per run, cycling {} real blocks ({txs} transactions), concurrency {CONCURRENCY}",
+        blocks.len()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Arc::new(LedgerStore::new(Arc::new(EmbeddedCells::open(dir.path()).unwrap())));
+    let ceiling = raw_run(&embedded, &blocks, 1_000_000, count).await;
+    let ours = ledger_run(&embedded, &blocks, 2_000_000, count).await;
+    report("embedded", &ours, &ceiling);
+
+    let emulator = BigtableEmulator::start();
+    let cells = BigtableCells::connect(BigtableConfig {
+        project: "bench".into(),
+        instance: "bench".into(),
+        app_profile: "default".into(),
+        emulator_host: Some(emulator.host()),
+        credentials_file: None,
+        timeout: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+    cells.ensure_tables().await.unwrap();
+    let bigtable = Arc::new(LedgerStore::new(Arc::new(cells)));
+    let count = count / 4; // the in-memory emulator is the slow part; keep the run short
+    let ceiling = raw_run(&bigtable, &blocks, 1_000_000, count).await;
+    let ours = ledger_run(&bigtable, &blocks, 2_000_000, count).await;
+    report("bigtable", &ours, &ceiling);
+}
