@@ -63,9 +63,10 @@ async fn ledger_run(
     let start = Instant::now();
     let bytes: u64 = futures::stream::iter(0..count)
         .map(|i| {
+            // A task per block, as the ingest worker runs them, so encoding uses every core.
             let store = store.clone();
-            let block = &blocks[i % blocks.len()];
-            async move { store.write_block(first_slot + i as u64, block, &[]).await.unwrap().bytes }
+            let block = blocks[i % blocks.len()].clone();
+            async move { tokio::spawn(async move { store.write_block(first_slot + i as u64, &block, &[]).await.unwrap().bytes }).await.unwrap() }
         })
         .buffer_unordered(CONCURRENCY)
         .fold(0, |sum, b| async move { sum + b })
@@ -86,8 +87,12 @@ async fn raw_run(store: &Arc<LedgerStore>, blocks: &[VersionedConfirmedBlock], f
         .map(|block| {
             let cells = cells.clone();
             async move {
-                cells.write(block.indexes).await.unwrap();
-                cells.write(vec![block.block]).await.unwrap();
+                tokio::spawn(async move {
+                    cells.write(block.indexes).await.unwrap();
+                    cells.write(vec![block.block]).await.unwrap();
+                })
+                .await
+                .unwrap()
             }
         })
         .buffer_unordered(CONCURRENCY)

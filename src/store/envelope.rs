@@ -31,11 +31,17 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
     if zstd.len() < data.len() { envelope(Method::Zstd, &zstd) } else { envelope(Method::None, data) }
 }
 
+thread_local! {
+    /// One compression context per thread: creating one per cell costs more
+    /// than compressing a small cell. (Agave creates a streaming encoder per
+    /// cell; its frames omit the content size, ours carry it. Both are plain
+    /// zstd frames that either side's decoder reads.)
+    static COMPRESSOR: std::cell::RefCell<zstd::bulk::Compressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(0).expect("zstd level 0 is valid"));
+}
+
 fn zstd_frame(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 0).expect("zstd level 0 is valid");
-    encoder.write_all(data).expect("writing to memory cannot fail");
-    encoder.finish().expect("finishing a frame in memory cannot fail")
+    COMPRESSOR.with(|c| c.borrow_mut().compress(data)).expect("zstd compression of a buffer in memory cannot fail")
 }
 
 /// Wraps `payload` (already in `method`'s format) with its tag.
@@ -85,6 +91,16 @@ mod tests {
         let cell = compress(&data);
         assert_eq!(&cell[..8], &[3, 0, 0, 0, 0x28, 0xb5, 0x2f, 0xfd]);
         assert_eq!(decompress(&cell).unwrap(), data);
+    }
+
+    #[test]
+    fn frames_read_with_agaves_streaming_decoder() {
+        let proto = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/solana/18144001.pb")).unwrap();
+        let cell = compress(&proto);
+        assert_eq!(&cell[..4], &[3, 0, 0, 0]);
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::new(&cell[4..]).unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(out, proto);
     }
 
     #[test]
