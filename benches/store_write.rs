@@ -66,7 +66,11 @@ async fn ledger_run(
             // A task per block, as the ingest worker runs them, so encoding uses every core.
             let store = store.clone();
             let block = blocks[i % blocks.len()].clone();
-            async move { tokio::spawn(async move { store.write_block(first_slot + i as u64, &block, &[]).await.unwrap().bytes }).await.unwrap() }
+            async move {
+                tokio::spawn(async move { store.write_block(first_slot + i as u64, &block, &[]).await.unwrap().bytes })
+                    .await
+                    .unwrap()
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .fold(0, |sum, b| async move { sum + b })

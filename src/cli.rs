@@ -12,7 +12,7 @@ use crate::crd::{
     validate::{Validator, Verdict},
 };
 use crate::telemetry::{self, LogFormat};
-use crate::worker::import;
+use crate::worker::{self, import};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +65,9 @@ pub enum Command {
         #[arg(long)]
         max_supported_transaction_version: Option<u8>,
     },
+    /// Run a worker mode (what the controller starts in pods; also works by hand).
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Check Chronicle manifests against the CRDs' schemas and CEL rules, as the
     /// API server would, without a cluster. Directories are searched for *.yaml/*.yml.
     Validate {
@@ -72,6 +75,69 @@ pub enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Ingest blocks from a Solana node: a backfill of --from..=--to, or --follow the tip.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Job name in the catalog (checkpoints and gaps are kept per job and shard).
+    #[arg(long, env = "CHRONICLE_JOB", default_value = "manual")]
+    pub job: String,
+    /// JSON-RPC URL of the node.
+    #[arg(long, env = "CHRONICLE_RPC_URL")]
+    pub rpc: String,
+    /// WebSocket URL for slot notifications when following (else the tip is polled).
+    #[arg(long, env = "CHRONICLE_WS_URL")]
+    pub ws: Option<String>,
+    /// Block store: `bigtable://PROJECT/INSTANCE` or `embedded:///PATH`.
+    #[arg(long, env = "CHRONICLE_STORE")]
+    pub store: String,
+    /// Catalog: `postgres://…` or `embedded:///PATH`.
+    #[arg(long, env = "CHRONICLE_CATALOG")]
+    pub catalog: String,
+    /// First slot (a follow without it starts at the tip).
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// Last slot of a backfill.
+    #[arg(long, required_unless_present = "follow", conflicts_with = "follow")]
+    pub to: Option<u64>,
+    /// Follow the tip until stopped.
+    #[arg(long)]
+    pub follow: bool,
+    /// This worker's shard (an Indexed Job sets JOB_COMPLETION_INDEX).
+    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+    pub shard_index: u32,
+    /// Number of shards the range is split into.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shard_count: u32,
+    /// Slots per batch (one checkpoint per batch).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
+    /// Blocks fetched at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+    /// Requests per second to the node (default: unlimited, the node's 429s pace us).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    #[arg(long, value_enum, default_value = "finalized")]
+    pub commitment: CommitmentArg,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Tries per block before it is recorded as a gap.
+    #[arg(long, default_value_t = 4)]
+    pub attempts: usize,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CommitmentArg {
+    Finalized,
+    Confirmed,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -97,6 +163,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
+        Command::Worker(WorkerCommand::Ingest(args)) => block_on(ingest(args)),
         Command::Import { store, slot, files } => block_on(import::run(&store, slot, &files)),
         Command::GetBlock {
             store,
@@ -147,6 +214,73 @@ impl From<Details> for solana_transaction_status::TransactionDetails {
             Details::None => Self::None,
         }
     }
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    use solana_commitment_config::CommitmentConfig;
+    use std::time::Duration;
+    let commitment = match args.commitment {
+        CommitmentArg::Finalized => CommitmentConfig::finalized(),
+        CommitmentArg::Confirmed => CommitmentConfig::confirmed(),
+    };
+    let config = worker::ingest::IngestConfig {
+        job: args.job,
+        store: args.store,
+        catalog: args.catalog,
+        source: crate::chain::solana::rpc::RpcSourceConfig {
+            url: args.rpc,
+            commitment,
+            timeout: Duration::from_secs(args.timeout),
+            requests_per_second: args.rate_limit,
+            attempts: args.attempts,
+        },
+        websocket: args.ws,
+        from: args.from,
+        to: args.to,
+        follow: args.follow,
+        shard: args.shard_index,
+        shards: args.shard_count,
+        batch_size: args.batch_size as usize,
+        concurrency: args.concurrency as usize,
+        poll_interval: Duration::from_millis(400),
+        catalog_patience: Duration::from_secs(600),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let summary = worker::ingest::run(config, shutdown).await?;
+    tracing::info!(
+        checkpoint = ?summary.checkpoint, written = summary.written, skipped = summary.skipped,
+        repaired = summary.repaired, open_gaps = summary.open_gaps.len(), "ingest finished"
+    );
+    if summary.interrupted {
+        tracing::info!("stopped on request after committing the last batch");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !summary.open_gaps.is_empty() {
+        let shown: Vec<String> = summary.open_gaps.iter().take(20).map(ToString::to_string).collect();
+        tracing::error!(
+            "the range is not complete: {} slots could not be fetched and are listed as gaps in the catalog ({}{}); run again to repair them",
+            summary.open_gaps.len(),
+            shown.join(", "),
+            if summary.open_gaps.len() > 20 { ", …" } else { "" }
+        );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C asks the worker to finish its batch and stop.
+async fn stop_on_signal(shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("stop requested: finishing the batch in flight");
+    shutdown.cancel();
 }
 
 fn print_crds(out_dir: Option<&Path>) -> anyhow::Result<ExitCode> {

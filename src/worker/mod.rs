@@ -1,3 +1,4 @@
 //! Worker modes: the jobs the controller runs in pods (and operators by hand).
 
 pub mod import;
+pub mod ingest;

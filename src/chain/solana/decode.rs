@@ -42,6 +42,11 @@ pub fn block_from_rpc(slot: Slot, result: &Value) -> Result<VersionedConfirmedBl
     }
     let block: UiConfirmedBlock =
         serde_json::from_value(result.clone()).map_err(|e| DecodeError::Shape { slot, reason: e.to_string() })?;
+    block_from_ui(slot, block)
+}
+
+/// Decodes a `getBlock` result as the RPC client types hold it.
+pub fn block_from_ui(slot: Slot, block: UiConfirmedBlock) -> Result<VersionedConfirmedBlock, DecodeError> {
     for (what, hash) in [("blockhash", &block.blockhash), ("previousBlockhash", &block.previous_blockhash)] {
         Hash::from_str(hash).map_err(|e| DecodeError::Shape { slot, reason: format!("{what} {hash:?}: {e}") })?;
     }

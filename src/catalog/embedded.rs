@@ -1,0 +1,185 @@
+//! The single-node catalog: the same records as the PostgreSQL catalog, in a
+//! fjall database of its own. A batch's outcome is one atomic write batch.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::{Deserialize, Serialize};
+use solana_clock::Slot;
+
+use super::{BatchOutcome, Catalog, CatalogError, Gap, ShardRange, ShardState};
+
+pub struct EmbeddedCatalog {
+    path: PathBuf,
+    db: Database,
+    shards: Keyspace,
+    skipped: Keyspace,
+    gaps: Keyspace,
+    /// Commits read-modify-write shard records; one at a time.
+    commit_lock: Mutex<()>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ShardRecord {
+    range: ShardRange,
+    state: ShardState,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GapRecord {
+    reason: String,
+    attempts: u32,
+    repaired: bool,
+}
+
+/// `job NUL big-endian number`: keys of one job sort by shard or slot.
+fn key(job: &str, number: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(job.len() + 9);
+    key.extend_from_slice(job.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+fn number_of(key: &[u8]) -> u64 {
+    let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("keys end in 8 bytes");
+    u64::from_be_bytes(tail)
+}
+
+impl EmbeddedCatalog {
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let fail =
+            |e: String| CatalogError::Unavailable { catalog: format!("embedded://{}", path.display()), message: e };
+        std::fs::create_dir_all(path).map_err(|e| fail(format!("create {}: {e}", path.display())))?;
+        let db = Database::builder(path).open().map_err(|e| fail(format!("open: {e}")))?;
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| fail(format!("open {name}: {e}")))
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            shards: open("ingest_shards")?,
+            skipped: open("skipped_slots")?,
+            gaps: open("gaps")?,
+            db,
+            commit_lock: Mutex::new(()),
+        })
+    }
+
+    fn fail(&self, message: impl std::fmt::Display) -> CatalogError {
+        CatalogError::Unavailable { catalog: self.describe(), message: message.to_string() }
+    }
+
+    fn shard_record(&self, job: &str, shard: u32) -> Result<Option<ShardRecord>, CatalogError> {
+        let Some(bytes) = self.shards.get(key(job, shard.into())).map_err(|e| self.fail(e))? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| self.fail(format!("shard record of {job}/{shard}: {e}")))
+    }
+
+    fn gap_record(&self, job: &str, slot: Slot) -> Result<Option<GapRecord>, CatalogError> {
+        let Some(bytes) = self.gaps.get(key(job, slot)).map_err(|e| self.fail(e))? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| self.fail(format!("gap record of {job}/{slot}: {e}")))
+    }
+
+    fn scan(
+        &self,
+        keyspace: &Keyspace,
+        job: &str,
+        start: Slot,
+        end: Slot,
+    ) -> Result<Vec<(Slot, Vec<u8>)>, CatalogError> {
+        keyspace
+            .range(key(job, start)..=key(job, end))
+            .map(|guard| {
+                let (k, v) = guard.into_inner().map_err(|e| self.fail(e))?;
+                Ok((number_of(&k), v.to_vec()))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Catalog for EmbeddedCatalog {
+    fn describe(&self) -> String {
+        format!("embedded://{}", self.path.display())
+    }
+
+    async fn shard(&self, job: &str, range: ShardRange) -> Result<ShardState, CatalogError> {
+        let _guard = self.commit_lock.lock().expect("catalog lock");
+        match self.shard_record(job, range.shard)? {
+            Some(record) if record.range != range => Err(CatalogError::Conflict {
+                catalog: self.describe(),
+                job: job.into(),
+                shard: range.shard,
+                message: format!(
+                    "registered for slots {}..={}, now asked for {}..={}",
+                    record.range.start, record.range.end, range.start, range.end
+                ),
+            }),
+            Some(record) => Ok(record.state),
+            None => {
+                let record = ShardRecord { range, state: ShardState::default() };
+                let value = serde_json::to_vec(&record).expect("records serialize");
+                self.shards.insert(key(job, range.shard.into()), value).map_err(|e| self.fail(e))?;
+                self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))?;
+                Ok(record.state)
+            }
+        }
+    }
+
+    async fn commit(&self, job: &str, shard: u32, outcome: &BatchOutcome) -> Result<(), CatalogError> {
+        let _guard = self.commit_lock.lock().expect("catalog lock");
+        let mut record = self
+            .shard_record(job, shard)?
+            .ok_or_else(|| self.fail(format!("job {job} shard {shard} was never registered")))?;
+        let mut batch = self.db.batch();
+        let state = &mut record.state;
+        for slot in &outcome.skipped {
+            if !self.skipped.contains_key(key(job, *slot)).map_err(|e| self.fail(e))? {
+                batch.insert(&self.skipped, key(job, *slot), []);
+                state.slots_skipped += 1;
+            }
+        }
+        for (slot, reason) in &outcome.gaps {
+            let attempts = match self.gap_record(job, *slot)? {
+                Some(gap) => gap.attempts + 1,
+                None => {
+                    state.gaps_found += 1;
+                    1
+                }
+            };
+            let gap = GapRecord { reason: reason.clone(), attempts, repaired: false };
+            batch.insert(&self.gaps, key(job, *slot), serde_json::to_vec(&gap).expect("records serialize"));
+        }
+        for slot in &outcome.repaired {
+            if let Some(mut gap) = self.gap_record(job, *slot)?.filter(|g| !g.repaired) {
+                gap.repaired = true;
+                state.gaps_repaired += 1;
+                batch.insert(&self.gaps, key(job, *slot), serde_json::to_vec(&gap).expect("records serialize"));
+            }
+        }
+        state.blocks_written += outcome.written.len() as u64;
+        state.bytes_written += outcome.bytes;
+        if let Some(checkpoint) = outcome.checkpoint {
+            state.checkpoint = Some(state.checkpoint.map_or(checkpoint, |c| c.max(checkpoint)));
+        }
+        batch.insert(&self.shards, key(job, shard.into()), serde_json::to_vec(&record).expect("records serialize"));
+        batch.commit().map_err(|e| self.fail(e))?;
+        self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))
+    }
+
+    async fn open_gaps(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Gap>, CatalogError> {
+        let mut gaps = Vec::new();
+        for (slot, bytes) in self.scan(&self.gaps, job, start, end)? {
+            let gap: GapRecord = serde_json::from_slice(&bytes).map_err(|e| self.fail(format!("gap {slot}: {e}")))?;
+            if !gap.repaired {
+                gaps.push(Gap { slot, reason: gap.reason, attempts: gap.attempts });
+            }
+        }
+        Ok(gaps)
+    }
+
+    async fn skipped(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Slot>, CatalogError> {
+        Ok(self.scan(&self.skipped, job, start, end)?.into_iter().map(|(slot, _)| slot).collect())
+    }
+}

@@ -1,0 +1,108 @@
+//! The catalog: where ingestion keeps its checkpoints, the slots the chain
+//! skipped, the gaps still to repair and what was written. PostgreSQL in a
+//! cluster (`postgres://…`, migrations run at start), an embedded store on
+//! one machine (`embedded:///PATH`).
+
+pub mod embedded;
+pub mod postgres;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use solana_clock::Slot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {catalog}: {message}")]
+    Unavailable { catalog: String, message: String },
+    #[error("catalog {catalog}: job {job} shard {shard}: {message}")]
+    Conflict { catalog: String, job: String, shard: u32, message: String },
+    #[error("catalog URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+}
+
+/// A shard of a job: an inclusive slot range owned by one worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRange {
+    pub shard: u32,
+    pub start: Slot,
+    pub end: Slot,
+}
+
+/// What the catalog knows of a shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardState {
+    /// Every slot from the shard's start up to this one is accounted for.
+    pub checkpoint: Option<Slot>,
+    pub blocks_written: u64,
+    pub bytes_written: u64,
+    pub slots_skipped: u64,
+    pub gaps_found: u64,
+    pub gaps_repaired: u64,
+}
+
+/// The result of one batch, committed in one transaction after its blocks
+/// are durable in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// New checkpoint (only ever moves forward).
+    pub checkpoint: Option<Slot>,
+    pub written: Vec<Slot>,
+    pub bytes: u64,
+    pub skipped: Vec<Slot>,
+    /// Slots that could not be fetched, with the reason.
+    pub gaps: Vec<(Slot, String)>,
+    /// Earlier gaps now written.
+    pub repaired: Vec<Slot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub slot: Slot,
+    pub reason: String,
+    pub attempts: u32,
+}
+
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    fn describe(&self) -> String;
+
+    /// The shard's state, registering it on first sight. A shard already
+    /// registered with another range is a conflict (a changed spec needs a new job).
+    async fn shard(&self, job: &str, range: ShardRange) -> Result<ShardState, CatalogError>;
+
+    async fn commit(&self, job: &str, shard: u32, outcome: &BatchOutcome) -> Result<(), CatalogError>;
+
+    /// Gaps not yet repaired within `start..=end`, ascending.
+    async fn open_gaps(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Gap>, CatalogError>;
+
+    /// Slots recorded as skipped within `start..=end`, ascending.
+    async fn skipped(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Slot>, CatalogError>;
+}
+
+/// Opens the catalog a URL names.
+pub async fn open(url: &str) -> Result<Arc<dyn Catalog>, CatalogError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresCatalog::connect(url).await?))
+    } else if let Some(path) = url.strip_prefix("embedded://") {
+        if !path.starts_with('/') {
+            return Err(CatalogError::Url { url: url.into(), reason: "expected embedded:///ABSOLUTE/PATH".into() });
+        }
+        Ok(Arc::new(embedded::EmbeddedCatalog::open(std::path::Path::new(path))?))
+    } else {
+        Err(CatalogError::Url { url: redact(url), reason: "expected postgres://… or embedded:///PATH".into() })
+    }
+}
+
+/// A connection URL with its password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => "<unparsable URL>".to_string(),
+    }
+}

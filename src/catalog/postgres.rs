@@ -1,0 +1,193 @@
+//! The PostgreSQL catalog (`tokio-postgres`; schema migrations in
+//! `migrations/`, applied by refinery at start). The connection is re-opened
+//! after PostgreSQL goes away, so a worker resumes when it returns.
+
+use async_trait::async_trait;
+use solana_clock::Slot;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use super::{BatchOutcome, Catalog, CatalogError, Gap, ShardRange, ShardState, redact};
+
+mod embedded_migrations {
+    refinery::embed_migrations!("migrations");
+}
+
+pub struct PostgresCatalog {
+    url: String,
+    client: Mutex<Option<Client>>,
+}
+
+fn slot_to_sql(slot: Slot) -> i64 {
+    i64::try_from(slot).expect("slots stay below 2^63")
+}
+
+fn slots_to_sql(slots: &[Slot]) -> Vec<i64> {
+    slots.iter().copied().map(slot_to_sql).collect()
+}
+
+impl PostgresCatalog {
+    /// Connects and migrates the schema.
+    pub async fn connect(url: &str) -> Result<Self, CatalogError> {
+        let catalog = Self { url: url.to_string(), client: Mutex::new(None) };
+        let mut client = catalog.open_client().await?;
+        embedded_migrations::migrations::runner()
+            .run_async(&mut client)
+            .await
+            .map_err(|e| catalog.unavailable(format!("migrating the schema: {e}")))?;
+        *catalog.client.lock().await = Some(client);
+        Ok(catalog)
+    }
+
+    fn unavailable(&self, message: impl std::fmt::Display) -> CatalogError {
+        CatalogError::Unavailable { catalog: redact(&self.url), message: message.to_string() }
+    }
+
+    async fn open_client(&self) -> Result<Client, CatalogError> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url, NoTls).await.map_err(|e| self.unavailable(format!("connect: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "catalog connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Runs `work` on a live connection, reconnecting first if the last one died.
+    async fn with_client<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, CatalogError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(self.open_client().await?);
+        }
+        let client = guard.as_mut().expect("connected above");
+        let result = work(client).await;
+        if result.is_err() && client.is_closed() {
+            *guard = None;
+        }
+        result.map_err(|e| self.unavailable(e))
+    }
+}
+
+#[async_trait]
+impl Catalog for PostgresCatalog {
+    fn describe(&self) -> String {
+        redact(&self.url)
+    }
+
+    async fn shard(&self, job: &str, range: ShardRange) -> Result<ShardState, CatalogError> {
+        let row = self
+            .with_client(async |c| {
+                c.execute(
+                    "INSERT INTO ingest_shards (job, shard, start_slot, end_slot) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[&job, &(range.shard as i32), &slot_to_sql(range.start), &slot_to_sql(range.end)],
+                )
+                .await?;
+                c.query_one(
+                    "SELECT start_slot, end_slot, checkpoint, blocks_written, bytes_written, slots_skipped, gaps_found, gaps_repaired
+                     FROM ingest_shards WHERE job = $1 AND shard = $2",
+                    &[&job, &(range.shard as i32)],
+                )
+                .await
+            })
+            .await?;
+        let (start, end): (i64, i64) = (row.get(0), row.get(1));
+        if (start, end) != (slot_to_sql(range.start), slot_to_sql(range.end)) {
+            return Err(CatalogError::Conflict {
+                catalog: self.describe(),
+                job: job.into(),
+                shard: range.shard,
+                message: format!("registered for slots {start}..={end}, now asked for {}..={}", range.start, range.end),
+            });
+        }
+        let count = |i: usize| row.get::<_, i64>(i) as u64;
+        Ok(ShardState {
+            checkpoint: row.get::<_, Option<i64>>(2).map(|c| c as u64),
+            blocks_written: count(3),
+            bytes_written: count(4),
+            slots_skipped: count(5),
+            gaps_found: count(6),
+            gaps_repaired: count(7),
+        })
+    }
+
+    async fn commit(&self, job: &str, shard: u32, outcome: &BatchOutcome) -> Result<(), CatalogError> {
+        let written = outcome.written.len() as i64;
+        let bytes = i64::try_from(outcome.bytes).unwrap_or(i64::MAX);
+        let checkpoint = outcome.checkpoint.map(slot_to_sql);
+        let skipped = slots_to_sql(&outcome.skipped);
+        let repaired = slots_to_sql(&outcome.repaired);
+        let gap_slots = slots_to_sql(&outcome.gaps.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+        let gap_reasons: Vec<&str> = outcome.gaps.iter().map(|(_, r)| r.as_str()).collect();
+        self.with_client(async |c| {
+            let tx = c.transaction().await?;
+            let new_skips: i64 = tx
+                .query_one(
+                    "WITH ins AS (INSERT INTO skipped_slots (job, slot) SELECT $1, unnest($2::bigint[])
+                     ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins",
+                    &[&job, &skipped],
+                )
+                .await?
+                .get(0);
+            let new_gaps: i64 = tx
+                .query_one(
+                    "WITH ins AS (INSERT INTO gaps (job, slot, reason) SELECT $1, s, r FROM unnest($2::bigint[], $3::text[]) AS t(s, r)
+                     ON CONFLICT (job, slot) DO UPDATE SET attempts = gaps.attempts + 1, reason = excluded.reason, repaired_at = NULL
+                     RETURNING (xmax = 0) AS inserted) SELECT count(*) FROM ins WHERE inserted",
+                    &[&job, &gap_slots, &gap_reasons],
+                )
+                .await?
+                .get(0);
+            let repaired = tx
+                .execute(
+                    "UPDATE gaps SET repaired_at = now() WHERE job = $1 AND slot = ANY($2) AND repaired_at IS NULL",
+                    &[&job, &repaired],
+                )
+                .await? as i64;
+            tx.execute(
+                "UPDATE ingest_shards SET
+                    checkpoint = CASE WHEN $3::bigint IS NULL THEN checkpoint ELSE GREATEST(COALESCE(checkpoint, $3), $3) END,
+                    blocks_written = blocks_written + $4, bytes_written = bytes_written + $5,
+                    slots_skipped = slots_skipped + $6, gaps_found = gaps_found + $7, gaps_repaired = gaps_repaired + $8,
+                    updated_at = now()
+                 WHERE job = $1 AND shard = $2",
+                &[&job, &(shard as i32), &checkpoint, &written, &bytes, &new_skips, &new_gaps, &repaired],
+            )
+            .await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn open_gaps(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Gap>, CatalogError> {
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT slot, reason, attempts FROM gaps WHERE job = $1 AND slot BETWEEN $2 AND $3 AND repaired_at IS NULL ORDER BY slot",
+                    &[&job, &slot_to_sql(start), &slot_to_sql(end)],
+                )
+                .await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Gap { slot: r.get::<_, i64>(0) as u64, reason: r.get(1), attempts: r.get::<_, i32>(2) as u32 })
+            .collect())
+    }
+
+    async fn skipped(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Slot>, CatalogError> {
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT slot FROM skipped_slots WHERE job = $1 AND slot BETWEEN $2 AND $3 ORDER BY slot",
+                    &[&job, &slot_to_sql(start), &slot_to_sql(end)],
+                )
+                .await
+            })
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+    }
+}

@@ -1,0 +1,161 @@
+//! A Solana node as a block source, through the production `solana-rpc-client`:
+//! which slots have blocks (`getBlocks`), each block (`getBlock`, base64,
+//! `maxSupportedTransactionVersion: 0`), the tip (`getSlot`). A client-side
+//! rate limit keeps us polite; HTTP 429 is retried by the client itself; node
+//! errors are sorted into "the chain skipped this slot" and "not available now"
+//! (a gap, retried with backoff and jitter).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use solana_clock::Slot;
+use solana_commitment_config::CommitmentConfig;
+use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+use solana_rpc_client_api::client_error::{Error as ClientError, ErrorKind};
+use solana_rpc_client_api::config::RpcBlockConfig;
+use solana_rpc_client_api::request::RpcError;
+use solana_transaction_status::{TransactionDetails, UiTransactionEncoding, VersionedConfirmedBlock};
+
+use super::decode::block_from_ui;
+
+/// JSON-RPC error codes a node answers `getBlock` with (agave `rpc_custom_error`).
+pub mod codes {
+    pub const BLOCK_NOT_AVAILABLE: i64 = -32004;
+    pub const SLOT_SKIPPED: i64 = -32007;
+    pub const LONG_TERM_STORAGE_SLOT_SKIPPED: i64 = -32009;
+}
+
+/// Why a block did not arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// The chain produced no block at this slot (-32007).
+    Skipped,
+    /// The node could not give it now (-32004, -32009, timeouts, a block that
+    /// does not decode): a gap to record and repair later.
+    Gap(String),
+}
+
+pub struct RpcSource {
+    client: RpcClient,
+    limiter: Option<DefaultDirectRateLimiter>,
+    commitment: CommitmentConfig,
+    attempts: usize,
+}
+
+/// How a source is reached and paced.
+#[derive(Clone, Debug)]
+pub struct RpcSourceConfig {
+    pub url: String,
+    pub commitment: CommitmentConfig,
+    pub timeout: Duration,
+    /// Requests per second; `None` leaves pacing to the node's 429s.
+    pub requests_per_second: Option<u32>,
+    /// Tries per request before a block is a gap.
+    pub attempts: usize,
+}
+
+impl RpcSource {
+    pub fn new(config: RpcSourceConfig) -> Self {
+        let limiter =
+            config.requests_per_second.and_then(NonZeroU32::new).map(|rps| RateLimiter::direct(Quota::per_second(rps)));
+        Self {
+            client: RpcClient::new_with_timeout_and_commitment(config.url, config.timeout, config.commitment),
+            limiter,
+            commitment: config.commitment,
+            attempts: config.attempts.max(1),
+        }
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(self.attempts - 1)
+            .with_jitter()
+    }
+
+    async fn paced(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+    }
+
+    /// Slots in `start..=end` that have a block at our commitment.
+    pub async fn produced_slots(&self, start: Slot, end: Slot) -> Result<Vec<Slot>, String> {
+        let call = || async {
+            self.paced().await;
+            self.client.get_blocks_with_commitment(start, Some(end), self.commitment).await
+        };
+        call.retry(self.backoff()).when(is_transient).await.map_err(|e| format!("getBlocks {start}..={end}: {e}"))
+    }
+
+    /// The newest slot at our commitment.
+    pub async fn tip(&self) -> Result<Slot, String> {
+        let call = || async {
+            self.paced().await;
+            self.client.get_slot_with_commitment(self.commitment).await
+        };
+        call.retry(self.backoff()).when(is_transient).await.map_err(|e| format!("getSlot: {e}"))
+    }
+
+    /// One block, decoded into what the store keeps.
+    pub async fn block(&self, slot: Slot) -> Result<VersionedConfirmedBlock, Missing> {
+        let config = RpcBlockConfig {
+            encoding: Some(UiTransactionEncoding::Base64),
+            transaction_details: Some(TransactionDetails::Full),
+            rewards: Some(true),
+            commitment: Some(self.commitment),
+            max_supported_transaction_version: Some(0),
+        };
+        let call = || async {
+            self.paced().await;
+            self.client.get_block_with_config(slot, config).await
+        };
+        let block =
+            call.retry(self.backoff()).when(|e| is_transient(e) && rpc_code(e) != Some(codes::SLOT_SKIPPED)).await;
+        match block {
+            Ok(block) => block_from_ui(slot, block).map_err(|e| Missing::Gap(format!("undecodable block: {e}"))),
+            Err(e) if rpc_code(&e) == Some(codes::SLOT_SKIPPED) => Err(Missing::Skipped),
+            Err(e) => Err(Missing::Gap(describe(&e))),
+        }
+    }
+}
+
+fn rpc_code(error: &ClientError) -> Option<i64> {
+    match error.kind.as_ref() {
+        ErrorKind::RpcError(RpcError::RpcResponseError { code, .. }) => Some(*code),
+        _ => None,
+    }
+}
+
+/// Worth another try: unavailable blocks, transport failures, server errors.
+fn is_transient(error: &ClientError) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::RpcError(RpcError::RpcResponseError { code, .. }) => {
+            matches!(*code, codes::BLOCK_NOT_AVAILABLE | codes::LONG_TERM_STORAGE_SLOT_SKIPPED)
+                || (-32099..=-32000).contains(code)
+        }
+        ErrorKind::Reqwest(e) => {
+            e.is_timeout() || e.is_connect() || e.is_request() || e.status().is_some_and(|s| s.is_server_error())
+        }
+        ErrorKind::Io(_) | ErrorKind::RpcError(RpcError::RpcRequestError(_)) => true,
+        _ => false,
+    }
+}
+
+/// A short reason for the catalog (no URLs: they may carry API keys).
+fn describe(error: &ClientError) -> String {
+    match error.kind.as_ref() {
+        ErrorKind::RpcError(RpcError::RpcResponseError { code, message, .. }) => format!("{code}: {message}"),
+        ErrorKind::Reqwest(e) if e.is_timeout() => "timed out".into(),
+        ErrorKind::Reqwest(e) if e.is_connect() => "connection failed".into(),
+        ErrorKind::Reqwest(e) => match e.status() {
+            Some(status) => format!("HTTP {status}"),
+            None => "transport error".into(),
+        },
+        ErrorKind::SerdeJson(e) => format!("malformed response: {e}"),
+        other => other.to_string(),
+    }
+}

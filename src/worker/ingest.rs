@@ -1,0 +1,376 @@
+//! `chronicle worker ingest`: blocks from a Solana node into the canonical
+//! store, exactly once and resumable.
+//!
+//! The slot range is cut into batches. A batch lists the produced slots
+//! (`getBlocks`; the others were skipped by the chain), fetches and writes its
+//! blocks in parallel (in any order), makes them durable, then commits one
+//! catalog record: the new checkpoint (the batch's last slot: every slot up to
+//! it is now written, skipped or a recorded gap), the skipped slots and the
+//! gaps. Data first, checkpoint second, so a crash at any point loses nothing
+//! and refetches at most the batch in flight. Gaps are retried at the start of
+//! every run until repaired. In a parallel backfill each shard (an index of an
+//! Indexed Job) owns a disjoint part of the range and its own checkpoint.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use solana_clock::Slot;
+use solana_commitment_config::CommitmentConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, BatchOutcome, Catalog, ShardRange};
+use crate::chain::solana::rpc::{Missing, RpcSource, RpcSourceConfig};
+use crate::store::{self, BlockStore, LedgerStore};
+
+/// Everything a run needs; the controller passes the same settings.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Catalog name of the job (an IngestJob's `namespace/name`).
+    pub job: String,
+    pub store: String,
+    pub catalog: String,
+    pub source: RpcSourceConfig,
+    /// WebSocket URL for `slotSubscribe` wake-ups when following.
+    pub websocket: Option<String>,
+    pub from: Option<Slot>,
+    pub to: Option<Slot>,
+    pub follow: bool,
+    pub shard: u32,
+    pub shards: u32,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    /// How often a follower asks for the tip without a WebSocket.
+    pub poll_interval: Duration,
+    /// How long a batch waits for the catalog to come back before giving up.
+    pub catalog_patience: Duration,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub range: Option<ShardRange>,
+    pub checkpoint: Option<Slot>,
+    pub written: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    pub repaired: u64,
+    /// Gaps still open in the shard's range when the run ended.
+    pub open_gaps: Vec<Slot>,
+    /// The run stopped on request before its range was done.
+    pub interrupted: bool,
+}
+
+/// The part of `from..=to` that shard `index` of `count` owns.
+pub fn shard_range(from: Slot, to: Slot, index: u32, count: u32) -> Option<ShardRange> {
+    let total = to.checked_sub(from)?.checked_add(1)?;
+    let per = total.div_ceil(u64::from(count.max(1)));
+    let start = from.checked_add(per.checked_mul(u64::from(index))?)?;
+    (start <= to).then(|| ShardRange { shard: index, start, end: to.min(start + per - 1) })
+}
+
+struct Ingest {
+    config: IngestConfig,
+    source: Arc<RpcSource>,
+    store: Arc<LedgerStore>,
+    catalog: Arc<dyn Catalog>,
+    summary: Summary,
+}
+
+/// What became of one slot.
+enum SlotResult {
+    Written { slot: Slot, bytes: u64 },
+    Skipped(Slot),
+    Gap(Slot, String),
+}
+
+pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<Summary> {
+    let store = store::open(&config.store).await.context("opening the block store")?;
+    let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
+    let source = Arc::new(RpcSource::new(config.source.clone()));
+    let mut ingest = Ingest { config, source, store, catalog, summary: Summary::default() };
+    if ingest.config.follow {
+        ingest.follow(shutdown).await?
+    } else {
+        ingest.backfill(shutdown).await?
+    }
+    Ok(ingest.summary)
+}
+
+impl Ingest {
+    async fn backfill(&mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (from, to) = (self.config.from.unwrap_or(0), self.config.to.context("a backfill needs --to")?);
+        anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+        let Some(range) = shard_range(from, to, self.config.shard, self.config.shards) else {
+            tracing::info!(shard = self.config.shard, "this shard owns no slots");
+            return Ok(());
+        };
+        self.summary.range = Some(range);
+        let state = self.catalog.shard(&self.config.job, range).await?;
+        tracing::info!(job = %self.config.job, shard = range.shard, start = range.start, end = range.end, checkpoint = ?state.checkpoint, "backfill");
+        self.repair_gaps(range.start, state.checkpoint.unwrap_or(range.start).min(range.end)).await?;
+        let mut next = state.checkpoint.map_or(range.start, |c| c + 1);
+        self.summary.checkpoint = state.checkpoint;
+        while next <= range.end {
+            if shutdown.is_cancelled() {
+                self.summary.interrupted = true;
+                break;
+            }
+            let end = range.end.min(next.saturating_add(self.config.batch_size as u64 - 1));
+            self.batch(range.shard, next, end).await?;
+            next = end + 1;
+        }
+        self.summary.open_gaps =
+            self.catalog.open_gaps(&self.config.job, range.start, range.end).await?.iter().map(|g| g.slot).collect();
+        Ok(())
+    }
+
+    /// Follows the tip until asked to stop. A slot notification (or the poll
+    /// interval) wakes the loop; each wake-up ingests up to the tip in batches.
+    async fn follow(&mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let range = ShardRange { shard: 0, start: self.config.from.unwrap_or(0), end: Slot::MAX >> 1 };
+        let state = self.catalog.shard(&self.config.job, range).await?;
+        let mut next = match (state.checkpoint, self.config.from) {
+            (Some(c), _) => c + 1,
+            (None, Some(from)) => from,
+            (None, None) => self.source.tip().await.map_err(anyhow::Error::msg)?,
+        };
+        self.summary.range = Some(range);
+        self.summary.checkpoint = state.checkpoint;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        if let Some(ws) = self.config.websocket.clone() {
+            tokio::spawn(subscribe_slots(ws, wake.clone(), shutdown.clone()));
+        }
+        let confirmed = self.config.source.commitment == CommitmentConfig::confirmed();
+        let mut unfinalized = BTreeSet::new();
+        tracing::info!(job = %self.config.job, next, confirmed, "following the tip");
+        while !shutdown.is_cancelled() {
+            let tip = match self.source.tip().await {
+                Ok(tip) => tip,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tip unknown; retrying");
+                    0
+                }
+            };
+            if next <= tip {
+                let end = tip.min(next.saturating_add(self.config.batch_size as u64 - 1));
+                let written = self.batch(0, next, end).await?;
+                if confirmed {
+                    unfinalized.extend(written);
+                    self.drop_unfinalized(&mut unfinalized).await?;
+                }
+                next = end + 1;
+                metrics_lag(tip, end);
+                continue;
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        self.summary.interrupted = true;
+        Ok(())
+    }
+
+    /// With `confirmed` commitment a stored block may yet be skipped by the
+    /// cluster: once the finalized tip passes it, blocks the finalized chain
+    /// does not list are removed again and recorded as skipped.
+    async fn drop_unfinalized(&mut self, unfinalized: &mut BTreeSet<Slot>) -> anyhow::Result<()> {
+        let finalized =
+            RpcSource::new(RpcSourceConfig { commitment: CommitmentConfig::finalized(), ..self.config.source.clone() });
+        let Ok(tip) = finalized.tip().await else { return Ok(()) };
+        let settled: Vec<Slot> = unfinalized.range(..=tip).copied().collect();
+        let (Some(&first), Some(&last)) = (settled.first(), settled.last()) else { return Ok(()) };
+        let produced: BTreeSet<Slot> =
+            finalized.produced_slots(first, last).await.map_err(anyhow::Error::msg)?.into_iter().collect();
+        let orphans: Vec<Slot> = settled.iter().copied().filter(|s| !produced.contains(s)).collect();
+        for slot in &orphans {
+            tracing::warn!(slot, "confirmed block was not finalized; removing it");
+            self.store.delete_range(*slot, *slot).await?;
+        }
+        if !orphans.is_empty() {
+            self.commit(0, BatchOutcome { skipped: orphans, ..BatchOutcome::default() }).await?;
+        }
+        for slot in settled {
+            unfinalized.remove(&slot);
+        }
+        Ok(())
+    }
+
+    /// Retries the gaps recorded by earlier runs below the checkpoint.
+    async fn repair_gaps(&mut self, start: Slot, end: Slot) -> anyhow::Result<()> {
+        let gaps = self.catalog.open_gaps(&self.config.job, start, end).await?;
+        if gaps.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(count = gaps.len(), "retrying gaps from earlier runs");
+        let results = self.fetch_and_write(gaps.iter().map(|g| g.slot).collect()).await;
+        let mut outcome = BatchOutcome::default();
+        for result in results {
+            match result {
+                SlotResult::Written { slot, bytes } => {
+                    outcome.written.push(slot);
+                    outcome.repaired.push(slot);
+                    outcome.bytes += bytes;
+                }
+                SlotResult::Skipped(slot) => {
+                    outcome.skipped.push(slot);
+                    outcome.repaired.push(slot);
+                }
+                SlotResult::Gap(slot, reason) => outcome.gaps.push((slot, reason)),
+            }
+        }
+        self.store.sync().await?;
+        self.summary.repaired += outcome.repaired.len() as u64;
+        let shard = self.summary.range.map_or(0, |r| r.shard);
+        self.commit(shard, outcome).await
+    }
+
+    /// One batch `start..=end`: list, fetch, write, sync, commit. Returns the
+    /// slots written.
+    async fn batch(&mut self, shard: u32, start: Slot, end: Slot) -> anyhow::Result<Vec<Slot>> {
+        let began = Instant::now();
+        let produced = loop {
+            match self.source.produced_slots(start, end).await {
+                Ok(slots) => break slots,
+                Err(e) => {
+                    tracing::warn!(error = %e, start, end, "cannot list produced slots; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let produced_set: BTreeSet<Slot> = produced.iter().copied().filter(|s| (start..=end).contains(s)).collect();
+        let mut outcome = BatchOutcome {
+            checkpoint: Some(end),
+            skipped: (start..=end).filter(|s| !produced_set.contains(s)).collect(),
+            ..BatchOutcome::default()
+        };
+        for result in self.fetch_and_write(produced_set.into_iter().collect()).await {
+            match result {
+                SlotResult::Written { slot, bytes } => {
+                    outcome.written.push(slot);
+                    outcome.bytes += bytes;
+                }
+                SlotResult::Skipped(slot) => outcome.skipped.push(slot),
+                SlotResult::Gap(slot, reason) => {
+                    tracing::warn!(slot, %reason, "gap");
+                    outcome.gaps.push((slot, reason));
+                }
+            }
+        }
+        // The blocks are durable before the checkpoint that covers them.
+        self.store.sync().await?;
+        let written = outcome.written.clone();
+        self.summary.written += written.len() as u64;
+        self.summary.bytes += outcome.bytes;
+        self.summary.skipped += outcome.skipped.len() as u64;
+        self.commit(shard, outcome).await?;
+        self.summary.checkpoint = Some(end);
+        let rate = (end - start + 1) as f64 / began.elapsed().as_secs_f64().max(1e-9);
+        tracing::info!(start, end, blocks = written.len(), slots_per_second = format!("{rate:.1}"), "batch committed");
+        Ok(written)
+    }
+
+    /// Fetches and writes blocks with bounded parallelism, one task per block
+    /// so decoding and encoding use every core.
+    async fn fetch_and_write(&self, slots: Vec<Slot>) -> Vec<SlotResult> {
+        futures::stream::iter(slots)
+            .map(|slot| {
+                let (source, store) = (self.source.clone(), self.store.clone());
+                async move {
+                    let task = tokio::spawn(async move {
+                        match source.block(slot).await {
+                            Ok(block) => match store.write_block(slot, &block, &[]).await {
+                                Ok(stats) => SlotResult::Written { slot, bytes: stats.bytes },
+                                Err(e) => SlotResult::Gap(slot, format!("store: {e}")),
+                            },
+                            Err(Missing::Skipped) => SlotResult::Skipped(slot),
+                            Err(Missing::Gap(reason)) => SlotResult::Gap(slot, reason),
+                        }
+                    });
+                    task.await.unwrap_or_else(|e| SlotResult::Gap(slot, format!("worker task failed: {e}")))
+                }
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// Commits a batch, waiting out a catalog outage (nothing proceeds
+    /// meanwhile, so nothing is lost or done twice).
+    async fn commit(&self, shard: u32, outcome: BatchOutcome) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.config.catalog_patience;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.catalog.commit(&self.config.job, shard, &outcome).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, checkpoint = ?outcome.checkpoint, "catalog unavailable; checkpoint held, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e).context("the catalog stayed unavailable; the batch will be redone on restart"),
+            }
+        }
+    }
+}
+
+fn metrics_lag(tip: Slot, checkpoint: Slot) {
+    tracing::debug!(lag = tip.saturating_sub(checkpoint), "follow lag");
+}
+
+/// Wakes the follower on every slot notification; on failure the follower
+/// falls back to polling.
+async fn subscribe_slots(url: String, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
+    use solana_pubsub_client::nonblocking::pubsub_client::PubsubClient;
+    let client = match PubsubClient::new(url.as_str()).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = %e, "WebSocket unavailable; polling the tip instead");
+            return;
+        }
+    };
+    let (mut slots, unsubscribe) = match client.slot_subscribe().await {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            tracing::warn!(error = %e, "slotSubscribe failed; polling the tip instead");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            next = slots.next() => match next {
+                Some(_) => wake.notify_one(),
+                None => {
+                    tracing::warn!("slot subscription ended; polling the tip instead");
+                    break;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    unsubscribe().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_the_range_disjointly() {
+        let shards: Vec<_> = (0..3).map(|i| shard_range(10, 19, i, 3)).collect();
+        assert_eq!(
+            shards,
+            vec![
+                Some(ShardRange { shard: 0, start: 10, end: 13 }),
+                Some(ShardRange { shard: 1, start: 14, end: 17 }),
+                Some(ShardRange { shard: 2, start: 18, end: 19 }),
+            ]
+        );
+        assert_eq!(shard_range(0, 1, 3, 4), None, "more shards than slots");
+        assert_eq!(shard_range(5, 5, 0, 1), Some(ShardRange { shard: 0, start: 5, end: 5 }));
+    }
+}
