@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod rpc_peer;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::chown;
@@ -28,6 +30,8 @@ pub struct Process {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// The signal that asks this program to shut down fast.
+    stop_signal: libc::c_int,
 }
 
 impl Process {
@@ -40,7 +44,7 @@ impl Process {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("{name}: failed to start {:?}: {e}", command.get_program()));
-        Self { name, child, log }
+        Self { name, child, log, stop_signal: libc::SIGTERM }
     }
 
     /// Polls `ready` until it is true; panics with the component's log if the
@@ -76,7 +80,7 @@ impl Drop for Process {
     fn drop(&mut self) {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(pid, self.stop_signal) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -172,18 +176,20 @@ pub fn cbt(emulator: &BigtableEmulator, project: &str, instance: &str, args: &[&
 
 // ---------------------------------------------------------------- PostgreSQL
 
-/// A throwaway PostgreSQL cluster in a temp dir, trust auth on loopback.
+/// A throwaway PostgreSQL cluster in a temp dir, trust auth on loopback. It
+/// can be stopped and started again on the same port and data.
 pub struct Postgres {
     pub port: u16,
-    _process: Process,
-    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
+    process: Option<Process>,
+    dir: tempfile::TempDir,
 }
 
 impl Postgres {
     pub fn start() -> Self {
         let bin = postgres_bindir();
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
         let user = unprivileged_user();
         if let Some((uid, gid)) = user {
             chown(dir.path(), Some(uid), Some(gid)).expect("chown the cluster dir to postgres");
@@ -192,38 +198,48 @@ impl Postgres {
             user,
             Command::new(bin.join("initdb"))
                 .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
-                .arg(&data),
+                .arg(dir.path().join("data")),
         )
         .output()
         .expect("run initdb");
         assert!(init.status.success(), "initdb failed: {}", String::from_utf8_lossy(&init.stderr));
+        let mut postgres = Self { port: free_port(), bin, user, process: None, dir };
+        postgres.start_again();
+        postgres
+    }
 
-        let port = free_port();
+    /// Starts the server (after [`stop`](Self::stop)) on the same port and data.
+    pub fn start_again(&mut self) {
+        let port = self.port.to_string();
         let mut process = Process::spawn(
             "PostgreSQL",
             run_as(
-                user,
-                Command::new(bin.join("postgres")).arg("-D").arg(&data).args([
+                self.user,
+                Command::new(self.bin.join("postgres")).arg("-D").arg(self.dir.path().join("data")).args([
                     "-p",
-                    &port.to_string(),
+                    &port,
                     "-c",
                     "listen_addresses=127.0.0.1",
                     "-c",
-                    &format!("unix_socket_directories={}", dir.path().display()),
+                    &format!("unix_socket_directories={}", self.dir.path().display()),
                     "-c",
                     "fsync=off",
                 ]),
             ),
-            dir.path().join("postgres.log"),
+            self.dir.path().join("postgres.log"),
         );
-        let isready = bin.join("pg_isready");
+        // SIGINT is PostgreSQL's fast shutdown (SIGTERM waits for clients).
+        process.stop_signal = libc::SIGINT;
+        let isready = self.bin.join("pg_isready");
         process.wait_until(|| {
-            Command::new(&isready)
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success())
+            Command::new(&isready).args(["-q", "-h", "127.0.0.1", "-p", &port]).status().is_ok_and(|s| s.success())
         });
-        Self { port, _process: process, _dir: dir }
+        self.process = Some(process);
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut).
+    pub fn stop(&mut self) {
+        self.process = None;
     }
 
     /// A `postgres://` URL for the `postgres` database.
