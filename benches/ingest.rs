@@ -1,0 +1,191 @@
+//! Ingest rate from the loopback Solana peer into each backend, next to two
+//! ceilings measured in the same run: how fast the peer serves the same
+//! `getBlock` requests to a client that does nothing with them, and how fast
+//! the store takes the same blocks' cells pre-encoded.
+//!
+//! `cargo bench --bench ingest` (BLOCKS sets the count; 600 by default). The
+//! peer replays the real fixture blocks at consecutive slots.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chronicle::chain::solana::response::read_block_file;
+use chronicle::chain::solana::rpc::RpcSourceConfig;
+use chronicle::store::LedgerStore;
+use chronicle::store::cells::CellStore;
+use chronicle::store::ledger::{BlockCells, proto_to_block};
+use chronicle::worker::ingest::{self, IngestConfig};
+use futures::StreamExt;
+use prost::Message as _;
+use solana_commitment_config::CommitmentConfig;
+use solana_storage_proto::convert::generated;
+use solana_transaction_status::VersionedConfirmedBlock;
+use support::rpc_peer::RpcPeer;
+use support::{BigtableEmulator, data_file};
+use tokio_util::sync::CancellationToken;
+
+const CONCURRENCY: usize = 16;
+
+fn replayed(first: u64, count: u64) -> BTreeMap<u64, VersionedConfirmedBlock> {
+    let mut real: Vec<VersionedConfirmedBlock> = Vec::new();
+    for name in ["18144001.pb", "64800004.pb"] {
+        let bytes = std::fs::read(data_file(&format!("solana/{name}"))).unwrap();
+        real.push(
+            proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap().try_into().unwrap(),
+        );
+    }
+    for (name, slot) in [("block_100000000_json.json", 100_000_000), ("block_154808473_v0_json.json", 154_808_473)] {
+        real.push(read_block_file(&data_file(&format!("solana/{name}")), Some(slot)).unwrap().1);
+    }
+    (0..count).map(|i| (first + i, real[i as usize % real.len()].clone())).collect()
+}
+
+struct Rate {
+    blocks: u64,
+    bytes: u64,
+    elapsed: Duration,
+}
+
+impl Rate {
+    fn blocks_per_sec(&self) -> f64 {
+        self.blocks as f64 / self.elapsed.as_secs_f64()
+    }
+    fn line(&self) -> String {
+        format!(
+            "{:>8.1} blocks/s {:>7.2} MB/s",
+            self.blocks_per_sec(),
+            self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// The peer's serving rate: the same base64 `getBlock` requests, bodies read and dropped.
+async fn peer_ceiling(peer: &RpcPeer, slots: &[u64]) -> Rate {
+    let client = reqwest::Client::new();
+    let url = peer.url();
+    let start = Instant::now();
+    let bytes: u64 = futures::stream::iter(slots.iter().copied())
+        .map(|slot| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "getBlock", "params": [slot,
+                    {"encoding": "base64", "transactionDetails": "full", "rewards": true, "maxSupportedTransactionVersion": 0, "commitment": "finalized"}]});
+                client.post(&url).json(&body).send().await.unwrap().bytes().await.unwrap().len() as u64
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .fold(0, |sum, n| async move { sum + n })
+        .await;
+    Rate { blocks: slots.len() as u64, bytes, elapsed: start.elapsed() }
+}
+
+/// The store's ceiling: the blocks' cells encoded before the clock starts.
+async fn store_ceiling(store: &Arc<LedgerStore>, blocks: &BTreeMap<u64, VersionedConfirmedBlock>) -> Rate {
+    let encoded: Vec<BlockCells> =
+        blocks.iter().map(|(slot, block)| store.block_cells(slot + 10_000_000, block, &[]).unwrap()).collect();
+    let bytes = encoded.iter().map(|c| c.stats().bytes).sum();
+    let cells: Arc<dyn CellStore> = store.cells().clone();
+    let start = Instant::now();
+    futures::stream::iter(encoded)
+        .map(|block| {
+            let cells = cells.clone();
+            async move {
+                tokio::spawn(async move {
+                    cells.write(block.indexes).await.unwrap();
+                    cells.write(vec![block.block]).await.unwrap();
+                })
+                .await
+                .unwrap()
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    cells.sync().await.unwrap();
+    Rate { blocks: blocks.len() as u64, bytes, elapsed: start.elapsed() }
+}
+
+async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, count: u64) -> Rate {
+    let config = IngestConfig {
+        job: format!("bench-{first}-{store}"),
+        store: store.into(),
+        catalog: catalog.into(),
+        source: RpcSourceConfig {
+            url: peer.url(),
+            commitment: CommitmentConfig::finalized(),
+            timeout: Duration::from_secs(30),
+            requests_per_second: None,
+            attempts: 3,
+        },
+        websocket: None,
+        from: Some(first),
+        to: Some(first + count - 1),
+        follow: false,
+        shard: 0,
+        shards: 1,
+        batch_size: 100,
+        concurrency: CONCURRENCY,
+        poll_interval: Duration::from_millis(400),
+        catalog_patience: Duration::from_secs(60),
+    };
+    let start = Instant::now();
+    let summary = ingest::run(config, CancellationToken::new()).await.unwrap();
+    assert_eq!(summary.written, count);
+    Rate { blocks: summary.written, bytes: summary.bytes, elapsed: start.elapsed() }
+}
+
+fn report(backend: &str, ours: &Rate, peer: &Rate, store: &Rate) {
+    println!("{backend:<10} ingest {}", ours.line());
+    println!(
+        "{:<10} peer serving ceiling {}  -> ratio {:.2}",
+        "",
+        peer.line(),
+        ours.blocks_per_sec() / peer.blocks_per_sec()
+    );
+    println!(
+        "{:<10} store write ceiling  {}  -> ratio {:.2}",
+        "",
+        store.line(),
+        ours.blocks_per_sec() / store.blocks_per_sec()
+    );
+}
+
+fn main() {
+    // The emulator's address goes into the environment before any other thread exists.
+    let emulator = BigtableEmulator::start();
+    // SAFETY: single-threaded here; the runtime starts below.
+    unsafe { std::env::set_var("BIGTABLE_EMULATOR_HOST", emulator.host()) };
+    tokio::runtime::Runtime::new().unwrap().block_on(run());
+    drop(emulator);
+}
+
+async fn run() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let count: u64 = std::env::var("BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 600 } else { 12 });
+    let first = 1_000_000u64;
+    let blocks = replayed(first, count);
+    let peer = RpcPeer::start(blocks.clone()).await;
+    let slots: Vec<u64> = blocks.keys().copied().collect();
+    println!("ingest: {count} blocks (4 real blocks replayed), concurrency {CONCURRENCY}, batch 100");
+    let dir = tempfile::tempdir().unwrap();
+
+    let store_url = format!("embedded://{}", dir.path().join("ledger").display());
+    let catalog_url = format!("embedded://{}", dir.path().join("catalog").display());
+    let peer_rate = peer_ceiling(&peer, &slots).await;
+    let ours = ingest_rate(&peer, &store_url, &catalog_url, first, count).await;
+    let store = chronicle::store::open(&store_url).await.unwrap();
+    let store_rate = store_ceiling(&store, &blocks).await;
+    drop(store);
+    report("embedded", &ours, &peer_rate, &store_rate);
+
+    let bigtable_url = "bigtable://bench/ingest";
+    let ours = ingest_rate(&peer, bigtable_url, &catalog_url, first, count).await;
+    let store = chronicle::store::open(bigtable_url).await.unwrap();
+    let store_rate = store_ceiling(&store, &blocks).await;
+    let peer_rate = peer_ceiling(&peer, &slots).await;
+    report("bigtable", &ours, &peer_rate, &store_rate);
+}
