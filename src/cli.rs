@@ -65,6 +65,8 @@ pub enum Command {
         #[arg(long)]
         max_supported_transaction_version: Option<u8>,
     },
+    /// Serve the Solana JSON-RPC history methods from a block store, with an optional Redis cache.
+    Serve(ServeArgs),
     /// Run a worker mode (what the controller starts in pods; also works by hand).
     #[command(subcommand)]
     Worker(WorkerCommand),
@@ -75,6 +77,40 @@ pub enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Block store: `bigtable://PROJECT/INSTANCE` or `embedded:///PATH`.
+    #[arg(long, env = "CHRONICLE_STORE")]
+    pub store: String,
+    /// Address to listen on.
+    #[arg(long, env = "CHRONICLE_LISTEN", default_value = "127.0.0.1:8899")]
+    pub listen: std::net::SocketAddr,
+    /// Redis cache: `redis://…` or `rediss://…` (TLS).
+    #[arg(long, env = "CHRONICLE_CACHE_URL")]
+    pub cache: Option<String>,
+    /// TTL of cached answers that can change (e.g. `2s`).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub cache_ttl: std::time::Duration,
+    /// TTL of cached answers that cannot change (finalized blocks and transactions).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub immutable_ttl: std::time::Duration,
+    /// File with accepted API keys, one per line (e.g. a mounted Secret). Absent: no auth.
+    #[arg(long, env = "CHRONICLE_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Requests per second per API key (per client address without keys).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most calls in one batch request.
+    #[arg(long, default_value_t = 100)]
+    pub max_batch: usize,
+    /// Longest a request may take.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +168,9 @@ pub struct IngestArgs {
     /// Tries per block before it is recorded as a gap.
     #[arg(long, default_value_t = 4)]
     pub attempts: usize,
+    /// Redis cache tier to update as blocks land (`redis://…`).
+    #[arg(long, env = "CHRONICLE_CACHE_URL")]
+    pub cache: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -164,6 +203,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd { out_dir } => print_crds(out_dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
         Command::Worker(WorkerCommand::Ingest(args)) => block_on(ingest(args)),
+        Command::Serve(args) => block_on(serve(args)),
         Command::Import { store, slot, files } => block_on(import::run(&store, slot, &files)),
         Command::GetBlock {
             store,
@@ -244,6 +284,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency as usize,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(600),
+        cache: args.cache,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -266,6 +307,38 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(3));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let api_keys = match &args.api_keys_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    let config = crate::serve::ServeConfig {
+        listen: args.listen,
+        cache: args.cache.map(|url| crate::serve::cache::CacheConfig {
+            url,
+            ttl: args.cache_ttl,
+            immutable_ttl: args.immutable_ttl,
+            timeout: std::time::Duration::from_millis(250),
+        }),
+        api_keys,
+        rate_limit: args.rate_limit,
+        max_body_bytes: args.max_body_bytes,
+        max_batch: args.max_batch,
+        request_timeout: args.request_timeout,
+    };
+    let store = crate::store::open(&args.store).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    crate::serve::run(store, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

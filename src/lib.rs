@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod chain;
 pub mod cli;
 pub mod crd;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -429,9 +429,11 @@ async fn block_listing_and_deletion() {
     let (_, pb_block) = proto_block(pb_file);
     for (backend, store) in &stores.all {
         assert_eq!(store.first_available_block().await.unwrap(), None, "{backend}: empty store");
+        assert_eq!(store.last_block().await.unwrap(), None, "{backend}: empty store");
         store.write_block(v0_slot, &json_block(v0_file, v0_slot), &[]).await.unwrap();
         store.write_block(pb_slot, &pb_block, &[]).await.unwrap();
         assert_eq!(store.first_available_block().await.unwrap(), Some(pb_slot));
+        assert_eq!(store.last_block().await.unwrap(), Some(v0_slot), "{backend}: last block");
         assert_eq!(store.blocks(0, 10).await.unwrap(), vec![pb_slot, v0_slot]);
         assert_eq!(store.blocks(pb_slot + 1, 10).await.unwrap(), vec![v0_slot]);
         assert_eq!(store.blocks(0, 1).await.unwrap(), vec![pb_slot]);

@@ -126,6 +126,19 @@ impl LedgerStore {
         Ok(BlockCells { indexes, block })
     }
 
+    /// The addresses a block adds `tx-by-addr` rows for (reserved keys excluded).
+    pub fn indexed_addresses(&self, block: &VersionedConfirmedBlock) -> Vec<Pubkey> {
+        let mut addresses: Vec<Pubkey> = block
+            .transactions
+            .iter()
+            .flat_map(|tx| tx.account_keys().iter().copied().collect::<Vec<_>>())
+            .filter(|a| !self.reserved.is_reserved(a))
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        addresses
+    }
+
     /// Writes pre-encoded cells: indexes first, the `blocks` row only once they
     /// all succeeded, so readers never see a block without its indexes.
     pub async fn write_cells(&self, cells: BlockCells) -> Result<WriteStats, StoreError> {
@@ -182,6 +195,19 @@ impl BlockStore for LedgerStore {
     async fn first_available_block(&self) -> Result<Option<Slot>, StoreError> {
         let rows = self.cells.scan(Table::Blocks, KeyRange { start: String::new(), end: None }, 1, true).await?;
         Ok(rows.first().and_then(|r| parse_slot_key(&r.key)))
+    }
+
+    /// Forward scans only (the Bigtable emulator has no reverse scans): a
+    /// binary search for the highest slot with a block at or above it, at most
+    /// 64 one-row reads.
+    async fn last_block(&self) -> Result<Option<Slot>, StoreError> {
+        let Some(first) = self.first_available_block().await? else { return Ok(None) };
+        let (mut low, mut high) = (first, Slot::MAX);
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            if self.blocks(mid, 1).await?.is_empty() { high = mid - 1 } else { low = mid }
+        }
+        Ok(self.blocks(low, 1).await?.first().copied())
     }
 
     async fn block_time(&self, slot: Slot) -> Result<Option<Option<UnixTimestamp>>, StoreError> {

@@ -79,6 +79,9 @@ pub trait BlockStore: Send + Sync {
 
     async fn first_available_block(&self) -> Result<Option<Slot>, StoreError>;
 
+    /// The newest stored slot.
+    async fn last_block(&self) -> Result<Option<Slot>, StoreError>;
+
     /// `None`: no block at `slot`; `Some(None)`: a block without a time.
     async fn block_time(&self, slot: Slot) -> Result<Option<Option<UnixTimestamp>>, StoreError>;
 

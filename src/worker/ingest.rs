@@ -19,10 +19,12 @@ use anyhow::Context;
 use futures::StreamExt;
 use solana_clock::Slot;
 use solana_commitment_config::CommitmentConfig;
+use solana_pubkey::Pubkey;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, BatchOutcome, Catalog, ShardRange};
 use crate::chain::solana::rpc::{Missing, RpcSource, RpcSourceConfig};
+use crate::serve::cache::Invalidator;
 use crate::store::{self, BlockStore, LedgerStore};
 
 /// Everything a run needs; the controller passes the same settings.
@@ -46,6 +48,8 @@ pub struct IngestConfig {
     pub poll_interval: Duration,
     /// How long a batch waits for the catalog to come back before giving up.
     pub catalog_patience: Duration,
+    /// Redis cache tier whose answers a new block changes (`redis://…`).
+    pub cache: Option<String>,
 }
 
 /// What a run did.
@@ -76,12 +80,18 @@ struct Ingest {
     source: Arc<RpcSource>,
     store: Arc<LedgerStore>,
     catalog: Arc<dyn Catalog>,
+    cache: Option<Invalidator>,
     summary: Summary,
 }
 
 /// What became of one slot.
 enum SlotResult {
-    Written { slot: Slot, bytes: u64 },
+    /// `addresses`: the indexed addresses the block touched (for cache invalidation).
+    Written {
+        slot: Slot,
+        bytes: u64,
+        addresses: Vec<Pubkey>,
+    },
     Skipped(Slot),
     Gap(Slot, String),
 }
@@ -90,7 +100,8 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     let store = store::open(&config.store).await.context("opening the block store")?;
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
     let source = Arc::new(RpcSource::new(config.source.clone()));
-    let mut ingest = Ingest { config, source, store, catalog, summary: Summary::default() };
+    let cache = config.cache.as_deref().map(Invalidator::new).transpose().context("cache URL")?;
+    let mut ingest = Ingest { config, source, store, catalog, cache, summary: Summary::default() };
     if ingest.config.follow {
         ingest.follow(shutdown).await?
     } else {
@@ -211,7 +222,7 @@ impl Ingest {
         let mut outcome = BatchOutcome::default();
         for result in results {
             match result {
-                SlotResult::Written { slot, bytes } => {
+                SlotResult::Written { slot, bytes, .. } => {
                     outcome.written.push(slot);
                     outcome.repaired.push(slot);
                     outcome.bytes += bytes;
@@ -248,11 +259,13 @@ impl Ingest {
             skipped: (start..=end).filter(|s| !produced_set.contains(s)).collect(),
             ..BatchOutcome::default()
         };
+        let mut touched = BTreeSet::new();
         for result in self.fetch_and_write(produced_set.into_iter().collect()).await {
             match result {
-                SlotResult::Written { slot, bytes } => {
+                SlotResult::Written { slot, bytes, addresses } => {
                     outcome.written.push(slot);
                     outcome.bytes += bytes;
+                    touched.extend(addresses);
                 }
                 SlotResult::Skipped(slot) => outcome.skipped.push(slot),
                 SlotResult::Gap(slot, reason) => {
@@ -261,8 +274,15 @@ impl Ingest {
                 }
             }
         }
-        // The blocks are durable before the checkpoint that covers them.
+        // The blocks are durable before the checkpoint that covers them, and
+        // cached answers they change are gone before it moves.
         self.store.sync().await?;
+        if let Some(cache) = &self.cache
+            && !outcome.written.is_empty()
+        {
+            let dropped = cache.blocks_written(&touched.into_iter().collect::<Vec<_>>()).await;
+            tracing::debug!(dropped, "cache answers dropped");
+        }
         let written = outcome.written.clone();
         self.summary.written += written.len() as u64;
         self.summary.bytes += outcome.bytes;
@@ -280,11 +300,16 @@ impl Ingest {
         futures::stream::iter(slots)
             .map(|slot| {
                 let (source, store) = (self.source.clone(), self.store.clone());
+                let invalidating = self.cache.is_some();
                 async move {
                     let task = tokio::spawn(async move {
                         match source.block(slot).await {
                             Ok(block) => match store.write_block(slot, &block, &[]).await {
-                                Ok(stats) => SlotResult::Written { slot, bytes: stats.bytes },
+                                Ok(stats) => {
+                                    let addresses =
+                                        if invalidating { store.indexed_addresses(&block) } else { Vec::new() };
+                                    SlotResult::Written { slot, bytes: stats.bytes, addresses }
+                                }
                                 Err(e) => SlotResult::Gap(slot, format!("store: {e}")),
                             },
                             Err(Missing::Skipped) => SlotResult::Skipped(slot),

@@ -298,9 +298,13 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// A Redis on a given port (e.g. the one a stopped server used).
+    pub fn start_on(port: u16) -> Self {
         let binary = on_path("redis-server")
             .unwrap_or_else(|| missing("Redis (redis-server)", "apt-get install -y redis-server"));
-        let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut process = Process::spawn(
             "Redis",

@@ -1,0 +1,233 @@
+//! The Redis cache tier: read-through answers keyed by method and normalized
+//! params, and their invalidation the moment ingestion writes a block.
+//!
+//! Answers that can change are registered in index sets: the first page of an
+//! address's history under `chronicle:idx:addr:<address>`, anything that
+//! reaches the tip under `chronicle:idx:tip`. When a block lands, the writer
+//! deletes every answer in the sets of the addresses it touched and in the tip
+//! set, and bumps a generation counter. An answer computed before that bump is
+//! not stored after it (a compare-and-set on the generation), so no replica
+//! serves a stale first page once the block is written: all replicas share the
+//! cache, and the writer empties it before its checkpoint moves.
+//!
+//! Redis is optional at every moment: any cache failure is a miss, answers
+//! come from the store, and the connection manager reconnects on its own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use jsonrpc_core::Value;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::{Digest, Sha256};
+use solana_pubkey::Pubkey;
+use tokio::sync::RwLock;
+
+use super::methods::{Answer, Freshness, Method};
+
+const TIP_SET: &str = "chronicle:idx:tip";
+const GENERATION: &str = "chronicle:gen";
+
+fn address_set(address: &Pubkey) -> String {
+    format!("chronicle:idx:addr:{address}")
+}
+
+/// Stores an answer only if no block was written since it was computed.
+const PUT_IF_CURRENT: &str = r#"
+local generation = redis.call('GET', KEYS[2]) or '0'
+if generation ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[3])
+end
+return 1
+"#;
+
+/// Deletes the answers registered in the given index sets, then the sets.
+const DROP_INDEXED: &str = r#"
+redis.call('INCR', KEYS[1])
+local dropped = 0
+for i = 2, #KEYS do
+  local members = redis.call('SMEMBERS', KEYS[i])
+  for _, key in ipairs(members) do dropped = dropped + redis.call('DEL', key) end
+  redis.call('DEL', KEYS[i])
+end
+return dropped
+"#;
+
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// `redis://` or `rediss://` (TLS) URL, with credentials.
+    pub url: String,
+    /// TTL of answers that can change.
+    pub ttl: Duration,
+    /// TTL of answers that cannot.
+    pub immutable_ttl: Duration,
+    /// How long a cache call may take before it counts as a miss.
+    pub timeout: Duration,
+}
+
+/// A lazily (re)connecting Redis connection shared by the cache and the invalidator.
+struct Connection {
+    client: redis::Client,
+    timeout: Duration,
+    manager: RwLock<Option<ConnectionManager>>,
+    last_attempt: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Connection {
+    fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            timeout,
+            manager: RwLock::new(None),
+            last_attempt: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// A connection, or `None` while Redis is unreachable (retried at most once a second).
+    async fn get(&self) -> Option<ConnectionManager> {
+        if let Some(manager) = self.manager.read().await.as_ref() {
+            return Some(manager.clone());
+        }
+        {
+            let mut last = self.last_attempt.lock().expect("lock");
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        match self.client.get_connection_manager_with_config(config).await {
+            Ok(manager) => {
+                tracing::info!("cache connected");
+                *self.manager.write().await = Some(manager.clone());
+                Some(manager)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cache unavailable; answering from the store");
+                None
+            }
+        }
+    }
+}
+
+/// The read-through cache used by `chronicle serve`.
+pub struct Cache {
+    connection: Connection,
+    config: CacheConfig,
+    failures: AtomicU64,
+}
+
+/// A cached answer, or the generation to store a fresh one under.
+pub enum Lookup {
+    Hit(Value),
+    Miss { generation: Option<String> },
+}
+
+impl Cache {
+    pub fn new(config: CacheConfig) -> Result<Arc<Self>, redis::RedisError> {
+        Ok(Arc::new(Self {
+            connection: Connection::new(&config.url, config.timeout)?,
+            config,
+            failures: AtomicU64::new(0),
+        }))
+    }
+
+    /// The key of an answer: method and normalized params (JSON with sorted keys).
+    pub fn key(method: Method, params: &Value) -> String {
+        let digest = Sha256::digest(params.to_string().as_bytes());
+        format!("chronicle:rpc:{}:{}", method.name(), hex(&digest[..16]))
+    }
+
+    fn failed(&self, what: &str, error: &redis::RedisError) {
+        // One line per 100 failures: an outage does not flood the log.
+        if self.failures.fetch_add(1, Ordering::Relaxed) % 100 == 0 {
+            tracing::warn!(error = %error, what, "cache call failed; answering from the store");
+        }
+    }
+
+    pub async fn lookup(&self, key: &str) -> Lookup {
+        let Some(mut redis) = self.connection.get().await else { return Lookup::Miss { generation: None } };
+        let result: Result<(Option<String>, Option<String>), _> =
+            redis::pipe().get(key).get(GENERATION).query_async(&mut redis).await;
+        match result {
+            Ok((Some(cached), _)) => match serde_json::from_str(&cached) {
+                Ok(value) => Lookup::Hit(value),
+                Err(_) => Lookup::Miss { generation: None },
+            },
+            Ok((None, generation)) => Lookup::Miss { generation: Some(generation.unwrap_or_else(|| "0".into())) },
+            Err(e) => {
+                self.failed("lookup", &e);
+                Lookup::Miss { generation: None }
+            }
+        }
+    }
+
+    /// Stores an answer computed under `generation` (if no block landed since).
+    pub async fn store(&self, key: &str, generation: Option<String>, answer: &Answer) {
+        let Some(generation) = generation else { return };
+        let (ttl, sets) = match &answer.freshness {
+            Freshness::Uncacheable => return,
+            Freshness::Immutable => (self.config.immutable_ttl, Vec::new()),
+            Freshness::Mutable { addresses, tip } => {
+                let mut sets: Vec<String> = addresses.iter().map(address_set).collect();
+                if *tip {
+                    sets.push(TIP_SET.into());
+                }
+                (self.config.ttl, sets)
+            }
+        };
+        let Some(mut redis) = self.connection.get().await else { return };
+        let put = redis::Script::new(PUT_IF_CURRENT);
+        let mut script = put.prepare_invoke();
+        script.key(key).key(GENERATION);
+        for set in &sets {
+            script.key(set);
+        }
+        script.arg(&generation).arg(answer.value.to_string()).arg(ttl.as_millis() as u64);
+        if let Err(e) = script.invoke_async::<i64>(&mut redis).await {
+            self.failed("store", &e);
+        }
+    }
+}
+
+/// What ingestion uses to drop the answers a new block changes.
+pub struct Invalidator {
+    connection: Connection,
+}
+
+impl Invalidator {
+    pub fn new(url: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self { connection: Connection::new(url, Duration::from_secs(2))? })
+    }
+
+    /// Drops the cached answers that blocks touching `addresses` change.
+    /// Returns how many were dropped; an unreachable cache is logged, not fatal
+    /// (its answers expire with their TTL).
+    pub async fn blocks_written(&self, addresses: &[Pubkey]) -> usize {
+        let Some(mut redis) = self.connection.get().await else { return 0 };
+        let drop_indexed = redis::Script::new(DROP_INDEXED);
+        let mut script = drop_indexed.prepare_invoke();
+        script.key(GENERATION).key(TIP_SET);
+        for address in addresses {
+            script.key(address_set(address));
+        }
+        match script.invoke_async::<i64>(&mut redis).await {
+            Ok(dropped) => usize::try_from(dropped).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "cache invalidation failed; stale answers live until their TTL");
+                0
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,296 @@
+//! `chronicle serve`: the Solana JSON-RPC history API over HTTP, answering
+//! from the block store with an optional Redis cache tier.
+//!
+//! Requests go through jsonrpc-core — the JSON-RPC 2.0 implementation agave's
+//! own RPC server uses — so parse errors, invalid requests, unknown methods,
+//! wrong parameter types and batches behave as on a node. Around it: API keys
+//! (constant-time comparison), a per-key rate limit, request and batch size
+//! limits, a request timeout, `/health` and `/metrics`.
+
+pub mod cache;
+pub mod methods;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use jsonrpc_core::{IoHandler, Params, Value};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use self::cache::{Cache, CacheConfig, Lookup};
+use self::methods::{METHODS, Method, Methods};
+use crate::store::BlockStore;
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub cache: Option<CacheConfig>,
+    /// Accepted API keys; empty = no authentication.
+    pub api_keys: Vec<String>,
+    /// Requests per second per API key (or per client without keys).
+    pub rate_limit: Option<u32>,
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8899).into(),
+            cache: None,
+            api_keys: Vec::new(),
+            rate_limit: None,
+            max_body_bytes: 256 * 1024,
+            max_batch: 100,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    method: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    method: String,
+}
+
+/// Prometheus metrics; labels are bounded (method names, outcomes).
+struct Metrics {
+    registry: Registry,
+    requests: Family<MethodLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("chronicle_serve");
+        let requests = Family::<MethodLabels, Counter>::default();
+        let cache = Family::<CacheLabels, Counter>::default();
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+        });
+        registry.register("requests", "JSON-RPC calls by method and outcome", requests.clone());
+        registry.register("cache", "Cache lookups by method and result", cache.clone());
+        registry.register("request_seconds", "Time to answer a call, by method", latency.clone());
+        Self { registry, requests, cache, latency }
+    }
+}
+
+/// Everything a request needs.
+struct Service {
+    methods: Methods,
+    cache: Option<Arc<Cache>>,
+    metrics: Metrics,
+}
+
+impl Service {
+    async fn call(&self, method: Method, params: Params) -> jsonrpc_core::Result<Value> {
+        let started = Instant::now();
+        let name = method.name().to_string();
+        let params_value = match &params {
+            Params::None => Value::Null,
+            Params::Array(a) => Value::Array(a.clone()),
+            Params::Map(m) => Value::Object(m.clone()),
+        };
+        let key = Cache::key(method, &params_value);
+        let mut generation = None;
+        if let Some(cache) = &self.cache {
+            match cache.lookup(&key).await {
+                Lookup::Hit(value) => {
+                    self.count(&name, "hit", "ok", started);
+                    return Ok(value);
+                }
+                Lookup::Miss { generation: g } => generation = g,
+            }
+        }
+        let result = self.methods.call(method, params).await;
+        let result = match result {
+            Ok(answer) => {
+                if let Some(cache) = &self.cache {
+                    cache.store(&key, generation, &answer).await;
+                }
+                Ok(answer.value)
+            }
+            Err(e) => Err(e),
+        };
+        let cache_result = if self.cache.is_some() { "miss" } else { "off" };
+        self.count(&name, cache_result, if result.is_ok() { "ok" } else { "error" }, started);
+        result
+    }
+
+    fn count(&self, method: &str, cache: &str, outcome: &str, started: Instant) {
+        let m = self.metrics.requests.get_or_create(&MethodLabels { method: method.into(), outcome: outcome.into() });
+        m.inc();
+        if cache != "off" {
+            self.metrics.cache.get_or_create(&CacheLabels { method: method.into(), result: cache.into() }).inc();
+        }
+        self.metrics
+            .latency
+            .get_or_create(&LatencyLabels { method: method.into() })
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+struct AppState {
+    rpc: IoHandler,
+    service: Arc<Service>,
+    config: ServeConfig,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+/// The router of a serve replica.
+pub fn router(store: Arc<dyn BlockStore>, config: ServeConfig) -> Result<Router, redis::RedisError> {
+    let cache = config.cache.clone().map(Cache::new).transpose()?;
+    let service = Arc::new(Service { methods: Methods::new(store), cache, metrics: Metrics::new() });
+    let mut rpc = IoHandler::new();
+    for (name, method) in METHODS {
+        let service = service.clone();
+        let method = *method;
+        rpc.add_method(name, move |params: Params| {
+            let service = service.clone();
+            async move { service.call(method, params).await }
+        });
+    }
+    let limiter = config.rate_limit.and_then(NonZeroU32::new).map(|rps| RateLimiter::keyed(Quota::per_second(rps)));
+    let max_body = config.max_body_bytes;
+    let state = Arc::new(AppState { rpc, service, config, limiter });
+    Ok(Router::new()
+        .route("/", post(handle_rpc))
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(handle_metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state))
+}
+
+/// Serves until `shutdown`, then drains open requests.
+pub async fn run(store: Arc<dyn BlockStore>, config: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let app = router(store, config)?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("listen on {listen}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving JSON-RPC");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+fn json_error(status: StatusCode, code: i64, message: &str) -> Response {
+    let body = serde_json::json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": null});
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// The caller's API key: `x-api-key` header, or `?api-key=` as many providers accept.
+fn api_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(value) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(value.to_string());
+    }
+    query?.split('&').find_map(|pair| pair.strip_prefix("api-key=")).map(str::to_string)
+}
+
+fn key_is_valid(keys: &[String], presented: &str) -> bool {
+    // Compare with every key, in constant time each, so timing reveals nothing.
+    keys.iter().fold(false, |found, key| found | bool::from(key.as_bytes().ct_eq(presented.as_bytes())))
+}
+
+async fn handle_rpc(
+    State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let presented = api_key(&headers, uri.query());
+    if !state.config.api_keys.is_empty() {
+        match &presented {
+            Some(key) if key_is_valid(&state.config.api_keys, key) => {}
+            _ => return json_error(StatusCode::UNAUTHORIZED, -32000, "Unauthorized: missing or unknown API key"),
+        }
+    }
+    if let Some(limiter) = &state.limiter {
+        let who = presented.unwrap_or_else(|| peer.ip().to_string());
+        if limiter.check_key(&who).is_err() {
+            return json_error(StatusCode::TOO_MANY_REQUESTS, -32005, "Too many requests for a specific RPC call");
+        }
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return json_error(StatusCode::OK, -32700, "Parse error");
+    };
+    if let Some(size) = batch_size(text)
+        && size > state.config.max_batch
+    {
+        return json_error(
+            StatusCode::OK,
+            -32600,
+            &format!("Batch too large: {size} requests; max {}", state.config.max_batch),
+        );
+    }
+    let answer = tokio::time::timeout(state.config.request_timeout, state.rpc.handle_request(text)).await;
+    match answer {
+        Ok(Some(response)) => ([(header::CONTENT_TYPE, "application/json")], response).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(), // notifications only
+        Err(_) => json_error(StatusCode::OK, -32000, "Request timed out"),
+    }
+}
+
+/// The number of calls in a batch, without parsing them.
+fn batch_size(text: &str) -> Option<usize> {
+    if !text.trim_start().starts_with('[') {
+        return None;
+    }
+    serde_json::from_str::<Vec<serde::de::IgnoredAny>>(text).ok().map(|calls| calls.len())
+}
+
+async fn handle_metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &state.service.metrics.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_are_compared_exactly() {
+        let keys = vec!["alpha-key".to_string(), "beta-key".to_string()];
+        assert!(key_is_valid(&keys, "beta-key"));
+        assert!(!key_is_valid(&keys, "beta-ke"));
+        assert!(!key_is_valid(&keys, ""));
+    }
+
+    #[test]
+    fn batches_are_counted_without_parsing_calls() {
+        assert_eq!(batch_size(r#"[{"a":1},{"b":[1,2]}]"#), Some(2));
+        assert_eq!(batch_size(r#"{"a":1}"#), None);
+        assert_eq!(batch_size("[ not json"), None);
+    }
+}
