@@ -472,3 +472,61 @@ mod parser {
         }
     }
 }
+
+/// End to end: the ingest worker (a process, following the loopback node)
+/// writes a block to Bigtable and drops the cached answers it changes; two
+/// serve replicas with a 10-minute TTL show the new signature at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_updates_the_cache_of_every_replica() {
+    use chronicle::store::bigtable::{BigtableCells, BigtableConfig};
+    use support::BigtableEmulator;
+    use support::rpc_peer::RpcPeer;
+
+    let redis = Redis::start();
+    let emulator = BigtableEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = RpcPeer::start([(7_000u64, block(LEGACY))].into_iter().collect()).await;
+    let cells = BigtableCells::connect(BigtableConfig {
+        project: "chronicle-test".into(),
+        instance: "serve".into(),
+        app_profile: "default".into(),
+        emulator_host: Some(emulator.host()),
+        credentials_file: None,
+        timeout: Duration::from_secs(20),
+    })
+    .await
+    .unwrap();
+    chronicle::store::cells::CellStore::ensure_tables(&cells).await.unwrap();
+    let store: Arc<dyn BlockStore> = Arc::new(LedgerStore::new(Arc::new(cells)));
+    let catalog = format!("embedded://{}", dir.path().join("catalog").display());
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "ingest", "--follow", "--from", "7000", "--job", "tip", "--rpc", &peer.url(), "--ws", &peer.ws_url()])
+        .args(["--store", "bigtable://chronicle-test/serve", "--catalog", &catalog, "--cache", &redis.url()])
+        .env("BIGTABLE_EMULATOR_HOST", emulator.host())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (one, _a) = serve(store.clone(), cached(&redis, Duration::from_secs(600))).await;
+    let (two, _b) = serve(store.clone(), cached(&redis, Duration::from_secs(600))).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.block(7_000).await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the worker did not ingest slot 7000");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v0 = block(V0);
+    let address = v0.transactions[0].transaction.message.static_account_keys()[0];
+    let first_page = json!({"jsonrpc": "2.0", "id": 1, "method": "getSignaturesForAddress", "params": [address.to_string()]}).to_string();
+    for replica in [one, two] {
+        assert_eq!(post(replica, &first_page).await["result"], json!([]), "cached empty first page");
+    }
+    peer.produce(7_001, v0.clone());
+    let signature = json!(v0.transactions[0].transaction.signatures[0].to_string());
+    while post(one, &first_page).await["result"][0]["signature"] != signature {
+        assert!(std::time::Instant::now() < deadline, "the new signature never reached replica one");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The very next call on the other replica shows it too.
+    assert_eq!(post(two, &first_page).await["result"][0]["signature"], signature);
+    worker.start_kill().unwrap();
+}
