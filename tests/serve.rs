@@ -431,6 +431,8 @@ mod parser {
             Just("getSignaturesForAddress".to_string()),
             Just("getBlocks".to_string()),
             Just("getSignatureStatuses".to_string()),
+            Just("getTransactionsForAddress".to_string()),
+            Just("getBlocksWithLimit".to_string()),
             ".{0,20}"
         ];
         let leaf = prop_oneof![
@@ -500,7 +502,19 @@ async fn ingest_updates_the_cache_of_every_replica() {
     let store: Arc<dyn BlockStore> = Arc::new(LedgerStore::new(Arc::new(cells)));
     let catalog = format!("embedded://{}", dir.path().join("catalog").display());
     let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
-        .args(["worker", "ingest", "--follow", "--from", "7000", "--job", "tip", "--rpc", &peer.url(), "--ws", &peer.ws_url()])
+        .args([
+            "worker",
+            "ingest",
+            "--follow",
+            "--from",
+            "7000",
+            "--job",
+            "tip",
+            "--rpc",
+            &peer.url(),
+            "--ws",
+            &peer.ws_url(),
+        ])
         .args(["--store", "bigtable://chronicle-test/serve", "--catalog", &catalog, "--cache", &redis.url()])
         .env("BIGTABLE_EMULATOR_HOST", emulator.host())
         .env("RUST_LOG", "warn")
@@ -516,7 +530,9 @@ async fn ingest_updates_the_cache_of_every_replica() {
     }
     let v0 = block(V0);
     let address = v0.transactions[0].transaction.message.static_account_keys()[0];
-    let first_page = json!({"jsonrpc": "2.0", "id": 1, "method": "getSignaturesForAddress", "params": [address.to_string()]}).to_string();
+    let first_page =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "getSignaturesForAddress", "params": [address.to_string()]})
+            .to_string();
     for replica in [one, two] {
         assert_eq!(post(replica, &first_page).await["result"], json!([]), "cached empty first page");
     }
@@ -529,4 +545,77 @@ async fn ingest_updates_the_cache_of_every_replica() {
     // The very next call on the other replica shows it too.
     assert_eq!(post(two, &first_page).await["result"][0]["signature"], signature);
     worker.start_kill().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_for_address_pages_filters_and_sorts() {
+    use chronicle::store::ledger::proto_to_block;
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = fixture_store(dir.path()).await;
+    let bytes = std::fs::read(data_file("solana/18144001.pb")).unwrap();
+    let decoded = solana_storage_proto::convert::generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap();
+    let busy: VersionedConfirmedBlock = proto_to_block(decoded).unwrap().try_into().unwrap();
+    store.write_block(18_144_001, &busy, &[]).await.unwrap();
+    let (addr, _stop) = serve(store.clone(), ServeConfig::default()).await;
+    // The most active non-reserved address of the 89-transaction block.
+    let address = store
+        .indexed_addresses(&busy)
+        .into_iter()
+        .max_by_key(|a| busy.transactions.iter().filter(|t| t.account_keys().iter().any(|k| k == a)).count())
+        .unwrap();
+    let call = |config: Value| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "getTransactionsForAddress", "params": [address.to_string(), config]}).to_string()
+    };
+    let reference = post(
+        addr,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "getSignaturesForAddress", "params": [address.to_string()]})
+            .to_string(),
+    )
+    .await["result"]
+        .clone();
+    let expected: Vec<Value> = reference.as_array().unwrap().iter().map(|e| e["signature"].clone()).collect();
+    assert!(expected.len() >= 3, "address {address} has several transactions");
+
+    let all = post(addr, &call(json!({}))).await["result"].clone();
+    let sigs: Vec<Value> = all["data"].as_array().unwrap().iter().map(|e| e["signature"].clone()).collect();
+    assert_eq!(sigs, expected, "desc = getSignaturesForAddress");
+    assert_eq!(all["paginationToken"], Value::Null);
+
+    let asc = post(addr, &call(json!({"sortOrder": "asc"}))).await["result"].clone();
+    let mut reversed = expected.clone();
+    reversed.reverse();
+    assert_eq!(asc["data"].as_array().unwrap().iter().map(|e| e["signature"].clone()).collect::<Vec<_>>(), reversed);
+
+    // Pages of two, walked with the token, add up to the whole history.
+    let mut walked = Vec::new();
+    let mut token = Value::Null;
+    loop {
+        let page = post(addr, &call(json!({"limit": 2, "paginationToken": token}))).await["result"].clone();
+        walked.extend(page["data"].as_array().unwrap().iter().map(|e| e["signature"].clone()));
+        token = page["paginationToken"].clone();
+        if token.is_null() {
+            break;
+        }
+    }
+    assert_eq!(walked, expected);
+
+    // Status filters split the history; full details carry the transactions.
+    let failed =
+        post(addr, &call(json!({"filters": {"status": "failed"}}))).await["result"]["data"].as_array().unwrap().len();
+    let succeeded = post(addr, &call(json!({"filters": {"status": "succeeded"}}))).await["result"]["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(failed + succeeded, expected.len());
+    let full = post(addr, &call(json!({"transactionDetails": "full", "limit": 3, "encoding": "json"}))).await["result"]
+        .clone();
+    for (item, signature) in full["data"].as_array().unwrap().iter().zip(&expected) {
+        assert_eq!(&item["transaction"]["signatures"][0], signature);
+        assert_eq!(item["slot"], json!(18_144_001));
+    }
+    let none = post(addr, &call(json!({"filters": {"slot": {"gt": 18_144_001}}}))).await["result"]["data"].clone();
+    assert_eq!(none, json!([]));
+    let error = post(addr, &call(json!({"transactionDetails": "full", "limit": 101}))).await;
+    assert_eq!(error["error"]["code"], json!(-32602), "{error}");
 }

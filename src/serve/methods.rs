@@ -44,6 +44,7 @@ pub const METHODS: &[(&str, Method)] = &[
     ("getBlockTime", Method::GetBlockTime),
     ("getFirstAvailableBlock", Method::GetFirstAvailableBlock),
     ("getSignatureStatuses", Method::GetSignatureStatuses),
+    ("getTransactionsForAddress", Method::GetTransactionsForAddress),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +57,7 @@ pub enum Method {
     GetBlockTime,
     GetFirstAvailableBlock,
     GetSignatureStatuses,
+    GetTransactionsForAddress,
 }
 
 impl Method {
@@ -154,6 +156,7 @@ impl Methods {
             Method::GetBlockTime => self.get_block_time(params).await,
             Method::GetFirstAvailableBlock => self.get_first_available_block(params).await,
             Method::GetSignatureStatuses => self.get_signature_statuses(params).await,
+            Method::GetTransactionsForAddress => self.get_transactions_for_address(params).await,
         }
     }
 
@@ -286,6 +289,36 @@ impl Methods {
         params.expect_no_params()?;
         let first = self.store.first_available_block().await.map_err(internal)?.unwrap_or(0);
         Ok(Answer { value: to_value(&first)?, freshness: Freshness::Mutable { addresses: Vec::new(), tip: true } })
+    }
+
+    async fn get_transactions_for_address(&self, params: Params) -> Result<Answer, Error> {
+        use super::address_history::{self, Details, Order};
+        let (address, config): (String, Option<address_history::Config>) = args(params, 2)?;
+        let address = parse_pubkey(&address)?;
+        let config = config.unwrap_or_default();
+        if config.commitment.as_deref() == Some("processed") {
+            return Err(invalid("Method does not support commitment below `confirmed`"));
+        }
+        let (entries, token) = address_history::query(self.store.as_ref(), &address, &config).await?;
+        let data = match config.transaction_details.unwrap_or(Details::Signatures) {
+            Details::Signatures => {
+                to_value(&entries.iter().cloned().map(address_history::signature_item).collect::<Vec<_>>())?
+            }
+            Details::Full => {
+                let encoding = config.encoding.unwrap_or(UiTransactionEncoding::Json);
+                let full = address_history::full_transactions(self.store.as_ref(), &entries).await?;
+                let encoded = full
+                    .into_iter()
+                    .map(|tx| tx.encode(encoding, config.max_supported_transaction_version).map_err(encoding_error))
+                    .collect::<Result<Vec<_>, _>>()?;
+                to_value(&encoded)?
+            }
+        };
+        // Older pages of a newest-first walk cannot change; anything else may as blocks land.
+        let older_page = config.pagination_token.is_some() && config.sort_order.unwrap_or(Order::Desc) == Order::Desc;
+        let freshness =
+            if older_page { Freshness::Immutable } else { Freshness::Mutable { addresses: vec![address], tip: false } };
+        Ok(Answer { value: serde_json::json!({ "data": data, "paginationToken": token }), freshness })
     }
 
     async fn get_signature_statuses(&self, params: Params) -> Result<Answer, Error> {

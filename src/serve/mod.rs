@@ -7,6 +7,7 @@
 //! (constant-time comparison), a per-key rate limit, request and batch size
 //! limits, a request timeout, `/health` and `/metrics`.
 
+pub mod address_history;
 pub mod cache;
 pub mod methods;
 
@@ -185,6 +186,8 @@ pub fn router(store: Arc<dyn BlockStore>, config: ServeConfig) -> Result<Router,
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(handle_metrics))
         .layer(DefaultBodyLimit::max(max_body))
+        // Defense in depth: a bug that panics answers 500 instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state))
 }
 

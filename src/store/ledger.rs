@@ -284,7 +284,7 @@ impl BlockStore for LedgerStore {
         };
         let range = KeyRange { start: address_key(address, first_slot), end: Some(address_key(address, last_slot)) };
         let rows = self.cells.scan(Table::TxByAddr, range, limit.saturating_add(skipped), false).await?;
-        let mut out = Vec::with_capacity(limit);
+        let mut out = Vec::with_capacity(limit.min(1024));
         'rows: for row in rows {
             let slot = parse_address_key(&row.key)
                 .ok_or_else(|| corrupt(Table::TxByAddr, &row.key, "row key has no slot suffix"))?;
@@ -307,6 +307,41 @@ impl BlockStore for LedgerStore {
                 }
             }
         }
+        Ok(out)
+    }
+
+    async fn address_history(
+        &self,
+        address: &Pubkey,
+        newest: Slot,
+        oldest: Slot,
+        limit: usize,
+    ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
+        if oldest > newest || limit == 0 {
+            return Ok(Vec::new());
+        }
+        // One row per slot; a row holds at least one entry, so `limit` rows suffice.
+        let range = KeyRange { start: address_key(address, newest), end: Some(address_key(address, oldest)) };
+        let rows = self.cells.scan(Table::TxByAddr, range, limit, false).await?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in rows {
+            let slot = parse_address_key(&row.key)
+                .ok_or_else(|| corrupt(Table::TxByAddr, &row.key, "row key has no slot suffix"))?;
+            for info in decode_address_row(&row)?.into_iter().rev() {
+                out.push(ConfirmedTransactionStatusWithSignature {
+                    signature: info.signature,
+                    slot,
+                    err: info.err,
+                    memo: info.memo,
+                    block_time: info.block_time,
+                    index: info.index,
+                });
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
         Ok(out)
     }
 

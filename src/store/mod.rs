@@ -106,6 +106,16 @@ pub trait BlockStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError>;
 
+    /// An address's index entries with `oldest <= slot <= newest`, newest
+    /// first (slot, then transaction index), at most `limit`.
+    async fn address_history(
+        &self,
+        address: &Pubkey,
+        newest: Slot,
+        oldest: Slot,
+        limit: usize,
+    ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError>;
+
     /// Removes the blocks in `start..=end` and their index rows.
     async fn delete_range(&self, start: Slot, end: Slot) -> Result<DeleteStats, StoreError>;
 

@@ -1,0 +1,219 @@
+//! `getTransactionsForAddress`, as Helius publishes it: an address's
+//! transactions (signatures or full transactions) in either order, filtered by
+//! slot, block time and status, paged with a `slot:position` token. Answered
+//! from the `tx-by-addr` index, with one read per block for full transactions.
+
+use std::collections::BTreeMap;
+
+use jsonrpc_core::Error;
+use serde::Deserialize;
+use solana_clock::Slot;
+use solana_pubkey::Pubkey;
+use solana_rpc_client_api::response::RpcConfirmedTransactionStatusWithSignature;
+use solana_transaction_status::{
+    ConfirmedTransactionStatusWithSignature, ConfirmedTransactionWithStatusMeta, TransactionConfirmationStatus,
+    UiTransactionEncoding,
+};
+
+use crate::store::BlockStore;
+
+pub const MAX_SIGNATURES: usize = 1_000;
+pub const MAX_FULL: usize = 100;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    pub transaction_details: Option<Details>,
+    pub sort_order: Option<Order>,
+    pub commitment: Option<String>,
+    pub min_context_slot: Option<Slot>,
+    pub limit: Option<usize>,
+    pub pagination_token: Option<String>,
+    pub encoding: Option<UiTransactionEncoding>,
+    pub max_supported_transaction_version: Option<u8>,
+    #[serde(default)]
+    pub filters: Filters,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Details {
+    Signatures,
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Filters {
+    #[serde(default)]
+    pub slot: Range,
+    #[serde(default)]
+    pub block_time: Range,
+    pub status: Option<Status>,
+    pub token_accounts: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    pub gte: Option<i64>,
+    pub gt: Option<i64>,
+    pub lte: Option<i64>,
+    pub lt: Option<i64>,
+    pub eq: Option<i64>,
+}
+
+impl Range {
+    /// Inclusive bounds, `None` if the range is empty.
+    fn bounds(&self) -> Option<(i64, i64)> {
+        let mut low = self.gte.unwrap_or(i64::MIN).max(self.gt.map_or(i64::MIN, |v| v.saturating_add(1)));
+        let mut high = self.lte.unwrap_or(i64::MAX).min(self.lt.map_or(i64::MAX, |v| v.saturating_sub(1)));
+        if let Some(eq) = self.eq {
+            low = low.max(eq);
+            high = high.min(eq);
+        }
+        (low <= high).then_some((low, high))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Status {
+    Succeeded,
+    Failed,
+    Any,
+}
+
+/// `slot:position` — the last entry a page returned.
+fn parse_token(token: &str) -> Result<(Slot, u32), Error> {
+    let bad = || Error::invalid_params(format!("Invalid paginationToken {token:?}; expected \"slot:position\""));
+    let (slot, position) = token.split_once(':').ok_or_else(bad)?;
+    Ok((slot.parse().map_err(|_| bad())?, position.parse().map_err(|_| bad())?))
+}
+
+/// Reads entries in the requested order, applying filters, until `limit`.
+pub async fn query(
+    store: &dyn BlockStore,
+    address: &Pubkey,
+    config: &Config,
+) -> Result<(Vec<ConfirmedTransactionStatusWithSignature>, Option<String>), Error> {
+    let details = config.transaction_details.unwrap_or(Details::Signatures);
+    let max = if details == Details::Full { MAX_FULL } else { MAX_SIGNATURES };
+    let limit = config.limit.unwrap_or(max);
+    if limit == 0 || limit > max {
+        return Err(Error::invalid_params(format!("Invalid limit; max {max} for transactionDetails {details:?}")));
+    }
+    if config.filters.token_accounts.as_deref().is_some_and(|t| t != "none") {
+        return Err(Error::invalid_params("filters.tokenAccounts other than \"none\" is not supported by this server"));
+    }
+    let Some((slot_low, slot_high)) = config.filters.slot.bounds() else { return Ok((Vec::new(), None)) };
+    let Some((time_low, time_high)) = config.filters.block_time.bounds() else { return Ok((Vec::new(), None)) };
+    let (mut oldest, mut newest) = (slot_low.max(0) as Slot, slot_high.max(0) as Slot);
+    let token = config.pagination_token.as_deref().map(parse_token).transpose()?;
+    let order = config.sort_order.unwrap_or(Order::Desc);
+    match (order, token) {
+        (Order::Desc, Some((slot, _))) => newest = newest.min(slot),
+        (Order::Asc, Some((slot, _))) => oldest = oldest.max(slot),
+        _ => {}
+    }
+    let keep = |e: &ConfirmedTransactionStatusWithSignature| {
+        let after_token = match (order, token) {
+            (Order::Desc, Some(t)) => (e.slot, e.index) < t,
+            (Order::Asc, Some(t)) => (e.slot, e.index) > t,
+            _ => true,
+        };
+        let time_ok = match e.block_time {
+            Some(t) => t >= time_low && t <= time_high,
+            None => config.filters.block_time.bounds() == Some((i64::MIN, i64::MAX)),
+        };
+        let status_ok = match config.filters.status.unwrap_or(Status::Any) {
+            Status::Any => true,
+            Status::Succeeded => e.err.is_none(),
+            Status::Failed => e.err.is_some(),
+        };
+        after_token && time_ok && status_ok
+    };
+    let internal = |e| {
+        tracing::error!(error = %e, "store read failed");
+        Error::internal_error()
+    };
+    let mut out = Vec::new();
+    match order {
+        Order::Desc => {
+            let mut upper = newest;
+            while out.len() < limit && upper >= oldest {
+                let page = store.address_history(address, upper, oldest, 1_000).await.map_err(internal)?;
+                let Some(last) = page.last().map(|e| e.slot) else { break };
+                out.extend(page.into_iter().filter(|e| keep(e)));
+                if last == 0 || last <= oldest {
+                    break;
+                }
+                upper = last - 1;
+            }
+        }
+        Order::Asc => {
+            // The index sorts newest first: walk up in windows, each read whole.
+            let mut lower = oldest;
+            let mut window: u64 = 10_000;
+            while out.len() < limit && lower <= newest {
+                let upper = lower.saturating_add(window).min(newest);
+                let mut page = store.address_history(address, upper, lower, usize::MAX).await.map_err(internal)?;
+                page.reverse();
+                if page.is_empty() {
+                    window = window.saturating_mul(4);
+                }
+                out.extend(page.into_iter().filter(|e| keep(e)));
+                if upper == newest {
+                    break;
+                }
+                lower = upper + 1;
+            }
+        }
+    }
+    out.truncate(limit);
+    let next = (out.len() == limit).then(|| out.last().map(|e| format!("{}:{}", e.slot, e.index))).flatten();
+    Ok((out, next))
+}
+
+pub fn signature_item(entry: ConfirmedTransactionStatusWithSignature) -> RpcConfirmedTransactionStatusWithSignature {
+    let mut item = RpcConfirmedTransactionStatusWithSignature::from(entry);
+    item.confirmation_status = Some(TransactionConfirmationStatus::Finalized);
+    item
+}
+
+/// The full transactions of `entries`, one block read per slot.
+pub async fn full_transactions(
+    store: &dyn BlockStore,
+    entries: &[ConfirmedTransactionStatusWithSignature],
+) -> Result<Vec<ConfirmedTransactionWithStatusMeta>, Error> {
+    let mut blocks = BTreeMap::new();
+    for slot in entries.iter().map(|e| e.slot) {
+        if let std::collections::btree_map::Entry::Vacant(v) = blocks.entry(slot) {
+            let block = store.block(slot).await.map_err(|e| {
+                tracing::error!(error = %e, slot, "store read failed");
+                Error::internal_error()
+            })?;
+            v.insert(block);
+        }
+    }
+    Ok(entries
+        .iter()
+        .filter_map(|e| {
+            let block = blocks.get(&e.slot)?.as_ref()?;
+            let tx = block.transactions.get(e.index as usize)?.clone();
+            Some(ConfirmedTransactionWithStatusMeta {
+                slot: e.slot,
+                tx_with_meta: tx,
+                block_time: block.block_time,
+                index: e.index,
+            })
+        })
+        .collect())
+}
