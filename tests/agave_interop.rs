@@ -1,0 +1,172 @@
+//! Agave's own `solana-storage-bigtable` (`LedgerStorage`, the code agave RPC
+//! nodes and `agave-ledger-tool bigtable` run) against the Bigtable emulator:
+//! it reads what Chronicle writes, Chronicle reads what it uploads, and for
+//! the same blocks both write the same rows, qualifiers and cell payloads.
+
+mod support;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronicle::chain::solana::response::read_block_file;
+use chronicle::store::bigtable::{BigtableCells, BigtableConfig};
+use chronicle::store::cells::{CellStore, KeyRange, Table};
+use chronicle::store::envelope;
+use chronicle::store::ledger::proto_to_block;
+use chronicle::store::{BlockStore, LedgerStore};
+use prost::Message as _;
+use solana_pubkey::Pubkey;
+use solana_storage_bigtable::LedgerStorage;
+use solana_storage_proto::convert::generated;
+use solana_transaction_status::{EntrySummary, VersionedConfirmedBlock, VersionedConfirmedBlockWithEntries};
+use support::{BigtableEmulator, data_file};
+
+fn fixture_blocks() -> Vec<(u64, VersionedConfirmedBlock)> {
+    let mut blocks = Vec::new();
+    for (name, slot) in [("18144001.pb", 18_144_001u64), ("64800004.pb", 64_800_004)] {
+        let bytes = std::fs::read(data_file(&format!("solana/{name}"))).unwrap();
+        let block = proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap();
+        blocks.push((slot, block.try_into().unwrap()));
+    }
+    for (name, slot) in [("block_100000000_json.json", 100_000_000u64), ("block_154808473_v0_json.json", 154_808_473)] {
+        blocks.push((slot, read_block_file(&data_file(&format!("solana/{name}")), Some(slot)).unwrap().1));
+    }
+    blocks
+}
+
+/// Chronicle's store on the emulator, in agave's emulator project (`emulator`).
+async fn chronicle_store(emulator: &BigtableEmulator, instance: &str) -> Arc<LedgerStore> {
+    let cells = BigtableCells::connect(BigtableConfig {
+        project: "emulator".into(),
+        instance: instance.into(),
+        app_profile: "default".into(),
+        emulator_host: Some(emulator.host()),
+        credentials_file: None,
+        timeout: Duration::from_secs(30),
+    })
+    .await
+    .unwrap();
+    cells.ensure_tables().await.unwrap();
+    Arc::new(LedgerStore::new(Arc::new(cells)))
+}
+
+/// Equal as stored: agave's protobuf of both (it keeps no difference between
+/// absent and empty per-transaction rewards).
+fn same_block(read: solana_transaction_status::ConfirmedBlock, expected: &VersionedConfirmedBlock) -> bool {
+    let read = VersionedConfirmedBlock::try_from(read).unwrap();
+    generated::ConfirmedBlock::from(read).encode_to_vec()
+        == generated::ConfirmedBlock::from(expected.clone()).encode_to_vec()
+}
+
+fn agave(emulator: &BigtableEmulator, instance: &str) -> LedgerStorage {
+    LedgerStorage::new_for_emulator(instance, "default", &emulator.host(), Some(Duration::from_secs(30))).unwrap()
+}
+
+fn entries() -> Vec<EntrySummary> {
+    vec![
+        EntrySummary {
+            num_hashes: 12_500,
+            hash: solana_hash::Hash::new_from_array([4; 32]),
+            num_transactions: 0,
+            starting_transaction_index: 0,
+        },
+        EntrySummary {
+            num_hashes: 7,
+            hash: solana_hash::Hash::new_from_array([5; 32]),
+            num_transactions: 1,
+            starting_transaction_index: 0,
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agave_reads_what_chronicle_writes() {
+    let emulator = BigtableEmulator::start();
+    let ours = chronicle_store(&emulator, "chronicle-wrote").await;
+    let theirs = agave(&emulator, "chronicle-wrote");
+    let blocks = fixture_blocks();
+    for (slot, block) in &blocks {
+        ours.write_block(*slot, block, &entries()).await.unwrap();
+    }
+    let slots: Vec<u64> = blocks.iter().map(|(s, _)| *s).collect();
+    assert_eq!(theirs.get_first_available_block().await.unwrap(), Some(slots[0]));
+    assert_eq!(theirs.get_confirmed_blocks(0, 10).await.unwrap(), slots);
+    for (slot, block) in &blocks {
+        let read = theirs.get_confirmed_block(*slot).await.unwrap();
+        assert!(same_block(read, block), "agave reads slot {slot} differently");
+        let read_entries: Vec<EntrySummary> = theirs.get_entries(*slot).await.unwrap().collect();
+        assert_eq!(read_entries.len(), 2);
+        for (i, tx) in block.transactions.iter().enumerate() {
+            let signature = tx.transaction.signatures[0];
+            let status = theirs.get_signature_status(&signature).await.unwrap();
+            assert_eq!((status.slot, status.err.is_some()), (*slot, tx.meta.status.is_err()));
+            let confirmed =
+                theirs.get_confirmed_transaction(&signature).await.unwrap().expect("agave finds the transaction");
+            assert_eq!((confirmed.slot, confirmed.index), (*slot, i as u32));
+        }
+        // The address index, through agave's own algorithm, equals ours.
+        for address in ours.indexed_addresses(block).into_iter().take(25) {
+            let agave_list: Vec<_> =
+                theirs.get_confirmed_signatures_for_address(&address, None, None, 1000).await.unwrap();
+            let our_list = ours.signatures_for_address(&address, None, None, 1000).await.unwrap();
+            let agave_sigs: Vec<_> = agave_list.iter().map(|(s, _)| (s.signature, s.slot, s.memo.clone())).collect();
+            let our_sigs: Vec<_> = our_list.iter().map(|s| (s.signature, s.slot, s.memo.clone())).collect();
+            assert_eq!(agave_sigs, our_sigs, "address {address}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chronicle_reads_what_agave_uploads_and_both_write_the_same_cells() {
+    let emulator = BigtableEmulator::start();
+    let agave_instance = "agave-wrote";
+    let ours_instance = "chronicle-wrote";
+    // Agave's uploader needs the tables to exist (init-bigtable.sh does this for it).
+    let agave_side = chronicle_store(&emulator, agave_instance).await;
+    let ours = chronicle_store(&emulator, ours_instance).await;
+    let theirs = agave(&emulator, agave_instance);
+    let blocks = fixture_blocks();
+    for (slot, block) in &blocks {
+        theirs
+            .upload_confirmed_block_with_entries(
+                *slot,
+                VersionedConfirmedBlockWithEntries { block: block.clone(), entries: entries() },
+            )
+            .await
+            .unwrap();
+        ours.write_block(*slot, block, &entries()).await.unwrap();
+    }
+    // Chronicle reads agave's upload.
+    for (slot, block) in &blocks {
+        let read = agave_side.block(*slot).await.unwrap().expect("chronicle finds agave's block");
+        assert!(same_block(read, block), "chronicle reads agave's slot {slot} differently");
+        let token = Pubkey::from_str("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA").unwrap();
+        assert_eq!(
+            agave_side.signatures_for_address(&token, None, None, 100).await.unwrap(),
+            ours.signatures_for_address(&token, None, None, 100).await.unwrap()
+        );
+    }
+    // Same rows, same qualifiers, same payloads (compression framing aside).
+    for table in Table::ALL {
+        let all = || KeyRange { start: String::new(), end: None };
+        let theirs_rows = agave_side.cells().scan(table, all(), usize::MAX, false).await.unwrap();
+        let ours_rows = ours.cells().scan(table, all(), usize::MAX, false).await.unwrap();
+        assert_eq!(theirs_rows.len(), ours_rows.len(), "{table}: row count");
+        assert!(!ours_rows.is_empty(), "{table}: has rows");
+        for (a, b) in theirs_rows.iter().zip(&ours_rows) {
+            assert_eq!(a.key, b.key, "{table}: row keys");
+            let qualifiers =
+                |r: &chronicle::store::cells::Row| r.cells.iter().map(|(q, _)| q.clone()).collect::<Vec<_>>();
+            assert_eq!(qualifiers(a), qualifiers(b), "{table} {}: qualifiers", a.key);
+            for ((_, va), (_, vb)) in a.cells.iter().zip(&b.cells) {
+                assert_eq!(va[..4], vb[..4], "{table} {}: compression method", a.key);
+                assert!(
+                    envelope::decompress(va).unwrap() == envelope::decompress(vb).unwrap(),
+                    "{table} {}: payload",
+                    a.key
+                );
+            }
+        }
+    }
+}
