@@ -42,6 +42,8 @@ pub struct TransactionInfo {
 pub struct LedgerStore {
     cells: Arc<dyn CellStore>,
     reserved: ReservedAccountKeys,
+    /// The newest slot seen by `last_block`, where its next search starts.
+    last_seen: std::sync::atomic::AtomicU64,
 }
 
 /// The cells of one block: the index tables, written first, then `blocks`.
@@ -59,7 +61,11 @@ impl BlockCells {
 
 impl LedgerStore {
     pub fn new(cells: Arc<dyn CellStore>) -> Self {
-        Self { cells, reserved: ReservedAccountKeys::new_all_activated() }
+        Self {
+            cells,
+            reserved: ReservedAccountKeys::new_all_activated(),
+            last_seen: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// The storage engine underneath, for raw reads in checks and tools.
@@ -197,17 +203,35 @@ impl BlockStore for LedgerStore {
         Ok(rows.first().and_then(|r| parse_slot_key(&r.key)))
     }
 
-    /// Forward scans only (the Bigtable emulator has no reverse scans): a
-    /// binary search for the highest slot with a block at or above it, at most
-    /// 64 one-row reads.
+    /// Forward scans only (the Bigtable emulator has no reverse scans): from
+    /// the last answer, page forward (one read when nothing landed); without
+    /// one, binary-search for the highest slot with a block at or above it.
     async fn last_block(&self) -> Result<Option<Slot>, StoreError> {
-        let Some(first) = self.first_available_block().await? else { return Ok(None) };
-        let (mut low, mut high) = (first, Slot::MAX);
-        while low < high {
-            let mid = low + (high - low).div_ceil(2);
-            if self.blocks(mid, 1).await?.is_empty() { high = mid - 1 } else { low = mid }
+        use std::sync::atomic::Ordering;
+        let hint = self.last_seen.load(Ordering::Relaxed);
+        let mut last = if hint > 0 && self.blocks(hint, 1).await?.first() == Some(&hint) {
+            hint
+        } else {
+            let Some(first) = self.first_available_block().await? else { return Ok(None) };
+            let (mut low, mut high) = (first, Slot::MAX);
+            while low < high {
+                let mid = low + (high - low).div_ceil(2);
+                if self.blocks(mid, 1).await?.is_empty() { high = mid - 1 } else { low = mid }
+            }
+            low
+        };
+        loop {
+            let page = self.blocks(last.saturating_add(1), 1024).await?;
+            match page.last() {
+                Some(&newest) if newest > last => last = newest,
+                _ => break,
+            }
+            if page.len() < 1024 {
+                break;
+            }
         }
-        Ok(self.blocks(low, 1).await?.first().copied())
+        self.last_seen.store(last, Ordering::Relaxed);
+        Ok(Some(last))
     }
 
     async fn block_time(&self, slot: Slot) -> Result<Option<Option<UnixTimestamp>>, StoreError> {
