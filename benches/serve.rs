@@ -278,6 +278,8 @@ async fn run(emulator: &BigtableEmulator, redis: &Redis) {
                 ttl: Duration::from_secs(600),
                 immutable_ttl: Duration::from_secs(3600),
                 timeout: Duration::from_millis(250),
+                max_memory: None,
+                eviction: None,
             }),
             ..ServeConfig::default()
         },

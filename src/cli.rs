@@ -96,6 +96,12 @@ pub struct ServeArgs {
     /// TTL of cached answers that cannot change (finalized blocks and transactions).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub immutable_ttl: std::time::Duration,
+    /// Redis `maxmemory` for the cache (e.g. `2gb`).
+    #[arg(long)]
+    pub cache_max_memory: Option<String>,
+    /// Redis `maxmemory-policy` (e.g. `allkeys-lru`).
+    #[arg(long)]
+    pub cache_eviction: Option<String>,
     /// File with accepted API keys, one per line (e.g. a mounted Secret). Absent: no auth.
     #[arg(long, env = "CHRONICLE_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
@@ -328,6 +334,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ttl: args.cache_ttl,
             immutable_ttl: args.immutable_ttl,
             timeout: std::time::Duration::from_millis(250),
+            max_memory: args.cache_max_memory,
+            eviction: args.cache_eviction,
         }),
         api_keys,
         rate_limit: args.rate_limit,

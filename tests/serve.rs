@@ -302,6 +302,8 @@ fn cached(redis: &Redis, ttl: Duration) -> ServeConfig {
             ttl,
             immutable_ttl: Duration::from_secs(3600),
             timeout: Duration::from_millis(200),
+            max_memory: Some("64mb".into()),
+            eviction: Some("allkeys-lru".into()),
         }),
         ..ServeConfig::default()
     }

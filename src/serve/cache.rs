@@ -66,6 +66,9 @@ pub struct CacheConfig {
     pub immutable_ttl: Duration,
     /// How long a cache call may take before it counts as a miss.
     pub timeout: Duration,
+    /// Redis `maxmemory` to set (e.g. `2gb`), and the `maxmemory-policy`.
+    pub max_memory: Option<String>,
+    pub eviction: Option<String>,
 }
 
 /// A lazily (re)connecting Redis connection shared by the cache and the invalidator.
@@ -137,6 +140,20 @@ impl Cache {
             config,
             failures: AtomicU64::new(0),
         }))
+    }
+
+    /// Applies the memory bound and eviction policy the CacheTier declares.
+    /// Managed Redis often forbids CONFIG; then the server's own settings stay.
+    pub async fn configure(&self) {
+        let settings = [("maxmemory", &self.config.max_memory), ("maxmemory-policy", &self.config.eviction)];
+        let Some(mut redis) = self.connection.get().await else { return };
+        for (name, value) in settings.iter().filter_map(|(n, v)| v.as_ref().map(|v| (n, v))) {
+            let result: Result<(), _> = redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async(&mut redis).await;
+            match result {
+                Ok(()) => tracing::info!(setting = name, value = %value, "cache configured"),
+                Err(e) => tracing::warn!(setting = name, error = %e, "cannot configure the cache; keeping Redis's own setting"),
+            }
+        }
     }
 
     /// The key of an answer: method and normalized params (JSON with sorted keys).

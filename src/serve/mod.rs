@@ -168,6 +168,9 @@ struct AppState {
 /// The router of a serve replica.
 pub fn router(store: Arc<dyn BlockStore>, config: ServeConfig) -> Result<Router, redis::RedisError> {
     let cache = config.cache.clone().map(Cache::new).transpose()?;
+    if let Some(cache) = cache.clone() {
+        tokio::spawn(async move { cache.configure().await });
+    }
     let service = Arc::new(Service { methods: Methods::new(store), cache, metrics: Metrics::new() });
     let mut rpc = IoHandler::new();
     for (name, method) in METHODS {
