@@ -148,10 +148,13 @@ impl Cache {
         let settings = [("maxmemory", &self.config.max_memory), ("maxmemory-policy", &self.config.eviction)];
         let Some(mut redis) = self.connection.get().await else { return };
         for (name, value) in settings.iter().filter_map(|(n, v)| v.as_ref().map(|v| (n, v))) {
-            let result: Result<(), _> = redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async(&mut redis).await;
+            let result: Result<(), _> =
+                redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async(&mut redis).await;
             match result {
                 Ok(()) => tracing::info!(setting = name, value = %value, "cache configured"),
-                Err(e) => tracing::warn!(setting = name, error = %e, "cannot configure the cache; keeping Redis's own setting"),
+                Err(e) => {
+                    tracing::warn!(setting = name, error = %e, "cannot configure the cache; keeping Redis's own setting")
+                }
             }
         }
     }

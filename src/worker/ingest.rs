@@ -27,6 +27,9 @@ use crate::chain::solana::rpc::{Missing, RpcSource, RpcSourceConfig};
 use crate::serve::cache::Invalidator;
 use crate::store::{self, BlockStore, LedgerStore};
 
+/// How long a batch waits for the node to list its slots before the run fails.
+const NODE_PATIENCE: Duration = Duration::from_secs(300);
+
 /// Everything a run needs; the controller passes the same settings.
 #[derive(Clone, Debug)]
 pub struct IngestConfig {
@@ -82,6 +85,7 @@ struct Ingest {
     catalog: Arc<dyn Catalog>,
     cache: Option<Invalidator>,
     summary: Summary,
+    shutdown: CancellationToken,
 }
 
 /// What became of one slot.
@@ -101,7 +105,8 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
     let source = Arc::new(RpcSource::new(config.source.clone()));
     let cache = config.cache.as_deref().map(Invalidator::new).transpose().context("cache URL")?;
-    let mut ingest = Ingest { config, source, store, catalog, cache, summary: Summary::default() };
+    let mut ingest =
+        Ingest { config, source, store, catalog, cache, summary: Summary::default(), shutdown: shutdown.clone() };
     if ingest.config.follow {
         ingest.follow(shutdown).await?
     } else {
@@ -131,6 +136,9 @@ impl Ingest {
             }
             let end = range.end.min(next.saturating_add(self.config.batch_size as u64 - 1));
             self.batch(range.shard, next, end).await?;
+            if self.summary.interrupted {
+                break;
+            }
             next = end + 1;
         }
         self.summary.open_gaps =
@@ -168,6 +176,9 @@ impl Ingest {
             if next <= tip {
                 let end = tip.min(next.saturating_add(self.config.batch_size as u64 - 1));
                 let written = self.batch(0, next, end).await?;
+                if self.summary.interrupted {
+                    break;
+                }
                 if confirmed {
                     unfinalized.extend(written);
                     self.drop_unfinalized(&mut unfinalized).await?;
@@ -244,13 +255,25 @@ impl Ingest {
     /// slots written.
     async fn batch(&mut self, shard: u32, start: Slot, end: Slot) -> anyhow::Result<Vec<Slot>> {
         let began = Instant::now();
+        // The node may be briefly unreachable; give up (nothing is lost) after
+        // NODE_PATIENCE or when asked to stop.
+        let deadline = Instant::now() + NODE_PATIENCE;
         let produced = loop {
             match self.source.produced_slots(start, end).await {
                 Ok(slots) => break slots,
-                Err(e) => {
+                Err(_) if self.shutdown.is_cancelled() => {
+                    // Nothing fetched yet: abandon the batch; its checkpoint stays where it was.
+                    self.summary.interrupted = true;
+                    return Ok(Vec::new());
+                }
+                Err(e) if Instant::now() < deadline => {
                     tracing::warn!(error = %e, start, end, "cannot list produced slots; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+                Err(e) => anyhow::bail!(
+                    "the node did not answer: {e}; progress up to slot {} is saved",
+                    start.saturating_sub(1)
+                ),
             }
         };
         let produced_set: BTreeSet<Slot> = produced.iter().copied().filter(|s| (start..=end).contains(s)).collect();

@@ -88,7 +88,10 @@ impl RpcSource {
             self.paced().await;
             self.client.get_blocks_with_commitment(start, Some(end), self.commitment).await
         };
-        call.retry(self.backoff()).when(is_transient).await.map_err(|e| format!("getBlocks {start}..={end}: {e}"))
+        call.retry(self.backoff())
+            .when(is_transient)
+            .await
+            .map_err(|e| format!("getBlocks {start}..={end}: {}", describe(&e)))
     }
 
     /// The newest slot at our commitment.
@@ -97,7 +100,7 @@ impl RpcSource {
             self.paced().await;
             self.client.get_slot_with_commitment(self.commitment).await
         };
-        call.retry(self.backoff()).when(is_transient).await.map_err(|e| format!("getSlot: {e}"))
+        call.retry(self.backoff()).when(is_transient).await.map_err(|e| format!("getSlot: {}", describe(&e)))
     }
 
     /// One block, decoded into what the store keeps.
@@ -145,7 +148,8 @@ fn is_transient(error: &ClientError) -> bool {
     }
 }
 
-/// A short reason for the catalog (no URLs: they may carry API keys).
+/// A short reason for logs and the catalog. Never the error's own text: it
+/// carries the request URL, and URLs may carry API keys.
 fn describe(error: &ClientError) -> String {
     match error.kind.as_ref() {
         ErrorKind::RpcError(RpcError::RpcResponseError { code, message, .. }) => format!("{code}: {message}"),
