@@ -13,36 +13,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chronicle::chain::solana::response::read_block_file;
 use chronicle::chain::solana::rpc::RpcSourceConfig;
 use chronicle::store::LedgerStore;
-use chronicle::store::cells::CellStore;
-use chronicle::store::ledger::{BlockCells, proto_to_block};
+use chronicle::store::ledger::BlockCells;
 use chronicle::worker::ingest::{self, IngestConfig};
 use futures::StreamExt;
-use prost::Message as _;
 use solana_commitment_config::CommitmentConfig;
-use solana_storage_proto::convert::generated;
 use solana_transaction_status::VersionedConfirmedBlock;
+use support::BigtableEmulator;
 use support::rpc_peer::RpcPeer;
-use support::{BigtableEmulator, data_file};
 use tokio_util::sync::CancellationToken;
 
 const CONCURRENCY: usize = 16;
-
-fn replayed(first: u64, count: u64) -> BTreeMap<u64, VersionedConfirmedBlock> {
-    let mut real: Vec<VersionedConfirmedBlock> = Vec::new();
-    for name in ["18144001.pb", "64800004.pb"] {
-        let bytes = std::fs::read(data_file(&format!("solana/{name}"))).unwrap();
-        real.push(
-            proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap().try_into().unwrap(),
-        );
-    }
-    for (name, slot) in [("block_100000000_json.json", 100_000_000), ("block_154808473_v0_json.json", 154_808_473)] {
-        real.push(read_block_file(&data_file(&format!("solana/{name}")), Some(slot)).unwrap().1);
-    }
-    (0..count).map(|i| (first + i, real[i as usize % real.len()].clone())).collect()
-}
 
 struct Rate {
     blocks: u64,
@@ -88,25 +70,8 @@ async fn store_ceiling(store: &Arc<LedgerStore>, blocks: &BTreeMap<u64, Versione
     let encoded: Vec<BlockCells> =
         blocks.iter().map(|(slot, block)| store.block_cells(slot + 10_000_000, block, &[]).unwrap()).collect();
     let bytes = encoded.iter().map(|c| c.stats().bytes).sum();
-    let cells: Arc<dyn CellStore> = store.cells().clone();
-    let start = Instant::now();
-    futures::stream::iter(encoded)
-        .map(|block| {
-            let cells = cells.clone();
-            async move {
-                tokio::spawn(async move {
-                    cells.write(block.indexes).await.unwrap();
-                    cells.write(vec![block.block]).await.unwrap();
-                })
-                .await
-                .unwrap()
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
-    cells.sync().await.unwrap();
-    Rate { blocks: blocks.len() as u64, bytes, elapsed: start.elapsed() }
+    let elapsed = support::raw_write(store, encoded, CONCURRENCY).await;
+    Rate { blocks: blocks.len() as u64, bytes, elapsed }
 }
 
 async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, count: u64) -> Rate {
@@ -168,7 +133,7 @@ async fn run() {
     let full = std::env::args().any(|a| a == "--bench");
     let count: u64 = std::env::var("BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 600 } else { 12 });
     let first = 1_000_000u64;
-    let blocks = replayed(first, count);
+    let blocks = support::replayed(first, count);
     let peer = RpcPeer::start(blocks.clone()).await;
     let slots: Vec<u64> = blocks.keys().copied().collect();
     println!("ingest: {count} blocks (4 real blocks replayed), concurrency {CONCURRENCY}, batch 100");

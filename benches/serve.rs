@@ -16,37 +16,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chronicle::chain::solana::response::read_block_file;
 use chronicle::serve::cache::CacheConfig;
 use chronicle::serve::{ServeConfig, router};
-use chronicle::store::bigtable::{BigtableCells, BigtableConfig};
-use chronicle::store::cells::CellStore;
-use chronicle::store::ledger::proto_to_block;
-use chronicle::store::{BlockStore, LedgerStore};
+use chronicle::store::BlockStore;
 use futures::StreamExt;
-use prost::Message as _;
 use serde_json::{Value, json};
 use solana_pubkey::Pubkey;
 use solana_signature::Signature;
 use solana_storage_bigtable::LedgerStorage;
-use solana_storage_proto::convert::generated;
-use solana_transaction_status::VersionedConfirmedBlock;
-use support::{BigtableEmulator, Redis, data_file};
-
-fn fixture_blocks() -> Vec<(u64, VersionedConfirmedBlock)> {
-    let mut blocks = Vec::new();
-    for (name, slot) in [("18144001.pb", 18_144_001u64), ("64800004.pb", 64_800_004)] {
-        let bytes = std::fs::read(data_file(&format!("solana/{name}"))).unwrap();
-        blocks.push((
-            slot,
-            proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap().try_into().unwrap(),
-        ));
-    }
-    for (name, slot) in [("block_100000000_json.json", 100_000_000u64), ("block_154808473_v0_json.json", 154_808_473)] {
-        blocks.push((slot, read_block_file(&data_file(&format!("solana/{name}")), Some(slot)).unwrap().1));
-    }
-    blocks
-}
+use support::{BigtableEmulator, Redis};
 
 /// p50 and p99 of samples, in milliseconds.
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
@@ -148,19 +126,8 @@ fn main() {
 async fn run(emulator: &BigtableEmulator, redis: &Redis) {
     let full = std::env::args().any(|a| a == "--bench");
     let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 200 } else { 5 });
-    let cells = BigtableCells::connect(BigtableConfig {
-        project: "emulator".into(),
-        instance: "solana-ledger".into(),
-        app_profile: "default".into(),
-        emulator_host: Some(emulator.host()),
-        credentials_file: None,
-        timeout: Duration::from_secs(30),
-    })
-    .await
-    .unwrap();
-    cells.ensure_tables().await.unwrap();
-    let store = Arc::new(LedgerStore::new(Arc::new(cells)));
-    let blocks = fixture_blocks();
+    let store = support::bigtable_ledger(emulator, "emulator", "solana-ledger").await;
+    let blocks = support::real_blocks();
     for (slot, block) in &blocks {
         store.write_block(*slot, block, &[]).await.unwrap();
     }

@@ -11,32 +11,14 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chronicle::chain::solana::response::read_block_file;
-use chronicle::store::bigtable::{BigtableCells, BigtableConfig};
-use chronicle::store::cells::CellStore;
 use chronicle::store::embedded::EmbeddedCells;
-use chronicle::store::ledger::{BlockCells, proto_to_block};
+use chronicle::store::ledger::BlockCells;
 use chronicle::store::{BlockStore, LedgerStore};
 use futures::StreamExt;
-use prost::Message as _;
-use solana_storage_proto::convert::generated;
 use solana_transaction_status::VersionedConfirmedBlock;
-use support::{BigtableEmulator, data_file};
+use support::BigtableEmulator;
 
 const CONCURRENCY: usize = 8;
-
-fn fixture_blocks() -> Vec<VersionedConfirmedBlock> {
-    let mut blocks = Vec::new();
-    for name in ["18144001.pb", "64800004.pb"] {
-        let bytes = std::fs::read(data_file(&format!("solana/{name}"))).unwrap();
-        let block = proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap();
-        blocks.push(block.try_into().unwrap());
-    }
-    for (name, slot) in [("block_100000000_json.json", 100_000_000), ("block_154808473_v0_json.json", 154_808_473)] {
-        blocks.push(read_block_file(&data_file(&format!("solana/{name}")), Some(slot)).unwrap().1);
-    }
-    blocks
-}
 
 struct Run {
     blocks: usize,
@@ -85,25 +67,8 @@ async fn raw_run(store: &Arc<LedgerStore>, blocks: &[VersionedConfirmedBlock], f
     let encoded: Vec<BlockCells> =
         (0..count).map(|i| store.block_cells(first_slot + i as u64, &blocks[i % blocks.len()], &[]).unwrap()).collect();
     let bytes = encoded.iter().map(|c| c.stats().bytes).sum();
-    let cells: Arc<dyn CellStore> = store.cells().clone();
-    let start = Instant::now();
-    futures::stream::iter(encoded)
-        .map(|block| {
-            let cells = cells.clone();
-            async move {
-                tokio::spawn(async move {
-                    cells.write(block.indexes).await.unwrap();
-                    cells.write(vec![block.block]).await.unwrap();
-                })
-                .await
-                .unwrap()
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
-    cells.sync().await.unwrap();
-    Run { blocks: count, bytes, elapsed: start.elapsed() }
+    let elapsed = support::raw_write(store, encoded, CONCURRENCY).await;
+    Run { blocks: count, bytes, elapsed }
 }
 
 fn report(backend: &str, ours: &Run, ceiling: &Run) {
@@ -124,7 +89,7 @@ async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let default = if full { 2000 } else { 16 };
     let count: usize = std::env::var("BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let blocks = fixture_blocks();
+    let blocks: Vec<VersionedConfirmedBlock> = support::real_blocks().into_iter().map(|(_, b)| b).collect();
     let txs: usize = blocks.iter().map(|b| b.transactions.len()).sum();
     println!(
         "store_write: {count} blocks per run, cycling {} real blocks ({txs} transactions), concurrency {CONCURRENCY}",
@@ -138,18 +103,7 @@ async fn main() {
     report("embedded", &ours, &ceiling);
 
     let emulator = BigtableEmulator::start();
-    let cells = BigtableCells::connect(BigtableConfig {
-        project: "bench".into(),
-        instance: "bench".into(),
-        app_profile: "default".into(),
-        emulator_host: Some(emulator.host()),
-        credentials_file: None,
-        timeout: Duration::from_secs(60),
-    })
-    .await
-    .unwrap();
-    cells.ensure_tables().await.unwrap();
-    let bigtable = Arc::new(LedgerStore::new(Arc::new(cells)));
+    let bigtable = support::bigtable_ledger(&emulator, "bench", "bench").await;
     let count = count / 4; // the in-memory emulator is the slow part; keep the run short
     let ceiling = raw_run(&bigtable, &blocks, 1_000_000, count).await;
     let ours = ledger_run(&bigtable, &blocks, 2_000_000, count).await;

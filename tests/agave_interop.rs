@@ -9,46 +9,19 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronicle::chain::solana::response::read_block_file;
-use chronicle::store::bigtable::{BigtableCells, BigtableConfig};
-use chronicle::store::cells::{CellStore, KeyRange, Table};
+use chronicle::store::cells::{KeyRange, Table};
 use chronicle::store::envelope;
-use chronicle::store::ledger::proto_to_block;
 use chronicle::store::{BlockStore, LedgerStore};
 use prost::Message as _;
 use solana_pubkey::Pubkey;
 use solana_storage_bigtable::LedgerStorage;
 use solana_storage_proto::convert::generated;
 use solana_transaction_status::{EntrySummary, VersionedConfirmedBlock, VersionedConfirmedBlockWithEntries};
-use support::{BigtableEmulator, data_file};
-
-fn fixture_blocks() -> Vec<(u64, VersionedConfirmedBlock)> {
-    let mut blocks = Vec::new();
-    for (name, slot) in [("18144001.pb", 18_144_001u64), ("64800004.pb", 64_800_004)] {
-        let bytes = std::fs::read(data_file(&format!("solana/{name}"))).unwrap();
-        let block = proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap();
-        blocks.push((slot, block.try_into().unwrap()));
-    }
-    for (name, slot) in [("block_100000000_json.json", 100_000_000u64), ("block_154808473_v0_json.json", 154_808_473)] {
-        blocks.push((slot, read_block_file(&data_file(&format!("solana/{name}")), Some(slot)).unwrap().1));
-    }
-    blocks
-}
+use support::{BigtableEmulator, bigtable_ledger, real_blocks};
 
 /// Chronicle's store on the emulator, in agave's emulator project (`emulator`).
 async fn chronicle_store(emulator: &BigtableEmulator, instance: &str) -> Arc<LedgerStore> {
-    let cells = BigtableCells::connect(BigtableConfig {
-        project: "emulator".into(),
-        instance: instance.into(),
-        app_profile: "default".into(),
-        emulator_host: Some(emulator.host()),
-        credentials_file: None,
-        timeout: Duration::from_secs(30),
-    })
-    .await
-    .unwrap();
-    cells.ensure_tables().await.unwrap();
-    Arc::new(LedgerStore::new(Arc::new(cells)))
+    bigtable_ledger(emulator, "emulator", instance).await
 }
 
 /// Equal as stored: agave's protobuf of both (it keeps no difference between
@@ -85,7 +58,7 @@ async fn agave_reads_what_chronicle_writes() {
     let emulator = BigtableEmulator::start();
     let ours = chronicle_store(&emulator, "chronicle-wrote").await;
     let theirs = agave(&emulator, "chronicle-wrote");
-    let blocks = fixture_blocks();
+    let blocks = real_blocks();
     for (slot, block) in &blocks {
         ours.write_block(*slot, block, &entries()).await.unwrap();
     }
@@ -126,7 +99,7 @@ async fn chronicle_reads_what_agave_uploads_and_both_write_the_same_cells() {
     let agave_side = chronicle_store(&emulator, agave_instance).await;
     let ours = chronicle_store(&emulator, ours_instance).await;
     let theirs = agave(&emulator, agave_instance);
-    let blocks = fixture_blocks();
+    let blocks = real_blocks();
     for (slot, block) in &blocks {
         theirs
             .upload_confirmed_block_with_entries(

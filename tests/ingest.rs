@@ -14,38 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronicle::catalog::{self, ShardRange};
-use chronicle::chain::solana::response::read_block_file;
-use chronicle::store::bigtable::{BigtableCells, BigtableConfig};
 use chronicle::store::cells::{CellStore, KeyRange, Row, Table};
 use chronicle::store::embedded::EmbeddedCells;
-use chronicle::store::ledger::proto_to_block;
 use chronicle::store::{BlockStore, LedgerStore};
 use prost::Message as _;
 use solana_storage_proto::convert::generated;
 use solana_transaction_status::VersionedConfirmedBlock;
 use support::rpc_peer::{Fault, RpcPeer};
-use support::{BigtableEmulator, Postgres, data_file};
+use support::{BigtableEmulator, Postgres, bigtable_ledger, real_blocks, replayed};
 use tokio::process::{Child, Command};
-
-/// The recorded blocks, at their real slots.
-fn real_blocks() -> BTreeMap<u64, VersionedConfirmedBlock> {
-    let mut blocks = BTreeMap::new();
-    for (name, slot) in [("18144001.pb", 18_144_001), ("64800004.pb", 64_800_004)] {
-        let bytes = std::fs::read(data_file(&format!("solana/{name}"))).unwrap();
-        let block = proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap();
-        blocks.insert(slot, block.try_into().unwrap());
-    }
-    for (name, slot) in [("block_100000000_json.json", 100_000_000), ("block_154808473_v0_json.json", 154_808_473)] {
-        blocks.insert(slot, read_block_file(&data_file(&format!("solana/{name}")), Some(slot)).unwrap().1);
-    }
-    blocks
-}
-
-/// The real blocks replayed at `count` consecutive slots from `first`.
-fn replayed(first: u64, count: u64) -> BTreeMap<u64, VersionedConfirmedBlock> {
-    let real: Vec<VersionedConfirmedBlock> = real_blocks().into_values().collect();
-    (0..count).map(|i| (first + i, real[i as usize % real.len()].clone())).collect()
-}
 
 fn worker(peer: &RpcPeer, store: &str, catalog: &str, job: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chronicle"));
@@ -86,24 +63,6 @@ fn embedded(dir: &std::path::Path) -> (String, Arc<LedgerStore>) {
     )
 }
 
-/// Opens a store URL; Bigtable through the test's emulator.
-async fn open_store(url: &str, emulator: &BigtableEmulator) -> Arc<LedgerStore> {
-    if !url.starts_with("bigtable://") {
-        return chronicle::store::open(url).await.unwrap();
-    }
-    let cells = BigtableCells::connect(BigtableConfig {
-        project: "chronicle-test".into(),
-        instance: "ingest".into(),
-        app_profile: "default".into(),
-        emulator_host: Some(emulator.host()),
-        credentials_file: None,
-        timeout: Duration::from_secs(20),
-    })
-    .await
-    .unwrap();
-    Arc::new(LedgerStore::new(Arc::new(cells)))
-}
-
 async fn dump(cells: &Arc<dyn CellStore>) -> Vec<(Table, Row)> {
     let mut rows = Vec::new();
     for table in Table::ALL {
@@ -115,7 +74,7 @@ async fn dump(cells: &Arc<dyn CellStore>) -> Vec<(Table, Row)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_of_every_fixture_slot_reads_back_equal() {
-    let blocks = real_blocks();
+    let blocks: BTreeMap<u64, VersionedConfirmedBlock> = real_blocks().into_iter().collect();
     let peer = RpcPeer::start(blocks.clone()).await;
     let pg = Postgres::start();
     let emulator = BigtableEmulator::start();
@@ -141,7 +100,10 @@ async fn backfill_of_every_fixture_slot_reads_back_equal() {
             let (code, log) = run(command).await;
             assert_eq!(code, 0, "{backend} {from}..={to}:\n{log}");
         }
-        let opened = open_store(store, &emulator).await;
+        let opened = match store.starts_with("bigtable://") {
+            true => bigtable_ledger(&emulator, "chronicle-test", "ingest").await,
+            false => chronicle::store::open(store).await.unwrap(),
+        };
         for (slot, block) in &blocks {
             let stored = opened.block(*slot).await.unwrap().unwrap_or_else(|| panic!("{backend}: slot {slot} missing"));
             // Equal as stored: the protobuf agave writes (which keeps no

@@ -482,7 +482,6 @@ mod parser {
 /// serve replicas with a 10-minute TTL show the new signature at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_updates_the_cache_of_every_replica() {
-    use chronicle::store::bigtable::{BigtableCells, BigtableConfig};
     use support::BigtableEmulator;
     use support::rpc_peer::RpcPeer;
 
@@ -490,18 +489,7 @@ async fn ingest_updates_the_cache_of_every_replica() {
     let emulator = BigtableEmulator::start();
     let dir = tempfile::tempdir().unwrap();
     let peer = RpcPeer::start([(7_000u64, block(LEGACY))].into_iter().collect()).await;
-    let cells = BigtableCells::connect(BigtableConfig {
-        project: "chronicle-test".into(),
-        instance: "serve".into(),
-        app_profile: "default".into(),
-        emulator_host: Some(emulator.host()),
-        credentials_file: None,
-        timeout: Duration::from_secs(20),
-    })
-    .await
-    .unwrap();
-    chronicle::store::cells::CellStore::ensure_tables(&cells).await.unwrap();
-    let store: Arc<dyn BlockStore> = Arc::new(LedgerStore::new(Arc::new(cells)));
+    let store: Arc<dyn BlockStore> = support::bigtable_ledger(&emulator, "chronicle-test", "serve").await;
     let catalog = format!("embedded://{}", dir.path().join("catalog").display());
     let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
         .args([

@@ -8,11 +8,9 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chronicle::chain::solana::decode::{DecodeError, block_from_rpc};
 use chronicle::chain::solana::response::read_block_file;
-use chronicle::store::bigtable::{BigtableCells, BigtableConfig};
 use chronicle::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
 use chronicle::store::embedded::EmbeddedCells;
 use chronicle::store::ledger::proto_to_block;
@@ -81,18 +79,7 @@ struct Stores {
 }
 
 async fn bigtable_store(emulator: &BigtableEmulator, instance: &str) -> Arc<LedgerStore> {
-    let cells = BigtableCells::connect(BigtableConfig {
-        project: "chronicle-test".into(),
-        instance: instance.into(),
-        app_profile: "default".into(),
-        emulator_host: Some(emulator.host()),
-        credentials_file: None,
-        timeout: Duration::from_secs(20),
-    })
-    .await
-    .expect("connect to the Bigtable emulator");
-    cells.ensure_tables().await.expect("create tables");
-    Arc::new(LedgerStore::new(Arc::new(cells)))
+    support::bigtable_ledger(emulator, "chronicle-test", instance).await
 }
 
 async fn stores() -> Stores {

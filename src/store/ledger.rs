@@ -310,22 +310,13 @@ impl BlockStore for LedgerStore {
         let rows = self.cells.scan(Table::TxByAddr, range, limit.saturating_add(skipped), false).await?;
         let mut out = Vec::with_capacity(limit.min(1024));
         'rows: for row in rows {
-            let slot = parse_address_key(&row.key)
-                .ok_or_else(|| corrupt(Table::TxByAddr, &row.key, "row key has no slot suffix"))?;
-            for info in decode_address_row(&row)?.into_iter().rev() {
-                if (slot == first_slot && info.index >= before_index)
-                    || (slot == last_slot && info.index <= until_index)
+            for entry in row_entries(&row)? {
+                if (entry.slot == first_slot && entry.index >= before_index)
+                    || (entry.slot == last_slot && entry.index <= until_index)
                 {
                     continue;
                 }
-                out.push(ConfirmedTransactionStatusWithSignature {
-                    signature: info.signature,
-                    slot,
-                    err: info.err,
-                    memo: info.memo,
-                    block_time: info.block_time,
-                    index: info.index,
-                });
+                out.push(entry);
                 if out.len() >= limit {
                     break 'rows;
                 }
@@ -349,18 +340,7 @@ impl BlockStore for LedgerStore {
         let rows = self.cells.scan(Table::TxByAddr, range, limit, false).await?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for row in rows {
-            let slot = parse_address_key(&row.key)
-                .ok_or_else(|| corrupt(Table::TxByAddr, &row.key, "row key has no slot suffix"))?;
-            for info in decode_address_row(&row)?.into_iter().rev() {
-                out.push(ConfirmedTransactionStatusWithSignature {
-                    signature: info.signature,
-                    slot,
-                    err: info.err,
-                    memo: info.memo,
-                    block_time: info.block_time,
-                    index: info.index,
-                });
-            }
+            out.extend(row_entries(&row)?);
             if out.len() >= limit {
                 break;
             }
@@ -435,6 +415,24 @@ fn cell_payload<'q>(row: &Row, table: Table, qualifiers: &[&'q str]) -> Result<(
     let payload =
         envelope::decompress(value).map_err(|e| corrupt(table, &row.key, format!("{qualifier} cell: {e}")))?;
     Ok((qualifier, payload))
+}
+
+/// A `tx-by-addr` row's entries, newest first (highest transaction index first).
+fn row_entries(row: &Row) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
+    let slot =
+        parse_address_key(&row.key).ok_or_else(|| corrupt(Table::TxByAddr, &row.key, "row key has no slot suffix"))?;
+    Ok(decode_address_row(row)?
+        .into_iter()
+        .rev()
+        .map(|info| ConfirmedTransactionStatusWithSignature {
+            signature: info.signature,
+            slot,
+            err: info.err,
+            memo: info.memo,
+            block_time: info.block_time,
+            index: info.index,
+        })
+        .collect())
 }
 
 fn decode_tx_info(row: &Row) -> Result<TransactionInfo, StoreError> {

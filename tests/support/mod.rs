@@ -397,3 +397,86 @@ pub fn assert_json_covers(source: &serde_json::Value, ours: &serde_json::Value, 
         (a, b) => assert_eq!(a, b, "{path}"),
     }
 }
+
+// ---------------------------------------------------------------- real blocks and stores
+
+/// The four recorded mainnet blocks that carry raw transactions, at their
+/// real slots: 18144001 and 64800004 (protobuf), 100000000 and 154808473 (json).
+pub fn real_blocks() -> Vec<(u64, solana_transaction_status::VersionedConfirmedBlock)> {
+    use prost::Message as _;
+    let mut blocks = Vec::new();
+    for (name, slot) in [("18144001.pb", 18_144_001u64), ("64800004.pb", 64_800_004)] {
+        let bytes = std::fs::read(data_file(&format!("solana/{name}"))).expect("test data");
+        let decoded =
+            solana_storage_proto::convert::generated::ConfirmedBlock::decode(bytes.as_slice()).expect("protobuf");
+        let block = chronicle::store::ledger::proto_to_block(decoded).expect("valid block");
+        blocks.push((slot, block.try_into().expect("every transaction has meta")));
+    }
+    for (name, slot) in [("block_100000000_json.json", 100_000_000u64), ("block_154808473_v0_json.json", 154_808_473)] {
+        let path = data_file(&format!("solana/{name}"));
+        blocks
+            .push((slot, chronicle::chain::solana::response::read_block_file(&path, Some(slot)).expect("test data").1));
+    }
+    blocks
+}
+
+/// The real blocks replayed at `count` consecutive slots from `first` (block
+/// bodies unchanged), for tests and benchmarks that need more slots than were recorded.
+pub fn replayed(
+    first: u64,
+    count: u64,
+) -> std::collections::BTreeMap<u64, solana_transaction_status::VersionedConfirmedBlock> {
+    let real: Vec<_> = real_blocks().into_iter().map(|(_, b)| b).collect();
+    (0..count).map(|i| (first + i, real[i as usize % real.len()].clone())).collect()
+}
+
+/// A ledger on the emulator, tables created.
+pub async fn bigtable_ledger(
+    emulator: &BigtableEmulator,
+    project: &str,
+    instance: &str,
+) -> std::sync::Arc<chronicle::store::LedgerStore> {
+    use chronicle::store::cells::CellStore;
+    let cells = chronicle::store::bigtable::BigtableCells::connect(chronicle::store::bigtable::BigtableConfig {
+        project: project.into(),
+        instance: instance.into(),
+        app_profile: "default".into(),
+        emulator_host: Some(emulator.host()),
+        credentials_file: None,
+        timeout: Duration::from_secs(30),
+    })
+    .await
+    .expect("connect to the Bigtable emulator");
+    cells.ensure_tables().await.expect("create tables");
+    std::sync::Arc::new(chronicle::store::LedgerStore::new(std::sync::Arc::new(cells)))
+}
+
+/// The raw write ceiling of a store's engine: `encoded` blocks' cells written
+/// straight to it (indexes, then `blocks`), `concurrency` blocks at a time, then
+/// a sync. Returns the time it took.
+pub async fn raw_write(
+    store: &chronicle::store::LedgerStore,
+    encoded: Vec<chronicle::store::ledger::BlockCells>,
+    concurrency: usize,
+) -> Duration {
+    use futures::StreamExt;
+    let cells = store.cells().clone();
+    let start = Instant::now();
+    futures::stream::iter(encoded)
+        .map(|block| {
+            let cells = cells.clone();
+            async move {
+                tokio::spawn(async move {
+                    cells.write(block.indexes).await.unwrap();
+                    cells.write(vec![block.block]).await.unwrap();
+                })
+                .await
+                .unwrap()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    cells.sync().await.unwrap();
+    start.elapsed()
+}
