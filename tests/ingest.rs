@@ -276,3 +276,43 @@ async fn follow_tails_new_blocks_and_stops_on_sigterm() {
     let store = chronicle::store::open(&store_url).await.unwrap();
     assert_eq!(store.blocks(5_000, 10).await.unwrap(), vec![5_000, 5_001, 5_002, 5_003, 5_005]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_shards_survive_a_node_restart() {
+    let mut peer = RpcPeer::start(replayed(4_000, 40)).await;
+    peer.set_delay(Duration::from_millis(25));
+    let pg = Postgres::start();
+    let emulator = BigtableEmulator::start();
+    let store_url = "bigtable://chronicle-test/shards";
+    // Two shards of one range, as an Indexed Job runs them: JOB_COMPLETION_INDEX picks the shard.
+    let workers: Vec<Child> = (0..2)
+        .map(|index| {
+            let mut command = worker(
+                &peer,
+                store_url,
+                &pg.url(),
+                "sharded",
+                &["--from", "4000", "--to", "4039", "--shard-count", "2", "--batch-size", "5"],
+            );
+            command.env("JOB_COMPLETION_INDEX", index.to_string()).env("BIGTABLE_EMULATOR_HOST", emulator.host());
+            command.spawn().unwrap()
+        })
+        .collect();
+    wait_for("both shards under way", || {
+        let fetched = peer.requests("getBlock");
+        fetched.iter().any(|s| s.is_some_and(|s| s < 4_020)) && fetched.iter().any(|s| s.is_some_and(|s| s >= 4_020))
+    })
+    .await;
+    peer.restart().await; // in-flight connections drop; the node comes back on the same address
+    for worker in workers {
+        let output = tokio::time::timeout(Duration::from_secs(120), worker.wait_with_output()).await.unwrap().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let store = bigtable_ledger(&emulator, "chronicle-test", "shards").await;
+    assert_eq!(store.blocks(4_000, 100).await.unwrap(), (4_000..4_040).collect::<Vec<_>>());
+    let catalog = catalog::open(&pg.url()).await.unwrap();
+    for (shard, start, end) in [(0, 4_000, 4_019), (1, 4_020, 4_039)] {
+        let state = catalog.shard("sharded", ShardRange { shard, start, end }).await.unwrap();
+        assert_eq!((state.checkpoint, state.blocks_written), (Some(end), 20), "shard {shard}");
+    }
+}
