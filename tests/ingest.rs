@@ -316,3 +316,42 @@ async fn parallel_shards_survive_a_node_restart() {
         assert_eq!((state.checkpoint, state.blocks_written), (Some(end), 20), "shard {shard}");
     }
 }
+
+/// With `--commitment confirmed` a block is stored as soon as it is
+/// confirmed; when the finalized chain does not list it, it is removed again
+/// and recorded as skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_blocks_the_cluster_skips_are_removed() {
+    let peer = RpcPeer::start(replayed(6_000, 6)).await;
+    peer.orphan(6_003);
+    let dir = tempfile::tempdir().unwrap();
+    let (store_url, _) = embedded(dir.path());
+    let catalog_url = format!("embedded://{}", dir.path().join("catalog").display());
+    let child = worker(
+        &peer,
+        &store_url,
+        &catalog_url,
+        "confirmed",
+        &["--follow", "--from", "6000", "--commitment", "confirmed"],
+    )
+    .spawn()
+    .unwrap();
+    wait_for("all six blocks fetched", || peer.count("getBlock", 6_005) == 1).await;
+    // Until the orphan is gone: the follower lists finalized blocks after each batch.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while peer.requests("getBlocks").len() < 2 {
+        assert!(Instant::now() < deadline, "the follower never checked finalization");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SAFETY: kill(2) on the worker we spawned.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("confirmed block was not finalized"), "{log}");
+    let store = chronicle::store::open(&store_url).await.unwrap();
+    assert_eq!(store.blocks(6_000, 10).await.unwrap(), vec![6_000, 6_001, 6_002, 6_004, 6_005]);
+    let catalog = catalog::open(&catalog_url).await.unwrap();
+    assert_eq!(catalog.skipped("confirmed", 6_000, 6_005).await.unwrap(), vec![6_003]);
+}

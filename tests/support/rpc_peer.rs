@@ -49,6 +49,8 @@ struct PeerState {
     /// (method, slot) of every request, in arrival order.
     log: Mutex<Vec<(String, Option<u64>)>>,
     slots: Mutex<Option<broadcast::Sender<u64>>>,
+    /// Slots confirmed but never finalized: listed only to `confirmed` readers.
+    orphans: Mutex<std::collections::HashSet<u64>>,
 }
 
 pub struct RpcPeer {
@@ -134,6 +136,12 @@ impl RpcPeer {
         *self.state.delay.lock().unwrap() = delay;
     }
 
+    /// Makes `slot` a confirmed block the cluster then skipped: served at
+    /// `confirmed`, absent from `finalized` listings.
+    pub fn orphan(&self, slot: u64) {
+        self.state.orphans.lock().unwrap().insert(slot);
+    }
+
     /// Adds a block and moves the tip, notifying slot subscribers.
     pub fn produce(&self, slot: u64, block: VersionedConfirmedBlock) {
         self.state.blocks.lock().unwrap().insert(slot, block.into());
@@ -199,8 +207,16 @@ async fn answer(state: &PeerState, call: &Value) -> Result<Value, StatusCode> {
         "getBlocks" => {
             let start = slot.unwrap_or(0);
             let end = params.get(1).and_then(Value::as_u64).unwrap_or(tip).min(tip);
+            let finalized = commitment(&params) == Some("finalized");
+            let orphans = state.orphans.lock().unwrap().clone();
             let blocks = state.blocks.lock().unwrap();
-            json!(blocks.range(start..=end.max(start)).map(|(s, _)| *s).filter(|s| *s <= end).collect::<Vec<_>>())
+            json!(
+                blocks
+                    .range(start..=end.max(start))
+                    .map(|(s, _)| *s)
+                    .filter(|s| *s <= end && !(finalized && orphans.contains(s)))
+                    .collect::<Vec<_>>()
+            )
         }
         "getBlock" => {
             let slot = slot.unwrap_or(0);
@@ -231,6 +247,11 @@ async fn answer(state: &PeerState, call: &Value) -> Result<Value, StatusCode> {
         other => return Ok(rpc_error(&id, -32601, format!("Method not found: {other}"))),
     };
     Ok(json!({"jsonrpc": "2.0", "result": result, "id": id}))
+}
+
+/// The `commitment` a call asks for, in whichever config object carries it.
+fn commitment(params: &Value) -> Option<&str> {
+    params.as_array()?.iter().find_map(|p| p.get("commitment")?.as_str())
 }
 
 /// A block as a node encodes it for the request's config.
