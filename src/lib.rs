@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod chain;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod serve;
 pub mod store;

@@ -1,0 +1,361 @@
+//! The children an `IngestJob` owns, built from it and its `ChainSource`:
+//! an Indexed `Job` for a backfill (one index per disjoint slot shard) or a
+//! one-replica `Deployment` for a follower, each running `chronicle worker
+//! ingest` in a pod that meets the `restricted` Pod Security standard.
+//! Secrets are referenced (env `valueFrom`, volume mounts), never copied.
+//!
+//! Pure functions of the specs: the reconciler applies what they return.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::chain_source::ChainSource;
+use crate::crd::common::SecretKeyRef;
+use crate::crd::ingest_job::{IngestJob, IngestMode};
+
+/// Where the service-account key of a Bigtable store is mounted.
+const GCP_KEY_DIR: &str = "/var/run/secrets/chronicle/gcp";
+
+/// Why the children cannot be built; becomes the `Degraded` reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    #[error("the IngestJob has no uid yet")]
+    NoUid,
+    #[error("source {0} is not supported by the ingest worker yet")]
+    UnsupportedSource(&'static str),
+    #[error("ChainSource {source_name} has no endpoint named {endpoint}")]
+    UnknownEndpoint { source_name: String, endpoint: String },
+    #[error("an embedded store is a single-writer volume: parallelism must be 1, not {0}")]
+    EmbeddedParallelism(u32),
+}
+
+/// The workload for an IngestJob, and its name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestWorkload {
+    Backfill(Job),
+    Follow(Deployment),
+}
+
+/// `app.kubernetes.io/*` labels shared by every child of `owner`.
+pub fn labels(owner_kind: &str, owner_name: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "chronicle".into()),
+        ("app.kubernetes.io/instance".into(), owner_name.into()),
+        ("app.kubernetes.io/component".into(), component.into()),
+        ("app.kubernetes.io/part-of".into(), "chronicle".into()),
+        ("app.kubernetes.io/managed-by".into(), "chronicle-controller".into()),
+        (format!("chronicle.dev/{}", owner_kind.to_lowercase()), owner_name.into()),
+    ])
+}
+
+/// The pod-level settings of the `restricted` Pod Security standard.
+pub fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        run_as_group: Some(65532),
+        fs_group: Some(65532),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The container-level settings of the `restricted` Pod Security standard.
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Requests and limits from the spec, with defaults a worker runs well on.
+pub fn resources(spec: Option<&ResourceRequirements>) -> ResourceRequirements {
+    let mut resources = spec.cloned().unwrap_or_default();
+    let requests = resources.requests.get_or_insert_with(BTreeMap::new);
+    requests.entry("cpu".into()).or_insert_with(|| Quantity("500m".into()));
+    requests.entry("memory".into()).or_insert_with(|| Quantity("512Mi".into()));
+    let limits = resources.limits.get_or_insert_with(BTreeMap::new);
+    limits.entry("memory".into()).or_insert_with(|| Quantity("2Gi".into()));
+    resources
+}
+
+fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+}
+
+fn owner_reference(job: &IngestJob) -> Result<OwnerReference, BuildError> {
+    job.controller_owner_ref(&()).ok_or(BuildError::NoUid)
+}
+
+/// The store URL, environment and volumes a worker needs for `source`'s store.
+fn store_access(source: &ChainSource) -> (String, Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
+    let store = &source.spec.store;
+    if let Some(bigtable) = &store.bigtable {
+        let url = format!("bigtable://{}/{}?appProfile={}", bigtable.project, bigtable.instance, bigtable.app_profile);
+        let mut envs = Vec::new();
+        let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+        if let Some(host) = &bigtable.emulator_host {
+            envs.push(env("BIGTABLE_EMULATOR_HOST", host.clone()));
+        }
+        if let Some(key) = &bigtable.credentials_secret_ref {
+            volumes.push(Volume {
+                name: "gcp-key".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(key.name.clone()),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            mounts.push(VolumeMount {
+                name: "gcp-key".into(),
+                mount_path: GCP_KEY_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            envs.push(env("GOOGLE_APPLICATION_CREDENTIALS", format!("{GCP_KEY_DIR}/{}", key.key)));
+        }
+        (url, envs, volumes, mounts)
+    } else {
+        // The embedded store lives on the ChainSource's volume claim.
+        let claim = format!("{}-store", source.name_any());
+        let volume = Volume {
+            name: "store".into(),
+            persistent_volume_claim: Some(k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        };
+        let mount = VolumeMount { name: "store".into(), mount_path: "/data".into(), ..VolumeMount::default() };
+        ("embedded:///data/ledger".into(), Vec::new(), vec![volume], vec![mount])
+    }
+}
+
+/// The Job or Deployment that runs `job`'s workers.
+pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Result<IngestWorkload, BuildError> {
+    let spec = &job.spec;
+    if spec.source.rpc.is_none() {
+        let kind = if spec.source.big_query.is_some() { "bigQuery" } else { "store" };
+        return Err(BuildError::UnsupportedSource(kind));
+    }
+    if source.spec.store.embedded.is_some() && spec.parallelism > 1 {
+        return Err(BuildError::EmbeddedParallelism(spec.parallelism));
+    }
+    let wanted = spec.source.rpc.as_ref().map(|r| r.endpoints.clone()).unwrap_or_default();
+    let endpoint =
+        match wanted.first() {
+            Some(name) => source.spec.endpoints.iter().find(|e| &e.name == name).ok_or_else(|| {
+                BuildError::UnknownEndpoint { source_name: source.name_any(), endpoint: name.clone() }
+            })?,
+            None => source.spec.endpoints.first().ok_or_else(|| BuildError::UnknownEndpoint {
+                source_name: source.name_any(),
+                endpoint: "(any)".into(),
+            })?,
+        };
+    let name = job.name_any();
+    let namespace = job.namespace().unwrap_or_default();
+    let (store_url, mut envs, mut volumes, mut mounts) = store_access(source);
+    envs.push(secret_env("CHRONICLE_CATALOG", &source.spec.catalog.connection_secret_ref));
+    envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
+    volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
+    mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
+
+    let mut args = vec![
+        "worker".to_string(),
+        "ingest".into(),
+        "--job".into(),
+        format!("{namespace}/{name}"),
+        "--rpc".into(),
+        endpoint.url.clone(),
+        "--store".into(),
+        store_url,
+        "--batch-size".into(),
+        spec.batch_size.to_string(),
+        "--concurrency".into(),
+        endpoint.max_concurrent.to_string(),
+    ];
+    if let Some(limit) = &endpoint.rate_limit {
+        args.extend(["--rate-limit".into(), limit.requests_per_second.to_string()]);
+    }
+    let range = spec.range.clone().unwrap_or_default();
+    match spec.mode {
+        IngestMode::Backfill => {
+            let end = range.end_slot.expect("a backfill has an end (CEL rule)");
+            args.extend(["--from".into(), range.start_slot.to_string(), "--to".into(), end.to_string()]);
+            args.extend(["--shard-count".into(), spec.parallelism.to_string()]);
+        }
+        IngestMode::Follow => {
+            args.push("--follow".into());
+            if spec.range.is_some() {
+                args.extend(["--from".into(), range.start_slot.to_string()]);
+            }
+            if let Some(ws) = &endpoint.websocket_url {
+                args.extend(["--ws".into(), ws.clone()]);
+            }
+        }
+    }
+
+    let labels = labels("IngestJob", &name, "ingest");
+    let pod = PodTemplateSpec {
+        metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..ObjectMeta::default() }),
+        spec: Some(PodSpec {
+            security_context: Some(restricted_pod()),
+            automount_service_account_token: Some(false),
+            restart_policy: Some(if spec.mode == IngestMode::Backfill { "OnFailure" } else { "Always" }.into()),
+            // The worker finishes its batch and commits on SIGTERM.
+            termination_grace_period_seconds: Some(120),
+            containers: vec![Container {
+                name: "ingest".into(),
+                image: Some(image.into()),
+                args: Some(args),
+                env: Some(envs),
+                volume_mounts: Some(mounts),
+                resources: Some(resources(spec.resources.as_ref())),
+                security_context: Some(restricted_container()),
+                ..Container::default()
+            }],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+    };
+    let metadata = ObjectMeta {
+        name: Some(format!("{name}-ingest")),
+        namespace: job.namespace(),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner_reference(job)?]),
+        ..ObjectMeta::default()
+    };
+    Ok(match spec.mode {
+        IngestMode::Backfill => IngestWorkload::Backfill(Job {
+            metadata,
+            spec: Some(JobSpec {
+                completion_mode: Some("Indexed".into()),
+                completions: Some(spec.parallelism as i32),
+                parallelism: Some(spec.parallelism as i32),
+                suspend: Some(spec.suspend),
+                backoff_limit_per_index: Some(6),
+                template: pod,
+                ..JobSpec::default()
+            }),
+            status: None,
+        }),
+        IngestMode::Follow => IngestWorkload::Follow(Deployment {
+            metadata,
+            spec: Some(DeploymentSpec {
+                replicas: Some(if spec.suspend { 0 } else { 1 }),
+                // Never two followers of one job at once.
+                strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None }),
+                selector: LabelSelector { match_labels: Some(labels), match_expressions: None },
+                template: pod,
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load<T: serde::de::DeserializeOwned>(file: &str, index: usize) -> T {
+        let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let doc = serde_yaml::Deserializer::from_str(&text).nth(index).unwrap();
+        let mut value = serde_yaml::Value::deserialize(doc).unwrap();
+        // As the API server would: a uid for owner references.
+        value["metadata"]["uid"] = serde_yaml::Value::from("0b9c6a14-5b0e-4c1e-9b7a-2a3d4c5e6f70");
+        serde_yaml::from_value(value).unwrap()
+    }
+
+    use serde::Deserialize;
+
+    #[test]
+    fn a_backfill_is_an_indexed_job_of_restricted_pods() {
+        let job: IngestJob = load("ingestjob-backfill.yaml", 0);
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml", 0);
+        let IngestWorkload::Backfill(built) = ingest_workload(&job, &source, "chronicle:test").unwrap() else {
+            panic!("a Job")
+        };
+        let spec = built.spec.as_ref().unwrap();
+        assert_eq!(
+            (spec.completion_mode.as_deref(), spec.completions, spec.parallelism),
+            (Some("Indexed"), Some(8), Some(8))
+        );
+        let owner = &built.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("IngestJob", "mainnet-epoch-700", Some(true))
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        let container = &pod.containers[0];
+        let args = container.args.as_ref().unwrap().join(" ");
+        assert!(args.contains("--from 302400000 --to 302831999 --shard-count 8"), "{args}");
+        assert!(args.contains("--store bigtable://acme-data/solana-ledger?appProfile=chronicle-writer"), "{args}");
+        assert!(args.contains("--rpc https://mainnet.rpcpool.example.com"), "{args}");
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(
+            (security.read_only_root_filesystem, security.allow_privilege_escalation),
+            (Some(true), Some(false))
+        );
+        assert_eq!(security.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+        // The catalog URL is a Secret reference, never a value.
+        let catalog = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_CATALOG").unwrap();
+        assert!(catalog.value.is_none() && catalog.value_from.as_ref().unwrap().secret_key_ref.is_some());
+        let gcp = container.env.as_ref().unwrap().iter().find(|e| e.name == "GOOGLE_APPLICATION_CREDENTIALS").unwrap();
+        assert_eq!(gcp.value.as_deref(), Some("/var/run/secrets/chronicle/gcp/key.json"));
+        assert_eq!(container.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"], Quantity("2Gi".into()));
+    }
+
+    #[test]
+    fn a_follower_is_one_recreated_replica() {
+        let job: IngestJob = load("ingestjob-follow.yaml", 0);
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml", 0);
+        let IngestWorkload::Follow(built) = ingest_workload(&job, &source, "chronicle:test").unwrap() else {
+            panic!("a Deployment")
+        };
+        let spec = built.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+        let args = spec.template.spec.unwrap().containers[0].args.clone().unwrap().join(" ");
+        assert!(args.contains("--follow") && args.contains("--ws wss://mainnet.rpcpool.example.com"), "{args}");
+    }
+
+    #[test]
+    fn what_the_worker_cannot_run_is_an_error() {
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml", 0);
+        let bigquery: IngestJob = load("ingestjob-bigquery.yaml", 0);
+        assert_eq!(ingest_workload(&bigquery, &source, "x"), Err(BuildError::UnsupportedSource("bigQuery")));
+        let embedded: ChainSource = load("chainsource-solana-embedded.yaml", 0);
+        let parallel: IngestJob = load("ingestjob-backfill.yaml", 0);
+        assert_eq!(ingest_workload(&parallel, &embedded, "x"), Err(BuildError::EmbeddedParallelism(8)));
+    }
+}
