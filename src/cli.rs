@@ -105,6 +105,9 @@ pub struct ServeArgs {
     /// File with accepted API keys, one per line (e.g. a mounted Secret). Absent: no auth.
     #[arg(long, env = "CHRONICLE_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// Directory of accepted API keys, one file each (a Secret mounted as a volume).
+    #[arg(long, env = "CHRONICLE_API_KEYS_DIR")]
+    pub api_keys_dir: Option<PathBuf>,
     /// Requests per second per API key (per client address without keys).
     #[arg(long)]
     pub rate_limit: Option<u32>,
@@ -317,16 +320,26 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let api_keys = match &args.api_keys_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", path.display()))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect(),
-        None => Vec::new(),
-    };
+    let mut api_keys: Vec<String> = Vec::new();
+    if let Some(path) = &args.api_keys_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", path.display()))?;
+        api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string));
+    }
+    if let Some(dir) = &args.api_keys_dir {
+        for entry in
+            std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", dir.display()))?
+        {
+            let path = entry?.path();
+            // Kubernetes mounts Secret keys as files next to `..data` links.
+            if path.is_file() && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("..")) {
+                let key = std::fs::read_to_string(&path)?;
+                if !key.trim().is_empty() {
+                    api_keys.push(key.trim().to_string());
+                }
+            }
+        }
+    }
     let config = crate::serve::ServeConfig {
         listen: args.listen,
         cache: args.cache.map(|url| crate::serve::cache::CacheConfig {

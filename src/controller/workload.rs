@@ -359,3 +359,184 @@ mod tests {
         assert_eq!(ingest_workload(&parallel, &embedded, "x"), Err(BuildError::EmbeddedParallelism(8)));
     }
 }
+
+/// The `chronicle serve` Deployment and Service of a `CacheTier`.
+pub fn cache_tier_workload(
+    tier: &crate::crd::CacheTier,
+    source: &ChainSource,
+    image: &str,
+) -> Result<(Deployment, k8s_openapi::api::core::v1::Service), CacheTierError> {
+    use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let spec = &tier.spec;
+    let name = tier.name_any();
+    let owner = tier.controller_owner_ref(&()).ok_or(CacheTierError::NoUid)?;
+    let (store_url, mut envs, mut volumes, mut mounts) = store_access(source);
+    envs.push(secret_env("CHRONICLE_CACHE_URL", &spec.redis.url_secret_ref));
+    envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
+    let port = spec.server.port;
+    let mut args = vec![
+        "serve".to_string(),
+        "--store".into(),
+        store_url,
+        "--listen".into(),
+        format!("0.0.0.0:{port}"),
+        "--cache-ttl".into(),
+        spec.default_ttl.clone(),
+        "--immutable-ttl".into(),
+        spec.immutable_ttl.clone(),
+        "--cache-eviction".into(),
+        serde_json::to_value(spec.eviction).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+    ];
+    if let Some(memory) = &spec.max_memory {
+        let bytes = quantity_bytes(&memory.0).ok_or_else(|| CacheTierError::BadQuantity(memory.0.clone()))?;
+        args.extend(["--cache-max-memory".into(), bytes.to_string()]);
+    }
+    if let Some(limit) = &spec.server.rate_limit {
+        args.extend(["--rate-limit".into(), limit.requests_per_second.to_string()]);
+    }
+    if let Some(keys) = &spec.server.api_keys_secret_ref {
+        volumes.push(Volume {
+            name: "api-keys".into(),
+            secret: Some(SecretVolumeSource { secret_name: Some(keys.name.clone()), ..SecretVolumeSource::default() }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "api-keys".into(),
+            mount_path: "/var/run/secrets/chronicle/api-keys".into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        args.extend(["--api-keys-dir".into(), "/var/run/secrets/chronicle/api-keys".into()]);
+    }
+    volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
+    mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
+    let labels = labels("CacheTier", &name, "serve");
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    let metadata = ObjectMeta {
+        name: Some(format!("{name}-rpc")),
+        namespace: tier.namespace(),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    };
+    let deployment = Deployment {
+        metadata: metadata.clone(),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.server.replicas),
+            selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    security_context: Some(restricted_pod()),
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    containers: vec![Container {
+                        name: "serve".into(),
+                        image: Some(image.into()),
+                        args: Some(args),
+                        env: Some(envs),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("rpc".into()),
+                            container_port: port,
+                            ..ContainerPort::default()
+                        }]),
+                        readiness_probe: Some(probe("/health")),
+                        liveness_probe: Some(probe("/health")),
+                        volume_mounts: Some(mounts),
+                        resources: Some(resources(spec.server.resources.as_ref())),
+                        security_context: Some(restricted_container()),
+                        ..Container::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    };
+    let service = Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            selector: Some(labels),
+            ports: Some(vec![ServicePort {
+                name: Some("rpc".into()),
+                port,
+                target_port: Some(IntOrString::String("rpc".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    };
+    Ok((deployment, service))
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CacheTierError {
+    #[error("the CacheTier has no uid yet")]
+    NoUid,
+    #[error("maxMemory {0:?} is not a byte quantity (e.g. 512Mi, 8Gi)")]
+    BadQuantity(String),
+}
+
+/// Bytes of a Kubernetes quantity such as `512Mi`, `8Gi` or `2G`.
+pub fn quantity_bytes(quantity: &str) -> Option<u64> {
+    let split = quantity.find(|c: char| !c.is_ascii_digit()).unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(multiplier)
+}
+
+#[cfg(test)]
+mod cache_tier_tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[test]
+    fn a_cache_tier_is_a_deployment_and_a_service() {
+        let read = |file: &str| {
+            let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let mut value =
+                serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(&text).next().unwrap()).unwrap();
+            value["metadata"]["uid"] = serde_yaml::Value::from("5f0e2b1a-0000-4000-8000-000000000001");
+            value
+        };
+        let tier: crate::crd::CacheTier = serde_yaml::from_value(read("cachetier.yaml")).unwrap();
+        let source: ChainSource = serde_yaml::from_value(read("chainsource-solana-mainnet.yaml")).unwrap();
+        let (deployment, service) = cache_tier_workload(&tier, &source, "chronicle:test").unwrap();
+        let spec = deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let container = &spec.template.spec.as_ref().unwrap().containers[0];
+        let args = container.args.as_ref().unwrap().join(" ");
+        assert!(args.contains("--listen 0.0.0.0:8899") && args.contains("--cache-eviction allkeys-lfu"), "{args}");
+        assert!(args.contains("--cache-max-memory 8589934592") && args.contains("--rate-limit 200"), "{args}");
+        assert!(args.contains("--api-keys-dir /var/run/secrets/chronicle/api-keys"), "{args}");
+        assert_eq!(quantity_bytes("512Mi"), Some(512 << 20));
+        assert_eq!(quantity_bytes("1.5Gi"), None);
+        let redis = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_CACHE_URL").unwrap();
+        assert!(redis.value.is_none(), "the Redis URL (with its password) stays in its Secret");
+        assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8899);
+    }
+}
