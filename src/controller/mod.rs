@@ -1,4 +1,5 @@
 //! The controller: reconciles the custom resources into workloads and status.
 //! Built up issue by issue; today it holds the children builders.
 
+pub mod probe;
 pub mod workload;

@@ -1,0 +1,66 @@
+//! What the `ChainSource` reconciler observes: each endpoint's head slot and
+//! latency, and whether the canonical store answers — with a timeout each, so
+//! a dead endpoint makes the source `Degraded`, never a stuck reconcile.
+
+use std::time::{Duration, Instant};
+
+use solana_commitment_config::CommitmentConfig;
+
+use crate::chain::solana::rpc::{RpcSource, RpcSourceConfig};
+use crate::crd::chain_source::{ChainSource, EndpointStatus};
+
+/// The outcome of probing a ChainSource's endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointProbe {
+    pub endpoints: Vec<EndpointStatus>,
+    /// Highest head any endpoint reported.
+    pub head: Option<u64>,
+}
+
+/// Asks every endpoint for its tip (`getSlot` at the source's commitment).
+/// Endpoints that need an auth Secret are reported as such: the controller
+/// resolves Secrets, the probe never sees their values.
+pub async fn probe_endpoints(source: &ChainSource, timeout: Duration) -> EndpointProbe {
+    let commitment = match source.spec.commitment {
+        crate::crd::chain_source::Commitment::Finalized => CommitmentConfig::finalized(),
+        crate::crd::chain_source::Commitment::Confirmed => CommitmentConfig::confirmed(),
+    };
+    let probes = source.spec.endpoints.iter().map(|endpoint| async move {
+        let rpc = RpcSource::new(RpcSourceConfig {
+            url: endpoint.url.clone(),
+            commitment,
+            timeout,
+            requests_per_second: None,
+            attempts: 1,
+        });
+        let started = Instant::now();
+        let answer = tokio::time::timeout(timeout, rpc.tip()).await;
+        let latency_ms = Some(started.elapsed().as_millis() as u64);
+        match answer {
+            Ok(Ok(head)) => EndpointStatus {
+                name: endpoint.name.clone(),
+                healthy: true,
+                head: Some(head),
+                latency_ms,
+                last_error: None,
+            },
+            Ok(Err(e)) => EndpointStatus {
+                name: endpoint.name.clone(),
+                healthy: false,
+                head: None,
+                latency_ms,
+                last_error: Some(e),
+            },
+            Err(_) => EndpointStatus {
+                name: endpoint.name.clone(),
+                healthy: false,
+                head: None,
+                latency_ms,
+                last_error: Some(format!("no answer within {timeout:?}")),
+            },
+        }
+    });
+    let endpoints: Vec<EndpointStatus> = futures::future::join_all(probes).await;
+    let head = endpoints.iter().filter_map(|e| e.head).max();
+    EndpointProbe { endpoints, head }
+}
