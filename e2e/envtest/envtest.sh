@@ -78,9 +78,15 @@ KUBECONFIG
 }
 
 stop() {
-  local dir="$1"
+  local dir="$1" pid
   for name in kube-apiserver etcd; do
-    if [ -f "$dir/$name.pid" ]; then kill "$(cat "$dir/$name.pid")" 2>/dev/null || true; rm -f "$dir/$name.pid"; fi
+    [ -f "$dir/$name.pid" ] || continue
+    pid="$(cat "$dir/$name.pid")"
+    kill "$pid" 2>/dev/null || true
+    # Graceful shutdown first; after 20 s, SIGKILL.
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$dir/$name.pid"
   done
 }
 

@@ -282,12 +282,44 @@ fn dotted_path(pointer: &str) -> String {
     out
 }
 
-/// The validator's message, with the unknown-field case phrased as kubectl does.
+/// The validator's finding in the API server's words (kube-openapi's
+/// messages), so `chronicle validate` and a cluster say the same thing.
 fn structural_message(error: &jsonschema::ValidationError<'_>) -> String {
-    if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
-        return format!("unknown field(s): {}", unexpected.join(", "));
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let path = dotted_path(error.instance_path().as_str());
+    let number = |v: &Value| match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => v.to_string(),
+    };
+    match error.kind() {
+        Kind::AdditionalProperties { unexpected } => {
+            let fields: Vec<String> = unexpected
+                .iter()
+                .map(|f| {
+                    if path.is_empty() {
+                        format!("unknown field \"{f}\"")
+                    } else {
+                        format!("unknown field \"{path}.{f}\"")
+                    }
+                })
+                .collect();
+            fields.join(", ")
+        }
+        Kind::Maximum { limit } => format!("{path} in body should be less than or equal to {}", number(limit)),
+        Kind::Minimum { limit } => format!("{path} in body should be greater than or equal to {}", number(limit)),
+        Kind::Pattern { pattern } => format!("{path} in body should match '{pattern}'"),
+        Kind::MaxLength { limit } => format!("{path} in body should be at most {limit} chars long"),
+        Kind::MinLength { limit } => format!("{path} in body should be at least {limit} chars long"),
+        Kind::MaxItems { limit } => format!("must have at most {limit} items"),
+        Kind::MinItems { limit } => format!("{path} in body should have at least {limit} items"),
+        Kind::Required { property } => format!("Required value: {} is required", property.as_str().unwrap_or_default()),
+        Kind::Enum { options } => {
+            let supported: Vec<String> =
+                options.as_array().into_iter().flatten().filter(|o| !o.is_null()).map(Value::to_string).collect();
+            format!("Unsupported value: {}: supported values: {}", error.instance(), supported.join(", "))
+        }
+        _ => error.to_string(),
     }
-    error.to_string()
 }
 
 #[cfg(test)]
