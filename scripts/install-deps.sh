@@ -25,6 +25,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The envtest API server (e2e/envtest) is built with Go >= 1.26 from the Go module proxy.
+if ! go version 2>/dev/null | grep -Eq 'go1\.(2[6-9]|[3-9][0-9])'; then
+  echo "install-deps: Go 1.26 or newer is needed to build the envtest API server (e2e/envtest); found: $(go version 2>&1)" >&2
+  exit 1
+fi
+
 sdk_root=$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null || true)
 if ! command -v cbtemulator >/dev/null 2>&1 && [ ! -x "${CBTEMULATOR:-${sdk_root:-/nonexistent}/platform/bigtable-emulator/cbtemulator}" ]; then
   echo "install-deps: the Bigtable emulator is missing: install google-cloud-cli-bigtable-emulator (or 'gcloud components install bigtable-emulator'), or set CBTEMULATOR" >&2

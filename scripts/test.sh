@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chronicle/target}"
 scripts/install-deps.sh
+# The e2e suite's API server: kube-apiserver + etcd from their Go modules, built once into a cache.
+e2e/envtest/envtest.sh build
 # Benchmarks first, as quick smoke runs (a real run is `cargo bench`); then
 # every unit, integration and CLI test.
 cargo test --locked --benches
