@@ -298,11 +298,22 @@ async fn parallel_shards_survive_a_node_restart() {
             command.spawn().unwrap()
         })
         .collect();
-    wait_for("both shards under way", || {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         let fetched = peer.requests("getBlock");
-        fetched.iter().any(|s| s.is_some_and(|s| s < 4_020)) && fetched.iter().any(|s| s.is_some_and(|s| s >= 4_020))
-    })
-    .await;
+        if fetched.iter().any(|s| s.is_some_and(|s| s < 4_020)) && fetched.iter().any(|s| s.is_some_and(|s| s >= 4_020))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            for worker in workers {
+                let output = worker.wait_with_output().await.unwrap();
+                eprintln!("worker: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+            }
+            panic!("timed out waiting for both shards under way; requests: {:?}", peer.requests("getBlock"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     peer.restart().await; // in-flight connections drop; the node comes back on the same address
     for worker in workers {
         let output = tokio::time::timeout(Duration::from_secs(120), worker.wait_with_output()).await.unwrap().unwrap();

@@ -13,6 +13,9 @@ mod embedded_migrations {
     refinery::embed_migrations!("migrations");
 }
 
+/// Advisory lock key held while migrating ("chronicl" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6368_726f_6e69_636c;
+
 pub struct PostgresCatalog {
     url: String,
     client: Mutex<Option<Client>>,
@@ -31,10 +34,15 @@ impl PostgresCatalog {
     pub async fn connect(url: &str) -> Result<Self, CatalogError> {
         let catalog = Self { url: url.to_string(), client: Mutex::new(None) };
         let mut client = catalog.open_client().await?;
-        embedded_migrations::migrations::runner()
-            .run_async(&mut client)
+        // Workers of one Indexed Job start together: one migrates, the others wait.
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
-            .map_err(|e| catalog.unavailable(format!("migrating the schema: {e}")))?;
+            .map_err(|e| catalog.unavailable(format!("locking the schema for migration: {e}")))?;
+        let migrated = embedded_migrations::migrations::runner().run_async(&mut client).await;
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+        migrated.map_err(|e| catalog.unavailable(format!("migrating the schema: {e}")))?;
+        unlocked.map_err(|e| catalog.unavailable(format!("unlocking the schema: {e}")))?;
         *catalog.client.lock().await = Some(client);
         Ok(catalog)
     }
