@@ -81,6 +81,7 @@ async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, cou
         catalog: catalog.into(),
         source: RpcSourceConfig {
             url: peer.url(),
+            auth: None,
             commitment: CommitmentConfig::finalized(),
             timeout: Duration::from_secs(30),
             requests_per_second: None,

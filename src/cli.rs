@@ -136,6 +136,10 @@ pub struct IngestArgs {
     /// JSON-RPC URL of the node.
     #[arg(long, env = "CHRONICLE_RPC_URL")]
     pub rpc: String,
+    /// Header that carries the node's token, taken from CHRONICLE_RPC_TOKEN (never a flag,
+    /// so it stays out of process listings); `Authorization` sends `Bearer <token>`.
+    #[arg(long)]
+    pub rpc_auth_header: Option<String>,
     /// WebSocket URL for slot notifications when following (else the tip is polled).
     #[arg(long, env = "CHRONICLE_WS_URL")]
     pub ws: Option<String>,
@@ -278,6 +282,14 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         catalog: args.catalog,
         source: crate::chain::solana::rpc::RpcSourceConfig {
             url: args.rpc,
+            auth: match args.rpc_auth_header {
+                Some(header) => {
+                    let token = std::env::var("CHRONICLE_RPC_TOKEN")
+                        .map_err(|_| anyhow::anyhow!("--rpc-auth-header needs the token in CHRONICLE_RPC_TOKEN"))?;
+                    Some((header, crate::chain::solana::rpc::Secret(token)))
+                }
+                None => None,
+            },
             commitment,
             timeout: Duration::from_secs(args.timeout),
             requests_per_second: args.rate_limit,

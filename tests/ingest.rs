@@ -366,3 +366,26 @@ async fn confirmed_blocks_the_cluster_skips_are_removed() {
     let catalog = catalog::open(&catalog_url).await.unwrap();
     assert_eq!(catalog.skipped("confirmed", 6_000, 6_005).await.unwrap(), vec![6_003]);
 }
+
+/// A paid endpoint: the token comes from the environment (a Secret in a pod),
+/// goes out in the configured header, and never into the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_token_is_sent_and_never_logged() {
+    let peer = RpcPeer::start(replayed(8_000, 3)).await;
+    peer.require_header("x-api-key", "t0ken-s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let (store_url, _) = embedded(dir.path());
+    let catalog_url = format!("embedded://{}", dir.path().join("catalog").display());
+    let mut command = worker(
+        &peer,
+        &store_url,
+        &catalog_url,
+        "paid",
+        &["--from", "8000", "--to", "8002", "--rpc-auth-header", "x-api-key"],
+    );
+    command.env("CHRONICLE_RPC_TOKEN", "t0ken-s3cret").env("RUST_LOG", "debug");
+    let (code, log) = run(command).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("t0ken-s3cret"), "the token reached the log");
+    assert_eq!(peer.requests("getBlock").len(), 3);
+}

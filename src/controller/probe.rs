@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use solana_commitment_config::CommitmentConfig;
 
-use crate::chain::solana::rpc::{RpcSource, RpcSourceConfig};
+use crate::chain::solana::rpc::{RpcSource, RpcSourceConfig, Secret};
 use crate::crd::chain_source::{ChainSource, EndpointStatus};
 
 /// The outcome of probing a ChainSource's endpoints.
@@ -18,9 +18,13 @@ pub struct EndpointProbe {
 }
 
 /// Asks every endpoint for its tip (`getSlot` at the source's commitment).
-/// Endpoints that need an auth Secret are reported as such: the controller
-/// resolves Secrets, the probe never sees their values.
-pub async fn probe_endpoints(source: &ChainSource, timeout: Duration) -> EndpointProbe {
+/// `tokens` holds the auth tokens the controller read from the endpoints'
+/// Secrets, by endpoint name; they are sent, never logged or reported.
+pub async fn probe_endpoints(
+    source: &ChainSource,
+    timeout: Duration,
+    tokens: &std::collections::HashMap<String, Secret>,
+) -> EndpointProbe {
     let commitment = match source.spec.commitment {
         crate::crd::chain_source::Commitment::Finalized => CommitmentConfig::finalized(),
         crate::crd::chain_source::Commitment::Confirmed => CommitmentConfig::confirmed(),
@@ -28,6 +32,10 @@ pub async fn probe_endpoints(source: &ChainSource, timeout: Duration) -> Endpoin
     let probes = source.spec.endpoints.iter().map(|endpoint| async move {
         let rpc = RpcSource::new(RpcSourceConfig {
             url: endpoint.url.clone(),
+            auth: endpoint
+                .auth
+                .as_ref()
+                .and_then(|a| tokens.get(&endpoint.name).map(|t| (a.header.clone(), t.clone()))),
             commitment,
             timeout,
             requests_per_second: None,

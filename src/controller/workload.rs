@@ -205,6 +205,10 @@ pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Re
     if let Some(limit) = &endpoint.rate_limit {
         args.extend(["--rate-limit".into(), limit.requests_per_second.to_string()]);
     }
+    if let Some(auth) = &endpoint.auth {
+        args.extend(["--rpc-auth-header".into(), auth.header.clone()]);
+        envs.push(secret_env("CHRONICLE_RPC_TOKEN", &auth.secret_ref));
+    }
     let range = spec.range.clone().unwrap_or_default();
     match spec.mode {
         IngestMode::Backfill => {
@@ -320,6 +324,9 @@ mod tests {
         assert!(args.contains("--from 302400000 --to 302831999 --shard-count 8"), "{args}");
         assert!(args.contains("--store bigtable://acme-data/solana-ledger?appProfile=chronicle-writer"), "{args}");
         assert!(args.contains("--rpc https://mainnet.rpcpool.example.com"), "{args}");
+        assert!(args.contains("--rpc-auth-header Authorization"), "{args}");
+        let token = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_RPC_TOKEN").unwrap();
+        assert_eq!(token.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "solana-rpc-token");
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(
             (security.read_only_root_filesystem, security.allow_privilege_escalation),

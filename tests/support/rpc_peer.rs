@@ -51,6 +51,8 @@ struct PeerState {
     slots: Mutex<Option<broadcast::Sender<u64>>>,
     /// Slots confirmed but never finalized: listed only to `confirmed` readers.
     orphans: Mutex<std::collections::HashSet<u64>>,
+    /// A header every request must carry (name, value), as paid endpoints require.
+    required_header: Mutex<Option<(String, String)>>,
 }
 
 pub struct RpcPeer {
@@ -136,6 +138,11 @@ impl RpcPeer {
         *self.state.delay.lock().unwrap() = delay;
     }
 
+    /// Answers 401 to requests without this header and value.
+    pub fn require_header(&self, name: &str, value: &str) {
+        *self.state.required_header.lock().unwrap() = Some((name.to_lowercase(), value.to_string()));
+    }
+
     /// Makes `slot` a confirmed block the cluster then skipped: served at
     /// `confirmed`, absent from `finalized` listings.
     pub fn orphan(&self, slot: u64) {
@@ -168,7 +175,17 @@ impl Drop for RpcPeer {
     }
 }
 
-async fn handle_http(State(state): State<Arc<PeerState>>, body: axum::body::Bytes) -> Response {
+async fn handle_http(
+    State(state): State<Arc<PeerState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let required = state.required_header.lock().unwrap().clone();
+    if let Some((name, value)) = required
+        && headers.get(&name).and_then(|v| v.to_str().ok()) != Some(value.as_str())
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return axum::Json(rpc_error(&Value::Null, -32700, "Parse error".into())).into_response();
     };

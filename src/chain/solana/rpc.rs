@@ -44,10 +44,22 @@ pub struct RpcSource {
     attempts: usize,
 }
 
+/// A credential: shown as `***` by `Debug`, so configs can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// How a source is reached and paced.
 #[derive(Clone, Debug)]
 pub struct RpcSourceConfig {
     pub url: String,
+    /// Header and token sent with every request (`Authorization` sends `Bearer <token>`).
+    pub auth: Option<(String, Secret)>,
     pub commitment: CommitmentConfig,
     pub timeout: Duration,
     /// Requests per second; `None` leaves pacing to the node's 429s.
@@ -60,12 +72,39 @@ impl RpcSource {
     pub fn new(config: RpcSourceConfig) -> Self {
         let limiter =
             config.requests_per_second.and_then(NonZeroU32::new).map(|rps| RateLimiter::direct(Quota::per_second(rps)));
-        Self {
-            client: RpcClient::new_with_timeout_and_commitment(config.url, config.timeout, config.commitment),
-            limiter,
-            commitment: config.commitment,
-            attempts: config.attempts.max(1),
-        }
+        let client = match &config.auth {
+            None => RpcClient::new_with_timeout_and_commitment(config.url, config.timeout, config.commitment),
+            Some((header, token)) => {
+                let value = if header.eq_ignore_ascii_case("authorization") {
+                    format!("Bearer {}", token.0)
+                } else {
+                    token.0.clone()
+                };
+                let mut headers = reqwest::header::HeaderMap::new();
+                match (
+                    reqwest::header::HeaderName::try_from(header.as_str()),
+                    reqwest::header::HeaderValue::try_from(value),
+                ) {
+                    (Ok(name), Ok(mut value)) => {
+                        value.set_sensitive(true);
+                        headers.insert(name, value);
+                    }
+                    _ => {
+                        tracing::error!(header = %header, "the auth header or token is not a valid HTTP header; sending none")
+                    }
+                }
+                let http = reqwest::Client::builder()
+                    .default_headers(headers)
+                    .timeout(config.timeout)
+                    .build()
+                    .expect("an HTTP client");
+                RpcClient::new_sender(
+                    solana_rpc_client::http_sender::HttpSender::new_with_client(config.url, http),
+                    solana_rpc_client::rpc_client::RpcClientConfig::with_commitment(config.commitment),
+                )
+            }
+        };
+        Self { client, limiter, commitment: config.commitment, attempts: config.attempts.max(1) }
     }
 
     fn backoff(&self) -> ExponentialBuilder {
