@@ -368,7 +368,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_batch: args.max_batch,
         request_timeout: args.request_timeout,
     };
-    let store = crate::store::open(&args.store).await?;
+    let store = crate::store::open_existing(&args.store).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     crate::serve::run(store, config, shutdown).await?;

@@ -165,11 +165,19 @@ impl StoreUrl {
     }
 }
 
-/// Opens the store a URL names, creating tables if needed. Bigtable reads the
-/// emulator address from `BIGTABLE_EMULATOR_HOST` and credentials from
-/// `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key file) or the
-/// environment's default credentials.
+/// Opens the store a URL names for writing, creating tables if needed.
+/// Bigtable reads the emulator address from `BIGTABLE_EMULATOR_HOST` and
+/// credentials from `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key
+/// file) or the environment's default credentials.
 pub async fn open(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
+    let store = open_existing(url).await?;
+    store.cells().ensure_tables().await?;
+    Ok(store)
+}
+
+/// Opens the store a URL names for reading: no admin calls, so read-only
+/// credentials (`bigtable.data.readonly`) suffice, as for an agave RPC node.
+pub async fn open_existing(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
     let cells: Arc<dyn CellStore> = match StoreUrl::parse(url)? {
         StoreUrl::Embedded { path } => Arc::new(EmbeddedCells::open(&path)?),
         StoreUrl::Bigtable { project, instance, app_profile } => Arc::new(
@@ -184,7 +192,6 @@ pub async fn open(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
             .await?,
         ),
     };
-    cells.ensure_tables().await?;
     Ok(Arc::new(LedgerStore::new(cells)))
 }
 

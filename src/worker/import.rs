@@ -52,7 +52,7 @@ pub async fn get_block(
     show_rewards: bool,
     max_supported_transaction_version: Option<u8>,
 ) -> anyhow::Result<ExitCode> {
-    let store = store::open(store_url).await?;
+    let store = store::open_existing(store_url).await?;
     let Some(block) = store.block(slot).await? else {
         anyhow::bail!("slot {slot}: no block in {}", store.describe());
     };
