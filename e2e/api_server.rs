@@ -90,8 +90,8 @@ async fn create(api: &ApiServer, mut object: Value) -> (u16, Value) {
     post(api, &path, &object).await
 }
 
-#[tokio::test]
-async fn the_api_server_accepts_the_crds_and_judges_examples_as_we_do() {
+/// Starts the API server, installs the CRDs, creates namespace `e2e`.
+async fn api_with_crds() -> ApiServer {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let api = ApiServer::start();
     for file in files("crds") {
@@ -112,6 +112,12 @@ async fn the_api_server_accepts_the_crds_and_judges_examples_as_we_do() {
         assert!(Instant::now() < deadline, "the CRDs never became established");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    api
+}
+
+#[tokio::test]
+async fn the_api_server_accepts_the_crds_and_judges_examples_as_we_do() {
+    let api = api_with_crds().await;
 
     let mut accepted = 0;
     let examples = files("examples").into_iter().chain(files("examples/scenarios"));
@@ -134,4 +140,77 @@ async fn the_api_server_accepts_the_crds_and_judges_examples_as_we_do() {
         assert!(status == 422 || status == 400, "{}: accepted ({status})", file.display());
         assert!(message.contains(expected), "{}: expected {expected:?}, the server said {message:?}", file.display());
     }
+}
+
+/// The IngestJob controller against the real API server: a backfill becomes
+/// an Indexed Job owned by the IngestJob; status says so with
+/// `observedGeneration`; when the Job completes (the test plays the Job
+/// controller: none runs in envtest) the IngestJob succeeds.
+#[tokio::test]
+async fn the_controller_runs_a_backfill_as_an_indexed_job() {
+    use chronicle::controller::ingest_job::{Context, run};
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{Patch, PatchParams};
+    use kube::{Api, Client};
+
+    let api = api_with_crds().await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(api.dir.path().join("kubeconfig")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let client = Client::try_from(config).unwrap();
+    for file in ["examples/chainsource-solana-mainnet.yaml", "examples/ingestjob-backfill.yaml"] {
+        let object = yaml_documents(&Path::new(ROOT).join(file)).remove(0);
+        let (status, answer) = create(&api, object).await;
+        assert_eq!(status, 201, "{file}: {answer}");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = std::sync::Arc::new(Context { client: client.clone(), image: "chronicle:e2e".into() });
+    let token = stop.clone();
+    let controller = tokio::spawn(run(ctx, async move { token.cancelled().await }));
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "e2e");
+    let ingest: Api<chronicle::crd::IngestJob> = Api::namespaced(client.clone(), "e2e");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        if let Some(job) = jobs.get_opt("mainnet-epoch-700-ingest").await.unwrap() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "no Job was created");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("IngestJob", "mainnet-epoch-700", Some(true))
+    );
+    assert_eq!(job.spec.as_ref().unwrap().completions, Some(8));
+    let status = loop {
+        let current = ingest.get("mainnet-epoch-700").await.unwrap();
+        if let Some(status) = current.status.filter(|s| s.common.observed_generation == current.metadata.generation) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no status was written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.workload.as_deref(), Some("mainnet-epoch-700-ingest"));
+    let progressing = status.common.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
+    assert_eq!(progressing.status, "True");
+
+    // The Job completes, as the Job controller would report it.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let complete = json!({"status": {"succeeded": 8, "startTime": now, "completionTime": now, "conditions": [
+        {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+        {"type": "Complete", "status": "True", "lastTransitionTime": now}]}});
+    jobs.patch_status("mainnet-epoch-700-ingest", &PatchParams::default(), &Patch::Merge(&complete)).await.unwrap();
+    loop {
+        let status = ingest.get("mainnet-epoch-700").await.unwrap().status.unwrap_or_default();
+        if status.phase == Some(chronicle::crd::ingest_job::IngestPhase::Succeeded) {
+            let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+            assert_eq!(ready.status, "True");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the IngestJob never saw its Job complete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    controller.await.unwrap();
 }

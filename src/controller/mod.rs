@@ -1,5 +1,6 @@
 //! The controller: reconciles the custom resources into workloads and status.
 //! Built up issue by issue; today it holds the children builders.
 
+pub mod ingest_job;
 pub mod probe;
 pub mod workload;
