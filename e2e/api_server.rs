@@ -214,3 +214,59 @@ async fn the_controller_runs_a_backfill_as_an_indexed_job() {
     stop.cancel();
     controller.await.unwrap();
 }
+
+/// The CacheTier and ChainSource controllers on the real API server: a tier
+/// becomes an owned serve Deployment and Service; a source whose Secrets are
+/// missing says so (without values), then reports its endpoints.
+#[tokio::test]
+async fn the_controller_serves_cache_tiers_and_checks_sources() {
+    use chronicle::controller::ingest_job::Context;
+    use chronicle::controller::{cache_tier, chain_source};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::{Api, Client};
+
+    let api = api_with_crds().await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(api.dir.path().join("kubeconfig")).unwrap();
+    let client =
+        Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap()).unwrap();
+    for file in ["examples/chainsource-solana-mainnet.yaml", "examples/cachetier.yaml"] {
+        let (status, answer) = create(&api, yaml_documents(&Path::new(ROOT).join(file)).remove(0)).await;
+        assert_eq!(status, 201, "{file}: {answer}");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = std::sync::Arc::new(Context { client: client.clone(), image: "chronicle:e2e".into() });
+    let (a, b) = (stop.clone(), stop.clone());
+    let tiers = tokio::spawn(cache_tier::run(ctx.clone(), async move { a.cancelled().await }));
+    let sources = tokio::spawn(chain_source::run(ctx, async move { b.cancelled().await }));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "e2e");
+    let deployment = loop {
+        if let Some(d) = deployments.get_opt("mainnet-rpc-rpc").await.unwrap() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no serve Deployment");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(deployment.metadata.owner_references.as_ref().unwrap()[0].kind, "CacheTier");
+    assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(3));
+    let service = Api::<Service>::namespaced(client.clone(), "e2e").get("mainnet-rpc-rpc").await.unwrap();
+    assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8899);
+
+    let sources_api: Api<chronicle::crd::ChainSource> = Api::namespaced(client.clone(), "e2e");
+    let status = loop {
+        if let Some(status) = sources_api.get("solana-mainnet").await.unwrap().status {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no ChainSource status");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SecretMissing"));
+    assert!(ready.message.contains("catalog: chronicle-catalog/url"), "{}", ready.message);
+    assert_eq!(status.endpoints.len(), 2);
+    stop.cancel();
+    tiers.await.unwrap();
+    sources.await.unwrap();
+}

@@ -9,19 +9,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::status::{FIELD_MANAGER, condition};
 use super::workload::{IngestWorkload, ingest_workload};
 use crate::crd::ingest_job::{IngestJob, IngestPhase};
 use crate::crd::{ChainSource, common::GROUP};
-
-/// The one field manager every object Chronicle writes is applied under.
-pub const FIELD_MANAGER: &str = "chronicle-controller";
 
 pub struct Context {
     pub client: Client,
@@ -33,27 +30,6 @@ pub struct Context {
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Api(#[from] kube::Error),
-}
-
-fn condition(
-    kind: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    previous: &[Condition],
-) -> Condition {
-    let status = if status { "True" } else { "False" };
-    // The transition time moves only when the status does.
-    let last = previous.iter().find(|c| c.type_ == kind && c.status == status).map(|c| c.last_transition_time.clone());
-    Condition {
-        type_: kind.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: last.unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now())),
-    }
 }
 
 /// Phase of a backfill from its Job's status.

@@ -1,0 +1,98 @@
+//! The `CacheTier` reconciler: read the tier and its `ChainSource` → build the
+//! `chronicle serve` Deployment and Service → server-side apply → status
+//! (endpoint, ready replicas, conditions).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::ingest_job::{Context, Error};
+use super::status::{FIELD_MANAGER, condition};
+use super::workload::cache_tier_workload;
+use crate::crd::{CacheTier, ChainSource, common::GROUP};
+
+async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = tier.namespace().unwrap_or_default();
+    let name = tier.name_any();
+    let generation = tier.metadata.generation;
+    let previous = tier.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let sources: Api<ChainSource> = Api::namespaced(ctx.client.clone(), &namespace);
+    let built = match sources.get_opt(&tier.spec.source_ref.name).await? {
+        None => Err(("SourceNotFound", format!("ChainSource {} does not exist", tier.spec.source_ref.name))),
+        Some(source) => cache_tier_workload(&tier, &source, &ctx.image).map_err(|e| ("InvalidSpec", e.to_string())),
+    };
+    let (ready_replicas, endpoint, conditions) = match built {
+        Err((reason, message)) => (
+            0,
+            None,
+            vec![
+                condition("Ready", false, reason, &message, generation, &previous),
+                condition("Degraded", true, reason, &message, generation, &previous),
+            ],
+        ),
+        Ok((deployment, service)) => {
+            let child = deployment.metadata.name.clone().unwrap_or_default();
+            let applied = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
+                .patch(&child, &params, &Patch::Apply(&deployment))
+                .await?;
+            Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+                .patch(&child, &params, &Patch::Apply(&service))
+                .await?;
+            let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+            let wanted = tier.spec.server.replicas;
+            let message = format!("{ready}/{wanted} serve replicas ready");
+            let endpoint = format!("http://{child}.{namespace}.svc:{}", tier.spec.server.port);
+            (
+                ready,
+                Some(endpoint),
+                vec![
+                    condition(
+                        "Ready",
+                        ready > 0,
+                        if ready > 0 { "Serving" } else { "Starting" },
+                        &message,
+                        generation,
+                        &previous,
+                    ),
+                    condition("Progressing", ready < wanted, "ReplicasStarting", &message, generation, &previous),
+                    condition("Degraded", false, "AsExpected", &message, generation, &previous),
+                ],
+            )
+        }
+    };
+    let status = json!({
+        "apiVersion": format!("{GROUP}/v1alpha1"),
+        "kind": "CacheTier",
+        "status": {"observedGeneration": generation, "conditions": conditions, "readyReplicas": ready_replicas, "endpoint": endpoint}
+    });
+    Api::<CacheTier>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(&name, &params, &Patch::Apply(&status))
+        .await?;
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+fn error_policy(tier: Arc<CacheTier>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(tier = %tier.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the CacheTier controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=chronicle-controller");
+    Controller::new(Api::<CacheTier>::all(ctx.client.clone()), watcher::Config::default())
+        .owns(Api::<Deployment>::all(ctx.client.clone()), children.clone())
+        .owns(Api::<Service>::all(ctx.client.clone()), children)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}

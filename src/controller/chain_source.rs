@@ -1,0 +1,111 @@
+//! The `ChainSource` reconciler: check that the Secrets it names exist, probe
+//! its endpoints (head slot, latency) with a timeout, and report
+//! `Ready`/`Degraded` with the reason — never a Secret's value.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::ingest_job::{Context, Error};
+use super::probe::probe_endpoints;
+use super::status::{FIELD_MANAGER, condition};
+use crate::chain::solana::rpc::Secret as Token;
+use crate::crd::{ChainSource, common::GROUP};
+
+/// Every Secret key the source refers to, by purpose.
+fn secret_refs(source: &ChainSource) -> Vec<(&'static str, &crate::crd::common::SecretKeyRef)> {
+    let spec = &source.spec;
+    let mut refs = vec![("catalog", &spec.catalog.connection_secret_ref)];
+    refs.extend(spec.endpoints.iter().filter_map(|e| e.auth.as_ref().map(|a| ("endpoint auth", &a.secret_ref))));
+    refs.extend(
+        spec.store
+            .bigtable
+            .as_ref()
+            .and_then(|b| b.credentials_secret_ref.as_ref())
+            .map(|r| ("bigtable credentials", r)),
+    );
+    refs.extend(
+        spec.big_query.as_ref().and_then(|b| b.credentials_secret_ref.as_ref()).map(|r| ("bigQuery credentials", r)),
+    );
+    refs.extend(spec.lake.as_ref().and_then(|l| l.credentials_secret_ref.as_ref()).map(|r| ("lake credentials", r)));
+    refs.extend(spec.metrics.as_ref().map(|m| ("influxdb token", &m.influxdb.token_secret_ref)));
+    refs
+}
+
+async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = source.namespace().unwrap_or_default();
+    let generation = source.metadata.generation;
+    let previous = source.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut missing = Vec::new();
+    for (purpose, reference) in secret_refs(&source) {
+        let present = secrets.get_opt(&reference.name).await?.is_some_and(|s| {
+            s.data.as_ref().is_some_and(|d| d.contains_key(&reference.key))
+                || s.string_data.as_ref().is_some_and(|d| d.contains_key(&reference.key))
+        });
+        if !present {
+            missing.push(format!("{purpose}: {}/{}", reference.name, reference.key));
+        }
+    }
+    // Endpoint tokens are read to probe with them, and go no further.
+    let mut tokens = HashMap::new();
+    for endpoint in &source.spec.endpoints {
+        if let Some(auth) = &endpoint.auth
+            && let Some(secret) = secrets.get_opt(&auth.secret_ref.name).await?
+            && let Some(value) = secret.data.as_ref().and_then(|d| d.get(&auth.secret_ref.key))
+        {
+            tokens.insert(endpoint.name.clone(), Token(String::from_utf8_lossy(&value.0).trim().to_string()));
+        }
+    }
+    let probe = probe_endpoints(&source, Duration::from_secs(5), &tokens).await;
+    let healthy = probe.endpoints.iter().filter(|e| e.healthy).count();
+    let (ready, reason, message) = if !missing.is_empty() {
+        (false, "SecretMissing", format!("missing Secret keys: {}", missing.join(", ")))
+    } else if healthy == 0 {
+        (false, "EndpointsUnreachable", format!("none of {} endpoints answered", probe.endpoints.len()))
+    } else {
+        (true, "EndpointsHealthy", format!("{healthy}/{} endpoints healthy", probe.endpoints.len()))
+    };
+    let conditions = vec![
+        condition("Ready", ready, reason, &message, generation, &previous),
+        condition("Degraded", !ready, reason, &message, generation, &previous),
+    ];
+    let status = json!({
+        "apiVersion": format!("{GROUP}/v1alpha1"),
+        "kind": "ChainSource",
+        "status": {
+            "observedGeneration": generation,
+            "conditions": conditions,
+            "chainHead": probe.head,
+            "lastProbeTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+            "endpoints": probe.endpoints,
+        }
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<ChainSource>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(&source.name_any(), &params, &Patch::Apply(&status))
+        .await?;
+    Ok(Action::requeue(Duration::from_secs(if ready { 60 } else { 20 })))
+}
+
+fn error_policy(source: Arc<ChainSource>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(source = %source.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the ChainSource controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    Controller::new(Api::<ChainSource>::all(ctx.client.clone()), watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
