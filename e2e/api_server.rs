@@ -270,3 +270,85 @@ async fn the_controller_serves_cache_tiers_and_checks_sources() {
     tiers.await.unwrap();
     sources.await.unwrap();
 }
+
+/// Two `chronicle controller` processes: only the Lease holder leads; when it
+/// is killed the other takes over within the lease time and reconciles.
+#[tokio::test]
+async fn one_leader_and_a_takeover_within_the_lease_time() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::{Api, Client};
+
+    let api = api_with_crds().await;
+    let kubeconfig_path = api.dir.path().join("kubeconfig");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path).unwrap();
+    let client =
+        Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap()).unwrap();
+    let ports: Vec<u16> =
+        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let mut replicas: Vec<std::process::Child> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Command::new(env!("CARGO_BIN_EXE_chronicle"))
+                .args(["controller", "--image", "chronicle:e2e", "--lease-namespace", "e2e", "--lease-seconds", "3"])
+                .args(["--identity", &format!("replica-{i}"), "--health-listen", &format!("127.0.0.1:{port}")])
+                .env("KUBECONFIG", &kubeconfig_path)
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let leaders = || async {
+        let mut out = Vec::new();
+        for port in &ports {
+            let answer = client_get(&format!("http://127.0.0.1:{port}/leader")).await;
+            out.push(answer.as_deref() == Some("true"));
+        }
+        out
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let now = leaders().await;
+        assert!(now.iter().filter(|l| **l).count() <= 1, "two leaders at once: {now:?}");
+        if let Some(i) = now.iter().position(|l| *l) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "nobody became the leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Some time as leader and standby: still exactly one.
+    for _ in 0..10 {
+        assert_eq!(leaders().await.iter().filter(|l| **l).count(), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    replicas[first].kill().unwrap(); // SIGKILL: no release
+    replicas[first].wait().unwrap();
+    let killed = Instant::now();
+    let other = 1 - first;
+    loop {
+        if leaders().await[other] {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "no takeover within the lease time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(killed.elapsed() < Duration::from_secs(3 + 3), "takeover took {:?}", killed.elapsed());
+    // The new leader reconciles.
+    for file in ["examples/chainsource-solana-mainnet.yaml", "examples/cachetier.yaml"] {
+        let (status, answer) = create(&api, yaml_documents(&Path::new(ROOT).join(file)).remove(0)).await;
+        assert_eq!(status, 201, "{file}: {answer}");
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client, "e2e");
+    while deployments.get_opt("mainnet-rpc-rpc").await.unwrap().is_none() {
+        assert!(killed.elapsed() < Duration::from_secs(40), "the new leader does not reconcile");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for replica in &mut replicas {
+        let _ = replica.kill();
+        let _ = replica.wait();
+    }
+}
+
+async fn client_get(url: &str) -> Option<String> {
+    reqwest::get(url).await.ok()?.text().await.ok()
+}

@@ -65,6 +65,8 @@ pub enum Command {
         #[arg(long)]
         max_supported_transaction_version: Option<u8>,
     },
+    /// Reconcile the chronicle.dev resources (one active replica, elected on a Lease).
+    Controller(ControllerArgs),
     /// Serve the Solana JSON-RPC history methods from a block store, with an optional Redis cache.
     Serve(ServeArgs),
     /// Run a worker mode (what the controller starts in pods; also works by hand).
@@ -77,6 +79,27 @@ pub enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// Image the workers and serve replicas run (the controller's own).
+    #[arg(long, env = "CHRONICLE_IMAGE")]
+    pub image: String,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    #[arg(long, default_value = "chronicle-controller")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (its pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: String,
+    /// Seconds a lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// Address of /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub health_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -217,6 +240,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate { paths } => validate(&paths),
         Command::Worker(WorkerCommand::Ingest(args)) => block_on(ingest(args)),
         Command::Serve(args) => block_on(serve(args)),
+        Command::Controller(args) => block_on(controller(args)),
         Command::Import { store, slot, files } => block_on(import::run(&store, slot, &files)),
         Command::GetBlock {
             store,
@@ -328,6 +352,24 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(3));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let config = crate::controller::ControllerConfig {
+        image: args.image,
+        lease: crate::controller::leader::LeaseConfig {
+            namespace: args.lease_namespace,
+            name: args.lease_name,
+            identity: args.identity,
+            duration: std::time::Duration::from_secs(args.lease_seconds),
+            renew: std::time::Duration::from_secs((args.lease_seconds / 3).max(1)),
+        },
+        health: args.health_listen,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    crate::controller::run(config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
