@@ -80,11 +80,6 @@ async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Er
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
-fn error_policy(tier: Arc<CacheTier>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(tier = %tier.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
-}
-
 /// Runs the CacheTier controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=chronicle-controller");
@@ -92,7 +87,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .owns(Api::<Deployment>::all(ctx.client.clone()), children.clone())
         .owns(Api::<Service>::all(ctx.client.clone()), children)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::status::error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }

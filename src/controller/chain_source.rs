@@ -96,16 +96,11 @@ async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Result<Action
     Ok(Action::requeue(Duration::from_secs(if ready { 60 } else { 20 })))
 }
 
-fn error_policy(source: Arc<ChainSource>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(source = %source.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
-}
-
 /// Runs the ChainSource controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     Controller::new(Api::<ChainSource>::all(ctx.client.clone()), watcher::Config::default())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::status::error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }

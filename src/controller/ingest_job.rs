@@ -159,11 +159,6 @@ async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<Action, Err
     Ok(Action::requeue(requeue))
 }
 
-fn error_policy(job: Arc<IngestJob>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(job = %job.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
-}
-
 /// Runs the IngestJob controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let jobs: Api<IngestJob> = Api::all(ctx.client.clone());
@@ -174,7 +169,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .owns(owned_jobs, children.clone())
         .owns(owned_deployments, children)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::status::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile error");

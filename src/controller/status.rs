@@ -27,3 +27,14 @@ pub fn condition(
         last_transition_time: last.unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now())),
     }
 }
+
+/// Retry after a failed reconcile: a fixed 5 s for now (per-object
+/// exponential backoff is still to come with the rest of the controller issue).
+pub fn error_policy<K: kube::ResourceExt>(
+    object: std::sync::Arc<K>,
+    error: &super::ingest_job::Error,
+    _ctx: std::sync::Arc<super::ingest_job::Context>,
+) -> kube::runtime::controller::Action {
+    tracing::warn!(object = %object.name_any(), %error, "reconcile failed; retrying");
+    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5))
+}
