@@ -15,9 +15,9 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::ingest_job::{Context, Error};
-use super::status::{FIELD_MANAGER, condition};
+use super::status::{FIELD_MANAGER, apply_status, condition};
 use super::workload::cache_tier_workload;
-use crate::crd::{CacheTier, ChainSource, common::GROUP};
+use crate::crd::{CacheTier, ChainSource};
 
 async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = tier.namespace().unwrap_or_default();
@@ -69,14 +69,8 @@ async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Er
             )
         }
     };
-    let status = json!({
-        "apiVersion": format!("{GROUP}/v1alpha1"),
-        "kind": "CacheTier",
-        "status": {"observedGeneration": generation, "conditions": conditions, "readyReplicas": ready_replicas, "endpoint": endpoint}
-    });
-    Api::<CacheTier>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&name, &params, &Patch::Apply(&status))
-        .await?;
+    let status = json!({"observedGeneration": generation, "conditions": conditions, "readyReplicas": ready_replicas, "endpoint": endpoint});
+    apply_status(&Api::<CacheTier>::namespaced(ctx.client.clone(), &namespace), &name, status).await?;
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -16,9 +15,9 @@ use serde_json::json;
 
 use super::ingest_job::{Context, Error};
 use super::probe::probe_endpoints;
-use super::status::{FIELD_MANAGER, condition};
+use super::status::{apply_status, condition};
 use crate::chain::solana::rpc::Secret as Token;
-use crate::crd::{ChainSource, common::GROUP};
+use crate::crd::ChainSource;
 
 /// Every Secret key the source refers to, by purpose.
 fn secret_refs(source: &ChainSource) -> Vec<(&'static str, &crate::crd::common::SecretKeyRef)> {
@@ -79,20 +78,13 @@ async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Result<Action
         condition("Degraded", !ready, reason, &message, generation, &previous),
     ];
     let status = json!({
-        "apiVersion": format!("{GROUP}/v1alpha1"),
-        "kind": "ChainSource",
-        "status": {
-            "observedGeneration": generation,
-            "conditions": conditions,
-            "chainHead": probe.head,
-            "lastProbeTime": k8s_openapi::jiff::Timestamp::now().to_string(),
-            "endpoints": probe.endpoints,
-        }
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "chainHead": probe.head,
+        "lastProbeTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+        "endpoints": probe.endpoints,
     });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<ChainSource>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&source.name_any(), &params, &Patch::Apply(&status))
-        .await?;
+    apply_status(&Api::<ChainSource>::namespaced(ctx.client.clone(), &namespace), &source.name_any(), status).await?;
     Ok(Action::requeue(Duration::from_secs(if ready { 60 } else { 20 })))
 }
 

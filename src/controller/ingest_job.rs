@@ -15,10 +15,10 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::status::{FIELD_MANAGER, condition};
+use super::status::{FIELD_MANAGER, apply_status, condition};
 use super::workload::{IngestWorkload, ingest_workload};
+use crate::crd::ChainSource;
 use crate::crd::ingest_job::{IngestJob, IngestPhase};
-use crate::crd::{ChainSource, common::GROUP};
 
 pub struct Context {
     pub client: Client,
@@ -146,16 +146,12 @@ async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<Action, Err
 
     // Status, applied to the status subresource under the same field manager.
     let status = json!({
-        "apiVersion": format!("{GROUP}/v1alpha1"),
-        "kind": "IngestJob",
-        "status": {
-            "observedGeneration": generation,
-            "conditions": conditions,
-            "phase": phase,
-            "workload": workload,
-        }
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "phase": phase,
+        "workload": workload,
     });
-    jobs.patch_status(&name, &params, &Patch::Apply(&status)).await?;
+    apply_status(&jobs, &name, status).await?;
     Ok(Action::requeue(requeue))
 }
 

@@ -38,3 +38,14 @@ pub fn error_policy<K: kube::ResourceExt>(
     tracing::warn!(object = %object.name_any(), %error, "reconcile failed; retrying");
     kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5))
 }
+
+/// Applies `status` to an object's status subresource under [`FIELD_MANAGER`].
+pub async fn apply_status<K>(api: &kube::Api<K>, name: &str, status: serde_json::Value) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &kube::api::Patch::Apply(&body)).await?;
+    Ok(())
+}
