@@ -163,7 +163,7 @@ async fn the_controller_runs_a_backfill_as_an_indexed_job() {
         assert_eq!(status, 201, "{file}: {answer}");
     }
     let stop = tokio_util::sync::CancellationToken::new();
-    let ctx = std::sync::Arc::new(Context { client: client.clone(), image: "chronicle:e2e".into() });
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e"));
     let token = stop.clone();
     let controller = tokio::spawn(run(ctx, async move { token.cancelled().await }));
 
@@ -235,7 +235,7 @@ async fn the_controller_serves_cache_tiers_and_checks_sources() {
         assert_eq!(status, 201, "{file}: {answer}");
     }
     let stop = tokio_util::sync::CancellationToken::new();
-    let ctx = std::sync::Arc::new(Context { client: client.clone(), image: "chronicle:e2e".into() });
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e"));
     let (a, b) = (stop.clone(), stop.clone());
     let tiers = tokio::spawn(cache_tier::run(ctx.clone(), async move { a.cancelled().await }));
     let sources = tokio::spawn(chain_source::run(ctx, async move { b.cancelled().await }));

@@ -71,6 +71,7 @@ async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Er
     };
     let status = json!({"observedGeneration": generation, "conditions": conditions, "readyReplicas": ready_replicas, "endpoint": endpoint});
     apply_status(&Api::<CacheTier>::namespaced(ctx.client.clone(), &namespace), &name, status).await?;
+    super::status::reconciled(tier.as_ref(), &ctx);
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 

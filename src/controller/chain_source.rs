@@ -85,6 +85,7 @@ async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Result<Action
         "endpoints": probe.endpoints,
     });
     apply_status(&Api::<ChainSource>::namespaced(ctx.client.clone(), &namespace), &source.name_any(), status).await?;
+    super::status::reconciled(source.as_ref(), &ctx);
     Ok(Action::requeue(Duration::from_secs(if ready { 60 } else { 20 })))
 }
 

@@ -24,6 +24,14 @@ pub struct Context {
     pub client: Client,
     /// The image the workers run (the controller's own).
     pub image: String,
+    /// Consecutive failures per object, for the retry backoff.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, image: impl Into<String>) -> Self {
+        Self { client, image: image.into(), failures: Default::default() }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +160,7 @@ async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<Action, Err
         "workload": workload,
     });
     apply_status(&jobs, &name, status).await?;
+    super::status::reconciled(job.as_ref(), &ctx);
     Ok(Action::requeue(requeue))
 }
 

@@ -58,7 +58,7 @@ pub async fn run(config: ControllerConfig, shutdown: CancellationToken) -> anyho
     }
     leading.store(true, Ordering::Relaxed);
     let controllers = CancellationToken::new();
-    let ctx = Arc::new(Context { client, image: config.image.clone() });
+    let ctx = Arc::new(Context::new(client, config.image.clone()));
     let stopper = |token: &CancellationToken| {
         let token = token.clone();
         async move { token.cancelled().await }

@@ -28,15 +28,53 @@ pub fn condition(
     }
 }
 
-/// Retry after a failed reconcile: a fixed 5 s for now (per-object
-/// exponential backoff is still to come with the rest of the controller issue).
-pub fn error_policy<K: kube::ResourceExt>(
+/// The delay before the `failures`-th retry of one object: 5 s doubling to 5 min.
+pub fn backoff_delay(failures: u32) -> std::time::Duration {
+    let seconds = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
+    std::time::Duration::from_secs(seconds.min(300))
+}
+
+fn object_key<K: kube::ResourceExt + kube::Resource<DynamicType = ()>>(object: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Retry after a failed reconcile, backing off per object: a broken object
+/// is retried less and less often; the others are not slowed down.
+pub fn error_policy<K: kube::ResourceExt + kube::Resource<DynamicType = ()>>(
     object: std::sync::Arc<K>,
     error: &super::ingest_job::Error,
-    _ctx: std::sync::Arc<super::ingest_job::Context>,
+    ctx: std::sync::Arc<super::ingest_job::Context>,
 ) -> kube::runtime::controller::Action {
-    tracing::warn!(object = %object.name_any(), %error, "reconcile failed; retrying");
-    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5))
+    let failures = {
+        let mut failures = ctx.failures.lock().expect("failure counts");
+        let count = failures.entry(object_key(object.as_ref())).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let delay = backoff_delay(failures);
+    tracing::warn!(object = %object.name_any(), %error, failures, retry_in = ?delay, "reconcile failed");
+    kube::runtime::controller::Action::requeue(delay)
+}
+
+/// Forgets an object's failures after a reconcile that worked.
+pub fn reconciled<K: kube::ResourceExt + kube::Resource<DynamicType = ()>>(
+    object: &K,
+    ctx: &super::ingest_job::Context,
+) {
+    ctx.failures.lock().expect("failure counts").remove(&object_key(object));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn retries_back_off_per_failure_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=8).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(300));
+    }
 }
 
 /// Applies `status` to an object's status subresource under [`FIELD_MANAGER`].
