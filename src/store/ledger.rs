@@ -165,7 +165,7 @@ impl LedgerStore {
     }
 
     async fn first_signature_position(&self, signature: &Signature) -> Result<(Slot, u32), StoreError> {
-        let info = self.tx_infos(std::slice::from_ref(signature)).await?.remove(&signature.to_string());
+        let info = self.signature_status(signature).await?;
         info.map(|i| (i.slot, i.index)).ok_or(StoreError::SignatureNotFound(*signature))
     }
 }

@@ -229,23 +229,8 @@ impl Ingest {
             return Ok(());
         }
         tracing::info!(count = gaps.len(), "retrying gaps from earlier runs");
-        let results = self.fetch_and_write(gaps.iter().map(|g| g.slot).collect()).await;
         let mut outcome = BatchOutcome::default();
-        for result in results {
-            match result {
-                SlotResult::Written { slot, bytes, .. } => {
-                    outcome.written.push(slot);
-                    outcome.repaired.push(slot);
-                    outcome.bytes += bytes;
-                }
-                SlotResult::Skipped(slot) => {
-                    outcome.skipped.push(slot);
-                    outcome.repaired.push(slot);
-                }
-                SlotResult::Gap(slot, reason) => outcome.gaps.push((slot, reason)),
-            }
-        }
-        self.store.sync().await?;
+        self.write_slots(gaps.iter().map(|g| g.slot).collect(), &mut outcome, true).await?;
         self.summary.repaired += outcome.repaired.len() as u64;
         let shard = self.summary.range.map_or(0, |r| r.shard);
         self.commit(shard, outcome).await
@@ -282,30 +267,7 @@ impl Ingest {
             skipped: (start..=end).filter(|s| !produced_set.contains(s)).collect(),
             ..BatchOutcome::default()
         };
-        let mut touched = BTreeSet::new();
-        for result in self.fetch_and_write(produced_set.into_iter().collect()).await {
-            match result {
-                SlotResult::Written { slot, bytes, addresses } => {
-                    outcome.written.push(slot);
-                    outcome.bytes += bytes;
-                    touched.extend(addresses);
-                }
-                SlotResult::Skipped(slot) => outcome.skipped.push(slot),
-                SlotResult::Gap(slot, reason) => {
-                    tracing::warn!(slot, %reason, "gap");
-                    outcome.gaps.push((slot, reason));
-                }
-            }
-        }
-        // The blocks are durable before the checkpoint that covers them, and
-        // cached answers they change are gone before it moves.
-        self.store.sync().await?;
-        if let Some(cache) = &self.cache
-            && !outcome.written.is_empty()
-        {
-            let dropped = cache.blocks_written(&touched.into_iter().collect::<Vec<_>>()).await;
-            tracing::debug!(dropped, "cache answers dropped");
-        }
+        self.write_slots(produced_set.into_iter().collect(), &mut outcome, false).await?;
         let written = outcome.written.clone();
         self.summary.written += written.len() as u64;
         self.summary.bytes += outcome.bytes;
@@ -315,6 +277,44 @@ impl Ingest {
         let rate = (end - start + 1) as f64 / began.elapsed().as_secs_f64().max(1e-9);
         tracing::info!(start, end, blocks = written.len(), slots_per_second = format!("{rate:.1}"), "batch committed");
         Ok(written)
+    }
+
+    /// Fetches and writes `slots` and tallies the results into `outcome`
+    /// (a slot retried from an earlier run's gap counts as repaired once it is
+    /// written or found skipped). The blocks are durable before the checkpoint
+    /// that covers them, and cached answers they change are gone before it moves.
+    async fn write_slots(&self, slots: Vec<Slot>, outcome: &mut BatchOutcome, repairing: bool) -> anyhow::Result<()> {
+        let mut touched = BTreeSet::new();
+        for result in self.fetch_and_write(slots).await {
+            match result {
+                SlotResult::Written { slot, bytes, addresses } => {
+                    outcome.written.push(slot);
+                    outcome.bytes += bytes;
+                    touched.extend(addresses);
+                    if repairing {
+                        outcome.repaired.push(slot);
+                    }
+                }
+                SlotResult::Skipped(slot) => {
+                    outcome.skipped.push(slot);
+                    if repairing {
+                        outcome.repaired.push(slot);
+                    }
+                }
+                SlotResult::Gap(slot, reason) => {
+                    tracing::warn!(slot, %reason, "gap");
+                    outcome.gaps.push((slot, reason));
+                }
+            }
+        }
+        self.store.sync().await?;
+        if let Some(cache) = &self.cache
+            && !outcome.written.is_empty()
+        {
+            let dropped = cache.blocks_written(&touched.into_iter().collect::<Vec<_>>()).await;
+            tracing::debug!(dropped, "cache answers dropped");
+        }
+        Ok(())
     }
 
     /// Fetches and writes blocks with bounded parallelism, one task per block
