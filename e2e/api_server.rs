@@ -37,6 +37,18 @@ impl ApiServer {
     }
 }
 
+impl ApiServer {
+    /// A kube client with the administrator's token.
+    async fn client(&self) -> kube::Client {
+        kube::Client::try_from(Self::config(&self.dir.path().join("kubeconfig")).await).unwrap()
+    }
+
+    async fn config(kubeconfig: &Path) -> kube::Config {
+        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap()
+    }
+}
+
 impl Drop for ApiServer {
     fn drop(&mut self) {
         let _ = Command::new(Path::new(ROOT).join("e2e/envtest/envtest.sh")).arg("stop").arg(self.dir.path()).status();
@@ -148,22 +160,21 @@ async fn the_api_server_accepts_the_crds_and_judges_examples_as_we_do() {
 /// controller: none runs in envtest) the IngestJob succeeds.
 #[tokio::test]
 async fn the_controller_runs_a_backfill_as_an_indexed_job() {
-    use chronicle::controller::ingest_job::{Context, run};
+    use chronicle::controller::context::Context;
+    use chronicle::controller::ingest_job::run;
     use k8s_openapi::api::batch::v1::Job;
+    use kube::Api;
     use kube::api::{Patch, PatchParams};
-    use kube::{Api, Client};
 
     let api = api_with_crds().await;
-    let kubeconfig = kube::config::Kubeconfig::read_from(api.dir.path().join("kubeconfig")).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let client = Client::try_from(config).unwrap();
+    let client = api.client().await;
     for file in ["examples/chainsource-solana-mainnet.yaml", "examples/ingestjob-backfill.yaml"] {
         let object = yaml_documents(&Path::new(ROOT).join(file)).remove(0);
         let (status, answer) = create(&api, object).await;
         assert_eq!(status, 201, "{file}: {answer}");
     }
     let stop = tokio_util::sync::CancellationToken::new();
-    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e"));
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
     let token = stop.clone();
     let controller = tokio::spawn(run(ctx, async move { token.cancelled().await }));
 
@@ -220,22 +231,20 @@ async fn the_controller_runs_a_backfill_as_an_indexed_job() {
 /// missing says so (without values), then reports its endpoints.
 #[tokio::test]
 async fn the_controller_serves_cache_tiers_and_checks_sources() {
-    use chronicle::controller::ingest_job::Context;
+    use chronicle::controller::context::Context;
     use chronicle::controller::{cache_tier, chain_source};
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Service;
-    use kube::{Api, Client};
+    use kube::Api;
 
     let api = api_with_crds().await;
-    let kubeconfig = kube::config::Kubeconfig::read_from(api.dir.path().join("kubeconfig")).unwrap();
-    let client =
-        Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap()).unwrap();
+    let client = api.client().await;
     for file in ["examples/chainsource-solana-mainnet.yaml", "examples/cachetier.yaml"] {
         let (status, answer) = create(&api, yaml_documents(&Path::new(ROOT).join(file)).remove(0)).await;
         assert_eq!(status, 201, "{file}: {answer}");
     }
     let stop = tokio_util::sync::CancellationToken::new();
-    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e"));
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
     let (a, b) = (stop.clone(), stop.clone());
     let tiers = tokio::spawn(cache_tier::run(ctx.clone(), async move { a.cancelled().await }));
     let sources = tokio::spawn(chain_source::run(ctx, async move { b.cancelled().await }));
@@ -276,13 +285,11 @@ async fn the_controller_serves_cache_tiers_and_checks_sources() {
 #[tokio::test]
 async fn one_leader_and_a_takeover_within_the_lease_time() {
     use k8s_openapi::api::apps::v1::Deployment;
-    use kube::{Api, Client};
+    use kube::Api;
 
     let api = api_with_crds().await;
     let kubeconfig_path = api.dir.path().join("kubeconfig");
-    let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path).unwrap();
-    let client =
-        Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap()).unwrap();
+    let client = api.client().await;
     let ports: Vec<u16> =
         (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
     let mut replicas: Vec<std::process::Child> = ports
@@ -351,4 +358,225 @@ async fn one_leader_and_a_takeover_within_the_lease_time() {
 
 async fn client_get(url: &str) -> Option<String> {
     reqwest::get(url).await.ok()?.text().await.ok()
+}
+
+#[path = "../tests/support/helm.rs"]
+mod helm;
+
+/// Installs the chart as Helm renders it (CRDs are in already), by
+/// server-side apply, into namespace `chronicle-system`.
+async fn install_chart(api: &ApiServer, client: &kube::Client) {
+    use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    use kube::discovery::{Scope, pinned_kind};
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "chronicle-system"}});
+    post(api, "/api/v1/namespaces", &namespace).await;
+    for object in helm::documents(&helm::render(&[]).unwrap()) {
+        let kind = object["kind"].as_str().unwrap();
+        if kind == "CustomResourceDefinition" {
+            continue;
+        }
+        let (group, version) = object["apiVersion"]
+            .as_str()
+            .unwrap()
+            .split_once('/')
+            .unwrap_or(("", object["apiVersion"].as_str().unwrap()));
+        let (resource, caps) = pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await.unwrap();
+        let objects: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), "chronicle-system", &resource),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let applied = objects.patch(name, &PatchParams::apply("helm").force(), &Patch::Apply(&object)).await;
+        applied.unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
+    }
+}
+
+/// A `kubectl get` of `plural` in namespace `e2e`, as the server renders it
+/// from the printer columns: (column names, rows of cells by name).
+async fn table(api: &ApiServer, plural: &str) -> Vec<std::collections::HashMap<String, Value>> {
+    let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);
+    let answer: Value = client()
+        .get(url)
+        .bearer_auth(&api.token)
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let columns: Vec<String> =
+        answer["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().into()).collect();
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| columns.iter().cloned().zip(row["cells"].as_array().unwrap().iter().cloned()).collect())
+        .collect()
+}
+
+/// The whole operator as installed: the chart's RBAC on a real API server,
+/// `chronicle controller` as a process under the chart's ServiceAccount (a
+/// token from the TokenRequest API, so every call is authorized by the
+/// chart's rules), the examples applied. Checked: owned children, status and
+/// printer columns, Events (once per change), a spec change that replaces a
+/// Job, a mode change that swaps Job for Deployment, deletion cleaning up
+/// children (no garbage collector runs here: the controller's sweep does
+/// it), /metrics, and a clean SIGTERM. The test plays kubelet and the
+/// Deployment controller by patching a Deployment's status.
+#[tokio::test]
+async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Patch, PatchParams};
+    use kube::{Api, ResourceExt};
+
+    let api = api_with_crds().await;
+    let client = api.client().await;
+    install_chart(&api, &client).await;
+
+    // The controller's identity: the chart's ServiceAccount.
+    let request =
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
+    let (status, answer) =
+        post(&api, "/api/v1/namespaces/chronicle-system/serviceaccounts/chronicle-controller/token", &request).await;
+    assert_eq!(status, 201, "{answer}");
+    let token = answer["status"]["token"].as_str().unwrap();
+    let admin = std::fs::read_to_string(api.dir.path().join("kubeconfig")).unwrap();
+    let kubeconfig = api.dir.path().join("controller.kubeconfig");
+    std::fs::write(&kubeconfig, admin.replace(&api.token, token)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log_path = api.dir.path().join("controller.log");
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["controller", "--image", "chronicle:e2e", "--lease-namespace", "chronicle-system"])
+        .args(["--identity", "chronicle-controller-0", "--orphan-sweep-seconds", "1"])
+        .args(["--health-listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let waiting = |what: &str| {
+        assert!(Instant::now() < deadline, "{what}; the controller said:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100))
+    };
+
+    for file in
+        ["examples/chainsource-solana-mainnet.yaml", "examples/ingestjob-backfill.yaml", "examples/cachetier.yaml"]
+    {
+        let (status, answer) = create(&api, yaml_documents(&Path::new(ROOT).join(file)).remove(0)).await;
+        assert_eq!(status, 201, "{file}: {answer}");
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "e2e");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "e2e");
+    let services: Api<Service> = Api::namespaced(client.clone(), "e2e");
+    let ingest: Api<chronicle::crd::IngestJob> = Api::namespaced(client.clone(), "e2e");
+    let tiers: Api<chronicle::crd::CacheTier> = Api::namespaced(client.clone(), "e2e");
+
+    // Children, owned by their resource.
+    let job = loop {
+        if let Some(job) = jobs.get_opt("mainnet-epoch-700-ingest").await.unwrap() {
+            break job;
+        }
+        waiting("no backfill Job").await;
+    };
+    let owner = ingest.get("mainnet-epoch-700").await.unwrap();
+    let reference = &job.owner_references()[0];
+    assert_eq!((reference.uid.as_str(), reference.controller), (owner.uid().unwrap().as_str(), Some(true)));
+    assert_eq!(job.spec.as_ref().unwrap().completions, Some(8));
+    while deployments.get_opt("mainnet-rpc-rpc").await.unwrap().is_none()
+        || services.get_opt("mainnet-rpc-rpc").await.unwrap().is_none()
+    {
+        waiting("no serve Deployment and Service").await;
+    }
+
+    // The serve replicas become ready (as kubelet and the Deployment
+    // controller would report it); the tier says so.
+    let ready = json!({"status": {"replicas": 3, "readyReplicas": 3, "availableReplicas": 3, "updatedReplicas": 3}});
+    deployments.patch_status("mainnet-rpc-rpc", &PatchParams::default(), &Patch::Merge(&ready)).await.unwrap();
+    loop {
+        let status = tiers.get("mainnet-rpc").await.unwrap().status.unwrap_or_default();
+        if status.ready_replicas == 3 {
+            let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Serving"));
+            break;
+        }
+        waiting("the CacheTier never saw its replicas ready").await;
+    }
+
+    // Printer columns, as `kubectl get` shows them.
+    let rows = table(&api, "cachetiers").await;
+    assert_eq!((rows[0]["Name"].as_str(), rows[0]["Ready"].as_i64()), (Some("mainnet-rpc"), Some(3)));
+    assert_eq!(rows[0]["Replicas"].as_i64(), Some(3));
+    loop {
+        let rows = table(&api, "chainsources").await;
+        if rows[0]["Ready"] == "False" {
+            break;
+        }
+        waiting("the ChainSource's Ready column stayed empty").await;
+    }
+    let rows = table(&api, "ingestjobs").await;
+    assert_eq!((rows[0]["Name"].as_str(), rows[0]["Phase"].as_str()), (Some("mainnet-epoch-700"), Some("Pending")));
+
+    // A spec change a Job cannot take: the Job is replaced.
+    let fewer = json!({"spec": {"parallelism": 4}});
+    ingest.patch("mainnet-epoch-700", &PatchParams::default(), &Patch::Merge(&fewer)).await.unwrap();
+    while jobs.get_opt("mainnet-epoch-700-ingest").await.unwrap().and_then(|j| j.spec?.completions) != Some(4) {
+        waiting("the Job was not replaced for parallelism 4").await;
+    }
+    // A mode change: the backfill Job goes, a follower Deployment comes.
+    let follow = json!({"spec": {"mode": "follow", "parallelism": 1, "range": {"endSlot": null}}});
+    ingest.patch("mainnet-epoch-700", &PatchParams::default(), &Patch::Merge(&follow)).await.unwrap();
+    while jobs.get_opt("mainnet-epoch-700-ingest").await.unwrap().is_some()
+        || deployments.get_opt("mainnet-epoch-700-ingest").await.unwrap().is_none()
+    {
+        waiting("the backfill Job was not swapped for a follower Deployment").await;
+    }
+
+    // Deleting a resource removes its children.
+    tiers.delete("mainnet-rpc", &Default::default()).await.unwrap();
+    while deployments.get_opt("mainnet-rpc-rpc").await.unwrap().is_some()
+        || services.get_opt("mainnet-rpc-rpc").await.unwrap().is_some()
+    {
+        waiting("the deleted CacheTier's children stayed").await;
+    }
+
+    // Events: one per change, none per requeue.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "e2e");
+    let said: Vec<(String, String, String)> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let about = e.regarding.and_then(|r| r.name).unwrap_or_default();
+            (about, e.reason.unwrap_or_default(), e.type_.unwrap_or_default())
+        })
+        .collect();
+    for expected in [
+        ("mainnet-epoch-700", "SpecApplied", "Normal"),
+        ("mainnet-epoch-700", "WorkloadReplaced", "Normal"),
+        ("mainnet-epoch-700", "ChildDeleted", "Normal"),
+        ("mainnet-rpc", "Starting", "Normal"),
+        ("mainnet-rpc", "Serving", "Normal"),
+        ("solana-mainnet", "SecretMissing", "Warning"),
+    ] {
+        let found = said.iter().filter(|(a, r, t)| (a.as_str(), r.as_str(), t.as_str()) == expected).count();
+        assert_eq!(found, 1, "{expected:?} in {said:#?}");
+    }
+
+    // Metrics, and nothing the chart's RBAC forbids.
+    let metrics = client_get(&format!("http://127.0.0.1:{port}/metrics")).await.unwrap();
+    assert!(metrics.contains("chronicle_controller_reconciles_total{kind=\"CacheTier\",result=\"ok\"}"), "{metrics}");
+    assert!(metrics.contains("chronicle_controller_leader 1"), "{metrics}");
+    assert!(!metrics.contains("chronicle_controller_orphans_deleted_total 0"), "{metrics}");
+    assert!(!log().to_lowercase().contains("forbidden"), "{}", log());
+
+    // SIGTERM: a clean exit.
+    Command::new("kill").args(["-TERM", &controller.id().to_string()]).status().unwrap();
+    let exit = controller.wait().unwrap();
+    assert!(exit.success(), "{exit:?}; the controller said:\n{}", log());
 }

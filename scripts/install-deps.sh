@@ -40,3 +40,19 @@ if ! command -v cbt >/dev/null 2>&1; then
   echo "install-deps: the cbt CLI is missing: install google-cloud-cli-cbt (or 'gcloud components install cbt')" >&2
   exit 1
 fi
+
+# The chart tests render charts/chronicle with a real Helm (built once from
+# its Go module into the cache, like the envtest binaries) and check the
+# manifests against Kubernetes' OpenAPI schemas with PyPI kubernetes-validate.
+helm_version=v3.22.0
+helm_dir="${XDG_CACHE_HOME:-$HOME/.cache}/chronicle/helm/$helm_version"
+if [ ! -x "$helm_dir/helm" ]; then
+  echo "install-deps: building helm $helm_version into $helm_dir (once)" >&2
+  mkdir -p "$helm_dir"
+  (cd /tmp && CGO_ENABLED=0 GOBIN="$helm_dir" go install -trimpath "helm.sh/helm/v3/cmd/helm@$helm_version")
+fi
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  echo "install-deps: installing kubernetes-validate from PyPI" >&2
+  python3 -m pip install -q kubernetes-validate==1.37.0 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages kubernetes-validate==1.37.0
+fi

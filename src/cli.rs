@@ -97,9 +97,12 @@ pub struct ControllerArgs {
     /// Seconds a lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_seconds: u64,
-    /// Address of /healthz and /readyz.
+    /// Address of /healthz, /readyz, /leader and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub health_listen: std::net::SocketAddr,
+    /// Seconds between sweeps for children whose owner is gone.
+    #[arg(long, default_value_t = 60)]
+    pub orphan_sweep_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -366,6 +369,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             renew: std::time::Duration::from_secs((args.lease_seconds / 3).max(1)),
         },
         health: args.health_listen,
+        orphan_sweep: std::time::Duration::from_secs(args.orphan_sweep_seconds.max(1)),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

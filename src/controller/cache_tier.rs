@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Patch, PatchParams};
@@ -14,14 +13,14 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::ingest_job::{Context, Error};
-use super::status::{FIELD_MANAGER, apply_status, condition};
+use super::children::{MANAGED, prune};
+use super::context::{Context, Error};
+use super::status::{FIELD_MANAGER, condition, report};
 use super::workload::cache_tier_workload;
 use crate::crd::{CacheTier, ChainSource};
 
 async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = tier.namespace().unwrap_or_default();
-    let name = tier.name_any();
     let generation = tier.metadata.generation;
     let previous = tier.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -47,6 +46,8 @@ async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Er
             Api::<Service>::namespaced(ctx.client.clone(), &namespace)
                 .patch(&child, &params, &Patch::Apply(&service))
                 .await?;
+            prune::<Deployment, _>(&ctx, tier.as_ref(), &[&child]).await?;
+            prune::<Service, _>(&ctx, tier.as_ref(), &[&child]).await?;
             let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
             let wanted = tier.spec.server.replicas;
             let message = format!("{ready}/{wanted} serve replicas ready");
@@ -70,19 +71,15 @@ async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Er
         }
     };
     let status = json!({"observedGeneration": generation, "conditions": conditions, "readyReplicas": ready_replicas, "endpoint": endpoint});
-    apply_status(&Api::<CacheTier>::namespaced(ctx.client.clone(), &namespace), &name, status).await?;
-    super::status::reconciled(tier.as_ref(), &ctx);
+    report(&ctx, tier.as_ref(), status).await?;
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
 /// Runs the CacheTier controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=chronicle-controller");
-    Controller::new(Api::<CacheTier>::all(ctx.client.clone()), watcher::Config::default())
+    let children = watcher::Config::default().labels(MANAGED);
+    let controller = Controller::new(Api::<CacheTier>::all(ctx.client.clone()), watcher::Config::default())
         .owns(Api::<Deployment>::all(ctx.client.clone()), children.clone())
-        .owns(Api::<Service>::all(ctx.client.clone()), children)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, super::status::error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        .owns(Api::<Service>::all(ctx.client.clone()), children);
+    super::pipeline::run(ctx, controller, shutdown, reconcile).await;
 }

@@ -6,16 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::ingest_job::{Context, Error};
+use super::context::{Context, Error};
 use super::probe::probe_endpoints;
-use super::status::{apply_status, condition};
+use super::status::{condition, report};
 use crate::chain::solana::rpc::Secret as Token;
 use crate::crd::ChainSource;
 
@@ -84,16 +83,12 @@ async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Result<Action
         "lastProbeTime": k8s_openapi::jiff::Timestamp::now().to_string(),
         "endpoints": probe.endpoints,
     });
-    apply_status(&Api::<ChainSource>::namespaced(ctx.client.clone(), &namespace), &source.name_any(), status).await?;
-    super::status::reconciled(source.as_ref(), &ctx);
+    report(&ctx, source.as_ref(), status).await?;
     Ok(Action::requeue(Duration::from_secs(if ready { 60 } else { 20 })))
 }
 
 /// Runs the ChainSource controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    Controller::new(Api::<ChainSource>::all(ctx.client.clone()), watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, super::status::error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    let controller = Controller::new(Api::<ChainSource>::all(ctx.client.clone()), watcher::Config::default());
+    super::pipeline::run(ctx, controller, shutdown, reconcile).await;
 }

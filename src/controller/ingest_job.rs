@@ -6,39 +6,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::status::{FIELD_MANAGER, apply_status, condition};
+use super::children::{MANAGED, delete, prune};
+use super::context::{Context, Error};
+use super::status::{FIELD_MANAGER, condition, publish, report};
 use super::workload::{IngestWorkload, ingest_workload};
 use crate::crd::ChainSource;
 use crate::crd::ingest_job::{IngestJob, IngestPhase};
-
-pub struct Context {
-    pub client: Client,
-    /// The image the workers run (the controller's own).
-    pub image: String,
-    /// Consecutive failures per object, for the retry backoff.
-    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
-}
-
-impl Context {
-    pub fn new(client: Client, image: impl Into<String>) -> Self {
-        Self { client, image: image.into(), failures: Default::default() }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Api(#[from] kube::Error),
-}
 
 /// Phase of a backfill from its Job's status.
 fn job_phase(job: Option<&Job>, suspended: bool) -> IngestPhase {
@@ -60,10 +42,8 @@ fn job_phase(job: Option<&Job>, suspended: bool) -> IngestPhase {
 
 async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = job.namespace().unwrap_or_default();
-    let name = job.name_any();
     let generation = job.metadata.generation;
     let previous = job.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();
-    let jobs: Api<IngestJob> = Api::namespaced(ctx.client.clone(), &namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
 
     // Read: the ChainSource it points at.
@@ -84,9 +64,10 @@ async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<Action, Err
             (IngestPhase::Pending, None, conditions, Duration::from_secs(30))
         }
         Ok(IngestWorkload::Backfill(desired)) => {
-            let api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
             let child = desired.metadata.name.clone().unwrap_or_default();
-            let applied = api.patch(&child, &params, &Patch::Apply(&desired)).await?;
+            let applied = apply_job(&ctx, &job, &desired, &params).await?;
+            prune::<Job, _>(&ctx, job.as_ref(), &[&child]).await?;
+            prune::<Deployment, _>(&ctx, job.as_ref(), &[]).await?;
             let phase = job_phase(Some(&applied), job.spec.suspend);
             let running = matches!(phase, IngestPhase::Running | IngestPhase::Pending);
             let conditions = vec![
@@ -121,6 +102,8 @@ async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<Action, Err
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
             let child = desired.metadata.name.clone().unwrap_or_default();
             let applied = api.patch(&child, &params, &Patch::Apply(&desired)).await?;
+            prune::<Deployment, _>(&ctx, job.as_ref(), &[&child]).await?;
+            prune::<Job, _>(&ctx, job.as_ref(), &[]).await?;
             let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) > 0;
             let phase = if job.spec.suspend {
                 IngestPhase::Suspended
@@ -159,26 +142,39 @@ async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<Action, Err
         "phase": phase,
         "workload": workload,
     });
-    apply_status(&jobs, &name, status).await?;
-    super::status::reconciled(job.as_ref(), &ctx);
+    report(&ctx, job.as_ref(), status).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// A backfill's Job, applied; a Job whose template or completions changed
+/// (immutable fields) is replaced: its workers resume from the catalog's
+/// checkpoints, so nothing done is lost.
+async fn apply_job(ctx: &Context, owner: &IngestJob, desired: &Job, params: &PatchParams) -> Result<Job, Error> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace().unwrap_or_default());
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    match api.patch(&name, params, &Patch::Apply(desired)).await {
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            tracing::info!(job = %name, reason = %status.message, "replacing a backfill Job whose immutable fields changed");
+            delete(&api, &name).await?;
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "WorkloadReplaced".into(),
+                note: Some(format!("Job {name} replaced: the spec changed fields a Job cannot change")),
+                action: "Apply".into(),
+                secondary: None,
+            };
+            publish(ctx, &event, &owner.object_ref(&())).await;
+            Ok(api.patch(&name, params, &Patch::Apply(desired)).await?)
+        }
+        applied => Ok(applied?),
+    }
 }
 
 /// Runs the IngestJob controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let jobs: Api<IngestJob> = Api::all(ctx.client.clone());
-    let owned_jobs: Api<Job> = Api::all(ctx.client.clone());
-    let owned_deployments: Api<Deployment> = Api::all(ctx.client.clone());
-    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=chronicle-controller");
-    Controller::new(jobs, watcher::Config::default())
-        .owns(owned_jobs, children.clone())
-        .owns(owned_deployments, children)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, super::status::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile error");
-            }
-        })
-        .await;
+    let children = watcher::Config::default().labels(MANAGED);
+    let controller = Controller::new(Api::<IngestJob>::all(ctx.client.clone()), watcher::Config::default())
+        .owns(Api::<Job>::all(ctx.client.clone()), children.clone())
+        .owns(Api::<Deployment>::all(ctx.client.clone()), children);
+    super::pipeline::run(ctx, controller, shutdown, reconcile).await;
 }

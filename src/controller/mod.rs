@@ -4,20 +4,23 @@
 
 pub mod cache_tier;
 pub mod chain_source;
+pub mod children;
+pub mod context;
 pub mod ingest_job;
 pub mod leader;
+pub mod pipeline;
 pub mod probe;
 pub mod status;
 pub mod workload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use self::ingest_job::Context;
+use self::context::Context;
 use self::leader::{Elector, LeaseConfig};
 
 #[derive(Clone, Debug)]
@@ -25,24 +28,33 @@ pub struct ControllerConfig {
     /// Image the workers and serve replicas run.
     pub image: String,
     pub lease: LeaseConfig,
-    /// Address of `/healthz` and `/readyz`.
+    /// Address of `/healthz`, `/readyz`, `/leader` and `/metrics`.
     pub health: SocketAddr,
+    /// How often children whose owner is gone are looked for.
+    pub orphan_sweep: Duration,
 }
 
 /// Runs until `shutdown` (then exits cleanly) or until the lease is lost
 /// (then returns an error so the process restarts as a candidate).
 pub async fn run(config: ControllerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
-    let leading = Arc::new(AtomicBool::new(false));
+    let ctx = Arc::new(Context::new(client.clone(), config.image.clone(), Some(config.lease.identity.clone())));
     let health = {
-        let leading = leading.clone();
+        let (leader, metrics) = (ctx.clone(), ctx.clone());
         axum::Router::new()
             .route("/healthz", get(|| async { "ok" }))
             // Ready as leader or as a standby that can take over.
             .route("/readyz", get(|| async { "ok" }))
             .route(
                 "/leader",
-                get(move || async move { if leading.load(Ordering::Relaxed) { "true" } else { "false" } }),
+                get(move || async move { if leader.metrics.leader.get() == 1 { "true" } else { "false" } }),
+            )
+            .route(
+                "/metrics",
+                get(move || async move {
+                    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                    ([(axum::http::header::CONTENT_TYPE, content_type)], metrics.metrics.encode())
+                }),
             )
     };
     let listener = tokio::net::TcpListener::bind(config.health).await?;
@@ -51,28 +63,28 @@ pub async fn run(config: ControllerConfig, shutdown: CancellationToken) -> anyho
         async move { axum::serve(listener, health).with_graceful_shutdown(stop_health.cancelled_owned()).await },
     );
 
-    let elector = Elector::new(client.clone(), config.lease.clone());
+    let elector = Elector::new(client, config.lease.clone());
     tokio::select! {
         acquired = elector.acquire() => acquired?,
         _ = shutdown.cancelled() => return Ok(()),
     }
-    leading.store(true, Ordering::Relaxed);
+    ctx.metrics.leader.set(1);
     let controllers = CancellationToken::new();
-    let ctx = Arc::new(Context::new(client, config.image.clone()));
     let stopper = |token: &CancellationToken| {
         let token = token.clone();
         async move { token.cancelled().await }
     };
-    let running = tokio::spawn(futures::future::join3(
+    let running = tokio::spawn(futures::future::join4(
         ingest_job::run(ctx.clone(), stopper(&controllers)),
         cache_tier::run(ctx.clone(), stopper(&controllers)),
-        chain_source::run(ctx, stopper(&controllers)),
+        chain_source::run(ctx.clone(), stopper(&controllers)),
+        sweep_orphans(ctx.clone(), config.orphan_sweep, controllers.clone()),
     ));
     let lost = tokio::select! {
         _ = elector.keep() => true,
         _ = shutdown.cancelled() => false,
     };
-    leading.store(false, Ordering::Relaxed);
+    ctx.metrics.leader.set(0);
     controllers.cancel();
     let _ = running.await;
     if lost {
@@ -81,4 +93,20 @@ pub async fn run(config: ControllerConfig, shutdown: CancellationToken) -> anyho
     elector.release().await;
     tracing::info!("stopped and released the lease");
     Ok(())
+}
+
+/// Deletes children whose owner is gone, every `every`, while leading.
+async fn sweep_orphans(ctx: Arc<Context>, every: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match children::sweep_orphans(&ctx).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "children of deleted owners removed"),
+            Err(error) => tracing::warn!(%error, "orphan sweep failed; retrying at the next tick"),
+        }
+    }
 }

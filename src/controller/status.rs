@@ -1,9 +1,45 @@
-//! What every reconciler shares: the field manager and the conditions.
+//! What every reconciler writes: conditions, the status subresource (applied
+//! under one field manager) and an Event for each change that matters — a
+//! newly observed generation, or `Ready` changing status or reason. Steady
+//! state emits nothing, so requeues do not flood the event stream.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, ResourceExt};
+
+use super::context::{Context, Error};
+use super::pipeline::Kind;
+use crate::crd::common::CommonStatus;
+use crate::crd::{CacheTier, ChainSource, IngestJob};
 
 /// The one field manager every object Chronicle writes is applied under.
 pub const FIELD_MANAGER: &str = "chronicle-controller";
+
+/// A kind with Chronicle's common status (`observedGeneration`, conditions).
+pub trait Reported: Kind {
+    fn common_status(&self) -> Option<&CommonStatus>;
+
+    /// The conditions last written.
+    fn conditions(&self) -> &[Condition] {
+        self.common_status().map(|s| s.conditions.as_slice()).unwrap_or_default()
+    }
+}
+
+impl Reported for IngestJob {
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+impl Reported for CacheTier {
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+impl Reported for ChainSource {
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
 
 /// A `metav1.Condition` for `generation`; its transition time moves only
 /// when its status does.
@@ -16,7 +52,6 @@ pub fn condition(
     previous: &[Condition],
 ) -> Condition {
     let status = if status { "True" } else { "False" };
-    // The transition time moves only when the status does.
     let last = previous.iter().find(|c| c.type_ == kind && c.status == status).map(|c| c.last_transition_time.clone());
     Condition {
         type_: kind.into(),
@@ -28,62 +63,88 @@ pub fn condition(
     }
 }
 
-/// The delay before the `failures`-th retry of one object: 5 s doubling to 5 min.
-pub fn backoff_delay(failures: u32) -> std::time::Duration {
-    let seconds = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
-    std::time::Duration::from_secs(seconds.min(300))
+/// The Events a new status calls for, compared with the previous one.
+pub fn transitions(previous: Option<&CommonStatus>, generation: Option<i64>, conditions: &[Condition]) -> Vec<Event> {
+    let mut events = Vec::new();
+    let observed = previous.and_then(|s| s.observed_generation);
+    if let Some(generation) = generation
+        && observed != Some(generation)
+    {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "SpecApplied".into(),
+            note: Some(format!("generation {generation} applied")),
+            action: "Reconcile".into(),
+            secondary: None,
+        });
+    }
+    let find = |list: &[Condition], kind: &str| list.iter().find(|c| c.type_ == kind).cloned();
+    let before = previous.and_then(|s| find(&s.conditions, "Ready"));
+    if let Some(ready) = find(conditions, "Ready")
+        && before.is_none_or(|b| b.status != ready.status || b.reason != ready.reason)
+    {
+        let degraded = find(conditions, "Degraded").is_some_and(|c| c.status == "True");
+        events.push(Event {
+            type_: if degraded { EventType::Warning } else { EventType::Normal },
+            reason: ready.reason.clone(),
+            note: Some(ready.message.clone()).filter(|m| !m.is_empty()),
+            action: "Reconcile".into(),
+            secondary: None,
+        });
+    }
+    events
 }
 
-fn object_key<K: kube::ResourceExt + kube::Resource<DynamicType = ()>>(object: &K) -> String {
-    format!("{}/{}/{}", K::kind(&()), object.namespace().unwrap_or_default(), object.name_any())
+/// Applies `status` to `object`'s status subresource under [`FIELD_MANAGER`]
+/// and publishes the Events the change calls for.
+pub async fn report<K: Reported>(ctx: &Context, object: &K, status: serde_json::Value) -> Result<(), Error> {
+    let conditions: Vec<Condition> = serde_json::from_value(status["conditions"].clone()).unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&object.name_any(), &params, &kube::api::Patch::Apply(&body)).await?;
+    let reference = object.object_ref(&());
+    for event in transitions(object.common_status(), object.meta().generation, &conditions) {
+        publish(ctx, &event, &reference).await;
+    }
+    Ok(())
 }
 
-/// Retry after a failed reconcile, backing off per object: a broken object
-/// is retried less and less often; the others are not slowed down.
-pub fn error_policy<K: kube::ResourceExt + kube::Resource<DynamicType = ()>>(
-    object: std::sync::Arc<K>,
-    error: &super::ingest_job::Error,
-    ctx: std::sync::Arc<super::ingest_job::Context>,
-) -> kube::runtime::controller::Action {
-    let failures = {
-        let mut failures = ctx.failures.lock().expect("failure counts");
-        let count = failures.entry(object_key(object.as_ref())).or_insert(0);
-        *count += 1;
-        *count
-    };
-    let delay = backoff_delay(failures);
-    tracing::warn!(object = %object.name_any(), %error, failures, retry_in = ?delay, "reconcile failed");
-    kube::runtime::controller::Action::requeue(delay)
-}
-
-/// Forgets an object's failures after a reconcile that worked.
-pub fn reconciled<K: kube::ResourceExt + kube::Resource<DynamicType = ()>>(
-    object: &K,
-    ctx: &super::ingest_job::Context,
-) {
-    ctx.failures.lock().expect("failure counts").remove(&object_key(object));
+/// Publishes an Event; Events are best effort and never fail a reconcile.
+pub async fn publish(ctx: &Context, event: &Event, reference: &k8s_openapi::api::core::v1::ObjectReference) {
+    if let Err(e) = ctx.recorder.publish(event, reference).await {
+        tracing::warn!(error = %e, reason = %event.reason, "cannot publish an event");
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::backoff_delay;
-    use std::time::Duration;
+    use super::*;
+
+    fn status(generation: i64, ready: bool, reason: &str) -> CommonStatus {
+        CommonStatus {
+            observed_generation: Some(generation),
+            conditions: vec![
+                condition("Ready", ready, reason, "", Some(generation), &[]),
+                condition("Degraded", !ready, reason, "", Some(generation), &[]),
+            ],
+        }
+    }
 
     #[test]
-    fn retries_back_off_per_failure_up_to_five_minutes() {
-        let delays: Vec<u64> = (1..=8).map(|n| backoff_delay(n).as_secs()).collect();
-        assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300]);
-        assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(300));
+    fn a_steady_state_emits_nothing() {
+        let now = status(3, true, "Serving");
+        assert!(transitions(Some(&now), Some(3), &now.conditions).is_empty());
     }
-}
 
-/// Applies `status` to an object's status subresource under [`FIELD_MANAGER`].
-pub async fn apply_status<K>(api: &kube::Api<K>, name: &str, status: serde_json::Value) -> Result<(), kube::Error>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
-    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(name, &params, &kube::api::Patch::Apply(&body)).await?;
-    Ok(())
+    #[test]
+    fn a_new_generation_and_a_ready_change_are_events() {
+        let before = status(1, true, "Serving");
+        let after = status(2, false, "SourceNotFound");
+        let events = transitions(Some(&before), Some(2), &after.conditions);
+        let reasons: Vec<_> = events.iter().map(|e| (e.reason.as_str(), e.type_)).collect();
+        assert_eq!(reasons, vec![("SpecApplied", EventType::Normal), ("SourceNotFound", EventType::Warning)]);
+        // A new object: its first generation and its first Ready.
+        assert_eq!(transitions(None, Some(1), &after.conditions).len(), 2);
+    }
 }
