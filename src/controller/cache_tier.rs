@@ -19,7 +19,7 @@ use super::status::{FIELD_MANAGER, condition, report};
 use super::workload::cache_tier_workload;
 use crate::crd::{CacheTier, ChainSource};
 
-async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = tier.namespace().unwrap_or_default();
     let generation = tier.metadata.generation;
     let previous = tier.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();

@@ -38,7 +38,7 @@ fn secret_refs(source: &ChainSource) -> Vec<(&'static str, &crate::crd::common::
     refs
 }
 
-async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = source.namespace().unwrap_or_default();
     let generation = source.metadata.generation;
     let previous = source.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();

@@ -40,7 +40,8 @@ pub async fn prune<C: Kind, K: Kind>(ctx: &Context, owner: &K, keep: &[&str]) ->
             reason: "ChildDeleted".into(),
             note: Some(note),
             action: "Prune".into(),
-            secondary: None,
+            // The child makes each deletion its own Event, not a repeat.
+            secondary: Some(child.object_ref(&())),
         };
         super::status::publish(ctx, &event, &owner.object_ref(&())).await;
         deleted.push(name);

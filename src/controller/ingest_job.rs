@@ -40,7 +40,7 @@ fn job_phase(job: Option<&Job>, suspended: bool) -> IngestPhase {
     }
 }
 
-async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = job.namespace().unwrap_or_default();
     let generation = job.metadata.generation;
     let previous = job.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();

@@ -10,6 +10,8 @@ pub mod ingest_job;
 pub mod leader;
 pub mod pipeline;
 pub mod probe;
+#[cfg(test)]
+mod scenarios;
 pub mod status;
 pub mod workload;
 
