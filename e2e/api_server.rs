@@ -468,3 +468,80 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
     let exit = controller.wait().unwrap();
     assert!(exit.success(), "{exit:?}; the controller said:\n{}", log());
 }
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+/// Progress in an IngestJob's status comes from the catalog its workers
+/// commit to (a real PostgreSQL here): the test plays the workers by
+/// committing batches as `chronicle worker ingest` does, and the controller
+/// reports checkpoint, counters and rate, which `kubectl get` shows.
+#[tokio::test]
+async fn ingest_job_status_reports_the_workers_progress_from_the_catalog() {
+    use chronicle::catalog::BatchOutcome;
+    use chronicle::controller::context::Context;
+    use chronicle::worker::ingest::shard_range;
+    use kube::Api;
+    use kube::api::{Patch, PatchParams};
+
+    let postgres = support::Postgres::start();
+    let api = api_with_crds().await;
+    let client = api.client().await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chronicle-catalog"},
+        "stringData": {"url": postgres.url()}});
+    assert_eq!(post(&api, "/api/v1/namespaces/e2e/secrets", &secret).await.0, 201);
+    for file in ["examples/chainsource-solana-mainnet.yaml", "examples/ingestjob-backfill.yaml"] {
+        let (status, answer) = create(&api, yaml_documents(&Path::new(ROOT).join(file)).remove(0)).await;
+        assert_eq!(status, 201, "{file}: {answer}");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
+    let token = stop.clone();
+    let controller = tokio::spawn(chronicle::controller::ingest_job::run(ctx, async move { token.cancelled().await }));
+
+    // The workers' part: shard 0 of 8 commits two batches.
+    let ingest: Api<chronicle::crd::IngestJob> = Api::namespaced(client.clone(), "e2e");
+    let job = ingest.get("mainnet-epoch-700").await.unwrap();
+    let key = chronicle::controller::workload::catalog_job(&job);
+    let catalog = chronicle::catalog::open(&postgres.url()).await.unwrap();
+    let range = shard_range(302_400_000, 302_831_999, 0, 8).unwrap();
+    catalog.shard(&key, range).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut rate = None;
+    for batch in 0..2u64 {
+        let first = range.start + batch * 50;
+        let outcome = BatchOutcome {
+            checkpoint: Some(first + 49),
+            written: (first..first + 45).collect(),
+            bytes: 45_000,
+            skipped: (first + 45..first + 50).collect(),
+            ..BatchOutcome::default()
+        };
+        catalog.commit(&key, 0, &outcome).await.unwrap();
+        // A touch wakes the controller now rather than at its next requeue.
+        let touch = json!({"metadata": {"annotations": {"e2e/touch": batch.to_string()}}});
+        ingest.patch("mainnet-epoch-700", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+        loop {
+            let status = ingest.get("mainnet-epoch-700").await.unwrap().status.unwrap_or_default();
+            if status.checkpoint == Some(first + 49) {
+                assert_eq!(status.slots_done, 50 * (batch + 1));
+                assert_eq!(status.blocks_written, 45 * (batch + 1));
+                assert_eq!(status.slots_skipped, 5 * (batch + 1));
+                assert_eq!(status.bytes_written, 45_000 * (batch + 1));
+                rate = status.rate;
+                break;
+            }
+            assert!(Instant::now() < deadline, "the status never showed checkpoint {}", first + 49);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let rate: f64 = rate.expect("a rate after two reads a second apart").parse().unwrap();
+    assert!(rate > 0.0 && rate < 100.0, "50 slots in over a second: {rate}");
+    let rows = table(&api, "ingestjobs").await;
+    assert_eq!(rows[0]["Checkpoint"].as_u64(), Some(range.start + 99));
+    assert!(rows[0]["Rate"].is_string(), "{:?}", rows[0]);
+    stop.cancel();
+    controller.await.unwrap();
+}

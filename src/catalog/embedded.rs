@@ -182,4 +182,44 @@ impl Catalog for EmbeddedCatalog {
     async fn skipped(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Slot>, CatalogError> {
         Ok(self.scan(&self.skipped, job, start, end)?.into_iter().map(|(slot, _)| slot).collect())
     }
+
+    async fn shards(&self, job: &str) -> Result<Vec<(ShardRange, ShardState)>, CatalogError> {
+        let mut shards = Vec::new();
+        for (shard, bytes) in self.scan(&self.shards, job, 0, u32::MAX.into())? {
+            let record: ShardRecord =
+                serde_json::from_slice(&bytes).map_err(|e| self.fail(format!("shard record of {job}/{shard}: {e}")))?;
+            shards.push((record.range, record.state));
+        }
+        Ok(shards)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn progress_lists_every_shard_and_the_open_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = EmbeddedCatalog::open(dir.path()).unwrap();
+        let ranges = [ShardRange { shard: 0, start: 100, end: 199 }, ShardRange { shard: 1, start: 200, end: 299 }];
+        for range in ranges {
+            catalog.shard("ns/job", range).await.unwrap();
+        }
+        catalog.shard("ns/other", ranges[0]).await.unwrap();
+        let outcome = BatchOutcome {
+            checkpoint: Some(149),
+            written: (100..148).collect(),
+            bytes: 4800,
+            skipped: vec![148],
+            gaps: vec![(149, "timeout".into())],
+            ..BatchOutcome::default()
+        };
+        catalog.commit("ns/job", 0, &outcome).await.unwrap();
+        let progress = catalog.progress("ns/job").await.unwrap();
+        assert_eq!(progress.open_gaps, 1);
+        let shards: Vec<(u32, Option<Slot>, u64)> =
+            progress.shards.iter().map(|(r, s)| (r.shard, s.checkpoint, s.blocks_written)).collect();
+        assert_eq!(shards, vec![(0, Some(149), 48), (1, None, 0)]);
+    }
 }

@@ -79,6 +79,37 @@ pub trait Catalog: Send + Sync {
 
     /// Slots recorded as skipped within `start..=end`, ascending.
     async fn skipped(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Slot>, CatalogError>;
+
+    /// Every registered shard of `job` with its state, by shard number.
+    async fn shards(&self, job: &str) -> Result<Vec<(ShardRange, ShardState)>, CatalogError>;
+
+    /// What `job` has done so far: its shards and its open gaps.
+    async fn progress(&self, job: &str) -> Result<JobProgress, CatalogError> {
+        let shards = self.shards(job).await?;
+        let open_gaps = self.open_gaps(job, 0, i64::MAX as Slot).await?.len() as u64;
+        Ok(JobProgress { shards, open_gaps })
+    }
+}
+
+/// A job's progress as the catalog records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub shards: Vec<(ShardRange, ShardState)>,
+    pub open_gaps: u64,
+}
+
+/// Opens the catalog a URL names to read progress, without creating or
+/// migrating anything (the workers do that). Only a shared catalog can be
+/// read from elsewhere: an embedded one lives on its worker's volume.
+pub fn open_reader(url: &str) -> Result<Arc<dyn Catalog>, CatalogError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresCatalog::reader(url)))
+    } else {
+        Err(CatalogError::Url {
+            url: redact(url),
+            reason: "only a PostgreSQL catalog can be read from outside its workers".into(),
+        })
+    }
 }
 
 /// Opens the catalog a URL names.

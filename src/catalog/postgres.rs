@@ -25,6 +25,20 @@ fn slot_to_sql(slot: Slot) -> i64 {
     i64::try_from(slot).expect("slots stay below 2^63")
 }
 
+/// A shard's state from a row whose columns from `first` on are checkpoint,
+/// blocks_written, bytes_written, slots_skipped, gaps_found, gaps_repaired.
+fn state_of(row: &tokio_postgres::Row, first: usize) -> ShardState {
+    let count = |i: usize| row.get::<_, i64>(first + i) as u64;
+    ShardState {
+        checkpoint: row.get::<_, Option<i64>>(first).map(|c| c as u64),
+        blocks_written: count(1),
+        bytes_written: count(2),
+        slots_skipped: count(3),
+        gaps_found: count(4),
+        gaps_repaired: count(5),
+    }
+}
+
 fn slots_to_sql(slots: &[Slot]) -> Vec<i64> {
     slots.iter().copied().map(slot_to_sql).collect()
 }
@@ -45,6 +59,12 @@ impl PostgresCatalog {
         unlocked.map_err(|e| catalog.unavailable(format!("unlocking the schema: {e}")))?;
         *catalog.client.lock().await = Some(client);
         Ok(catalog)
+    }
+
+    /// A catalog that connects on first use and migrates nothing: for
+    /// readers of progress, which must not change the schema.
+    pub fn reader(url: &str) -> Self {
+        Self { url: url.to_string(), client: Mutex::new(None) }
     }
 
     fn unavailable(&self, message: impl std::fmt::Display) -> CatalogError {
@@ -111,15 +131,7 @@ impl Catalog for PostgresCatalog {
                 message: format!("registered for slots {start}..={end}, now asked for {}..={}", range.start, range.end),
             });
         }
-        let count = |i: usize| row.get::<_, i64>(i) as u64;
-        Ok(ShardState {
-            checkpoint: row.get::<_, Option<i64>>(2).map(|c| c as u64),
-            blocks_written: count(3),
-            bytes_written: count(4),
-            slots_skipped: count(5),
-            gaps_found: count(6),
-            gaps_repaired: count(7),
-        })
+        Ok(state_of(&row, 2))
     }
 
     async fn commit(&self, job: &str, shard: u32, outcome: &BatchOutcome) -> Result<(), CatalogError> {
@@ -168,6 +180,30 @@ impl Catalog for PostgresCatalog {
             tx.commit().await
         })
         .await
+    }
+
+    async fn shards(&self, job: &str) -> Result<Vec<(ShardRange, ShardState)>, CatalogError> {
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT shard, start_slot, end_slot, checkpoint, blocks_written, bytes_written, slots_skipped, gaps_found, gaps_repaired
+                     FROM ingest_shards WHERE job = $1 ORDER BY shard",
+                    &[&job],
+                )
+                .await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let range = ShardRange {
+                    shard: row.get::<_, i32>(0) as u32,
+                    start: row.get::<_, i64>(1) as u64,
+                    end: row.get::<_, i64>(2) as u64,
+                };
+                (range, state_of(row, 3))
+            })
+            .collect())
     }
 
     async fn open_gaps(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Gap>, CatalogError> {

@@ -23,6 +23,8 @@ pub struct Context {
     /// Consecutive failures per object, for the retry backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     pub metrics: Metrics,
+    /// Catalog readers and rate samples for IngestJob progress.
+    pub progress: super::progress::Tracker,
 }
 
 impl Context {
@@ -35,6 +37,7 @@ impl Context {
             image: image.into(),
             failures: Mutex::default(),
             metrics: Metrics::new(),
+            progress: Default::default(),
         }
     }
 }

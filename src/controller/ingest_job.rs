@@ -50,9 +50,9 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
     let sources: Api<ChainSource> = Api::namespaced(ctx.client.clone(), &namespace);
     let source = sources.get_opt(&job.spec.source_ref.name).await?;
     // Build and apply the workload, or say why not.
-    let outcome = match source {
+    let outcome = match &source {
         None => Err(("SourceNotFound", format!("ChainSource {} does not exist", job.spec.source_ref.name))),
-        Some(source) => ingest_workload(&job, &source, &ctx.image).map_err(|e| ("InvalidSpec", e.to_string())),
+        Some(source) => ingest_workload(&job, source, &ctx.image).map_err(|e| ("InvalidSpec", e.to_string())),
     };
     let (phase, workload, conditions, requeue) = match outcome {
         Err((reason, message)) => {
@@ -135,13 +135,28 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
         }
     };
 
-    // Status, applied to the status subresource under the same field manager.
-    let status = json!({
+    // Status, applied to the status subresource under the same field manager;
+    // progress from the catalog the workers commit to.
+    let mut status = json!({
         "observedGeneration": generation,
         "conditions": conditions,
         "phase": phase,
         "workload": workload,
     });
+    if let (Some(source), Some(_)) = (&source, &workload) {
+        match super::progress::read(&ctx, &job, source).await {
+            Ok(fields) => {
+                status.as_object_mut().expect("an object").extend(fields.as_object().cloned().unwrap_or_default())
+            }
+            Err(reason) => tracing::debug!(job = %job.name_any(), %reason, "progress unknown"),
+        }
+    }
+    // While workers run, progress is refreshed often.
+    let requeue = if matches!(phase, IngestPhase::Running | IngestPhase::Pending) && workload.is_some() {
+        requeue.min(Duration::from_secs(15))
+    } else {
+        requeue
+    };
     report(&ctx, job.as_ref(), status).await?;
     Ok(Action::requeue(requeue))
 }

@@ -10,6 +10,7 @@ pub mod ingest_job;
 pub mod leader;
 pub mod pipeline;
 pub mod probe;
+pub mod progress;
 #[cfg(test)]
 mod scenarios;
 pub mod status;

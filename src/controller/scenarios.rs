@@ -99,6 +99,7 @@ where
 const SOURCE: &str = "/apis/chronicle.dev/v1alpha1/namespaces/chronicle/chainsources/solana-mainnet";
 const JOBS: &str = "/apis/batch/v1/namespaces/chronicle/jobs";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/chronicle/deployments";
+const CATALOG_SECRET: &str = "/api/v1/namespaces/chronicle/secrets/chronicle-catalog";
 const STATUS: &str = "/apis/chronicle.dev/v1alpha1/namespaces/chronicle/ingestjobs/mainnet-epoch-700/status";
 
 fn source() -> Value {
@@ -120,6 +121,8 @@ async fn create_applies_an_owned_indexed_job_and_reports_it() {
         let (query, _) = api.expect("GET", JOBS, 200, list(vec![applied])).await;
         assert!(query.contains("labelSelector=chronicle.dev%2Fingestjob%3Dmainnet-epoch-700"), "{query}");
         api.expect("GET", DEPLOYMENTS, 200, list(vec![])).await;
+        // Progress: the catalog URL's Secret is not there yet.
+        api.expect("GET", CATALOG_SECRET, 404, not_found()).await;
         let (_, status) = api.expect("PATCH", STATUS, 200, stored(1)).await;
         assert_eq!(status["status"]["observedGeneration"], 1);
         assert_eq!(status["status"]["phase"], "Pending");
@@ -128,15 +131,16 @@ async fn create_applies_an_owned_indexed_job_and_reports_it() {
         assert_eq!(api.event().await, "Pending");
     };
     let action = scenario(super::ingest_job::reconcile(job, ctx), server).await.unwrap();
-    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    // Workers run: progress is refreshed every 15 s.
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
 }
 
 #[tokio::test]
 async fn an_update_reapplies_and_says_so_once() {
     let (ctx, mut api) = context();
-    // Generation 2 (parallelism 4); generation 1 was reported Pending.
+    // Generation 2 (batch size 100); generation 1 was reported Pending.
     let mut job = backfill(2);
-    job.spec.parallelism = 4;
+    job.spec.batch_size = 100;
     let previous = json!({"observedGeneration": 1, "phase": "Pending", "conditions": [
         {"type": "Ready", "status": "False", "reason": "Pending", "message": "backfill Job mainnet-epoch-700-ingest",
          "lastTransitionTime": "2026-11-26T00:00:00Z", "observedGeneration": 1}]});
@@ -144,9 +148,11 @@ async fn an_update_reapplies_and_says_so_once() {
     let server = async {
         api.expect("GET", SOURCE, 200, source()).await;
         let (_, applied) = api.echo("PATCH", &format!("{JOBS}/mainnet-epoch-700-ingest")).await;
-        assert_eq!(applied["spec"]["completions"], 4);
+        let args = applied["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        assert!(args.contains(r#""--batch-size","100""#), "{args}");
         api.expect("GET", JOBS, 200, list(vec![applied])).await;
         api.expect("GET", DEPLOYMENTS, 200, list(vec![])).await;
+        api.expect("GET", CATALOG_SECRET, 404, not_found()).await;
         let (_, status) = api.expect("PATCH", STATUS, 200, stored(2)).await;
         assert_eq!(status["status"]["observedGeneration"], 2);
         let ready = &status["status"]["conditions"][0];
@@ -188,6 +194,7 @@ async fn drift_is_overwritten_and_stray_children_are_pruned() {
             api.expect("DELETE", &format!("{DEPLOYMENTS}/mainnet-epoch-700-ingest"), 200, json!({})).await;
         assert_eq!(options["propagationPolicy"], "Background");
         assert_eq!(api.event().await, "ChildDeleted");
+        api.expect("GET", CATALOG_SECRET, 404, not_found()).await;
         api.expect("PATCH", STATUS, 200, stored(1)).await;
     };
     scenario(super::ingest_job::reconcile(Arc::new(job), ctx), server).await.unwrap();

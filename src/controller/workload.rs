@@ -159,6 +159,22 @@ fn store_access(source: &ChainSource) -> (String, Vec<EnvVar>, Vec<Volume>, Vec<
     }
 }
 
+/// The job's identity in the catalog. A backfill's shards keep their
+/// checkpoints under their ranges, so a new range or shard count, or another
+/// mode, is a new identity: the new layout starts afresh (writes are
+/// idempotent) instead of conflicting with the old layout's records.
+pub fn catalog_job(job: &IngestJob) -> String {
+    let base = format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
+    let spec = &job.spec;
+    match (spec.mode, &spec.range) {
+        (IngestMode::Backfill, Some(range)) => {
+            format!("{base}#{}-{}x{}", range.start_slot, range.end_slot.unwrap_or_default(), spec.parallelism)
+        }
+        (IngestMode::Backfill, None) => base,
+        (IngestMode::Follow, _) => format!("{base}#follow"),
+    }
+}
+
 /// The Job or Deployment that runs `job`'s workers.
 pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Result<IngestWorkload, BuildError> {
     let spec = &job.spec;
@@ -181,7 +197,6 @@ pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Re
             })?,
         };
     let name = job.name_any();
-    let namespace = job.namespace().unwrap_or_default();
     let (store_url, mut envs, mut volumes, mut mounts) = store_access(source);
     envs.push(secret_env("CHRONICLE_CATALOG", &source.spec.catalog.connection_secret_ref));
     envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
@@ -192,7 +207,7 @@ pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Re
         "worker".to_string(),
         "ingest".into(),
         "--job".into(),
-        format!("{namespace}/{name}"),
+        catalog_job(job),
         "--rpc".into(),
         endpoint.url.clone(),
         "--store".into(),

@@ -1,0 +1,158 @@
+//! An IngestJob's progress, for its status, read from the catalog its workers
+//! commit to: the catalog is the source of truth (a checkpoint there is
+//! durable, and nothing can report more than it holds). The controller reads
+//! the catalog URL from the ChainSource's Secret, opens it read-only and
+//! never writes; the rate is the change of slots done over the last minute of
+//! its own reads. Workers thus need no Kubernetes API access at all.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+use super::context::Context;
+use super::workload::catalog_job;
+use crate::catalog::{self, Catalog, JobProgress};
+use crate::crd::ChainSource;
+use crate::crd::ingest_job::{IngestJob, IngestMode};
+
+/// Open catalogs by URL, and recent (slots done, time) samples by job.
+#[derive(Default)]
+pub struct Tracker {
+    catalogs: Mutex<HashMap<String, Arc<dyn Catalog>>>,
+    samples: Mutex<HashMap<String, VecDeque<(u64, Instant)>>>,
+}
+
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+impl Tracker {
+    /// Slots per second over the last minute of samples, once there are two
+    /// a second apart.
+    fn rate(&self, job: &str, done: u64, now: Instant) -> Option<f64> {
+        let mut samples = self.samples.lock().expect("rate samples");
+        let window = samples.entry(job.to_string()).or_default();
+        if window.back().is_some_and(|(last, _)| *last > done) {
+            window.clear(); // a new layout restarted the count
+        }
+        window.push_back((done, now));
+        while window.len() > 2 && window.front().is_some_and(|(_, at)| now.duration_since(*at) > RATE_WINDOW) {
+            window.pop_front();
+        }
+        let (first, at) = *window.front()?;
+        let elapsed = now.duration_since(at).as_secs_f64();
+        (elapsed >= 1.0).then(|| (done - first) as f64 / elapsed)
+    }
+}
+
+/// The status fields a job's catalog records call for.
+pub fn status_fields(progress: &JobProgress, follow: bool, chain_head: Option<u64>, rate: Option<f64>) -> Value {
+    let mut shards = progress.shards.clone();
+    shards.sort_by_key(|(range, _)| range.start);
+    // The contiguous frontier: every slot from the first shard's start up to it is done.
+    let mut checkpoint = None;
+    for (range, state) in &shards {
+        let Some(reached) = state.checkpoint else { break };
+        checkpoint = Some(reached);
+        if reached < range.end {
+            break;
+        }
+    }
+    let sum = |f: fn(&catalog::ShardState) -> u64| shards.iter().map(|(_, s)| f(s)).sum::<u64>();
+    let done: u64 = shards.iter().filter_map(|(r, s)| s.checkpoint.map(|c| c.saturating_sub(r.start) + 1)).sum();
+    let lag = if follow { chain_head.zip(checkpoint).map(|(head, at)| head.saturating_sub(at)) } else { None };
+    json!({
+        "checkpoint": checkpoint,
+        "slotsDone": done,
+        "slotsSkipped": sum(|s| s.slots_skipped),
+        "blocksWritten": sum(|s| s.blocks_written),
+        "bytesWritten": sum(|s| s.bytes_written),
+        "gapsFound": sum(|s| s.gaps_found),
+        "gapsRepaired": sum(|s| s.gaps_repaired),
+        "gapsOpen": progress.open_gaps,
+        "lagSlots": lag,
+        "rate": rate.map(|r| format!("{r:.1}")),
+    })
+}
+
+/// Reads `job`'s progress; Err says why it cannot be known (never a secret).
+pub async fn read(ctx: &Context, job: &IngestJob, source: &ChainSource) -> Result<Value, String> {
+    let reference = &source.spec.catalog.connection_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let secret =
+        secrets.get_opt(&reference.name).await.map_err(|e| format!("reading Secret {}: {e}", reference.name))?;
+    let url = secret
+        .and_then(|s| s.data?.remove(&reference.key))
+        .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+        .ok_or_else(|| format!("Secret {} has no key {}", reference.name, reference.key))?;
+    let catalog = {
+        let mut catalogs = ctx.progress.catalogs.lock().expect("catalogs");
+        match catalogs.get(&url) {
+            Some(catalog) => catalog.clone(),
+            None => {
+                let catalog = catalog::open_reader(&url).map_err(|e| e.to_string())?;
+                catalogs.insert(url, catalog.clone());
+                catalog
+            }
+        }
+    };
+    let key = catalog_job(job);
+    let progress = match catalog.progress(&key).await {
+        Ok(progress) => progress,
+        // No worker has created the schema yet: nothing done.
+        Err(e) if e.to_string().contains("does not exist") => JobProgress::default(),
+        Err(e) => return Err(e.to_string()),
+    };
+    let done = progress.shards.iter().filter_map(|(r, s)| s.checkpoint.map(|c| c.saturating_sub(r.start) + 1)).sum();
+    let rate = ctx.progress.rate(&key, done, Instant::now());
+    let head = source.status.as_ref().and_then(|s| s.chain_head);
+    Ok(status_fields(&progress, job.spec.mode == IngestMode::Follow, head, rate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ShardRange, ShardState};
+
+    fn shard(shard: u32, start: u64, end: u64, checkpoint: Option<u64>) -> (ShardRange, ShardState) {
+        let state = ShardState { checkpoint, blocks_written: 10, slots_skipped: 1, ..ShardState::default() };
+        (ShardRange { shard, start, end }, state)
+    }
+
+    #[test]
+    fn the_checkpoint_is_the_contiguous_frontier_of_the_shards() {
+        let progress = JobProgress {
+            shards: vec![shard(1, 200, 299, Some(250)), shard(0, 100, 199, Some(199)), shard(2, 300, 399, None)],
+            open_gaps: 2,
+        };
+        let fields = status_fields(&progress, false, Some(10_000), Some(12.345));
+        assert_eq!(fields["checkpoint"], 250);
+        assert_eq!(fields["slotsDone"], 100 + 51);
+        assert_eq!(fields["blocksWritten"], 30);
+        assert_eq!(fields["gapsOpen"], 2);
+        assert_eq!(fields["lagSlots"], Value::Null, "a backfill has no chain lag");
+        assert_eq!(fields["rate"], "12.3");
+        let fields = status_fields(
+            &JobProgress { shards: vec![shard(0, 100, u64::MAX, Some(900))], open_gaps: 0 },
+            true,
+            Some(1000),
+            None,
+        );
+        assert_eq!((fields["checkpoint"].as_u64(), fields["lagSlots"].as_u64()), (Some(900), Some(100)));
+    }
+
+    #[test]
+    fn the_rate_is_slots_per_second_over_the_last_minute() {
+        let tracker = Tracker::default();
+        let start = Instant::now();
+        assert_eq!(tracker.rate("j", 0, start), None);
+        assert_eq!(tracker.rate("j", 100, start + Duration::from_millis(500)), None, "under a second apart");
+        assert_eq!(tracker.rate("j", 1000, start + Duration::from_secs(10)), Some(100.0));
+        // Samples older than a minute leave the window.
+        let later = start + Duration::from_secs(100);
+        assert_eq!(tracker.rate("j", 10_000, later), Some(9000.0 / 90.0));
+        assert_eq!(tracker.rate("j", 10_000, later + Duration::from_secs(70)), Some(0.0));
+    }
+}
