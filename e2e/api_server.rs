@@ -358,6 +358,17 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         let (status, answer) = create(&api, yaml_documents(&Path::new(ROOT).join(file)).remove(0)).await;
         assert_eq!(status, 201, "{file}: {answer}");
     }
+    // Then every other example (one file per resource).
+    for file in files("examples") {
+        let object = yaml_documents(&file).remove(0);
+        if ["solana-mainnet", "mainnet-epoch-700", "mainnet-rpc"]
+            .contains(&object["metadata"]["name"].as_str().unwrap())
+        {
+            continue;
+        }
+        let (status, answer) = create(&api, object).await;
+        assert_eq!(status, 201, "{}: {answer}", file.display());
+    }
     let jobs: Api<Job> = Api::namespaced(client.clone(), "e2e");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "e2e");
     let services: Api<Service> = Api::namespaced(client.clone(), "e2e");
@@ -381,6 +392,53 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         waiting("no serve Deployment and Service").await;
     }
 
+    // The embedded store's claim: applied from the spec, labelled, and not
+    // owned (the data outlives its ChainSource).
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(client.clone(), "e2e");
+    let claim = loop {
+        if let Some(claim) = claims.get_opt("solana-devnet-store").await.unwrap() {
+            break claim;
+        }
+        waiting("no claim for the embedded store").await;
+    };
+    let spec = claim.spec.as_ref().unwrap();
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fast-ssd"));
+    assert_eq!(spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "200Gi");
+    assert!(claim.metadata.owner_references.is_none());
+    // Sources the worker cannot run yet are refused with the reason, and no child.
+    for name in ["mainnet-bigquery-history", "adopt-legacy-archive"] {
+        loop {
+            let status = ingest.get(name).await.unwrap().status.unwrap_or_default();
+            if let Some(degraded) = status.common.conditions.iter().find(|c| c.type_ == "Degraded") {
+                assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "InvalidSpec"));
+                assert!(degraded.message.contains("not supported by the ingest worker yet"), "{}", degraded.message);
+                break;
+            }
+            waiting("an unsupported source was not reported").await;
+        }
+        assert!(jobs.get_opt(&format!("{name}-ingest")).await.unwrap().is_none());
+    }
+    // Every reconciled resource reports its generation.
+    for (plural, count) in [("chainsources", 3), ("ingestjobs", 4), ("cachetiers", 1)] {
+        loop {
+            let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);
+            let list: Value =
+                envtest::client().get(url).bearer_auth(&api.token).send().await.unwrap().json().await.unwrap();
+            let items = list["items"].as_array().unwrap();
+            let reported = items
+                .iter()
+                .filter(|o| {
+                    !o["status"]["observedGeneration"].is_null()
+                        && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+                })
+                .count();
+            if reported == count && items.len() == count {
+                break;
+            }
+            waiting(&format!("{reported} of {count} {plural} reported")).await;
+        }
+    }
+
     // The serve replicas become ready (as kubelet and the Deployment
     // controller would report it); the tier says so.
     let ready = json!({"status": {"replicas": 3, "readyReplicas": 3, "availableReplicas": 3, "updatedReplicas": 3}});
@@ -401,13 +459,29 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
     assert_eq!(rows[0]["Replicas"].as_i64(), Some(3));
     loop {
         let rows = table(&api, "chainsources").await;
-        if rows[0]["Ready"] == "False" {
+        if rows.iter().all(|r| r["Ready"] == "False") {
             break;
         }
-        waiting("the ChainSource's Ready column stayed empty").await;
+        waiting("the ChainSources' Ready column stayed empty").await;
     }
     let rows = table(&api, "ingestjobs").await;
-    assert_eq!((rows[0]["Name"].as_str(), rows[0]["Phase"].as_str()), (Some("mainnet-epoch-700"), Some("Pending")));
+    let row = rows.iter().find(|r| r["Name"] == "mainnet-epoch-700").unwrap();
+    assert_eq!(row["Phase"].as_str(), Some("Pending"));
+
+    // Suspended: the Job is suspended, the phase says so.
+    let suspend = json!({"spec": {"suspend": true}});
+    ingest.patch("mainnet-epoch-700", &PatchParams::default(), &Patch::Merge(&suspend)).await.unwrap();
+    loop {
+        let job = jobs.get("mainnet-epoch-700-ingest").await.unwrap();
+        let phase = ingest.get("mainnet-epoch-700").await.unwrap().status.and_then(|s| s.phase);
+        if job.spec.unwrap().suspend == Some(true) && phase == Some(chronicle::crd::ingest_job::IngestPhase::Suspended)
+        {
+            break;
+        }
+        waiting("the backfill was not suspended").await;
+    }
+    let resume = json!({"spec": {"suspend": false}});
+    ingest.patch("mainnet-epoch-700", &PatchParams::default(), &Patch::Merge(&resume)).await.unwrap();
 
     // A spec change a Job cannot take: the Job is replaced.
     let fewer = json!({"spec": {"parallelism": 4}});

@@ -39,3 +39,15 @@ spec:
     let reason = dead.last_error.as_deref().unwrap();
     assert!(reason.contains("connection failed") && !reason.contains("SECRET"), "{reason}");
 }
+
+/// The store probe against the real Bigtable emulator, and a closed port.
+#[tokio::test]
+async fn the_store_probe_reaches_bigtable_or_says_why_not() {
+    use chronicle::controller::probe::probe_store;
+    let emulator = support::BigtableEmulator::start();
+    let reached = probe_store(&emulator.host(), Duration::from_secs(5)).await.unwrap();
+    assert!(reached.contains("reachable"), "{reached}");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let refused = probe_store(&closed, Duration::from_secs(5)).await.unwrap_err();
+    assert!(refused.starts_with(&format!("store endpoint {closed}: ")), "{refused}");
+}

@@ -6,15 +6,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::context::{Context, Error};
-use super::probe::probe_endpoints;
-use super::status::{condition, report};
+use super::probe::{bigtable_endpoint, probe_endpoints, probe_store};
+use super::status::{FIELD_MANAGER, condition, report};
+use super::workload::store_claim;
 use crate::chain::solana::rpc::Secret as Token;
 use crate::crd::ChainSource;
 
@@ -65,12 +67,16 @@ pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Re
     }
     let probe = probe_endpoints(&source, Duration::from_secs(5), &tokens).await;
     let healthy = probe.endpoints.iter().filter(|e| e.healthy).count();
+    let store = store(&ctx, &source).await?;
     let (ready, reason, message) = if !missing.is_empty() {
         (false, "SecretMissing", format!("missing Secret keys: {}", missing.join(", ")))
+    } else if let Err(unreachable) = &store {
+        (false, "StoreUnreachable", unreachable.clone())
     } else if healthy == 0 {
         (false, "EndpointsUnreachable", format!("none of {} endpoints answered", probe.endpoints.len()))
     } else {
-        (true, "EndpointsHealthy", format!("{healthy}/{} endpoints healthy", probe.endpoints.len()))
+        let store = store.as_deref().unwrap_or_default();
+        (true, "EndpointsHealthy", format!("{healthy}/{} endpoints healthy; {store}", probe.endpoints.len()))
     };
     let conditions = vec![
         condition("Ready", ready, reason, &message, generation, &previous),
@@ -85,6 +91,21 @@ pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Re
     });
     report(&ctx, source.as_ref(), status).await?;
     Ok(Action::requeue(Duration::from_secs(if ready { 60 } else { 20 })))
+}
+
+/// The canonical store's state: a Bigtable endpoint must accept a
+/// connection; an embedded store's claim is applied and its phase reported
+/// (a claim may stay Pending until a worker pod uses it).
+async fn store(ctx: &Context, source: &ChainSource) -> Result<Result<String, String>, Error> {
+    let Some(claim) = store_claim(source) else {
+        return Ok(probe_store(&bigtable_endpoint(), Duration::from_secs(5)).await);
+    };
+    let name = claim.metadata.name.clone().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &source.namespace().unwrap_or_default());
+    let applied = claims.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&claim)).await?;
+    let phase = applied.status.and_then(|s| s.phase).unwrap_or_else(|| "Pending".into());
+    Ok(Ok(format!("store claim {name} {phase}")))
 }
 
 /// Runs the ChainSource controller until `shutdown` resolves.

@@ -72,3 +72,20 @@ pub async fn probe_endpoints(
     let head = endpoints.iter().filter_map(|e| e.head).max();
     EndpointProbe { endpoints, head }
 }
+
+/// Bigtable's data endpoint, or the emulator's when `BIGTABLE_EMULATOR_HOST`
+/// is set (as the workers choose it).
+pub fn bigtable_endpoint() -> String {
+    std::env::var("BIGTABLE_EMULATOR_HOST").unwrap_or_else(|_| "bigtable.googleapis.com:443".into())
+}
+
+/// Whether a store endpoint (`host:port`) accepts a connection within
+/// `timeout`. It shows the network path is open; credentials are the
+/// workers' to prove (the controller never holds the store's key).
+pub async fn probe_store(address: &str, timeout: Duration) -> Result<String, String> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => Ok(format!("store endpoint {address} reachable")),
+        Ok(Err(e)) => Err(format!("store endpoint {address}: {e}")),
+        Err(_) => Err(format!("store endpoint {address}: no connection within {timeout:?}")),
+    }
+}

@@ -159,6 +159,35 @@ fn store_access(source: &ChainSource) -> (String, Vec<EnvVar>, Vec<Volume>, Vec<
     }
 }
 
+/// The claim an embedded store lives on (`<source>-store`), for a ChainSource
+/// with an embedded store. It carries the common labels but no owner
+/// reference: the canonical store outlives its ChainSource, as a
+/// StatefulSet's volumes do; deleting the data is a deliberate act.
+pub fn store_claim(source: &ChainSource) -> Option<k8s_openapi::api::core::v1::PersistentVolumeClaim> {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements};
+    let embedded = source.spec.store.embedded.as_ref()?;
+    let name = source.name_any();
+    let labels = labels("ChainSource", &name, "store");
+    Some(PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-store")),
+            namespace: source.namespace(),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: embedded.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".into(), embedded.size.clone())])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    })
+}
+
 /// The job's identity in the catalog. A backfill's shards keep their
 /// checkpoints under their ranges, so a new range or shard count, or another
 /// mode, is a new identity: the new layout starts afresh (writes are
