@@ -127,9 +127,16 @@ async fn the_controller_serves_cache_tiers_and_checks_sources() {
 
     let api = api_with_crds().await;
     let client = api.client().await;
-    for file in ["examples/chainsource-solana-mainnet.yaml", "examples/cachetier.yaml"] {
-        let (status, answer) = create(&api, yaml_documents(&Path::new(ROOT).join(file)).remove(0)).await;
-        assert_eq!(status, 201, "{file}: {answer}");
+    // A real serve replica (embedded store with one real block, Redis cache)
+    // on a free loopback port: the tier's port, so the controller reads its
+    // /metrics as it would a pod's.
+    let redis = support::Redis::start();
+    let replica = serve_replica(&redis).await;
+    let mut tier = yaml_documents(&Path::new(ROOT).join("examples/cachetier.yaml")).remove(0);
+    tier["spec"]["server"]["port"] = json!(replica.port());
+    for object in [yaml_documents(&Path::new(ROOT).join("examples/chainsource-solana-mainnet.yaml")).remove(0), tier] {
+        let (status, answer) = create(&api, object).await;
+        assert_eq!(status, 201, "{answer}");
     }
     let stop = tokio_util::sync::CancellationToken::new();
     let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
@@ -149,7 +156,43 @@ async fn the_controller_serves_cache_tiers_and_checks_sources() {
     assert_eq!(deployment.metadata.owner_references.as_ref().unwrap()[0].kind, "CacheTier");
     assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(3));
     let service = Api::<Service>::namespaced(client.clone(), "e2e").get("mainnet-rpc-rpc").await.unwrap();
-    assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8899);
+    assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, i32::from(replica.port()));
+
+    // Served metrics: one ready pod (the test plays kubelet: a Pod of the
+    // Deployment's labels, Ready, at 127.0.0.1), one miss and one hit.
+    let labels = deployment.spec.as_ref().unwrap().selector.match_labels.clone().unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "e2e");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "mainnet-rpc-rpc-0", "labels": labels},
+        "spec": {"automountServiceAccountToken": false, "containers": [{"name": "serve", "image": "chronicle:e2e"}]}});
+    // The namespace's default ServiceAccount, as the ServiceAccount controller would make it.
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+    assert_eq!(post(&api, "/api/v1/namespaces/e2e/serviceaccounts", &account).await.0, 201);
+    pods.create(&Default::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let running = json!({"status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
+    let merge = kube::api::Patch::Merge(&running);
+    pods.patch_status("mainnet-rpc-rpc-0", &Default::default(), &merge).await.unwrap();
+    for _ in 0..2 {
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": "getBlock", "params": [replica.slot]});
+        let answer: Value =
+            reqwest::Client::new().post(replica.url()).json(&call).send().await.unwrap().json().await.unwrap();
+        assert!(answer["result"].is_object(), "{answer}");
+    }
+    let ready = json!({"status": {"replicas": 3, "readyReplicas": 1}});
+    deployments.patch_status("mainnet-rpc-rpc", &Default::default(), &kube::api::Patch::Merge(&ready)).await.unwrap();
+    let tiers_api: Api<chronicle::crd::CacheTier> = Api::namespaced(client.clone(), "e2e");
+    loop {
+        let status = tiers_api.get("mainnet-rpc").await.unwrap().status.unwrap_or_default();
+        if status.hit_ratio.is_some() {
+            assert_eq!((status.ready_replicas, status.hit_ratio.as_deref()), (1, Some("0.50")));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no hit ratio in the CacheTier's status");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = table(&api, "cachetiers").await;
+    assert_eq!(rows[0]["HitRatio"], "0.50");
 
     let sources_api: Api<chronicle::crd::ChainSource> = Api::namespaced(client.clone(), "e2e");
     let status = loop {
@@ -546,6 +589,51 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
+
+/// A `chronicle serve` replica on a free loopback port: an embedded store
+/// holding one real block, a Redis cache.
+struct ServeReplica {
+    address: std::net::SocketAddr,
+    slot: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeReplica {
+    fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+async fn serve_replica(redis: &support::Redis) -> ServeReplica {
+    use chronicle::serve::cache::CacheConfig;
+    use chronicle::store::BlockStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = chronicle::store::open(&format!("embedded://{}", dir.path().display())).await.unwrap();
+    let (slot, block) = support::real_blocks().remove(0);
+    store.write_block(slot, &block, &[]).await.unwrap();
+    let config = chronicle::serve::ServeConfig {
+        cache: Some(CacheConfig {
+            url: redis.url(),
+            ttl: Duration::from_secs(60),
+            immutable_ttl: Duration::from_secs(3600),
+            timeout: Duration::from_millis(500),
+            max_memory: None,
+            eviction: None,
+        }),
+        ..Default::default()
+    };
+    let app = chronicle::serve::router(store, config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
+    });
+    ServeReplica { address, slot, _dir: dir }
+}
 
 /// Progress in an IngestJob's status comes from the catalog its workers
 /// commit to (a real PostgreSQL here): the test plays the workers by

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::children::{MANAGED, prune};
 use super::context::{Context, Error};
+use super::served::hit_ratio;
 use super::status::{FIELD_MANAGER, condition, report};
 use super::workload::cache_tier_workload;
 use crate::crd::{CacheTier, ChainSource};
@@ -29,9 +30,10 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
         None => Err(("SourceNotFound", format!("ChainSource {} does not exist", tier.spec.source_ref.name))),
         Some(source) => cache_tier_workload(&tier, &source, &ctx.image).map_err(|e| ("InvalidSpec", e.to_string())),
     };
-    let (ready_replicas, endpoint, conditions) = match built {
+    let (ready_replicas, endpoint, hit_ratio, conditions) = match built {
         Err((reason, message)) => (
             0,
+            None,
             None,
             vec![
                 condition("Ready", false, reason, &message, generation, &previous),
@@ -52,9 +54,17 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
             let wanted = tier.spec.server.replicas;
             let message = format!("{ready}/{wanted} serve replicas ready");
             let endpoint = format!("http://{child}.{namespace}.svc:{}", tier.spec.server.port);
+            let selector = deployment.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
+            let selector: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let hit_ratio = if ready > 0 {
+                hit_ratio(&ctx, &namespace, &selector.join(","), tier.spec.server.port).await
+            } else {
+                None
+            };
             (
                 ready,
                 Some(endpoint),
+                hit_ratio,
                 vec![
                     condition(
                         "Ready",
@@ -70,7 +80,8 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
             )
         }
     };
-    let status = json!({"observedGeneration": generation, "conditions": conditions, "readyReplicas": ready_replicas, "endpoint": endpoint});
+    let status = json!({"observedGeneration": generation, "conditions": conditions, "readyReplicas": ready_replicas,
+        "endpoint": endpoint, "hitRatio": hit_ratio});
     report(&ctx, tier.as_ref(), status).await?;
     Ok(Action::requeue(Duration::from_secs(60)))
 }

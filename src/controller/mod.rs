@@ -13,6 +13,7 @@ pub mod probe;
 pub mod progress;
 #[cfg(test)]
 mod scenarios;
+pub mod served;
 pub mod status;
 pub mod workload;
 
