@@ -1,8 +1,9 @@
 //! Against a real Kubernetes API server (`e2e/envtest/`: kube-apiserver and
-//! etcd built from their Go modules, as envtest does; or any cluster named by
-//! `CHRONICLE_E2E_KUBECONFIG`): the generated CRDs install, every example is
-//! accepted, and every `examples/invalid/*` file is rejected with its rule's
-//! message — the same verdicts as the in-process validator (`tests/crds.rs`).
+//! etcd built from their Go modules, as envtest does; each test starts its
+//! own): the generated CRDs install, every example is accepted, every
+//! `examples/invalid/*` file is rejected with its rule's message — the same
+//! verdicts as the in-process validator (`tests/crds.rs`) — and the
+//! controller, in-process and as installed by the chart, does its work.
 
 use std::path::Path;
 use std::process::Command;
