@@ -298,28 +298,12 @@ mod helm;
 /// Installs the chart as Helm renders it (CRDs are in already), by
 /// server-side apply, into namespace `chronicle-system`.
 async fn install_chart(api: &ApiServer, client: &kube::Client) {
-    use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
-    use kube::discovery::{Scope, pinned_kind};
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "chronicle-system"}});
     post(api, "/api/v1/namespaces", &namespace).await;
     for object in helm::documents(&helm::render(&[]).unwrap()) {
-        let kind = object["kind"].as_str().unwrap();
-        if kind == "CustomResourceDefinition" {
-            continue;
+        if object["kind"] != "CustomResourceDefinition" {
+            apply_any(client, "chronicle-system", &object).await;
         }
-        let (group, version) = object["apiVersion"]
-            .as_str()
-            .unwrap()
-            .split_once('/')
-            .unwrap_or(("", object["apiVersion"].as_str().unwrap()));
-        let (resource, caps) = pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await.unwrap();
-        let objects: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => Api::namespaced_with(client.clone(), "chronicle-system", &resource),
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        let name = object["metadata"]["name"].as_str().unwrap();
-        let applied = objects.patch(name, &PatchParams::apply("helm").force(), &Patch::Apply(&object)).await;
-        applied.unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
     }
 }
 
@@ -707,4 +691,158 @@ async fn ingest_job_status_reports_the_workers_progress_from_the_catalog() {
     assert!(rows[0]["Rate"].is_string(), "{:?}", rows[0]);
     stop.cancel();
     controller.await.unwrap();
+}
+
+/// Server-side applies `object` (any kind) into `namespace` when namespaced.
+async fn apply_any(client: &kube::Client, namespace: &str, object: &Value) {
+    use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    use kube::discovery::{Scope, pinned_kind};
+    let kind = object["kind"].as_str().unwrap();
+    let api_version = object["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let (resource, caps) = pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await.unwrap();
+    let objects: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let name = object["metadata"]["name"].as_str().unwrap();
+    let applied = objects.patch(name, &PatchParams::apply("chronicle-e2e").force(), &Patch::Apply(object)).await;
+    applied.unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
+}
+
+/// The operator on the cluster `CHRONICLE_E2E_KUBECONFIG` names (any
+/// cluster: kube's client handles its auth), or on an envtest server of its
+/// own when unset. Cluster-safe: everything lives in a namespace of its own
+/// and a release of its own name, workers are suspended (no pods pull
+/// images), nothing plays a controller's part, and all is removed at the
+/// end (the CRDs stay: they may be shared). Deleting a resource must remove
+/// its children whether a garbage collector runs (a cluster) or not
+/// (envtest: the controller's sweep).
+#[tokio::test]
+async fn the_operator_on_a_cluster() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let own = match std::env::var_os("CHRONICLE_E2E_KUBECONFIG") {
+        Some(_) => None,
+        None => Some(api_with_crds().await),
+    };
+    let kubeconfig = match &own {
+        Some(api) => api.dir.path().join("kubeconfig"),
+        None => std::env::var_os("CHRONICLE_E2E_KUBECONFIG").unwrap().into(),
+    };
+    let client = kube::Client::try_from(ApiServer::config(&kubeconfig).await).unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let namespace = format!("chronicle-e2e-{}-{nanos}", std::process::id());
+    for file in files("crds") {
+        apply_any(&client, "", &yaml_documents(&file)[0]).await;
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let body = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+    namespaces.create(&PostParams::default(), &body).await.unwrap();
+    let rendered = helm::documents(&helm::render_release(&namespace, &namespace, &[]).unwrap());
+    for object in rendered.iter().filter(|o| o["kind"] != "CustomResourceDefinition") {
+        apply_any(&client, &namespace, object).await;
+    }
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["controller", "--image", "chronicle:e2e", "--lease-namespace", &namespace, "--identity", "e2e"])
+        .args(["--orphan-sweep-seconds", "2", "--health-listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+
+    let mut objects = Vec::new();
+    for file in ["chainsource-solana-mainnet.yaml", "ingestjob-backfill.yaml", "cachetier.yaml"] {
+        let mut object = yaml_documents(&Path::new(ROOT).join("examples").join(file)).remove(0);
+        object["metadata"]["namespace"] = json!(namespace);
+        if object["kind"] == "IngestJob" {
+            object["spec"]["suspend"] = json!(true);
+        }
+        if object["kind"] == "CacheTier" {
+            object["spec"]["server"]["replicas"] = json!(1);
+        }
+        apply_any(&client, &namespace, &object).await;
+        objects.push(object);
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let ingest: Api<chronicle::crd::IngestJob> = Api::namespaced(client.clone(), &namespace);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let waiting = |what: &str| {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200))
+    };
+    let job = loop {
+        if let Some(job) = jobs.get_opt("mainnet-epoch-700-ingest").await.unwrap() {
+            break job;
+        }
+        waiting("no backfill Job").await;
+    };
+    assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("IngestJob", Some(true)));
+    loop {
+        let current = ingest.get("mainnet-epoch-700").await.unwrap();
+        let status = current.status.clone().unwrap_or_default();
+        if status.common.observed_generation == current.metadata.generation
+            && status.phase == Some(chronicle::crd::ingest_job::IngestPhase::Suspended)
+        {
+            break;
+        }
+        waiting("the IngestJob never reported Suspended").await;
+    }
+    // Printer columns, as `kubectl get` shows them (the server's Table).
+    let url = format!("/apis/chronicle.dev/v1alpha1/namespaces/{namespace}/ingestjobs");
+    let request = http::Request::get(url)
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .unwrap();
+    let table: Value = client.request(request).await.unwrap();
+    let columns: Vec<&str> =
+        table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let phase = columns.iter().position(|c| *c == "Phase").unwrap();
+    assert_eq!(table["rows"][0]["cells"][phase], "Suspended");
+    // Events.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &namespace);
+    loop {
+        let listed = events.list(&Default::default()).await.unwrap();
+        if listed.items.iter().any(|e| e.reason.as_deref() == Some("SpecApplied")) {
+            break;
+        }
+        waiting("no SpecApplied Event").await;
+    }
+    // Deleting a resource removes its children.
+    while deployments.get_opt("mainnet-rpc-rpc").await.unwrap().is_none() {
+        waiting("no serve Deployment").await;
+    }
+    let tiers: Api<chronicle::crd::CacheTier> = Api::namespaced(client.clone(), &namespace);
+    tiers.delete("mainnet-rpc", &DeleteParams::background()).await.unwrap();
+    while deployments.get_opt("mainnet-rpc-rpc").await.unwrap().is_some()
+        || services.get_opt("mainnet-rpc-rpc").await.unwrap().is_some()
+    {
+        waiting("the deleted CacheTier's children stayed").await;
+    }
+
+    Command::new("kill").args(["-TERM", &controller.id().to_string()]).status().unwrap();
+    assert!(controller.wait().unwrap().success());
+    // Clean up what the test made (a cluster's namespace controller removes the rest).
+    for object in
+        rendered.iter().filter(|o| ["ClusterRole", "ClusterRoleBinding"].contains(&o["kind"].as_str().unwrap()))
+    {
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let path = match object["kind"].as_str().unwrap() {
+            "ClusterRole" => format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}"),
+            _ => format!("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}"),
+        };
+        let request = http::Request::delete(path).body(Vec::new()).unwrap();
+        let _: Value = client.request(request).await.unwrap();
+    }
+    namespaces.delete(&namespace, &DeleteParams::default()).await.unwrap();
 }

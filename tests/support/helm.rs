@@ -21,9 +21,14 @@ fn helm() -> PathBuf {
 /// `helm template` of charts/chronicle into namespace `chronicle-system`,
 /// CRDs included, with `--set` values; Err is Helm's message.
 pub fn render(sets: &[&str]) -> Result<String, String> {
+    render_release("chronicle", "chronicle-system", sets)
+}
+
+/// The same as release `release` in `namespace`.
+pub fn render_release(release: &str, namespace: &str, sets: &[&str]) -> Result<String, String> {
     let mut command = Command::new(helm());
-    command.args(["template", "chronicle"]).arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/chronicle"));
-    command.args(["--namespace", "chronicle-system", "--include-crds"]);
+    command.args(["template", release]).arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/chronicle"));
+    command.args(["--namespace", namespace, "--include-crds"]);
     for set in sets {
         command.args(["--set", set]);
     }
