@@ -135,22 +135,28 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
         }
     };
 
-    // Status, applied to the status subresource under the same field manager;
-    // progress from the catalog the workers commit to.
+    // Progress from the catalog the workers commit to; when it cannot be
+    // read, the Progressing condition says why (no secret in the reason).
+    let mut conditions = conditions;
+    let mut progress = serde_json::Map::new();
+    if let (Some(source), Some(_)) = (&source, &workload) {
+        match super::progress::read(&ctx, &job, source).await {
+            Ok(fields) => progress = fields.as_object().cloned().unwrap_or_default(),
+            Err(reason) => {
+                if let Some(progressing) = conditions.iter_mut().find(|c| c.type_ == "Progressing") {
+                    progressing.message = format!("{}; progress unknown: {reason}", progressing.message);
+                }
+            }
+        }
+    }
+    // Status, applied to the status subresource under the same field manager.
     let mut status = json!({
         "observedGeneration": generation,
         "conditions": conditions,
         "phase": phase,
         "workload": workload,
     });
-    if let (Some(source), Some(_)) = (&source, &workload) {
-        match super::progress::read(&ctx, &job, source).await {
-            Ok(fields) => {
-                status.as_object_mut().expect("an object").extend(fields.as_object().cloned().unwrap_or_default())
-            }
-            Err(reason) => tracing::debug!(job = %job.name_any(), %reason, "progress unknown"),
-        }
-    }
+    status.as_object_mut().expect("an object").extend(progress);
     // While workers run, progress is refreshed often.
     let requeue = if matches!(phase, IngestPhase::Running | IngestPhase::Pending) && workload.is_some() {
         requeue.min(Duration::from_secs(15))

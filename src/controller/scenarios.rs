@@ -127,6 +127,10 @@ async fn create_applies_an_owned_indexed_job_and_reports_it() {
         assert_eq!(status["status"]["observedGeneration"], 1);
         assert_eq!(status["status"]["phase"], "Pending");
         assert_eq!(status["status"]["workload"], "mainnet-epoch-700-ingest");
+        let progressing =
+            status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Progressing");
+        let message = progressing.unwrap()["message"].as_str().unwrap();
+        assert!(message.ends_with("progress unknown: Secret chronicle-catalog has no key url"), "{message}");
         assert_eq!(api.event().await, "SpecApplied");
         assert_eq!(api.event().await, "Pending");
     };
