@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -89,7 +89,7 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
 /// Runs the CacheTier controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let children = watcher::Config::default().labels(MANAGED);
-    let controller = Controller::new(Api::<CacheTier>::all(ctx.client.clone()), watcher::Config::default())
+    let controller = super::pipeline::controller::<CacheTier>(&ctx.client)
         .owns(Api::<Deployment>::all(ctx.client.clone()), children.clone())
         .owns(Api::<Service>::all(ctx.client.clone()), children);
     super::pipeline::run(ctx, controller, shutdown, reconcile).await;

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -110,6 +109,6 @@ async fn store(ctx: &Context, source: &ChainSource) -> Result<Result<String, Str
 
 /// Runs the ChainSource controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let controller = Controller::new(Api::<ChainSource>::all(ctx.client.clone()), watcher::Config::default());
+    let controller = super::pipeline::controller::<ChainSource>(&ctx.client);
     super::pipeline::run(ctx, controller, shutdown, reconcile).await;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -194,7 +194,7 @@ async fn apply_job(ctx: &Context, owner: &IngestJob, desired: &Job, params: &Pat
 /// Runs the IngestJob controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let children = watcher::Config::default().labels(MANAGED);
-    let controller = Controller::new(Api::<IngestJob>::all(ctx.client.clone()), watcher::Config::default())
+    let controller = super::pipeline::controller::<IngestJob>(&ctx.client)
         .owns(Api::<Job>::all(ctx.client.clone()), children.clone())
         .owns(Api::<Deployment>::all(ctx.client.clone()), children);
     super::pipeline::run(ctx, controller, shutdown, reconcile).await;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
+use kube::runtime::Predicate;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -75,6 +76,25 @@ pub fn error_policy<K: Kind>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -
         });
     }
     Action::requeue(delay)
+}
+
+/// A Controller for every `K` in the cluster, woken by changes of an
+/// object's spec (its generation), labels or annotations — not by status
+/// writes, which are the reconcile's own output: reacting to them would loop
+/// (a status carrying a probe time or a rate changes at every write). Owned
+/// children and requeues wake it too.
+pub fn controller<K: Kind>(client: &kube::Client) -> Controller<K> {
+    use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+    let (reader, writer) = reflector::store();
+    let triggers = watcher(kube::Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::labels).combine(predicates::annotations),
+            Default::default(),
+        );
+    Controller::for_stream(triggers, reader)
 }
 
 /// Runs `controller` with `reconcile` until `shutdown` resolves.

@@ -102,7 +102,11 @@ pub async fn report<K: Reported>(ctx: &Context, object: &K, status: serde_json::
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
     let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&object.name_any(), &params, &kube::api::Patch::Apply(&body)).await?;
+    match api.patch_status(&object.name_any(), &params, &kube::api::Patch::Apply(&body)).await {
+        // Deleted while being reconciled: nothing left to report on.
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        result => result?,
+    };
     let reference = object.object_ref(&());
     for event in transitions(object.common_status(), object.meta().generation, &conditions) {
         publish(ctx, &event, &reference).await;
