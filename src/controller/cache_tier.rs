@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::children::{MANAGED, prune};
+use super::children::{managed, prune};
 use super::context::{Context, Error};
 use super::served::hit_ratio;
 use super::status::{FIELD_MANAGER, condition, report};
@@ -88,7 +88,7 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
 
 /// Runs the CacheTier controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let children = watcher::Config::default().labels(MANAGED);
+    let children = watcher::Config::default().labels(&managed());
     let controller = super::pipeline::controller::<CacheTier>(&ctx.client)
         .owns(Api::<Deployment>::all(ctx.client.clone()), children.clone())
         .owns(Api::<Service>::all(ctx.client.clone()), children);

@@ -12,14 +12,17 @@ use kube::{Api, ResourceExt};
 
 use super::context::{Context, Error};
 use super::pipeline::Kind;
+use super::workload::{MANAGED_BY, owner_label};
 use crate::crd::{CacheTier, ChainSource, IngestJob, RetentionPolicy, TrainingExport};
 
-/// The label every child carries.
-pub const MANAGED: &str = "app.kubernetes.io/managed-by=chronicle-controller";
+/// The selector of every child (see `workload::labels`).
+pub fn managed() -> String {
+    format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)
+}
 
-/// The selector of `owner`'s children (see `workload::labels`).
+/// The selector of `owner`'s children.
 pub fn selector_of<K: Kind>(owner: &K) -> String {
-    format!("chronicle.dev/{}={},{MANAGED}", K::kind(&()).to_lowercase(), owner.name_any())
+    format!("{}={},{}", owner_label(&K::kind(&())), owner.name_any(), managed())
 }
 
 /// Deletes `owner`'s children of kind `C` whose names are not in `keep`, with
@@ -79,7 +82,7 @@ pub async fn sweep_orphans(ctx: &Context) -> Result<usize, Error> {
 async fn sweep<C: Kind>(ctx: &Context) -> Result<usize, Error> {
     let kinds = owner_kinds();
     let mut deleted = 0;
-    for child in Api::<C>::all(ctx.client.clone()).list(&ListParams::default().labels(MANAGED)).await? {
+    for child in Api::<C>::all(ctx.client.clone()).list(&ListParams::default().labels(&managed())).await? {
         let namespace = child.namespace().unwrap_or_default();
         let Some(owner) = child.owner_references().iter().find(|o| o.controller == Some(true)) else { continue };
         let Some(resource) = kinds.iter().find(|r| r.kind == owner.kind && r.api_version == owner.api_version) else {

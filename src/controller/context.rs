@@ -25,6 +25,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Catalog readers and rate samples for IngestJob progress.
     pub progress: super::progress::Tracker,
+    /// Asks serve pods for their `/metrics` (one connection pool, 2 s timeout).
+    pub http: reqwest::Client,
 }
 
 impl Context {
@@ -38,6 +40,7 @@ impl Context {
             failures: Mutex::default(),
             metrics: Metrics::new(),
             progress: Default::default(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("an HTTP client"),
         }
     }
 }

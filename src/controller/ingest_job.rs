@@ -15,7 +15,7 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::children::{MANAGED, delete, prune};
+use super::children::{delete, managed, prune};
 use super::context::{Context, Error};
 use super::status::{FIELD_MANAGER, condition, publish, report};
 use super::workload::{IngestWorkload, ingest_workload};
@@ -193,7 +193,7 @@ async fn apply_job(ctx: &Context, owner: &IngestJob, desired: &Job, params: &Pat
 
 /// Runs the IngestJob controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let children = watcher::Config::default().labels(MANAGED);
+    let children = watcher::Config::default().labels(&managed());
     let controller = super::pipeline::controller::<IngestJob>(&ctx.client)
         .owns(Api::<Job>::all(ctx.client.clone()), children.clone())
         .owns(Api::<Deployment>::all(ctx.client.clone()), children);

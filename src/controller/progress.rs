@@ -47,6 +47,11 @@ impl Tracker {
     }
 }
 
+/// Slots accounted for over every shard (each from its start to its checkpoint).
+fn slots_done(progress: &JobProgress) -> u64 {
+    progress.shards.iter().filter_map(|(r, s)| s.checkpoint.map(|c| c.saturating_sub(r.start) + 1)).sum()
+}
+
 /// The status fields a job's catalog records call for.
 pub fn status_fields(progress: &JobProgress, follow: bool, chain_head: Option<u64>, rate: Option<f64>) -> Value {
     let mut shards = progress.shards.clone();
@@ -61,11 +66,10 @@ pub fn status_fields(progress: &JobProgress, follow: bool, chain_head: Option<u6
         }
     }
     let sum = |f: fn(&catalog::ShardState) -> u64| shards.iter().map(|(_, s)| f(s)).sum::<u64>();
-    let done: u64 = shards.iter().filter_map(|(r, s)| s.checkpoint.map(|c| c.saturating_sub(r.start) + 1)).sum();
     let lag = if follow { chain_head.zip(checkpoint).map(|(head, at)| head.saturating_sub(at)) } else { None };
     json!({
         "checkpoint": checkpoint,
-        "slotsDone": done,
+        "slotsDone": slots_done(progress),
         "slotsSkipped": sum(|s| s.slots_skipped),
         "blocksWritten": sum(|s| s.blocks_written),
         "bytesWritten": sum(|s| s.bytes_written),
@@ -105,8 +109,7 @@ pub async fn read(ctx: &Context, job: &IngestJob, source: &ChainSource) -> Resul
         Err(e) if e.to_string().contains("does not exist") => JobProgress::default(),
         Err(e) => return Err(e.to_string()),
     };
-    let done = progress.shards.iter().filter_map(|(r, s)| s.checkpoint.map(|c| c.saturating_sub(r.start) + 1)).sum();
-    let rate = ctx.progress.rate(&key, done, Instant::now());
+    let rate = ctx.progress.rate(&key, slots_done(&progress), Instant::now());
     let head = source.status.as_ref().and_then(|s| s.chain_head);
     Ok(status_fields(&progress, job.spec.mode == IngestMode::Follow, head, rate))
 }

@@ -4,8 +4,6 @@
 //! pod that does not answer is left out, and no answer at all leaves the
 //! ratio unknown rather than wrong.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
@@ -31,14 +29,13 @@ pub fn cache_counts(metrics: &str) -> (u64, u64) {
 pub async fn hit_ratio(ctx: &Context, namespace: &str, selector: &str, port: i32) -> Option<String> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let pods = pods.list(&ListParams::default().labels(selector)).await.ok()?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
     let (mut hits, mut misses, mut answered) = (0, 0, 0);
     for pod in pods {
         let Some(status) = pod.status else { continue };
         let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
         let Some(ip) = status.pod_ip.filter(|_| ready) else { continue };
         let url = format!("http://{ip}:{port}/metrics");
-        let Ok(response) = http.get(&url).send().await else { continue };
+        let Ok(response) = ctx.http.get(&url).send().await else { continue };
         let Ok(text) = response.text().await else { continue };
         let (h, m) = cache_counts(&text);
         (hits, misses, answered) = (hits + h, misses + m, answered + 1);

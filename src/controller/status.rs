@@ -18,11 +18,6 @@ pub const FIELD_MANAGER: &str = "chronicle-controller";
 /// A kind with Chronicle's common status (`observedGeneration`, conditions).
 pub trait Reported: Kind {
     fn common_status(&self) -> Option<&CommonStatus>;
-
-    /// The conditions last written.
-    fn conditions(&self) -> &[Condition] {
-        self.common_status().map(|s| s.conditions.as_slice()).unwrap_or_default()
-    }
 }
 
 impl Reported for IngestJob {

@@ -45,6 +45,14 @@ pub enum IngestWorkload {
     Follow(Deployment),
 }
 
+/// The label every child carries, and its value.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "chronicle-controller");
+
+/// The label naming a child's owner of `owner_kind` (its value: the owner's name).
+pub fn owner_label(owner_kind: &str) -> String {
+    format!("chronicle.dev/{}", owner_kind.to_lowercase())
+}
+
 /// `app.kubernetes.io/*` labels shared by every child of `owner`.
 pub fn labels(owner_kind: &str, owner_name: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -52,8 +60,8 @@ pub fn labels(owner_kind: &str, owner_name: &str, component: &str) -> BTreeMap<S
         ("app.kubernetes.io/instance".into(), owner_name.into()),
         ("app.kubernetes.io/component".into(), component.into()),
         ("app.kubernetes.io/part-of".into(), "chronicle".into()),
-        ("app.kubernetes.io/managed-by".into(), "chronicle-controller".into()),
-        (format!("chronicle.dev/{}", owner_kind.to_lowercase()), owner_name.into()),
+        (MANAGED_BY.0.into(), MANAGED_BY.1.into()),
+        (owner_label(owner_kind), owner_name.into()),
     ])
 }
 
