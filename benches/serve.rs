@@ -139,7 +139,7 @@ async fn run(emulator: &BigtableEmulator, redis: &Redis) {
 
     let signatures: Vec<(u64, Signature)> = blocks
         .iter()
-        .flat_map(|(slot, b)| b.transactions.iter().map(move |t| (*slot, t.transaction.signatures[0])))
+        .flat_map(|(slot, b)| b.transactions.iter().map(move |t| (*slot, *t.transaction_signature())))
         .collect();
     let (busy_slot, busy) = &blocks[0];
     let address: Pubkey = store

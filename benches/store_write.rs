@@ -15,7 +15,7 @@ use chronicle::store::embedded::EmbeddedCells;
 use chronicle::store::ledger::BlockCells;
 use chronicle::store::{BlockStore, LedgerStore};
 use futures::StreamExt;
-use solana_transaction_status::VersionedConfirmedBlock;
+use solana_transaction_status::ConfirmedBlock;
 use support::BigtableEmulator;
 
 const CONCURRENCY: usize = 8;
@@ -38,7 +38,7 @@ impl Run {
 /// Writes `count` blocks (fixtures cycled over consecutive slots) through the ledger.
 async fn ledger_run(
     store: &Arc<LedgerStore>,
-    blocks: &[VersionedConfirmedBlock],
+    blocks: &[ConfirmedBlock],
     first_slot: u64,
     count: usize,
 ) -> Run {
@@ -63,7 +63,7 @@ async fn ledger_run(
 
 /// The ceiling: the same kind of cells, encoded before the clock starts,
 /// written straight to the engine in the same order (indexes, then blocks).
-async fn raw_run(store: &Arc<LedgerStore>, blocks: &[VersionedConfirmedBlock], first_slot: u64, count: usize) -> Run {
+async fn raw_run(store: &Arc<LedgerStore>, blocks: &[ConfirmedBlock], first_slot: u64, count: usize) -> Run {
     let encoded: Vec<BlockCells> =
         (0..count).map(|i| store.block_cells(first_slot + i as u64, &blocks[i % blocks.len()], &[]).unwrap()).collect();
     let bytes = encoded.iter().map(|c| c.stats().bytes).sum();
@@ -89,7 +89,7 @@ async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let default = if full { 2000 } else { 16 };
     let count: usize = std::env::var("BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let blocks: Vec<VersionedConfirmedBlock> = support::real_blocks().into_iter().map(|(_, b)| b).collect();
+    let blocks: Vec<ConfirmedBlock> = support::real_blocks().into_iter().map(|(_, b)| b).collect();
     let txs: usize = blocks.iter().map(|b| b.transactions.len()).sum();
     println!(
         "store_write: {count} blocks per run, cycling {} real blocks ({txs} transactions), concurrency {CONCURRENCY}",

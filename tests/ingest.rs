@@ -18,8 +18,8 @@ use chronicle::store::cells::{CellStore, KeyRange, Row, Table};
 use chronicle::store::embedded::EmbeddedCells;
 use chronicle::store::{BlockStore, LedgerStore};
 use prost::Message as _;
-use solana_storage_proto::convert::generated;
-use solana_transaction_status::VersionedConfirmedBlock;
+use chronicle::store::ledger::block_to_proto;
+use solana_transaction_status::ConfirmedBlock;
 use support::rpc_peer::{Fault, RpcPeer};
 use support::{BigtableEmulator, Postgres, bigtable_ledger, real_blocks, replayed};
 use tokio::process::{Child, Command};
@@ -74,7 +74,7 @@ async fn dump(cells: &Arc<dyn CellStore>) -> Vec<(Table, Row)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_of_every_fixture_slot_reads_back_equal() {
-    let blocks: BTreeMap<u64, VersionedConfirmedBlock> = real_blocks().into_iter().collect();
+    let blocks: BTreeMap<u64, ConfirmedBlock> = real_blocks().into_iter().collect();
     let peer = RpcPeer::start(blocks.clone()).await;
     let pg = Postgres::start();
     let emulator = BigtableEmulator::start();
@@ -108,9 +108,8 @@ async fn backfill_of_every_fixture_slot_reads_back_equal() {
             let stored = opened.block(*slot).await.unwrap().unwrap_or_else(|| panic!("{backend}: slot {slot} missing"));
             // Equal as stored: the protobuf agave writes (which keeps no
             // difference between absent and empty per-transaction rewards).
-            let stored =
-                generated::ConfirmedBlock::from(VersionedConfirmedBlock::try_from(stored).unwrap()).encode_to_vec();
-            let expected = generated::ConfirmedBlock::from(block.clone()).encode_to_vec();
+            let stored = block_to_proto(&stored).encode_to_vec();
+            let expected = block_to_proto(block).encode_to_vec();
             assert!(stored == expected, "{backend}: slot {slot} reads back different");
         }
         drop(opened);

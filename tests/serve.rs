@@ -23,7 +23,7 @@ use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_rpc_client::rpc_client::GetConfirmedSignaturesForAddress2Config;
 use solana_rpc_client_api::config::{RpcBlockConfig, RpcTransactionConfig};
 use solana_signature::Signature;
-use solana_transaction_status::{TransactionDetails, UiTransactionEncoding, VersionedConfirmedBlock};
+use solana_transaction_status::{ConfirmedBlock, TransactionDetails, UiTransactionEncoding};
 use support::{Redis, assert_json_covers, data_file};
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ fn source(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(data_file(name)).unwrap()).unwrap()
 }
 
-fn block((name, slot): (&str, u64)) -> VersionedConfirmedBlock {
+fn block((name, slot): (&str, u64)) -> ConfirmedBlock {
     read_block_file(&data_file(name), Some(slot)).unwrap().1
 }
 
@@ -133,7 +133,7 @@ async fn rpc_client_gets_what_a_node_answered() {
             .await
             .unwrap();
         let decoded: Vec<_> = encoded.transactions.unwrap().iter().map(|t| t.transaction.decode().unwrap()).collect();
-        let expected: Vec<_> = json_block.transactions.iter().map(|t| t.transaction.clone()).collect();
+        let expected: Vec<_> = json_block.transactions.iter().map(|t| t.get_transaction()).collect();
         assert_eq!(decoded, expected, "{encoding:?}");
     }
 
@@ -195,7 +195,7 @@ async fn rpc_client_gets_what_a_node_answered() {
             let got = client.get_transaction_with_config(&signature, config).await.unwrap();
             assert_eq!(got.slot, LEGACY.1);
             if encoding != UiTransactionEncoding::JsonParsed {
-                assert_eq!(got.transaction.transaction.decode().unwrap(), json_block.transactions[i].transaction);
+                assert_eq!(got.transaction.transaction.decode().unwrap(), json_block.transactions[i].get_transaction());
             }
         }
     }
@@ -206,7 +206,7 @@ async fn rpc_client_gets_what_a_node_answered() {
     assert!(!all.is_empty());
     assert!(all.windows(2).all(|w| (w[0].slot, w[0].transaction_index) >= (w[1].slot, w[1].transaction_index)));
     assert!(all.iter().all(|s| s.confirmation_status == Some(solana_transaction_status::TransactionConfirmationStatus::Finalized)));
-    let v0_sig = block(V0).transactions[0].transaction.signatures[0];
+    let v0_sig = *block(V0).transactions[0].transaction_signature();
     let config =
         GetConfirmedSignaturesForAddress2Config { before: Some(v0_sig), until: None, limit: Some(1), commitment: None };
     let page = client.get_signatures_for_address_with_config(&token, config).await.unwrap();
@@ -223,7 +223,7 @@ async fn rpc_client_gets_what_a_node_answered() {
     let sigs: Vec<Signature> = json_block
         .transactions
         .iter()
-        .map(|t| t.transaction.signatures[0])
+        .map(|t| *t.transaction_signature())
         .chain([Signature::from([9u8; 64])])
         .collect();
     let statuses = client.get_signature_statuses_with_history(&sigs).await.unwrap().value;
@@ -325,7 +325,7 @@ async fn a_new_block_shows_on_the_next_call_through_every_replica() {
     let (one, _a) = serve(store.clone(), cached(&redis, Duration::from_secs(600))).await;
     let (two, _b) = serve(store.clone(), cached(&redis, Duration::from_secs(600))).await;
     let v0 = block(V0);
-    let address = v0.transactions[0].transaction.message.static_account_keys()[0];
+    let address = v0.transactions[0].account_keys()[0];
     let first_page = json!({"jsonrpc": "2.0", "id": 1, "method": "getSignaturesForAddress", "params": [address.to_string(), {"limit": 10}]}).to_string();
     for replica in [one, two] {
         assert_eq!(post(replica, &first_page).await["result"], json!([]));
@@ -338,7 +338,7 @@ async fn a_new_block_shows_on_the_next_call_through_every_replica() {
     let invalidator = Invalidator::new(&redis.url()).unwrap();
     let dropped = invalidator.blocks_written(&store.indexed_addresses(&v0)).await;
     assert!(dropped >= 1, "the cached first page was dropped");
-    let signature = v0.transactions[0].transaction.signatures[0].to_string();
+    let signature = v0.transactions[0].transaction_signature().to_string();
     for replica in [one, two] {
         let answer = post(replica, &first_page).await;
         assert_eq!(answer["result"][0]["signature"], json!(signature), "replica {replica}: {answer}");
@@ -519,7 +519,7 @@ async fn ingest_updates_the_cache_of_every_replica() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let v0 = block(V0);
-    let address = v0.transactions[0].transaction.message.static_account_keys()[0];
+    let address = v0.transactions[0].account_keys()[0];
     let first_page =
         json!({"jsonrpc": "2.0", "id": 1, "method": "getSignaturesForAddress", "params": [address.to_string()]})
             .to_string();
@@ -527,7 +527,7 @@ async fn ingest_updates_the_cache_of_every_replica() {
         assert_eq!(post(replica, &first_page).await["result"], json!([]), "cached empty first page");
     }
     peer.produce(7_001, v0.clone());
-    let signature = json!(v0.transactions[0].transaction.signatures[0].to_string());
+    let signature = json!(v0.transactions[0].transaction_signature().to_string());
     while post(one, &first_page).await["result"][0]["signature"] != signature {
         assert!(std::time::Instant::now() < deadline, "the new signature never reached replica one");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -545,7 +545,7 @@ async fn transactions_for_address_pages_filters_and_sorts() {
     let store = fixture_store(dir.path()).await;
     let bytes = std::fs::read(data_file("solana/18144001.pb")).unwrap();
     let decoded = solana_storage_proto::convert::generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap();
-    let busy: VersionedConfirmedBlock = proto_to_block(decoded).unwrap().try_into().unwrap();
+    let busy = proto_to_block(decoded).unwrap();
     store.write_block(18_144_001, &busy, &[]).await.unwrap();
     let (addr, _stop) = serve(store.clone(), ServeConfig::default()).await;
     // The most active non-reserved address of the 89-transaction block.

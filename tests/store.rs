@@ -95,7 +95,8 @@ fn source_json(relative: &str) -> Value {
 }
 
 fn json_block(relative: &str, slot: u64) -> VersionedConfirmedBlock {
-    read_block_file(&data_file(relative), Some(slot)).unwrap_or_else(|e| panic!("{relative}: {e}")).1
+    let block = read_block_file(&data_file(relative), Some(slot)).unwrap_or_else(|e| panic!("{relative}: {e}")).1;
+    block.try_into().expect("every transaction has meta")
 }
 
 fn proto_block(relative: &str) -> (Vec<u8>, VersionedConfirmedBlock) {
@@ -141,7 +142,7 @@ async fn json_fixtures_round_trip_on_both_backends() {
         let block = json_block(file, *slot);
         for (backend, store) in [("embedded", embedded), ("bigtable", bigtable)] {
             let context = format!("{file} on {backend}");
-            store.write_block(*slot, &block, &[]).await.unwrap();
+            store.write_block(*slot, &block.clone().into(), &[]).await.unwrap();
             let stored = store.block(*slot).await.unwrap().unwrap_or_else(|| panic!("{context}: block missing"));
             let encoded = serde_json::to_value(
                 stored.encode_with_options(UiTransactionEncoding::Json, options(max_version, show_rewards)).unwrap(),
@@ -194,7 +195,7 @@ async fn protobuf_fixtures_are_stored_byte_identical() {
         let decoded = generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap();
         assert_eq!(decoded.encode_to_vec(), bytes, "{file}: prost re-encoding");
         for (backend, store) in &stores.all {
-            store.write_block(*slot, &block, &[]).await.unwrap();
+            store.write_block(*slot, &block.clone().into(), &[]).await.unwrap();
             let rows = store.cells().read_rows(Table::Blocks, &[format!("{slot:016x}")]).await.unwrap();
             let cell = rows[0].cell("proto").unwrap_or_else(|| panic!("{file} on {backend}: no proto cell"));
             assert_eq!(unwrap_envelope(cell), bytes, "{file} on {backend}: stored cell payload");
@@ -248,7 +249,7 @@ async fn bigtable_rows_are_agaves_layout() {
     let emulator = BigtableEmulator::start();
     let store = bigtable_store(&emulator, "layout").await;
     let (file, slot) = ("solana/block_154808473_v0_json.json", 154_808_473u64);
-    store.write_block(slot, &json_block(file, slot), &[]).await.unwrap();
+    store.write_block(slot, &json_block(file, slot).into(), &[]).await.unwrap();
     let source = source_json(file);
 
     let (blocks, out) = cbt_keys(&emulator, "layout", "blocks");
@@ -290,7 +291,7 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
     let (file, slot) = JSON_FIXTURES[0];
     let good = json_block(file, slot);
     for (backend, store) in &stores.all {
-        store.write_block(slot, &good, &[]).await.unwrap();
+        store.write_block(slot, &good.clone().into(), &[]).await.unwrap();
         let before = dump(store).await;
 
         // A block JSON without its blockhash.
@@ -305,7 +306,7 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
         if let solana_message::VersionedMessage::Legacy(m) = &mut bad.transactions[0].transaction.message {
             m.instructions[0].program_id_index = 200;
         }
-        let err = store.write_block(slot + 1, &bad, &[]).await.unwrap_err();
+        let err = store.write_block(slot + 1, &bad.into(), &[]).await.unwrap_err();
         assert!(matches!(err, StoreError::InvalidBlock { slot: s, .. } if s == slot + 1), "{backend}: {err}");
         assert_eq!(dump(store).await, before, "{backend}: a refused block changed the store");
 
@@ -355,9 +356,9 @@ async fn writes_are_idempotent() {
     let (file, slot) = JSON_FIXTURES[0];
     let block = json_block(file, slot);
     for (backend, store) in &stores.all {
-        store.write_block(slot, &block, &[]).await.unwrap();
+        store.write_block(slot, &block.clone().into(), &[]).await.unwrap();
         let first = dump(store).await;
-        store.write_block(slot, &block, &[]).await.unwrap();
+        store.write_block(slot, &block.clone().into(), &[]).await.unwrap();
         assert_eq!(dump(store).await, first, "{backend}: a second write changed cells");
         assert!(first.iter().any(|(t, _)| *t == Table::TxByAddr));
     }
@@ -382,7 +383,7 @@ async fn address_history_is_newest_first_with_before_and_until() {
     let signature = |i: u32| block.transactions[i as usize].transaction.signatures[0];
     let newest_first: Vec<u32> = indexes.iter().rev().copied().collect();
     for (backend, store) in &stores.all {
-        store.write_block(slot, &block, &[]).await.unwrap();
+        store.write_block(slot, &block.clone().into(), &[]).await.unwrap();
         let all = store.signatures_for_address(&address, None, None, 1000).await.unwrap();
         assert_eq!(all.iter().map(|s| s.index).collect::<Vec<_>>(), newest_first, "{backend}: all");
         assert!(all.iter().all(|s| s.slot == slot && s.block_time == block.block_time));
@@ -417,8 +418,8 @@ async fn block_listing_and_deletion() {
     for (backend, store) in &stores.all {
         assert_eq!(store.first_available_block().await.unwrap(), None, "{backend}: empty store");
         assert_eq!(store.last_block().await.unwrap(), None, "{backend}: empty store");
-        store.write_block(v0_slot, &json_block(v0_file, v0_slot), &[]).await.unwrap();
-        store.write_block(pb_slot, &pb_block, &[]).await.unwrap();
+        store.write_block(v0_slot, &json_block(v0_file, v0_slot).into(), &[]).await.unwrap();
+        store.write_block(pb_slot, &pb_block.clone().into(), &[]).await.unwrap();
         assert_eq!(store.first_available_block().await.unwrap(), Some(pb_slot));
         assert_eq!(store.last_block().await.unwrap(), Some(v0_slot), "{backend}: last block");
         assert_eq!(store.blocks(0, 10).await.unwrap(), vec![pb_slot, v0_slot]);
@@ -446,7 +447,7 @@ async fn json_parsed_is_rendered_as_a_node_renders_it() {
     let (file, slot) = JSON_FIXTURES[0];
     let expected = source_json("solana/block_100000000_jsonParsed.json");
     for (backend, store) in &stores.all {
-        store.write_block(slot, &json_block(file, slot), &[]).await.unwrap();
+        store.write_block(slot, &json_block(file, slot).into(), &[]).await.unwrap();
         let block = store.block(slot).await.unwrap().unwrap();
         let ours = serde_json::to_value(
             block.encode_with_options(UiTransactionEncoding::JsonParsed, options(Some(0), true)).unwrap(),
@@ -476,7 +477,7 @@ async fn entries_are_stored_when_known() {
         },
     ];
     for (backend, store) in &stores.all {
-        store.write_block(slot, &block, &entries).await.unwrap();
+        store.write_block(slot, &block.clone().into(), &entries).await.unwrap();
         let read = store.entries(slot).await.unwrap().unwrap_or_else(|| panic!("{backend}: no entries"));
         assert_eq!(read.len(), 2);
         assert_eq!((read[1].num_hashes, read[1].num_transactions, read[1].hash), (3, 89, entries[1].hash));
@@ -536,12 +537,12 @@ async fn a_failed_index_write_leaves_no_block_visible() {
     let (_, block) = proto_block(file);
     for (backend, store) in &stores.all {
         let failing = LedgerStore::new(Arc::new(FailingIndexes(store.cells().clone())));
-        let err = failing.write_block(slot, &block, &[]).await.unwrap_err();
+        let err = failing.write_block(slot, &block.clone().into(), &[]).await.unwrap_err();
         assert!(err.to_string().contains("tx-by-addr") && err.to_string().contains("connection reset"), "{err}");
         assert_eq!(store.block(slot).await.unwrap(), None, "{backend}: block visible without its indexes");
         assert_eq!(store.blocks(0, 10).await.unwrap(), Vec::<u64>::new());
         // The retry (a healthy store) completes the block.
-        store.write_block(slot, &block, &[]).await.unwrap();
+        store.write_block(slot, &block.clone().into(), &[]).await.unwrap();
         assert!(store.block(slot).await.unwrap().is_some());
     }
 }

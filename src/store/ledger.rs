@@ -73,21 +73,20 @@ impl LedgerStore {
         &self.cells
     }
 
-    /// Encodes a block into its cells exactly as agave's uploader does.
-    pub fn block_cells(
-        &self,
-        slot: Slot,
-        block: &VersionedConfirmedBlock,
-        entries: &[EntrySummary],
-    ) -> Result<BlockCells, StoreError> {
+    /// Encodes a block into its cells exactly as agave's uploader does. A
+    /// transaction without status metadata is indexed as agave's uploader did
+    /// before metadata existed: no error, its memo from the message.
+    pub fn block_cells(&self, slot: Slot, block: &ConfirmedBlock, entries: &[EntrySummary]) -> Result<BlockCells, StoreError> {
         check_writable(slot, block)?;
         let mut tx_cells = Vec::with_capacity(block.transactions.len());
         let mut by_address: BTreeMap<Pubkey, Vec<TransactionByAddrInfo>> = BTreeMap::new();
         for (index, tx_with_meta) in block.transactions.iter().enumerate() {
             let index = u32::try_from(index).expect("a block holds fewer than 2^32 transactions");
-            let signature = tx_with_meta.transaction.signatures[0];
-            let err = tx_with_meta.meta.status.clone().err();
-            let memo = extract_and_fmt_memos(tx_with_meta);
+            let signature = *tx_with_meta.transaction_signature();
+            let (err, memo) = match tx_with_meta {
+                TransactionWithStatusMeta::Complete(tx) => (tx.meta.status.clone().err(), extract_and_fmt_memos(tx)),
+                TransactionWithStatusMeta::MissingMetadata(tx) => (None, extract_and_fmt_memos(&tx.message)),
+            };
             for address in tx_with_meta.account_keys().iter() {
                 if !self.reserved.is_reserved(address) {
                     by_address.entry(*address).or_default().push(TransactionByAddrInfo {
@@ -124,7 +123,7 @@ impl LedgerStore {
                 Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&row.encode_to_vec()) };
             indexes.push(TableWrite { table: Table::Entries, cells: vec![cell] });
         }
-        let proto = generated::ConfirmedBlock::from(block.clone()).encode_to_vec();
+        let proto = block_to_proto(block).encode_to_vec();
         let block = TableWrite {
             table: Table::Blocks,
             cells: vec![Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&proto) }],
@@ -133,7 +132,7 @@ impl LedgerStore {
     }
 
     /// The addresses a block adds `tx-by-addr` rows for (reserved keys excluded).
-    pub fn indexed_addresses(&self, block: &VersionedConfirmedBlock) -> Vec<Pubkey> {
+    pub fn indexed_addresses(&self, block: &ConfirmedBlock) -> Vec<Pubkey> {
         let mut addresses: Vec<Pubkey> = block
             .transactions
             .iter()
@@ -179,7 +178,7 @@ impl BlockStore for LedgerStore {
     async fn write_block(
         &self,
         slot: Slot,
-        block: &VersionedConfirmedBlock,
+        block: &ConfirmedBlock,
         entries: &[EntrySummary],
     ) -> Result<WriteStats, StoreError> {
         let cells = self.block_cells(slot, block, entries)?;
@@ -541,17 +540,40 @@ fn check_references(tx: &TransactionWithStatusMeta) -> Result<(), String> {
 }
 
 /// What a block must satisfy before we write it (agave's readers panic otherwise).
-fn check_writable(slot: Slot, block: &VersionedConfirmedBlock) -> Result<(), StoreError> {
+fn check_writable(slot: Slot, block: &ConfirmedBlock) -> Result<(), StoreError> {
     let invalid = |reason: String| StoreError::InvalidBlock { slot, reason };
     for (index, tx) in block.transactions.iter().enumerate() {
-        if tx.transaction.signatures.is_empty() {
+        let (signatures, sanitized) = match tx {
+            TransactionWithStatusMeta::Complete(t) => (&t.transaction.signatures, t.transaction.sanitize()),
+            // Rare (early epochs): the clone buys the versioned form's sanitize.
+            TransactionWithStatusMeta::MissingMetadata(t) => (&t.signatures, VersionedTransaction::from(t.clone()).sanitize()),
+        };
+        if signatures.is_empty() {
             return Err(invalid(format!("transaction {index} has no signature")));
         }
-        tx.transaction.sanitize().map_err(|e| invalid(format!("transaction {index}: {e}")))?;
-        check_references(&TransactionWithStatusMeta::Complete(tx.clone()))
-            .map_err(|e| invalid(format!("transaction {index}: {e}")))?;
+        sanitized.map_err(|e| invalid(format!("transaction {index}: {e}")))?;
+        check_references(tx).map_err(|e| invalid(format!("transaction {index}: {e}")))?;
     }
     Ok(())
+}
+
+/// A block as agave's `blocks` cell holds it: agave's conversions for the
+/// header and for each transaction, with or without status metadata (its
+/// block-level conversion takes only blocks whose transactions all have it).
+pub fn block_to_proto(block: &ConfirmedBlock) -> generated::ConfirmedBlock {
+    let header = VersionedConfirmedBlock {
+        previous_blockhash: block.previous_blockhash.clone(),
+        blockhash: block.blockhash.clone(),
+        parent_slot: block.parent_slot,
+        transactions: Vec::new(),
+        rewards: block.rewards.clone(),
+        num_partitions: block.num_partitions,
+        block_time: block.block_time,
+        block_height: block.block_height,
+    };
+    let mut proto = generated::ConfirmedBlock::from(header);
+    proto.transactions = block.transactions.iter().cloned().map(Into::into).collect();
+    proto
 }
 
 // ---- legacy bincode forms (read-only; data from before late 2020) ----
@@ -742,6 +764,33 @@ mod tests {
         };
         let infos = decode_address_row(&row).unwrap();
         assert_eq!((infos[0].index, infos[0].memo.as_deref(), infos[0].block_time), (4, Some("m"), None));
+    }
+
+    /// Mainnet's first epochs reached Bigtable in the legacy bincode form with
+    /// `meta: None`; made here from the real slot-10000 block (which has none).
+    #[test]
+    fn legacy_cells_without_metadata_are_readable() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/solana/block_10000_meta_null_json.json");
+        let (_, block) = crate::chain::solana::response::read_block_file(path.as_ref(), Some(10_000)).unwrap();
+        let legacy = StoredConfirmedBlock {
+            previous_blockhash: block.previous_blockhash.clone(),
+            blockhash: block.blockhash.clone(),
+            parent_slot: block.parent_slot,
+            transactions: block
+                .transactions
+                .iter()
+                .map(|tx| StoredConfirmedBlockTransaction { transaction: tx.get_transaction(), meta: None })
+                .collect(),
+            rewards: Vec::new(),
+            block_time: None,
+            block_height: None,
+        };
+        let mut encoded = bincode::serialize(&legacy).unwrap();
+        encoded.truncate(encoded.len() - 1);
+        let row = Row { key: slot_key(10_000), cells: vec![("bin".into(), envelope::compress(&encoded))] };
+        let read = decode_block(&row).unwrap();
+        assert_eq!(read, block);
+        assert!(read.transactions.iter().all(|t| matches!(t, TransactionWithStatusMeta::MissingMetadata(_))));
     }
 
     #[test]

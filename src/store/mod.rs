@@ -21,7 +21,6 @@ use solana_pubkey::Pubkey;
 use solana_signature::Signature;
 use solana_transaction_status::{
     ConfirmedBlock, ConfirmedTransactionStatusWithSignature, ConfirmedTransactionWithStatusMeta, EntrySummary,
-    VersionedConfirmedBlock,
 };
 
 use self::bigtable::{BigtableCells, BigtableConfig};
@@ -64,11 +63,12 @@ pub trait BlockStore: Send + Sync {
     fn describe(&self) -> String;
 
     /// Writes a block with its index rows (and entries, when known). Writing the
-    /// same block again writes identical cells.
+    /// same block again writes identical cells. Transactions may lack status
+    /// metadata (`MissingMetadata`), as in mainnet's first epochs.
     async fn write_block(
         &self,
         slot: Slot,
-        block: &VersionedConfirmedBlock,
+        block: &ConfirmedBlock,
         entries: &[EntrySummary],
     ) -> Result<WriteStats, StoreError>;
 
@@ -165,12 +165,34 @@ impl StoreUrl {
     }
 }
 
-/// Opens the store a URL names for writing, creating tables if needed.
-/// Bigtable reads the emulator address from `BIGTABLE_EMULATOR_HOST` and
-/// credentials from `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key
-/// file) or the environment's default credentials.
+/// How a Bigtable store is reached: an emulator, or Google with a
+/// service-account key file or the ambient credentials (workload identity).
+/// A worker takes it from its spec; the operator commands from the environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BigtableAccess {
+    pub emulator_host: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl BigtableAccess {
+    /// `BIGTABLE_EMULATOR_HOST` and `GOOGLE_APPLICATION_CREDENTIALS`, as agave reads them.
+    pub fn from_env() -> Self {
+        Self {
+            emulator_host: std::env::var("BIGTABLE_EMULATOR_HOST").ok().filter(|h| !h.is_empty()),
+            credentials_file: std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from),
+        }
+    }
+}
+
+/// Opens the store a URL names for writing, creating tables if needed, with
+/// Bigtable access from the environment ([`BigtableAccess::from_env`]).
 pub async fn open(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
-    let store = open_existing(url).await?;
+    open_with(url, &BigtableAccess::from_env()).await
+}
+
+/// [`open`] with explicit Bigtable access.
+pub async fn open_with(url: &str, access: &BigtableAccess) -> Result<Arc<LedgerStore>, StoreError> {
+    let store = open_existing_with(url, access).await?;
     store.cells().ensure_tables().await?;
     Ok(store)
 }
@@ -178,6 +200,11 @@ pub async fn open(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
 /// Opens the store a URL names for reading: no admin calls, so read-only
 /// credentials (`bigtable.data.readonly`) suffice, as for an agave RPC node.
 pub async fn open_existing(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
+    open_existing_with(url, &BigtableAccess::from_env()).await
+}
+
+/// [`open_existing`] with explicit Bigtable access.
+pub async fn open_existing_with(url: &str, access: &BigtableAccess) -> Result<Arc<LedgerStore>, StoreError> {
     let cells: Arc<dyn CellStore> = match StoreUrl::parse(url)? {
         StoreUrl::Embedded { path } => Arc::new(EmbeddedCells::open(&path)?),
         StoreUrl::Bigtable { project, instance, app_profile } => Arc::new(
@@ -185,8 +212,8 @@ pub async fn open_existing(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
                 project,
                 instance,
                 app_profile,
-                emulator_host: std::env::var("BIGTABLE_EMULATOR_HOST").ok().filter(|h| !h.is_empty()),
-                credentials_file: std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from),
+                emulator_host: access.emulator_host.clone(),
+                credentials_file: access.credentials_file.clone(),
                 timeout: Duration::from_secs(30),
             })
             .await?,

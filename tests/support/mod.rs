@@ -402,7 +402,7 @@ pub fn assert_json_covers(source: &serde_json::Value, ours: &serde_json::Value, 
 
 /// The four recorded mainnet blocks that carry raw transactions, at their
 /// real slots: 18144001 and 64800004 (protobuf), 100000000 and 154808473 (json).
-pub fn real_blocks() -> Vec<(u64, solana_transaction_status::VersionedConfirmedBlock)> {
+pub fn real_blocks() -> Vec<(u64, solana_transaction_status::ConfirmedBlock)> {
     use prost::Message as _;
     let mut blocks = Vec::new();
     for (name, slot) in [("18144001.pb", 18_144_001u64), ("64800004.pb", 64_800_004)] {
@@ -410,7 +410,7 @@ pub fn real_blocks() -> Vec<(u64, solana_transaction_status::VersionedConfirmedB
         let decoded =
             solana_storage_proto::convert::generated::ConfirmedBlock::decode(bytes.as_slice()).expect("protobuf");
         let block = chronicle::store::ledger::proto_to_block(decoded).expect("valid block");
-        blocks.push((slot, block.try_into().expect("every transaction has meta")));
+        blocks.push((slot, block));
     }
     for (name, slot) in [("block_100000000_json.json", 100_000_000u64), ("block_154808473_v0_json.json", 154_808_473)] {
         let path = data_file(&format!("solana/{name}"));
@@ -420,12 +420,39 @@ pub fn real_blocks() -> Vec<(u64, solana_transaction_status::VersionedConfirmedB
     blocks
 }
 
+/// Early-history blocks at slots 10000-10003: the real mainnet slot-10000
+/// block (every transaction without status metadata, `blockHeight` and
+/// `blockTime` null, no rewards) and three blocks DERIVED from real ones: at
+/// 10001 the real slot-100000000 block with the metadata of every other
+/// transaction removed (a mixed block), at 10002 the slot-10000 header with no
+/// transactions, at 10003 the real slot-18144001 block with a
+/// `previousBlockhash` of all ones (how a node shows a block whose parent is
+/// missing from its ledger).
+pub fn early_blocks() -> Vec<(u64, solana_transaction_status::ConfirmedBlock)> {
+    use solana_transaction_status::{ConfirmedBlock, TransactionWithStatusMeta};
+    let read = |name: &str, slot: u64| {
+        chronicle::chain::solana::response::read_block_file(&data_file(name), Some(slot)).expect("test data").1
+    };
+    let early = read("solana/block_10000_meta_null_json.json", 10_000);
+    let mut mixed = read("solana/block_100000000_json.json", 100_000_000);
+    for tx in mixed.transactions.iter_mut().skip(1).step_by(2) {
+        let legacy = tx.get_transaction().into_legacy_transaction().expect("the fixture's transactions are legacy");
+        *tx = TransactionWithStatusMeta::MissingMetadata(legacy);
+    }
+    let empty = ConfirmedBlock { transactions: Vec::new(), ..early.clone() };
+    let orphaned = ConfirmedBlock {
+        previous_blockhash: "11111111111111111111111111111111".into(),
+        ..real_blocks().remove(0).1
+    };
+    vec![(10_000, early), (10_001, mixed), (10_002, empty), (10_003, orphaned)]
+}
+
 /// The real blocks replayed at `count` consecutive slots from `first` (block
 /// bodies unchanged), for tests and benchmarks that need more slots than were recorded.
 pub fn replayed(
     first: u64,
     count: u64,
-) -> std::collections::BTreeMap<u64, solana_transaction_status::VersionedConfirmedBlock> {
+) -> std::collections::BTreeMap<u64, solana_transaction_status::ConfirmedBlock> {
     let real: Vec<_> = real_blocks().into_iter().map(|(_, b)| b).collect();
     (0..count).map(|i| (first + i, real[i as usize % real.len()].clone())).collect()
 }

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use solana_transaction_status::{
-    BlockEncodingOptions, ConfirmedBlock, TransactionDetails, UiTransactionEncoding, VersionedConfirmedBlock,
+    BlockEncodingOptions, ConfirmedBlock, TransactionDetails, UiTransactionEncoding,
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -78,10 +78,10 @@ fn rpc_error(id: &Value, code: i64, message: String) -> Value {
 
 impl RpcPeer {
     /// Serves `blocks` (slot → block); the tip is the highest slot.
-    pub async fn start(blocks: BTreeMap<u64, VersionedConfirmedBlock>) -> Self {
+    pub async fn start(blocks: BTreeMap<u64, ConfirmedBlock>) -> Self {
         let state = Arc::new(PeerState::default());
         state.tip.store(blocks.keys().next_back().copied().unwrap_or(0), Ordering::SeqCst);
-        *state.blocks.lock().unwrap() = blocks.into_iter().map(|(s, b)| (s, ConfirmedBlock::from(b))).collect();
+        *state.blocks.lock().unwrap() = blocks;
         *state.slots.lock().unwrap() = Some(broadcast::channel(1024).0);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -150,8 +150,8 @@ impl RpcPeer {
     }
 
     /// Adds a block and moves the tip, notifying slot subscribers.
-    pub fn produce(&self, slot: u64, block: VersionedConfirmedBlock) {
-        self.state.blocks.lock().unwrap().insert(slot, block.into());
+    pub fn produce(&self, slot: u64, block: ConfirmedBlock) {
+        self.state.blocks.lock().unwrap().insert(slot, block);
         self.state.tip.fetch_max(slot, Ordering::SeqCst);
         if let Some(tx) = self.state.slots.lock().unwrap().as_ref() {
             let _ = tx.send(slot);

@@ -1,6 +1,8 @@
 //! From a `getBlock` response (encodings `json`, `base64`, `base58`) to the
 //! block agave stores. `jsonParsed` is refused: parsed instructions have lost
-//! their raw bytes and cannot be stored losslessly.
+//! their raw bytes and cannot be stored losslessly. Transactions answered with
+//! `"meta": null` (mainnet recorded no status metadata in its first epochs)
+//! become agave's `MissingMetadata` case, which its Bigtable layout stores.
 
 use std::str::FromStr;
 
@@ -18,8 +20,9 @@ use solana_transaction_status::option_serializer::OptionSerializer;
 use solana_transaction_status::{
     EncodedTransaction, InnerInstruction, InnerInstructions, TransactionStatusMeta, TransactionTokenBalance,
     UiConfirmedBlock, UiInstruction, UiLoadedAddresses, UiMessage, UiRawMessage, UiTransactionReturnData,
-    UiTransactionStatusMeta, UiTransactionTokenBalance, VersionedConfirmedBlock, VersionedTransactionWithStatusMeta,
+    UiTransactionStatusMeta, UiTransactionTokenBalance, VersionedTransactionWithStatusMeta,
 };
+use solana_transaction_status::{ConfirmedBlock, TransactionWithStatusMeta};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -36,7 +39,7 @@ pub enum DecodeError {
 }
 
 /// Decodes a `getBlock` result (the `result` object, not the JSON-RPC envelope).
-pub fn block_from_rpc(slot: Slot, result: &Value) -> Result<VersionedConfirmedBlock, DecodeError> {
+pub fn block_from_rpc(slot: Slot, result: &Value) -> Result<ConfirmedBlock, DecodeError> {
     if is_json_parsed(result) {
         return Err(DecodeError::JsonParsed { slot });
     }
@@ -46,7 +49,7 @@ pub fn block_from_rpc(slot: Slot, result: &Value) -> Result<VersionedConfirmedBl
 }
 
 /// Decodes a `getBlock` result as the RPC client types hold it.
-pub fn block_from_ui(slot: Slot, block: UiConfirmedBlock) -> Result<VersionedConfirmedBlock, DecodeError> {
+pub fn block_from_ui(slot: Slot, block: UiConfirmedBlock) -> Result<ConfirmedBlock, DecodeError> {
     for (what, hash) in [("blockhash", &block.blockhash), ("previousBlockhash", &block.previous_blockhash)] {
         Hash::from_str(hash).map_err(|e| DecodeError::Shape { slot, reason: format!("{what} {hash:?}: {e}") })?;
     }
@@ -56,14 +59,21 @@ pub fn block_from_ui(slot: Slot, block: UiConfirmedBlock) -> Result<VersionedCon
         .enumerate()
         .map(|(index, tx)| {
             let fail = |reason: String| DecodeError::Transaction { slot, index, reason };
-            let meta =
-                tx.meta.ok_or_else(|| fail("no meta: blocks without status metadata cannot be stored".into()))?;
-            let meta = meta_from_ui(meta).map_err(fail)?;
             let transaction = transaction_from_ui(&tx.transaction).map_err(fail)?;
-            Ok(VersionedTransactionWithStatusMeta { transaction, meta })
+            match tx.meta {
+                Some(meta) => {
+                    let meta = meta_from_ui(meta).map_err(fail)?;
+                    Ok(TransactionWithStatusMeta::Complete(VersionedTransactionWithStatusMeta { transaction, meta }))
+                }
+                // Agave keeps no versioned transaction without metadata (none
+                // existed before metadata was recorded), so neither do we.
+                None => transaction.into_legacy_transaction().map(TransactionWithStatusMeta::MissingMetadata).ok_or_else(
+                    || fail("a versioned (v0) transaction without status metadata cannot be stored".into()),
+                ),
+            }
         })
         .collect::<Result<_, _>>()?;
-    Ok(VersionedConfirmedBlock {
+    Ok(ConfirmedBlock {
         previous_blockhash: block.previous_blockhash,
         blockhash: block.blockhash,
         parent_slot: block.parent_slot,

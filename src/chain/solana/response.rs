@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use solana_clock::Slot;
-use solana_transaction_status::VersionedConfirmedBlock;
+use solana_transaction_status::ConfirmedBlock;
 
 use super::decode::{DecodeError, block_from_rpc};
 
@@ -37,7 +37,7 @@ pub fn slot_from_file_name(path: &Path) -> Option<Slot> {
 }
 
 /// Reads and decodes one recorded `getBlock` response.
-pub fn read_block_file(path: &Path, slot: Option<Slot>) -> Result<(Slot, VersionedConfirmedBlock), ResponseError> {
+pub fn read_block_file(path: &Path, slot: Option<Slot>) -> Result<(Slot, ConfirmedBlock), ResponseError> {
     let slot =
         slot.or_else(|| slot_from_file_name(path)).ok_or_else(|| ResponseError::NoSlot { path: path.to_path_buf() })?;
     let io = |cause| ResponseError::Io { path: path.to_path_buf(), cause };

@@ -16,7 +16,7 @@ use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_rpc_client_api::client_error::{Error as ClientError, ErrorKind};
 use solana_rpc_client_api::config::RpcBlockConfig;
 use solana_rpc_client_api::request::RpcError;
-use solana_transaction_status::{TransactionDetails, UiTransactionEncoding, VersionedConfirmedBlock};
+use solana_transaction_status::{ConfirmedBlock, TransactionDetails, UiTransactionEncoding};
 
 use super::decode::block_from_ui;
 
@@ -143,7 +143,7 @@ impl RpcSource {
     }
 
     /// One block, decoded into what the store keeps.
-    pub async fn block(&self, slot: Slot) -> Result<VersionedConfirmedBlock, Missing> {
+    pub async fn block(&self, slot: Slot) -> Result<ConfirmedBlock, Missing> {
         let config = RpcBlockConfig {
             encoding: Some(UiTransactionEncoding::Base64),
             transaction_details: Some(TransactionDetails::Full),
