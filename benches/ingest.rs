@@ -19,7 +19,7 @@ use chronicle::store::ledger::BlockCells;
 use chronicle::worker::ingest::{self, IngestConfig};
 use futures::StreamExt;
 use solana_commitment_config::CommitmentConfig;
-use solana_transaction_status::VersionedConfirmedBlock;
+use solana_transaction_status::ConfirmedBlock;
 use support::BigtableEmulator;
 use support::rpc_peer::RpcPeer;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,7 @@ async fn peer_ceiling(peer: &RpcPeer, slots: &[u64]) -> Rate {
 }
 
 /// The store's ceiling: the blocks' cells encoded before the clock starts.
-async fn store_ceiling(store: &Arc<LedgerStore>, blocks: &BTreeMap<u64, VersionedConfirmedBlock>) -> Rate {
+async fn store_ceiling(store: &Arc<LedgerStore>, blocks: &BTreeMap<u64, ConfirmedBlock>) -> Rate {
     let encoded: Vec<BlockCells> =
         blocks.iter().map(|(slot, block)| store.block_cells(slot + 10_000_000, block, &[]).unwrap()).collect();
     let bytes = encoded.iter().map(|c| c.stats().bytes).sum();
@@ -78,6 +78,7 @@ async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, cou
     let config = IngestConfig {
         job: format!("bench-{first}-{store}"),
         store: store.into(),
+        store_access: chronicle::store::BigtableAccess::from_env(),
         catalog: catalog.into(),
         source: RpcSourceConfig {
             url: peer.url(),

@@ -433,7 +433,7 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         loop {
             let status = ingest.get(name).await.unwrap().status.unwrap_or_default();
             if let Some(degraded) = status.common.conditions.iter().find(|c| c.type_ == "Degraded") {
-                assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "InvalidSpec"));
+                assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "SourceUnsupported"));
                 assert!(degraded.message.contains("not supported by the ingest worker yet"), "{}", degraded.message);
                 break;
             }
@@ -832,4 +832,90 @@ async fn the_operator_on_a_cluster() {
         let _: Value = client.request(request).await.unwrap();
     }
     namespaces.delete(&namespace, &DeleteParams::default()).await.unwrap();
+}
+
+/// `commitment: confirmed` on a ChainSource reaches the worker: the
+/// controller writes it (and the store's emulator host) into the follower's
+/// worker spec on the real API server, and a worker run with exactly that
+/// spec stores confirmed blocks early and removes the one the finalized chain
+/// then skipped — which a `finalized` worker never stores at all.
+#[tokio::test]
+async fn a_chain_sources_commitment_reaches_the_worker() {
+    use chronicle::controller::context::Context;
+    use chronicle::crd::chain_source::Commitment;
+    use chronicle::store::BlockStore;
+    use chronicle::worker::spec::{SPEC_ENV, Work, WorkerSpec};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::Api;
+
+    let emulator = support::BigtableEmulator::start();
+    let peer = support::rpc_peer::RpcPeer::start(support::replayed(6_000, 6)).await;
+    peer.orphan(6_003);
+    let api = api_with_crds().await;
+    let client = api.client().await;
+    let source = json!({"apiVersion": "chronicle.dev/v1alpha1", "kind": "ChainSource",
+        "metadata": {"name": "local"},
+        "spec": {"chain": {"family": "solana", "network": "localnet"}, "commitment": "confirmed",
+            "endpoints": [{"name": "peer", "url": peer.url()}],
+            "store": {"bigtable": {"project": "chronicle-e2e", "instance": "confirmed", "emulatorHost": emulator.host()}},
+            "catalog": {"connectionSecretRef": {"name": "catalog", "key": "url"}}}});
+    let job = json!({"apiVersion": "chronicle.dev/v1alpha1", "kind": "IngestJob", "metadata": {"name": "tip"},
+        "spec": {"sourceRef": {"name": "local"}, "source": {"rpc": {}}, "mode": "follow", "range": {"startSlot": 6000}}});
+    for object in [source, job] {
+        let (status, answer) = create(&api, object).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
+    let token = stop.clone();
+    let controller = tokio::spawn(chronicle::controller::ingest_job::run(ctx, async move { token.cancelled().await }));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "e2e");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let deployment = loop {
+        if let Some(found) = deployments.get_opt("tip-ingest").await.unwrap() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no follower Deployment");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.cancel();
+    controller.await.unwrap();
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(container.args.as_deref(), Some(&["worker".to_string(), "run".into()][..]));
+    let spec_json = container.env.iter().flatten().find(|e| e.name == SPEC_ENV).unwrap().value.clone().unwrap();
+    let spec = WorkerSpec::from_json(&spec_json).unwrap();
+    let Work::Ingest(ingest) = &spec.work else { panic!("an ingest spec: {spec_json}") };
+    assert_eq!(ingest.chain.commitment, Commitment::Confirmed);
+    assert_eq!(ingest.store.emulator_host.as_deref(), Some(emulator.host().as_str()));
+
+    // The worker with exactly that spec; only the Secret-backed catalog
+    // variable is set by hand, as the pod would from its Secret. Nothing
+    // else of this process's environment reaches it.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog_url = format!("embedded://{}", dir.path().join("catalog").display());
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "run"])
+        .env_clear()
+        .env(SPEC_ENV, &spec_json)
+        .env("CHRONICLE_CATALOG", &catalog_url)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    while peer.count("getBlock", 6_005) == 0 || peer.requests("getBlocks").len() < 2 {
+        assert!(Instant::now() < deadline, "the worker did not follow the peer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SAFETY: kill(2) on the worker we spawned.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(peer.count("getBlock", 6_003) >= 1, "a confirmed worker fetches the block before it is finalized");
+    assert!(log.contains("confirmed block was not finalized"), "{log}");
+    let store = support::bigtable_ledger(&emulator, "chronicle-e2e", "confirmed").await;
+    assert_eq!(store.blocks(6_000, 10).await.unwrap(), vec![6_000, 6_001, 6_002, 6_004, 6_005]);
 }

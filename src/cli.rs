@@ -152,6 +152,15 @@ pub struct ServeArgs {
 pub enum WorkerCommand {
     /// Ingest blocks from a Solana node: a backfill of --from..=--to, or --follow the tip.
     Ingest(IngestArgs),
+    /// Run the work a worker spec describes (what controller-started pods run):
+    /// from --spec FILE, else from the CHRONICLE_WORKER_SPEC variable.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        /// This pod's shard of a parallel backfill (an Indexed Job sets it).
+        #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+        shard_index: u32,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -242,6 +251,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd { out_dir } => print_crds(out_dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
         Command::Worker(WorkerCommand::Ingest(args)) => block_on(ingest(args)),
+        Command::Worker(WorkerCommand::Run { spec, shard_index }) => block_on(worker_run(spec, shard_index)),
         Command::Serve(args) => block_on(serve(args)),
         Command::Controller(args) => block_on(controller(args)),
         Command::Import { store, slot, files } => block_on(import::run(&store, slot, &files)),
@@ -306,6 +316,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let config = worker::ingest::IngestConfig {
         job: args.job,
         store: args.store,
+        store_access: crate::store::BigtableAccess::from_env(),
         catalog: args.catalog,
         source: crate::chain::solana::rpc::RpcSourceConfig {
             url: args.rpc,
@@ -334,6 +345,24 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         catalog_patience: Duration::from_secs(600),
         cache: args.cache,
     };
+    run_ingest(config).await
+}
+
+/// `chronicle worker run`: the spec's work, configured as the flags would.
+async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCode> {
+    use crate::worker::spec::{Work, WorkerSpec};
+    let spec = WorkerSpec::load(file.as_deref())?;
+    match &spec.work {
+        Work::Ingest(ingest) => run_ingest(worker::run::ingest_config(ingest, shard)?).await,
+        Work::Serve(serve) => {
+            let (access, mut config) = worker::run::serve_config(serve)?;
+            config.api_keys = api_keys(None, serve.api_keys_dir.as_deref().map(Path::new))?;
+            run_serve(&serve.store.url, &access, config).await
+        }
+    }
+}
+
+async fn run_ingest(config: worker::ingest::IngestConfig) -> anyhow::Result<ExitCode> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let summary = worker::ingest::run(config, shutdown).await?;
@@ -378,13 +407,47 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = crate::serve::ServeConfig {
+        listen: args.listen,
+        cache: args.cache.map(|url| crate::serve::cache::CacheConfig {
+            url,
+            ttl: args.cache_ttl,
+            immutable_ttl: args.immutable_ttl,
+            timeout: std::time::Duration::from_millis(250),
+            max_memory: args.cache_max_memory,
+            eviction: args.cache_eviction,
+        }),
+        api_keys: api_keys(args.api_keys_file.as_deref(), args.api_keys_dir.as_deref())?,
+        rate_limit: args.rate_limit,
+        max_body_bytes: args.max_body_bytes,
+        max_batch: args.max_batch,
+        request_timeout: args.request_timeout,
+    };
+    run_serve(&args.store, &crate::store::BigtableAccess::from_env(), config).await
+}
+
+async fn run_serve(
+    store: &str,
+    access: &crate::store::BigtableAccess,
+    config: crate::serve::ServeConfig,
+) -> anyhow::Result<ExitCode> {
+    let store = crate::store::open_existing_with(store, access).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    crate::serve::run(store, config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Accepted API keys: a file with one per line, and/or a directory with one
+/// per file (a Secret mounted as a volume).
+fn api_keys(file: Option<&Path>, dir: Option<&Path>) -> anyhow::Result<Vec<String>> {
     let mut api_keys: Vec<String> = Vec::new();
-    if let Some(path) = &args.api_keys_file {
+    if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", path.display()))?;
         api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string));
     }
-    if let Some(dir) = &args.api_keys_dir {
+    if let Some(dir) = dir {
         for entry in
             std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", dir.display()))?
         {
@@ -398,27 +461,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let config = crate::serve::ServeConfig {
-        listen: args.listen,
-        cache: args.cache.map(|url| crate::serve::cache::CacheConfig {
-            url,
-            ttl: args.cache_ttl,
-            immutable_ttl: args.immutable_ttl,
-            timeout: std::time::Duration::from_millis(250),
-            max_memory: args.cache_max_memory,
-            eviction: args.cache_eviction,
-        }),
-        api_keys,
-        rate_limit: args.rate_limit,
-        max_body_bytes: args.max_body_bytes,
-        max_batch: args.max_batch,
-        request_timeout: args.request_timeout,
-    };
-    let store = crate::store::open_existing(&args.store).await?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    crate::serve::run(store, config, shutdown).await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(api_keys)
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C asks the worker to finish its batch and stop.

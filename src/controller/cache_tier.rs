@@ -28,7 +28,7 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
     let sources: Api<ChainSource> = Api::namespaced(ctx.client.clone(), &namespace);
     let built = match sources.get_opt(&tier.spec.source_ref.name).await? {
         None => Err(("SourceNotFound", format!("ChainSource {} does not exist", tier.spec.source_ref.name))),
-        Some(source) => cache_tier_workload(&tier, &source, &ctx.image).map_err(|e| ("InvalidSpec", e.to_string())),
+        Some(source) => cache_tier_workload(&tier, &source, &ctx.image).map_err(|e| (e.reason(), e.to_string())),
     };
     let (ready_replicas, endpoint, hit_ratio, conditions) = match built {
         Err((reason, message)) => (

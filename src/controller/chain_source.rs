@@ -64,6 +64,16 @@ pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Re
             tokens.insert(endpoint.name.clone(), Token(String::from_utf8_lossy(&value.0).trim().to_string()));
         }
     }
+    // A chain this build has no adapter for is not probed as if it were Solana.
+    if let Err(why) = crate::chain::adapter(source.spec.chain.family) {
+        let conditions = vec![
+            condition("Ready", false, "ChainUnsupported", &why, generation, &previous),
+            condition("Degraded", true, "ChainUnsupported", &why, generation, &previous),
+        ];
+        let status = json!({"observedGeneration": generation, "conditions": conditions});
+        report(&ctx, source.as_ref(), status).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
     let probe = probe_endpoints(&source, Duration::from_secs(5), &tokens).await;
     let healthy = probe.endpoints.iter().filter(|e| e.healthy).count();
     let store = store(&ctx, &source).await?;
@@ -97,7 +107,8 @@ pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Re
 /// (a claim may stay Pending until a worker pod uses it).
 async fn store(ctx: &Context, source: &ChainSource) -> Result<Result<String, String>, Error> {
     let Some(claim) = store_claim(source) else {
-        return Ok(probe_store(&bigtable_endpoint(), Duration::from_secs(5)).await);
+        let Some(bigtable) = &source.spec.store.bigtable else { return Ok(Err("no store is declared".into())) };
+        return Ok(probe_store(&bigtable_endpoint(bigtable), Duration::from_secs(5)).await);
     };
     let name = claim.metadata.name.clone().unwrap_or_default();
     let claims: Api<PersistentVolumeClaim> =

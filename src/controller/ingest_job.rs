@@ -52,7 +52,7 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
     // Build and apply the workload, or say why not.
     let outcome = match &source {
         None => Err(("SourceNotFound", format!("ChainSource {} does not exist", job.spec.source_ref.name))),
-        Some(source) => ingest_workload(&job, source, &ctx.image).map_err(|e| ("InvalidSpec", e.to_string())),
+        Some(source) => ingest_workload(&job, source, &ctx.image).map_err(|e| (e.reason(), e.to_string())),
     };
     let (phase, workload, conditions, requeue) = match outcome {
         Err((reason, message)) => {

@@ -73,10 +73,11 @@ pub async fn probe_endpoints(
     EndpointProbe { endpoints, head }
 }
 
-/// Bigtable's data endpoint, or the emulator's when `BIGTABLE_EMULATOR_HOST`
-/// is set (as the workers choose it).
-pub fn bigtable_endpoint() -> String {
-    std::env::var("BIGTABLE_EMULATOR_HOST").unwrap_or_else(|_| "bigtable.googleapis.com:443".into())
+/// The Bigtable endpoint the source's workers reach: its `emulatorHost`, or
+/// Google's data endpoint. Read from the spec, as the workers' spec has it,
+/// never from the controller's own environment.
+pub fn bigtable_endpoint(bigtable: &crate::crd::common::BigtableInstance) -> String {
+    bigtable.emulator_host.clone().unwrap_or_else(|| "bigtable.googleapis.com:443".into())
 }
 
 /// Whether a store endpoint (`host:port`) accepts a connection within

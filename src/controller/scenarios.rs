@@ -152,8 +152,9 @@ async fn an_update_reapplies_and_says_so_once() {
     let server = async {
         api.expect("GET", SOURCE, 200, source()).await;
         let (_, applied) = api.echo("PATCH", &format!("{JOBS}/mainnet-epoch-700-ingest")).await;
-        let args = applied["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
-        assert!(args.contains(r#""--batch-size","100""#), "{args}");
+        let env = applied["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+        let spec = env.iter().find(|e| e["name"] == crate::worker::spec::SPEC_ENV).unwrap()["value"].as_str().unwrap();
+        assert!(spec.contains(r#""batchSize":100"#), "{spec}");
         api.expect("GET", JOBS, 200, list(vec![applied])).await;
         api.expect("GET", DEPLOYMENTS, 200, list(vec![])).await;
         api.expect("GET", CATALOG_SECRET, 404, not_found()).await;

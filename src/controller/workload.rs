@@ -21,11 +21,16 @@ use kube::{Resource, ResourceExt};
 use crate::crd::chain_source::ChainSource;
 use crate::crd::common::SecretKeyRef;
 use crate::crd::ingest_job::{IngestJob, IngestMode};
+use crate::worker::spec::{
+    AuthSpec, CacheSpec, ChainSpec, FromEnv, IngestModeSpec, IngestSpec, RpcEndpointSpec, SPEC_ENV, ServeSpec,
+    SourceSpec, StoreSpec, Work, WorkerSpec,
+};
 
 /// Where the service-account key of a Bigtable store is mounted.
 const GCP_KEY_DIR: &str = "/var/run/secrets/chronicle/gcp";
 
-/// Why the children cannot be built; becomes the `Degraded` reason.
+/// Why the children cannot be built: the message is the `Degraded`
+/// condition's, [`BuildError::reason`] its reason and the Event's.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
     #[error("the IngestJob has no uid yet")]
@@ -36,6 +41,21 @@ pub enum BuildError {
     UnknownEndpoint { source_name: String, endpoint: String },
     #[error("an embedded store is a single-writer volume: parallelism must be 1, not {0}")]
     EmbeddedParallelism(u32),
+    #[error("{0}")]
+    UnsupportedChain(String),
+}
+
+impl BuildError {
+    /// The condition and Event reason (CamelCase, stable: alerts match on it).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BuildError::NoUid => "NoUid",
+            BuildError::UnsupportedSource(_) => "SourceUnsupported",
+            BuildError::UnknownEndpoint { .. } => "EndpointUnknown",
+            BuildError::EmbeddedParallelism(_) => "EmbeddedParallelism",
+            BuildError::UnsupportedChain(_) => "ChainUnsupported",
+        }
+    }
 }
 
 /// The workload for an IngestJob, and its name.
@@ -123,16 +143,14 @@ fn owner_reference(job: &IngestJob) -> Result<OwnerReference, BuildError> {
     job.controller_owner_ref(&()).ok_or(BuildError::NoUid)
 }
 
-/// The store URL, environment and volumes a worker needs for `source`'s store.
-fn store_access(source: &ChainSource) -> (String, Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
+/// The store a worker reaches for `source`, and the volumes that takes (the
+/// key file's Secret, or the embedded store's claim).
+fn store_access(source: &ChainSource) -> (StoreSpec, Vec<Volume>, Vec<VolumeMount>) {
     let store = &source.spec.store;
     if let Some(bigtable) = &store.bigtable {
         let url = format!("bigtable://{}/{}?appProfile={}", bigtable.project, bigtable.instance, bigtable.app_profile);
-        let mut envs = Vec::new();
         let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
-        if let Some(host) = &bigtable.emulator_host {
-            envs.push(env("BIGTABLE_EMULATOR_HOST", host.clone()));
-        }
+        let mut credentials_file = None;
         if let Some(key) = &bigtable.credentials_secret_ref {
             volumes.push(Volume {
                 name: "gcp-key".into(),
@@ -148,9 +166,10 @@ fn store_access(source: &ChainSource) -> (String, Vec<EnvVar>, Vec<Volume>, Vec<
                 read_only: Some(true),
                 ..VolumeMount::default()
             });
-            envs.push(env("GOOGLE_APPLICATION_CREDENTIALS", format!("{GCP_KEY_DIR}/{}", key.key)));
+            credentials_file = Some(format!("{GCP_KEY_DIR}/{}", key.key));
         }
-        (url, envs, volumes, mounts)
+        let spec = StoreSpec { url, emulator_host: bigtable.emulator_host.clone(), credentials_file };
+        (spec, volumes, mounts)
     } else {
         // The embedded store lives on the ChainSource's volume claim.
         let claim = format!("{}-store", source.name_any());
@@ -163,9 +182,27 @@ fn store_access(source: &ChainSource) -> (String, Vec<EnvVar>, Vec<Volume>, Vec<
             ..Volume::default()
         };
         let mount = VolumeMount { name: "store".into(), mount_path: "/data".into(), ..VolumeMount::default() };
-        ("embedded:///data/ledger".into(), Vec::new(), vec![volume], vec![mount])
+        (StoreSpec { url: "embedded:///data/ledger".into(), ..StoreSpec::default() }, vec![volume], vec![mount])
     }
 }
+
+/// The chain part of every worker spec of `source`.
+pub fn chain_spec(source: &ChainSource) -> ChainSpec {
+    ChainSpec {
+        family: source.spec.chain.family,
+        network: source.spec.chain.network.clone(),
+        commitment: source.spec.commitment,
+    }
+}
+
+fn spec_env(spec: &WorkerSpec) -> EnvVar {
+    env(SPEC_ENV, spec.to_json())
+}
+
+/// Env names the pods set from Secrets; the worker spec refers to them.
+const CATALOG_ENV: &str = "CHRONICLE_CATALOG";
+const RPC_TOKEN_ENV: &str = "CHRONICLE_RPC_TOKEN";
+const CACHE_URL_ENV: &str = "CHRONICLE_CACHE_URL";
 
 /// The claim an embedded store lives on (`<source>-store`), for a ChainSource
 /// with an embedded store. It carries the common labels but no owner
@@ -212,9 +249,10 @@ pub fn catalog_job(job: &IngestJob) -> String {
     }
 }
 
-/// The Job or Deployment that runs `job`'s workers.
-pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Result<IngestWorkload, BuildError> {
+/// What `job`'s workers do, as the worker reads it.
+pub fn ingest_spec(job: &IngestJob, source: &ChainSource) -> Result<WorkerSpec, BuildError> {
     let spec = &job.spec;
+    crate::chain::adapter(source.spec.chain.family).map_err(BuildError::UnsupportedChain)?;
     if spec.source.rpc.is_none() {
         let kind = if spec.source.big_query.is_some() { "bigQuery" } else { "store" };
         return Err(BuildError::UnsupportedSource(kind));
@@ -233,51 +271,57 @@ pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Re
                 endpoint: "(any)".into(),
             })?,
         };
+    let range = spec.range.clone().unwrap_or_default();
+    let mode = match spec.mode {
+        IngestMode::Backfill => IngestModeSpec::Backfill {
+            from: range.start_slot,
+            to: range.end_slot.expect("a backfill has an end (CEL rule)"),
+            shards: spec.parallelism,
+        },
+        IngestMode::Follow => IngestModeSpec::Follow { from: spec.range.as_ref().map(|r| r.start_slot) },
+    };
+    Ok(WorkerSpec::new(Work::Ingest(IngestSpec {
+        job: catalog_job(job),
+        chain: chain_spec(source),
+        source: SourceSpec::Rpc {
+            endpoint: RpcEndpointSpec {
+                name: endpoint.name.clone(),
+                url: endpoint.url.clone(),
+                websocket_url: endpoint.websocket_url.clone(),
+                requests_per_second: endpoint.rate_limit.as_ref().map(|l| l.requests_per_second),
+                max_concurrent: endpoint.max_concurrent,
+                auth: endpoint
+                    .auth
+                    .as_ref()
+                    .map(|a| AuthSpec { header: a.header.clone(), token: FromEnv::new(RPC_TOKEN_ENV) }),
+            },
+        },
+        mode,
+        batch_size: spec.batch_size,
+        targets: spec.targets.clone(),
+        store: store_access(source).0,
+        catalog: FromEnv::new(CATALOG_ENV),
+        cache: None,
+    })))
+}
+
+/// The Job or Deployment that runs `job`'s workers.
+pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Result<IngestWorkload, BuildError> {
+    let spec = &job.spec;
+    let worker = ingest_spec(job, source)?;
     let name = job.name_any();
-    let (store_url, mut envs, mut volumes, mut mounts) = store_access(source);
-    envs.push(secret_env("CHRONICLE_CATALOG", &source.spec.catalog.connection_secret_ref));
+    let (_, mut volumes, mut mounts) = store_access(source);
+    let mut envs = vec![spec_env(&worker), secret_env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref)];
     envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
+    if let Work::Ingest(IngestSpec { source: SourceSpec::Rpc { endpoint }, .. }) = &worker.work
+        && endpoint.auth.is_some()
+        && let Some(auth) = source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref())
+    {
+        envs.push(secret_env(RPC_TOKEN_ENV, &auth.secret_ref));
+    }
     volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
     mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
-
-    let mut args = vec![
-        "worker".to_string(),
-        "ingest".into(),
-        "--job".into(),
-        catalog_job(job),
-        "--rpc".into(),
-        endpoint.url.clone(),
-        "--store".into(),
-        store_url,
-        "--batch-size".into(),
-        spec.batch_size.to_string(),
-        "--concurrency".into(),
-        endpoint.max_concurrent.to_string(),
-    ];
-    if let Some(limit) = &endpoint.rate_limit {
-        args.extend(["--rate-limit".into(), limit.requests_per_second.to_string()]);
-    }
-    if let Some(auth) = &endpoint.auth {
-        args.extend(["--rpc-auth-header".into(), auth.header.clone()]);
-        envs.push(secret_env("CHRONICLE_RPC_TOKEN", &auth.secret_ref));
-    }
-    let range = spec.range.clone().unwrap_or_default();
-    match spec.mode {
-        IngestMode::Backfill => {
-            let end = range.end_slot.expect("a backfill has an end (CEL rule)");
-            args.extend(["--from".into(), range.start_slot.to_string(), "--to".into(), end.to_string()]);
-            args.extend(["--shard-count".into(), spec.parallelism.to_string()]);
-        }
-        IngestMode::Follow => {
-            args.push("--follow".into());
-            if spec.range.is_some() {
-                args.extend(["--from".into(), range.start_slot.to_string()]);
-            }
-            if let Some(ws) = &endpoint.websocket_url {
-                args.extend(["--ws".into(), ws.clone()]);
-            }
-        }
-    }
+    let args = vec!["worker".to_string(), "run".into()];
 
     let labels = labels("IngestJob", &name, "ingest");
     let pod = PodTemplateSpec {
@@ -353,6 +397,12 @@ mod tests {
 
     use serde::Deserialize;
 
+    /// The worker spec a container carries, as the worker reads it.
+    pub(crate) fn worker_spec(container: &Container) -> WorkerSpec {
+        let value = container.env.as_ref().unwrap().iter().find(|e| e.name == SPEC_ENV).unwrap();
+        WorkerSpec::from_json(value.value.as_deref().unwrap()).unwrap()
+    }
+
     #[test]
     fn a_backfill_is_an_indexed_job_of_restricted_pods() {
         let job: IngestJob = load("ingestjob-backfill.yaml", 0);
@@ -372,11 +422,15 @@ mod tests {
         );
         let pod = spec.template.spec.as_ref().unwrap();
         let container = &pod.containers[0];
-        let args = container.args.as_ref().unwrap().join(" ");
-        assert!(args.contains("--from 302400000 --to 302831999 --shard-count 8"), "{args}");
-        assert!(args.contains("--store bigtable://acme-data/solana-ledger?appProfile=chronicle-writer"), "{args}");
-        assert!(args.contains("--rpc https://mainnet.rpcpool.example.com"), "{args}");
-        assert!(args.contains("--rpc-auth-header Authorization"), "{args}");
+        assert_eq!(container.args.as_deref(), Some(&["worker".to_string(), "run".into()][..]));
+        let Work::Ingest(ingest) = worker_spec(container).work else { panic!("an ingest spec") };
+        assert_eq!(ingest.mode, IngestModeSpec::Backfill { from: 302_400_000, to: 302_831_999, shards: 8 });
+        assert_eq!(ingest.store.url, "bigtable://acme-data/solana-ledger?appProfile=chronicle-writer");
+        assert_eq!(ingest.store.credentials_file.as_deref(), Some("/var/run/secrets/chronicle/gcp/key.json"));
+        let SourceSpec::Rpc { endpoint } = &ingest.source;
+        assert_eq!(endpoint.url, "https://mainnet.rpcpool.example.com");
+        assert_eq!(endpoint.auth.as_ref().unwrap().header, "Authorization");
+        assert_eq!(ingest.chain.commitment, crate::crd::chain_source::Commitment::Finalized);
         let token = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_RPC_TOKEN").unwrap();
         assert_eq!(token.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "solana-rpc-token");
         let security = container.security_context.as_ref().unwrap();
@@ -389,8 +443,8 @@ mod tests {
         // The catalog URL is a Secret reference, never a value.
         let catalog = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_CATALOG").unwrap();
         assert!(catalog.value.is_none() && catalog.value_from.as_ref().unwrap().secret_key_ref.is_some());
-        let gcp = container.env.as_ref().unwrap().iter().find(|e| e.name == "GOOGLE_APPLICATION_CREDENTIALS").unwrap();
-        assert_eq!(gcp.value.as_deref(), Some("/var/run/secrets/chronicle/gcp/key.json"));
+        let spec_value = container.env.as_ref().unwrap().iter().find(|e| e.name == SPEC_ENV).unwrap();
+        assert!(!spec_value.value.as_deref().unwrap().contains("solana-rpc-token"), "a Secret's name is no value");
         assert_eq!(container.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"], Quantity("2Gi".into()));
     }
 
@@ -404,8 +458,12 @@ mod tests {
         let spec = built.spec.unwrap();
         assert_eq!(spec.replicas, Some(1));
         assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
-        let args = spec.template.spec.unwrap().containers[0].args.clone().unwrap().join(" ");
-        assert!(args.contains("--follow") && args.contains("--ws wss://mainnet.rpcpool.example.com"), "{args}");
+        let Work::Ingest(ingest) = worker_spec(&spec.template.spec.unwrap().containers[0]).work else {
+            panic!("an ingest spec")
+        };
+        assert!(matches!(ingest.mode, IngestModeSpec::Follow { .. }), "{:?}", ingest.mode);
+        let SourceSpec::Rpc { endpoint } = &ingest.source;
+        assert_eq!(endpoint.websocket_url.as_deref(), Some("wss://mainnet.rpcpool.example.com"));
     }
 
     #[test]
@@ -417,6 +475,35 @@ mod tests {
         let parallel: IngestJob = load("ingestjob-backfill.yaml", 0);
         assert_eq!(ingest_workload(&parallel, &embedded, "x"), Err(BuildError::EmbeddedParallelism(8)));
     }
+}
+
+/// Where a tier's API-key Secret is mounted.
+const API_KEYS_DIR: &str = "/var/run/secrets/chronicle/api-keys";
+
+/// What a `CacheTier`'s serve replicas do, as they read it.
+pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<WorkerSpec, CacheTierError> {
+    let spec = &tier.spec;
+    crate::chain::adapter(source.spec.chain.family).map_err(CacheTierError::UnsupportedChain)?;
+    let max_memory_bytes = match &spec.max_memory {
+        Some(memory) => Some(quantity_bytes(&memory.0).ok_or_else(|| CacheTierError::BadQuantity(memory.0.clone()))?),
+        None => None,
+    };
+    let eviction =
+        serde_json::to_value(spec.eviction).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    Ok(WorkerSpec::new(Work::Serve(ServeSpec {
+        chain: chain_spec(source),
+        store: store_access(source).0,
+        port: spec.server.port,
+        cache: Some(CacheSpec {
+            url: FromEnv::new(CACHE_URL_ENV),
+            ttl: spec.default_ttl.clone(),
+            immutable_ttl: spec.immutable_ttl.clone(),
+            max_memory_bytes,
+            eviction,
+        }),
+        api_keys_dir: spec.server.api_keys_secret_ref.as_ref().map(|_| API_KEYS_DIR.to_string()),
+        requests_per_second: spec.server.rate_limit.as_ref().map(|l| l.requests_per_second),
+    })))
 }
 
 /// The `chronicle serve` Deployment and Service of a `CacheTier`.
@@ -431,30 +518,12 @@ pub fn cache_tier_workload(
     let spec = &tier.spec;
     let name = tier.name_any();
     let owner = tier.controller_owner_ref(&()).ok_or(CacheTierError::NoUid)?;
-    let (store_url, mut envs, mut volumes, mut mounts) = store_access(source);
-    envs.push(secret_env("CHRONICLE_CACHE_URL", &spec.redis.url_secret_ref));
+    let worker = serve_spec(tier, source)?;
+    let (_, mut volumes, mut mounts) = store_access(source);
+    let mut envs = vec![spec_env(&worker), secret_env(CACHE_URL_ENV, &spec.redis.url_secret_ref)];
     envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
     let port = spec.server.port;
-    let mut args = vec![
-        "serve".to_string(),
-        "--store".into(),
-        store_url,
-        "--listen".into(),
-        format!("0.0.0.0:{port}"),
-        "--cache-ttl".into(),
-        spec.default_ttl.clone(),
-        "--immutable-ttl".into(),
-        spec.immutable_ttl.clone(),
-        "--cache-eviction".into(),
-        serde_json::to_value(spec.eviction).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-    ];
-    if let Some(memory) = &spec.max_memory {
-        let bytes = quantity_bytes(&memory.0).ok_or_else(|| CacheTierError::BadQuantity(memory.0.clone()))?;
-        args.extend(["--cache-max-memory".into(), bytes.to_string()]);
-    }
-    if let Some(limit) = &spec.server.rate_limit {
-        args.extend(["--rate-limit".into(), limit.requests_per_second.to_string()]);
-    }
+    let args = vec!["worker".to_string(), "run".into()];
     if let Some(keys) = &spec.server.api_keys_secret_ref {
         volumes.push(Volume {
             name: "api-keys".into(),
@@ -463,11 +532,10 @@ pub fn cache_tier_workload(
         });
         mounts.push(VolumeMount {
             name: "api-keys".into(),
-            mount_path: "/var/run/secrets/chronicle/api-keys".into(),
+            mount_path: API_KEYS_DIR.into(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
-        args.extend(["--api-keys-dir".into(), "/var/run/secrets/chronicle/api-keys".into()]);
     }
     volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
     mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
@@ -547,6 +615,19 @@ pub enum CacheTierError {
     NoUid,
     #[error("maxMemory {0:?} is not a byte quantity (e.g. 512Mi, 8Gi)")]
     BadQuantity(String),
+    #[error("{0}")]
+    UnsupportedChain(String),
+}
+
+impl CacheTierError {
+    /// The condition and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CacheTierError::NoUid => "NoUid",
+            CacheTierError::BadQuantity(_) => "InvalidQuantity",
+            CacheTierError::UnsupportedChain(_) => "ChainUnsupported",
+        }
+    }
 }
 
 /// Bytes of a Kubernetes quantity such as `512Mi`, `8Gi` or `2G`.
@@ -588,10 +669,12 @@ mod cache_tier_tests {
         let spec = deployment.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         let container = &spec.template.spec.as_ref().unwrap().containers[0];
-        let args = container.args.as_ref().unwrap().join(" ");
-        assert!(args.contains("--listen 0.0.0.0:8899") && args.contains("--cache-eviction allkeys-lfu"), "{args}");
-        assert!(args.contains("--cache-max-memory 8589934592") && args.contains("--rate-limit 200"), "{args}");
-        assert!(args.contains("--api-keys-dir /var/run/secrets/chronicle/api-keys"), "{args}");
+        let Work::Serve(serve) = super::tests::worker_spec(container).work else { panic!("a serve spec") };
+        assert_eq!(serve.port, 8899);
+        let cache = serve.cache.as_ref().unwrap();
+        assert_eq!((cache.eviction.as_str(), cache.max_memory_bytes), ("allkeys-lfu", Some(8_589_934_592)));
+        assert_eq!(serve.requests_per_second, Some(200));
+        assert_eq!(serve.api_keys_dir.as_deref(), Some("/var/run/secrets/chronicle/api-keys"));
         assert_eq!(quantity_bytes("512Mi"), Some(512 << 20));
         assert_eq!(quantity_bytes("1.5Gi"), None);
         let redis = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_CACHE_URL").unwrap();

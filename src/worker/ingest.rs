@@ -36,6 +36,8 @@ pub struct IngestConfig {
     /// Catalog name of the job (an IngestJob's `namespace/name`).
     pub job: String,
     pub store: String,
+    /// How to reach a Bigtable store (from the worker spec, or the environment by hand).
+    pub store_access: store::BigtableAccess,
     pub catalog: String,
     pub source: RpcSourceConfig,
     /// WebSocket URL for `slotSubscribe` wake-ups when following.
@@ -101,7 +103,7 @@ enum SlotResult {
 }
 
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<Summary> {
-    let store = store::open(&config.store).await.context("opening the block store")?;
+    let store = store::open_with(&config.store, &config.store_access).await.context("opening the block store")?;
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
     let source = Arc::new(RpcSource::new(config.source.clone()));
     let cache = config.cache.as_deref().map(Invalidator::new).transpose().context("cache URL")?;

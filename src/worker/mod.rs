@@ -2,3 +2,5 @@
 
 pub mod import;
 pub mod ingest;
+pub mod run;
+pub mod spec;

@@ -1,0 +1,113 @@
+//! `chronicle worker run`: what a pod started by the controller runs. It reads
+//! its [`WorkerSpec`] and turns it into the same configurations the operator
+//! commands (`worker ingest`, `serve`) build from their flags, resolving the
+//! Secret-backed variables the spec names.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use solana_commitment_config::CommitmentConfig;
+
+use super::ingest::IngestConfig;
+use super::spec::{ChainSpec, IngestModeSpec, IngestSpec, ServeSpec, SourceSpec, SpecError, StoreSpec, duration};
+use crate::chain::solana::rpc::{RpcSourceConfig, Secret};
+use crate::crd::chain_source::Commitment;
+use crate::crd::ingest_job::IngestTarget;
+use crate::serve::ServeConfig;
+use crate::serve::cache::CacheConfig;
+use crate::store::BigtableAccess;
+
+/// The chain adapters this binary has. A spec for another family is refused
+/// with its name rather than run as if it were Solana.
+pub fn check_family(chain: &ChainSpec) -> Result<(), SpecError> {
+    crate::chain::adapter(chain.family).map_err(|reason| SpecError::Invalid { field: "chain.family", reason })
+}
+
+pub fn commitment(commitment: Commitment) -> CommitmentConfig {
+    match commitment {
+        Commitment::Finalized => CommitmentConfig::finalized(),
+        Commitment::Confirmed => CommitmentConfig::confirmed(),
+    }
+}
+
+pub fn store_access(store: &StoreSpec) -> BigtableAccess {
+    BigtableAccess {
+        emulator_host: store.emulator_host.clone(),
+        credentials_file: store.credentials_file.as_ref().map(PathBuf::from),
+    }
+}
+
+/// Targets an ingest worker accepts but cannot write yet (the controller
+/// reports them in the IngestJob's status; the worker logs them).
+pub fn unwritten_targets(targets: &[IngestTarget]) -> Vec<IngestTarget> {
+    targets.iter().copied().filter(|t| *t != IngestTarget::Canonical).collect()
+}
+
+/// The ingest run an [`IngestSpec`] describes, for shard `shard` (the pod's
+/// Job completion index).
+pub fn ingest_config(spec: &IngestSpec, shard: u32) -> Result<IngestConfig, SpecError> {
+    check_family(&spec.chain)?;
+    for target in unwritten_targets(&spec.targets) {
+        tracing::warn!(?target, "this target has no sink in this binary yet; only the canonical store is written");
+    }
+    let SourceSpec::Rpc { endpoint } = &spec.source;
+    let auth = match &endpoint.auth {
+        Some(auth) => Some((auth.header.clone(), Secret(auth.token.resolve()?))),
+        None => None,
+    };
+    let (from, to, follow, shards) = match spec.mode {
+        IngestModeSpec::Backfill { from, to, shards } => (Some(from), Some(to), false, shards.max(1)),
+        IngestModeSpec::Follow { from } => (from, None, true, 1),
+    };
+    Ok(IngestConfig {
+        job: spec.job.clone(),
+        store: spec.store.url.clone(),
+        store_access: store_access(&spec.store),
+        catalog: spec.catalog.resolve()?,
+        source: RpcSourceConfig {
+            url: endpoint.url.clone(),
+            auth,
+            commitment: commitment(spec.chain.commitment),
+            timeout: Duration::from_secs(30),
+            requests_per_second: endpoint.requests_per_second,
+            attempts: 4,
+        },
+        websocket: endpoint.websocket_url.clone(),
+        from,
+        to,
+        follow,
+        shard,
+        shards,
+        batch_size: spec.batch_size.max(1) as usize,
+        concurrency: endpoint.max_concurrent.max(1) as usize,
+        poll_interval: Duration::from_millis(400),
+        catalog_patience: Duration::from_secs(600),
+        cache: spec.cache.as_ref().map(|c| c.resolve()).transpose()?,
+    })
+}
+
+/// The serve replica a [`ServeSpec`] describes: its store access and config
+/// (API keys are read from `apiKeysDir` by the caller).
+pub fn serve_config(spec: &ServeSpec) -> Result<(BigtableAccess, ServeConfig), SpecError> {
+    check_family(&spec.chain)?;
+    let cache = match &spec.cache {
+        Some(cache) => Some(CacheConfig {
+            url: cache.url.resolve()?,
+            ttl: duration("cache.ttl", &cache.ttl)?,
+            immutable_ttl: duration("cache.immutableTtl", &cache.immutable_ttl)?,
+            timeout: Duration::from_millis(250),
+            max_memory: cache.max_memory_bytes.map(|b| b.to_string()),
+            eviction: Some(cache.eviction.clone()),
+        }),
+        None => None,
+    };
+    let port = u16::try_from(spec.port)
+        .map_err(|_| SpecError::Invalid { field: "port", reason: format!("{} is not a port", spec.port) })?;
+    let config = ServeConfig {
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], port)),
+        cache,
+        rate_limit: spec.requests_per_second,
+        ..ServeConfig::default()
+    };
+    Ok((store_access(&spec.store), config))
+}

@@ -1,0 +1,262 @@
+//! The typed contract between the controller and the workers it starts: a
+//! [`WorkerSpec`] is built from the custom resources (`controller/workload.rs`),
+//! serialized as JSON into the pod's `CHRONICLE_WORKER_SPEC` variable, and read
+//! back by `chronicle worker run`. Nothing travels as argv.
+//!
+//! Secrets never appear in a spec: a [`FromEnv`] names the variable the pod
+//! fills from a Secret (`valueFrom.secretKeyRef`), resolved in the pod.
+//! The format is versioned (`apiVersion`); a worker refuses a version it does
+//! not know rather than guessing.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crd::chain_source::{ChainFamily, Commitment};
+use crate::crd::ingest_job::IngestTarget;
+
+/// The version of this format that this binary writes and reads.
+pub const API_VERSION: &str = "chronicle.dev/worker/v1alpha1";
+/// The pod variable that carries the spec as JSON.
+pub const SPEC_ENV: &str = "CHRONICLE_WORKER_SPEC";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSpec {
+    pub api_version: String,
+    #[serde(flatten)]
+    pub work: Work,
+}
+
+/// What the worker does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Work {
+    /// Blocks from a source into the stores (`IngestJob`).
+    Ingest(IngestSpec),
+    /// The JSON-RPC history API (`CacheTier`).
+    Serve(ServeSpec),
+}
+
+/// A value the pod holds in an environment variable (set from a Secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FromEnv {
+    pub env: String,
+}
+
+impl FromEnv {
+    pub fn new(env: &str) -> Self {
+        Self { env: env.into() }
+    }
+
+    /// The value, or an error naming the variable (never its value).
+    pub fn resolve(&self) -> Result<String, SpecError> {
+        std::env::var(&self.env).map_err(|_| SpecError::MissingEnv(self.env.clone()))
+    }
+}
+
+/// Which chain, and the commitment blocks must reach before they are stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainSpec {
+    pub family: ChainFamily,
+    pub network: String,
+    pub commitment: Commitment,
+}
+
+/// The canonical store and how to reach it. The emulator host and key file
+/// are part of the spec, so the worker does not depend on its environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSpec {
+    /// `bigtable://PROJECT/INSTANCE?appProfile=ID` or `embedded:///PATH`.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator_host: Option<String>,
+    /// Path of a mounted service-account key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<String>,
+}
+
+/// One node endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcEndpointSpec {
+    /// The ChainSource's name for it (logs and metrics; the URL may hold a key).
+    pub name: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<u32>,
+    pub max_concurrent: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    pub header: String,
+    pub token: FromEnv,
+}
+
+/// Where an ingest worker's blocks come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum SourceSpec {
+    Rpc { endpoint: RpcEndpointSpec },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum IngestModeSpec {
+    /// `from..=to`, split into `shards`; the pod's shard is its Job index.
+    Backfill { from: u64, to: u64, shards: u32 },
+    /// The tip, from `from` or from the tip at start.
+    Follow {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<u64>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestSpec {
+    /// The job's identity in the catalog (see `controller::workload::catalog_job`).
+    pub job: String,
+    pub chain: ChainSpec,
+    pub source: SourceSpec,
+    pub mode: IngestModeSpec,
+    pub batch_size: u32,
+    pub targets: Vec<IngestTarget>,
+    pub store: StoreSpec,
+    /// `postgres://…` or `embedded:///…`.
+    pub catalog: FromEnv,
+    /// Redis of a cache tier whose answers new blocks change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<FromEnv>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServeSpec {
+    pub chain: ChainSpec,
+    pub store: StoreSpec,
+    pub port: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+    /// Directory of accepted API keys, one file each (a mounted Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    pub url: FromEnv,
+    /// e.g. `2s`.
+    pub ttl: String,
+    pub immutable_ttl: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+    /// Redis `maxmemory-policy`, e.g. `allkeys-lfu`.
+    pub eviction: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("{SPEC_ENV} is not set: `chronicle worker run` reads its spec from it (or from --spec FILE)")]
+    NoSpec,
+    #[error("worker spec: {0}")]
+    Malformed(String),
+    #[error("worker spec apiVersion {found:?} is not {API_VERSION:?}: controller and worker images differ")]
+    Version { found: String },
+    #[error("the pod has no {0} variable (it is set from a Secret the spec names)")]
+    MissingEnv(String),
+    #[error("worker spec: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl WorkerSpec {
+    pub fn new(work: Work) -> Self {
+        Self { api_version: API_VERSION.into(), work }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a worker spec serializes")
+    }
+
+    /// Parses a spec, refusing other versions.
+    pub fn from_json(text: &str) -> Result<Self, SpecError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Malformed(e.to_string()))?;
+        let found = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
+        if found != API_VERSION {
+            return Err(SpecError::Version { found: found.into() });
+        }
+        serde_json::from_value(value).map_err(|e| SpecError::Malformed(e.to_string()))
+    }
+
+    /// The spec from `--spec FILE`, else from `CHRONICLE_WORKER_SPEC`.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, SpecError> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| SpecError::Malformed(format!("{}: {e}", path.display())))?,
+            None => std::env::var(SPEC_ENV).map_err(|_| SpecError::NoSpec)?,
+        };
+        Self::from_json(&text)
+    }
+}
+
+/// A duration such as `2s`, `15m` or `24h` (the CRDs' duration strings).
+pub fn duration(field: &'static str, text: &str) -> Result<Duration, SpecError> {
+    humantime::parse_duration(text).map_err(|e| SpecError::Invalid { field, reason: format!("{text:?}: {e}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest() -> WorkerSpec {
+        WorkerSpec::new(Work::Ingest(IngestSpec {
+            job: "ns/job#0-9x1".into(),
+            chain: ChainSpec { family: ChainFamily::Solana, network: "mainnet-beta".into(), commitment: Commitment::Confirmed },
+            source: SourceSpec::Rpc {
+                endpoint: RpcEndpointSpec {
+                    name: "primary".into(),
+                    url: "http://127.0.0.1:8899".into(),
+                    websocket_url: None,
+                    requests_per_second: Some(10),
+                    max_concurrent: 8,
+                    auth: Some(AuthSpec { header: "Authorization".into(), token: FromEnv::new("CHRONICLE_RPC_TOKEN") }),
+                },
+            },
+            mode: IngestModeSpec::Backfill { from: 0, to: 9, shards: 1 },
+            batch_size: 50,
+            targets: vec![IngestTarget::Canonical],
+            store: StoreSpec { url: "embedded:///data/ledger".into(), ..StoreSpec::default() },
+            catalog: FromEnv::new("CHRONICLE_CATALOG"),
+            cache: None,
+        }))
+    }
+
+    #[test]
+    fn a_spec_round_trips_and_other_versions_are_refused() {
+        let spec = ingest();
+        let json = spec.to_json();
+        assert!(json.starts_with(r#"{"apiVersion":"chronicle.dev/worker/v1alpha1","kind":"ingest""#), "{json}");
+        assert_eq!(WorkerSpec::from_json(&json).unwrap(), spec);
+        let other = json.replace("v1alpha1", "v9");
+        assert_eq!(WorkerSpec::from_json(&other), Err(SpecError::Version { found: "chronicle.dev/worker/v9".into() }));
+        assert!(matches!(WorkerSpec::from_json("{"), Err(SpecError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_missing_secret_variable_is_named_not_shown() {
+        let err = FromEnv::new("CHRONICLE_TEST_UNSET_VARIABLE").resolve().unwrap_err();
+        assert_eq!(err.to_string(), "the pod has no CHRONICLE_TEST_UNSET_VARIABLE variable (it is set from a Secret the spec names)");
+    }
+}
