@@ -442,7 +442,9 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         assert!(jobs.get_opt(&format!("{name}-ingest")).await.unwrap().is_none());
     }
     // Every reconciled resource reports its generation.
-    for (plural, count) in [("chainsources", 3), ("ingestjobs", 4), ("cachetiers", 1)] {
+    let reported_kinds =
+        [("chainsources", 3), ("ingestjobs", 4), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
+    for (plural, count) in reported_kinds {
         loop {
             let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);
             let list: Value =
@@ -460,6 +462,15 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
             }
             waiting(&format!("{reported} of {count} {plural} reported")).await;
         }
+    }
+    // Kinds whose workers this build lacks say so instead of staying silent.
+    for plural in ["retentionpolicies", "trainingexports"] {
+        let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);
+        let list: Value = envtest::client().get(url).bearer_auth(&api.token).send().await.unwrap().json().await.unwrap();
+        let ready = list["items"][0]["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready");
+        let ready = ready.unwrap_or_else(|| panic!("{plural}: no Ready condition"));
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("WorkerNotBuilt")));
+        assert!(ready["message"].as_str().unwrap().contains("not in this Chronicle build yet"), "{ready}");
     }
 
     // The serve replicas become ready (as kubelet and the Deployment

@@ -8,6 +8,7 @@ pub mod children;
 pub mod context;
 pub mod ingest_job;
 pub mod leader;
+pub mod not_built;
 pub mod pipeline;
 pub mod probe;
 pub mod progress;
@@ -78,12 +79,19 @@ pub async fn run(config: ControllerConfig, shutdown: CancellationToken) -> anyho
         let token = token.clone();
         async move { token.cancelled().await }
     };
-    let running = tokio::spawn(futures::future::join4(
-        ingest_job::run(ctx.clone(), stopper(&controllers)),
-        cache_tier::run(ctx.clone(), stopper(&controllers)),
-        chain_source::run(ctx.clone(), stopper(&controllers)),
-        sweep_orphans(ctx.clone(), config.orphan_sweep, controllers.clone()),
-    ));
+    let running = {
+        let (ctx, controllers, sweep) = (ctx.clone(), controllers.clone(), config.orphan_sweep);
+        tokio::spawn(async move {
+            tokio::join!(
+                ingest_job::run(ctx.clone(), stopper(&controllers)),
+                cache_tier::run(ctx.clone(), stopper(&controllers)),
+                chain_source::run(ctx.clone(), stopper(&controllers)),
+                not_built::run::<crate::crd::RetentionPolicy>(ctx.clone(), stopper(&controllers)),
+                not_built::run::<crate::crd::TrainingExport>(ctx.clone(), stopper(&controllers)),
+                sweep_orphans(ctx.clone(), sweep, controllers.clone()),
+            )
+        })
+    };
     let lost = tokio::select! {
         _ = elector.keep() => true,
         _ = shutdown.cancelled() => false,

@@ -10,7 +10,7 @@ use kube::{Api, ResourceExt};
 use super::context::{Context, Error};
 use super::pipeline::Kind;
 use crate::crd::common::CommonStatus;
-use crate::crd::{CacheTier, ChainSource, IngestJob};
+use crate::crd::{CacheTier, ChainSource, IngestJob, RetentionPolicy, TrainingExport};
 
 /// The one field manager every object Chronicle writes is applied under.
 pub const FIELD_MANAGER: &str = "chronicle-controller";
@@ -31,6 +31,16 @@ impl Reported for CacheTier {
     }
 }
 impl Reported for ChainSource {
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+impl Reported for RetentionPolicy {
+    fn common_status(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}
+impl Reported for TrainingExport {
     fn common_status(&self) -> Option<&CommonStatus> {
         self.status.as_ref().map(|s| &s.common)
     }
