@@ -86,6 +86,7 @@ async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, cou
             commitment: CommitmentConfig::finalized(),
             timeout: Duration::from_secs(30),
             requests_per_second: None,
+            burst: None,
             attempts: 3,
         },
         websocket: None,

@@ -208,6 +208,9 @@ pub struct IngestArgs {
     /// Requests per second to the node (default: unlimited, the node's 429s pace us).
     #[arg(long)]
     pub rate_limit: Option<u32>,
+    /// Requests allowed at once above --rate-limit (default: the rate).
+    #[arg(long, requires = "rate_limit")]
+    pub rate_burst: Option<u32>,
     #[arg(long, value_enum, default_value = "finalized")]
     pub commitment: CommitmentArg,
     /// Per-request timeout in seconds.
@@ -331,6 +334,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
             commitment,
             timeout: Duration::from_secs(args.timeout),
             requests_per_second: args.rate_limit,
+            burst: args.rate_burst,
             attempts: args.attempts,
         },
         websocket: args.ws,

@@ -6,6 +6,7 @@ pub mod chain;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod pipeline;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

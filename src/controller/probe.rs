@@ -39,6 +39,7 @@ pub async fn probe_endpoints(
             commitment,
             timeout,
             requests_per_second: None,
+            burst: None,
             attempts: 1,
         });
         let started = Instant::now();

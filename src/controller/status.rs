@@ -16,7 +16,7 @@ use crate::crd::{CacheTier, ChainSource, IngestJob, RetentionPolicy, TrainingExp
 pub const FIELD_MANAGER: &str = "chronicle-controller";
 
 /// A kind with Chronicle's common status (`observedGeneration`, conditions).
-pub trait Reported: Kind {
+pub trait Reported: Kind + serde::Serialize {
     fn common_status(&self) -> Option<&CommonStatus>;
 }
 
@@ -102,7 +102,12 @@ pub fn transitions(previous: Option<&CommonStatus>, generation: Option<i64>, con
 
 /// Applies `status` to `object`'s status subresource under [`FIELD_MANAGER`]
 /// and publishes the Events the change calls for.
-pub async fn report<K: Reported>(ctx: &Context, object: &K, status: serde_json::Value) -> Result<(), Error> {
+pub async fn report<K: Reported>(
+    ctx: &Context,
+    object: &K,
+    mut status: serde_json::Value,
+) -> Result<(), Error> {
+    note_fields_not_acted_on(object, &mut status);
     let conditions: Vec<Condition> = serde_json::from_value(status["conditions"].clone()).unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
     let body = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
@@ -117,6 +122,22 @@ pub async fn report<K: Reported>(ctx: &Context, object: &K, status: serde_json::
         publish(ctx, &event, &reference).await;
     }
     Ok(())
+}
+
+/// Fields the object sets that nothing acts on yet are named in its `Ready`
+/// message (see `fields.rs`), so an accepted field is never silently ignored.
+fn note_fields_not_acted_on<K: Reported>(object: &K, status: &mut serde_json::Value) {
+    let Ok(json) = serde_json::to_value(object) else { return };
+    let ignored = super::fields::not_acted_on(&K::kind(&()), &json);
+    if ignored.is_empty() {
+        return;
+    }
+    let Some(conditions) = status["conditions"].as_array_mut() else { return };
+    if let Some(ready) = conditions.iter_mut().find(|c| c["type"] == "Ready") {
+        let message = ready["message"].as_str().unwrap_or_default();
+        let note = format!("accepted but not acted on yet: {}", ignored.join(", "));
+        ready["message"] = serde_json::json!(if message.is_empty() { note } else { format!("{message}; {note}") });
+    }
 }
 
 /// Publishes an Event; Events are best effort and never fail a reconcile.

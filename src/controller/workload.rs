@@ -43,6 +43,8 @@ pub enum BuildError {
     EmbeddedParallelism(u32),
     #[error("{0}")]
     UnsupportedChain(String),
+    #[error("a backfill needs range.endSlot")]
+    NoEndSlot,
 }
 
 impl BuildError {
@@ -54,6 +56,7 @@ impl BuildError {
             BuildError::UnknownEndpoint { .. } => "EndpointUnknown",
             BuildError::EmbeddedParallelism(_) => "EmbeddedParallelism",
             BuildError::UnsupportedChain(_) => "ChainUnsupported",
+            BuildError::NoEndSlot => "RangeInvalid",
         }
     }
 }
@@ -275,7 +278,8 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource) -> Result<WorkerSpec, 
     let mode = match spec.mode {
         IngestMode::Backfill => IngestModeSpec::Backfill {
             from: range.start_slot,
-            to: range.end_slot.expect("a backfill has an end (CEL rule)"),
+            // The CRD's CEL rule guarantees it; an object from before the rule must not panic us.
+            to: range.end_slot.ok_or(BuildError::NoEndSlot)?,
             shards: spec.parallelism,
         },
         IngestMode::Follow => IngestModeSpec::Follow { from: spec.range.as_ref().map(|r| r.start_slot) },
@@ -289,6 +293,7 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource) -> Result<WorkerSpec, 
                 url: endpoint.url.clone(),
                 websocket_url: endpoint.websocket_url.clone(),
                 requests_per_second: endpoint.rate_limit.as_ref().map(|l| l.requests_per_second),
+                burst: endpoint.rate_limit.as_ref().and_then(|l| l.burst),
                 max_concurrent: endpoint.max_concurrent,
                 auth: endpoint
                     .auth

@@ -1,5 +1,8 @@
-//! `chronicle worker ingest`: blocks from a Solana node into the canonical
-//! store, exactly once and resumable.
+//! `chronicle worker ingest`: the batch and checkpoint loop between a
+//! [`BlockSource`] and the [`BlockSink`]s of the job's targets, exactly once
+//! and resumable, the same for every chain (`pipeline/`). `run` assembles
+//! Solana's: the node as source, the canonical store and cache invalidation
+//! as sinks.
 //!
 //! The slot range is cut into batches. A batch lists the produced slots
 //! (`getBlocks`; the others were skipped by the chain), fetches and writes its
@@ -18,14 +21,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use solana_clock::Slot;
-use solana_commitment_config::CommitmentConfig;
-use solana_pubkey::Pubkey;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, BatchOutcome, Catalog, ShardRange};
-use crate::chain::solana::rpc::{Missing, RpcSource, RpcSourceConfig};
+use crate::chain::solana::rpc::{RpcSource, RpcSourceConfig};
+use crate::pipeline::sinks::cache::CacheInvalidation;
+use crate::pipeline::sinks::canonical::CanonicalSink;
+use crate::pipeline::{BlockSink, BlockSource, Missing, SinkPolicy};
 use crate::serve::cache::Invalidator;
-use crate::store::{self, BlockStore, LedgerStore};
+use crate::store;
 
 /// How long a batch waits for the node to list its slots before the run fails.
 const NODE_PATIENCE: Duration = Duration::from_secs(300);
@@ -80,35 +84,44 @@ pub fn shard_range(from: Slot, to: Slot, index: u32, count: u32) -> Option<Shard
     (start <= to).then(|| ShardRange { shard: index, start, end: to.min(start + per - 1) })
 }
 
-struct Ingest {
+struct Ingest<B> {
     config: IngestConfig,
-    source: Arc<RpcSource>,
-    store: Arc<LedgerStore>,
+    source: Arc<dyn BlockSource<B>>,
+    /// In flush order: the canonical store before cache invalidation.
+    sinks: Vec<Arc<dyn BlockSink<B>>>,
     catalog: Arc<dyn Catalog>,
-    cache: Option<Invalidator>,
     summary: Summary,
     shutdown: CancellationToken,
 }
 
 /// What became of one slot.
 enum SlotResult {
-    /// `addresses`: the indexed addresses the block touched (for cache invalidation).
-    Written {
-        slot: Slot,
-        bytes: u64,
-        addresses: Vec<Pubkey>,
-    },
+    Written { slot: Slot, bytes: u64 },
     Skipped(Slot),
     Gap(Slot, String),
 }
 
+/// Runs an ingest of Solana blocks: the node as source; the canonical store,
+/// then (with `cache`) cache invalidation, as sinks.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<Summary> {
     let store = store::open_with(&config.store, &config.store_access).await.context("opening the block store")?;
+    let source: Arc<dyn BlockSource<_>> = Arc::new(RpcSource::new(config.source.clone()));
+    let mut sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(store.clone()))];
+    if let Some(url) = &config.cache {
+        sinks.push(Arc::new(CacheInvalidation::new(Invalidator::new(url).context("cache URL")?, store)));
+    }
+    run_pipeline(config, source, sinks, shutdown).await
+}
+
+/// The loop itself, for any chain's blocks, source and sinks.
+pub async fn run_pipeline<B: Send + Sync + 'static>(
+    config: IngestConfig,
+    source: Arc<dyn BlockSource<B>>,
+    sinks: Vec<Arc<dyn BlockSink<B>>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Summary> {
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
-    let source = Arc::new(RpcSource::new(config.source.clone()));
-    let cache = config.cache.as_deref().map(Invalidator::new).transpose().context("cache URL")?;
-    let mut ingest =
-        Ingest { config, source, store, catalog, cache, summary: Summary::default(), shutdown: shutdown.clone() };
+    let mut ingest = Ingest { config, source, sinks, catalog, summary: Summary::default(), shutdown: shutdown.clone() };
     if ingest.config.follow {
         ingest.follow(shutdown).await?
     } else {
@@ -117,7 +130,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     Ok(ingest.summary)
 }
 
-impl Ingest {
+impl<B: Send + Sync + 'static> Ingest<B> {
     async fn backfill(&mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (from, to) = (self.config.from.unwrap_or(0), self.config.to.context("a backfill needs --to")?);
         anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
@@ -164,7 +177,8 @@ impl Ingest {
         if let Some(ws) = self.config.websocket.clone() {
             tokio::spawn(subscribe_slots(ws, wake.clone(), shutdown.clone()));
         }
-        let confirmed = self.config.source.commitment == CommitmentConfig::confirmed();
+        let finalized = self.source.finalized();
+        let confirmed = finalized.is_some();
         let mut unfinalized = BTreeSet::new();
         tracing::info!(job = %self.config.job, next, confirmed, "following the tip");
         while !shutdown.is_cancelled() {
@@ -181,9 +195,9 @@ impl Ingest {
                 if self.summary.interrupted {
                     break;
                 }
-                if confirmed {
+                if let Some(finalized) = &finalized {
                     unfinalized.extend(written);
-                    self.drop_unfinalized(&mut unfinalized).await?;
+                    self.drop_unfinalized(finalized.as_ref(), &mut unfinalized).await?;
                 }
                 next = end + 1;
                 metrics_lag(tip, end);
@@ -202,18 +216,25 @@ impl Ingest {
     /// With `confirmed` commitment a stored block may yet be skipped by the
     /// cluster: once the finalized tip passes it, blocks the finalized chain
     /// does not list are removed again and recorded as skipped.
-    async fn drop_unfinalized(&mut self, unfinalized: &mut BTreeSet<Slot>) -> anyhow::Result<()> {
-        let finalized =
-            RpcSource::new(RpcSourceConfig { commitment: CommitmentConfig::finalized(), ..self.config.source.clone() });
+    async fn drop_unfinalized(
+        &mut self,
+        finalized: &dyn BlockSource<B>,
+        unfinalized: &mut BTreeSet<Slot>,
+    ) -> anyhow::Result<()> {
         let Ok(tip) = finalized.tip().await else { return Ok(()) };
         let settled: Vec<Slot> = unfinalized.range(..=tip).copied().collect();
         let (Some(&first), Some(&last)) = (settled.first(), settled.last()) else { return Ok(()) };
         let produced: BTreeSet<Slot> =
-            finalized.produced_slots(first, last).await.map_err(anyhow::Error::msg)?.into_iter().collect();
+            finalized.produced(first, last).await.map_err(anyhow::Error::msg)?.into_iter().collect();
         let orphans: Vec<Slot> = settled.iter().copied().filter(|s| !produced.contains(s)).collect();
         for slot in &orphans {
             tracing::warn!(slot, "confirmed block was not finalized; removing it");
-            self.store.delete_range(*slot, *slot).await?;
+            for sink in &self.sinks {
+                sink.remove(*slot).await.map_err(|e| anyhow::anyhow!("slot {slot}: {}: {e}", sink.name()))?;
+            }
+        }
+        if !orphans.is_empty() {
+            self.flush().await?;
         }
         if !orphans.is_empty() {
             self.commit(0, BatchOutcome { skipped: orphans, ..BatchOutcome::default() }).await?;
@@ -246,7 +267,7 @@ impl Ingest {
         // NODE_PATIENCE or when asked to stop.
         let deadline = Instant::now() + NODE_PATIENCE;
         let produced = loop {
-            match self.source.produced_slots(start, end).await {
+            match self.source.produced(start, end).await {
                 Ok(slots) => break slots,
                 Err(_) if self.shutdown.is_cancelled() => {
                     // Nothing fetched yet: abandon the batch; its checkpoint stays where it was.
@@ -283,16 +304,14 @@ impl Ingest {
 
     /// Fetches and writes `slots` and tallies the results into `outcome`
     /// (a slot retried from an earlier run's gap counts as repaired once it is
-    /// written or found skipped). The blocks are durable before the checkpoint
-    /// that covers them, and cached answers they change are gone before it moves.
+    /// written or found skipped). Every sink is flushed before the checkpoint
+    /// that covers the blocks: durable in the store, cached answers dropped.
     async fn write_slots(&self, slots: Vec<Slot>, outcome: &mut BatchOutcome, repairing: bool) -> anyhow::Result<()> {
-        let mut touched = BTreeSet::new();
         for result in self.fetch_and_write(slots).await {
             match result {
-                SlotResult::Written { slot, bytes, addresses } => {
+                SlotResult::Written { slot, bytes } => {
                     outcome.written.push(slot);
                     outcome.bytes += bytes;
-                    touched.extend(addresses);
                     if repairing {
                         outcome.repaired.push(slot);
                     }
@@ -309,37 +328,46 @@ impl Ingest {
                 }
             }
         }
-        self.store.sync().await?;
-        if let Some(cache) = &self.cache
-            && !outcome.written.is_empty()
-        {
-            let dropped = cache.blocks_written(&touched.into_iter().collect::<Vec<_>>()).await;
-            tracing::debug!(dropped, "cache answers dropped");
+        self.flush().await
+    }
+
+    /// Flushes every sink in order; a held sink's failure stops the batch
+    /// before its checkpoint, a best-effort sink's is logged.
+    async fn flush(&self) -> anyhow::Result<()> {
+        for sink in &self.sinks {
+            match (sink.flush().await, sink.policy()) {
+                (Ok(()), _) => {}
+                (Err(e), SinkPolicy::Held) => anyhow::bail!("{}: {e}; the batch will be redone", sink.name()),
+                (Err(e), SinkPolicy::BestEffort) => tracing::warn!(sink = sink.name(), error = %e, "sink flush failed"),
+            }
         }
         Ok(())
     }
 
-    /// Fetches and writes blocks with bounded parallelism, one task per block
-    /// so decoding and encoding use every core.
+    /// Fetches blocks and writes each to every sink with bounded parallelism,
+    /// one task per block so decoding and encoding use every core.
     async fn fetch_and_write(&self, slots: Vec<Slot>) -> Vec<SlotResult> {
         futures::stream::iter(slots)
             .map(|slot| {
-                let (source, store) = (self.source.clone(), self.store.clone());
-                let invalidating = self.cache.is_some();
+                let (source, sinks) = (self.source.clone(), self.sinks.clone());
                 async move {
                     let task = tokio::spawn(async move {
-                        match source.block(slot).await {
-                            Ok(block) => match store.write_block(slot, &block, &[]).await {
-                                Ok(stats) => {
-                                    let addresses =
-                                        if invalidating { store.indexed_addresses(&block) } else { Vec::new() };
-                                    SlotResult::Written { slot, bytes: stats.bytes, addresses }
+                        let block = match source.block(slot).await {
+                            Ok(block) => block,
+                            Err(Missing::Skipped) => return SlotResult::Skipped(slot),
+                            Err(Missing::Gap(reason)) => return SlotResult::Gap(slot, reason),
+                        };
+                        let mut bytes = 0;
+                        for sink in &sinks {
+                            match (sink.write(slot, &block).await, sink.policy()) {
+                                (Ok(written), _) => bytes += written.bytes,
+                                (Err(e), SinkPolicy::Held) => return SlotResult::Gap(slot, e),
+                                (Err(e), SinkPolicy::BestEffort) => {
+                                    tracing::warn!(slot, sink = sink.name(), error = %e, "sink write failed")
                                 }
-                                Err(e) => SlotResult::Gap(slot, format!("store: {e}")),
-                            },
-                            Err(Missing::Skipped) => SlotResult::Skipped(slot),
-                            Err(Missing::Gap(reason)) => SlotResult::Gap(slot, reason),
+                            }
                         }
+                        SlotResult::Written { slot, bytes }
                     });
                     task.await.unwrap_or_else(|e| SlotResult::Gap(slot, format!("worker task failed: {e}")))
                 }

@@ -70,6 +70,7 @@ pub fn ingest_config(spec: &IngestSpec, shard: u32) -> Result<IngestConfig, Spec
             commitment: commitment(spec.chain.commitment),
             timeout: Duration::from_secs(30),
             requests_per_second: endpoint.requests_per_second,
+            burst: endpoint.burst,
             attempts: 4,
         },
         websocket: endpoint.websocket_url.clone(),

@@ -90,6 +90,9 @@ pub struct RpcEndpointSpec {
     pub websocket_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<u32>,
+    /// Requests allowed at once above the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
     pub max_concurrent: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
@@ -230,6 +233,7 @@ mod tests {
                     url: "http://127.0.0.1:8899".into(),
                     websocket_url: None,
                     requests_per_second: Some(10),
+                    burst: None,
                     max_concurrent: 8,
                     auth: Some(AuthSpec { header: "Authorization".into(), token: FromEnv::new("CHRONICLE_RPC_TOKEN") }),
                 },

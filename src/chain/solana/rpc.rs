@@ -27,17 +27,13 @@ pub mod codes {
     pub const LONG_TERM_STORAGE_SLOT_SKIPPED: i64 = -32009;
 }
 
-/// Why a block did not arrive.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Missing {
-    /// The chain produced no block at this slot (-32007).
-    Skipped,
-    /// The node could not give it now (-32004, -32009, timeouts, a block that
-    /// does not decode): a gap to record and repair later.
-    Gap(String),
-}
+/// Why a block did not arrive: skipped by the chain (-32007), or a gap
+/// (-32004, -32009, timeouts, a block that does not decode).
+pub use crate::pipeline::Missing;
 
 pub struct RpcSource {
+    /// Kept to open the same node at `finalized` (see `BlockSource::finalized`).
+    config: RpcSourceConfig,
     client: RpcClient,
     limiter: Option<DefaultDirectRateLimiter>,
     commitment: CommitmentConfig,
@@ -64,16 +60,20 @@ pub struct RpcSourceConfig {
     pub timeout: Duration,
     /// Requests per second; `None` leaves pacing to the node's 429s.
     pub requests_per_second: Option<u32>,
+    /// Requests allowed at once above the sustained rate (default: the rate).
+    pub burst: Option<u32>,
     /// Tries per request before a block is a gap.
     pub attempts: usize,
 }
 
 impl RpcSource {
     pub fn new(config: RpcSourceConfig) -> Self {
-        let limiter =
-            config.requests_per_second.and_then(NonZeroU32::new).map(|rps| RateLimiter::direct(Quota::per_second(rps)));
+        let limiter = config.requests_per_second.and_then(NonZeroU32::new).map(|rps| {
+            let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(rps).max(rps);
+            RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
+        });
         let client = match &config.auth {
-            None => RpcClient::new_with_timeout_and_commitment(config.url, config.timeout, config.commitment),
+            None => RpcClient::new_with_timeout_and_commitment(config.url.clone(), config.timeout, config.commitment),
             Some((header, token)) => {
                 let value = if header.eq_ignore_ascii_case("authorization") {
                     format!("Bearer {}", token.0)
@@ -99,12 +99,13 @@ impl RpcSource {
                     .build()
                     .expect("an HTTP client");
                 RpcClient::new_sender(
-                    solana_rpc_client::http_sender::HttpSender::new_with_client(config.url, http),
+                    solana_rpc_client::http_sender::HttpSender::new_with_client(config.url.clone(), http),
                     solana_rpc_client::rpc_client::RpcClientConfig::with_commitment(config.commitment),
                 )
             }
         };
-        Self { client, limiter, commitment: config.commitment, attempts: config.attempts.max(1) }
+        let (commitment, attempts) = (config.commitment, config.attempts.max(1));
+        Self { config, client, limiter, commitment, attempts }
     }
 
     fn backoff(&self) -> ExponentialBuilder {
@@ -162,6 +163,29 @@ impl RpcSource {
             Err(e) if rpc_code(&e) == Some(codes::SLOT_SKIPPED) => Err(Missing::Skipped),
             Err(e) => Err(Missing::Gap(describe(&e))),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::pipeline::BlockSource<ConfirmedBlock> for RpcSource {
+    async fn produced(&self, start: Slot, end: Slot) -> Result<Vec<Slot>, String> {
+        self.produced_slots(start, end).await
+    }
+
+    async fn block(&self, slot: Slot) -> Result<ConfirmedBlock, Missing> {
+        RpcSource::block(self, slot).await
+    }
+
+    async fn tip(&self) -> Result<Slot, String> {
+        RpcSource::tip(self).await
+    }
+
+    /// Below `finalized` the cluster may still skip a stored block.
+    fn finalized(&self) -> Option<std::sync::Arc<dyn crate::pipeline::BlockSource<ConfirmedBlock>>> {
+        (self.commitment != CommitmentConfig::finalized()).then(|| {
+            let config = RpcSourceConfig { commitment: CommitmentConfig::finalized(), ..self.config.clone() };
+            std::sync::Arc::new(RpcSource::new(config)) as std::sync::Arc<dyn crate::pipeline::BlockSource<_>>
+        })
     }
 }
 

@@ -1,0 +1,307 @@
+//! Where every field of every custom resource goes: into the worker's
+//! [`WorkerSpec`](crate::worker::spec::WorkerSpec), into something the
+//! controller does itself, or nowhere yet — and then the object's status says
+//! so (see [`not_acted_on`]). A test walks every field of every CRD and fails
+//! when one is missing here, and mutates each `Worker` field in the examples
+//! to prove the worker's spec changes with it.
+
+use serde_json::Value;
+
+/// What becomes of a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldUse {
+    /// Reaches the worker through its spec.
+    Worker,
+    /// Acted on by the controller itself (where, in a few words).
+    Controller(&'static str),
+    /// Accepted but not acted on yet (which issue brings it); the object's
+    /// status names it when it is set.
+    NotYet(&'static str),
+}
+
+use FieldUse::{Controller, NotYet, Worker};
+
+/// Every spec field, by `Kind.spec.path` (`[]` for list items; `.*` covers a
+/// whole subtree, such as Kubernetes' own `resources` type).
+pub const FIELDS: &[(&str, FieldUse)] = &[
+    // ChainSource
+    ("ChainSource.spec.chain.family", Worker),
+    ("ChainSource.spec.chain.network", Worker),
+    ("ChainSource.spec.chain.chainId", NotYet("the EVM adapter (issue 17)")),
+    ("ChainSource.spec.commitment", Worker),
+    ("ChainSource.spec.endpoints[].name", Worker),
+    ("ChainSource.spec.endpoints[].url", Worker),
+    ("ChainSource.spec.endpoints[].websocketUrl", Worker),
+    ("ChainSource.spec.endpoints[].maxConcurrent", Worker),
+    ("ChainSource.spec.endpoints[].rateLimit.requestsPerSecond", Worker),
+    ("ChainSource.spec.endpoints[].rateLimit.burst", Worker),
+    ("ChainSource.spec.endpoints[].auth.header", Worker),
+    ("ChainSource.spec.endpoints[].auth.secretRef.name", Controller("pod variable from the Secret; probe token")),
+    ("ChainSource.spec.endpoints[].auth.secretRef.key", Controller("pod variable from the Secret; probe token")),
+    ("ChainSource.spec.bigQuery.*", NotYet("the BigQuery source (issue 13)")),
+    ("ChainSource.spec.store.bigtable.project", Worker),
+    ("ChainSource.spec.store.bigtable.instance", Worker),
+    ("ChainSource.spec.store.bigtable.appProfile", Worker),
+    ("ChainSource.spec.store.bigtable.emulatorHost", Worker),
+    ("ChainSource.spec.store.bigtable.credentialsSecretRef.name", Controller("the key file's Secret volume")),
+    ("ChainSource.spec.store.bigtable.credentialsSecretRef.key", Worker),
+    ("ChainSource.spec.store.embedded.size", Controller("the store's PersistentVolumeClaim")),
+    ("ChainSource.spec.store.embedded.storageClassName", Controller("the store's PersistentVolumeClaim")),
+    ("ChainSource.spec.lake.*", NotYet("the lake sink (issue 13)")),
+    ("ChainSource.spec.catalog.connectionSecretRef.name", Controller("pod variable from the Secret; progress")),
+    ("ChainSource.spec.catalog.connectionSecretRef.key", Controller("pod variable from the Secret; progress")),
+    ("ChainSource.spec.metrics.*", NotYet("the chain-metrics sink (issue 16)")),
+    // IngestJob
+    ("IngestJob.spec.sourceRef.name", Controller("the ChainSource the spec is built from")),
+    ("IngestJob.spec.source.rpc.endpoints", Worker),
+    ("IngestJob.spec.source.bigQuery.*", NotYet("the BigQuery source (issue 13)")),
+    ("IngestJob.spec.source.store.*", NotYet("store-to-store replication (issue 14)")),
+    ("IngestJob.spec.mode", Worker),
+    ("IngestJob.spec.range.startSlot", Worker),
+    ("IngestJob.spec.range.endSlot", Worker),
+    ("IngestJob.spec.parallelism", Worker),
+    ("IngestJob.spec.batchSize", Worker),
+    ("IngestJob.spec.targets", Worker),
+    ("IngestJob.spec.suspend", Controller("Job suspend / zero replicas")),
+    ("IngestJob.spec.resources.*", Controller("the worker container's resources")),
+    // CacheTier
+    ("CacheTier.spec.sourceRef.name", Controller("the ChainSource the spec is built from")),
+    ("CacheTier.spec.redis.urlSecretRef.name", Controller("pod variable from the Secret")),
+    ("CacheTier.spec.redis.urlSecretRef.key", Controller("pod variable from the Secret")),
+    ("CacheTier.spec.redis.tls.*", NotYet("a CA bundle for Redis TLS (issue 20)")),
+    ("CacheTier.spec.redis.poolSize", NotYet("a Redis pool size (issue 20)")),
+    ("CacheTier.spec.methods[].name", NotYet("per-method caching (issue 20)")),
+    ("CacheTier.spec.methods[].ttl", NotYet("per-method caching (issue 20)")),
+    ("CacheTier.spec.defaultTtl", Worker),
+    ("CacheTier.spec.immutableTtl", Worker),
+    ("CacheTier.spec.maxMemory", Worker),
+    ("CacheTier.spec.eviction", Worker),
+    ("CacheTier.spec.invalidateOnIngest", NotYet("wiring a tier's Redis into its source's ingest workers")),
+    ("CacheTier.spec.server.replicas", Controller("the serve Deployment's replicas")),
+    ("CacheTier.spec.server.port", Worker),
+    ("CacheTier.spec.server.apiKeysSecretRef.name", Controller("the API-key Secret volume")),
+    ("CacheTier.spec.server.rateLimit.requestsPerSecond", Worker),
+    ("CacheTier.spec.server.rateLimit.burst", NotYet("a burst above the per-key rate (issue 20)")),
+    ("CacheTier.spec.server.resources.*", Controller("the serve container's resources")),
+    // Kinds without a worker in this build (their status says so).
+    ("RetentionPolicy.spec.*", NotYet("the retention worker (issue 14)")),
+    ("TrainingExport.spec.*", NotYet("the export worker (issue 15)")),
+];
+
+/// How `path` is used, if listed (an exact entry, or a `.*` subtree).
+pub fn field_use(path: &str) -> Option<FieldUse> {
+    FIELDS.iter().find(|(listed, _)| covers(listed, path)).map(|(_, used)| *used)
+}
+
+fn covers(listed: &str, path: &str) -> bool {
+    match listed.strip_suffix(".*") {
+        Some(prefix) => path == prefix || path.starts_with(&format!("{prefix}.")),
+        None => listed == path,
+    }
+}
+
+/// The `NotYet` fields `object` (of `kind`, as JSON) sets, as `spec.…`
+/// paths, for its status. Whole-kind entries are left out: those kinds
+/// report `WorkerNotBuilt` instead.
+pub fn not_acted_on(kind: &str, object: &Value) -> Vec<String> {
+    let mut set = Vec::new();
+    for (listed, used) in FIELDS {
+        let FieldUse::NotYet(_) = used else { continue };
+        let Some(path) = listed.strip_prefix(kind).and_then(|p| p.strip_prefix('.')) else { continue };
+        let path = path.trim_end_matches(".*");
+        if path == "spec" {
+            continue;
+        }
+        if is_set(object, &path.split('.').collect::<Vec<_>>()) {
+            // A list's items are named by the list.
+            set.push(path.split("[]").next().unwrap_or(path).to_string());
+        }
+    }
+    set.dedup();
+    set
+}
+
+fn is_set(value: &Value, path: &[&str]) -> bool {
+    let Some((first, rest)) = path.split_first() else { return !value.is_null() };
+    let (name, list) = match first.strip_suffix("[]") {
+        Some(name) => (name, true),
+        None => (*first, false),
+    };
+    match value.get(name) {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(items)) if list => items.iter().any(|item| is_set(item, rest)),
+        Some(Value::Array(items)) => !items.is_empty(),
+        Some(child) => is_set(child, rest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        JSONSchemaProps, JSONSchemaPropsOrArray,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::workload::{ingest_spec, serve_spec};
+
+    /// Every leaf of a schema, with its schema.
+    fn leaves(schema: &JSONSchemaProps, path: String, out: &mut Vec<(String, JSONSchemaProps)>) {
+        if let Some(properties) = &schema.properties {
+            for (name, child) in properties {
+                leaves(child, format!("{path}.{name}"), out);
+            }
+            return;
+        }
+        if let Some(JSONSchemaPropsOrArray::Schema(items)) = &schema.items
+            && items.properties.is_some()
+        {
+            return leaves(items, format!("{path}[]"), out);
+        }
+        out.push((path, schema.clone()));
+    }
+
+    fn all_fields() -> Vec<(String, JSONSchemaProps)> {
+        let mut out = Vec::new();
+        for crd in crate::crd::all() {
+            let schema = crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap();
+            let spec = &schema.properties.as_ref().unwrap()["spec"];
+            leaves(spec, format!("{}.spec", crd.spec.names.kind), &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn every_field_of_every_crd_is_listed_and_every_entry_is_a_field() {
+        let fields = all_fields();
+        let missing: Vec<&String> = fields.iter().map(|(p, _)| p).filter(|p| field_use(p).is_none()).collect();
+        assert!(missing.is_empty(), "fields neither consumed nor listed in controller/fields.rs: {missing:#?}");
+        for (listed, _) in FIELDS {
+            assert!(fields.iter().any(|(p, _)| covers(listed, p)), "{listed} is listed but is no field");
+        }
+    }
+
+    fn example(file: &str) -> Value {
+        let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut value: Value = serde_yaml::from_str(&text).unwrap();
+        value["metadata"]["uid"] = json!("0b9c6a14-5b0e-4c1e-9b7a-2a3d4c5e6f70");
+        value
+    }
+
+    /// Another value of the field's type (another enum member, a larger number…).
+    fn other(schema: &JSONSchemaProps, current: Option<&Value>) -> Value {
+        if let Some(members) = &schema.enum_ {
+            let member = members.iter().find(|m| Some(&m.0) != current).expect("an enum with two members");
+            return member.0.clone();
+        }
+        match (schema.type_.as_deref(), current) {
+            (Some("integer"), Some(Value::Number(n))) => json!(n.as_u64().unwrap_or(1) + 1),
+            (Some("integer"), _) => json!(2),
+            (Some("boolean"), Some(Value::Bool(b))) => json!(!b),
+            (Some("boolean"), _) => json!(true),
+            (Some("array"), _) => json!([other(items(schema), None)]),
+            (_, Some(Value::String(s))) if s.parse::<u64>().is_ok() => json!(format!("{}Mi", s)),
+            (_, Some(Value::String(s))) => json!(format!("{s}x")),
+            _ if schema.x_kubernetes_int_or_string == Some(true) => json!("3Gi"),
+            _ => json!("x-changed:1"),
+        }
+    }
+
+    fn items(schema: &JSONSchemaProps) -> &JSONSchemaProps {
+        match &schema.items {
+            Some(JSONSchemaPropsOrArray::Schema(items)) => items,
+            _ => panic!("an array schema has items"),
+        }
+    }
+
+    /// Sets `path` (`a.b[].c`, `[]` = the first item) in `value`, creating objects on the way.
+    fn set(value: &mut Value, path: &[&str], new: Value) -> Option<Value> {
+        let (first, rest) = path.split_first()?;
+        let (name, list) = match first.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (*first, false),
+        };
+        let object = value.as_object_mut()?;
+        let child = object.entry(name).or_insert_with(|| if list { json!([{}]) } else { json!({}) });
+        let child = if list { child.get_mut(0)? } else { child };
+        if rest.is_empty() {
+            return Some(std::mem::replace(child, new));
+        }
+        set(child, rest, new)
+    }
+
+    fn get<'v>(value: &'v Value, path: &[&str]) -> Option<&'v Value> {
+        path.iter().try_fold(value, |v, part| match part.strip_suffix("[]") {
+            Some(name) => v.get(name)?.get(0),
+            None => v.get(*part),
+        })
+    }
+
+    /// The worker specs the examples make, as JSON (an error counts as an answer).
+    fn worker_specs(source: &Value, job: &Value, follow: &Value, tier: &Value) -> Vec<String> {
+        let source = serde_json::from_value(source.clone());
+        let Ok(source) = source else { return vec![format!("bad ChainSource: {source:?}")] };
+        let mut out = Vec::new();
+        for job in [job, follow] {
+            out.push(match serde_json::from_value(job.clone()) {
+                Ok(job) => format!("{:?}", ingest_spec(&job, &source).map(|s| s.to_json())),
+                Err(e) => format!("bad IngestJob: {e}"),
+            });
+        }
+        out.push(match serde_json::from_value(tier.clone()) {
+            Ok(tier) => format!("{:?}", serve_spec(&tier, &source).map(|s| s.to_json())),
+            Err(e) => format!("bad CacheTier: {e}"),
+        });
+        out
+    }
+
+    /// Each `Worker` field, changed in the examples, changes a worker's spec.
+    #[test]
+    fn every_worker_field_changes_the_worker_spec() {
+        let base = [
+            example("chainsource-solana-mainnet.yaml"),
+            example("ingestjob-backfill.yaml"),
+            example("ingestjob-follow.yaml"),
+            example("cachetier.yaml"),
+        ];
+        let before = worker_specs(&base[0], &base[1], &base[2], &base[3]);
+        let mut unchanged = BTreeSet::new();
+        for (path, schema) in all_fields() {
+            if field_use(&path) != Some(Worker) {
+                continue;
+            }
+            let (kind, rest) = path.split_once('.').unwrap();
+            let parts: Vec<&str> = rest.split('.').collect();
+            let targets: &[usize] = match kind {
+                "ChainSource" => &[0],
+                "IngestJob" => &[1, 2],
+                "CacheTier" => &[3],
+                other => panic!("no example for {other}"),
+            };
+            let mut changed = false;
+            for &index in targets {
+                let mut objects = base.clone();
+                let current = get(&objects[index], &parts).cloned();
+                set(&mut objects[index], &parts, other(&schema, current.as_ref())).unwrap();
+                changed |= worker_specs(&objects[0], &objects[1], &objects[2], &objects[3]) != before;
+            }
+            if !changed {
+                unchanged.insert(path);
+            }
+        }
+        assert!(unchanged.is_empty(), "listed as Worker, but the worker spec ignores them: {unchanged:#?}");
+    }
+
+    #[test]
+    fn fields_not_acted_on_yet_are_named_when_set() {
+        let tier = example("cachetier.yaml");
+        let named = not_acted_on("CacheTier", &tier);
+        assert!(named.contains(&"spec.methods".to_string()), "{named:?}");
+        let source = example("chainsource-solana-mainnet.yaml");
+        let named = not_acted_on("ChainSource", &source);
+        assert!(named.iter().any(|f| f == "spec.lake"), "{named:?}");
+        assert!(!named.iter().any(|f| f.starts_with("spec.store")), "{named:?}");
+    }
+}

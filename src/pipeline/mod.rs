@@ -1,0 +1,79 @@
+//! The seam every ingest runs through: a [`BlockSource`] yields a chain's
+//! blocks by number; [`BlockSink`]s take them (the canonical store, cache
+//! invalidation; the lake and chain metrics next). `worker/ingest.rs` is the
+//! batch and checkpoint loop between them, the same for every chain, source
+//! and sink.
+//!
+//! A new source is one file under its chain (`chain/solana/rpc.rs`, a
+//! BigQuery or archive reader next to it); a new sink is one file under
+//! `pipeline/sinks/`.
+
+pub mod sinks;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+/// A block height, slot or number: how a chain counts its blocks.
+pub type BlockNumber = u64;
+
+/// Why a block did not arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// The chain produced no block at this number (a skipped slot).
+    Skipped,
+    /// The source could not give it now: a gap to record and repair later.
+    Gap(String),
+}
+
+/// Where a chain's blocks come from.
+#[async_trait]
+pub trait BlockSource<B>: Send + Sync {
+    /// The numbers in `start..=end` that have a block; the others were skipped.
+    async fn produced(&self, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, String>;
+
+    async fn block(&self, number: BlockNumber) -> Result<B, Missing>;
+
+    /// The newest number the source can serve.
+    async fn tip(&self) -> Result<BlockNumber, String>;
+
+    /// For a source that serves blocks before they are final: the same source
+    /// at finality, to find the blocks the final chain dropped.
+    fn finalized(&self) -> Option<Arc<dyn BlockSource<B>>> {
+        None
+    }
+}
+
+/// What writing one block did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes stored (as stored: compressed where the sink compresses).
+    pub bytes: u64,
+}
+
+/// Where blocks go. `write` runs for many blocks at once; `flush` makes
+/// every write so far durable (or effective) and runs before the checkpoint
+/// that covers them commits, in the order the sinks are listed.
+#[async_trait]
+pub trait BlockSink<B>: Send + Sync {
+    /// The target's name in logs and metrics (`canonical`, `cache`, …).
+    fn name(&self) -> &'static str;
+
+    /// `Held`: a failed write makes the block a gap, retried later, and a
+    /// failed flush stops the batch before its checkpoint. `BestEffort`: a
+    /// failure is logged and counted; the batch goes on.
+    fn policy(&self) -> SinkPolicy;
+
+    async fn write(&self, number: BlockNumber, block: &B) -> Result<Written, String>;
+
+    async fn flush(&self) -> Result<(), String>;
+
+    /// Takes back a block the final chain dropped (after `confirmed` reads).
+    async fn remove(&self, number: BlockNumber) -> Result<(), String>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkPolicy {
+    Held,
+    BestEffort,
+}

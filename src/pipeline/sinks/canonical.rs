@@ -1,0 +1,44 @@
+//! The `canonical` target: blocks into the block store, in the chain's
+//! layout (agave's for Solana), durable at `flush`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use solana_transaction_status::ConfirmedBlock;
+
+use crate::pipeline::{BlockNumber, BlockSink, SinkPolicy, Written};
+use crate::store::{BlockStore, LedgerStore};
+
+pub struct CanonicalSink {
+    store: Arc<LedgerStore>,
+}
+
+impl CanonicalSink {
+    pub fn new(store: Arc<LedgerStore>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl BlockSink<ConfirmedBlock> for CanonicalSink {
+    fn name(&self) -> &'static str {
+        "canonical"
+    }
+
+    fn policy(&self) -> SinkPolicy {
+        SinkPolicy::Held
+    }
+
+    async fn write(&self, number: BlockNumber, block: &ConfirmedBlock) -> Result<Written, String> {
+        let stats = self.store.write_block(number, block, &[]).await.map_err(|e| format!("store: {e}"))?;
+        Ok(Written { bytes: stats.bytes })
+    }
+
+    async fn flush(&self) -> Result<(), String> {
+        self.store.sync().await.map_err(|e| format!("store: {e}"))
+    }
+
+    async fn remove(&self, number: BlockNumber) -> Result<(), String> {
+        self.store.delete_range(number, number).await.map(|_| ()).map_err(|e| format!("store: {e}"))
+    }
+}
