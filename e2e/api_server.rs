@@ -21,7 +21,7 @@ async fn the_api_server_accepts_the_crds_and_judges_examples_as_we_do() {
     let api = api_with_crds().await;
 
     let mut accepted = 0;
-    let examples = files("examples").into_iter().chain(files("examples/scenarios"));
+    let examples = files("examples").into_iter().chain(files("examples/scenarios")).chain(files("examples/dev"));
     for file in examples {
         for object in yaml_documents(&file).into_iter().filter(|o| o["apiVersion"] == "chronicle.dev/v1alpha1") {
             let name = object["metadata"]["name"].clone();

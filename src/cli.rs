@@ -67,6 +67,20 @@ pub enum Command {
     },
     /// Reconcile the chronicle.dev resources (one active replica, elected on a Lease).
     Controller(ControllerArgs),
+    /// Run the platform on this machine from the manifests the operator takes:
+    /// backfills, followers and serve replicas in one process, embedded defaults.
+    Dev {
+        /// Manifest files or directories (searched for *.yaml/*.yml).
+        #[arg(short = 'f', long = "filename", required = true, value_name = "DIR_OR_FILE")]
+        files: Vec<PathBuf>,
+        /// Where embedded stores and catalogs live when a manifest names none
+        /// (default: the user's data directory).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Exit when every backfill has finished (for scripts and CI).
+        #[arg(long)]
+        once: bool,
+    },
     /// Serve the Solana JSON-RPC history methods from a block store, with an optional Redis cache.
     Serve(ServeArgs),
     /// Run a worker mode (what the controller starts in pods; also works by hand).
@@ -257,6 +271,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Worker(WorkerCommand::Run { spec, shard_index }) => block_on(worker_run(spec, shard_index)),
         Command::Serve(args) => block_on(serve(args)),
         Command::Controller(args) => block_on(controller(args)),
+        Command::Dev { files, state, once } => block_on(async move {
+            let state = state.unwrap_or_else(crate::dev::default_state_dir);
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            crate::dev::run(crate::dev::DevOptions { files, state, once }, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Import { store, slot, files } => block_on(import::run(&store, slot, &files)),
         Command::GetBlock {
             store,
@@ -526,7 +547,7 @@ fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
 }
 
 /// A file as given, or the YAML files below a directory, in a stable order.
-fn collect_yaml_files(path: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+pub fn collect_yaml_files(path: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     if !path.is_dir() {
         files.push(path.to_path_buf());
         return Ok(());

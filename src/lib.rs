@@ -6,6 +6,7 @@ pub mod chain;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod dev;
 pub mod pipeline;
 pub mod serve;
 pub mod store;

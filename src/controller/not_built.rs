@@ -23,12 +23,18 @@ pub trait NotBuilt: Reported {
     const WHAT: &'static str;
 }
 
+/// What a RetentionPolicy's status says.
+pub const RETENTION: &str =
+    "the retention worker is not in this Chronicle build yet: nothing is pruned and no GC rule is set";
+/// What a TrainingExport's status says.
+pub const EXPORT: &str = "the export worker is not in this Chronicle build yet: no dataset is written";
+
 impl NotBuilt for RetentionPolicy {
-    const WHAT: &'static str = "the retention worker is not in this Chronicle build yet: nothing is pruned and no GC rule is set";
+    const WHAT: &'static str = RETENTION;
 }
 
 impl NotBuilt for TrainingExport {
-    const WHAT: &'static str = "the export worker is not in this Chronicle build yet: no dataset is written";
+    const WHAT: &'static str = EXPORT;
 }
 
 pub(crate) async fn reconcile<K: NotBuilt>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {

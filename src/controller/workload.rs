@@ -184,10 +184,20 @@ fn store_access(source: &ChainSource) -> (StoreSpec, Vec<Volume>, Vec<VolumeMoun
             }),
             ..Volume::default()
         };
-        let mount = VolumeMount { name: "store".into(), mount_path: "/data".into(), ..VolumeMount::default() };
-        (StoreSpec { url: "embedded:///data/ledger".into(), ..StoreSpec::default() }, vec![volume], vec![mount])
+        let mount = VolumeMount { name: "store".into(), mount_path: EMBEDDED_MOUNT.into(), ..VolumeMount::default() };
+        let url = format!("embedded://{EMBEDDED_MOUNT}/ledger");
+        (StoreSpec { url, ..StoreSpec::default() }, vec![volume], vec![mount])
     }
 }
+
+/// The store `source`'s workers reach, as their spec names it.
+pub fn store_spec(source: &ChainSource) -> StoreSpec {
+    store_access(source).0
+}
+
+/// Where a worker pod mounts an embedded store's claim; `chronicle dev`
+/// maps it to the source's state directory.
+pub const EMBEDDED_MOUNT: &str = "/data";
 
 /// The chain part of every worker spec of `source`.
 pub fn chain_spec(source: &ChainSource) -> ChainSpec {

@@ -110,17 +110,20 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     if let Some(url) = &config.cache {
         sinks.push(Arc::new(CacheInvalidation::new(Invalidator::new(url).context("cache URL")?, store)));
     }
-    run_pipeline(config, source, sinks, shutdown).await
+    let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
+    run_pipeline(config, source, sinks, catalog, shutdown).await
 }
 
-/// The loop itself, for any chain's blocks, source and sinks.
+/// The loop itself, for any chain's blocks, source and sinks. The catalog
+/// and the sinks' stores are opened by the caller, so that one process can
+/// run many jobs over one embedded store (`chronicle dev`).
 pub async fn run_pipeline<B: Send + Sync + 'static>(
     config: IngestConfig,
     source: Arc<dyn BlockSource<B>>,
     sinks: Vec<Arc<dyn BlockSink<B>>>,
+    catalog: Arc<dyn Catalog>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Summary> {
-    let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
     let mut ingest = Ingest { config, source, sinks, catalog, summary: Summary::default(), shutdown: shutdown.clone() };
     if ingest.config.follow {
         ingest.follow(shutdown).await?

@@ -44,15 +44,24 @@ pub fn unwritten_targets(targets: &[IngestTarget]) -> Vec<IngestTarget> {
 }
 
 /// The ingest run an [`IngestSpec`] describes, for shard `shard` (the pod's
-/// Job completion index).
+/// Job completion index), with Secret-backed values from the environment.
 pub fn ingest_config(spec: &IngestSpec, shard: u32) -> Result<IngestConfig, SpecError> {
+    ingest_config_in(spec, shard, &|name| std::env::var(name).ok())
+}
+
+/// [`ingest_config`] with Secret-backed values from `lookup`.
+pub fn ingest_config_in(
+    spec: &IngestSpec,
+    shard: u32,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<IngestConfig, SpecError> {
     check_family(&spec.chain)?;
     for target in unwritten_targets(&spec.targets) {
         tracing::warn!(?target, "this target has no sink in this binary yet; only the canonical store is written");
     }
     let SourceSpec::Rpc { endpoint } = &spec.source;
     let auth = match &endpoint.auth {
-        Some(auth) => Some((auth.header.clone(), Secret(auth.token.resolve()?))),
+        Some(auth) => Some((auth.header.clone(), Secret(auth.token.resolve_in(lookup)?))),
         None => None,
     };
     let (from, to, follow, shards) = match spec.mode {
@@ -63,7 +72,7 @@ pub fn ingest_config(spec: &IngestSpec, shard: u32) -> Result<IngestConfig, Spec
         job: spec.job.clone(),
         store: spec.store.url.clone(),
         store_access: store_access(&spec.store),
-        catalog: spec.catalog.resolve()?,
+        catalog: spec.catalog.resolve_in(lookup)?,
         source: RpcSourceConfig {
             url: endpoint.url.clone(),
             auth,
@@ -83,17 +92,25 @@ pub fn ingest_config(spec: &IngestSpec, shard: u32) -> Result<IngestConfig, Spec
         concurrency: endpoint.max_concurrent.max(1) as usize,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(600),
-        cache: spec.cache.as_ref().map(|c| c.resolve()).transpose()?,
+        cache: spec.cache.as_ref().map(|c| c.resolve_in(lookup)).transpose()?,
     })
 }
 
 /// The serve replica a [`ServeSpec`] describes: its store access and config
 /// (API keys are read from `apiKeysDir` by the caller).
 pub fn serve_config(spec: &ServeSpec) -> Result<(BigtableAccess, ServeConfig), SpecError> {
+    serve_config_in(spec, &|name| std::env::var(name).ok())
+}
+
+/// [`serve_config`] with Secret-backed values from `lookup`.
+pub fn serve_config_in(
+    spec: &ServeSpec,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(BigtableAccess, ServeConfig), SpecError> {
     check_family(&spec.chain)?;
     let cache = match &spec.cache {
         Some(cache) => Some(CacheConfig {
-            url: cache.url.resolve()?,
+            url: cache.url.resolve_in(lookup)?,
             ttl: duration("cache.ttl", &cache.ttl)?,
             immutable_ttl: duration("cache.immutableTtl", &cache.immutable_ttl)?,
             timeout: Duration::from_millis(250),

@@ -50,9 +50,16 @@ impl FromEnv {
         Self { env: env.into() }
     }
 
-    /// The value, or an error naming the variable (never its value).
+    /// The value from the process environment, or an error naming the
+    /// variable (never its value).
     pub fn resolve(&self) -> Result<String, SpecError> {
-        std::env::var(&self.env).map_err(|_| SpecError::MissingEnv(self.env.clone()))
+        self.resolve_in(&|name| std::env::var(name).ok())
+    }
+
+    /// The value from `lookup` (a pod's environment, or `chronicle dev`'s
+    /// Secrets), or an error naming the variable.
+    pub fn resolve_in(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, SpecError> {
+        lookup(&self.env).ok_or_else(|| SpecError::MissingEnv(self.env.clone()))
     }
 }
 

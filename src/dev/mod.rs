@@ -1,0 +1,327 @@
+//! `chronicle dev -f DIR_OR_FILE...`: the platform on one machine from the
+//! manifests the operator takes. The same validation, the same
+//! [`WorkerSpec`]s the controller builds (`controller/workload.rs`), run in
+//! this one process: a pod's embedded-store mount becomes the source's
+//! directory under `--state`, a Secret the manifests do not give means the
+//! embedded catalog (or no cache), and one process owns each embedded store,
+//! however many jobs and serve replicas use it.
+//!
+//! A ChainSource annotated `chronicle.dev/dev-demo-blocks: DIR` gets a local
+//! node at its first endpoint's (loopback) address serving the recorded
+//! `getBlock` files in `DIR` — real mainnet blocks, through the real RPC
+//! client path — so the demo works offline.
+
+pub mod manifests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use kube::ResourceExt;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::manifests::{Manifests, Placed};
+use crate::catalog::{self, Catalog};
+use crate::controller::workload::{EMBEDDED_MOUNT, ingest_spec, serve_spec, store_spec};
+use crate::crd::ChainSource;
+use crate::crd::ingest_job::IngestMode;
+use crate::pipeline::sinks::canonical::CanonicalSink;
+use crate::pipeline::{BlockSink, BlockSource};
+use crate::store::{BlockStore, LedgerStore};
+use crate::worker::spec::{Work, WorkerSpec};
+
+/// The annotation that gives a ChainSource a local node of recorded blocks.
+pub const DEMO_BLOCKS: &str = "chronicle.dev/dev-demo-blocks";
+
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    pub files: Vec<PathBuf>,
+    /// Where embedded stores and catalogs live when a manifest names none.
+    pub state: PathBuf,
+    /// Exit when every backfill has finished.
+    pub once: bool,
+}
+
+/// `$XDG_DATA_HOME/chronicle/dev`, else `~/.local/share/chronicle/dev`.
+pub fn default_state_dir() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+    });
+    data.unwrap_or_else(std::env::temp_dir).join("chronicle/dev")
+}
+
+/// The worker spec of every IngestJob and CacheTier, exactly as the
+/// controller builds it (or why it cannot be built), by `kind/namespace/name`.
+pub fn worker_specs(manifests: &Manifests) -> BTreeMap<String, Result<WorkerSpec, String>> {
+    let mut specs = BTreeMap::new();
+    for Placed { object: job, .. } in &manifests.jobs {
+        let key = format!("IngestJob/{}/{}", job.namespace().unwrap_or_default(), job.name_any());
+        let spec = match manifests.source(&job.namespace().unwrap_or_default(), &job.spec.source_ref.name) {
+            None => Err(format!("ChainSource {} does not exist", job.spec.source_ref.name)),
+            Some(source) => ingest_spec(job, &source.object).map_err(|e| e.to_string()),
+        };
+        specs.insert(key, spec);
+    }
+    for Placed { object: tier, .. } in &manifests.tiers {
+        let key = format!("CacheTier/{}/{}", tier.namespace().unwrap_or_default(), tier.name_any());
+        let spec = match manifests.source(&tier.namespace().unwrap_or_default(), &tier.spec.source_ref.name) {
+            None => Err(format!("ChainSource {} does not exist", tier.spec.source_ref.name)),
+            Some(source) => serve_spec(tier, &source.object).map_err(|e| e.to_string()),
+        };
+        specs.insert(key, spec);
+    }
+    specs
+}
+
+/// What one ChainSource is in this process: its store and catalog, opened once.
+struct Source {
+    store: Arc<LedgerStore>,
+    catalog: Arc<dyn Catalog>,
+}
+
+pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let manifests = Manifests::load(&options.files)?;
+    std::fs::create_dir_all(&options.state)
+        .with_context(|| format!("creating the state directory {}", options.state.display()))?;
+    let specs = worker_specs(&manifests);
+    let mut sources = BTreeMap::new();
+    let mut services = JoinSet::new();
+    for placed in &manifests.sources {
+        let source = &placed.object;
+        let key = (source.namespace().unwrap_or_default(), source.name_any());
+        if let Err(why) = crate::chain::adapter(source.spec.chain.family) {
+            println!("ChainSource {}/{}: not run: {why}", key.0, key.1);
+            continue;
+        }
+        if let Some(blocks) = source.annotations().get(DEMO_BLOCKS) {
+            let dir = placed.file.parent().unwrap_or(Path::new(".")).join(blocks);
+            start_demo_node(source, &dir, &options.state, &mut services, &shutdown).await?;
+        }
+        sources.insert(key, open_source(&manifests, source, &options.state).await?);
+    }
+
+    let mut backfills = JoinSet::new();
+    let mut followers = JoinSet::new();
+    for Placed { object: job, .. } in &manifests.jobs {
+        let namespace = job.namespace().unwrap_or_default();
+        let key = format!("IngestJob/{namespace}/{}", job.name_any());
+        let (Some(Ok(WorkerSpec { work: Work::Ingest(spec), .. })), Some(source)) =
+            (specs.get(&key), sources.get(&(namespace.clone(), job.spec.source_ref.name.clone())))
+        else {
+            let why = match specs.get(&key) {
+                Some(Err(why)) => why.clone(),
+                _ => format!("ChainSource {} is not running", job.spec.source_ref.name),
+            };
+            println!("{key}: not run: {why}");
+            continue;
+        };
+        let placed_source = manifests.source(&namespace, &job.spec.source_ref.name).expect("opened above");
+        let lookup = secrets_lookup(&manifests, &placed_source.object);
+        let shards = match spec.mode {
+            crate::worker::spec::IngestModeSpec::Backfill { shards, .. } => shards.max(1),
+            crate::worker::spec::IngestModeSpec::Follow { .. } => 1,
+        };
+        for shard in 0..shards {
+            let config = crate::worker::run::ingest_config_in(spec, shard, &lookup)?;
+            let source_rpc: Arc<dyn BlockSource<_>> =
+                Arc::new(crate::chain::solana::rpc::RpcSource::new(config.source.clone()));
+            let sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(source.store.clone()))];
+            let catalog = source.catalog.clone();
+            let (name, stop) = (format!("{key} shard {shard}"), shutdown.clone());
+            let task = async move {
+                let summary = crate::worker::ingest::run_pipeline(config, source_rpc, sinks, catalog, stop).await;
+                (name, summary)
+            };
+            if job.spec.mode == IngestMode::Backfill { backfills.spawn(task) } else { followers.spawn(task) };
+        }
+    }
+    for Placed { object: tier, .. } in &manifests.tiers {
+        let namespace = tier.namespace().unwrap_or_default();
+        let key = format!("CacheTier/{namespace}/{}", tier.name_any());
+        let (Some(Ok(WorkerSpec { work: Work::Serve(spec), .. })), Some(source)) =
+            (specs.get(&key), sources.get(&(namespace.clone(), tier.spec.source_ref.name.clone())))
+        else {
+            println!("{key}: not served: {}", specs.get(&key).and_then(|s| s.clone().err()).unwrap_or_default());
+            continue;
+        };
+        let mut spec = spec.clone();
+        let redis = manifests.secret(&namespace, &tier.spec.redis.url_secret_ref);
+        if redis.is_none() {
+            println!("{key}: no Redis Secret {} given: serving without a cache", tier.spec.redis.url_secret_ref.name);
+            spec.cache = None;
+        }
+        let lookup = move |_: &str| redis.clone();
+        let (_, mut config) = crate::worker::run::serve_config_in(&spec, &lookup)?;
+        config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], config.listen.port()));
+        let store: Arc<dyn BlockStore> = source.store.clone();
+        println!("{key}: Solana JSON-RPC on http://{} — for example:", config.listen);
+        println!(
+            "  curl -s http://{} -H 'content-type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getBlocksWithLimit\",\"params\":[0,10]}}'",
+            config.listen
+        );
+        println!("  solana --url http://{} block SLOT", config.listen);
+        let stop = shutdown.clone();
+        services.spawn(async move { crate::serve::run(store, config, stop).await.with_context(|| key) });
+    }
+    for Placed { object, .. } in &manifests.policies {
+        println!("RetentionPolicy/{}: not run: {}", object.name_any(), crate::controller::not_built::RETENTION);
+    }
+    for Placed { object, .. } in &manifests.exports {
+        println!("TrainingExport/{}: not run: {}", object.name_any(), crate::controller::not_built::EXPORT);
+    }
+    println!("ready");
+
+    let mut failed = false;
+    while let Some(done) = backfills.join_next().await {
+        failed |= report(done);
+    }
+    if options.once {
+        shutdown.cancel();
+    } else {
+        println!("backfills done; following and serving until Ctrl-C");
+        shutdown.cancelled().await;
+    }
+    while let Some(done) = followers.join_next().await {
+        failed |= report(done);
+    }
+    shutdown.cancel();
+    while let Some(done) = services.join_next().await {
+        if let Ok(Err(e)) = done {
+            println!("{e:#}");
+            failed = true;
+        }
+    }
+    for source in sources.values() {
+        source.store.sync().await?;
+    }
+    println!("stopped; running again resumes from the checkpoints in {}", options.state.display());
+    anyhow::ensure!(!failed, "some jobs did not finish; run again to resume from their checkpoints");
+    Ok(())
+}
+
+/// Prints how a job ended; true when it failed or left gaps.
+fn report(done: Result<(String, anyhow::Result<crate::worker::ingest::Summary>), tokio::task::JoinError>) -> bool {
+    match done {
+        Ok((name, Ok(summary))) => {
+            let state = if summary.interrupted { "stopped" } else { "done" };
+            println!(
+                "{name}: {state}: checkpoint {}, {} blocks written, {} slots skipped, {} gaps open",
+                summary.checkpoint.map_or("none".into(), |c| c.to_string()),
+                summary.written,
+                summary.skipped,
+                summary.open_gaps.len()
+            );
+            !summary.open_gaps.is_empty()
+        }
+        Ok((name, Err(e))) => {
+            println!("{name}: failed: {e:#}");
+            true
+        }
+        Err(e) => {
+            println!("a job panicked: {e}");
+            true
+        }
+    }
+}
+
+/// What a pod of `source` reads from Secrets, from the Secrets given to `dev`:
+/// the catalog (embedded under the state directory when not given) and
+/// endpoint tokens.
+fn secrets_lookup(manifests: &Manifests, source: &ChainSource) -> impl Fn(&str) -> Option<String> + use<> {
+    let namespace = source.namespace().unwrap_or_default();
+    let mut values = BTreeMap::new();
+    // The catalog is opened once per source by `dev`; the worker's own URL is unused.
+    values.insert("CHRONICLE_CATALOG".to_string(), "shared".to_string());
+    if let Some(auth) = source.spec.endpoints.first().and_then(|e| e.auth.as_ref())
+        && let Some(token) = manifests.secret(&namespace, &auth.secret_ref)
+    {
+        values.insert("CHRONICLE_RPC_TOKEN".to_string(), token);
+    }
+    move |name: &str| values.get(name).cloned()
+}
+
+/// Opens a ChainSource's store and catalog once for every job and replica.
+async fn open_source(manifests: &Manifests, source: &ChainSource, state: &Path) -> anyhow::Result<Source> {
+    let namespace = source.namespace().unwrap_or_default();
+    let dir = state.join(&namespace).join(source.name_any());
+    let spec = store_spec(source);
+    let url = match spec.url.strip_prefix(&format!("embedded://{EMBEDDED_MOUNT}")) {
+        Some(rest) => format!("embedded://{}{rest}", dir.display()),
+        None => spec.url.clone(),
+    };
+    let access = crate::worker::run::store_access(&spec);
+    let store = crate::store::open_with(&url, &access)
+        .await
+        .with_context(|| format!("ChainSource {namespace}/{}: opening its store", source.name_any()))?;
+    let catalog_url = match manifests.secret(&namespace, &source.spec.catalog.connection_secret_ref) {
+        Some(url) => url,
+        None => {
+            println!(
+                "ChainSource {namespace}/{}: no catalog Secret {} given: embedded catalog in {}",
+                source.name_any(),
+                source.spec.catalog.connection_secret_ref.name,
+                dir.join("catalog").display()
+            );
+            format!("embedded://{}", dir.join("catalog").display())
+        }
+    };
+    let catalog = catalog::open(&catalog_url)
+        .await
+        .with_context(|| format!("ChainSource {namespace}/{}: opening its catalog", source.name_any()))?;
+    Ok(Source { store, catalog })
+}
+
+/// Serves the recorded blocks in `dir` at the source's first endpoint, which
+/// must be a loopback address.
+async fn start_demo_node(
+    source: &ChainSource,
+    dir: &Path,
+    state: &Path,
+    services: &mut JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let name = source.name_any();
+    let endpoint = source.spec.endpoints.first().context("a ChainSource has an endpoint")?;
+    let url = url::Url::parse(&endpoint.url).with_context(|| format!("ChainSource {name}: endpoint URL"))?;
+    let address = url
+        .socket_addrs(|| Some(80))
+        .ok()
+        .and_then(|a| a.into_iter().next())
+        .filter(std::net::SocketAddr::is_ipv4)
+        .filter(|a| a.ip().is_loopback())
+        .with_context(|| format!("ChainSource {name}: {DEMO_BLOCKS} needs a loopback endpoint URL"))?;
+    let store_dir = state.join("demo-node").join(&name);
+    let store = crate::store::open(&format!("embedded://{}", store_dir.display())).await?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("ChainSource {name}: demo blocks {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "gz"))
+        .collect();
+    files.sort();
+    for file in &files {
+        let (slot, block) = crate::chain::solana::response::read_block_file(file, None)?;
+        store.write_block(slot, &block, &[]).await?;
+    }
+    store.sync().await?;
+    let namespace = source.namespace().unwrap_or_default();
+    println!(
+        "ChainSource {namespace}/{name}: demo node on {} serving {} recorded mainnet blocks from {}",
+        endpoint.url,
+        files.len(),
+        dir.display()
+    );
+    let config = crate::serve::ServeConfig { listen: address, ..crate::serve::ServeConfig::default() };
+    let stop = shutdown.clone();
+    let store: Arc<dyn BlockStore> = store;
+    services.spawn(async move { crate::serve::run(store, config, stop).await.context("the demo node") });
+    // Listening before any worker asks it.
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("ChainSource {name}: the demo node did not start on {address}")
+}

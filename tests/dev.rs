@@ -1,0 +1,177 @@
+//! `chronicle dev`: the README's first command on the demo manifests, the
+//! README's curl lines run exactly as written, a second run that resumes
+//! without refetching; and for every example, the worker spec `dev` runs is
+//! the one the controller puts in the pod.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chronicle::controller::workload::{IngestWorkload, cache_tier_workload, ingest_workload};
+use chronicle::dev::manifests::Manifests;
+use chronicle::worker::spec::{SPEC_ENV, WorkerSpec};
+use k8s_openapi::api::core::v1::Container;
+use kube::ResourceExt;
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn spec_in(container: &Container) -> WorkerSpec {
+    let value = container.env.iter().flatten().find(|e| e.name == SPEC_ENV).unwrap().value.clone().unwrap();
+    WorkerSpec::from_json(&value).unwrap()
+}
+
+/// Every example the controller can run: the spec in its pod equals the one `dev` runs.
+#[test]
+fn dev_runs_the_worker_specs_the_controller_puts_in_pods() {
+    let mut compared = 0;
+    for dir in ["examples", "examples/scenarios", "examples/dev"] {
+        let files: Vec<_> = std::fs::read_dir(Path::new(ROOT).join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        // Jobs and tiers need their ChainSources: load each directory together.
+        let mut manifests = Manifests::load(&files).unwrap();
+        for placed in manifests.jobs.iter_mut().map(|p| &mut p.object) {
+            placed.metadata.uid = Some("0b9c6a14-5b0e-4c1e-9b7a-2a3d4c5e6f70".into());
+        }
+        for placed in manifests.tiers.iter_mut().map(|p| &mut p.object) {
+            placed.metadata.uid = Some("5f0e2b1a-0000-4000-8000-000000000001".into());
+        }
+        let dev = chronicle::dev::worker_specs(&manifests);
+        for job in manifests.jobs.iter().map(|p| &p.object) {
+            let key = format!("IngestJob/{}/{}", job.namespace().unwrap(), job.name_any());
+            let Some(source) = manifests.source(&job.namespace().unwrap(), &job.spec.source_ref.name) else { continue };
+            let pod = match ingest_workload(job, &source.object, "chronicle:test") {
+                Ok(IngestWorkload::Backfill(j)) => j.spec.unwrap().template.spec.unwrap().containers[0].clone(),
+                Ok(IngestWorkload::Follow(d)) => d.spec.unwrap().template.spec.unwrap().containers[0].clone(),
+                Err(e) => {
+                    assert_eq!(dev[&key].as_ref().unwrap_err(), &e.to_string(), "{key}: the same refusal");
+                    continue;
+                }
+            };
+            assert_eq!(dev[&key].as_ref().unwrap(), &spec_in(&pod), "{key}");
+            compared += 1;
+        }
+        for tier in manifests.tiers.iter().map(|p| &p.object) {
+            let key = format!("CacheTier/{}/{}", tier.namespace().unwrap(), tier.name_any());
+            let Some(source) = manifests.source(&tier.namespace().unwrap(), &tier.spec.source_ref.name) else { continue };
+            let (deployment, _) = cache_tier_workload(tier, &source.object, "chronicle:test").unwrap();
+            let pod = deployment.spec.unwrap().template.spec.unwrap().containers[0].clone();
+            assert_eq!(dev[&key].as_ref().unwrap(), &spec_in(&pod), "{key}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 6, "specs compared: {compared}");
+}
+
+#[test]
+fn invalid_manifests_and_cluster_kinds_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    let mut invalid: Vec<_> =
+        std::fs::read_dir(Path::new(ROOT).join("examples/invalid")).unwrap().map(|e| e.unwrap().path()).collect();
+    invalid.sort();
+    let invalid = invalid.remove(0);
+    let expected = std::fs::read_to_string(&invalid).unwrap();
+    let message = expected.lines().find_map(|l| l.strip_prefix("# expect: ")).unwrap().to_string();
+    std::fs::copy(&invalid, &file).unwrap();
+    let err = Manifests::load(std::slice::from_ref(&file)).unwrap_err().to_string();
+    assert!(err.contains(&message), "{err}");
+    std::fs::write(&file, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n").unwrap();
+    let err = Manifests::load(std::slice::from_ref(&file)).unwrap_err().to_string();
+    assert!(err.contains("apps/v1 Deployment needs a cluster"), "{err}");
+}
+
+/// The README's curl lines, exactly as written there.
+fn readme_curl_lines() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    readme.lines().filter(|l| l.starts_with("curl -s http://127.0.0.1:8899")).map(str::to_string).collect()
+}
+
+/// Runs `chronicle dev -f examples/dev` as `scripts/quickstart.sh` does, until `until` is printed.
+fn start_dev(state: &Path, extra: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .current_dir(ROOT)
+        .args(["dev", "-f", "examples/dev", "--state", state.to_str().unwrap()])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, receiver) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    (child, receiver)
+}
+
+fn wait_for(lines: &std::sync::mpsc::Receiver<String>, what: &str, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|l| l.contains(what)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("chronicle dev never printed {what:?}; it printed:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+#[test]
+fn the_readme_quickstart_serves_the_demo_and_a_second_run_resumes() {
+    let state = tempfile::tempdir().unwrap();
+    let (mut child, lines) = start_dev(state.path(), &[]);
+    let mut seen = Vec::new();
+    wait_for(&lines, "backfills done", &mut seen);
+    for name in ["demo-genesis", "demo-slot-100000000", "demo-slot-154808473"] {
+        let line = seen.iter().find(|l| l.contains(name)).unwrap();
+        assert!(line.contains("1 blocks written") && line.contains("0 gaps open"), "{line}");
+    }
+
+    let curls = readme_curl_lines();
+    assert_eq!(curls.len(), 3, "the README's curl lines");
+    let answers: Vec<Value> = curls
+        .iter()
+        .map(|line| {
+            let out = Command::new("sh").args(["-c", line]).output().unwrap();
+            assert!(out.status.success(), "{line}");
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{line}: {e}"))
+        })
+        .collect();
+    assert_eq!(answers[0]["result"], serde_json::json!([10_000, 100_000_000, 154_808_473]), "{}", answers[0]);
+    let early = &answers[1]["result"];
+    assert_eq!(early["blockhash"], "FNy3uy9b9EMupvMpzG6Waqtbpt5Hto3naW2NnDwL1eYq");
+    assert!(early["transactions"].as_array().unwrap().iter().all(|t| t["meta"].is_null()));
+    let source: Value =
+        serde_json::from_slice(&std::fs::read(support::data_file("solana/block_154808473_v0_json.json")).unwrap())
+            .unwrap();
+    let v0 = &answers[2]["result"];
+    assert_eq!(v0["blockhash"], source["blockhash"]);
+    assert_eq!(v0["transactions"][0]["transaction"]["signatures"], source["transactions"][0]["transaction"]["signatures"]);
+
+    // Ctrl-C stops cleanly.
+    // SAFETY: kill(2) on the process we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success(), "exit after Ctrl-C");
+    wait_for(&lines, "stopped; running again resumes", &mut seen);
+
+    // Again: every backfill resumes at its checkpoint and fetches nothing.
+    let (mut again, lines) = start_dev(state.path(), &["--once"]);
+    let mut seen = Vec::new();
+    wait_for(&lines, "stopped; running again resumes", &mut seen);
+    assert!(again.wait().unwrap().success());
+    let jobs: Vec<&String> = seen.iter().filter(|l| l.contains(" shard 0: done")).collect();
+    assert_eq!(jobs.len(), 3, "{seen:#?}");
+    for line in jobs {
+        assert!(line.contains("0 blocks written, 0 slots skipped"), "{line}");
+    }
+}
