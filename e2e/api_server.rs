@@ -920,11 +920,8 @@ async fn a_chain_sources_commitment_reaches_the_worker() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // SAFETY: kill(2) on the worker we spawned.
-    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    let (status, log) = support::terminate(child).await;
+    assert!(status.success(), "{log}");
     assert!(peer.count("getBlock", 6_003) >= 1, "a confirmed worker fetches the block before it is finalized");
     assert!(log.contains("confirmed block was not finalized"), "{log}");
     let store = support::bigtable_ledger(&emulator, "chronicle-e2e", "confirmed").await;

@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronicle::serve::{ServeConfig, router};
+use chronicle::serve::ServeConfig;
 use chronicle::store::ledger::block_to_proto;
 use chronicle::store::{BlockStore, LedgerStore};
 use prost::Message as _;
@@ -68,18 +68,7 @@ fn chronicle(args: &[&str], emulator: &BigtableEmulator) -> Output {
 }
 
 async fn serve(store: Arc<dyn BlockStore>) -> (SocketAddr, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router(store, ServeConfig::default()).unwrap();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    (addr, stop)
+    support::serve_on_free_port(store, ServeConfig::default()).await
 }
 
 async fn call(addr: SocketAddr, method: &str, params: Value) -> Value {

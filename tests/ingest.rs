@@ -354,11 +354,8 @@ async fn confirmed_blocks_the_cluster_skips_are_removed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // SAFETY: kill(2) on the worker we spawned.
-    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    let (status, log) = support::terminate(child).await;
+    assert!(status.success(), "{log}");
     assert!(log.contains("confirmed block was not finalized"), "{log}");
     let store = chronicle::store::open(&store_url).await.unwrap();
     assert_eq!(store.blocks(6_000, 10).await.unwrap(), vec![6_000, 6_001, 6_002, 6_004, 6_005]);

@@ -49,18 +49,7 @@ async fn fixture_store(dir: &std::path::Path) -> Arc<LedgerStore> {
 
 /// Starts a serve replica on a free port.
 async fn serve(store: Arc<dyn BlockStore>, config: ServeConfig) -> (SocketAddr, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router(store, config).unwrap();
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .unwrap();
-    });
-    (addr, stop)
+    support::serve_on_free_port(store, config).await
 }
 
 async fn post(addr: SocketAddr, body: &str) -> Value {

@@ -20,31 +20,17 @@ pub trait Reported: Kind + serde::Serialize {
     fn common_status(&self) -> Option<&CommonStatus>;
 }
 
-impl Reported for IngestJob {
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
+/// Every kind's status keeps the common part under `common`.
+macro_rules! reported {
+    ($($kind:ty),*) => {$(
+        impl Reported for $kind {
+            fn common_status(&self) -> Option<&CommonStatus> {
+                self.status.as_ref().map(|s| &s.common)
+            }
+        }
+    )*};
 }
-impl Reported for CacheTier {
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
-impl Reported for ChainSource {
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
-impl Reported for RetentionPolicy {
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
-impl Reported for TrainingExport {
-    fn common_status(&self) -> Option<&CommonStatus> {
-        self.status.as_ref().map(|s| &s.common)
-    }
-}
+reported!(IngestJob, CacheTier, ChainSource, RetentionPolicy, TrainingExport);
 
 /// A `metav1.Condition` for `generation`; its transition time moves only
 /// when its status does.

@@ -705,12 +705,15 @@ mod tests {
         assert_eq!(envelope::compress(&bytes).len(), 18);
     }
 
-    /// Legacy (pre-protobuf) cells are read. No real legacy cell is in the
-    /// test data, so one is made from a real block in the documented layout.
-    #[test]
-    fn legacy_bincode_cells_are_readable() {
-        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/solana/18144001.pb")).unwrap();
-        let block = proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap();
+    /// `block` as a legacy `bin` blocks cell, ending before `block_height` as
+    /// old writers did, with each transaction's status as `meta` gives it.
+    fn legacy_row(
+        slot: Slot,
+        block: &ConfirmedBlock,
+        rewards: Vec<StoredConfirmedBlockReward>,
+        block_time: Option<UnixTimestamp>,
+        meta: impl Fn(&TransactionWithStatusMeta) -> Option<StoredConfirmedBlockTransactionStatusMeta>,
+    ) -> Row {
         let legacy = StoredConfirmedBlock {
             previous_blockhash: block.previous_blockhash.clone(),
             blockhash: block.blockhash.clone(),
@@ -718,29 +721,34 @@ mod tests {
             transactions: block
                 .transactions
                 .iter()
-                .map(|tx| {
-                    let meta = tx.get_status_meta().unwrap();
-                    StoredConfirmedBlockTransaction {
-                        transaction: tx.get_transaction(),
-                        meta: Some(StoredConfirmedBlockTransactionStatusMeta {
-                            err: meta.status.err(),
-                            fee: meta.fee,
-                            pre_balances: meta.pre_balances,
-                            post_balances: meta.post_balances,
-                        }),
-                    }
-                })
+                .map(|tx| StoredConfirmedBlockTransaction { transaction: tx.get_transaction(), meta: meta(tx) })
                 .collect(),
-            rewards: vec![StoredConfirmedBlockReward {
-                pubkey: "DDnAqxJVFo2GVTujibHt5cjevHMSE9bo8HJaydHoshdp".into(),
-                lamports: 7,
-            }],
-            block_time: Some(1_600_000_000),
+            rewards,
+            block_time,
             block_height: None,
         };
         let mut encoded = bincode::serialize(&legacy).unwrap();
-        encoded.truncate(encoded.len() - 1); // old writers ended before block_height
-        let row = Row { key: slot_key(18_144_001), cells: vec![("bin".into(), envelope::compress(&encoded))] };
+        encoded.truncate(encoded.len() - 1);
+        Row { key: slot_key(slot), cells: vec![("bin".into(), envelope::compress(&encoded))] }
+    }
+
+    /// Legacy (pre-protobuf) cells are read. No real legacy cell is in the
+    /// test data, so one is made from a real block in the documented layout.
+    #[test]
+    fn legacy_bincode_cells_are_readable() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/solana/18144001.pb")).unwrap();
+        let block = proto_to_block(generated::ConfirmedBlock::decode(bytes.as_slice()).unwrap()).unwrap();
+        let reward =
+            StoredConfirmedBlockReward { pubkey: "DDnAqxJVFo2GVTujibHt5cjevHMSE9bo8HJaydHoshdp".into(), lamports: 7 };
+        let row = legacy_row(18_144_001, &block, vec![reward], Some(1_600_000_000), |tx| {
+            let meta = tx.get_status_meta().unwrap();
+            Some(StoredConfirmedBlockTransactionStatusMeta {
+                err: meta.status.err(),
+                fee: meta.fee,
+                pre_balances: meta.pre_balances,
+                post_balances: meta.post_balances,
+            })
+        });
         let read = decode_block(&row).unwrap();
         assert_eq!(read.blockhash, block.blockhash);
         assert_eq!(read.block_height, None);
@@ -772,22 +780,7 @@ mod tests {
     fn legacy_cells_without_metadata_are_readable() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/solana/block_10000_meta_null_json.json");
         let (_, block) = crate::chain::solana::response::read_block_file(path.as_ref(), Some(10_000)).unwrap();
-        let legacy = StoredConfirmedBlock {
-            previous_blockhash: block.previous_blockhash.clone(),
-            blockhash: block.blockhash.clone(),
-            parent_slot: block.parent_slot,
-            transactions: block
-                .transactions
-                .iter()
-                .map(|tx| StoredConfirmedBlockTransaction { transaction: tx.get_transaction(), meta: None })
-                .collect(),
-            rewards: Vec::new(),
-            block_time: None,
-            block_height: None,
-        };
-        let mut encoded = bincode::serialize(&legacy).unwrap();
-        encoded.truncate(encoded.len() - 1);
-        let row = Row { key: slot_key(10_000), cells: vec![("bin".into(), envelope::compress(&encoded))] };
+        let row = legacy_row(10_000, &block, Vec::new(), None, |_| None);
         let read = decode_block(&row).unwrap();
         assert_eq!(read, block);
         assert!(read.transactions.iter().all(|t| matches!(t, TransactionWithStatusMeta::MissingMetadata(_))));

@@ -457,6 +457,34 @@ pub fn replayed(
     (0..count).map(|i| (first + i, real[i as usize % real.len()].clone())).collect()
 }
 
+/// `chronicle serve`'s router on a free loopback port, until the token is cancelled.
+pub async fn serve_on_free_port(
+    store: std::sync::Arc<dyn chronicle::store::BlockStore>,
+    config: chronicle::serve::ServeConfig,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = chronicle::serve::router(store, config).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    (addr, stop)
+}
+
+/// Sends SIGTERM to a worker and waits for it; its exit and its log.
+pub async fn terminate(child: tokio::process::Child) -> (std::process::ExitStatus, String) {
+    // SAFETY: kill(2) on a process the test spawned.
+    unsafe { libc::kill(child.id().expect("running") as i32, libc::SIGTERM) };
+    let wait = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output());
+    let output = wait.await.expect("the worker stopped in time").unwrap();
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// A ledger on the emulator, tables created.
 pub async fn bigtable_ledger(
     emulator: &BigtableEmulator,
