@@ -11,13 +11,14 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::children::{managed, prune};
 use super::context::{Context, Error};
 use super::served::hit_ratio;
 use super::status::{FIELD_MANAGER, condition, report};
 use super::workload::cache_tier_workload;
+use crate::crd::cache_tier::CacheTierStatus;
+use crate::crd::common::CommonStatus;
 use crate::crd::{CacheTier, ChainSource};
 
 pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -80,8 +81,13 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
             )
         }
     };
-    let status = json!({"observedGeneration": generation, "conditions": conditions, "readyReplicas": ready_replicas,
-        "endpoint": endpoint, "hitRatio": hit_ratio});
+    let status = CacheTierStatus {
+        common: CommonStatus { observed_generation: generation, conditions },
+        endpoint,
+        ready_replicas,
+        hit_ratio,
+        ..CacheTierStatus::default()
+    };
     report(&ctx, tier.as_ref(), status).await?;
     Ok(Action::requeue(Duration::from_secs(60)))
 }

@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::context::{Context, Error};
 use super::probe::{bigtable_endpoint, probe_endpoints, probe_store};
@@ -18,6 +17,8 @@ use super::status::{FIELD_MANAGER, condition, report};
 use super::workload::store_claim;
 use crate::chain::solana::rpc::Secret as Token;
 use crate::crd::ChainSource;
+use crate::crd::chain_source::ChainSourceStatus;
+use crate::crd::common::CommonStatus;
 
 /// Every Secret key the source refers to, by purpose.
 fn secret_refs(source: &ChainSource) -> Vec<(&'static str, &crate::crd::common::SecretKeyRef)> {
@@ -70,7 +71,10 @@ pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Re
             condition("Ready", false, "ChainUnsupported", &why, generation, &previous),
             condition("Degraded", true, "ChainUnsupported", &why, generation, &previous),
         ];
-        let status = json!({"observedGeneration": generation, "conditions": conditions});
+        let status = ChainSourceStatus {
+            common: CommonStatus { observed_generation: generation, conditions },
+            ..ChainSourceStatus::default()
+        };
         report(&ctx, source.as_ref(), status).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
@@ -91,13 +95,12 @@ pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Re
         condition("Ready", ready, reason, &message, generation, &previous),
         condition("Degraded", !ready, reason, &message, generation, &previous),
     ];
-    let status = json!({
-        "observedGeneration": generation,
-        "conditions": conditions,
-        "chainHead": probe.head,
-        "lastProbeTime": k8s_openapi::jiff::Timestamp::now().to_string(),
-        "endpoints": probe.endpoints,
-    });
+    let status = ChainSourceStatus {
+        common: CommonStatus { observed_generation: generation, conditions },
+        chain_head: probe.head,
+        last_probe_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
+        endpoints: probe.endpoints,
+    };
     report(&ctx, source.as_ref(), status).await?;
     Ok(Action::requeue(Duration::from_secs(if ready { 60 } else { 20 })))
 }

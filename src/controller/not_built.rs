@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use serde_json::json;
+use crate::crd::common::CommonStatus;
 
 use super::context::{Context, Error};
 use super::pipeline::Kind;
@@ -45,7 +45,7 @@ pub(crate) async fn reconcile<K: NotBuilt>(object: Arc<K>, ctx: Arc<Context>) ->
         condition("Progressing", false, REASON, K::WHAT, generation, &previous),
         condition("Degraded", false, REASON, K::WHAT, generation, &previous),
     ];
-    report(&ctx, object.as_ref(), json!({"observedGeneration": generation, "conditions": conditions})).await?;
+    report(&ctx, object.as_ref(), CommonStatus { observed_generation: generation, conditions }).await?;
     // Only a new generation changes the answer.
     Ok(Action::requeue(Duration::from_secs(3600)))
 }

@@ -88,11 +88,8 @@ pub fn transitions(previous: Option<&CommonStatus>, generation: Option<i64>, con
 
 /// Applies `status` to `object`'s status subresource under [`FIELD_MANAGER`]
 /// and publishes the Events the change calls for.
-pub async fn report<K: Reported>(
-    ctx: &Context,
-    object: &K,
-    mut status: serde_json::Value,
-) -> Result<(), Error> {
+pub async fn report<K: Reported>(ctx: &Context, object: &K, status: impl serde::Serialize) -> Result<(), Error> {
+    let mut status = serde_json::to_value(status).expect("a status serializes");
     note_fields_not_acted_on(object, &mut status);
     let conditions: Vec<Condition> = serde_json::from_value(status["conditions"].clone()).unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
