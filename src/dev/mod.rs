@@ -19,17 +19,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kube::ResourceExt;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::manifests::{Manifests, Placed};
-use crate::catalog::{self, Catalog};
+use crate::catalog;
 use crate::controller::workload::{EMBEDDED_MOUNT, ingest_spec, serve_spec, store_spec};
 use crate::crd::ChainSource;
-use crate::crd::ingest_job::IngestMode;
-use crate::pipeline::sinks::canonical::CanonicalSink;
-use crate::pipeline::{BlockSink, BlockSource};
-use crate::store::{BlockStore, LedgerStore};
+use crate::store::BlockStore;
+use crate::worker::host::{Host, Opened};
 use crate::worker::spec::{Work, WorkerSpec};
 
 /// The annotation that gives a ChainSource a local node of recorded blocks.
@@ -75,19 +72,13 @@ pub fn worker_specs(manifests: &Manifests) -> BTreeMap<String, Result<WorkerSpec
     specs
 }
 
-/// What one ChainSource is in this process: its store and catalog, opened once.
-struct Source {
-    store: Arc<LedgerStore>,
-    catalog: Arc<dyn Catalog>,
-}
-
 pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     let manifests = Manifests::load(&options.files)?;
     std::fs::create_dir_all(&options.state)
         .with_context(|| format!("creating the state directory {}", options.state.display()))?;
     let specs = worker_specs(&manifests);
+    let mut host = Host::new(shutdown.clone(), |line| println!("{line}"));
     let mut sources = BTreeMap::new();
-    let mut services = JoinSet::new();
     for placed in &manifests.sources {
         let source = &placed.object;
         let key = (source.namespace().unwrap_or_default(), source.name_any());
@@ -97,17 +88,15 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         }
         if let Some(blocks) = source.annotations().get(DEMO_BLOCKS) {
             let dir = placed.file.parent().unwrap_or(Path::new(".")).join(blocks);
-            start_demo_node(source, &dir, &options.state, &mut services, &shutdown).await?;
+            start_demo_node(source, &dir, &options.state, &mut host).await?;
         }
         sources.insert(key, open_source(&manifests, source, &options.state).await?);
     }
 
-    let mut backfills = JoinSet::new();
-    let mut followers = JoinSet::new();
     for Placed { object: job, .. } in &manifests.jobs {
         let namespace = job.namespace().unwrap_or_default();
         let key = format!("IngestJob/{namespace}/{}", job.name_any());
-        let (Some(Ok(WorkerSpec { work: Work::Ingest(spec), .. })), Some(source)) =
+        let (Some(Ok(WorkerSpec { work: Work::Ingest(spec), .. })), Some(opened)) =
             (specs.get(&key), sources.get(&(namespace.clone(), job.spec.source_ref.name.clone())))
         else {
             let why = match specs.get(&key) {
@@ -117,30 +106,13 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
             println!("{key}: not run: {why}");
             continue;
         };
-        let placed_source = manifests.source(&namespace, &job.spec.source_ref.name).expect("opened above");
-        let lookup = secrets_lookup(&manifests, &placed_source.object);
-        let shards = match spec.mode {
-            crate::worker::spec::IngestModeSpec::Backfill { shards, .. } => shards.max(1),
-            crate::worker::spec::IngestModeSpec::Follow { .. } => 1,
-        };
-        for shard in 0..shards {
-            let config = crate::worker::run::ingest_config_in(spec, shard, &lookup)?;
-            let source_rpc: Arc<dyn BlockSource<_>> =
-                Arc::new(crate::chain::solana::rpc::RpcSource::new(config.source.clone()));
-            let sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(source.store.clone()))];
-            let catalog = source.catalog.clone();
-            let (name, stop) = (format!("{key} shard {shard}"), shutdown.clone());
-            let task = async move {
-                let summary = crate::worker::ingest::run_pipeline(config, source_rpc, sinks, catalog, stop).await;
-                (name, summary)
-            };
-            if job.spec.mode == IngestMode::Backfill { backfills.spawn(task) } else { followers.spawn(task) };
-        }
+        let source = manifests.source(&namespace, &job.spec.source_ref.name).expect("opened above");
+        host.ingest(&key, spec, opened, &secrets_lookup(&manifests, &source.object))?;
     }
     for Placed { object: tier, .. } in &manifests.tiers {
         let namespace = tier.namespace().unwrap_or_default();
         let key = format!("CacheTier/{namespace}/{}", tier.name_any());
-        let (Some(Ok(WorkerSpec { work: Work::Serve(spec), .. })), Some(source)) =
+        let (Some(Ok(WorkerSpec { work: Work::Serve(spec), .. })), Some(opened)) =
             (specs.get(&key), sources.get(&(namespace.clone(), tier.spec.source_ref.name.clone())))
         else {
             println!("{key}: not served: {}", specs.get(&key).and_then(|s| s.clone().err()).unwrap_or_default());
@@ -152,18 +124,12 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
             println!("{key}: no Redis Secret {} given: serving without a cache", tier.spec.redis.url_secret_ref.name);
             spec.cache = None;
         }
-        let lookup = move |_: &str| redis.clone();
-        let (_, mut config) = crate::worker::run::serve_config_in(&spec, &lookup)?;
-        config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], config.listen.port()));
-        let store: Arc<dyn BlockStore> = source.store.clone();
-        println!("{key}: Solana JSON-RPC on http://{} — for example:", config.listen);
+        let listen = host.serve(&key, &spec, opened.store.clone(), [127, 0, 0, 1].into(), &move |_| redis.clone())?;
+        println!("{key}: Solana JSON-RPC on http://{listen} — for example:");
         println!(
-            "  curl -s http://{} -H 'content-type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getBlocksWithLimit\",\"params\":[0,10]}}'",
-            config.listen
+            "  curl -s http://{listen} -H 'content-type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getBlocksWithLimit\",\"params\":[0,10]}}'"
         );
-        println!("  solana --url http://{} block SLOT", config.listen);
-        let stop = shutdown.clone();
-        services.spawn(async move { crate::serve::run(store, config, stop).await.with_context(|| key) });
+        println!("  solana --url http://{listen} block SLOT");
     }
     for Placed { object, .. } in &manifests.policies {
         println!("RetentionPolicy/{}: not run: {}", object.name_any(), crate::controller::not_built::RETENTION);
@@ -172,58 +138,13 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         println!("TrainingExport/{}: not run: {}", object.name_any(), crate::controller::not_built::EXPORT);
     }
     println!("ready");
-
-    let mut failed = false;
-    while let Some(done) = backfills.join_next().await {
-        failed |= report(done);
-    }
-    if options.once {
-        shutdown.cancel();
-    } else {
-        println!("backfills done; following and serving until Ctrl-C");
-        shutdown.cancelled().await;
-    }
-    while let Some(done) = followers.join_next().await {
-        failed |= report(done);
-    }
-    shutdown.cancel();
-    while let Some(done) = services.join_next().await {
-        if let Ok(Err(e)) = done {
-            println!("{e:#}");
-            failed = true;
-        }
-    }
-    for source in sources.values() {
-        source.store.sync().await?;
+    let ok = host.wait(options.once).await;
+    for opened in sources.values() {
+        opened.store.sync().await?;
     }
     println!("stopped; running again resumes from the checkpoints in {}", options.state.display());
-    anyhow::ensure!(!failed, "some jobs did not finish; run again to resume from their checkpoints");
+    anyhow::ensure!(ok, "some jobs did not finish; run again to resume from their checkpoints");
     Ok(())
-}
-
-/// Prints how a job ended; true when it failed or left gaps.
-fn report(done: Result<(String, anyhow::Result<crate::worker::ingest::Summary>), tokio::task::JoinError>) -> bool {
-    match done {
-        Ok((name, Ok(summary))) => {
-            let state = if summary.interrupted { "stopped" } else { "done" };
-            println!(
-                "{name}: {state}: checkpoint {}, {} blocks written, {} slots skipped, {} gaps open",
-                summary.checkpoint.map_or("none".into(), |c| c.to_string()),
-                summary.written,
-                summary.skipped,
-                summary.open_gaps.len()
-            );
-            !summary.open_gaps.is_empty()
-        }
-        Ok((name, Err(e))) => {
-            println!("{name}: failed: {e:#}");
-            true
-        }
-        Err(e) => {
-            println!("a job panicked: {e}");
-            true
-        }
-    }
 }
 
 /// What a pod of `source` reads from Secrets, from the Secrets given to `dev`:
@@ -243,7 +164,7 @@ fn secrets_lookup(manifests: &Manifests, source: &ChainSource) -> impl Fn(&str) 
 }
 
 /// Opens a ChainSource's store and catalog once for every job and replica.
-async fn open_source(manifests: &Manifests, source: &ChainSource, state: &Path) -> anyhow::Result<Source> {
+async fn open_source(manifests: &Manifests, source: &ChainSource, state: &Path) -> anyhow::Result<Opened> {
     let namespace = source.namespace().unwrap_or_default();
     let dir = state.join(&namespace).join(source.name_any());
     let spec = store_spec(source);
@@ -270,18 +191,12 @@ async fn open_source(manifests: &Manifests, source: &ChainSource, state: &Path) 
     let catalog = catalog::open(&catalog_url)
         .await
         .with_context(|| format!("ChainSource {namespace}/{}: opening its catalog", source.name_any()))?;
-    Ok(Source { store, catalog })
+    Ok(Opened { store, catalog })
 }
 
 /// Serves the recorded blocks in `dir` at the source's first endpoint, which
 /// must be a loopback address.
-async fn start_demo_node(
-    source: &ChainSource,
-    dir: &Path,
-    state: &Path,
-    services: &mut JoinSet<anyhow::Result<()>>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+async fn start_demo_node(source: &ChainSource, dir: &Path, state: &Path, host: &mut Host) -> anyhow::Result<()> {
     let name = source.name_any();
     let endpoint = source.spec.endpoints.first().context("a ChainSource has an endpoint")?;
     let url = url::Url::parse(&endpoint.url).with_context(|| format!("ChainSource {name}: endpoint URL"))?;
@@ -306,6 +221,7 @@ async fn start_demo_node(
     }
     store.sync().await?;
     let namespace = source.namespace().unwrap_or_default();
+    let stop = host.shutdown();
     println!(
         "ChainSource {namespace}/{name}: demo node on {} serving {} recorded mainnet blocks from {}",
         endpoint.url,
@@ -313,9 +229,8 @@ async fn start_demo_node(
         dir.display()
     );
     let config = crate::serve::ServeConfig { listen: address, ..crate::serve::ServeConfig::default() };
-    let stop = shutdown.clone();
     let store: Arc<dyn BlockStore> = store;
-    services.spawn(async move { crate::serve::run(store, config, stop).await.context("the demo node") });
+    host.service(async move { crate::serve::run(store, config, stop).await.context("the demo node") });
     // Listening before any worker asks it.
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(address).await.is_ok() {

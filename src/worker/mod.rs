@@ -1,5 +1,6 @@
 //! Worker modes: the jobs the controller runs in pods (and operators by hand).
 
+pub mod host;
 pub mod import;
 pub mod ingest;
 pub mod run;

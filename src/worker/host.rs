@@ -1,0 +1,155 @@
+//! Many works in one process over stores opened once: what `chronicle dev`
+//! runs, and what the node pod of an embedded ChainSource runs in a cluster
+//! (an embedded store admits one process, so its ingest and serve work share
+//! one). Each ingest shard is a [`run_pipeline`](super::ingest::run_pipeline)
+//! task over the shared store; each serve work is a listener on it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::ingest::{Summary, run_pipeline};
+use super::run::{ingest_config_in, serve_config_in};
+use super::spec::{IngestModeSpec, IngestSpec, ServeSpec};
+use crate::catalog::Catalog;
+use crate::chain::solana::rpc::RpcSource;
+use crate::pipeline::sinks::cache::CacheInvalidation;
+use crate::pipeline::sinks::canonical::CanonicalSink;
+use crate::pipeline::{BlockSink, BlockSource};
+use crate::serve::cache::Invalidator;
+use crate::store::{BlockStore, LedgerStore};
+
+/// A source's store and catalog, opened once for all its works.
+#[derive(Clone)]
+pub struct Opened {
+    pub store: Arc<LedgerStore>,
+    pub catalog: Arc<dyn Catalog>,
+}
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub struct Host {
+    backfills: JoinSet<(String, anyhow::Result<Summary>)>,
+    followers: JoinSet<(String, anyhow::Result<Summary>)>,
+    services: JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+    /// Where progress lines go: the terminal for `dev`, the log for a pod.
+    say: fn(&str),
+}
+
+impl Host {
+    pub fn new(shutdown: CancellationToken, say: fn(&str)) -> Self {
+        Self { backfills: JoinSet::new(), followers: JoinSet::new(), services: JoinSet::new(), shutdown, say }
+    }
+
+    /// The token that stops every work.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn say(&self, line: &str) {
+        (self.say)(line)
+    }
+
+    /// Starts every shard of an ingest work.
+    pub fn ingest(&mut self, name: &str, spec: &IngestSpec, opened: &Opened, lookup: Lookup) -> anyhow::Result<()> {
+        let (shards, backfill) = match spec.mode {
+            IngestModeSpec::Backfill { shards, .. } => (shards.max(1), true),
+            IngestModeSpec::Follow { .. } => (1, false),
+        };
+        for shard in 0..shards {
+            let config = ingest_config_in(spec, shard, lookup).with_context(|| name.to_string())?;
+            let source: Arc<dyn BlockSource<_>> = Arc::new(RpcSource::new(config.source.clone()));
+            let mut sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(opened.store.clone()))];
+            if let Some(url) = &config.cache {
+                let invalidator = Invalidator::new(url).with_context(|| format!("{name}: cache URL"))?;
+                sinks.push(Arc::new(CacheInvalidation::new(invalidator, opened.store.clone())));
+            }
+            let (catalog, stop) = (opened.catalog.clone(), self.shutdown.clone());
+            let label = format!("{name} shard {shard}");
+            let task = async move { (label, run_pipeline(config, source, sinks, catalog, stop).await) };
+            if backfill {
+                self.backfills.spawn(task);
+            } else {
+                self.followers.spawn(task);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a serve work on `ip` and its spec's port; returns the address.
+    pub fn serve(
+        &mut self,
+        name: &str,
+        spec: &ServeSpec,
+        store: Arc<LedgerStore>,
+        ip: IpAddr,
+        lookup: Lookup,
+    ) -> anyhow::Result<SocketAddr> {
+        let (_, mut config) = serve_config_in(spec, lookup).with_context(|| name.to_string())?;
+        config.listen = SocketAddr::new(ip, config.listen.port());
+        let listen = config.listen;
+        let (store, stop, name): (Arc<dyn BlockStore>, _, _) = (store, self.shutdown.clone(), name.to_string());
+        self.services.spawn(async move { crate::serve::run(store, config, stop).await.with_context(|| name) });
+        Ok(listen)
+    }
+
+    /// Runs a service beside the works until shutdown (e.g. `dev`'s demo node).
+    pub fn service(&mut self, service: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) {
+        self.services.spawn(service);
+    }
+
+    /// Waits for the backfills; then stops (`once`) or keeps following and
+    /// serving until shutdown. True when every work ended well.
+    pub async fn wait(mut self, once: bool) -> bool {
+        let mut ok = true;
+        while let Some(done) = self.backfills.join_next().await {
+            ok &= self.report(done);
+        }
+        if once {
+            self.shutdown.cancel();
+        } else {
+            self.say("backfills done; following and serving until stopped");
+            self.shutdown.cancelled().await;
+        }
+        while let Some(done) = self.followers.join_next().await {
+            ok &= self.report(done);
+        }
+        self.shutdown.cancel();
+        while let Some(done) = self.services.join_next().await {
+            if let Ok(Err(e)) = done {
+                self.say(&format!("{e:#}"));
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Says how a shard ended; false when it failed or left gaps.
+    fn report(&self, done: Result<(String, anyhow::Result<Summary>), tokio::task::JoinError>) -> bool {
+        match done {
+            Ok((name, Ok(summary))) => {
+                let state = if summary.interrupted { "stopped" } else { "done" };
+                self.say(&format!(
+                    "{name}: {state}: checkpoint {}, {} blocks written, {} slots skipped, {} gaps open",
+                    summary.checkpoint.map_or("none".into(), |c| c.to_string()),
+                    summary.written,
+                    summary.skipped,
+                    summary.open_gaps.len()
+                ));
+                summary.open_gaps.is_empty()
+            }
+            Ok((name, Err(e))) => {
+                self.say(&format!("{name}: failed: {e:#}"));
+                false
+            }
+            Err(e) => {
+                self.say(&format!("a work panicked: {e}"));
+                false
+            }
+        }
+    }
+}
