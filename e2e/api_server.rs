@@ -927,3 +927,81 @@ async fn a_chain_sources_commitment_reaches_the_worker() {
     let store = support::bigtable_ledger(&emulator, "chronicle-e2e", "confirmed").await;
     assert_eq!(store.blocks(6_000, 10).await.unwrap(), vec![6_000, 6_001, 6_002, 6_004, 6_005]);
 }
+
+/// An embedded ChainSource admits one process: on the real API server its
+/// IngestJob and CacheTier run in one node Deployment the source owns (the
+/// spec holds both works, the claim is mounted once); the job builds no pods
+/// and says where it runs; the tier's Service selects the node pod.
+#[tokio::test]
+async fn an_embedded_source_runs_its_jobs_and_tiers_in_one_node_pod() {
+    use chronicle::controller::context::Context;
+    use chronicle::worker::spec::{SPEC_ENV, Work, WorkerSpec};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::Api;
+
+    let api = api_with_crds().await;
+    let client = api.client().await;
+    let source = yaml_documents(&Path::new(ROOT).join("examples/chainsource-solana-embedded.yaml")).remove(0);
+    let mut tier = yaml_documents(&Path::new(ROOT).join("examples/cachetier.yaml")).remove(0);
+    tier["spec"]["sourceRef"]["name"] = json!("solana-devnet");
+    let job = json!({"apiVersion": "chronicle.dev/v1alpha1", "kind": "IngestJob", "metadata": {"name": "devnet-tip"},
+        "spec": {"sourceRef": {"name": "solana-devnet"}, "source": {"rpc": {}}, "mode": "follow"}});
+    for object in [source, job, tier] {
+        let (status, answer) = create(&api, object).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
+    let stopper = || {
+        let token = stop.clone();
+        async move { token.cancelled().await }
+    };
+    let controllers = tokio::spawn(futures::future::join3(
+        chronicle::controller::chain_source::run(ctx.clone(), stopper()),
+        chronicle::controller::ingest_job::run(ctx.clone(), stopper()),
+        chronicle::controller::cache_tier::run(ctx.clone(), stopper()),
+    ));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "e2e");
+    let ingest: Api<chronicle::crd::IngestJob> = Api::namespaced(client.clone(), "e2e");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let waiting = |what: &'static str| async move {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let node = loop {
+        match deployments.get_opt("solana-devnet-node").await.unwrap() {
+            Some(node) => break node,
+            None => waiting("no node Deployment").await,
+        }
+    };
+    let pod = node.spec.unwrap().template.spec.unwrap();
+    let spec = pod.containers[0].env.iter().flatten().find(|e| e.name == SPEC_ENV).unwrap().value.clone().unwrap();
+    let Work::Node(works) = WorkerSpec::from_json(&spec).unwrap().work else { panic!("a node spec: {spec}") };
+    let names: Vec<&str> = works.works.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["IngestJob/e2e/devnet-tip", "CacheTier/e2e/mainnet-rpc"]);
+    let claims = pod.volumes.iter().flatten().filter(|v| v.persistent_volume_claim.is_some()).count();
+    assert_eq!(claims, 1, "the store's claim is mounted once");
+    loop {
+        let status = ingest.get("devnet-tip").await.unwrap().status.unwrap_or_default();
+        if let Some(ready) = status.common.conditions.iter().find(|c| c.type_ == "Ready") {
+            assert!(ready.message.contains("node Deployment solana-devnet-node"), "{}", ready.message);
+            assert_eq!(status.workload.as_deref(), Some("solana-devnet-node"));
+            break;
+        }
+        waiting("the IngestJob never said where it runs").await;
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), "e2e");
+    let service = loop {
+        match services.get_opt("mainnet-rpc-rpc").await.unwrap() {
+            Some(service) => break service,
+            None => waiting("no Service for the tier").await,
+        }
+    };
+    let selector = service.spec.unwrap().selector.unwrap();
+    assert_eq!(selector.get("app.kubernetes.io/component").map(String::as_str), Some("node"));
+    assert!(deployments.get_opt("devnet-tip-ingest").await.unwrap().is_none(), "the job has no pods of its own");
+    assert!(deployments.get_opt("mainnet-rpc-rpc").await.unwrap().is_none(), "the tier has no pods of its own");
+    stop.cancel();
+    controllers.await.unwrap();
+}

@@ -380,9 +380,14 @@ async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCod
     match &spec.work {
         Work::Ingest(ingest) => run_ingest(worker::run::ingest_config(ingest, shard)?).await,
         Work::Serve(serve) => {
-            let (access, mut config) = worker::run::serve_config(serve)?;
-            config.api_keys = api_keys(None, serve.api_keys_dir.as_deref().map(Path::new))?;
+            let (access, config) = worker::run::serve_config(serve)?;
             run_serve(&serve.store.url, &access, config).await
+        }
+        Work::Node(node) => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let ok = worker::host::run_node(node, shutdown).await?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
     }
 }
@@ -442,7 +447,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_memory: args.cache_max_memory,
             eviction: args.cache_eviction,
         }),
-        api_keys: api_keys(args.api_keys_file.as_deref(), args.api_keys_dir.as_deref())?,
+        api_keys: worker::run::read_api_keys(args.api_keys_file.as_deref(), args.api_keys_dir.as_deref())?,
         rate_limit: args.rate_limit,
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,
@@ -461,32 +466,6 @@ async fn run_serve(
     tokio::spawn(stop_on_signal(shutdown.clone()));
     crate::serve::run(store, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Accepted API keys: a file with one per line, and/or a directory with one
-/// per file (a Secret mounted as a volume).
-fn api_keys(file: Option<&Path>, dir: Option<&Path>) -> anyhow::Result<Vec<String>> {
-    let mut api_keys: Vec<String> = Vec::new();
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", path.display()))?;
-        api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string));
-    }
-    if let Some(dir) = dir {
-        for entry in
-            std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", dir.display()))?
-        {
-            let path = entry?.path();
-            // Kubernetes mounts Secret keys as files next to `..data` links.
-            if path.is_file() && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("..")) {
-                let key = std::fs::read_to_string(&path)?;
-                if !key.trim().is_empty() {
-                    api_keys.push(key.trim().to_string());
-                }
-            }
-        }
-    }
-    Ok(api_keys)
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C asks the worker to finish its batch and stop.

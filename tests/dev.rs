@@ -24,6 +24,19 @@ fn spec_in(container: &Container) -> WorkerSpec {
     WorkerSpec::from_json(&value).unwrap()
 }
 
+/// The work named `key` in the node pod of an embedded `source`, as a spec.
+fn on_node(manifests: &Manifests, source: &chronicle::crd::ChainSource, key: &str) -> WorkerSpec {
+    use chronicle::worker::spec::Work;
+    let jobs: Vec<_> = manifests.jobs.iter().map(|p| p.object.clone()).collect();
+    let tiers: Vec<_> = manifests.tiers.iter().map(|p| p.object.clone()).collect();
+    let node = chronicle::controller::node::node_workload(source, &jobs, &tiers, "chronicle:test").unwrap();
+    let Work::Node(node) = spec_in(&node.spec.unwrap().template.spec.unwrap().containers[0]).work else {
+        panic!("a node spec")
+    };
+    let named = node.works.into_iter().find(|w| w.name == key).unwrap_or_else(|| panic!("{key} not on the node"));
+    WorkerSpec::new(named.work)
+}
+
 /// Every example the controller can run: the spec in its pod equals the one `dev` runs.
 #[test]
 fn dev_runs_the_worker_specs_the_controller_puts_in_pods() {
@@ -49,6 +62,11 @@ fn dev_runs_the_worker_specs_the_controller_puts_in_pods() {
             let pod = match ingest_workload(job, &source.object, "chronicle:test") {
                 Ok(IngestWorkload::Backfill(j)) => j.spec.unwrap().template.spec.unwrap().containers[0].clone(),
                 Ok(IngestWorkload::Follow(d)) => d.spec.unwrap().template.spec.unwrap().containers[0].clone(),
+                Ok(IngestWorkload::OnNode(_)) => {
+                    assert_eq!(dev[&key].as_ref().unwrap(), &on_node(&manifests, &source.object, &key), "{key}");
+                    compared += 1;
+                    continue;
+                }
                 Err(e) => {
                     assert_eq!(dev[&key].as_ref().unwrap_err(), &e.to_string(), "{key}: the same refusal");
                     continue;
@@ -61,8 +79,11 @@ fn dev_runs_the_worker_specs_the_controller_puts_in_pods() {
             let key = format!("CacheTier/{}/{}", tier.namespace().unwrap(), tier.name_any());
             let Some(source) = manifests.source(&tier.namespace().unwrap(), &tier.spec.source_ref.name) else { continue };
             let (deployment, _) = cache_tier_workload(tier, &source.object, "chronicle:test").unwrap();
-            let pod = deployment.spec.unwrap().template.spec.unwrap().containers[0].clone();
-            assert_eq!(dev[&key].as_ref().unwrap(), &spec_in(&pod), "{key}");
+            let spec = match deployment {
+                Some(deployment) => spec_in(&deployment.spec.unwrap().template.spec.unwrap().containers[0]),
+                None => on_node(&manifests, &source.object, &key),
+            };
+            assert_eq!(dev[&key].as_ref().unwrap(), &spec, "{key}");
             compared += 1;
         }
     }
@@ -174,4 +195,79 @@ fn the_readme_quickstart_serves_the_demo_and_a_second_run_resumes() {
     for line in jobs {
         assert!(line.contains("0 blocks written, 0 slots skipped"), "{line}");
     }
+}
+
+/// A node spec (what an embedded ChainSource's node pod runs): a backfill and
+/// a serve work over one embedded store in one `chronicle worker run`
+/// process — the store is opened once, the served answers include what the
+/// backfill wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_spec_runs_ingest_and_serve_over_one_embedded_store() {
+    use chronicle::crd::chain_source::{ChainFamily, Commitment};
+    use chronicle::crd::ingest_job::IngestTarget;
+    use chronicle::worker::spec::*;
+    let peer = support::rpc_peer::RpcPeer::start(support::real_blocks().into_iter().collect()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreSpec { url: format!("embedded://{}", dir.path().join("ledger").display()), ..StoreSpec::default() };
+    let chain = ChainSpec { family: ChainFamily::Solana, network: "mainnet-beta".into(), commitment: Commitment::Finalized };
+    let port = support::free_port();
+    let ingest = IngestSpec {
+        job: "node-test".into(),
+        chain: chain.clone(),
+        source: SourceSpec::Rpc {
+            endpoint: RpcEndpointSpec {
+                name: "peer".into(),
+                url: peer.url(),
+                websocket_url: None,
+                requests_per_second: None,
+                burst: None,
+                max_concurrent: 4,
+                auth: None,
+            },
+        },
+        mode: IngestModeSpec::Backfill { from: 100_000_000, to: 100_000_009, shards: 2 },
+        batch_size: 5,
+        targets: vec![IngestTarget::Canonical],
+        store: store.clone(),
+        catalog: FromEnv::new("CHRONICLE_CATALOG"),
+        cache: None,
+    };
+    let serve = ServeSpec { chain, store, port: i32::from(port), cache: None, api_keys_dir: None, requests_per_second: None };
+    let spec = WorkerSpec::new(Work::Node(NodeSpec {
+        works: vec![
+            NamedWork { name: "IngestJob/t/backfill".into(), work: Work::Ingest(ingest) },
+            NamedWork { name: "CacheTier/t/rpc".into(), work: Work::Serve(serve) },
+        ],
+    }));
+    let file = dir.path().join("spec.json");
+    std::fs::write(&file, spec.to_json()).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "run", "--spec", file.to_str().unwrap()])
+        .env("CHRONICLE_CATALOG", format!("embedded://{}", dir.path().join("catalog").display()))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"getBlocks","params":[100000000,100000009]}"#;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        if let Ok(answer) = answer
+            && answer.json::<Value>().await.unwrap()["result"] == serde_json::json!([100_000_000])
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node never served the backfilled block");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, log) = support::terminate(child).await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("IngestJob/t/backfill shard 1: done"), "both shards ran in the node: {log}");
 }

@@ -42,20 +42,30 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
             ],
         ),
         Ok((deployment, service)) => {
-            let child = deployment.metadata.name.clone().unwrap_or_default();
-            let applied = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-                .patch(&child, &params, &Patch::Apply(&deployment))
-                .await?;
+            let child = service.metadata.name.clone().unwrap_or_default();
+            let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace);
+            // Its own replicas, or (embedded store) its source's node pod.
+            let (applied, wanted, served_by) = match &deployment {
+                Some(deployment) => {
+                    let applied = deployments.patch(&child, &params, &Patch::Apply(deployment)).await?;
+                    prune::<Deployment, _>(&ctx, tier.as_ref(), &[&child]).await?;
+                    (Some(applied), tier.spec.server.replicas, "serve replicas".to_string())
+                }
+                None => {
+                    prune::<Deployment, _>(&ctx, tier.as_ref(), &[]).await?;
+                    let source = tier.spec.source_ref.name.clone();
+                    let node = deployments.get_opt(&super::node::node_name_of(&source)).await?;
+                    (node, 1, format!("node pod of ChainSource {source} (its embedded store admits one process)"))
+                }
+            };
             Api::<Service>::namespaced(ctx.client.clone(), &namespace)
                 .patch(&child, &params, &Patch::Apply(&service))
                 .await?;
-            prune::<Deployment, _>(&ctx, tier.as_ref(), &[&child]).await?;
             prune::<Service, _>(&ctx, tier.as_ref(), &[&child]).await?;
-            let ready = applied.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-            let wanted = tier.spec.server.replicas;
-            let message = format!("{ready}/{wanted} serve replicas ready");
+            let ready = applied.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
+            let message = format!("{ready}/{wanted} {served_by} ready");
             let endpoint = format!("http://{child}.{namespace}.svc:{}", tier.spec.server.port);
-            let selector = deployment.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
+            let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
             let selector: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let hit_ratio = if ready > 0 {
                 hit_ratio(&ctx, &namespace, &selector.join(","), tier.spec.server.port).await

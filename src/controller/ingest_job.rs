@@ -98,6 +98,29 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
             ];
             (phase, Some(child), conditions, Duration::from_secs(60))
         }
+        Ok(IngestWorkload::OnNode(node)) => {
+            // An embedded store admits one process: the job runs in its source's node pod.
+            prune::<Job, _>(&ctx, job.as_ref(), &[]).await?;
+            prune::<Deployment, _>(&ctx, job.as_ref(), &[]).await?;
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+            let running = api.get_opt(&node).await?.and_then(|d| d.status).and_then(|s| s.ready_replicas).unwrap_or(0) > 0;
+            let phase = match (job.spec.suspend, running) {
+                (true, _) => IngestPhase::Suspended,
+                (false, true) => IngestPhase::Running,
+                (false, false) => IngestPhase::Pending,
+            };
+            let message = format!(
+                "runs in node Deployment {node} of ChainSource {}, the one process its embedded store admits",
+                job.spec.source_ref.name
+            );
+            let reason = if running { "RunsOnNode" } else { "NodeStarting" };
+            let conditions = vec![
+                condition("Ready", running, reason, &message, generation, &previous),
+                condition("Progressing", phase != IngestPhase::Suspended, reason, &message, generation, &previous),
+                condition("Degraded", false, "AsExpected", "", generation, &previous),
+            ];
+            (phase, Some(node), conditions, Duration::from_secs(60))
+        }
         Ok(IngestWorkload::Follow(desired)) => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
             let child = desired.metadata.name.clone().unwrap_or_default();

@@ -9,6 +9,7 @@ pub mod context;
 pub mod fields;
 pub mod ingest_job;
 pub mod leader;
+pub mod node;
 pub mod not_built;
 pub mod pipeline;
 pub mod probe;

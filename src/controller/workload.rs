@@ -66,6 +66,8 @@ impl BuildError {
 pub enum IngestWorkload {
     Backfill(Job),
     Follow(Deployment),
+    /// An embedded source's jobs run in its node Deployment (`node.rs`), named here.
+    OnNode(String),
 }
 
 /// The label every child carries, and its value.
@@ -123,7 +125,7 @@ pub fn resources(spec: Option<&ResourceRequirements>) -> ResourceRequirements {
     resources
 }
 
-fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
+pub(crate) fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -138,7 +140,7 @@ fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
     }
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
 }
 
@@ -148,7 +150,7 @@ fn owner_reference(job: &IngestJob) -> Result<OwnerReference, BuildError> {
 
 /// The store a worker reaches for `source`, and the volumes that takes (the
 /// key file's Secret, or the embedded store's claim).
-fn store_access(source: &ChainSource) -> (StoreSpec, Vec<Volume>, Vec<VolumeMount>) {
+pub(crate) fn store_access(source: &ChainSource) -> (StoreSpec, Vec<Volume>, Vec<VolumeMount>) {
     let store = &source.spec.store;
     if let Some(bigtable) = &store.bigtable {
         let url = format!("bigtable://{}/{}?appProfile={}", bigtable.project, bigtable.instance, bigtable.app_profile);
@@ -208,14 +210,35 @@ pub fn chain_spec(source: &ChainSource) -> ChainSpec {
     }
 }
 
-fn spec_env(spec: &WorkerSpec) -> EnvVar {
+pub(crate) fn spec_env(spec: &WorkerSpec) -> EnvVar {
     env(SPEC_ENV, spec.to_json())
 }
 
 /// Env names the pods set from Secrets; the worker spec refers to them.
-const CATALOG_ENV: &str = "CHRONICLE_CATALOG";
+pub(crate) const CATALOG_ENV: &str = "CHRONICLE_CATALOG";
 const RPC_TOKEN_ENV: &str = "CHRONICLE_RPC_TOKEN";
 const CACHE_URL_ENV: &str = "CHRONICLE_CACHE_URL";
+
+/// `PREFIX_NAME`: a variable of one object, so that one pod can hold many
+/// (an embedded source's node runs all its jobs and tiers).
+fn env_name(prefix: &str, name: &str) -> String {
+    format!("{prefix}_{}", name.to_uppercase().replace(['-', '.'], "_"))
+}
+
+/// The variable holding the token of the endpoint named `endpoint`.
+pub fn rpc_token_env(endpoint: &str) -> String {
+    env_name(RPC_TOKEN_ENV, endpoint)
+}
+
+/// The variable holding the Redis URL of the CacheTier named `tier`.
+pub fn cache_url_env(tier: &str) -> String {
+    env_name(CACHE_URL_ENV, tier)
+}
+
+/// Where the API-key Secret of the CacheTier named `tier` is mounted.
+pub fn api_keys_dir(tier: &str) -> String {
+    format!("{API_KEYS_DIR}/{tier}")
+}
 
 /// The claim an embedded store lives on (`<source>-store`), for a ChainSource
 /// with an embedded store. It carries the common labels but no owner
@@ -308,7 +331,7 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource) -> Result<WorkerSpec, 
                 auth: endpoint
                     .auth
                     .as_ref()
-                    .map(|a| AuthSpec { header: a.header.clone(), token: FromEnv::new(RPC_TOKEN_ENV) }),
+                    .map(|a| AuthSpec { header: a.header.clone(), token: FromEnv::new(&rpc_token_env(&endpoint.name)) }),
             },
         },
         mode,
@@ -324,6 +347,9 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource) -> Result<WorkerSpec, 
 pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Result<IngestWorkload, BuildError> {
     let spec = &job.spec;
     let worker = ingest_spec(job, source)?;
+    if source.spec.store.embedded.is_some() {
+        return Ok(IngestWorkload::OnNode(super::node::node_name(source)));
+    }
     let name = job.name_any();
     let (_, mut volumes, mut mounts) = store_access(source);
     let mut envs = vec![spec_env(&worker), secret_env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref)];
@@ -332,7 +358,7 @@ pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Re
         && endpoint.auth.is_some()
         && let Some(auth) = source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref())
     {
-        envs.push(secret_env(RPC_TOKEN_ENV, &auth.secret_ref));
+        envs.push(secret_env(&rpc_token_env(&endpoint.name), &auth.secret_ref));
     }
     volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
     mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
@@ -446,7 +472,7 @@ mod tests {
         assert_eq!(endpoint.url, "https://mainnet.rpcpool.example.com");
         assert_eq!(endpoint.auth.as_ref().unwrap().header, "Authorization");
         assert_eq!(ingest.chain.commitment, crate::crd::chain_source::Commitment::Finalized);
-        let token = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_RPC_TOKEN").unwrap();
+        let token = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_RPC_TOKEN_TRITON").unwrap();
         assert_eq!(token.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "solana-rpc-token");
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(
@@ -510,13 +536,13 @@ pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<
         store: store_access(source).0,
         port: spec.server.port,
         cache: Some(CacheSpec {
-            url: FromEnv::new(CACHE_URL_ENV),
+            url: FromEnv::new(&cache_url_env(&tier.name_any())),
             ttl: spec.default_ttl.clone(),
             immutable_ttl: spec.immutable_ttl.clone(),
             max_memory_bytes,
             eviction,
         }),
-        api_keys_dir: spec.server.api_keys_secret_ref.as_ref().map(|_| API_KEYS_DIR.to_string()),
+        api_keys_dir: spec.server.api_keys_secret_ref.as_ref().map(|_| api_keys_dir(&tier.name_any())),
         requests_per_second: spec.server.rate_limit.as_ref().map(|l| l.requests_per_second),
     })))
 }
@@ -526,7 +552,7 @@ pub fn cache_tier_workload(
     tier: &crate::crd::CacheTier,
     source: &ChainSource,
     image: &str,
-) -> Result<(Deployment, k8s_openapi::api::core::v1::Service), CacheTierError> {
+) -> Result<(Option<Deployment>, k8s_openapi::api::core::v1::Service), CacheTierError> {
     use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -535,7 +561,7 @@ pub fn cache_tier_workload(
     let owner = tier.controller_owner_ref(&()).ok_or(CacheTierError::NoUid)?;
     let worker = serve_spec(tier, source)?;
     let (_, mut volumes, mut mounts) = store_access(source);
-    let mut envs = vec![spec_env(&worker), secret_env(CACHE_URL_ENV, &spec.redis.url_secret_ref)];
+    let mut envs = vec![spec_env(&worker), secret_env(&cache_url_env(&name), &spec.redis.url_secret_ref)];
     envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
     let port = spec.server.port;
     let args = vec!["worker".to_string(), "run".into()];
@@ -547,7 +573,7 @@ pub fn cache_tier_workload(
         });
         mounts.push(VolumeMount {
             name: "api-keys".into(),
-            mount_path: API_KEYS_DIR.into(),
+            mount_path: api_keys_dir(&name),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -607,21 +633,27 @@ pub fn cache_tier_workload(
         }),
         status: None,
     };
+    // An embedded source's tiers are served by its node pod (`node.rs`).
+    let on_node = source.spec.store.embedded.is_some();
+    let (selector, target) = match on_node {
+        true => (super::node::node_labels(source), IntOrString::Int(port)),
+        false => (labels, IntOrString::String("rpc".into())),
+    };
     let service = Service {
         metadata,
         spec: Some(ServiceSpec {
-            selector: Some(labels),
+            selector: Some(selector),
             ports: Some(vec![ServicePort {
                 name: Some("rpc".into()),
                 port,
-                target_port: Some(IntOrString::String("rpc".into())),
+                target_port: Some(target),
                 ..ServicePort::default()
             }]),
             ..ServiceSpec::default()
         }),
         status: None,
     };
-    Ok((deployment, service))
+    Ok(((!on_node).then_some(deployment), service))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -681,7 +713,7 @@ mod cache_tier_tests {
         let tier: crate::crd::CacheTier = serde_yaml::from_value(read("cachetier.yaml")).unwrap();
         let source: ChainSource = serde_yaml::from_value(read("chainsource-solana-mainnet.yaml")).unwrap();
         let (deployment, service) = cache_tier_workload(&tier, &source, "chronicle:test").unwrap();
-        let spec = deployment.spec.unwrap();
+        let spec = deployment.unwrap().spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         let container = &spec.template.spec.as_ref().unwrap().containers[0];
         let Work::Serve(serve) = super::tests::worker_spec(container).work else { panic!("a serve spec") };
@@ -689,10 +721,10 @@ mod cache_tier_tests {
         let cache = serve.cache.as_ref().unwrap();
         assert_eq!((cache.eviction.as_str(), cache.max_memory_bytes), ("allkeys-lfu", Some(8_589_934_592)));
         assert_eq!(serve.requests_per_second, Some(200));
-        assert_eq!(serve.api_keys_dir.as_deref(), Some("/var/run/secrets/chronicle/api-keys"));
+        assert_eq!(serve.api_keys_dir.as_deref(), Some("/var/run/secrets/chronicle/api-keys/mainnet-rpc"));
         assert_eq!(quantity_bytes("512Mi"), Some(512 << 20));
         assert_eq!(quantity_bytes("1.5Gi"), None);
-        let redis = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_CACHE_URL").unwrap();
+        let redis = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_CACHE_URL_MAINNET_RPC").unwrap();
         assert!(redis.value.is_none(), "the Redis URL (with its password) stays in its Secret");
         assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8899);
     }

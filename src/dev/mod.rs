@@ -155,10 +155,12 @@ fn secrets_lookup(manifests: &Manifests, source: &ChainSource) -> impl Fn(&str) 
     let mut values = BTreeMap::new();
     // The catalog is opened once per source by `dev`; the worker's own URL is unused.
     values.insert("CHRONICLE_CATALOG".to_string(), "shared".to_string());
-    if let Some(auth) = source.spec.endpoints.first().and_then(|e| e.auth.as_ref())
-        && let Some(token) = manifests.secret(&namespace, &auth.secret_ref)
-    {
-        values.insert("CHRONICLE_RPC_TOKEN".to_string(), token);
+    for endpoint in &source.spec.endpoints {
+        if let Some(auth) = &endpoint.auth
+            && let Some(token) = manifests.secret(&namespace, &auth.secret_ref)
+        {
+            values.insert(crate::controller::workload::rpc_token_env(&endpoint.name), token);
+        }
     }
     move |name: &str| values.get(name).cloned()
 }

@@ -22,6 +22,60 @@ use crate::pipeline::{BlockSink, BlockSource};
 use crate::serve::cache::Invalidator;
 use crate::store::{BlockStore, LedgerStore};
 
+/// Runs a node spec's works until shutdown: each distinct store and catalog
+/// opened once, Secret-backed values from the pod's environment.
+pub async fn run_node(node: &super::spec::NodeSpec, shutdown: CancellationToken) -> anyhow::Result<bool> {
+    use std::collections::BTreeMap;
+    use super::spec::Work;
+    let env = |name: &str| std::env::var(name).ok();
+    let mut stores: BTreeMap<String, Arc<LedgerStore>> = BTreeMap::new();
+    let mut catalogs: BTreeMap<String, Arc<dyn Catalog>> = BTreeMap::new();
+    let mut host = Host::new(shutdown, |line| tracing::info!("{line}"));
+    for named in &node.works {
+        let store_spec = match &named.work {
+            Work::Ingest(spec) => &spec.store,
+            Work::Serve(spec) => &spec.store,
+            Work::Node(_) => anyhow::bail!("{}: a node spec does not nest", named.name),
+        };
+        let store = match stores.get(&store_spec.url) {
+            Some(store) => store.clone(),
+            None => {
+                let access = super::run::store_access(store_spec);
+                let opened = crate::store::open_with(&store_spec.url, &access)
+                    .await
+                    .with_context(|| format!("{}: opening the store", named.name))?;
+                stores.insert(store_spec.url.clone(), opened.clone());
+                opened
+            }
+        };
+        match &named.work {
+            Work::Ingest(spec) => {
+                let url = spec.catalog.resolve()?;
+                let catalog = match catalogs.get(&url) {
+                    Some(catalog) => catalog.clone(),
+                    None => {
+                        let opened = crate::catalog::open(&url)
+                            .await
+                            .with_context(|| format!("{}: opening the catalog", named.name))?;
+                        catalogs.insert(url, opened.clone());
+                        opened
+                    }
+                };
+                host.ingest(&named.name, spec, &Opened { store, catalog }, &env)?;
+            }
+            Work::Serve(spec) => {
+                host.serve(&named.name, spec, store, [0, 0, 0, 0].into(), &env)?;
+            }
+            Work::Node(_) => unreachable!("refused above"),
+        }
+    }
+    let ok = host.wait(false).await;
+    for store in stores.values() {
+        store.sync().await?;
+    }
+    Ok(ok)
+}
+
 /// A source's store and catalog, opened once for all its works.
 #[derive(Clone)]
 pub struct Opened {

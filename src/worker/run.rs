@@ -121,11 +121,44 @@ pub fn serve_config_in(
     };
     let port = u16::try_from(spec.port)
         .map_err(|_| SpecError::Invalid { field: "port", reason: format!("{} is not a port", spec.port) })?;
+    let api_keys = match &spec.api_keys_dir {
+        Some(dir) => read_api_keys(None, Some(dir.as_ref()))
+            .map_err(|e| SpecError::Invalid { field: "apiKeysDir", reason: format!("{e:#}") })?,
+        None => Vec::new(),
+    };
     let config = ServeConfig {
         listen: std::net::SocketAddr::from(([0, 0, 0, 0], port)),
         cache,
+        api_keys,
         rate_limit: spec.requests_per_second,
         ..ServeConfig::default()
     };
     Ok((store_access(&spec.store), config))
 }
+
+/// Accepted API keys: a file with one per line, and/or a directory with one
+/// per file (a Secret mounted as a volume).
+pub fn read_api_keys(file: Option<&std::path::Path>, dir: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
+    let mut api_keys: Vec<String> = Vec::new();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", path.display()))?;
+        api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string));
+    }
+    if let Some(dir) = dir {
+        for entry in
+            std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", dir.display()))?
+        {
+            let path = entry?.path();
+            // Kubernetes mounts Secret keys as files next to `..data` links.
+            if path.is_file() && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("..")) {
+                let key = std::fs::read_to_string(&path)?;
+                if !key.trim().is_empty() {
+                    api_keys.push(key.trim().to_string());
+                }
+            }
+        }
+    }
+    Ok(api_keys)
+}
+

@@ -36,6 +36,23 @@ pub enum Work {
     Ingest(IngestSpec),
     /// The JSON-RPC history API (`CacheTier`).
     Serve(ServeSpec),
+    /// Every work of one embedded ChainSource, in the one pod that owns its
+    /// store (an embedded store admits one process).
+    Node(NodeSpec),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSpec {
+    pub works: Vec<NamedWork>,
+}
+
+/// A work and the object it comes from (`IngestJob/ns/name`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedWork {
+    pub name: String,
+    pub work: Work,
 }
 
 /// A value the pod holds in an environment variable (set from a Secret).

@@ -1,0 +1,182 @@
+//! The node of an embedded ChainSource: one Deployment (one replica,
+//! `Recreate`) that mounts the store's claim and runs every IngestJob and
+//! CacheTier of that source in one process (`worker/host.rs`, as `chronicle
+//! dev` does), because an embedded store admits one process. Their own
+//! reconcilers then build no pods: an IngestJob reports that it runs here, a
+//! CacheTier's Service selects this pod.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::{Resource, ResourceExt};
+
+use super::workload::{
+    CATALOG_ENV, env, ingest_spec, labels, resources, restricted_container, restricted_pod, secret_env, serve_spec,
+    spec_env, store_access,
+};
+use crate::crd::{CacheTier, ChainSource, IngestJob};
+use crate::worker::spec::{NamedWork, NodeSpec, SourceSpec, Work, WorkerSpec};
+
+pub fn node_name(source: &ChainSource) -> String {
+    node_name_of(&source.name_any())
+}
+
+/// The node Deployment of the ChainSource named `source`.
+pub fn node_name_of(source: &str) -> String {
+    format!("{source}-node")
+}
+
+/// The labels of the node's pods (a CacheTier's Service selects them).
+pub fn node_labels(source: &ChainSource) -> BTreeMap<String, String> {
+    labels("ChainSource", &source.name_any(), "node")
+}
+
+/// The node Deployment for the jobs and tiers of `source` that can run (the
+/// others report why on their own status); `None` when there are none.
+pub fn node_workload(
+    source: &ChainSource,
+    jobs: &[IngestJob],
+    tiers: &[CacheTier],
+    image: &str,
+) -> Option<Deployment> {
+    source.spec.store.embedded.as_ref()?;
+    let namespace = source.namespace().unwrap_or_default();
+    let (_, mut volumes, mut mounts) = store_access(source);
+    let mut envs: Vec<EnvVar> = vec![secret_env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref)];
+    let (mut works, mut ports) = (Vec::new(), Vec::new());
+    let mine = |name: &str, ns: Option<String>| name == source.name_any() && ns.as_deref() == Some(&namespace);
+    for job in jobs.iter().filter(|j| mine(&j.spec.source_ref.name, j.namespace()) && !j.spec.suspend) {
+        let Ok(WorkerSpec { work: Work::Ingest(spec), .. }) = ingest_spec(job, source) else { continue };
+        let SourceSpec::Rpc { endpoint } = &spec.source;
+        let declared = source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref());
+        if let (Some(auth), Some(secret)) = (&endpoint.auth, declared)
+            && !envs.iter().any(|e| e.name == auth.token.env)
+        {
+            envs.push(secret_env(&auth.token.env, &secret.secret_ref));
+        }
+        works.push(NamedWork { name: format!("IngestJob/{namespace}/{}", job.name_any()), work: Work::Ingest(spec) });
+    }
+    for tier in tiers.iter().filter(|t| mine(&t.spec.source_ref.name, t.namespace())) {
+        let Ok(WorkerSpec { work: Work::Serve(spec), .. }) = serve_spec(tier, source) else { continue };
+        let name = tier.name_any();
+        if let Some(cache) = &spec.cache {
+            envs.push(secret_env(&cache.url.env, &tier.spec.redis.url_secret_ref));
+        }
+        if let (Some(keys), Some(dir)) = (&tier.spec.server.api_keys_secret_ref, &spec.api_keys_dir) {
+            let volume = format!("api-keys-{name}");
+            volumes.push(Volume {
+                name: volume.clone(),
+                secret: Some(SecretVolumeSource { secret_name: Some(keys.name.clone()), ..SecretVolumeSource::default() }),
+                ..Volume::default()
+            });
+            mounts.push(VolumeMount { name: volume, mount_path: dir.clone(), read_only: Some(true), ..VolumeMount::default() });
+        }
+        ports.push(ContainerPort { container_port: spec.port, ..ContainerPort::default() });
+        works.push(NamedWork { name: format!("CacheTier/{namespace}/{name}"), work: Work::Serve(spec) });
+    }
+    if works.is_empty() {
+        return None;
+    }
+    envs.insert(0, spec_env(&WorkerSpec::new(Work::Node(NodeSpec { works }))));
+    envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
+    volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
+    mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
+    let labels = node_labels(source);
+    Some(Deployment {
+        metadata: ObjectMeta {
+            name: Some(node_name(source)),
+            namespace: Some(namespace),
+            labels: Some(labels.clone()),
+            owner_references: source.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            // Never two processes on the store at once.
+            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None }),
+            selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    security_context: Some(restricted_pod()),
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(120),
+                    containers: vec![Container {
+                        name: "node".into(),
+                        image: Some(image.into()),
+                        args: Some(vec!["worker".into(), "run".into()]),
+                        env: Some(envs),
+                        ports: Some(ports).filter(|p| !p.is_empty()),
+                        volume_mounts: Some(mounts),
+                        resources: Some(resources(None)),
+                        security_context: Some(restricted_container()),
+                        ..Container::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load<T: serde::de::DeserializeOwned>(file: &str, edit: impl FnOnce(&mut serde_yaml::Value)) -> T {
+        let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        value["metadata"]["uid"] = serde_yaml::Value::from("0b9c6a14-5b0e-4c1e-9b7a-2a3d4c5e6f70");
+        edit(&mut value);
+        serde_yaml::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn an_embedded_sources_jobs_and_tiers_share_one_node_pod() {
+        let source: ChainSource = load("chainsource-solana-embedded.yaml", |_| {});
+        let on_devnet = |v: &mut serde_yaml::Value| {
+            v["metadata"]["namespace"] = "chronicle".into();
+            v["spec"]["sourceRef"]["name"] = "solana-devnet".into();
+        };
+        let job: IngestJob = load("ingestjob-follow.yaml", |v| {
+            on_devnet(v);
+            v["spec"]["source"]["rpc"]["endpoints"] = serde_yaml::Value::Sequence(vec![]);
+        });
+        let tier: CacheTier = load("cachetier.yaml", on_devnet);
+        let node = node_workload(&source, &[job.clone()], &[tier.clone()], "chronicle:test").unwrap();
+        assert_eq!(node.metadata.name.as_deref(), Some("solana-devnet-node"));
+        let spec = node.spec.unwrap();
+        assert_eq!((spec.replicas, spec.strategy.unwrap().type_.as_deref()), (Some(1), Some("Recreate")));
+        let pod = spec.template.spec.unwrap();
+        let container = &pod.containers[0];
+        let value = container.env.iter().flatten().find(|e| e.name == crate::worker::spec::SPEC_ENV).unwrap();
+        let Work::Node(node_spec) = WorkerSpec::from_json(value.value.as_deref().unwrap()).unwrap().work else {
+            panic!("a node spec")
+        };
+        let names: Vec<&str> = node_spec.works.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["IngestJob/chronicle/mainnet-tip", "CacheTier/chronicle/mainnet-rpc"]);
+        let Work::Serve(serve) = &node_spec.works[1].work else { panic!("serve") };
+        assert_eq!(serve.cache.as_ref().unwrap().url.env, "CHRONICLE_CACHE_URL_MAINNET_RPC");
+        assert_eq!(serve.api_keys_dir.as_deref(), Some("/var/run/secrets/chronicle/api-keys/mainnet-rpc"));
+        assert!(container.env.iter().flatten().any(|e| e.name == "CHRONICLE_CACHE_URL_MAINNET_RPC"));
+        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 8899);
+        let claim = pod.volumes.unwrap().into_iter().find(|v| v.name == "store").unwrap();
+        assert_eq!(claim.persistent_volume_claim.unwrap().claim_name, "solana-devnet-store");
+        // The job and the tier build no pods of their own.
+        let workload = super::super::workload::ingest_workload(&job, &source, "x").unwrap();
+        assert_eq!(workload, super::super::workload::IngestWorkload::OnNode("solana-devnet-node".into()));
+        let (deployment, service) = super::super::workload::cache_tier_workload(&tier, &source, "x").unwrap();
+        assert!(deployment.is_none());
+        assert_eq!(service.spec.unwrap().selector.unwrap(), node_labels(&source));
+        // Nothing to run: no node.
+        assert!(node_workload(&source, &[], &[], "x").is_none());
+    }
+}
