@@ -45,9 +45,18 @@ where
     K: chronicle::controller::pipeline::Kind,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let namespace = namespace.to_string();
     tokio::spawn(async move {
-        let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
-        while let Some(Ok(event)) = events.next().await {
+        let mut events = kube::runtime::WatchStreamExt::default_backoff(watcher::watcher(api, watcher::Config::default())).boxed();
+        while let Some(event) = events.next().await {
+            // The watcher retries by itself; a failed event is reported and the watch goes on.
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    eprintln!("watch of {} in {namespace}: {e}", K::kind(&()));
+                    continue;
+                }
+            };
             let objects = match event {
                 watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
                 _ => continue,

@@ -263,7 +263,10 @@ pub enum Details {
 
 /// Runs a parsed command line; the exit code says whether it succeeded.
 pub fn run(cli: Cli) -> ExitCode {
-    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Dev { .. } => telemetry::init_with(cli.log_format, "warn"),
+        _ => telemetry::init(cli.log_format),
+    }
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir.as_deref()),
         Command::Validate { paths } => validate(&paths),

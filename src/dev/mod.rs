@@ -77,13 +77,13 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     std::fs::create_dir_all(&options.state)
         .with_context(|| format!("creating the state directory {}", options.state.display()))?;
     let specs = worker_specs(&manifests);
-    let mut host = Host::new(shutdown.clone(), |line| println!("{line}"));
+    let mut host = Host::new(shutdown.clone(), |line| println!("{line}")).with_progress_bars();
     let mut sources = BTreeMap::new();
     for placed in &manifests.sources {
         let source = &placed.object;
         let key = (source.namespace().unwrap_or_default(), source.name_any());
         if let Err(why) = crate::chain::adapter(source.spec.chain.family) {
-            println!("ChainSource {}/{}: not run: {why}", key.0, key.1);
+            host.say(&format!("ChainSource {}/{}: not run: {why}", key.0, key.1));
             continue;
         }
         if let Some(blocks) = source.annotations().get(DEMO_BLOCKS) {
@@ -103,7 +103,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
                 Some(Err(why)) => why.clone(),
                 _ => format!("ChainSource {} is not running", job.spec.source_ref.name),
             };
-            println!("{key}: not run: {why}");
+            host.say(&format!("{key}: not run: {why}"));
             continue;
         };
         let source = manifests.source(&namespace, &job.spec.source_ref.name).expect("opened above");
@@ -115,29 +115,29 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         let (Some(Ok(WorkerSpec { work: Work::Serve(spec), .. })), Some(opened)) =
             (specs.get(&key), sources.get(&(namespace.clone(), tier.spec.source_ref.name.clone())))
         else {
-            println!("{key}: not served: {}", specs.get(&key).and_then(|s| s.clone().err()).unwrap_or_default());
+            host.say(&format!("{key}: not served: {}", specs.get(&key).and_then(|s| s.clone().err()).unwrap_or_default()));
             continue;
         };
         let mut spec = spec.clone();
         let redis = manifests.secret(&namespace, &tier.spec.redis.url_secret_ref);
         if redis.is_none() {
-            println!("{key}: no Redis Secret {} given: serving without a cache", tier.spec.redis.url_secret_ref.name);
+            host.say(&format!("{key}: no Redis Secret {} given: serving without a cache", tier.spec.redis.url_secret_ref.name));
             spec.cache = None;
         }
         let listen = host.serve(&key, &spec, opened.store.clone(), [127, 0, 0, 1].into(), &move |_| redis.clone())?;
-        println!("{key}: Solana JSON-RPC on http://{listen} — for example:");
-        println!(
+        host.say(&format!("{key}: Solana JSON-RPC on http://{listen} — for example:"));
+        host.say(&format!(
             "  curl -s http://{listen} -H 'content-type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getBlocksWithLimit\",\"params\":[0,10]}}'"
-        );
-        println!("  solana --url http://{listen} block SLOT");
+        ));
+        host.say(&format!("  solana --url http://{listen} block SLOT"));
     }
     for Placed { object, .. } in &manifests.policies {
-        println!("RetentionPolicy/{}: not run: {}", object.name_any(), crate::controller::not_built::RETENTION);
+        host.say(&format!("RetentionPolicy/{}: not run: {}", object.name_any(), crate::controller::not_built::RETENTION));
     }
     for Placed { object, .. } in &manifests.exports {
-        println!("TrainingExport/{}: not run: {}", object.name_any(), crate::controller::not_built::EXPORT);
+        host.say(&format!("TrainingExport/{}: not run: {}", object.name_any(), crate::controller::not_built::EXPORT));
     }
-    println!("ready");
+    host.say("ready");
     let ok = host.wait(options.once).await;
     for opened in sources.values() {
         opened.store.sync().await?;

@@ -14,7 +14,13 @@ pub enum LogFormat {
 /// Installs the global subscriber. `RUST_LOG` overrides the default filter.
 /// Logs go to stderr so that commands like `chronicle crd` keep stdout clean.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    init_with(format, "info,fjall=warn,lsm_tree=warn")
+}
+
+/// [`init`] with another default filter (`chronicle dev` logs only warnings:
+/// its terminal shows progress instead).
+pub fn init_with(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::ingest::{Summary, run_pipeline};
+use super::ingest::{Progress, Summary, run_pipeline, shard_range};
 use super::run::{ingest_config_in, serve_config_in};
 use super::spec::{IngestModeSpec, IngestSpec, ServeSpec};
 use crate::catalog::Catalog;
@@ -92,11 +92,47 @@ pub struct Host {
     shutdown: CancellationToken,
     /// Where progress lines go: the terminal for `dev`, the log for a pod.
     say: fn(&str),
+    /// Progress bars, on a terminal.
+    bars: Option<indicatif::MultiProgress>,
 }
 
 impl Host {
     pub fn new(shutdown: CancellationToken, say: fn(&str)) -> Self {
-        Self { backfills: JoinSet::new(), followers: JoinSet::new(), services: JoinSet::new(), shutdown, say }
+        Self { backfills: JoinSet::new(), followers: JoinSet::new(), services: JoinSet::new(), shutdown, say, bars: None }
+    }
+
+    /// Shows a progress bar per backfill shard (a spinner per follower) when
+    /// standard output is a terminal; plain lines otherwise.
+    pub fn with_progress_bars(mut self) -> Self {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            self.bars = Some(indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout()));
+        }
+        self
+    }
+
+    /// A bar that follows the checkpoint of one shard.
+    fn progress(&self, label: &str, mode: &IngestModeSpec, shard: u32) -> Progress {
+        use indicatif::{ProgressBar, ProgressStyle};
+        let Some(bars) = &self.bars else { return Progress::default() };
+        match *mode {
+            IngestModeSpec::Backfill { from, to, shards } => {
+                let Some(range) = shard_range(from, to, shard, shards.max(1)) else { return Progress::default() };
+                let bar = bars.add(ProgressBar::new(range.end - range.start + 1));
+                let style = ProgressStyle::with_template("{prefix:40} [{bar:30}] {pos}/{len} slots, {per_sec}")
+                    .expect("a valid template");
+                bar.set_style(style.progress_chars("=> "));
+                bar.set_prefix(label.to_string());
+                Progress::new(move |checkpoint| bar.set_position(checkpoint.saturating_sub(range.start) + 1))
+            }
+            IngestModeSpec::Follow { .. } => {
+                let spinner = bars.add(ProgressBar::new_spinner());
+                spinner.set_prefix(label.to_string());
+                spinner.set_style(ProgressStyle::with_template("{prefix:40} {spinner} {msg}").expect("a valid template"));
+                spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+                Progress::new(move |checkpoint| spinner.set_message(format!("following, checkpoint {checkpoint}")))
+            }
+        }
     }
 
     /// The token that stops every work.
@@ -105,7 +141,13 @@ impl Host {
     }
 
     pub fn say(&self, line: &str) {
-        (self.say)(line)
+        match &self.bars {
+            // Above the bars, so they are not torn.
+            Some(bars) => {
+                let _ = bars.println(line);
+            }
+            None => (self.say)(line),
+        }
     }
 
     /// Starts every shard of an ingest work.
@@ -124,7 +166,8 @@ impl Host {
             }
             let (catalog, stop) = (opened.catalog.clone(), self.shutdown.clone());
             let label = format!("{name} shard {shard}");
-            let task = async move { (label, run_pipeline(config, source, sinks, catalog, stop).await) };
+            let progress = self.progress(&label, &spec.mode, shard);
+            let task = async move { (label, run_pipeline(config, source, sinks, catalog, stop, progress).await) };
             if backfill {
                 self.backfills.spawn(task);
             } else {

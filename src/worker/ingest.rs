@@ -61,6 +61,22 @@ pub struct IngestConfig {
     pub cache: Option<String>,
 }
 
+/// Told the checkpoint after each committed batch (a progress bar, say).
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<dyn Fn(Slot) + Send + Sync>>);
+
+impl Progress {
+    pub fn new(report: impl Fn(Slot) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(report)))
+    }
+
+    fn committed(&self, checkpoint: Slot) {
+        if let Some(report) = &self.0 {
+            report(checkpoint);
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -92,6 +108,7 @@ struct Ingest<B> {
     catalog: Arc<dyn Catalog>,
     summary: Summary,
     shutdown: CancellationToken,
+    progress: Progress,
 }
 
 /// What became of one slot.
@@ -111,7 +128,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
         sinks.push(Arc::new(CacheInvalidation::new(Invalidator::new(url).context("cache URL")?, store)));
     }
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
-    run_pipeline(config, source, sinks, catalog, shutdown).await
+    run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
 }
 
 /// The loop itself, for any chain's blocks, source and sinks. The catalog
@@ -123,8 +140,10 @@ pub async fn run_pipeline<B: Send + Sync + 'static>(
     sinks: Vec<Arc<dyn BlockSink<B>>>,
     catalog: Arc<dyn Catalog>,
     shutdown: CancellationToken,
+    progress: Progress,
 ) -> anyhow::Result<Summary> {
-    let mut ingest = Ingest { config, source, sinks, catalog, summary: Summary::default(), shutdown: shutdown.clone() };
+    let summary = Summary::default();
+    let mut ingest = Ingest { config, source, sinks, catalog, summary, shutdown: shutdown.clone(), progress };
     if ingest.config.follow {
         ingest.follow(shutdown).await?
     } else {
@@ -143,6 +162,9 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         };
         self.summary.range = Some(range);
         let state = self.catalog.shard(&self.config.job, range).await?;
+        if let Some(checkpoint) = state.checkpoint {
+            self.progress.committed(checkpoint);
+        }
         tracing::info!(job = %self.config.job, shard = range.shard, start = range.start, end = range.end, checkpoint = ?state.checkpoint, "backfill");
         self.repair_gaps(range.start, state.checkpoint.unwrap_or(range.start).min(range.end)).await?;
         let mut next = state.checkpoint.map_or(range.start, |c| c + 1);
@@ -300,6 +322,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         self.summary.skipped += outcome.skipped.len() as u64;
         self.commit(shard, outcome).await?;
         self.summary.checkpoint = Some(end);
+        self.progress.committed(end);
         let rate = (end - start + 1) as f64 / began.elapsed().as_secs_f64().max(1e-9);
         tracing::info!(start, end, blocks = written.len(), slots_per_second = format!("{rate:.1}"), "batch committed");
         Ok(written)
