@@ -9,7 +9,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronicle::store::cells::{KeyRange, Table};
+use chronicle::store::ledger::tables;
+use chronicle::store::cells::KeyRange;
 use chronicle::store::envelope;
 use chronicle::store::{BlockStore, LedgerStore};
 use prost::Message as _;
@@ -163,7 +164,7 @@ async fn chronicle_reads_what_agave_uploads_and_both_write_the_same_cells() {
         );
     }
     // Same rows, same qualifiers, same payloads (compression framing aside).
-    for table in Table::ALL {
+    for table in tables::ALL {
         let all = || KeyRange { start: String::new(), end: None };
         let theirs_rows = agave_side.cells().scan(table, all(), usize::MAX, false).await.unwrap();
         let ours_rows = ours.cells().scan(table, all(), usize::MAX, false).await.unwrap();

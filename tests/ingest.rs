@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronicle::catalog::{self, ShardRange};
+use chronicle::store::ledger::tables;
 use chronicle::store::cells::{CellStore, KeyRange, Row, Table};
 use chronicle::store::embedded::EmbeddedCells;
 use chronicle::store::{BlockStore, LedgerStore};
@@ -65,7 +66,7 @@ fn embedded(dir: &std::path::Path) -> (String, Arc<LedgerStore>) {
 
 async fn dump(cells: &Arc<dyn CellStore>) -> Vec<(Table, Row)> {
     let mut rows = Vec::new();
-    for table in Table::ALL {
+    for table in tables::ALL {
         let all = cells.scan(table, KeyRange { start: String::new(), end: None }, usize::MAX, false).await.unwrap();
         rows.extend(all.into_iter().map(|r| (table, r)));
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use chronicle::chain::solana::decode::{DecodeError, block_from_rpc};
 use chronicle::chain::solana::response::read_block_file;
+use chronicle::store::ledger::tables;
 use chronicle::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
 use chronicle::store::embedded::EmbeddedCells;
 use chronicle::store::ledger::proto_to_block;
@@ -117,7 +118,7 @@ fn options(max_version: Option<u8>, show_rewards: bool) -> BlockEncodingOptions 
 /// Every row of every table, keys and cells.
 async fn dump(store: &LedgerStore) -> Vec<(Table, Row)> {
     let mut rows = Vec::new();
-    for table in Table::ALL {
+    for table in tables::ALL {
         let all =
             store.cells().scan(table, KeyRange { start: String::new(), end: None }, usize::MAX, false).await.unwrap();
         rows.extend(all.into_iter().map(|r| (table, r)));
@@ -196,7 +197,7 @@ async fn protobuf_fixtures_are_stored_byte_identical() {
         assert_eq!(decoded.encode_to_vec(), bytes, "{file}: prost re-encoding");
         for (backend, store) in &stores.all {
             store.write_block(*slot, &block.clone().into(), &[]).await.unwrap();
-            let rows = store.cells().read_rows(Table::Blocks, &[format!("{slot:016x}")]).await.unwrap();
+            let rows = store.cells().read_rows(tables::BLOCKS, &[format!("{slot:016x}")]).await.unwrap();
             let cell = rows[0].cell("proto").unwrap_or_else(|| panic!("{file} on {backend}: no proto cell"));
             assert_eq!(unwrap_envelope(cell), bytes, "{file} on {backend}: stored cell payload");
             let read_back = store.block(*slot).await.unwrap().unwrap();
@@ -277,7 +278,7 @@ async fn bigtable_rows_are_agaves_layout() {
     assert!(out.contains("x:proto"), "tx-by-addr qualifier");
 
     // The blocks cell decodes with the envelope read from scratch.
-    let rows = store.cells().read_rows(Table::Blocks, &["00000000093a3099".to_string()]).await.unwrap();
+    let rows = store.cells().read_rows(tables::BLOCKS, &["00000000093a3099".to_string()]).await.unwrap();
     let cell = rows[0].cell("proto").unwrap();
     assert_eq!(&cell[..4], &[3, 0, 0, 0], "blocks cells are zstd");
     let decoded = generated::ConfirmedBlock::decode(unwrap_envelope(cell).as_slice()).unwrap();
@@ -318,10 +319,10 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
         ];
         for (bad_slot, value, expected) in cases {
             let cell = Cell { key: format!("{bad_slot:016x}"), qualifier: "proto", value };
-            store.cells().write(vec![TableWrite { table: Table::Blocks, cells: vec![cell] }]).await.unwrap();
+            store.cells().write(vec![TableWrite { table: tables::BLOCKS, cells: vec![cell] }]).await.unwrap();
             let err = store.block(bad_slot).await.unwrap_err();
             match &err {
-                StoreError::Corrupt { table: Table::Blocks, slot: Some(s), reason, .. } if *s == bad_slot => {
+                StoreError::Corrupt { table: tables::BLOCKS, slot: Some(s), reason, .. } if *s == bad_slot => {
                     assert!(reason.contains(expected), "{backend}: {err}")
                 }
                 other => panic!("{backend}: expected a corrupt blocks cell at slot {bad_slot}, got {other}"),
@@ -334,15 +335,15 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
         // A protobuf payload that is not a block.
         let garbage = chronicle::store::envelope::envelope(chronicle::store::envelope::Method::None, &[0xff; 16]);
         let cell = Cell { key: format!("{:016x}", 10), qualifier: "proto", value: garbage };
-        store.cells().write(vec![TableWrite { table: Table::Blocks, cells: vec![cell] }]).await.unwrap();
-        assert!(matches!(store.block(10).await, Err(StoreError::Corrupt { table: Table::Blocks, slot: Some(10), .. })));
+        store.cells().write(vec![TableWrite { table: tables::BLOCKS, cells: vec![cell] }]).await.unwrap();
+        assert!(matches!(store.block(10).await, Err(StoreError::Corrupt { table: tables::BLOCKS, slot: Some(10), .. })));
 
         // A garbled tx cell names the tx table and the signature.
         let signature = good.transactions[1].transaction.signatures[0].to_string();
         let cell = Cell { key: signature.clone(), qualifier: "bin", value: vec![0, 0, 0, 0, 1] };
-        store.cells().write(vec![TableWrite { table: Table::Tx, cells: vec![cell] }]).await.unwrap();
+        store.cells().write(vec![TableWrite { table: tables::TX, cells: vec![cell] }]).await.unwrap();
         let err = store.signature_status(&Signature::from_str(&signature).unwrap()).await.unwrap_err();
-        assert!(matches!(&err, StoreError::Corrupt { table: Table::Tx, key, .. } if *key == signature), "{err}");
+        assert!(matches!(&err, StoreError::Corrupt { table: tables::TX, key, .. } if *key == signature), "{err}");
 
         // What was stored before is intact.
         let block = store.block(slot).await.unwrap().unwrap();
@@ -360,7 +361,7 @@ async fn writes_are_idempotent() {
         let first = dump(store).await;
         store.write_block(slot, &block.clone().into(), &[]).await.unwrap();
         assert_eq!(dump(store).await, first, "{backend}: a second write changed cells");
-        assert!(first.iter().any(|(t, _)| *t == Table::TxByAddr));
+        assert!(first.iter().any(|(t, _)| *t == tables::TX_BY_ADDR));
     }
 }
 
@@ -435,7 +436,7 @@ async fn block_listing_and_deletion() {
         assert_eq!(store.signature_status(&sig).await.unwrap(), None, "{backend}: tx row deleted");
         let left: Vec<(Table, Row)> = dump(store).await;
         assert!(
-            left.iter().all(|(t, r)| *t != Table::TxByAddr || r.key.ends_with(&format!("{:016x}", !v0_slot))),
+            left.iter().all(|(t, r)| *t != tables::TX_BY_ADDR || r.key.ends_with(&format!("{:016x}", !v0_slot))),
             "{backend}: index rows of the deleted slot remain"
         );
     }
@@ -493,11 +494,11 @@ impl CellStore for FailingIndexes {
     fn describe(&self) -> String {
         self.0.describe()
     }
-    async fn ensure_tables(&self) -> Result<(), chronicle::store::cells::BackendError> {
-        self.0.ensure_tables().await
+    async fn ensure_tables(&self, tables: &[Table]) -> Result<(), chronicle::store::cells::BackendError> {
+        self.0.ensure_tables(tables).await
     }
     async fn write(&self, writes: Vec<TableWrite>) -> Result<(), chronicle::store::cells::BackendError> {
-        if writes.iter().any(|w| w.table == Table::TxByAddr) {
+        if writes.iter().any(|w| w.table == tables::TX_BY_ADDR) {
             return Err(chronicle::store::cells::BackendError {
                 backend: self.describe(),
                 table: "tx-by-addr".into(),

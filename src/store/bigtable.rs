@@ -286,8 +286,8 @@ impl CellStore for BigtableCells {
         format!("bigtable://{}/{}", self.config.project, self.config.instance)
     }
 
-    async fn ensure_tables(&self) -> Result<(), BackendError> {
-        for table in Table::ALL {
+    async fn ensure_tables(&self, tables: &[Table]) -> Result<(), BackendError> {
+        for table in tables.iter().copied() {
             self.ensure_table(table).await?;
         }
         Ok(())

@@ -1,32 +1,24 @@
-//! The storage engine underneath a ledger layout: tables of rows, each row a
+//! The storage engine underneath a chain's layout: tables of rows, each row a
 //! key and its cells (qualifier → value), in family `x`. Bigtable and the
-//! embedded store implement this; the agave layout (`ledger.rs`) is written
-//! once on top of it, so both backends hold the same keys and cell bytes.
+//! embedded store implement this; a layout (agave's: `chain/solana/layout.rs`)
+//! is written once on top of it and names its own tables, so both backends
+//! hold the same keys and cell bytes for any chain.
 
 use std::fmt;
 
 use async_trait::async_trait;
 
-/// The tables of agave's layout.
+/// A table of a layout, by its name in Bigtable (and keyspace name embedded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Table {
-    Blocks,
-    Entries,
-    Tx,
-    TxByAddr,
-}
+pub struct Table(&'static str);
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Blocks, Table::Entries, Table::Tx, Table::TxByAddr];
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
 
-    /// The table's name in Bigtable.
     pub fn name(self) -> &'static str {
-        match self {
-            Table::Blocks => "blocks",
-            Table::Entries => "entries",
-            Table::Tx => "tx",
-            Table::TxByAddr => "tx-by-addr",
-        }
+        self.0
     }
 }
 
@@ -89,8 +81,8 @@ pub trait CellStore: Send + Sync {
     /// Where the cells live, for messages (`bigtable://p/i`, `embedded:///path`).
     fn describe(&self) -> String;
 
-    /// Creates the tables and column family if missing.
-    async fn ensure_tables(&self) -> Result<(), BackendError>;
+    /// Creates the layout's tables and the column family if missing.
+    async fn ensure_tables(&self, tables: &[Table]) -> Result<(), BackendError>;
 
     /// Writes the rows of several tables. The embedded store commits them in
     /// one atomic batch; Bigtable sends one MutateRows per table, concurrently.

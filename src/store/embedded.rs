@@ -1,5 +1,5 @@
 //! The embedded backend: fjall, an LSM-tree store in pure Rust, one keyspace
-//! per agave table. Chosen over redb (a B-tree) because ingestion is
+//! per table of the layout (opened on first use). Chosen over redb (a B-tree) because ingestion is
 //! append-heavy and an LSM turns it into sequential writes; over RocksDB
 //! because it needs no C++ toolchain. Atomic write batches span keyspaces, so
 //! a block's rows land together, and the journal makes a commit crash-safe
@@ -17,8 +17,11 @@ use super::cells::{BackendError, CellStore, KeyRange, Row, Table, TableWrite};
 pub struct EmbeddedCells {
     path: PathBuf,
     db: Database,
-    keyspaces: Vec<(Table, Keyspace)>,
+    keyspaces: std::sync::Mutex<Vec<(Table, Keyspace)>>,
 }
+
+/// The name errors of the whole store carry.
+const ANY: Table = Table::new("-");
 
 impl EmbeddedCells {
     /// Opens (or creates) the store in directory `path`.
@@ -30,16 +33,21 @@ impl EmbeddedCells {
         };
         std::fs::create_dir_all(path).map_err(|e| error(format!("create {}: {e}", path.display())))?;
         let db = Database::builder(path).open().map_err(|e| error(format!("open: {e}")))?;
-        let keyspaces = Table::ALL
-            .into_iter()
-            .map(|table| db.keyspace(table.name(), KeyspaceCreateOptions::default).map(|k| (table, k)))
-            .collect::<Result<_, _>>()
-            .map_err(|e| error(format!("open keyspaces: {e}")))?;
-        Ok(Self { path: path.to_path_buf(), db, keyspaces })
+        Ok(Self { path: path.to_path_buf(), db, keyspaces: std::sync::Mutex::default() })
     }
 
-    fn keyspace(&self, table: Table) -> &Keyspace {
-        &self.keyspaces.iter().find(|(t, _)| *t == table).expect("every table has a keyspace").1
+    /// The keyspace of `table`, opened (created if new) on first use.
+    fn keyspace(&self, table: Table) -> Result<Keyspace, BackendError> {
+        let mut open = self.keyspaces.lock().expect("keyspaces");
+        if let Some((_, keyspace)) = open.iter().find(|(t, _)| *t == table) {
+            return Ok(keyspace.clone());
+        }
+        let keyspace = self
+            .db
+            .keyspace(table.name(), KeyspaceCreateOptions::default)
+            .map_err(|e| self.error(table, format!("open keyspace: {e}")))?;
+        open.push((table, keyspace.clone()));
+        Ok(keyspace)
     }
 
     fn error(&self, table: Table, err: impl std::fmt::Display) -> BackendError {
@@ -75,24 +83,24 @@ impl CellStore for EmbeddedCells {
         format!("embedded://{}", self.path.display())
     }
 
-    async fn ensure_tables(&self) -> Result<(), BackendError> {
-        Ok(()) // keyspaces are created on open
+    async fn ensure_tables(&self, tables: &[Table]) -> Result<(), BackendError> {
+        tables.iter().try_for_each(|table| self.keyspace(*table).map(|_| ()))
     }
 
     async fn write(&self, writes: Vec<TableWrite>) -> Result<(), BackendError> {
         let mut batch = self.db.batch();
         for write in &writes {
-            let keyspace = self.keyspace(write.table);
+            let keyspace = self.keyspace(write.table)?;
             for cell in &write.cells {
-                batch.insert(keyspace, cell.key.as_bytes(), stored_value(cell.qualifier, &cell.value));
+                batch.insert(&keyspace, cell.key.as_bytes(), stored_value(cell.qualifier, &cell.value));
             }
         }
-        let table = writes.first().map(|w| w.table).unwrap_or(Table::Blocks);
+        let table = writes.first().map(|w| w.table).unwrap_or(ANY);
         batch.commit().map_err(|e| self.error(table, format!("commit: {e}")))
     }
 
     async fn read_rows(&self, table: Table, keys: &[String]) -> Result<Vec<Row>, BackendError> {
-        let keyspace = self.keyspace(table);
+        let keyspace = self.keyspace(table)?;
         let mut sorted: Vec<&String> = keys.iter().collect();
         sorted.sort();
         sorted.dedup();
@@ -114,7 +122,7 @@ impl CellStore for EmbeddedCells {
         limit: usize,
         keys_only: bool,
     ) -> Result<Vec<Row>, BackendError> {
-        let keyspace = self.keyspace(table);
+        let keyspace = self.keyspace(table)?;
         let start = range.start.into_bytes();
         let iter = match range.end {
             Some(end) => keyspace.range(start..=end.into_bytes()),
@@ -129,15 +137,15 @@ impl CellStore for EmbeddedCells {
     }
 
     async fn delete_rows(&self, table: Table, keys: &[String]) -> Result<(), BackendError> {
-        let keyspace = self.keyspace(table);
+        let keyspace = self.keyspace(table)?;
         let mut batch = self.db.batch();
         for key in keys {
-            batch.remove(keyspace, key.as_bytes());
+            batch.remove(&keyspace, key.as_bytes());
         }
         batch.commit().map_err(|e| self.error(table, format!("delete: {e}")))
     }
 
     async fn sync(&self) -> Result<(), BackendError> {
-        self.db.persist(PersistMode::SyncAll).map_err(|e| self.error(Table::Blocks, format!("sync: {e}")))
+        self.db.persist(PersistMode::SyncAll).map_err(|e| self.error(ANY, format!("sync: {e}")))
     }
 }

@@ -1,5 +1,5 @@
-//! The canonical block store: the [`BlockStore`] trait, agave's Bigtable
-//! layout on top of a cell engine ([`ledger`]), and the two engines,
+//! The canonical block store: the [`BlockStore`] trait, the engines a layout
+//! is written on (agave's layout, [`ledger`], is the Solana adapter's), the two engines,
 //! Google Bigtable ([`bigtable`]) and an embedded LSM store ([`embedded`]).
 //! A store is named by a URL: `bigtable://PROJECT/INSTANCE[?appProfile=ID]`
 //! (the emulator through `BIGTABLE_EMULATOR_HOST`) or `embedded:///PATH`.
@@ -9,7 +9,8 @@ pub mod cells;
 pub mod embedded;
 pub mod envelope;
 pub mod keys;
-pub mod ledger;
+/// Agave's layout, which the Solana adapter owns (`chain/solana/layout.rs`).
+pub use crate::chain::solana::layout as ledger;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -193,7 +194,7 @@ pub async fn open(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
 /// [`open`] with explicit Bigtable access.
 pub async fn open_with(url: &str, access: &BigtableAccess) -> Result<Arc<LedgerStore>, StoreError> {
     let store = open_existing_with(url, access).await?;
-    store.cells().ensure_tables().await?;
+    store.cells().ensure_tables(&ledger::tables::ALL).await?;
     Ok(store)
 }
 

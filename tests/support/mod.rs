@@ -502,7 +502,7 @@ pub async fn bigtable_ledger(
     })
     .await
     .expect("connect to the Bigtable emulator");
-    cells.ensure_tables().await.expect("create tables");
+    cells.ensure_tables(&chronicle::store::ledger::tables::ALL).await.expect("create tables");
     std::sync::Arc::new(chronicle::store::LedgerStore::new(std::sync::Arc::new(cells)))
 }
 

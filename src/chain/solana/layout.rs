@@ -1,4 +1,5 @@
-//! Solana blocks in agave's long-term storage layout, on any [`CellStore`]:
+//! Solana blocks in agave's long-term storage layout (the Solana adapter's
+//! layout; `store/` keeps the engines), on any [`CellStore`]:
 //! what goes in each table (`blocks`, `entries`, `tx`, `tx-by-addr`), how cells
 //! are encoded, the write order (index tables first, `blocks` last) and the read
 //! paths agave's `LedgerStorage` implements. See `docs/solana-bigtable-format.md`.
@@ -23,10 +24,21 @@ use solana_transaction_status::{
     VersionedTransactionWithStatusMeta, extract_and_fmt_memos,
 };
 
-use super::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
-use super::envelope;
-use super::keys::{address_key, parse_address_key, parse_slot_key, slot_key};
-use super::{BlockStore, DeleteStats, StoreError, WriteStats};
+use crate::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
+use crate::store::envelope;
+use crate::store::keys::{address_key, parse_address_key, parse_slot_key, slot_key};
+use crate::store::{BlockStore, DeleteStats, StoreError, WriteStats};
+
+/// Agave's tables (`solana-bigtable-format.md`).
+pub mod tables {
+    use crate::store::cells::Table;
+
+    pub const BLOCKS: Table = Table::new("blocks");
+    pub const ENTRIES: Table = Table::new("entries");
+    pub const TX: Table = Table::new("tx");
+    pub const TX_BY_ADDR: Table = Table::new("tx-by-addr");
+    pub const ALL: [Table; 4] = [BLOCKS, ENTRIES, TX, TX_BY_ADDR];
+}
 
 /// The `tx` table's cell (bincode, qualifier `bin`): where a signature's
 /// transaction sits and how it ended.
@@ -114,18 +126,18 @@ impl LedgerStore {
             })
             .collect();
         let mut indexes = vec![
-            TableWrite { table: Table::Tx, cells: tx_cells },
-            TableWrite { table: Table::TxByAddr, cells: by_address_cells },
+            TableWrite { table: tables::TX, cells: tx_cells },
+            TableWrite { table: tables::TX_BY_ADDR, cells: by_address_cells },
         ];
         if !entries.is_empty() {
             let row = entries::Entries { entries: entries.iter().copied().enumerate().map(Into::into).collect() };
             let cell =
                 Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&row.encode_to_vec()) };
-            indexes.push(TableWrite { table: Table::Entries, cells: vec![cell] });
+            indexes.push(TableWrite { table: tables::ENTRIES, cells: vec![cell] });
         }
         let proto = block_to_proto(block).encode_to_vec();
         let block = TableWrite {
-            table: Table::Blocks,
+            table: tables::BLOCKS,
             cells: vec![Cell { key: slot_key(slot), qualifier: "proto", value: envelope::compress(&proto) }],
         };
         Ok(BlockCells { indexes, block })
@@ -159,7 +171,7 @@ impl LedgerStore {
 
     async fn tx_infos(&self, signatures: &[Signature]) -> Result<HashMap<String, TransactionInfo>, StoreError> {
         let keys: Vec<String> = signatures.iter().map(ToString::to_string).collect();
-        let rows = self.cells.read_rows(Table::Tx, &keys).await?;
+        let rows = self.cells.read_rows(tables::TX, &keys).await?;
         rows.into_iter().map(|row| Ok((row.key.clone(), decode_tx_info(&row)?))).collect()
     }
 
@@ -186,19 +198,19 @@ impl BlockStore for LedgerStore {
     }
 
     async fn block(&self, slot: Slot) -> Result<Option<ConfirmedBlock>, StoreError> {
-        match self.read_one(Table::Blocks, slot_key(slot)).await? {
+        match self.read_one(tables::BLOCKS, slot_key(slot)).await? {
             Some(row) => decode_block(&row).map(Some),
             None => Ok(None),
         }
     }
 
     async fn blocks(&self, start: Slot, limit: usize) -> Result<Vec<Slot>, StoreError> {
-        let rows = self.cells.scan(Table::Blocks, KeyRange { start: slot_key(start), end: None }, limit, true).await?;
+        let rows = self.cells.scan(tables::BLOCKS, KeyRange { start: slot_key(start), end: None }, limit, true).await?;
         Ok(rows.iter().filter_map(|r| parse_slot_key(&r.key)).collect())
     }
 
     async fn first_available_block(&self) -> Result<Option<Slot>, StoreError> {
-        let rows = self.cells.scan(Table::Blocks, KeyRange { start: String::new(), end: None }, 1, true).await?;
+        let rows = self.cells.scan(tables::BLOCKS, KeyRange { start: String::new(), end: None }, 1, true).await?;
         Ok(rows.first().and_then(|r| parse_slot_key(&r.key)))
     }
 
@@ -238,13 +250,13 @@ impl BlockStore for LedgerStore {
     }
 
     async fn entries(&self, slot: Slot) -> Result<Option<Vec<EntrySummary>>, StoreError> {
-        let Some(row) = self.read_one(Table::Entries, slot_key(slot)).await? else { return Ok(None) };
-        let bytes = cell_payload(&row, Table::Entries, &["proto"])?.1;
+        let Some(row) = self.read_one(tables::ENTRIES, slot_key(slot)).await? else { return Ok(None) };
+        let bytes = cell_payload(&row, tables::ENTRIES, &["proto"])?.1;
         let decoded = entries::Entries::decode(bytes.as_slice())
-            .map_err(|e| corrupt(Table::Entries, &row.key, format!("protobuf: {e}")))?;
+            .map_err(|e| corrupt(tables::ENTRIES, &row.key, format!("protobuf: {e}")))?;
         if let Some(bad) = decoded.entries.iter().find(|e| e.hash.len() != 32) {
             return Err(corrupt(
-                Table::Entries,
+                tables::ENTRIES,
                 &row.key,
                 format!("entry {} hash is {} bytes, expected 32", bad.index, bad.hash.len()),
             ));
@@ -300,13 +312,13 @@ impl BlockStore for LedgerStore {
             None => (0, u32::MAX),
         };
         // Rows of the starting slot may hold entries we skip; read that many more.
-        let first_row = self.read_one(Table::TxByAddr, address_key(address, first_slot)).await?;
+        let first_row = self.read_one(tables::TX_BY_ADDR, address_key(address, first_slot)).await?;
         let skipped = match &first_row {
             Some(row) => decode_address_row(row)?.len(),
             None => 0,
         };
         let range = KeyRange { start: address_key(address, first_slot), end: Some(address_key(address, last_slot)) };
-        let rows = self.cells.scan(Table::TxByAddr, range, limit.saturating_add(skipped), false).await?;
+        let rows = self.cells.scan(tables::TX_BY_ADDR, range, limit.saturating_add(skipped), false).await?;
         let mut out = Vec::with_capacity(limit.min(1024));
         'rows: for row in rows {
             for entry in row_entries(&row)? {
@@ -336,7 +348,7 @@ impl BlockStore for LedgerStore {
         }
         // One row per slot; a row holds at least one entry, so `limit` rows suffice.
         let range = KeyRange { start: address_key(address, newest), end: Some(address_key(address, oldest)) };
-        let rows = self.cells.scan(Table::TxByAddr, range, limit, false).await?;
+        let rows = self.cells.scan(tables::TX_BY_ADDR, range, limit, false).await?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for row in rows {
             out.extend(row_entries(&row)?);
@@ -386,10 +398,10 @@ impl LedgerStore {
         let infos = self.tx_infos(&signatures).await?;
         let tx_keys: Vec<String> =
             infos.into_iter().filter(|(_, info)| info.slot == slot).map(|(key, _)| key).collect();
-        self.cells.delete_rows(Table::TxByAddr, &address_keys).await?;
-        self.cells.delete_rows(Table::Tx, &tx_keys).await?;
-        self.cells.delete_rows(Table::Entries, &[slot_key(slot)]).await?;
-        self.cells.delete_rows(Table::Blocks, &[slot_key(slot)]).await?;
+        self.cells.delete_rows(tables::TX_BY_ADDR, &address_keys).await?;
+        self.cells.delete_rows(tables::TX, &tx_keys).await?;
+        self.cells.delete_rows(tables::ENTRIES, &[slot_key(slot)]).await?;
+        self.cells.delete_rows(tables::BLOCKS, &[slot_key(slot)]).await?;
         stats.blocks += 1;
         stats.rows += address_keys.len() + tx_keys.len() + 2;
         Ok(())
@@ -398,9 +410,9 @@ impl LedgerStore {
 
 fn corrupt(table: Table, key: &str, reason: impl Into<String>) -> StoreError {
     let slot = match table {
-        Table::Blocks | Table::Entries => parse_slot_key(key),
-        Table::TxByAddr => parse_address_key(key),
-        Table::Tx => None,
+        tables::BLOCKS | tables::ENTRIES => parse_slot_key(key),
+        tables::TX_BY_ADDR => parse_address_key(key),
+        _ => None,
     };
     StoreError::Corrupt { table, key: key.to_string(), slot, reason: reason.into() }
 }
@@ -419,7 +431,7 @@ fn cell_payload<'q>(row: &Row, table: Table, qualifiers: &[&'q str]) -> Result<(
 /// A `tx-by-addr` row's entries, newest first (highest transaction index first).
 fn row_entries(row: &Row) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
     let slot =
-        parse_address_key(&row.key).ok_or_else(|| corrupt(Table::TxByAddr, &row.key, "row key has no slot suffix"))?;
+        parse_address_key(&row.key).ok_or_else(|| corrupt(tables::TX_BY_ADDR, &row.key, "row key has no slot suffix"))?;
     Ok(decode_address_row(row)?
         .into_iter()
         .rev()
@@ -435,27 +447,27 @@ fn row_entries(row: &Row) -> Result<Vec<ConfirmedTransactionStatusWithSignature>
 }
 
 fn decode_tx_info(row: &Row) -> Result<TransactionInfo, StoreError> {
-    let (_, bytes) = cell_payload(row, Table::Tx, &["bin"])?;
-    bincode::deserialize(&bytes).map_err(|e| corrupt(Table::Tx, &row.key, format!("bincode TransactionInfo: {e}")))
+    let (_, bytes) = cell_payload(row, tables::TX, &["bin"])?;
+    bincode::deserialize(&bytes).map_err(|e| corrupt(tables::TX, &row.key, format!("bincode TransactionInfo: {e}")))
 }
 
 fn decode_address_row(row: &Row) -> Result<Vec<TransactionByAddrInfo>, StoreError> {
-    match cell_payload(row, Table::TxByAddr, &["proto", "bin"])? {
+    match cell_payload(row, tables::TX_BY_ADDR, &["proto", "bin"])? {
         ("proto", bytes) => {
             let decoded = tx_by_addr::TransactionByAddr::decode(bytes.as_slice())
-                .map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("protobuf: {e}")))?;
+                .map_err(|e| corrupt(tables::TX_BY_ADDR, &row.key, format!("protobuf: {e}")))?;
             if let Some(bad) = decoded.tx_by_addrs.iter().find(|i| i.signature.len() != 64) {
                 return Err(corrupt(
-                    Table::TxByAddr,
+                    tables::TX_BY_ADDR,
                     &row.key,
                     format!("signature of index {} is {} bytes", bad.index, bad.signature.len()),
                 ));
             }
-            decoded.try_into().map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("protobuf: {e}")))
+            decoded.try_into().map_err(|e| corrupt(tables::TX_BY_ADDR, &row.key, format!("protobuf: {e}")))
         }
         (_, bytes) => {
             let legacy: Vec<LegacyTransactionByAddrInfo> = bincode::deserialize(&bytes)
-                .map_err(|e| corrupt(Table::TxByAddr, &row.key, format!("legacy bincode: {e}")))?;
+                .map_err(|e| corrupt(tables::TX_BY_ADDR, &row.key, format!("legacy bincode: {e}")))?;
             Ok(legacy.into_iter().map(Into::into).collect())
         }
     }
@@ -463,16 +475,16 @@ fn decode_address_row(row: &Row) -> Result<Vec<TransactionByAddrInfo>, StoreErro
 
 /// Decodes a `blocks` row: protobuf (`proto`), else the legacy bincode form (`bin`).
 pub fn decode_block(row: &Row) -> Result<ConfirmedBlock, StoreError> {
-    match cell_payload(row, Table::Blocks, &["proto", "bin"])? {
+    match cell_payload(row, tables::BLOCKS, &["proto", "bin"])? {
         ("proto", bytes) => {
             let block = generated::ConfirmedBlock::decode(bytes.as_slice())
-                .map_err(|e| corrupt(Table::Blocks, &row.key, format!("protobuf ConfirmedBlock: {e}")))?;
-            proto_to_block(block).map_err(|reason| corrupt(Table::Blocks, &row.key, reason))
+                .map_err(|e| corrupt(tables::BLOCKS, &row.key, format!("protobuf ConfirmedBlock: {e}")))?;
+            proto_to_block(block).map_err(|reason| corrupt(tables::BLOCKS, &row.key, reason))
         }
         (_, bytes) => {
             let legacy: StoredConfirmedBlock = bincode::deserialize(&bytes)
-                .map_err(|e| corrupt(Table::Blocks, &row.key, format!("legacy bincode block: {e}")))?;
-            legacy_block(legacy).map_err(|reason| corrupt(Table::Blocks, &row.key, reason))
+                .map_err(|e| corrupt(tables::BLOCKS, &row.key, format!("legacy bincode block: {e}")))?;
+            legacy_block(legacy).map_err(|reason| corrupt(tables::BLOCKS, &row.key, reason))
         }
     }
 }
