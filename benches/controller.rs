@@ -47,7 +47,8 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let namespace = namespace.to_string();
     tokio::spawn(async move {
-        let mut events = kube::runtime::WatchStreamExt::default_backoff(watcher::watcher(api, watcher::Config::default())).boxed();
+        let mut events =
+            kube::runtime::WatchStreamExt::default_backoff(watcher::watcher(api, watcher::Config::default())).boxed();
         while let Some(event) = events.next().await {
             // The watcher retries by itself; a failed event is reported and the watch goes on.
             let event = match event {

@@ -36,12 +36,7 @@ impl Run {
 }
 
 /// Writes `count` blocks (fixtures cycled over consecutive slots) through the ledger.
-async fn ledger_run(
-    store: &Arc<LedgerStore>,
-    blocks: &[ConfirmedBlock],
-    first_slot: u64,
-    count: usize,
-) -> Run {
+async fn ledger_run(store: &Arc<LedgerStore>, blocks: &[ConfirmedBlock], first_slot: u64, count: usize) -> Run {
     let start = Instant::now();
     let bytes: u64 = futures::stream::iter(0..count)
         .map(|i| {

@@ -466,7 +466,8 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
     // Kinds whose workers this build lacks say so instead of staying silent.
     for plural in ["retentionpolicies", "trainingexports"] {
         let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);
-        let list: Value = envtest::client().get(url).bearer_auth(&api.token).send().await.unwrap().json().await.unwrap();
+        let list: Value =
+            envtest::client().get(url).bearer_auth(&api.token).send().await.unwrap().json().await.unwrap();
         let ready = list["items"][0]["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready");
         let ready = ready.unwrap_or_else(|| panic!("{plural}: no Ready condition"));
         assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("WorkerNotBuilt")));

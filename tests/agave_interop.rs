@@ -9,14 +9,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronicle::store::ledger::tables;
 use chronicle::store::cells::KeyRange;
 use chronicle::store::envelope;
+use chronicle::store::ledger::block_to_proto;
+use chronicle::store::ledger::tables;
 use chronicle::store::{BlockStore, LedgerStore};
 use prost::Message as _;
 use solana_pubkey::Pubkey;
 use solana_storage_bigtable::LedgerStorage;
-use chronicle::store::ledger::block_to_proto;
 use solana_transaction_status::{ConfirmedBlock, EntrySummary, VersionedConfirmedBlockWithEntries};
 use support::{BigtableEmulator, bigtable_ledger, early_blocks, real_blocks};
 
@@ -72,7 +72,10 @@ async fn agave_reads_what_chronicle_writes() {
         for (i, tx) in block.transactions.iter().enumerate() {
             let signature = *tx.transaction_signature();
             let status = theirs.get_signature_status(&signature).await.unwrap();
-            assert_eq!((status.slot, status.err.is_some()), (*slot, tx.get_status_meta().is_some_and(|m| m.status.is_err())));
+            assert_eq!(
+                (status.slot, status.err.is_some()),
+                (*slot, tx.get_status_meta().is_some_and(|m| m.status.is_err()))
+            );
             let confirmed =
                 theirs.get_confirmed_transaction(&signature).await.unwrap().expect("agave finds the transaction");
             assert_eq!((confirmed.slot, confirmed.index), (*slot, i as u32));
@@ -124,7 +127,8 @@ async fn agave_reads_blocks_without_metadata_that_chronicle_writes() {
             let our_list = ours.signatures_for_address(&address, None, None, 1000).await.unwrap();
             let agave_sigs: Vec<_> =
                 agave_list.iter().map(|(s, _)| (s.signature, s.slot, s.err.clone(), s.memo.clone())).collect();
-            let our_sigs: Vec<_> = our_list.iter().map(|s| (s.signature, s.slot, s.err.clone(), s.memo.clone())).collect();
+            let our_sigs: Vec<_> =
+                our_list.iter().map(|s| (s.signature, s.slot, s.err.clone(), s.memo.clone())).collect();
             assert_eq!(agave_sigs, our_sigs, "address {address}");
         }
     }

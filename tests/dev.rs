@@ -77,7 +77,9 @@ fn dev_runs_the_worker_specs_the_controller_puts_in_pods() {
         }
         for tier in manifests.tiers.iter().map(|p| &p.object) {
             let key = format!("CacheTier/{}/{}", tier.namespace().unwrap(), tier.name_any());
-            let Some(source) = manifests.source(&tier.namespace().unwrap(), &tier.spec.source_ref.name) else { continue };
+            let Some(source) = manifests.source(&tier.namespace().unwrap(), &tier.spec.source_ref.name) else {
+                continue;
+            };
             let (deployment, _) = cache_tier_workload(tier, &source.object, "chronicle:test").unwrap();
             let spec = match deployment {
                 Some(deployment) => spec_in(&deployment.spec.unwrap().template.spec.unwrap().containers[0]),
@@ -177,7 +179,10 @@ fn the_readme_quickstart_serves_the_demo_and_a_second_run_resumes() {
             .unwrap();
     let v0 = &answers[2]["result"];
     assert_eq!(v0["blockhash"], source["blockhash"]);
-    assert_eq!(v0["transactions"][0]["transaction"]["signatures"], source["transactions"][0]["transaction"]["signatures"]);
+    assert_eq!(
+        v0["transactions"][0]["transaction"]["signatures"],
+        source["transactions"][0]["transaction"]["signatures"]
+    );
 
     // Ctrl-C stops cleanly.
     // SAFETY: kill(2) on the process we spawned.
@@ -208,8 +213,10 @@ async fn a_node_spec_runs_ingest_and_serve_over_one_embedded_store() {
     use chronicle::worker::spec::*;
     let peer = support::rpc_peer::RpcPeer::start(support::real_blocks().into_iter().collect()).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = StoreSpec { url: format!("embedded://{}", dir.path().join("ledger").display()), ..StoreSpec::default() };
-    let chain = ChainSpec { family: ChainFamily::Solana, network: "mainnet-beta".into(), commitment: Commitment::Finalized };
+    let store =
+        StoreSpec { url: format!("embedded://{}", dir.path().join("ledger").display()), ..StoreSpec::default() };
+    let chain =
+        ChainSpec { family: ChainFamily::Solana, network: "mainnet-beta".into(), commitment: Commitment::Finalized };
     let port = support::free_port();
     let ingest = IngestSpec {
         job: "node-test".into(),
@@ -232,7 +239,8 @@ async fn a_node_spec_runs_ingest_and_serve_over_one_embedded_store() {
         catalog: FromEnv::new("CHRONICLE_CATALOG"),
         cache: None,
     };
-    let serve = ServeSpec { chain, store, port: i32::from(port), cache: None, api_keys_dir: None, requests_per_second: None };
+    let serve =
+        ServeSpec { chain, store, port: i32::from(port), cache: None, api_keys_dir: None, requests_per_second: None };
     let spec = WorkerSpec::new(Work::Node(NodeSpec {
         works: vec![
             NamedWork { name: "IngestJob/t/backfill".into(), work: Work::Ingest(ingest) },

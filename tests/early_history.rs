@@ -186,7 +186,8 @@ async fn ingested_from_a_node_on_both_backends() {
     let peer = RpcPeer::start(early_blocks().into_iter().collect()).await;
     let bigtable = bigtable_ledger(&emulator, "chronicle-test", "early-ingest").await;
     let embedded_url = format!("embedded://{}", dir.path().join("ledger").display());
-    for (backend, url) in [("embedded", embedded_url.as_str()), ("bigtable", "bigtable://chronicle-test/early-ingest")] {
+    for (backend, url) in [("embedded", embedded_url.as_str()), ("bigtable", "bigtable://chronicle-test/early-ingest")]
+    {
         let catalog = format!("embedded://{}", dir.path().join(format!("catalog-{backend}")).display());
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
             .args(["worker", "ingest", "--job", "genesis", "--rpc", &peer.url(), "--store", url])

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronicle::catalog::{self, ShardRange};
-use chronicle::store::ledger::tables;
 use chronicle::store::cells::{CellStore, KeyRange, Row, Table};
 use chronicle::store::embedded::EmbeddedCells;
+use chronicle::store::ledger::block_to_proto;
+use chronicle::store::ledger::tables;
 use chronicle::store::{BlockStore, LedgerStore};
 use prost::Message as _;
-use chronicle::store::ledger::block_to_proto;
 use solana_transaction_status::ConfirmedBlock;
 use support::rpc_peer::{Fault, RpcPeer};
 use support::{BigtableEmulator, Postgres, bigtable_ledger, real_blocks, replayed};

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use chronicle::chain::solana::decode::{DecodeError, block_from_rpc};
 use chronicle::chain::solana::response::read_block_file;
-use chronicle::store::ledger::tables;
 use chronicle::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
 use chronicle::store::embedded::EmbeddedCells;
 use chronicle::store::ledger::proto_to_block;
+use chronicle::store::ledger::tables;
 use chronicle::store::{BlockStore, LedgerStore, StoreError};
 use prost::Message as _;
 use serde_json::Value;
@@ -336,7 +336,10 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
         let garbage = chronicle::store::envelope::envelope(chronicle::store::envelope::Method::None, &[0xff; 16]);
         let cell = Cell { key: format!("{:016x}", 10), qualifier: "proto", value: garbage };
         store.cells().write(vec![TableWrite { table: tables::BLOCKS, cells: vec![cell] }]).await.unwrap();
-        assert!(matches!(store.block(10).await, Err(StoreError::Corrupt { table: tables::BLOCKS, slot: Some(10), .. })));
+        assert!(matches!(
+            store.block(10).await,
+            Err(StoreError::Corrupt { table: tables::BLOCKS, slot: Some(10), .. })
+        ));
 
         // A garbled tx cell names the tx table and the signature.
         let signature = good.transactions[1].transaction.signatures[0].to_string();

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::pipeline::BlockNumber;
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
-use solana_clock::Slot;
 
 use super::{BatchOutcome, Catalog, CatalogError, Gap, ShardRange, ShardState};
 
@@ -76,7 +76,7 @@ impl EmbeddedCatalog {
         serde_json::from_slice(&bytes).map(Some).map_err(|e| self.fail(format!("shard record of {job}/{shard}: {e}")))
     }
 
-    fn gap_record(&self, job: &str, slot: Slot) -> Result<Option<GapRecord>, CatalogError> {
+    fn gap_record(&self, job: &str, slot: BlockNumber) -> Result<Option<GapRecord>, CatalogError> {
         let Some(bytes) = self.gaps.get(key(job, slot)).map_err(|e| self.fail(e))? else { return Ok(None) };
         serde_json::from_slice(&bytes).map(Some).map_err(|e| self.fail(format!("gap record of {job}/{slot}: {e}")))
     }
@@ -85,9 +85,9 @@ impl EmbeddedCatalog {
         &self,
         keyspace: &Keyspace,
         job: &str,
-        start: Slot,
-        end: Slot,
-    ) -> Result<Vec<(Slot, Vec<u8>)>, CatalogError> {
+        start: BlockNumber,
+        end: BlockNumber,
+    ) -> Result<Vec<(BlockNumber, Vec<u8>)>, CatalogError> {
         keyspace
             .range(key(job, start)..=key(job, end))
             .map(|guard| {
@@ -168,7 +168,7 @@ impl Catalog for EmbeddedCatalog {
         self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))
     }
 
-    async fn open_gaps(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Gap>, CatalogError> {
+    async fn open_gaps(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<Gap>, CatalogError> {
         let mut gaps = Vec::new();
         for (slot, bytes) in self.scan(&self.gaps, job, start, end)? {
             let gap: GapRecord = serde_json::from_slice(&bytes).map_err(|e| self.fail(format!("gap {slot}: {e}")))?;
@@ -179,7 +179,7 @@ impl Catalog for EmbeddedCatalog {
         Ok(gaps)
     }
 
-    async fn skipped(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Slot>, CatalogError> {
+    async fn skipped(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, CatalogError> {
         Ok(self.scan(&self.skipped, job, start, end)?.into_iter().map(|(slot, _)| slot).collect())
     }
 
@@ -218,7 +218,7 @@ mod tests {
         catalog.commit("ns/job", 0, &outcome).await.unwrap();
         let progress = catalog.progress("ns/job").await.unwrap();
         assert_eq!(progress.open_gaps, 1);
-        let shards: Vec<(u32, Option<Slot>, u64)> =
+        let shards: Vec<(u32, Option<BlockNumber>, u64)> =
             progress.shards.iter().map(|(r, s)| (r.shard, s.checkpoint, s.blocks_written)).collect();
         assert_eq!(shards, vec![(0, Some(149), 48), (1, None, 0)]);
     }

@@ -8,9 +8,9 @@ pub mod postgres;
 
 use std::sync::Arc;
 
+use crate::pipeline::BlockNumber;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use solana_clock::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -26,15 +26,15 @@ pub enum CatalogError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardRange {
     pub shard: u32,
-    pub start: Slot,
-    pub end: Slot,
+    pub start: BlockNumber,
+    pub end: BlockNumber,
 }
 
 /// What the catalog knows of a shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardState {
     /// Every slot from the shard's start up to this one is accounted for.
-    pub checkpoint: Option<Slot>,
+    pub checkpoint: Option<BlockNumber>,
     pub blocks_written: u64,
     pub bytes_written: u64,
     pub slots_skipped: u64,
@@ -47,19 +47,19 @@ pub struct ShardState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
     /// New checkpoint (only ever moves forward).
-    pub checkpoint: Option<Slot>,
-    pub written: Vec<Slot>,
+    pub checkpoint: Option<BlockNumber>,
+    pub written: Vec<BlockNumber>,
     pub bytes: u64,
-    pub skipped: Vec<Slot>,
+    pub skipped: Vec<BlockNumber>,
     /// Slots that could not be fetched, with the reason.
-    pub gaps: Vec<(Slot, String)>,
+    pub gaps: Vec<(BlockNumber, String)>,
     /// Earlier gaps now written.
-    pub repaired: Vec<Slot>,
+    pub repaired: Vec<BlockNumber>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gap {
-    pub slot: Slot,
+    pub slot: BlockNumber,
     pub reason: String,
     pub attempts: u32,
 }
@@ -75,10 +75,10 @@ pub trait Catalog: Send + Sync {
     async fn commit(&self, job: &str, shard: u32, outcome: &BatchOutcome) -> Result<(), CatalogError>;
 
     /// Gaps not yet repaired within `start..=end`, ascending.
-    async fn open_gaps(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Gap>, CatalogError>;
+    async fn open_gaps(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<Gap>, CatalogError>;
 
     /// Slots recorded as skipped within `start..=end`, ascending.
-    async fn skipped(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Slot>, CatalogError>;
+    async fn skipped(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, CatalogError>;
 
     /// Every registered shard of `job` with its state, by shard number.
     async fn shards(&self, job: &str) -> Result<Vec<(ShardRange, ShardState)>, CatalogError>;
@@ -86,7 +86,7 @@ pub trait Catalog: Send + Sync {
     /// What `job` has done so far: its shards and its open gaps.
     async fn progress(&self, job: &str) -> Result<JobProgress, CatalogError> {
         let shards = self.shards(job).await?;
-        let open_gaps = self.open_gaps(job, 0, i64::MAX as Slot).await?.len() as u64;
+        let open_gaps = self.open_gaps(job, 0, i64::MAX as BlockNumber).await?.len() as u64;
         Ok(JobProgress { shards, open_gaps })
     }
 }

@@ -2,8 +2,8 @@
 //! `migrations/`, applied by refinery at start). The connection is re-opened
 //! after PostgreSQL goes away, so a worker resumes when it returns.
 
+use crate::pipeline::BlockNumber;
 use async_trait::async_trait;
-use solana_clock::Slot;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
@@ -21,7 +21,7 @@ pub struct PostgresCatalog {
     client: Mutex<Option<Client>>,
 }
 
-fn slot_to_sql(slot: Slot) -> i64 {
+fn slot_to_sql(slot: BlockNumber) -> i64 {
     i64::try_from(slot).expect("slots stay below 2^63")
 }
 
@@ -39,7 +39,7 @@ fn state_of(row: &tokio_postgres::Row, first: usize) -> ShardState {
     }
 }
 
-fn slots_to_sql(slots: &[Slot]) -> Vec<i64> {
+fn slots_to_sql(slots: &[BlockNumber]) -> Vec<i64> {
     slots.iter().copied().map(slot_to_sql).collect()
 }
 
@@ -206,7 +206,7 @@ impl Catalog for PostgresCatalog {
             .collect())
     }
 
-    async fn open_gaps(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Gap>, CatalogError> {
+    async fn open_gaps(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<Gap>, CatalogError> {
         let rows = self
             .with_client(async |c| {
                 c.query(
@@ -222,7 +222,7 @@ impl Catalog for PostgresCatalog {
             .collect())
     }
 
-    async fn skipped(&self, job: &str, start: Slot, end: Slot) -> Result<Vec<Slot>, CatalogError> {
+    async fn skipped(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, CatalogError> {
         let rows = self
             .with_client(async |c| {
                 c.query(

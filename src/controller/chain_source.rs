@@ -12,16 +12,16 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
+use super::children::{managed, prune};
 use super::context::{Context, Error};
+use super::node::node_workload;
 use super::probe::{bigtable_endpoint, probe_endpoints, probe_store};
 use super::status::{FIELD_MANAGER, condition, report};
-use super::children::{managed, prune};
-use super::node::node_workload;
 use super::workload::store_claim;
 use crate::chain::solana::rpc::Secret as Token;
 use crate::crd::chain_source::ChainSourceStatus;
-use crate::crd::{CacheTier, ChainSource, IngestJob};
 use crate::crd::common::CommonStatus;
+use crate::crd::{CacheTier, ChainSource, IngestJob};
 
 /// Every Secret key the source refers to, by purpose.
 fn secret_refs(source: &ChainSource) -> Vec<(&'static str, &crate::crd::common::SecretKeyRef)> {
@@ -101,7 +101,9 @@ pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Re
     let status = ChainSourceStatus {
         common: CommonStatus { observed_generation: generation, conditions },
         chain_head: probe.head,
-        last_probe_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
+        last_probe_time: Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        ),
         endpoints: probe.endpoints,
     };
     report(&ctx, source.as_ref(), status).await?;

@@ -139,9 +139,7 @@ fn is_set(value: &Value, path: &[&str]) -> bool {
 mod tests {
     use std::collections::BTreeSet;
 
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-        JSONSchemaProps, JSONSchemaPropsOrArray,
-    };
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{JSONSchemaProps, JSONSchemaPropsOrArray};
     use serde_json::json;
 
     use super::*;

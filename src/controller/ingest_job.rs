@@ -103,7 +103,8 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
             prune::<Job, _>(&ctx, job.as_ref(), &[]).await?;
             prune::<Deployment, _>(&ctx, job.as_ref(), &[]).await?;
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-            let running = api.get_opt(&node).await?.and_then(|d| d.status).and_then(|s| s.ready_replicas).unwrap_or(0) > 0;
+            let running =
+                api.get_opt(&node).await?.and_then(|d| d.status).and_then(|s| s.ready_replicas).unwrap_or(0) > 0;
             let phase = match (job.spec.suspend, running) {
                 (true, _) => IngestPhase::Suspended,
                 (false, true) => IngestPhase::Running,

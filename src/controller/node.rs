@@ -38,12 +38,7 @@ pub fn node_labels(source: &ChainSource) -> BTreeMap<String, String> {
 
 /// The node Deployment for the jobs and tiers of `source` that can run (the
 /// others report why on their own status); `None` when there are none.
-pub fn node_workload(
-    source: &ChainSource,
-    jobs: &[IngestJob],
-    tiers: &[CacheTier],
-    image: &str,
-) -> Option<Deployment> {
+pub fn node_workload(source: &ChainSource, jobs: &[IngestJob], tiers: &[CacheTier], image: &str) -> Option<Deployment> {
     source.spec.store.embedded.as_ref()?;
     let namespace = source.namespace().unwrap_or_default();
     let (_, mut volumes, mut mounts) = store_access(source);
@@ -71,10 +66,18 @@ pub fn node_workload(
             let volume = format!("api-keys-{name}");
             volumes.push(Volume {
                 name: volume.clone(),
-                secret: Some(SecretVolumeSource { secret_name: Some(keys.name.clone()), ..SecretVolumeSource::default() }),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(keys.name.clone()),
+                    ..SecretVolumeSource::default()
+                }),
                 ..Volume::default()
             });
-            mounts.push(VolumeMount { name: volume, mount_path: dir.clone(), read_only: Some(true), ..VolumeMount::default() });
+            mounts.push(VolumeMount {
+                name: volume,
+                mount_path: dir.clone(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
         }
         ports.push(ContainerPort { container_port: spec.port, ..ContainerPort::default() });
         works.push(NamedWork { name: format!("CacheTier/{namespace}/{name}"), work: Work::Serve(spec) });

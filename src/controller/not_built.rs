@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::controller::Action;
 use crate::crd::common::CommonStatus;
+use kube::runtime::controller::Action;
 
 use super::context::{Context, Error};
 use super::pipeline::Kind;

@@ -328,10 +328,10 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource) -> Result<WorkerSpec, 
                 requests_per_second: endpoint.rate_limit.as_ref().map(|l| l.requests_per_second),
                 burst: endpoint.rate_limit.as_ref().and_then(|l| l.burst),
                 max_concurrent: endpoint.max_concurrent,
-                auth: endpoint
-                    .auth
-                    .as_ref()
-                    .map(|a| AuthSpec { header: a.header.clone(), token: FromEnv::new(&rpc_token_env(&endpoint.name)) }),
+                auth: endpoint.auth.as_ref().map(|a| AuthSpec {
+                    header: a.header.clone(),
+                    token: FromEnv::new(&rpc_token_env(&endpoint.name)),
+                }),
             },
         },
         mode,
@@ -724,7 +724,8 @@ mod cache_tier_tests {
         assert_eq!(serve.api_keys_dir.as_deref(), Some("/var/run/secrets/chronicle/api-keys/mainnet-rpc"));
         assert_eq!(quantity_bytes("512Mi"), Some(512 << 20));
         assert_eq!(quantity_bytes("1.5Gi"), None);
-        let redis = container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_CACHE_URL_MAINNET_RPC").unwrap();
+        let redis =
+            container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_CACHE_URL_MAINNET_RPC").unwrap();
         assert!(redis.value.is_none(), "the Redis URL (with its password) stays in its Secret");
         assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8899);
     }

@@ -52,8 +52,8 @@ impl Manifests {
             let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             for (index, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
                 let place = format!("{}#{}", file.display(), index + 1);
-                let mut value: Value = serde::Deserialize::deserialize(document)
-                    .map_err(|e| anyhow::anyhow!("{place}: not YAML: {e}"))?;
+                let mut value: Value =
+                    serde::Deserialize::deserialize(document).map_err(|e| anyhow::anyhow!("{place}: not YAML: {e}"))?;
                 if value.is_null() {
                     continue;
                 }

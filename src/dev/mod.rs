@@ -43,9 +43,9 @@ pub struct DevOptions {
 
 /// `$XDG_DATA_HOME/chronicle/dev`, else `~/.local/share/chronicle/dev`.
 pub fn default_state_dir() -> PathBuf {
-    let data = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
-    });
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")));
     data.unwrap_or_else(std::env::temp_dir).join("chronicle/dev")
 }
 
@@ -115,13 +115,19 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         let (Some(Ok(WorkerSpec { work: Work::Serve(spec), .. })), Some(opened)) =
             (specs.get(&key), sources.get(&(namespace.clone(), tier.spec.source_ref.name.clone())))
         else {
-            host.say(&format!("{key}: not served: {}", specs.get(&key).and_then(|s| s.clone().err()).unwrap_or_default()));
+            host.say(&format!(
+                "{key}: not served: {}",
+                specs.get(&key).and_then(|s| s.clone().err()).unwrap_or_default()
+            ));
             continue;
         };
         let mut spec = spec.clone();
         let redis = manifests.secret(&namespace, &tier.spec.redis.url_secret_ref);
         if redis.is_none() {
-            host.say(&format!("{key}: no Redis Secret {} given: serving without a cache", tier.spec.redis.url_secret_ref.name));
+            host.say(&format!(
+                "{key}: no Redis Secret {} given: serving without a cache",
+                tier.spec.redis.url_secret_ref.name
+            ));
             spec.cache = None;
         }
         let listen = host.serve(&key, &spec, opened.store.clone(), [127, 0, 0, 1].into(), &move |_| redis.clone())?;
@@ -132,7 +138,11 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         host.say(&format!("  solana --url http://{listen} block SLOT"));
     }
     for Placed { object, .. } in &manifests.policies {
-        host.say(&format!("RetentionPolicy/{}: not run: {}", object.name_any(), crate::controller::not_built::RETENTION));
+        host.say(&format!(
+            "RetentionPolicy/{}: not run: {}",
+            object.name_any(),
+            crate::controller::not_built::RETENTION
+        ));
     }
     for Placed { object, .. } in &manifests.exports {
         host.say(&format!("TrainingExport/{}: not run: {}", object.name_any(), crate::controller::not_built::EXPORT));

@@ -25,8 +25,8 @@ use crate::store::{BlockStore, LedgerStore};
 /// Runs a node spec's works until shutdown: each distinct store and catalog
 /// opened once, Secret-backed values from the pod's environment.
 pub async fn run_node(node: &super::spec::NodeSpec, shutdown: CancellationToken) -> anyhow::Result<bool> {
-    use std::collections::BTreeMap;
     use super::spec::Work;
+    use std::collections::BTreeMap;
     let env = |name: &str| std::env::var(name).ok();
     let mut stores: BTreeMap<String, Arc<LedgerStore>> = BTreeMap::new();
     let mut catalogs: BTreeMap<String, Arc<dyn Catalog>> = BTreeMap::new();
@@ -98,7 +98,14 @@ pub struct Host {
 
 impl Host {
     pub fn new(shutdown: CancellationToken, say: fn(&str)) -> Self {
-        Self { backfills: JoinSet::new(), followers: JoinSet::new(), services: JoinSet::new(), shutdown, say, bars: None }
+        Self {
+            backfills: JoinSet::new(),
+            followers: JoinSet::new(),
+            services: JoinSet::new(),
+            shutdown,
+            say,
+            bars: None,
+        }
     }
 
     /// Shows a progress bar per backfill shard (a spinner per follower) when
@@ -128,7 +135,8 @@ impl Host {
             IngestModeSpec::Follow { .. } => {
                 let spinner = bars.add(ProgressBar::new_spinner());
                 spinner.set_prefix(label.to_string());
-                spinner.set_style(ProgressStyle::with_template("{prefix:40} {spinner} {msg}").expect("a valid template"));
+                spinner
+                    .set_style(ProgressStyle::with_template("{prefix:40} {spinner} {msg}").expect("a valid template"));
                 spinner.enable_steady_tick(std::time::Duration::from_millis(200));
                 Progress::new(move |checkpoint| spinner.set_message(format!("following, checkpoint {checkpoint}")))
             }

@@ -161,4 +161,3 @@ pub fn read_api_keys(file: Option<&std::path::Path>, dir: Option<&std::path::Pat
     }
     Ok(api_keys)
 }
-

@@ -230,8 +230,9 @@ impl WorkerSpec {
     /// The spec from `--spec FILE`, else from `CHRONICLE_WORKER_SPEC`.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, SpecError> {
         let text = match file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| SpecError::Malformed(format!("{}: {e}", path.display())))?,
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| SpecError::Malformed(format!("{}: {e}", path.display())))?
+            }
             None => std::env::var(SPEC_ENV).map_err(|_| SpecError::NoSpec)?,
         };
         Self::from_json(&text)
@@ -250,7 +251,11 @@ mod tests {
     fn ingest() -> WorkerSpec {
         WorkerSpec::new(Work::Ingest(IngestSpec {
             job: "ns/job#0-9x1".into(),
-            chain: ChainSpec { family: ChainFamily::Solana, network: "mainnet-beta".into(), commitment: Commitment::Confirmed },
+            chain: ChainSpec {
+                family: ChainFamily::Solana,
+                network: "mainnet-beta".into(),
+                commitment: Commitment::Confirmed,
+            },
             source: SourceSpec::Rpc {
                 endpoint: RpcEndpointSpec {
                     name: "primary".into(),
@@ -285,6 +290,9 @@ mod tests {
     #[test]
     fn a_missing_secret_variable_is_named_not_shown() {
         let err = FromEnv::new("CHRONICLE_TEST_UNSET_VARIABLE").resolve().unwrap_err();
-        assert_eq!(err.to_string(), "the pod has no CHRONICLE_TEST_UNSET_VARIABLE variable (it is set from a Secret the spec names)");
+        assert_eq!(
+            err.to_string(),
+            "the pod has no CHRONICLE_TEST_UNSET_VARIABLE variable (it is set from a Secret the spec names)"
+        );
     }
 }

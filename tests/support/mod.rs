@@ -440,19 +440,14 @@ pub fn early_blocks() -> Vec<(u64, solana_transaction_status::ConfirmedBlock)> {
         *tx = TransactionWithStatusMeta::MissingMetadata(legacy);
     }
     let empty = ConfirmedBlock { transactions: Vec::new(), ..early.clone() };
-    let orphaned = ConfirmedBlock {
-        previous_blockhash: "11111111111111111111111111111111".into(),
-        ..real_blocks().remove(0).1
-    };
+    let orphaned =
+        ConfirmedBlock { previous_blockhash: "11111111111111111111111111111111".into(), ..real_blocks().remove(0).1 };
     vec![(10_000, early), (10_001, mixed), (10_002, empty), (10_003, orphaned)]
 }
 
 /// The real blocks replayed at `count` consecutive slots from `first` (block
 /// bodies unchanged), for tests and benchmarks that need more slots than were recorded.
-pub fn replayed(
-    first: u64,
-    count: u64,
-) -> std::collections::BTreeMap<u64, solana_transaction_status::ConfirmedBlock> {
+pub fn replayed(first: u64, count: u64) -> std::collections::BTreeMap<u64, solana_transaction_status::ConfirmedBlock> {
     let real: Vec<_> = real_blocks().into_iter().map(|(_, b)| b).collect();
     (0..count).map(|i| (first + i, real[i as usize % real.len()].clone())).collect()
 }

@@ -19,9 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
-use solana_transaction_status::{
-    BlockEncodingOptions, ConfirmedBlock, TransactionDetails, UiTransactionEncoding,
-};
+use solana_transaction_status::{BlockEncodingOptions, ConfirmedBlock, TransactionDetails, UiTransactionEncoding};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 

@@ -17,12 +17,12 @@ use solana_pubkey::Pubkey;
 use solana_transaction::versioned::VersionedTransaction;
 use solana_transaction_context::transaction::TransactionReturnData;
 use solana_transaction_status::option_serializer::OptionSerializer;
+use solana_transaction_status::{ConfirmedBlock, TransactionWithStatusMeta};
 use solana_transaction_status::{
     EncodedTransaction, InnerInstruction, InnerInstructions, TransactionStatusMeta, TransactionTokenBalance,
     UiConfirmedBlock, UiInstruction, UiLoadedAddresses, UiMessage, UiRawMessage, UiTransactionReturnData,
     UiTransactionStatusMeta, UiTransactionTokenBalance, VersionedTransactionWithStatusMeta,
 };
-use solana_transaction_status::{ConfirmedBlock, TransactionWithStatusMeta};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -67,9 +67,11 @@ pub fn block_from_ui(slot: Slot, block: UiConfirmedBlock) -> Result<ConfirmedBlo
                 }
                 // Agave keeps no versioned transaction without metadata (none
                 // existed before metadata was recorded), so neither do we.
-                None => transaction.into_legacy_transaction().map(TransactionWithStatusMeta::MissingMetadata).ok_or_else(
-                    || fail("a versioned (v0) transaction without status metadata cannot be stored".into()),
-                ),
+                None => {
+                    transaction.into_legacy_transaction().map(TransactionWithStatusMeta::MissingMetadata).ok_or_else(
+                        || fail("a versioned (v0) transaction without status metadata cannot be stored".into()),
+                    )
+                }
             }
         })
         .collect::<Result<_, _>>()?;

@@ -88,7 +88,12 @@ impl LedgerStore {
     /// Encodes a block into its cells exactly as agave's uploader does. A
     /// transaction without status metadata is indexed as agave's uploader did
     /// before metadata existed: no error, its memo from the message.
-    pub fn block_cells(&self, slot: Slot, block: &ConfirmedBlock, entries: &[EntrySummary]) -> Result<BlockCells, StoreError> {
+    pub fn block_cells(
+        &self,
+        slot: Slot,
+        block: &ConfirmedBlock,
+        entries: &[EntrySummary],
+    ) -> Result<BlockCells, StoreError> {
         check_writable(slot, block)?;
         let mut tx_cells = Vec::with_capacity(block.transactions.len());
         let mut by_address: BTreeMap<Pubkey, Vec<TransactionByAddrInfo>> = BTreeMap::new();
@@ -430,8 +435,8 @@ fn cell_payload<'q>(row: &Row, table: Table, qualifiers: &[&'q str]) -> Result<(
 
 /// A `tx-by-addr` row's entries, newest first (highest transaction index first).
 fn row_entries(row: &Row) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
-    let slot =
-        parse_address_key(&row.key).ok_or_else(|| corrupt(tables::TX_BY_ADDR, &row.key, "row key has no slot suffix"))?;
+    let slot = parse_address_key(&row.key)
+        .ok_or_else(|| corrupt(tables::TX_BY_ADDR, &row.key, "row key has no slot suffix"))?;
     Ok(decode_address_row(row)?
         .into_iter()
         .rev()
@@ -558,7 +563,9 @@ fn check_writable(slot: Slot, block: &ConfirmedBlock) -> Result<(), StoreError> 
         let (signatures, sanitized) = match tx {
             TransactionWithStatusMeta::Complete(t) => (&t.transaction.signatures, t.transaction.sanitize()),
             // Rare (early epochs): the clone buys the versioned form's sanitize.
-            TransactionWithStatusMeta::MissingMetadata(t) => (&t.signatures, VersionedTransaction::from(t.clone()).sanitize()),
+            TransactionWithStatusMeta::MissingMetadata(t) => {
+                (&t.signatures, VersionedTransaction::from(t.clone()).sanitize())
+            }
         };
         if signatures.is_empty() {
             return Err(invalid(format!("transaction {index} has no signature")));

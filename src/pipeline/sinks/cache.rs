@@ -46,7 +46,8 @@ impl BlockSink<ConfirmedBlock> for CacheInvalidation {
     }
 
     async fn flush(&self) -> Result<(), String> {
-        let addresses: Vec<Pubkey> = std::mem::take(&mut *self.touched.lock().expect("touched addresses")).into_iter().collect();
+        let addresses: Vec<Pubkey> =
+            std::mem::take(&mut *self.touched.lock().expect("touched addresses")).into_iter().collect();
         if !std::mem::take(&mut *self.written.lock().expect("written flag")) {
             return Ok(());
         }
