@@ -27,9 +27,10 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
     let previous = tier.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let sources: Api<ChainSource> = Api::namespaced(ctx.client.clone(), &namespace);
-    let built = match sources.get_opt(&tier.spec.source_ref.name).await? {
+    let source = sources.get_opt(&tier.spec.source_ref.name).await?;
+    let built = match &source {
         None => Err(("SourceNotFound", format!("ChainSource {} does not exist", tier.spec.source_ref.name))),
-        Some(source) => cache_tier_workload(&tier, &source, &ctx.image).map_err(|e| (e.reason(), e.to_string())),
+        Some(source) => cache_tier_workload(&tier, source, &ctx.image).map_err(|e| (e.reason(), e.to_string())),
     };
     let (ready_replicas, endpoint, hit_ratio, conditions) = match built {
         Err((reason, message)) => (
@@ -52,6 +53,9 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
                     (Some(applied), tier.spec.server.replicas, "serve replicas".to_string())
                 }
                 None => {
+                    if let Some(source) = &source {
+                        super::node::apply(&ctx, source).await?;
+                    }
                     prune::<Deployment, _>(&ctx, tier.as_ref(), &[]).await?;
                     let source = tier.spec.source_ref.name.clone();
                     let node = deployments.get_opt(&super::node::node_name_of(&source)).await?;

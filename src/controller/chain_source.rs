@@ -8,20 +8,19 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::children::{managed, prune};
+use super::children::managed;
 use super::context::{Context, Error};
-use super::node::node_workload;
 use super::probe::{bigtable_endpoint, probe_endpoints, probe_store};
 use super::status::{FIELD_MANAGER, condition, report};
 use super::workload::store_claim;
 use crate::chain::solana::rpc::Secret as Token;
+use crate::crd::ChainSource;
 use crate::crd::chain_source::ChainSourceStatus;
 use crate::crd::common::CommonStatus;
-use crate::crd::{CacheTier, ChainSource, IngestJob};
 
 /// Every Secret key the source refers to, by purpose.
 fn secret_refs(source: &ChainSource) -> Vec<(&'static str, &crate::crd::common::SecretKeyRef)> {
@@ -123,51 +122,19 @@ async fn store(ctx: &Context, source: &ChainSource) -> Result<Result<String, Str
         Api::namespaced(ctx.client.clone(), &source.namespace().unwrap_or_default());
     let applied = claims.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&claim)).await?;
     let phase = applied.status.and_then(|s| s.phase).unwrap_or_else(|| "Pending".into());
-    let node = match node(ctx, source).await? {
+    let node = match super::node::apply(ctx, source).await? {
         Some(node) => format!("; its jobs and tiers run in node Deployment {node}"),
         None => String::new(),
     };
     Ok(Ok(format!("store claim {name} {phase}{node}")))
 }
 
-/// The node Deployment that runs every IngestJob and CacheTier of an
-/// embedded source in the one process its store admits (`node.rs`), applied,
-/// or pruned when none is left.
-async fn node(ctx: &Context, source: &ChainSource) -> Result<Option<String>, Error> {
-    let namespace = source.namespace().unwrap_or_default();
-    let jobs = Api::<IngestJob>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
-    let tiers = Api::<CacheTier>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
-    let Some(node) = node_workload(source, &jobs.items, &tiers.items, &ctx.image) else {
-        prune::<Deployment, _>(ctx, source, &[]).await?;
-        return Ok(None);
-    };
-    let name = node.metadata.name.clone().unwrap_or_default();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<Deployment>::namespaced(ctx.client.clone(), &namespace).patch(&name, &params, &Patch::Apply(&node)).await?;
-    prune::<Deployment, _>(ctx, source, &[&name]).await?;
-    Ok(Some(name))
-}
-
 /// Runs the ChainSource controller until `shutdown` resolves. It owns an
-/// embedded source's node Deployment and is woken by a new generation of an
-/// IngestJob or CacheTier that names the source (not by their status writes).
+/// embedded source's node Deployment (the IngestJob and CacheTier
+/// reconcilers apply it too when one of them changes).
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    use kube::runtime::reflector::ObjectRef;
-    use kube::runtime::{WatchStreamExt, predicates, watcher};
-    /// New generations of the kind that names sources.
-    fn referrers<K: super::pipeline::Kind>(
-        client: &kube::Client,
-    ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .predicate_filter(predicates::generation, Default::default())
-    }
-    let of_job = |job: IngestJob| Some(ObjectRef::new(&job.spec.source_ref.name).within(&job.namespace()?));
-    let of_tier = |tier: CacheTier| Some(ObjectRef::new(&tier.spec.source_ref.name).within(&tier.namespace()?));
+    use kube::runtime::watcher;
     let controller = super::pipeline::controller::<ChainSource>(&ctx.client)
-        .owns(Api::<Deployment>::all(ctx.client.clone()), watcher::Config::default().labels(&managed()))
-        .watches_stream(referrers::<IngestJob>(&ctx.client), of_job)
-        .watches_stream(referrers::<CacheTier>(&ctx.client), of_tier);
+        .owns(Api::<Deployment>::all(ctx.client.clone()), watcher::Config::default().labels(&managed()));
     super::pipeline::run(ctx, controller, shutdown, reconcile).await;
 }

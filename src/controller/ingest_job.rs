@@ -100,6 +100,9 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
         }
         Ok(IngestWorkload::OnNode(node)) => {
             // An embedded store admits one process: the job runs in its source's node pod.
+            if let Some(source) = &source {
+                super::node::apply(&ctx, source).await?;
+            }
             prune::<Job, _>(&ctx, job.as_ref(), &[]).await?;
             prune::<Deployment, _>(&ctx, job.as_ref(), &[]).await?;
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -13,8 +13,13 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
+use super::children::prune;
+use super::context::{Context, Error};
+use super::status::FIELD_MANAGER;
 use super::workload::{
     CATALOG_ENV, env, ingest_spec, labels, resources, restricted_container, restricted_pod, secret_env, serve_spec,
     spec_env, store_access,
@@ -128,6 +133,25 @@ pub fn node_workload(source: &ChainSource, jobs: &[IngestJob], tiers: &[CacheTie
         }),
         status: None,
     })
+}
+
+/// Applies the node Deployment of an embedded `source` from the IngestJobs
+/// and CacheTiers that name it now, or prunes it when none is left. Called by
+/// the ChainSource reconciler and by theirs, so a new job or tier reaches the
+/// node at once (a deleted one leaves it at the source's next reconcile).
+pub async fn apply(ctx: &Context, source: &ChainSource) -> Result<Option<String>, Error> {
+    let namespace = source.namespace().unwrap_or_default();
+    let jobs = Api::<IngestJob>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
+    let tiers = Api::<CacheTier>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
+    let Some(node) = node_workload(source, &jobs.items, &tiers.items, &ctx.image) else {
+        prune::<Deployment, _>(ctx, source, &[]).await?;
+        return Ok(None);
+    };
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<Deployment>::namespaced(ctx.client.clone(), &namespace).patch(&name, &params, &Patch::Apply(&node)).await?;
+    prune::<Deployment, _>(ctx, source, &[&name]).await?;
+    Ok(Some(name))
 }
 
 #[cfg(test)]
