@@ -15,11 +15,6 @@ use super::ingest::{Progress, Summary, run_pipeline, shard_range};
 use super::run::{ingest_config_in, serve_config_in};
 use super::spec::{IngestModeSpec, IngestSpec, ServeSpec};
 use crate::catalog::Catalog;
-use crate::chain::solana::rpc::RpcSource;
-use crate::pipeline::sinks::cache::CacheInvalidation;
-use crate::pipeline::sinks::canonical::CanonicalSink;
-use crate::pipeline::{BlockSink, BlockSource};
-use crate::serve::cache::Invalidator;
 use crate::store::{BlockStore, LedgerStore};
 
 /// Runs a node spec's works until shutdown: each distinct store and catalog
@@ -166,12 +161,8 @@ impl Host {
         };
         for shard in 0..shards {
             let config = ingest_config_in(spec, shard, lookup).with_context(|| name.to_string())?;
-            let source: Arc<dyn BlockSource<_>> = Arc::new(RpcSource::new(config.source.clone()));
-            let mut sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(opened.store.clone()))];
-            if let Some(url) = &config.cache {
-                let invalidator = Invalidator::new(url).with_context(|| format!("{name}: cache URL"))?;
-                sinks.push(Arc::new(CacheInvalidation::new(invalidator, opened.store.clone())));
-            }
+            let (source, sinks) =
+                crate::chain::solana::ingest_parts(&config, opened.store.clone()).with_context(|| name.to_string())?;
             let (catalog, stop) = (opened.catalog.clone(), self.shutdown.clone());
             let label = format!("{name} shard {shard}");
             let progress = self.progress(&label, &spec.mode, shard);

@@ -24,11 +24,8 @@ use solana_clock::Slot;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, BatchOutcome, Catalog, ShardRange};
-use crate::chain::solana::rpc::{RpcSource, RpcSourceConfig};
-use crate::pipeline::sinks::cache::CacheInvalidation;
-use crate::pipeline::sinks::canonical::CanonicalSink;
+use crate::chain::solana::rpc::RpcSourceConfig;
 use crate::pipeline::{BlockSink, BlockSource, Missing, SinkPolicy};
-use crate::serve::cache::Invalidator;
 use crate::store;
 
 /// How long a batch waits for the node to list its slots before the run fails.
@@ -122,11 +119,7 @@ enum SlotResult {
 /// then (with `cache`) cache invalidation, as sinks.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<Summary> {
     let store = store::open_with(&config.store, &config.store_access).await.context("opening the block store")?;
-    let source: Arc<dyn BlockSource<_>> = Arc::new(RpcSource::new(config.source.clone()));
-    let mut sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(store.clone()))];
-    if let Some(url) = &config.cache {
-        sinks.push(Arc::new(CacheInvalidation::new(Invalidator::new(url).context("cache URL")?, store)));
-    }
+    let (source, sinks) = crate::chain::solana::ingest_parts(&config, store)?;
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
     run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
 }
