@@ -19,10 +19,20 @@ use std::time::{Duration, Instant};
 /// How long a component may take to answer after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, and never handed out
+/// before in this process: tests start servers in parallel, and two of them
+/// on one port would answer for each other until one stops.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    listener.local_addr().expect("local address").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        let mut given = GIVEN.lock().expect("ports given");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A process the harness started; stopped (SIGTERM, then SIGKILL) on drop.
@@ -52,11 +62,12 @@ impl Process {
     fn wait_until(&mut self, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if ready() {
-                return;
-            }
+            // Exited first: another process may be answering on its port.
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited with {status} before it was ready:\n{}", self.name, self.log_tail());
+            }
+            if ready() {
+                return;
             }
             if Instant::now() > deadline {
                 panic!("{} did not become ready in {START_TIMEOUT:?}:\n{}", self.name, self.log_tail());
