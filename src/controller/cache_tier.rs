@@ -44,6 +44,11 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
         ),
         Ok((deployment, service)) => {
             let child = service.metadata.name.clone().unwrap_or_default();
+            // The Service first: whoever sees the pods can reach them.
+            Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+                .patch(&child, &params, &Patch::Apply(&service))
+                .await?;
+            prune::<Service, _>(&ctx, tier.as_ref(), &[&child]).await?;
             let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace);
             // Its own replicas, or (embedded store) its source's node pod.
             let (applied, wanted, served_by) = match &deployment {
@@ -62,10 +67,6 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
                     (node, 1, format!("node pod of ChainSource {source} (its embedded store admits one process)"))
                 }
             };
-            Api::<Service>::namespaced(ctx.client.clone(), &namespace)
-                .patch(&child, &params, &Patch::Apply(&service))
-                .await?;
-            prune::<Service, _>(&ctx, tier.as_ref(), &[&child]).await?;
             let ready = applied.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
             let message = format!("{ready}/{wanted} {served_by} ready");
             let endpoint = format!("http://{child}.{namespace}.svc:{}", tier.spec.server.port);
