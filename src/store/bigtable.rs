@@ -135,7 +135,15 @@ impl BigtableCells {
         let name = format!("{}/tables/{}", self.instance_path(), table.name());
         let mut admin = self.admin.clone();
         let get = GetTableRequest { name: name.clone(), view: admin::table::View::SchemaView as i32 };
-        let existing = match admin.get_table(self.admin_request(get).await.map_err(|e| self.error(table, e))?).await {
+        // Retried like data calls: the service may be briefly unreachable.
+        let get_table = || {
+            let (mut admin, get) = (self.admin.clone(), get.clone());
+            async move {
+                let request = self.admin_request(get).await.map_err(tonic::Status::unauthenticated)?;
+                admin.get_table(request).await
+            }
+        };
+        let existing = match get_table.retry(backoff()).when(is_transient).await {
             Ok(response) => Some(response.into_inner()),
             Err(status) if status.code() == tonic::Code::NotFound => None,
             Err(status) => return Err(self.error(table, format!("get table: {}", status.message()))),
