@@ -8,10 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume,
-    VolumeMount,
-};
+use k8s_openapi::api::core::v1::{ContainerPort, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -20,12 +17,9 @@ use kube::{Resource, ResourceExt};
 use super::children::prune;
 use super::context::{Context, Error};
 use super::status::FIELD_MANAGER;
-use super::workload::{
-    CATALOG_ENV, env, ingest_spec, labels, resources, restricted_container, restricted_pod, secret_env, serve_spec,
-    spec_env, store_access,
-};
+use super::workload::{CATALOG_ENV, PodSecrets, ingest_spec, labels, resources, serve_spec, worker_pod};
 use crate::crd::{CacheTier, ChainSource, IngestJob};
-use crate::worker::spec::{NamedWork, NodeSpec, SourceSpec, Work, WorkerSpec};
+use crate::worker::spec::{NamedWork, NodeSpec, Work, WorkerSpec};
 
 pub fn node_name(source: &ChainSource) -> String {
     node_name_of(&source.name_any())
@@ -46,54 +40,29 @@ pub fn node_labels(source: &ChainSource) -> BTreeMap<String, String> {
 pub fn node_workload(source: &ChainSource, jobs: &[IngestJob], tiers: &[CacheTier], image: &str) -> Option<Deployment> {
     source.spec.store.embedded.as_ref()?;
     let namespace = source.namespace().unwrap_or_default();
-    let (_, mut volumes, mut mounts) = store_access(source);
-    let mut envs: Vec<EnvVar> = vec![secret_env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref)];
+    let mut secrets = PodSecrets::default();
+    secrets.env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref);
     let (mut works, mut ports) = (Vec::new(), Vec::new());
     let mine = |name: &str, ns: Option<String>| name == source.name_any() && ns.as_deref() == Some(&namespace);
     for job in jobs.iter().filter(|j| mine(&j.spec.source_ref.name, j.namespace()) && !j.spec.suspend) {
         let Ok(WorkerSpec { work: Work::Ingest(spec), .. }) = ingest_spec(job, source) else { continue };
-        let SourceSpec::Rpc { endpoint } = &spec.source;
-        let declared = source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref());
-        if let (Some(auth), Some(secret)) = (&endpoint.auth, declared)
-            && !envs.iter().any(|e| e.name == auth.token.env)
-        {
-            envs.push(secret_env(&auth.token.env, &secret.secret_ref));
-        }
+        secrets.ingest(&spec, source);
         works.push(NamedWork { name: format!("IngestJob/{namespace}/{}", job.name_any()), work: Work::Ingest(spec) });
     }
-    for tier in tiers.iter().filter(|t| mine(&t.spec.source_ref.name, t.namespace())) {
+    let tiers = tiers.iter().filter(|t| mine(&t.spec.source_ref.name, t.namespace()));
+    for (index, tier) in tiers.enumerate() {
         let Ok(WorkerSpec { work: Work::Serve(spec), .. }) = serve_spec(tier, source) else { continue };
-        let name = tier.name_any();
-        if let Some(cache) = &spec.cache {
-            envs.push(secret_env(&cache.url.env, &tier.spec.redis.url_secret_ref));
-        }
-        if let (Some(keys), Some(dir)) = (&tier.spec.server.api_keys_secret_ref, &spec.api_keys_dir) {
-            let volume = format!("api-keys-{name}");
-            volumes.push(Volume {
-                name: volume.clone(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(keys.name.clone()),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            });
-            mounts.push(VolumeMount {
-                name: volume,
-                mount_path: dir.clone(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            });
-        }
+        // By index: a volume name is a DNS label (63 characters), a tier name may be longer.
+        secrets.serve(&spec, tier, &format!("api-keys-{index}"));
         ports.push(ContainerPort { container_port: spec.port, ..ContainerPort::default() });
-        works.push(NamedWork { name: format!("CacheTier/{namespace}/{name}"), work: Work::Serve(spec) });
+        works.push(NamedWork { name: format!("CacheTier/{namespace}/{}", tier.name_any()), work: Work::Serve(spec) });
     }
     if works.is_empty() {
         return None;
     }
-    envs.insert(0, spec_env(&WorkerSpec::new(Work::Node(NodeSpec { works }))));
-    envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
-    volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
-    mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
+    let spec = WorkerSpec::new(Work::Node(NodeSpec { works }));
+    let mut pod = worker_pod("node", image, &spec, source, secrets, resources(None), 120);
+    pod.containers[0].ports = Some(ports).filter(|p| !p.is_empty());
     let labels = node_labels(source);
     Some(Deployment {
         metadata: ObjectMeta {
@@ -110,24 +79,7 @@ pub fn node_workload(source: &ChainSource, jobs: &[IngestJob], tiers: &[CacheTie
             selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
-                spec: Some(PodSpec {
-                    security_context: Some(restricted_pod()),
-                    automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(120),
-                    containers: vec![Container {
-                        name: "node".into(),
-                        image: Some(image.into()),
-                        args: Some(vec!["worker".into(), "run".into()]),
-                        env: Some(envs),
-                        ports: Some(ports).filter(|p| !p.is_empty()),
-                        volume_mounts: Some(mounts),
-                        resources: Some(resources(None)),
-                        security_context: Some(restricted_container()),
-                        ..Container::default()
-                    }],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             ..DeploymentSpec::default()
         }),

@@ -125,7 +125,7 @@ pub fn resources(spec: Option<&ResourceRequirements>) -> ResourceRequirements {
     resources
 }
 
-pub(crate) fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
+fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -140,7 +140,7 @@ pub(crate) fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
     }
 }
 
-pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
 }
 
@@ -150,7 +150,7 @@ fn owner_reference(job: &IngestJob) -> Result<OwnerReference, BuildError> {
 
 /// The store a worker reaches for `source`, and the volumes that takes (the
 /// key file's Secret, or the embedded store's claim).
-pub(crate) fn store_access(source: &ChainSource) -> (StoreSpec, Vec<Volume>, Vec<VolumeMount>) {
+fn store_access(source: &ChainSource) -> (StoreSpec, Vec<Volume>, Vec<VolumeMount>) {
     let store = &source.spec.store;
     if let Some(bigtable) = &store.bigtable {
         let url = format!("bigtable://{}/{}?appProfile={}", bigtable.project, bigtable.instance, bigtable.app_profile);
@@ -210,8 +210,93 @@ pub fn chain_spec(source: &ChainSource) -> ChainSpec {
     }
 }
 
-pub(crate) fn spec_env(spec: &WorkerSpec) -> EnvVar {
+fn spec_env(spec: &WorkerSpec) -> EnvVar {
     env(SPEC_ENV, spec.to_json())
+}
+
+/// What a worker pod takes beside its store: Secret-backed variables and
+/// Secret volumes.
+#[derive(Default)]
+pub(crate) struct PodSecrets {
+    pub envs: Vec<EnvVar>,
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+}
+
+impl PodSecrets {
+    /// The variable `name` from a Secret key, once however many works need it.
+    pub fn env(&mut self, name: &str, secret: &SecretKeyRef) {
+        if !self.envs.iter().any(|e| e.name == name) {
+            self.envs.push(secret_env(name, secret));
+        }
+    }
+
+    /// The ingest work's endpoint token.
+    pub fn ingest(&mut self, spec: &IngestSpec, source: &ChainSource) {
+        let SourceSpec::Rpc { endpoint } = &spec.source;
+        let declared = source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref());
+        if let (Some(auth), Some(secret)) = (&endpoint.auth, declared) {
+            self.env(&auth.token.env, &secret.secret_ref);
+        }
+    }
+
+    /// The serve work's Redis URL, and its API-key Secret as volume `volume`.
+    pub fn serve(&mut self, spec: &ServeSpec, tier: &crate::crd::CacheTier, volume: &str) {
+        if let Some(cache) = &spec.cache {
+            self.env(&cache.url.env, &tier.spec.redis.url_secret_ref);
+        }
+        if let (Some(keys), Some(dir)) = (&tier.spec.server.api_keys_secret_ref, &spec.api_keys_dir) {
+            let secret =
+                Some(SecretVolumeSource { secret_name: Some(keys.name.clone()), ..SecretVolumeSource::default() });
+            self.volumes.push(Volume { name: volume.into(), secret, ..Volume::default() });
+            let mount = VolumeMount {
+                name: volume.into(),
+                mount_path: dir.clone(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            };
+            self.mounts.push(mount);
+        }
+    }
+}
+
+/// A pod that runs `chronicle worker run` with `spec` in one container
+/// `name`: restricted Pod Security, no service-account token, the source's
+/// store mounted, a writable `/tmp`, JSON logs, and `secrets`.
+pub(crate) fn worker_pod(
+    name: &str,
+    image: &str,
+    spec: &WorkerSpec,
+    source: &ChainSource,
+    secrets: PodSecrets,
+    resources: ResourceRequirements,
+    grace_seconds: i64,
+) -> PodSpec {
+    let (_, mut volumes, mut mounts) = store_access(source);
+    volumes.extend(secrets.volumes);
+    mounts.extend(secrets.mounts);
+    volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
+    mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
+    let mut envs = vec![spec_env(spec)];
+    envs.extend(secrets.envs);
+    envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
+    PodSpec {
+        security_context: Some(restricted_pod()),
+        automount_service_account_token: Some(false),
+        termination_grace_period_seconds: Some(grace_seconds),
+        containers: vec![Container {
+            name: name.into(),
+            image: Some(image.into()),
+            args: Some(vec!["worker".into(), "run".into()]),
+            env: Some(envs),
+            volume_mounts: Some(mounts),
+            resources: Some(resources),
+            security_context: Some(restricted_container()),
+            ..Container::default()
+        }],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
 }
 
 /// Env names the pods set from Secrets; the worker spec refers to them.
@@ -351,41 +436,18 @@ pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Re
         return Ok(IngestWorkload::OnNode(super::node::node_name(source)));
     }
     let name = job.name_any();
-    let (_, mut volumes, mut mounts) = store_access(source);
-    let mut envs = vec![spec_env(&worker), secret_env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref)];
-    envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
-    if let Work::Ingest(IngestSpec { source: SourceSpec::Rpc { endpoint }, .. }) = &worker.work
-        && endpoint.auth.is_some()
-        && let Some(auth) = source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref())
-    {
-        envs.push(secret_env(&rpc_token_env(&endpoint.name), &auth.secret_ref));
+    let mut secrets = PodSecrets::default();
+    secrets.env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref);
+    if let Work::Ingest(ingest) = &worker.work {
+        secrets.ingest(ingest, source);
     }
-    volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
-    mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
-    let args = vec!["worker".to_string(), "run".into()];
-
+    // The worker finishes its batch and commits on SIGTERM: 120 s to do so.
+    let mut pod = worker_pod("ingest", image, &worker, source, secrets, resources(spec.resources.as_ref()), 120);
+    pod.restart_policy = Some(if spec.mode == IngestMode::Backfill { "OnFailure" } else { "Always" }.into());
     let labels = labels("IngestJob", &name, "ingest");
     let pod = PodTemplateSpec {
         metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..ObjectMeta::default() }),
-        spec: Some(PodSpec {
-            security_context: Some(restricted_pod()),
-            automount_service_account_token: Some(false),
-            restart_policy: Some(if spec.mode == IngestMode::Backfill { "OnFailure" } else { "Always" }.into()),
-            // The worker finishes its batch and commits on SIGTERM.
-            termination_grace_period_seconds: Some(120),
-            containers: vec![Container {
-                name: "ingest".into(),
-                image: Some(image.into()),
-                args: Some(args),
-                env: Some(envs),
-                volume_mounts: Some(mounts),
-                resources: Some(resources(spec.resources.as_ref())),
-                security_context: Some(restricted_container()),
-                ..Container::default()
-            }],
-            volumes: Some(volumes),
-            ..PodSpec::default()
-        }),
+        spec: Some(pod),
     };
     let metadata = ObjectMeta {
         name: Some(format!("{name}-ingest")),
@@ -560,36 +622,8 @@ pub fn cache_tier_workload(
     let name = tier.name_any();
     let owner = tier.controller_owner_ref(&()).ok_or(CacheTierError::NoUid)?;
     let worker = serve_spec(tier, source)?;
-    let (_, mut volumes, mut mounts) = store_access(source);
-    let mut envs = vec![spec_env(&worker), secret_env(&cache_url_env(&name), &spec.redis.url_secret_ref)];
-    envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
     let port = spec.server.port;
-    let args = vec!["worker".to_string(), "run".into()];
-    if let Some(keys) = &spec.server.api_keys_secret_ref {
-        volumes.push(Volume {
-            name: "api-keys".into(),
-            secret: Some(SecretVolumeSource { secret_name: Some(keys.name.clone()), ..SecretVolumeSource::default() }),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name: "api-keys".into(),
-            mount_path: api_keys_dir(&name),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-    }
-    volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });
-    mounts.push(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() });
     let labels = labels("CacheTier", &name, "serve");
-    let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(port),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        ..Probe::default()
-    };
     let metadata = ObjectMeta {
         name: Some(format!("{name}-rpc")),
         namespace: tier.namespace(),
@@ -597,50 +631,14 @@ pub fn cache_tier_workload(
         owner_references: Some(vec![owner]),
         ..ObjectMeta::default()
     };
-    let deployment = Deployment {
-        metadata: metadata.clone(),
-        spec: Some(DeploymentSpec {
-            replicas: Some(spec.server.replicas),
-            selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..ObjectMeta::default() }),
-                spec: Some(PodSpec {
-                    security_context: Some(restricted_pod()),
-                    automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    containers: vec![Container {
-                        name: "serve".into(),
-                        image: Some(image.into()),
-                        args: Some(args),
-                        env: Some(envs),
-                        ports: Some(vec![ContainerPort {
-                            name: Some("rpc".into()),
-                            container_port: port,
-                            ..ContainerPort::default()
-                        }]),
-                        readiness_probe: Some(probe("/health")),
-                        liveness_probe: Some(probe("/health")),
-                        volume_mounts: Some(mounts),
-                        resources: Some(resources(spec.server.resources.as_ref())),
-                        security_context: Some(restricted_container()),
-                        ..Container::default()
-                    }],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        status: None,
-    };
     // An embedded source's tiers are served by its node pod (`node.rs`).
     let on_node = source.spec.store.embedded.is_some();
     let (selector, target) = match on_node {
         true => (super::node::node_labels(source), IntOrString::Int(port)),
-        false => (labels, IntOrString::String("rpc".into())),
+        false => (labels.clone(), IntOrString::String("rpc".into())),
     };
     let service = Service {
-        metadata,
+        metadata: metadata.clone(),
         spec: Some(ServiceSpec {
             selector: Some(selector),
             ports: Some(vec![ServicePort {
@@ -653,7 +651,42 @@ pub fn cache_tier_workload(
         }),
         status: None,
     };
-    Ok(((!on_node).then_some(deployment), service))
+    if on_node {
+        return Ok((None, service));
+    }
+    let mut secrets = PodSecrets::default();
+    if let Work::Serve(serve) = &worker.work {
+        secrets.serve(serve, tier, "api-keys");
+    }
+    let mut pod = worker_pod("serve", image, &worker, source, secrets, resources(spec.server.resources.as_ref()), 30);
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    let container = &mut pod.containers[0];
+    container.ports =
+        Some(vec![ContainerPort { name: Some("rpc".into()), container_port: port, ..ContainerPort::default() }]);
+    container.readiness_probe = Some(probe("/health"));
+    container.liveness_probe = Some(probe("/health"));
+    let deployment = Deployment {
+        metadata,
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.server.replicas),
+            selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    };
+    Ok((Some(deployment), service))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
