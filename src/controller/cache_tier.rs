@@ -16,7 +16,7 @@ use super::children::{managed, prune};
 use super::context::{Context, Error};
 use super::served::hit_ratio;
 use super::status::{FIELD_MANAGER, condition, report};
-use super::workload::cache_tier_workload;
+use super::workload::{cache_tier_workload, serve_spec};
 use crate::crd::cache_tier::CacheTierStatus;
 use crate::crd::common::CommonStatus;
 use crate::crd::{CacheTier, ChainSource};
@@ -58,13 +58,13 @@ pub(crate) async fn reconcile(tier: Arc<CacheTier>, ctx: Arc<Context>) -> Result
                     (Some(applied), tier.spec.server.replicas, "serve replicas".to_string())
                 }
                 None => {
-                    if let Some(source) = &source {
-                        super::node::apply(&ctx, source).await?;
-                    }
+                    let source = source.as_ref().expect("a tier served on a node has its source");
+                    let key = format!("CacheTier/{namespace}/{}", tier.name_any());
+                    let work = serve_spec(&tier, source).ok().map(|s| s.work);
+                    let node = super::node::running(&ctx, source, &key, work.as_ref()).await?;
                     prune::<Deployment, _>(&ctx, tier.as_ref(), &[]).await?;
-                    let source = tier.spec.source_ref.name.clone();
-                    let node = deployments.get_opt(&super::node::node_name_of(&source)).await?;
-                    (node, 1, format!("node pod of ChainSource {source} (its embedded store admits one process)"))
+                    let name = source.name_any();
+                    (node, 1, format!("node pod of ChainSource {name} (its embedded store admits one process)"))
                 }
             };
             let ready = applied.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::children::{delete, managed, prune};
 use super::context::{Context, Error};
 use super::status::{FIELD_MANAGER, condition, publish, report};
-use super::workload::{IngestWorkload, ingest_workload};
+use super::workload::{IngestWorkload, ingest_spec, ingest_workload};
 use crate::crd::ChainSource;
 use crate::crd::ingest_job::{IngestJob, IngestPhase};
 
@@ -100,14 +100,16 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
         }
         Ok(IngestWorkload::OnNode(node)) => {
             // An embedded store admits one process: the job runs in its source's node pod.
-            if let Some(source) = &source {
-                super::node::apply(&ctx, source).await?;
-            }
+            let source = source.as_ref().expect("a node workload has its source");
+            let key = format!("IngestJob/{namespace}/{}", job.name_any());
+            let work = match job.spec.suspend {
+                true => None,
+                false => ingest_spec(&job, source).ok().map(|s| s.work),
+            };
+            let running = super::node::running(&ctx, source, &key, work.as_ref()).await?;
             prune::<Job, _>(&ctx, job.as_ref(), &[]).await?;
             prune::<Deployment, _>(&ctx, job.as_ref(), &[]).await?;
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-            let running =
-                api.get_opt(&node).await?.and_then(|d| d.status).and_then(|s| s.ready_replicas).unwrap_or(0) > 0;
+            let running = running.and_then(|d| d.status).and_then(|s| s.ready_replicas).unwrap_or(0) > 0;
             let phase = match (job.spec.suspend, running) {
                 (true, _) => IngestPhase::Suspended,
                 (false, true) => IngestPhase::Running,

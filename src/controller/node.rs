@@ -22,12 +22,7 @@ use crate::crd::{CacheTier, ChainSource, IngestJob};
 use crate::worker::spec::{NamedWork, NodeSpec, Work, WorkerSpec};
 
 pub fn node_name(source: &ChainSource) -> String {
-    node_name_of(&source.name_any())
-}
-
-/// The node Deployment of the ChainSource named `source`.
-pub fn node_name_of(source: &str) -> String {
-    format!("{source}-node")
+    format!("{}-node", source.name_any())
 }
 
 /// The labels of the node's pods (a CacheTier's Service selects them).
@@ -104,6 +99,33 @@ pub async fn apply(ctx: &Context, source: &ChainSource) -> Result<Option<String>
     Api::<Deployment>::namespaced(ctx.client.clone(), &namespace).patch(&name, &params, &Patch::Apply(&node)).await?;
     prune::<Deployment, _>(ctx, source, &[&name]).await?;
     Ok(Some(name))
+}
+
+/// The node Deployment of `source`, once it runs `work` under `name` (`None`:
+/// runs nothing under it, e.g. a suspended job). Reapplied only when it does
+/// not, so the job and tier reconcilers, which run every minute, read one
+/// object instead of listing every job and tier of the namespace each time.
+pub async fn running(
+    ctx: &Context,
+    source: &ChainSource,
+    name: &str,
+    work: Option<&Work>,
+) -> Result<Option<Deployment>, Error> {
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), &source.namespace().unwrap_or_default());
+    let node = api.get_opt(&node_name(source)).await?;
+    if node.as_ref().and_then(|n| work_in(n, name)).as_ref() == work {
+        return Ok(node);
+    }
+    apply(ctx, source).await?;
+    Ok(api.get_opt(&node_name(source)).await?)
+}
+
+/// The work a node Deployment runs under `name`, from its worker spec.
+fn work_in(node: &Deployment, name: &str) -> Option<Work> {
+    let container = node.spec.as_ref()?.template.spec.as_ref()?.containers.first()?;
+    let value = container.env.iter().flatten().find(|e| e.name == crate::worker::spec::SPEC_ENV)?.value.as_deref()?;
+    let Work::Node(node) = WorkerSpec::from_json(value).ok()?.work else { return None };
+    node.works.into_iter().find(|w| w.name == name).map(|w| w.work)
 }
 
 #[cfg(test)]
