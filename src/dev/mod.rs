@@ -227,19 +227,16 @@ async fn start_demo_node(source: &ChainSource, dir: &Path, state: &Path, host: &
         .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "gz"))
         .collect();
     files.sort();
-    for file in &files {
-        let (slot, block) = crate::chain::solana::response::read_block_file(file, None)?;
-        store.write_block(slot, &block, &[]).await?;
-    }
-    store.sync().await?;
+    let refused = crate::worker::import::import_files(&store, None, &files).await?;
+    anyhow::ensure!(refused == 0, "ChainSource {name}: {refused} demo block files in {} do not load", dir.display());
     let namespace = source.namespace().unwrap_or_default();
     let stop = host.shutdown();
-    println!(
+    host.say(&format!(
         "ChainSource {namespace}/{name}: demo node on {} serving {} recorded mainnet blocks from {}",
         endpoint.url,
         files.len(),
         dir.display()
-    );
+    ));
     let config = crate::serve::ServeConfig { listen: address, ..crate::serve::ServeConfig::default() };
     let store: Arc<dyn BlockStore> = store;
     host.service(async move { crate::serve::run(store, config, stop).await.context("the demo node") });

@@ -9,7 +9,7 @@ use anyhow::Context;
 use solana_transaction_status::{BlockEncodingOptions, TransactionDetails, UiTransactionEncoding};
 
 use crate::chain::solana::response::read_block_file;
-use crate::store::{self, BlockStore};
+use crate::store::{self, BlockStore, LedgerStore};
 
 pub async fn run(store_url: &str, slot: Option<u64>, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
@@ -17,6 +17,18 @@ pub async fn run(store_url: &str, slot: Option<u64>, files: &[PathBuf]) -> anyho
         "--slot names the slot of one file; with several files, name each file after its slot"
     );
     let store = store::open(store_url).await?;
+    let failed = import_files(&store, slot, files).await?;
+    if failed > 0 {
+        tracing::error!(failed, total = files.len(), "some files were not imported");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads recorded `getBlock` files into `store` and makes them durable; a
+/// bad file is logged and skipped (the others still load). Returns how many
+/// were refused.
+pub async fn import_files(store: &LedgerStore, slot: Option<u64>, files: &[PathBuf]) -> anyhow::Result<usize> {
     let mut failed = 0usize;
     for file in files {
         // One bad file is reported and skipped; the others still load.
@@ -37,11 +49,7 @@ pub async fn run(store_url: &str, slot: Option<u64>, files: &[PathBuf]) -> anyho
         }
     }
     store.sync().await?;
-    if failed > 0 {
-        tracing::error!(failed, total = files.len(), "some files were not imported");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(failed)
 }
 
 pub async fn get_block(
