@@ -20,6 +20,17 @@ pub mod served;
 pub mod status;
 pub mod workload;
 
+/// The first document of `examples/FILE`, with the uid the API server would
+/// give it, after `edit` — for the controller's tests.
+#[cfg(test)]
+pub(crate) fn example<T: serde::de::DeserializeOwned>(file: &str, edit: impl FnOnce(&mut serde_json::Value)) -> T {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(file);
+    let mut value: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    value["metadata"]["uid"] = serde_json::json!("0b9c6a14-5b0e-4c1e-9b7a-2a3d4c5e6f70");
+    edit(&mut value);
+    serde_json::from_value(value).unwrap()
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

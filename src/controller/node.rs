@@ -131,27 +131,20 @@ fn work_in(node: &Deployment, name: &str) -> Option<Work> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn load<T: serde::de::DeserializeOwned>(file: &str, edit: impl FnOnce(&mut serde_yaml::Value)) -> T {
-        let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        let mut value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-        value["metadata"]["uid"] = serde_yaml::Value::from("0b9c6a14-5b0e-4c1e-9b7a-2a3d4c5e6f70");
-        edit(&mut value);
-        serde_yaml::from_value(value).unwrap()
-    }
+    use crate::controller::example;
 
     #[test]
     fn an_embedded_sources_jobs_and_tiers_share_one_node_pod() {
-        let source: ChainSource = load("chainsource-solana-embedded.yaml", |_| {});
-        let on_devnet = |v: &mut serde_yaml::Value| {
+        let source: ChainSource = example("chainsource-solana-embedded.yaml", |_| {});
+        let on_devnet = |v: &mut serde_json::Value| {
             v["metadata"]["namespace"] = "chronicle".into();
             v["spec"]["sourceRef"]["name"] = "solana-devnet".into();
         };
-        let job: IngestJob = load("ingestjob-follow.yaml", |v| {
+        let job: IngestJob = example("ingestjob-follow.yaml", |v| {
             on_devnet(v);
-            v["spec"]["source"]["rpc"]["endpoints"] = serde_yaml::Value::Sequence(vec![]);
+            v["spec"]["source"]["rpc"]["endpoints"] = serde_json::json!([]);
         });
-        let tier: CacheTier = load("cachetier.yaml", on_devnet);
+        let tier: CacheTier = example("cachetier.yaml", on_devnet);
         let node = node_workload(&source, &[job.clone()], &[tier.clone()], "chronicle:test").unwrap();
         assert_eq!(node.metadata.name.as_deref(), Some("solana-devnet-node"));
         let spec = node.spec.unwrap();

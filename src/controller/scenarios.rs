@@ -13,6 +13,7 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 
 use super::context::{Context, Error};
+use super::example;
 use crate::crd::{ChainSource, IngestJob};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -61,14 +62,9 @@ fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
 }
 
-fn example<T: serde::de::DeserializeOwned>(file: &str) -> T {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(file);
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// The backfill example as the API server stores it.
 fn backfill(generation: i64) -> IngestJob {
-    let mut job: IngestJob = example("ingestjob-backfill.yaml");
+    let mut job: IngestJob = example("ingestjob-backfill.yaml", |_| {});
     job.meta_mut().uid = Some("uid-ij".into());
     job.meta_mut().generation = Some(generation);
     job
@@ -103,7 +99,7 @@ const CATALOG_SECRET: &str = "/api/v1/namespaces/chronicle/secrets/chronicle-cat
 const STATUS: &str = "/apis/chronicle.dev/v1alpha1/namespaces/chronicle/ingestjobs/mainnet-epoch-700/status";
 
 fn source() -> Value {
-    serde_json::to_value(example::<ChainSource>("chainsource-solana-mainnet.yaml")).unwrap()
+    serde_json::to_value(example::<ChainSource>("chainsource-solana-mainnet.yaml", |_| {})).unwrap()
 }
 
 #[tokio::test]

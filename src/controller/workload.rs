@@ -489,16 +489,9 @@ pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Re
 mod tests {
     use super::*;
 
-    fn load<T: serde::de::DeserializeOwned>(file: &str, index: usize) -> T {
-        let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        let doc = serde_yaml::Deserializer::from_str(&text).nth(index).unwrap();
-        let mut value = serde_yaml::Value::deserialize(doc).unwrap();
-        // As the API server would: a uid for owner references.
-        value["metadata"]["uid"] = serde_yaml::Value::from("0b9c6a14-5b0e-4c1e-9b7a-2a3d4c5e6f70");
-        serde_yaml::from_value(value).unwrap()
+    fn load<T: serde::de::DeserializeOwned>(file: &str) -> T {
+        crate::controller::example(file, |_| {})
     }
-
-    use serde::Deserialize;
 
     /// The worker spec a container carries, as the worker reads it.
     pub(crate) fn worker_spec(container: &Container) -> WorkerSpec {
@@ -508,8 +501,8 @@ mod tests {
 
     #[test]
     fn a_backfill_is_an_indexed_job_of_restricted_pods() {
-        let job: IngestJob = load("ingestjob-backfill.yaml", 0);
-        let source: ChainSource = load("chainsource-solana-mainnet.yaml", 0);
+        let job: IngestJob = load("ingestjob-backfill.yaml");
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml");
         let IngestWorkload::Backfill(built) = ingest_workload(&job, &source, "chronicle:test").unwrap() else {
             panic!("a Job")
         };
@@ -553,8 +546,8 @@ mod tests {
 
     #[test]
     fn a_follower_is_one_recreated_replica() {
-        let job: IngestJob = load("ingestjob-follow.yaml", 0);
-        let source: ChainSource = load("chainsource-solana-mainnet.yaml", 0);
+        let job: IngestJob = load("ingestjob-follow.yaml");
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml");
         let IngestWorkload::Follow(built) = ingest_workload(&job, &source, "chronicle:test").unwrap() else {
             panic!("a Deployment")
         };
@@ -571,11 +564,11 @@ mod tests {
 
     #[test]
     fn what_the_worker_cannot_run_is_an_error() {
-        let source: ChainSource = load("chainsource-solana-mainnet.yaml", 0);
-        let bigquery: IngestJob = load("ingestjob-bigquery.yaml", 0);
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml");
+        let bigquery: IngestJob = load("ingestjob-bigquery.yaml");
         assert_eq!(ingest_workload(&bigquery, &source, "x"), Err(BuildError::UnsupportedSource("bigQuery")));
-        let embedded: ChainSource = load("chainsource-solana-embedded.yaml", 0);
-        let parallel: IngestJob = load("ingestjob-backfill.yaml", 0);
+        let embedded: ChainSource = load("chainsource-solana-embedded.yaml");
+        let parallel: IngestJob = load("ingestjob-backfill.yaml");
         assert_eq!(ingest_workload(&parallel, &embedded, "x"), Err(BuildError::EmbeddedParallelism(8)));
     }
 }
@@ -732,19 +725,12 @@ pub fn quantity_bytes(quantity: &str) -> Option<u64> {
 #[cfg(test)]
 mod cache_tier_tests {
     use super::*;
-    use serde::Deserialize;
+    use crate::controller::example;
 
     #[test]
     fn a_cache_tier_is_a_deployment_and_a_service() {
-        let read = |file: &str| {
-            let text = std::fs::read_to_string(format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-            let mut value =
-                serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(&text).next().unwrap()).unwrap();
-            value["metadata"]["uid"] = serde_yaml::Value::from("5f0e2b1a-0000-4000-8000-000000000001");
-            value
-        };
-        let tier: crate::crd::CacheTier = serde_yaml::from_value(read("cachetier.yaml")).unwrap();
-        let source: ChainSource = serde_yaml::from_value(read("chainsource-solana-mainnet.yaml")).unwrap();
+        let tier: crate::crd::CacheTier = example("cachetier.yaml", |_| {});
+        let source: ChainSource = example("chainsource-solana-mainnet.yaml", |_| {});
         let (deployment, service) = cache_tier_workload(&tier, &source, "chronicle:test").unwrap();
         let spec = deployment.unwrap().spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
