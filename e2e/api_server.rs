@@ -94,6 +94,9 @@ async fn the_controller_runs_a_backfill_as_an_indexed_job() {
     assert_eq!(status.workload.as_deref(), Some("mainnet-epoch-700-ingest"));
     let progressing = status.common.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
     assert_eq!(progressing.status, "True");
+    // The example's lake and metrics targets have no sink yet: the status says so.
+    let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("targets lake, metrics have no sink in this build yet"), "{}", ready.message);
 
     // The Job completes, as the Job controller would report it.
     let now = k8s_openapi::jiff::Timestamp::now().to_string();

@@ -167,6 +167,18 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
     // Progress from the catalog the workers commit to; when it cannot be
     // read, the Progressing condition says why (no secret in the reason).
     let mut conditions = conditions;
+    // Targets the workers accept but have no sink for are said, not dropped.
+    let unwritten = crate::worker::run::unwritten_targets(&job.spec.targets);
+    if !unwritten.is_empty()
+        && let Some(ready) = conditions.iter_mut().find(|c| c.type_ == "Ready")
+    {
+        let names: Vec<String> = unwritten.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
+        ready.message = format!(
+            "{}; targets {} have no sink in this build yet: only the canonical store is written",
+            ready.message,
+            names.join(", ")
+        );
+    }
     let mut progress = serde_json::Map::new();
     if let (Some(source), Some(_)) = (&source, &workload) {
         match super::progress::read(&ctx, &job, source).await {
