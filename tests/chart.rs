@@ -147,7 +147,18 @@ fn rbac_is_split_least_privilege_and_explained() {
             assert!(lines[i - 1].trim_start().starts_with('#'), "rule at line {} has no comment", i + 1);
         }
     }
-    // Workers hold no token, so they need no rules (src/controller/workload.rs).
+    // Workers hold no token, so they need no rules: every worker pod (ingest,
+    // serve, an embedded source's node) is built by `workload::worker_pod`,
+    // the one pod literal in the controller, which mounts none.
     let workload = std::fs::read_to_string(Path::new(ROOT).join("src/controller/workload.rs")).unwrap();
-    assert_eq!(workload.matches("automount_service_account_token: Some(false)").count(), 2);
+    let pod_literals = workload.matches("    PodSpec {").count();
+    assert_eq!(pod_literals, 1, "one pod builder");
+    assert_eq!(workload.matches("automount_service_account_token: Some(false)").count(), pod_literals);
+    for file in std::fs::read_dir(Path::new(ROOT).join("src/controller")).unwrap() {
+        let path = file.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if path.file_name().unwrap() != "workload.rs" {
+            assert!(!text.contains("PodSpec {"), "{}: pods are built by workload::worker_pod", path.display());
+        }
+    }
 }
