@@ -13,12 +13,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chronicle::chain::solana::rpc::RpcSourceConfig;
+use chronicle::crd::chain_source::{ChainFamily, Commitment};
+use chronicle::pipeline::config::{RpcEndpoint, SourceConfig};
 use chronicle::store::LedgerStore;
 use chronicle::store::ledger::BlockCells;
 use chronicle::worker::ingest::{self, IngestConfig};
 use futures::StreamExt;
-use solana_commitment_config::CommitmentConfig;
 use solana_transaction_status::ConfirmedBlock;
 use support::BigtableEmulator;
 use support::rpc_peer::RpcPeer;
@@ -77,19 +77,11 @@ async fn store_ceiling(store: &Arc<LedgerStore>, blocks: &BTreeMap<u64, Confirme
 async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, count: u64) -> Rate {
     let config = IngestConfig {
         job: format!("bench-{first}-{store}"),
+        chain: ChainFamily::Solana,
         store: store.into(),
         store_access: chronicle::store::BigtableAccess::from_env(),
         catalog: catalog.into(),
-        source: RpcSourceConfig {
-            url: peer.url(),
-            auth: None,
-            commitment: CommitmentConfig::finalized(),
-            timeout: Duration::from_secs(30),
-            requests_per_second: None,
-            burst: None,
-            attempts: 3,
-        },
-        websocket: None,
+        source: SourceConfig::Rpc(RpcEndpoint { attempts: 3, ..RpcEndpoint::new(peer.url(), Commitment::Finalized) }),
         from: Some(first),
         to: Some(first + count - 1),
         follow: false,

@@ -334,24 +334,27 @@ impl From<Details> for solana_transaction_status::TransactionDetails {
 }
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
-    use solana_commitment_config::CommitmentConfig;
+    use crate::crd::chain_source::{ChainFamily, Commitment};
+    use crate::pipeline::config::{RpcEndpoint, Secret, SourceConfig};
     use std::time::Duration;
     let commitment = match args.commitment {
-        CommitmentArg::Finalized => CommitmentConfig::finalized(),
-        CommitmentArg::Confirmed => CommitmentConfig::confirmed(),
+        CommitmentArg::Finalized => Commitment::Finalized,
+        CommitmentArg::Confirmed => Commitment::Confirmed,
     };
     let config = worker::ingest::IngestConfig {
         job: args.job,
+        chain: ChainFamily::Solana,
         store: args.store,
         store_access: crate::store::BigtableAccess::from_env(),
         catalog: args.catalog,
-        source: crate::chain::solana::rpc::RpcSourceConfig {
+        source: SourceConfig::Rpc(RpcEndpoint {
             url: args.rpc,
+            websocket: args.ws,
             auth: match args.rpc_auth_header {
                 Some(header) => {
                     let token = std::env::var("CHRONICLE_RPC_TOKEN")
                         .map_err(|_| anyhow::anyhow!("--rpc-auth-header needs the token in CHRONICLE_RPC_TOKEN"))?;
-                    Some((header, crate::chain::solana::rpc::Secret(token)))
+                    Some((header, Secret(token)))
                 }
                 None => None,
             },
@@ -360,8 +363,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
             requests_per_second: args.rate_limit,
             burst: args.rate_burst,
             attempts: args.attempts,
-        },
-        websocket: args.ws,
+        }),
         from: args.from,
         to: args.to,
         follow: args.follow,

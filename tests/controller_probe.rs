@@ -30,7 +30,13 @@ spec:
         peer.url()
     ))
     .unwrap();
-    let probe = probe_endpoints(&source, Duration::from_secs(2), &Default::default()).await;
+    let probe = probe_endpoints(
+        chronicle::chain::adapter(source.spec.chain.family).unwrap(),
+        &source,
+        Duration::from_secs(2),
+        &Default::default(),
+    )
+    .await;
     assert_eq!(probe.head, Some(154_808_473));
     let live = &probe.endpoints[0];
     assert!(live.healthy && live.head == Some(154_808_473) && live.last_error.is_none(), "{live:?}");

@@ -1,14 +1,72 @@
-//! Chain adapters: how each chain family's blocks are fetched and decoded.
+//! Chain adapters: everything that differs from one chain family to the
+//! next, behind one trait. The ingest loop (`worker/ingest.rs`), the stores'
+//! engines (`store/`) and the hosts (`worker/host.rs`, `chronicle dev`) are
+//! the same for every chain; a [`ChainAdapter`] supplies the block type,
+//! its sources, its canonical store layout, what a new block changes in a
+//! cache, and its serve methods.
+//!
+//! A new chain is one folder here (`chain/evm/` next, issue 17) with a type
+//! that implements [`ChainAdapter`], and one arm in [`adapter`].
 
 pub mod solana;
 
-use crate::crd::chain_source::ChainFamily;
+use std::sync::Arc;
 
-/// Whether this binary has an adapter for `family`; if not, why (a status
-/// message: the controller reports it instead of treating the chain as Solana).
-pub fn adapter(family: ChainFamily) -> Result<(), String> {
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::chain_source::ChainFamily;
+use crate::pipeline::config::SourceConfig;
+use crate::pipeline::{BlockSink, BlockSource};
+use crate::serve::ServeConfig;
+use crate::store::cells::{CellStore, Table};
+
+/// What one chain family brings to the pipeline.
+pub trait ChainAdapter: Send + Sync + 'static {
+    /// A block as the chain's sources yield it and its sinks take it.
+    type Block: Send + Sync + 'static;
+    /// The canonical store: the chain's layout over a cell engine.
+    type Store: Send + Sync + 'static;
+
+    fn family(&self) -> ChainFamily;
+
+    /// The tables of the layout, created when a store is opened for writing.
+    fn tables(&self) -> &'static [Table];
+
+    /// The layout over a cell engine (Bigtable or embedded).
+    fn layout(&self, cells: Arc<dyn CellStore>) -> Self::Store;
+
+    /// The block source a worker spec names.
+    fn source(&self, config: &SourceConfig) -> anyhow::Result<Arc<dyn BlockSource<Self::Block>>>;
+
+    /// The sinks of an ingest, in flush order: the canonical store, then (when
+    /// `cache` names a cache tier's Redis) invalidation of the answers a block changes.
+    fn sinks(
+        &self,
+        store: &Arc<Self::Store>,
+        cache: Option<&str>,
+    ) -> anyhow::Result<Vec<Arc<dyn BlockSink<Self::Block>>>>;
+
+    /// Serves the chain's history API from the store until `shutdown`.
+    fn serve(
+        &self,
+        store: Arc<Self::Store>,
+        config: ServeConfig,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>>;
+}
+
+/// The adapters this binary has.
+#[derive(Clone, Copy, Debug)]
+pub enum Adapter {
+    Solana(solana::Solana),
+}
+
+/// The adapter for `family`, or why there is none (a status message: the
+/// controller reports it instead of treating the chain as Solana).
+pub fn adapter(family: ChainFamily) -> Result<Adapter, String> {
     match family {
-        ChainFamily::Solana => Ok(()),
+        ChainFamily::Solana => Ok(Adapter::Solana(solana::Solana)),
         ChainFamily::Evm => Err("this Chronicle build has no evm chain adapter yet".into()),
     }
 }

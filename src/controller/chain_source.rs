@@ -17,10 +17,10 @@ use super::context::{Context, Error};
 use super::probe::{bigtable_endpoint, probe_endpoints, probe_store};
 use super::status::{FIELD_MANAGER, condition, report};
 use super::workload::store_claim;
-use crate::chain::solana::rpc::Secret as Token;
 use crate::crd::ChainSource;
 use crate::crd::chain_source::ChainSourceStatus;
 use crate::crd::common::CommonStatus;
+use crate::pipeline::config::Secret as Token;
 
 /// Every Secret key the source refers to, by purpose.
 fn secret_refs(source: &ChainSource) -> Vec<(&'static str, &crate::crd::common::SecretKeyRef)> {
@@ -68,19 +68,22 @@ pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Re
         }
     }
     // A chain this build has no adapter for is not probed as if it were Solana.
-    if let Err(why) = crate::chain::adapter(source.spec.chain.family) {
-        let conditions = vec![
-            condition("Ready", false, "ChainUnsupported", &why, generation, &previous),
-            condition("Degraded", true, "ChainUnsupported", &why, generation, &previous),
-        ];
-        let status = ChainSourceStatus {
-            common: CommonStatus { observed_generation: generation, conditions },
-            ..ChainSourceStatus::default()
-        };
-        report(&ctx, source.as_ref(), status).await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
-    }
-    let probe = probe_endpoints(&source, Duration::from_secs(5), &tokens).await;
+    let adapter = match crate::chain::adapter(source.spec.chain.family) {
+        Ok(adapter) => adapter,
+        Err(why) => {
+            let conditions = vec![
+                condition("Ready", false, "ChainUnsupported", &why, generation, &previous),
+                condition("Degraded", true, "ChainUnsupported", &why, generation, &previous),
+            ];
+            let status = ChainSourceStatus {
+                common: CommonStatus { observed_generation: generation, conditions },
+                ..ChainSourceStatus::default()
+            };
+            report(&ctx, source.as_ref(), status).await?;
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+    };
+    let probe = probe_endpoints(adapter, &source, Duration::from_secs(5), &tokens).await;
     let healthy = probe.endpoints.iter().filter(|e| e.healthy).count();
     let store = store(&ctx, &source).await?;
     let (ready, reason, message) = if !missing.is_empty() {

@@ -4,10 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use solana_commitment_config::CommitmentConfig;
-
-use crate::chain::solana::rpc::{RpcSource, RpcSourceConfig, Secret};
+use crate::chain::{Adapter, ChainAdapter};
 use crate::crd::chain_source::{ChainSource, EndpointStatus};
+use crate::pipeline::config::{RpcEndpoint, Secret, SourceConfig};
 
 /// The outcome of probing a ChainSource's endpoints.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,33 +16,34 @@ pub struct EndpointProbe {
     pub head: Option<u64>,
 }
 
-/// Asks every endpoint for its tip (`getSlot` at the source's commitment).
+/// Asks every endpoint for its tip through the chain's own source (Solana:
+/// `getSlot` at the source's commitment).
 /// `tokens` holds the auth tokens the controller read from the endpoints'
 /// Secrets, by endpoint name; they are sent, never logged or reported.
 pub async fn probe_endpoints(
+    adapter: Adapter,
     source: &ChainSource,
     timeout: Duration,
     tokens: &std::collections::HashMap<String, Secret>,
 ) -> EndpointProbe {
-    let commitment = match source.spec.commitment {
-        crate::crd::chain_source::Commitment::Finalized => CommitmentConfig::finalized(),
-        crate::crd::chain_source::Commitment::Confirmed => CommitmentConfig::confirmed(),
-    };
+    let commitment = source.spec.commitment;
     let probes = source.spec.endpoints.iter().map(|endpoint| async move {
-        let rpc = RpcSource::new(RpcSourceConfig {
-            url: endpoint.url.clone(),
+        let config = SourceConfig::Rpc(RpcEndpoint {
             auth: endpoint
                 .auth
                 .as_ref()
                 .and_then(|a| tokens.get(&endpoint.name).map(|t| (a.header.clone(), t.clone()))),
-            commitment,
             timeout,
-            requests_per_second: None,
-            burst: None,
             attempts: 1,
+            ..RpcEndpoint::new(endpoint.url.clone(), commitment)
         });
         let started = Instant::now();
-        let answer = tokio::time::timeout(timeout, rpc.tip()).await;
+        let answer = match adapter {
+            Adapter::Solana(solana) => match solana.source(&config) {
+                Ok(rpc) => tokio::time::timeout(timeout, rpc.tip()).await,
+                Err(e) => Ok(Err(format!("{e:#}"))),
+            },
+        };
         let latency_ms = Some(started.elapsed().as_millis() as u64);
         match answer {
             Ok(Ok(head)) => EndpointStatus {

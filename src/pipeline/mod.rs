@@ -8,11 +8,14 @@
 //! BigQuery or archive reader next to it); a new sink is one file under
 //! `pipeline/sinks/`.
 
+pub mod config;
 pub mod sinks;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// A block height, slot or number: how a chain counts its blocks.
 pub type BlockNumber = u64;
@@ -36,6 +39,11 @@ pub trait BlockSource<B>: Send + Sync {
 
     /// The newest number the source can serve.
     async fn tip(&self) -> Result<BlockNumber, String>;
+
+    /// Wakes `wake` whenever the source learns of a new block (a push
+    /// subscription) until `shutdown`; a follower polls `tip` besides. A
+    /// source that can only be polled returns at once.
+    async fn watch_tip(&self, _wake: Arc<Notify>, _shutdown: CancellationToken) {}
 
     /// For a source that serves blocks before they are final: the same source
     /// at finality, to find the blocks the final chain dropped.

@@ -28,6 +28,8 @@ use self::bigtable::{BigtableCells, BigtableConfig};
 use self::cells::{BackendError, CellStore, Table};
 use self::embedded::EmbeddedCells;
 pub use self::ledger::{LedgerStore, TransactionInfo};
+use crate::chain::ChainAdapter;
+use crate::chain::solana::Solana;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -193,9 +195,7 @@ pub async fn open(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
 
 /// [`open`] with explicit Bigtable access.
 pub async fn open_with(url: &str, access: &BigtableAccess) -> Result<Arc<LedgerStore>, StoreError> {
-    let store = open_existing_with(url, access).await?;
-    store.cells().ensure_tables(&ledger::tables::ALL).await?;
-    Ok(store)
+    open_for(&Solana, url, access).await
 }
 
 /// Opens the store a URL names for reading: no admin calls, so read-only
@@ -206,7 +206,24 @@ pub async fn open_existing(url: &str) -> Result<Arc<LedgerStore>, StoreError> {
 
 /// [`open_existing`] with explicit Bigtable access.
 pub async fn open_existing_with(url: &str, access: &BigtableAccess) -> Result<Arc<LedgerStore>, StoreError> {
-    let cells: Arc<dyn CellStore> = match StoreUrl::parse(url)? {
+    Ok(Arc::new(Solana.layout(open_cells(url, access).await?)))
+}
+
+/// Opens a chain's canonical store for writing: the engine the URL names,
+/// with the adapter's tables created if missing, under its layout.
+pub async fn open_for<A: ChainAdapter>(
+    adapter: &A,
+    url: &str,
+    access: &BigtableAccess,
+) -> Result<Arc<A::Store>, StoreError> {
+    let cells = open_cells(url, access).await?;
+    cells.ensure_tables(adapter.tables()).await?;
+    Ok(Arc::new(adapter.layout(cells)))
+}
+
+/// The cell engine a store URL names, the same for every chain.
+pub async fn open_cells(url: &str, access: &BigtableAccess) -> Result<Arc<dyn CellStore>, StoreError> {
+    Ok(match StoreUrl::parse(url)? {
         StoreUrl::Embedded { path } => Arc::new(EmbeddedCells::open(&path)?),
         StoreUrl::Bigtable { project, instance, app_profile } => Arc::new(
             BigtableCells::connect(BigtableConfig {
@@ -219,8 +236,7 @@ pub async fn open_existing_with(url: &str, access: &BigtableAccess) -> Result<Ar
             })
             .await?,
         ),
-    };
-    Ok(Arc::new(LedgerStore::new(cells)))
+    })
 }
 
 #[cfg(test)]

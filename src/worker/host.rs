@@ -12,9 +12,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::ingest::{Progress, Summary, run_pipeline, shard_range};
-use super::run::{ingest_config_in, serve_config_in};
+use super::run::{check_family, ingest_config_in, serve_config_in};
 use super::spec::{IngestModeSpec, IngestSpec, ServeSpec};
 use crate::catalog::Catalog;
+use crate::chain::{Adapter, ChainAdapter};
 use crate::store::{BlockStore, LedgerStore};
 
 /// Runs a node spec's works until shutdown: each distinct store and catalog
@@ -161,8 +162,10 @@ impl Host {
         };
         for shard in 0..shards {
             let config = ingest_config_in(spec, shard, lookup).with_context(|| name.to_string())?;
-            let (source, sinks) =
-                crate::chain::solana::ingest_parts(&config, opened.store.clone()).with_context(|| name.to_string())?;
+            // The stores a host opens are Solana's; a second adapter makes `Opened` per chain.
+            let Adapter::Solana(solana) = check_family(&spec.chain)?;
+            let source = solana.source(&config.source).with_context(|| name.to_string())?;
+            let sinks = solana.sinks(&opened.store, config.cache.as_deref()).with_context(|| name.to_string())?;
             let (catalog, stop) = (opened.catalog.clone(), self.shutdown.clone());
             let label = format!("{name} shard {shard}");
             let progress = self.progress(&label, &spec.mode, shard);
@@ -188,8 +191,10 @@ impl Host {
         let (_, mut config) = serve_config_in(spec, lookup).with_context(|| name.to_string())?;
         config.listen = SocketAddr::new(ip, config.listen.port());
         let listen = config.listen;
-        let (store, stop, name): (Arc<dyn BlockStore>, _, _) = (store, self.shutdown.clone(), name.to_string());
-        self.services.spawn(async move { crate::serve::run(store, config, stop).await.with_context(|| name) });
+        let Adapter::Solana(solana) = check_family(&spec.chain)?;
+        let served = solana.serve(store, config, self.shutdown.clone());
+        let name = name.to_string();
+        self.services.spawn(async move { served.await.with_context(|| name) });
         Ok(listen)
     }
 

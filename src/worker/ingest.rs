@@ -1,8 +1,7 @@
 //! `chronicle worker ingest`: the batch and checkpoint loop between a
 //! [`BlockSource`] and the [`BlockSink`]s of the job's targets, exactly once
-//! and resumable, the same for every chain (`pipeline/`). `run` assembles
-//! Solana's: the node as source, the canonical store and cache invalidation
-//! as sinks.
+//! and resumable, the same for every chain (`pipeline/`). `run` takes the
+//! source and sinks from the chain's adapter (`chain/`).
 //!
 //! The slot range is cut into batches. A batch lists the produced slots
 //! (`getBlocks`; the others were skipped by the chain), fetches and writes its
@@ -20,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use solana_clock::Slot;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, BatchOutcome, Catalog, ShardRange};
-use crate::chain::solana::rpc::RpcSourceConfig;
-use crate::pipeline::{BlockSink, BlockSource, Missing, SinkPolicy};
+use crate::chain::{self, Adapter, ChainAdapter};
+use crate::crd::chain_source::ChainFamily;
+use crate::pipeline::config::SourceConfig;
+use crate::pipeline::{BlockNumber, BlockSink, BlockSource, Missing, SinkPolicy};
 use crate::store;
 
 /// How long a batch waits for the node to list its slots before the run fails.
@@ -36,15 +36,15 @@ const NODE_PATIENCE: Duration = Duration::from_secs(300);
 pub struct IngestConfig {
     /// Catalog name of the job (an IngestJob's `namespace/name`).
     pub job: String,
+    /// Which adapter reads and stores the blocks.
+    pub chain: ChainFamily,
     pub store: String,
     /// How to reach a Bigtable store (from the worker spec, or the environment by hand).
     pub store_access: store::BigtableAccess,
     pub catalog: String,
-    pub source: RpcSourceConfig,
-    /// WebSocket URL for `slotSubscribe` wake-ups when following.
-    pub websocket: Option<String>,
-    pub from: Option<Slot>,
-    pub to: Option<Slot>,
+    pub source: SourceConfig,
+    pub from: Option<BlockNumber>,
+    pub to: Option<BlockNumber>,
     pub follow: bool,
     pub shard: u32,
     pub shards: u32,
@@ -60,14 +60,14 @@ pub struct IngestConfig {
 
 /// Told the checkpoint after each committed batch (a progress bar, say).
 #[derive(Clone, Default)]
-pub struct Progress(Option<Arc<dyn Fn(Slot) + Send + Sync>>);
+pub struct Progress(Option<Arc<dyn Fn(BlockNumber) + Send + Sync>>);
 
 impl Progress {
-    pub fn new(report: impl Fn(Slot) + Send + Sync + 'static) -> Self {
+    pub fn new(report: impl Fn(BlockNumber) + Send + Sync + 'static) -> Self {
         Self(Some(Arc::new(report)))
     }
 
-    fn committed(&self, checkpoint: Slot) {
+    fn committed(&self, checkpoint: BlockNumber) {
         if let Some(report) = &self.0 {
             report(checkpoint);
         }
@@ -78,19 +78,19 @@ impl Progress {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub range: Option<ShardRange>,
-    pub checkpoint: Option<Slot>,
+    pub checkpoint: Option<BlockNumber>,
     pub written: u64,
     pub bytes: u64,
     pub skipped: u64,
     pub repaired: u64,
     /// Gaps still open in the shard's range when the run ended.
-    pub open_gaps: Vec<Slot>,
+    pub open_gaps: Vec<BlockNumber>,
     /// The run stopped on request before its range was done.
     pub interrupted: bool,
 }
 
 /// The part of `from..=to` that shard `index` of `count` owns.
-pub fn shard_range(from: Slot, to: Slot, index: u32, count: u32) -> Option<ShardRange> {
+pub fn shard_range(from: BlockNumber, to: BlockNumber, index: u32, count: u32) -> Option<ShardRange> {
     let total = to.checked_sub(from)?.checked_add(1)?;
     let per = total.div_ceil(u64::from(count.max(1)));
     let start = from.checked_add(per.checked_mul(u64::from(index))?)?;
@@ -110,16 +110,29 @@ struct Ingest<B> {
 
 /// What became of one slot.
 enum SlotResult {
-    Written { slot: Slot, bytes: u64 },
-    Skipped(Slot),
-    Gap(Slot, String),
+    Written { slot: BlockNumber, bytes: u64 },
+    Skipped(BlockNumber),
+    Gap(BlockNumber, String),
 }
 
-/// Runs an ingest of Solana blocks: the node as source; the canonical store,
-/// then (with `cache`) cache invalidation, as sinks.
+/// Runs an ingest with the chain's adapter: its source, and the sinks of
+/// the job's targets over its canonical store.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<Summary> {
-    let store = store::open_with(&config.store, &config.store_access).await.context("opening the block store")?;
-    let (source, sinks) = crate::chain::solana::ingest_parts(&config, store)?;
+    match chain::adapter(config.chain).map_err(anyhow::Error::msg)? {
+        Adapter::Solana(solana) => run_with(&solana, config, shutdown).await,
+    }
+}
+
+/// [`run`] with a given adapter.
+pub async fn run_with<A: ChainAdapter>(
+    adapter: &A,
+    config: IngestConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Summary> {
+    let store =
+        store::open_for(adapter, &config.store, &config.store_access).await.context("opening the block store")?;
+    let source = adapter.source(&config.source)?;
+    let sinks = adapter.sinks(&store, config.cache.as_deref())?;
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
     run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
 }
@@ -182,7 +195,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
     /// Follows the tip until asked to stop. A slot notification (or the poll
     /// interval) wakes the loop; each wake-up ingests up to the tip in batches.
     async fn follow(&mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let range = ShardRange { shard: 0, start: self.config.from.unwrap_or(0), end: Slot::MAX >> 1 };
+        let range = ShardRange { shard: 0, start: self.config.from.unwrap_or(0), end: BlockNumber::MAX >> 1 };
         let state = self.catalog.shard(&self.config.job, range).await?;
         let mut next = match (state.checkpoint, self.config.from) {
             (Some(c), _) => c + 1,
@@ -192,9 +205,8 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         self.summary.range = Some(range);
         self.summary.checkpoint = state.checkpoint;
         let wake = Arc::new(tokio::sync::Notify::new());
-        if let Some(ws) = self.config.websocket.clone() {
-            tokio::spawn(subscribe_slots(ws, wake.clone(), shutdown.clone()));
-        }
+        let (source, notify, stop) = (self.source.clone(), wake.clone(), shutdown.clone());
+        tokio::spawn(async move { source.watch_tip(notify, stop).await });
         let finalized = self.source.finalized();
         let confirmed = finalized.is_some();
         let mut unfinalized = BTreeSet::new();
@@ -237,14 +249,14 @@ impl<B: Send + Sync + 'static> Ingest<B> {
     async fn drop_unfinalized(
         &mut self,
         finalized: &dyn BlockSource<B>,
-        unfinalized: &mut BTreeSet<Slot>,
+        unfinalized: &mut BTreeSet<BlockNumber>,
     ) -> anyhow::Result<()> {
         let Ok(tip) = finalized.tip().await else { return Ok(()) };
-        let settled: Vec<Slot> = unfinalized.range(..=tip).copied().collect();
+        let settled: Vec<BlockNumber> = unfinalized.range(..=tip).copied().collect();
         let (Some(&first), Some(&last)) = (settled.first(), settled.last()) else { return Ok(()) };
-        let produced: BTreeSet<Slot> =
+        let produced: BTreeSet<BlockNumber> =
             finalized.produced(first, last).await.map_err(anyhow::Error::msg)?.into_iter().collect();
-        let orphans: Vec<Slot> = settled.iter().copied().filter(|s| !produced.contains(s)).collect();
+        let orphans: Vec<BlockNumber> = settled.iter().copied().filter(|s| !produced.contains(s)).collect();
         for slot in &orphans {
             tracing::warn!(slot, "confirmed block was not finalized; removing it");
             for sink in &self.sinks {
@@ -264,7 +276,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
     }
 
     /// Retries the gaps recorded by earlier runs below the checkpoint.
-    async fn repair_gaps(&mut self, start: Slot, end: Slot) -> anyhow::Result<()> {
+    async fn repair_gaps(&mut self, start: BlockNumber, end: BlockNumber) -> anyhow::Result<()> {
         let gaps = self.catalog.open_gaps(&self.config.job, start, end).await?;
         if gaps.is_empty() {
             return Ok(());
@@ -279,7 +291,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
 
     /// One batch `start..=end`: list, fetch, write, sync, commit. Returns the
     /// slots written.
-    async fn batch(&mut self, shard: u32, start: Slot, end: Slot) -> anyhow::Result<Vec<Slot>> {
+    async fn batch(&mut self, shard: u32, start: BlockNumber, end: BlockNumber) -> anyhow::Result<Vec<BlockNumber>> {
         let began = Instant::now();
         // The node may be briefly unreachable; give up (nothing is lost) after
         // NODE_PATIENCE or when asked to stop.
@@ -302,7 +314,8 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 ),
             }
         };
-        let produced_set: BTreeSet<Slot> = produced.iter().copied().filter(|s| (start..=end).contains(s)).collect();
+        let produced_set: BTreeSet<BlockNumber> =
+            produced.iter().copied().filter(|s| (start..=end).contains(s)).collect();
         let mut outcome = BatchOutcome {
             checkpoint: Some(end),
             skipped: (start..=end).filter(|s| !produced_set.contains(s)).collect(),
@@ -325,7 +338,12 @@ impl<B: Send + Sync + 'static> Ingest<B> {
     /// (a slot retried from an earlier run's gap counts as repaired once it is
     /// written or found skipped). Every sink is flushed before the checkpoint
     /// that covers the blocks: durable in the store, cached answers dropped.
-    async fn write_slots(&self, slots: Vec<Slot>, outcome: &mut BatchOutcome, repairing: bool) -> anyhow::Result<()> {
+    async fn write_slots(
+        &self,
+        slots: Vec<BlockNumber>,
+        outcome: &mut BatchOutcome,
+        repairing: bool,
+    ) -> anyhow::Result<()> {
         for result in self.fetch_and_write(slots).await {
             match result {
                 SlotResult::Written { slot, bytes } => {
@@ -365,7 +383,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
 
     /// Fetches blocks and writes each to every sink with bounded parallelism,
     /// one task per block so decoding and encoding use every core.
-    async fn fetch_and_write(&self, slots: Vec<Slot>) -> Vec<SlotResult> {
+    async fn fetch_and_write(&self, slots: Vec<BlockNumber>) -> Vec<SlotResult> {
         futures::stream::iter(slots)
             .map(|slot| {
                 let (source, sinks) = (self.source.clone(), self.sinks.clone());
@@ -415,41 +433,8 @@ impl<B: Send + Sync + 'static> Ingest<B> {
     }
 }
 
-fn metrics_lag(tip: Slot, checkpoint: Slot) {
+fn metrics_lag(tip: BlockNumber, checkpoint: BlockNumber) {
     tracing::debug!(lag = tip.saturating_sub(checkpoint), "follow lag");
-}
-
-/// Wakes the follower on every slot notification; on failure the follower
-/// falls back to polling.
-async fn subscribe_slots(url: String, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
-    use solana_pubsub_client::nonblocking::pubsub_client::PubsubClient;
-    let client = match PubsubClient::new(url.as_str()).await {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::warn!(error = %e, "WebSocket unavailable; polling the tip instead");
-            return;
-        }
-    };
-    let (mut slots, unsubscribe) = match client.slot_subscribe().await {
-        Ok(subscription) => subscription,
-        Err(e) => {
-            tracing::warn!(error = %e, "slotSubscribe failed; polling the tip instead");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            next = slots.next() => match next {
-                Some(_) => wake.notify_one(),
-                None => {
-                    tracing::warn!("slot subscription ended; polling the tip instead");
-                    break;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        }
-    }
-    unsubscribe().await;
 }
 
 #[cfg(test)]

@@ -6,28 +6,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use solana_commitment_config::CommitmentConfig;
-
 use super::ingest::IngestConfig;
 use super::spec::{ChainSpec, IngestModeSpec, IngestSpec, ServeSpec, SourceSpec, SpecError, StoreSpec, duration};
-use crate::chain::solana::rpc::{RpcSourceConfig, Secret};
-use crate::crd::chain_source::Commitment;
+use crate::chain::Adapter;
 use crate::crd::ingest_job::IngestTarget;
+use crate::pipeline::config::{RpcEndpoint, Secret, SourceConfig};
 use crate::serve::ServeConfig;
 use crate::serve::cache::CacheConfig;
 use crate::store::BigtableAccess;
 
-/// The chain adapters this binary has. A spec for another family is refused
-/// with its name rather than run as if it were Solana.
-pub fn check_family(chain: &ChainSpec) -> Result<(), SpecError> {
+/// The chain adapter a spec names. A spec for a family this binary has no
+/// adapter for is refused with its name rather than run as if it were Solana.
+pub fn check_family(chain: &ChainSpec) -> Result<Adapter, SpecError> {
     crate::chain::adapter(chain.family).map_err(|reason| SpecError::Invalid { field: "chain.family", reason })
-}
-
-pub fn commitment(commitment: Commitment) -> CommitmentConfig {
-    match commitment {
-        Commitment::Finalized => CommitmentConfig::finalized(),
-        Commitment::Confirmed => CommitmentConfig::confirmed(),
-    }
 }
 
 pub fn store_access(store: &StoreSpec) -> BigtableAccess {
@@ -70,19 +61,17 @@ pub fn ingest_config_in(
     };
     Ok(IngestConfig {
         job: spec.job.clone(),
+        chain: spec.chain.family,
         store: spec.store.url.clone(),
         store_access: store_access(&spec.store),
         catalog: spec.catalog.resolve_in(lookup)?,
-        source: RpcSourceConfig {
-            url: endpoint.url.clone(),
+        source: SourceConfig::Rpc(RpcEndpoint {
+            websocket: endpoint.websocket_url.clone(),
             auth,
-            commitment: commitment(spec.chain.commitment),
-            timeout: Duration::from_secs(30),
             requests_per_second: endpoint.requests_per_second,
             burst: endpoint.burst,
-            attempts: 4,
-        },
-        websocket: endpoint.websocket_url.clone(),
+            ..RpcEndpoint::new(endpoint.url.clone(), spec.chain.commitment)
+        }),
         from,
         to,
         follow,

@@ -1,6 +1,7 @@
 //! Solana: `getBlock` responses in, agave's stored block out — the node as a
-//! block source (`rpc.rs`), agave's Bigtable layout (`layout.rs`) and the
-//! sinks over it.
+//! block source (`rpc.rs`), agave's Bigtable layout (`layout.rs`), the
+//! cache answers a block changes, and the JSON-RPC history methods
+//! (`serve/`).
 
 pub mod decode;
 pub mod layout;
@@ -9,26 +10,66 @@ pub mod rpc;
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use solana_transaction_status::ConfirmedBlock;
+use tokio_util::sync::CancellationToken;
 
+use super::ChainAdapter;
+use crate::crd::chain_source::ChainFamily;
+use crate::pipeline::config::SourceConfig;
 use crate::pipeline::sinks::cache::CacheInvalidation;
 use crate::pipeline::sinks::canonical::CanonicalSink;
 use crate::pipeline::{BlockSink, BlockSource};
+use crate::serve::ServeConfig;
 use crate::serve::cache::Invalidator;
-use crate::store::LedgerStore;
-use crate::worker::ingest::IngestConfig;
+use crate::store::cells::{CellStore, Table};
+use layout::LedgerStore;
 
-/// An ingest's source and sinks for Solana: the node; the canonical store in
-/// agave's layout, then (with a cache) invalidation of the answers a block changes.
-pub fn ingest_parts(
-    config: &IngestConfig,
-    store: Arc<LedgerStore>,
-) -> anyhow::Result<(Arc<dyn BlockSource<ConfirmedBlock>>, Vec<Arc<dyn BlockSink<ConfirmedBlock>>>)> {
-    let source: Arc<dyn BlockSource<_>> = Arc::new(rpc::RpcSource::new(config.source.clone()));
-    let mut sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(store.clone()))];
-    if let Some(url) = &config.cache {
-        let invalidator = Invalidator::new(url).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
-        sinks.push(Arc::new(CacheInvalidation::new(invalidator, store)));
+/// The Solana adapter.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Solana;
+
+impl ChainAdapter for Solana {
+    type Block = ConfirmedBlock;
+    type Store = LedgerStore;
+
+    fn family(&self) -> ChainFamily {
+        ChainFamily::Solana
     }
-    Ok((source, sinks))
+
+    fn tables(&self) -> &'static [Table] {
+        &layout::tables::ALL
+    }
+
+    fn layout(&self, cells: Arc<dyn CellStore>) -> LedgerStore {
+        LedgerStore::new(cells)
+    }
+
+    fn source(&self, config: &SourceConfig) -> anyhow::Result<Arc<dyn BlockSource<ConfirmedBlock>>> {
+        match config {
+            SourceConfig::Rpc(endpoint) => Ok(Arc::new(rpc::RpcSource::new(endpoint.clone()))),
+        }
+    }
+
+    fn sinks(
+        &self,
+        store: &Arc<LedgerStore>,
+        cache: Option<&str>,
+    ) -> anyhow::Result<Vec<Arc<dyn BlockSink<ConfirmedBlock>>>> {
+        let mut sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(store.clone()))];
+        if let Some(url) = cache {
+            let invalidator = Invalidator::new(url).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
+            sinks.push(Arc::new(CacheInvalidation::new(invalidator, store.clone())));
+        }
+        Ok(sinks)
+    }
+
+    fn serve(
+        &self,
+        store: Arc<LedgerStore>,
+        config: ServeConfig,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(crate::serve::run(store, config, shutdown))
+    }
 }

@@ -6,9 +6,11 @@
 //! (a gap, retried with backoff and jitter).
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use solana_clock::Slot;
 use solana_commitment_config::CommitmentConfig;
@@ -17,8 +19,20 @@ use solana_rpc_client_api::client_error::{Error as ClientError, ErrorKind};
 use solana_rpc_client_api::config::RpcBlockConfig;
 use solana_rpc_client_api::request::RpcError;
 use solana_transaction_status::{ConfirmedBlock, TransactionDetails, UiTransactionEncoding};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::decode::block_from_ui;
+use crate::crd::chain_source::Commitment;
+pub use crate::pipeline::config::{RpcEndpoint, Secret};
+
+/// The node's commitment level for a ChainSource's `commitment`.
+pub fn commitment_config(commitment: Commitment) -> CommitmentConfig {
+    match commitment {
+        Commitment::Finalized => CommitmentConfig::finalized(),
+        Commitment::Confirmed => CommitmentConfig::confirmed(),
+    }
+}
 
 /// JSON-RPC error codes a node answers `getBlock` with (agave `rpc_custom_error`).
 pub mod codes {
@@ -33,47 +47,22 @@ pub use crate::pipeline::Missing;
 
 pub struct RpcSource {
     /// Kept to open the same node at `finalized` (see `BlockSource::finalized`).
-    config: RpcSourceConfig,
+    config: RpcEndpoint,
     client: RpcClient,
     limiter: Option<DefaultDirectRateLimiter>,
     commitment: CommitmentConfig,
     attempts: usize,
 }
 
-/// A credential: shown as `***` by `Debug`, so configs can be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// How a source is reached and paced.
-#[derive(Clone, Debug)]
-pub struct RpcSourceConfig {
-    pub url: String,
-    /// Header and token sent with every request (`Authorization` sends `Bearer <token>`).
-    pub auth: Option<(String, Secret)>,
-    pub commitment: CommitmentConfig,
-    pub timeout: Duration,
-    /// Requests per second; `None` leaves pacing to the node's 429s.
-    pub requests_per_second: Option<u32>,
-    /// Requests allowed at once above the sustained rate (default: the rate).
-    pub burst: Option<u32>,
-    /// Tries per request before a block is a gap.
-    pub attempts: usize,
-}
-
 impl RpcSource {
-    pub fn new(config: RpcSourceConfig) -> Self {
+    pub fn new(config: RpcEndpoint) -> Self {
+        let commitment = commitment_config(config.commitment);
         let limiter = config.requests_per_second.and_then(NonZeroU32::new).map(|rps| {
             let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(rps).max(rps);
             RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
         });
         let client = match &config.auth {
-            None => RpcClient::new_with_timeout_and_commitment(config.url.clone(), config.timeout, config.commitment),
+            None => RpcClient::new_with_timeout_and_commitment(config.url.clone(), config.timeout, commitment),
             Some((header, token)) => {
                 let value = if header.eq_ignore_ascii_case("authorization") {
                     format!("Bearer {}", token.0)
@@ -100,11 +89,11 @@ impl RpcSource {
                     .expect("an HTTP client");
                 RpcClient::new_sender(
                     solana_rpc_client::http_sender::HttpSender::new_with_client(config.url.clone(), http),
-                    solana_rpc_client::rpc_client::RpcClientConfig::with_commitment(config.commitment),
+                    solana_rpc_client::rpc_client::RpcClientConfig::with_commitment(commitment),
                 )
             }
         };
-        let (commitment, attempts) = (config.commitment, config.attempts.max(1));
+        let attempts = config.attempts.max(1);
         Self { config, client, limiter, commitment, attempts }
     }
 
@@ -180,13 +169,53 @@ impl crate::pipeline::BlockSource<ConfirmedBlock> for RpcSource {
         RpcSource::tip(self).await
     }
 
+    /// `slotSubscribe` on the endpoint's WebSocket, when it has one.
+    async fn watch_tip(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        if let Some(url) = &self.config.websocket {
+            subscribe_slots(url, wake, shutdown).await;
+        }
+    }
+
     /// Below `finalized` the cluster may still skip a stored block.
-    fn finalized(&self) -> Option<std::sync::Arc<dyn crate::pipeline::BlockSource<ConfirmedBlock>>> {
+    fn finalized(&self) -> Option<Arc<dyn crate::pipeline::BlockSource<ConfirmedBlock>>> {
         (self.commitment != CommitmentConfig::finalized()).then(|| {
-            let config = RpcSourceConfig { commitment: CommitmentConfig::finalized(), ..self.config.clone() };
-            std::sync::Arc::new(RpcSource::new(config)) as std::sync::Arc<dyn crate::pipeline::BlockSource<_>>
+            let config = RpcEndpoint { commitment: Commitment::Finalized, ..self.config.clone() };
+            Arc::new(RpcSource::new(config)) as Arc<dyn crate::pipeline::BlockSource<_>>
         })
     }
+}
+
+/// Wakes the follower on every slot notification; on failure the follower
+/// falls back to polling.
+async fn subscribe_slots(url: &str, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
+    use solana_pubsub_client::nonblocking::pubsub_client::PubsubClient;
+    let client = match PubsubClient::new(url).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = %e, "WebSocket unavailable; polling the tip instead");
+            return;
+        }
+    };
+    let (mut slots, unsubscribe) = match client.slot_subscribe().await {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            tracing::warn!(error = %e, "slotSubscribe failed; polling the tip instead");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            next = slots.next() => match next {
+                Some(_) => wake.notify_one(),
+                None => {
+                    tracing::warn!("slot subscription ended; polling the tip instead");
+                    break;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    unsubscribe().await;
 }
 
 fn rpc_code(error: &ClientError) -> Option<i64> {

@@ -1,0 +1,60 @@
+//! What a source is told, the same for every chain: the worker spec's
+//! source with its Secrets resolved, ready for the chain's adapter to open
+//! (`ChainAdapter::source`). A new kind of source is one variant here and
+//! one file under its chain.
+
+use std::time::Duration;
+
+use crate::crd::chain_source::Commitment;
+
+/// The source of one ingest.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// A node's JSON-RPC (and, when given, its WebSocket for wake-ups).
+    Rpc(RpcEndpoint),
+}
+
+/// How a node is reached and paced.
+#[derive(Clone, Debug)]
+pub struct RpcEndpoint {
+    pub url: String,
+    /// WebSocket URL for new-block notifications when following (else the tip is polled).
+    pub websocket: Option<String>,
+    /// Header and token sent with every request (`Authorization` sends `Bearer <token>`).
+    pub auth: Option<(String, Secret)>,
+    /// How final a block must be before it is read.
+    pub commitment: Commitment,
+    pub timeout: Duration,
+    /// Requests per second; `None` leaves pacing to the node's 429s.
+    pub requests_per_second: Option<u32>,
+    /// Requests allowed at once above the sustained rate (default: the rate).
+    pub burst: Option<u32>,
+    /// Tries per request before a block is a gap.
+    pub attempts: usize,
+}
+
+impl RpcEndpoint {
+    /// An endpoint at `url` with the defaults a worker uses.
+    pub fn new(url: impl Into<String>, commitment: Commitment) -> Self {
+        Self {
+            url: url.into(),
+            websocket: None,
+            auth: None,
+            commitment,
+            timeout: Duration::from_secs(30),
+            requests_per_second: None,
+            burst: None,
+            attempts: 4,
+        }
+    }
+}
+
+/// A credential: shown as `***` by `Debug`, so configs can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
