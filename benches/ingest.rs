@@ -91,7 +91,7 @@ async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, cou
         concurrency: CONCURRENCY,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(60),
-        cache: None,
+        caches: Vec::new(),
     };
     let start = Instant::now();
     let summary = ingest::run(config, CancellationToken::new()).await.unwrap();

@@ -98,6 +98,21 @@ async fn the_controller_runs_a_backfill_as_an_indexed_job() {
     let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert!(ready.message.contains("targets lake, metrics have no sink in this build yet"), "{}", ready.message);
 
+    // A CacheTier serving the source appears: the job is reconciled again and
+    // its workers get the tier's Redis to drop cached answers as blocks land.
+    let tier = yaml_documents(&Path::new(ROOT).join("examples/cachetier.yaml")).remove(0);
+    assert_eq!(create(&api, tier).await.0, 201);
+    loop {
+        let job = jobs.get_opt("mainnet-epoch-700-ingest").await.unwrap();
+        let container = job.and_then(|j| j.spec?.template.spec).map(|p| p.containers[0].clone());
+        let envs = container.and_then(|c| c.env).unwrap_or_default();
+        if envs.iter().any(|e| e.name == "CHRONICLE_CACHE_URL_MAINNET_RPC") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new tier never reached the job's workers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The Job completes, as the Job controller would report it.
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let complete = json!({"status": {"succeeded": 8, "startTime": now, "completionTime": now, "conditions": [

@@ -373,7 +373,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency as usize,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(600),
-        cache: args.cache,
+        caches: args.cache.into_iter().collect(),
     };
     run_ingest(config).await
 }

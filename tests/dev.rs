@@ -56,10 +56,11 @@ fn dev_runs_the_worker_specs_the_controller_puts_in_pods() {
             placed.metadata.uid = Some("5f0e2b1a-0000-4000-8000-000000000001".into());
         }
         let dev = chronicle::dev::worker_specs(&manifests);
+        let tiers: Vec<_> = manifests.tiers.iter().map(|p| p.object.clone()).collect();
         for job in manifests.jobs.iter().map(|p| &p.object) {
             let key = format!("IngestJob/{}/{}", job.namespace().unwrap(), job.name_any());
             let Some(source) = manifests.source(&job.namespace().unwrap(), &job.spec.source_ref.name) else { continue };
-            let pod = match ingest_workload(job, &source.object, "chronicle:test") {
+            let pod = match ingest_workload(job, &source.object, &tiers, "chronicle:test") {
                 Ok(IngestWorkload::Backfill(j)) => j.spec.unwrap().template.spec.unwrap().containers[0].clone(),
                 Ok(IngestWorkload::Follow(d)) => d.spec.unwrap().template.spec.unwrap().containers[0].clone(),
                 Ok(IngestWorkload::OnNode(_)) => {
@@ -202,22 +203,23 @@ fn the_readme_quickstart_serves_the_demo_and_a_second_run_resumes() {
     }
 }
 
-/// A node spec (what an embedded ChainSource's node pod runs): a backfill and
-/// a serve work over one embedded store in one `chronicle worker run`
-/// process — the store is opened once, the served answers include what the
-/// backfill wrote.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_spec_runs_ingest_and_serve_over_one_embedded_store() {
+/// The works of a node spec over one embedded store in `dir`: an ingest of
+/// `peer` in `mode`, and a serve work on `port`, with `cache` (a URL in
+/// `CHRONICLE_CACHE_URL_T`) between them when given.
+fn node_spec(
+    peer: &support::rpc_peer::RpcPeer,
+    dir: &Path,
+    port: u16,
+    mode: chronicle::worker::spec::IngestModeSpec,
+    cache: bool,
+) -> chronicle::worker::spec::WorkerSpec {
     use chronicle::crd::chain_source::{ChainFamily, Commitment};
     use chronicle::crd::ingest_job::IngestTarget;
     use chronicle::worker::spec::*;
-    let peer = support::rpc_peer::RpcPeer::start(support::real_blocks().into_iter().collect()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        StoreSpec { url: format!("embedded://{}", dir.path().join("ledger").display()), ..StoreSpec::default() };
+    let store = StoreSpec { url: format!("embedded://{}", dir.join("ledger").display()), ..StoreSpec::default() };
     let chain =
         ChainSpec { family: ChainFamily::Solana, network: "mainnet-beta".into(), commitment: Commitment::Finalized };
-    let port = support::free_port();
+    let cache_url = FromEnv::new("CHRONICLE_CACHE_URL_T");
     let ingest = IngestSpec {
         job: "node-test".into(),
         chain: chain.clone(),
@@ -232,50 +234,113 @@ async fn a_node_spec_runs_ingest_and_serve_over_one_embedded_store() {
                 auth: None,
             },
         },
-        mode: IngestModeSpec::Backfill { from: 100_000_000, to: 100_000_009, shards: 2 },
+        mode,
         batch_size: 5,
         targets: vec![IngestTarget::Canonical],
         store: store.clone(),
         catalog: FromEnv::new("CHRONICLE_CATALOG"),
-        cache: None,
+        caches: if cache { vec![cache_url.clone()] } else { Vec::new() },
     };
-    let serve =
-        ServeSpec { chain, store, port: i32::from(port), cache: None, api_keys_dir: None, requests_per_second: None };
-    let spec = WorkerSpec::new(Work::Node(NodeSpec {
+    let cache = cache.then(|| CacheSpec {
+        url: cache_url,
+        // Long: only invalidation can make a new block's answers appear.
+        ttl: "10m".into(),
+        immutable_ttl: "1h".into(),
+        max_memory_bytes: None,
+        eviction: "allkeys-lru".into(),
+    });
+    let serve = ServeSpec { chain, store, port: i32::from(port), cache, api_keys_dir: None, requests_per_second: None };
+    WorkerSpec::new(Work::Node(NodeSpec {
         works: vec![
-            NamedWork { name: "IngestJob/t/backfill".into(), work: Work::Ingest(ingest) },
+            NamedWork { name: "IngestJob/t/ingest".into(), work: Work::Ingest(ingest) },
             NamedWork { name: "CacheTier/t/rpc".into(), work: Work::Serve(serve) },
         ],
-    }));
-    let file = dir.path().join("spec.json");
+    }))
+}
+
+/// `chronicle worker run` with `spec`, its catalog (and cache) from the environment.
+fn start_node(spec: &chronicle::worker::spec::WorkerSpec, dir: &Path) -> tokio::process::Child {
+    let file = dir.join("spec.json");
     std::fs::write(&file, spec.to_json()).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
         .args(["worker", "run", "--spec", file.to_str().unwrap()])
-        .env("CHRONICLE_CATALOG", format!("embedded://{}", dir.path().join("catalog").display()))
+        .env("CHRONICLE_CATALOG", format!("embedded://{}", dir.join("catalog").display()))
+        .env("CHRONICLE_CACHE_URL_T", "memory://t")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+async fn call(port: u16, body: &str) -> Option<Value> {
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    answer.json::<Value>().await.ok()
+}
+
+/// A node spec (what an embedded ChainSource's node pod runs): a backfill and
+/// a serve work over one embedded store in one `chronicle worker run`
+/// process — the store is opened once, the served answers include what the
+/// backfill wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_spec_runs_ingest_and_serve_over_one_embedded_store() {
+    use chronicle::worker::spec::IngestModeSpec;
+    let peer = support::rpc_peer::RpcPeer::start(support::real_blocks().into_iter().collect()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let mode = IngestModeSpec::Backfill { from: 100_000_000, to: 100_000_009, shards: 2 };
+    let child = start_node(&node_spec(&peer, dir.path(), port, mode, false), dir.path());
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"getBlocks","params":[100000000,100000009]}"#;
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let answer = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{port}"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        if let Ok(answer) = answer
-            && answer.json::<Value>().await.unwrap()["result"] == serde_json::json!([100_000_000])
-        {
-            break;
-        }
+    while call(port, body).await.is_none_or(|a| a["result"] != serde_json::json!([100_000_000])) {
         assert!(Instant::now() < deadline, "the node never served the backfilled block");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (status, log) = support::terminate(child).await;
     assert!(status.success(), "{log}");
-    assert!(log.contains("IngestJob/t/backfill shard 1: done"), "both shards ran in the node: {log}");
+    assert!(log.contains("IngestJob/t/ingest shard 1: done"), "both shards ran in the node: {log}");
+}
+
+/// Without Redis (`memory://`, what `chronicle dev` uses when no Redis
+/// Secret is given), the one process's ingest drops the cached answers a new
+/// block changes: a first page cached for ten minutes shows the new
+/// signature on the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_cache_is_invalidated_by_the_ingest_beside_it() {
+    use chronicle::worker::spec::IngestModeSpec;
+    // Two real blocks; the second lands at the slot after the first (a derived position, real content).
+    let blocks = support::real_blocks();
+    let (first, first_block) = blocks[0].clone();
+    let new_block = blocks.last().unwrap().1.clone();
+    let peer = support::rpc_peer::RpcPeer::start([(first, first_block)].into_iter().collect()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let child =
+        start_node(&node_spec(&peer, dir.path(), port, IngestModeSpec::Follow { from: Some(first) }, true), dir.path());
+    let stored = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"getBlocks","params":[{first},{first}]}}"#);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call(port, &stored).await.is_none_or(|a| a["result"] != serde_json::json!([first])) {
+        assert!(Instant::now() < deadline, "the follower never stored slot {first}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let address = new_block.transactions[0].account_keys()[0];
+    let page = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "getSignaturesForAddress", "params": [address.to_string()]}).to_string();
+    let before = call(port, &page).await.unwrap();
+    assert_eq!(call(port, &page).await.unwrap(), before, "the first page, now cached");
+    let signature = serde_json::json!(new_block.transactions[0].transaction_signature().to_string());
+    assert_ne!(before["result"][0]["signature"], signature);
+    peer.produce(first + 1, new_block.clone());
+    while call(port, &page).await.unwrap()["result"][0]["signature"] != signature {
+        assert!(Instant::now() < deadline, "the new signature never reached the cached first page");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, log) = support::terminate(child).await;
+    assert!(status.success(), "{log}");
 }

@@ -39,12 +39,12 @@ pub trait ChainAdapter: Send + Sync + 'static {
     /// The block source a worker spec names.
     fn source(&self, config: &SourceConfig) -> anyhow::Result<Arc<dyn BlockSource<Self::Block>>>;
 
-    /// The sinks of an ingest, in flush order: the canonical store, then (when
-    /// `cache` names a cache tier's Redis) invalidation of the answers a block changes.
+    /// The sinks of an ingest, in flush order: the canonical store, then
+    /// invalidation of the answers a block changes in each of `caches`.
     fn sinks(
         &self,
         store: &Arc<Self::Store>,
-        cache: Option<&str>,
+        caches: &[String],
     ) -> anyhow::Result<Vec<Arc<dyn BlockSink<Self::Block>>>>;
 
     /// Serves the chain's history API from the store until `shutdown`.

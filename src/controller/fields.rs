@@ -76,7 +76,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("CacheTier.spec.immutableTtl", Worker),
     ("CacheTier.spec.maxMemory", Worker),
     ("CacheTier.spec.eviction", Worker),
-    ("CacheTier.spec.invalidateOnIngest", NotYet("wiring a tier's Redis into its source's ingest workers")),
+    ("CacheTier.spec.invalidateOnIngest", Worker),
     ("CacheTier.spec.server.replicas", Controller("the serve Deployment's replicas")),
     ("CacheTier.spec.server.port", Worker),
     ("CacheTier.spec.server.apiKeysSecretRef.name", Controller("the API-key Secret volume")),
@@ -238,17 +238,18 @@ mod tests {
     fn worker_specs(source: &Value, job: &Value, follow: &Value, tier: &Value) -> Vec<String> {
         let source = serde_json::from_value(source.clone());
         let Ok(source) = source else { return vec![format!("bad ChainSource: {source:?}")] };
+        let tier: Result<crate::crd::CacheTier, _> = serde_json::from_value(tier.clone());
+        let Ok(tier) = tier else { return vec![format!("bad CacheTier: {tier:?}")] };
         let mut out = Vec::new();
         for job in [job, follow] {
             out.push(match serde_json::from_value(job.clone()) {
-                Ok(job) => format!("{:?}", ingest_spec(&job, &source).map(|s| s.to_json())),
+                Ok(job) => {
+                    format!("{:?}", ingest_spec(&job, &source, std::slice::from_ref(&tier)).map(|s| s.to_json()))
+                }
                 Err(e) => format!("bad IngestJob: {e}"),
             });
         }
-        out.push(match serde_json::from_value(tier.clone()) {
-            Ok(tier) => format!("{:?}", serve_spec(&tier, &source).map(|s| s.to_json())),
-            Err(e) => format!("bad CacheTier: {e}"),
-        });
+        out.push(format!("{:?}", serve_spec(&tier, &source).map(|s| s.to_json())));
         out
     }
 

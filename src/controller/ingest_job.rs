@@ -11,6 +11,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -19,8 +20,8 @@ use super::children::{delete, managed, prune};
 use super::context::{Context, Error};
 use super::status::{FIELD_MANAGER, condition, publish, report};
 use super::workload::{IngestWorkload, ingest_spec, ingest_workload};
-use crate::crd::ChainSource;
 use crate::crd::ingest_job::{IngestJob, IngestPhase};
+use crate::crd::{CacheTier, ChainSource};
 
 /// Phase of a backfill from its Job's status.
 fn job_phase(job: Option<&Job>, suspended: bool) -> IngestPhase {
@@ -49,10 +50,12 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
     // Read: the ChainSource it points at.
     let sources: Api<ChainSource> = Api::namespaced(ctx.client.clone(), &namespace);
     let source = sources.get_opt(&job.spec.source_ref.name).await?;
+    // The tiers whose cached answers its blocks change.
+    let tiers = Api::<CacheTier>::namespaced(ctx.client.clone(), &namespace).list(&Default::default()).await?.items;
     // Build and apply the workload, or say why not.
     let outcome = match &source {
         None => Err(("SourceNotFound", format!("ChainSource {} does not exist", job.spec.source_ref.name))),
-        Some(source) => ingest_workload(&job, source, &ctx.image).map_err(|e| (e.reason(), e.to_string())),
+        Some(source) => ingest_workload(&job, source, &tiers, &ctx.image).map_err(|e| (e.reason(), e.to_string())),
     };
     let (phase, workload, conditions, requeue) = match outcome {
         Err((reason, message)) => {
@@ -104,7 +107,7 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
             let key = format!("IngestJob/{namespace}/{}", job.name_any());
             let work = match job.spec.suspend {
                 true => None,
-                false => ingest_spec(&job, source).ok().map(|s| s.work),
+                false => ingest_spec(&job, source, &tiers).ok().map(|s| s.work),
             };
             let running = super::node::running(&ctx, source, &key, work.as_ref()).await?;
             prune::<Job, _>(&ctx, job.as_ref(), &[]).await?;
@@ -238,5 +241,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let controller = super::pipeline::controller::<IngestJob>(&ctx.client)
         .owns(Api::<Job>::all(ctx.client.clone()), children.clone())
         .owns(Api::<Deployment>::all(ctx.client.clone()), children);
+    // A tier added, removed or switched changes which Redis the jobs of its source invalidate.
+    let jobs = controller.store();
+    let controller =
+        controller.watches(Api::<CacheTier>::all(ctx.client.clone()), watcher::Config::default(), move |tier| {
+            let (namespace, source) = (tier.namespace(), tier.spec.source_ref.name.clone());
+            jobs.state()
+                .into_iter()
+                .filter(|job| job.namespace() == namespace && job.spec.source_ref.name == source)
+                .map(|job| ObjectRef::from_obj(job.as_ref()))
+                .collect::<Vec<_>>()
+        });
     super::pipeline::run(ctx, controller, shutdown, reconcile).await;
 }

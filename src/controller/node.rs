@@ -40,8 +40,8 @@ pub fn node_workload(source: &ChainSource, jobs: &[IngestJob], tiers: &[CacheTie
     let (mut works, mut ports) = (Vec::new(), Vec::new());
     let mine = |name: &str, ns: Option<String>| name == source.name_any() && ns.as_deref() == Some(&namespace);
     for job in jobs.iter().filter(|j| mine(&j.spec.source_ref.name, j.namespace()) && !j.spec.suspend) {
-        let Ok(WorkerSpec { work: Work::Ingest(spec), .. }) = ingest_spec(job, source) else { continue };
-        secrets.ingest(&spec, source);
+        let Ok(WorkerSpec { work: Work::Ingest(spec), .. }) = ingest_spec(job, source, tiers) else { continue };
+        secrets.ingest(&spec, source, tiers);
         works.push(NamedWork { name: format!("IngestJob/{namespace}/{}", job.name_any()), work: Work::Ingest(spec) });
     }
     let tiers = tiers.iter().filter(|t| mine(&t.spec.source_ref.name, t.namespace()));
@@ -165,7 +165,7 @@ mod tests {
         let claim = pod.volumes.unwrap().into_iter().find(|v| v.name == "store").unwrap();
         assert_eq!(claim.persistent_volume_claim.unwrap().claim_name, "solana-devnet-store");
         // The job and the tier build no pods of their own.
-        let workload = super::super::workload::ingest_workload(&job, &source, "x").unwrap();
+        let workload = super::super::workload::ingest_workload(&job, &source, &[], "x").unwrap();
         assert_eq!(workload, super::super::workload::IngestWorkload::OnNode("solana-devnet-node".into()));
         let (deployment, service) = super::super::workload::cache_tier_workload(&tier, &source, "x").unwrap();
         assert!(deployment.is_none());

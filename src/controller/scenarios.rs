@@ -93,10 +93,15 @@ where
 }
 
 const SOURCE: &str = "/apis/chronicle.dev/v1alpha1/namespaces/chronicle/chainsources/solana-mainnet";
+const TIERS: &str = "/apis/chronicle.dev/v1alpha1/namespaces/chronicle/cachetiers";
 const JOBS: &str = "/apis/batch/v1/namespaces/chronicle/jobs";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/chronicle/deployments";
 const CATALOG_SECRET: &str = "/api/v1/namespaces/chronicle/secrets/chronicle-catalog";
 const STATUS: &str = "/apis/chronicle.dev/v1alpha1/namespaces/chronicle/ingestjobs/mainnet-epoch-700/status";
+
+fn tier() -> Value {
+    serde_json::to_value(example::<crate::crd::CacheTier>("cachetier.yaml", |_| {})).unwrap()
+}
 
 fn source() -> Value {
     serde_json::to_value(example::<ChainSource>("chainsource-solana-mainnet.yaml", |_| {})).unwrap()
@@ -108,12 +113,23 @@ async fn create_applies_an_owned_indexed_job_and_reports_it() {
     let job = Arc::new(backfill(1));
     let server = async {
         api.expect("GET", SOURCE, 200, source()).await;
+        // A tier serving the source: the job's workers drop its cached answers as blocks land.
+        api.expect("GET", TIERS, 200, list(vec![tier()])).await;
         let (query, applied) = api.echo("PATCH", &format!("{JOBS}/mainnet-epoch-700-ingest")).await;
         assert!(query.contains("fieldManager=chronicle-controller") && query.contains("force=true"), "{query}");
         assert_eq!(applied["spec"]["completions"], 8);
         assert_eq!(applied["spec"]["completionMode"], "Indexed");
         assert_eq!(applied["metadata"]["ownerReferences"][0]["uid"], "uid-ij");
         assert_eq!(applied["metadata"]["ownerReferences"][0]["controller"], true);
+        let env = &applied["spec"]["template"]["spec"]["containers"][0]["env"];
+        let redis = env.as_array().unwrap().iter().find(|e| e["name"] == "CHRONICLE_CACHE_URL_MAINNET_RPC").unwrap();
+        assert_eq!(
+            redis["valueFrom"]["secretKeyRef"],
+            json!({"name": "chronicle-redis", "key": "url", "optional": false})
+        );
+        let spec = env.as_array().unwrap().iter().find(|e| e["name"] == "CHRONICLE_WORKER_SPEC").unwrap();
+        let spec: Value = serde_json::from_str(spec["value"].as_str().unwrap()).unwrap();
+        assert_eq!(spec["caches"], json!([{"env": "CHRONICLE_CACHE_URL_MAINNET_RPC"}]));
         let (query, _) = api.expect("GET", JOBS, 200, list(vec![applied])).await;
         assert!(query.contains("labelSelector=chronicle.dev%2Fingestjob%3Dmainnet-epoch-700"), "{query}");
         api.expect("GET", DEPLOYMENTS, 200, list(vec![])).await;
@@ -147,6 +163,7 @@ async fn an_update_reapplies_and_says_so_once() {
     job.status = Some(serde_json::from_value(previous).unwrap());
     let server = async {
         api.expect("GET", SOURCE, 200, source()).await;
+        api.expect("GET", TIERS, 200, list(vec![])).await;
         let (_, applied) = api.echo("PATCH", &format!("{JOBS}/mainnet-epoch-700-ingest")).await;
         let env = applied["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
         let spec = env.iter().find(|e| e["name"] == crate::worker::spec::SPEC_ENV).unwrap()["value"].as_str().unwrap();
@@ -178,6 +195,7 @@ async fn drift_is_overwritten_and_stray_children_are_pruned() {
     );
     let server = async {
         api.expect("GET", SOURCE, 200, source()).await;
+        api.expect("GET", TIERS, 200, list(vec![])).await;
         // The Job was edited by hand (parallelism 1): the forced apply of the
         // whole desired spec takes the fields back.
         let (query, applied) = api.echo("PATCH", &format!("{JOBS}/mainnet-epoch-700-ingest")).await;

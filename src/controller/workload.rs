@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
+use crate::crd::CacheTier;
 use crate::crd::chain_source::ChainSource;
 use crate::crd::common::SecretKeyRef;
 use crate::crd::ingest_job::{IngestJob, IngestMode};
@@ -231,8 +232,11 @@ impl PodSecrets {
         }
     }
 
-    /// The ingest work's endpoint token.
-    pub fn ingest(&mut self, spec: &IngestSpec, source: &ChainSource) {
+    /// The ingest work's endpoint token and the Redis URLs of the tiers it invalidates.
+    pub fn ingest(&mut self, spec: &IngestSpec, source: &ChainSource, tiers: &[CacheTier]) {
+        for tier in invalidating_tiers(source, tiers) {
+            self.env(&cache_url_env(&tier.name_any()), &tier.spec.redis.url_secret_ref);
+        }
         let SourceSpec::Rpc { endpoint } = &spec.source;
         let declared = source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref());
         if let (Some(auth), Some(secret)) = (&endpoint.auth, declared) {
@@ -241,7 +245,7 @@ impl PodSecrets {
     }
 
     /// The serve work's Redis URL, and its API-key Secret as volume `volume`.
-    pub fn serve(&mut self, spec: &ServeSpec, tier: &crate::crd::CacheTier, volume: &str) {
+    pub fn serve(&mut self, spec: &ServeSpec, tier: &CacheTier, volume: &str) {
         if let Some(cache) = &spec.cache {
             self.env(&cache.url.env, &tier.spec.redis.url_secret_ref);
         }
@@ -370,8 +374,23 @@ pub fn catalog_job(job: &IngestJob) -> String {
     }
 }
 
-/// What `job`'s workers do, as the worker reads it.
-pub fn ingest_spec(job: &IngestJob, source: &ChainSource) -> Result<WorkerSpec, BuildError> {
+/// The tiers of `source` whose answers its ingests invalidate as blocks land
+/// (`invalidateOnIngest`), in the order given.
+pub fn invalidating_tiers<'a>(
+    source: &'a ChainSource,
+    tiers: &'a [CacheTier],
+) -> impl Iterator<Item = &'a CacheTier> + 'a {
+    tiers.iter().filter(move |t| {
+        t.spec.invalidate_on_ingest
+            && t.spec.source_ref.name == source.name_any()
+            && t.namespace() == source.namespace()
+    })
+}
+
+/// What `job`'s workers do, as the worker reads it; `tiers` are the
+/// CacheTiers of the namespace (those serving the job's source have their
+/// cached answers dropped as blocks land).
+pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -> Result<WorkerSpec, BuildError> {
     let spec = &job.spec;
     crate::chain::adapter(source.spec.chain.family).map_err(BuildError::UnsupportedChain)?;
     if spec.source.rpc.is_none() {
@@ -424,14 +443,19 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource) -> Result<WorkerSpec, 
         targets: spec.targets.clone(),
         store: store_access(source).0,
         catalog: FromEnv::new(CATALOG_ENV),
-        cache: None,
+        caches: invalidating_tiers(source, tiers).map(|t| FromEnv::new(&cache_url_env(&t.name_any()))).collect(),
     })))
 }
 
 /// The Job or Deployment that runs `job`'s workers.
-pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Result<IngestWorkload, BuildError> {
+pub fn ingest_workload(
+    job: &IngestJob,
+    source: &ChainSource,
+    tiers: &[CacheTier],
+    image: &str,
+) -> Result<IngestWorkload, BuildError> {
     let spec = &job.spec;
-    let worker = ingest_spec(job, source)?;
+    let worker = ingest_spec(job, source, tiers)?;
     if source.spec.store.embedded.is_some() {
         return Ok(IngestWorkload::OnNode(super::node::node_name(source)));
     }
@@ -439,7 +463,7 @@ pub fn ingest_workload(job: &IngestJob, source: &ChainSource, image: &str) -> Re
     let mut secrets = PodSecrets::default();
     secrets.env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref);
     if let Work::Ingest(ingest) = &worker.work {
-        secrets.ingest(ingest, source);
+        secrets.ingest(ingest, source, tiers);
     }
     // The worker finishes its batch and commits on SIGTERM: 120 s to do so.
     let mut pod = worker_pod("ingest", image, &worker, source, secrets, resources(spec.resources.as_ref()), 120);
@@ -503,7 +527,7 @@ mod tests {
     fn a_backfill_is_an_indexed_job_of_restricted_pods() {
         let job: IngestJob = load("ingestjob-backfill.yaml");
         let source: ChainSource = load("chainsource-solana-mainnet.yaml");
-        let IngestWorkload::Backfill(built) = ingest_workload(&job, &source, "chronicle:test").unwrap() else {
+        let IngestWorkload::Backfill(built) = ingest_workload(&job, &source, &[], "chronicle:test").unwrap() else {
             panic!("a Job")
         };
         let spec = built.spec.as_ref().unwrap();
@@ -548,7 +572,7 @@ mod tests {
     fn a_follower_is_one_recreated_replica() {
         let job: IngestJob = load("ingestjob-follow.yaml");
         let source: ChainSource = load("chainsource-solana-mainnet.yaml");
-        let IngestWorkload::Follow(built) = ingest_workload(&job, &source, "chronicle:test").unwrap() else {
+        let IngestWorkload::Follow(built) = ingest_workload(&job, &source, &[], "chronicle:test").unwrap() else {
             panic!("a Deployment")
         };
         let spec = built.spec.unwrap();
@@ -566,10 +590,10 @@ mod tests {
     fn what_the_worker_cannot_run_is_an_error() {
         let source: ChainSource = load("chainsource-solana-mainnet.yaml");
         let bigquery: IngestJob = load("ingestjob-bigquery.yaml");
-        assert_eq!(ingest_workload(&bigquery, &source, "x"), Err(BuildError::UnsupportedSource("bigQuery")));
+        assert_eq!(ingest_workload(&bigquery, &source, &[], "x"), Err(BuildError::UnsupportedSource("bigQuery")));
         let embedded: ChainSource = load("chainsource-solana-embedded.yaml");
         let parallel: IngestJob = load("ingestjob-backfill.yaml");
-        assert_eq!(ingest_workload(&parallel, &embedded, "x"), Err(BuildError::EmbeddedParallelism(8)));
+        assert_eq!(ingest_workload(&parallel, &embedded, &[], "x"), Err(BuildError::EmbeddedParallelism(8)));
     }
 }
 

@@ -3,7 +3,7 @@
 //! [`WorkerSpec`]s the controller builds (`controller/workload.rs`), run in
 //! this one process: a pod's embedded-store mount becomes the source's
 //! directory under `--state`, a Secret the manifests do not give means the
-//! embedded catalog (or no cache), and one process owns each embedded store,
+//! embedded catalog (or an in-process cache), and one process owns each embedded store,
 //! however many jobs and serve replicas use it.
 //!
 //! A ChainSource annotated `chronicle.dev/dev-demo-blocks: DIR` gets a local
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use self::manifests::{Manifests, Placed};
 use crate::catalog;
 use crate::controller::workload::{EMBEDDED_MOUNT, ingest_spec, serve_spec, store_spec};
-use crate::crd::ChainSource;
+use crate::crd::{CacheTier, ChainSource};
 use crate::store::BlockStore;
 use crate::worker::host::{Host, Opened};
 use crate::worker::spec::{Work, WorkerSpec};
@@ -53,11 +53,12 @@ pub fn default_state_dir() -> PathBuf {
 /// controller builds it (or why it cannot be built), by `kind/namespace/name`.
 pub fn worker_specs(manifests: &Manifests) -> BTreeMap<String, Result<WorkerSpec, String>> {
     let mut specs = BTreeMap::new();
+    let tiers: Vec<CacheTier> = manifests.tiers.iter().map(|p| p.object.clone()).collect();
     for Placed { object: job, .. } in &manifests.jobs {
         let key = format!("IngestJob/{}/{}", job.namespace().unwrap_or_default(), job.name_any());
         let spec = match manifests.source(&job.namespace().unwrap_or_default(), &job.spec.source_ref.name) {
             None => Err(format!("ChainSource {} does not exist", job.spec.source_ref.name)),
-            Some(source) => ingest_spec(job, &source.object).map_err(|e| e.to_string()),
+            Some(source) => ingest_spec(job, &source.object, &tiers).map_err(|e| e.to_string()),
         };
         specs.insert(key, spec);
     }
@@ -121,16 +122,15 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
             ));
             continue;
         };
-        let mut spec = spec.clone();
-        let redis = manifests.secret(&namespace, &tier.spec.redis.url_secret_ref);
-        if redis.is_none() {
+        if manifests.secret(&namespace, &tier.spec.redis.url_secret_ref).is_none() {
             host.say(&format!(
-                "{key}: no Redis Secret {} given: serving without a cache",
+                "{key}: no Redis Secret {} given: an in-process cache, invalidated by this process's ingests",
                 tier.spec.redis.url_secret_ref.name
             ));
-            spec.cache = None;
         }
-        let listen = host.serve(&key, &spec, opened.store.clone(), [127, 0, 0, 1].into(), &move |_| redis.clone())?;
+        let url = cache_url(&manifests, tier);
+        let listen =
+            host.serve(&key, spec, opened.store.clone(), [127, 0, 0, 1].into(), &move |_| Some(url.clone()))?;
         host.say(&format!("{key}: Solana JSON-RPC on http://{listen} — for example:"));
         host.say(&format!(
             "  curl -s http://{listen} -H 'content-type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getBlocksWithLimit\",\"params\":[0,10]}}'"
@@ -160,6 +160,14 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
 /// What a pod of `source` reads from Secrets, from the Secrets given to `dev`:
 /// the catalog (embedded under the state directory when not given) and
 /// endpoint tokens.
+/// A tier's Redis URL from its Secret, else the process's own cache for it.
+fn cache_url(manifests: &Manifests, tier: &CacheTier) -> String {
+    let namespace = tier.namespace().unwrap_or_default();
+    manifests
+        .secret(&namespace, &tier.spec.redis.url_secret_ref)
+        .unwrap_or_else(|| format!("memory://CacheTier/{namespace}/{}", tier.name_any()))
+}
+
 fn secrets_lookup(manifests: &Manifests, source: &ChainSource) -> impl Fn(&str) -> Option<String> + use<> {
     let namespace = source.namespace().unwrap_or_default();
     let mut values = BTreeMap::new();
@@ -171,6 +179,10 @@ fn secrets_lookup(manifests: &Manifests, source: &ChainSource) -> impl Fn(&str) 
         {
             values.insert(crate::controller::workload::rpc_token_env(&endpoint.name), token);
         }
+    }
+    let tiers: Vec<CacheTier> = manifests.tiers.iter().map(|p| p.object.clone()).collect();
+    for tier in crate::controller::workload::invalidating_tiers(source, &tiers) {
+        values.insert(crate::controller::workload::cache_url_env(&tier.name_any()), cache_url(manifests, tier));
     }
     move |name: &str| values.get(name).cloned()
 }

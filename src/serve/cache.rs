@@ -12,6 +12,8 @@
 //!
 //! Redis is optional at every moment: any cache failure is a miss, answers
 //! come from the store, and the connection manager reconnects on its own.
+//! A `memory://NAME` URL names the process's own cache instead
+//! (`memory_cache.rs`, for `chronicle dev` without Redis), same contract.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +25,7 @@ use sha2::{Digest, Sha256};
 use solana_pubkey::Pubkey;
 use tokio::sync::RwLock;
 
+use super::memory_cache::MemoryCache;
 use super::methods::{Answer, Freshness, Method};
 
 const TIP_SET: &str = "chronicle:idx:tip";
@@ -120,9 +123,24 @@ impl Connection {
     }
 }
 
+/// Where answers live: a tier's Redis, or the process's own cache.
+enum Backend {
+    Redis(Connection),
+    Memory(Arc<MemoryCache>),
+}
+
+impl Backend {
+    fn open(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+        Ok(match url.strip_prefix("memory://") {
+            Some(name) => Backend::Memory(MemoryCache::named(name)),
+            None => Backend::Redis(Connection::new(url, timeout)?),
+        })
+    }
+}
+
 /// The read-through cache used by `chronicle serve`.
 pub struct Cache {
-    connection: Connection,
+    backend: Backend,
     config: CacheConfig,
     failures: AtomicU64,
 }
@@ -135,18 +153,15 @@ pub enum Lookup {
 
 impl Cache {
     pub fn new(config: CacheConfig) -> Result<Arc<Self>, redis::RedisError> {
-        Ok(Arc::new(Self {
-            connection: Connection::new(&config.url, config.timeout)?,
-            config,
-            failures: AtomicU64::new(0),
-        }))
+        Ok(Arc::new(Self { backend: Backend::open(&config.url, config.timeout)?, config, failures: AtomicU64::new(0) }))
     }
 
     /// Applies the memory bound and eviction policy the CacheTier declares.
     /// Managed Redis often forbids CONFIG; then the server's own settings stay.
     pub async fn configure(&self) {
         let settings = [("maxmemory", &self.config.max_memory), ("maxmemory-policy", &self.config.eviction)];
-        let Some(mut redis) = self.connection.get().await else { return };
+        let Backend::Redis(connection) = &self.backend else { return };
+        let Some(mut redis) = connection.get().await else { return };
         for (name, value) in settings.iter().filter_map(|(n, v)| v.as_ref().map(|v| (n, v))) {
             let result: Result<(), _> =
                 redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async(&mut redis).await;
@@ -173,7 +188,16 @@ impl Cache {
     }
 
     pub async fn lookup(&self, key: &str) -> Lookup {
-        let Some(mut redis) = self.connection.get().await else { return Lookup::Miss { generation: None } };
+        let connection = match &self.backend {
+            Backend::Redis(connection) => connection,
+            Backend::Memory(memory) => {
+                return match memory.get(key) {
+                    (Some(value), _) => Lookup::Hit(value),
+                    (None, generation) => Lookup::Miss { generation: Some(generation.to_string()) },
+                };
+            }
+        };
+        let Some(mut redis) = connection.get().await else { return Lookup::Miss { generation: None } };
         let result: Result<(Option<String>, Option<String>), _> =
             redis::pipe().get(key).get(GENERATION).query_async(&mut redis).await;
         match result {
@@ -203,7 +227,16 @@ impl Cache {
                 (self.config.ttl, sets)
             }
         };
-        let Some(mut redis) = self.connection.get().await else { return };
+        let connection = match &self.backend {
+            Backend::Redis(connection) => connection,
+            Backend::Memory(memory) => {
+                if let Ok(generation) = generation.parse() {
+                    memory.put_if_current(key, generation, answer.value.clone(), ttl, &sets);
+                }
+                return;
+            }
+        };
+        let Some(mut redis) = connection.get().await else { return };
         let put = redis::Script::new(PUT_IF_CURRENT);
         let mut script = put.prepare_invoke();
         script.key(key).key(GENERATION);
@@ -219,19 +252,27 @@ impl Cache {
 
 /// What ingestion uses to drop the answers a new block changes.
 pub struct Invalidator {
-    connection: Connection,
+    backend: Backend,
 }
 
 impl Invalidator {
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
-        Ok(Self { connection: Connection::new(url, Duration::from_secs(2))? })
+        Ok(Self { backend: Backend::open(url, Duration::from_secs(2))? })
     }
 
     /// Drops the cached answers that blocks touching `addresses` change.
     /// Returns how many were dropped; an unreachable cache is logged, not fatal
     /// (its answers expire with their TTL).
     pub async fn blocks_written(&self, addresses: &[Pubkey]) -> usize {
-        let Some(mut redis) = self.connection.get().await else { return 0 };
+        let connection = match &self.backend {
+            Backend::Redis(connection) => connection,
+            Backend::Memory(memory) => {
+                let mut sets: Vec<String> = addresses.iter().map(address_set).collect();
+                sets.push(TIP_SET.into());
+                return memory.drop_indexed(&sets);
+            }
+        };
+        let Some(mut redis) = connection.get().await else { return 0 };
         let drop_indexed = redis::Script::new(DROP_INDEXED);
         let mut script = drop_indexed.prepare_invoke();
         script.key(GENERATION).key(TIP_SET);

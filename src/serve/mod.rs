@@ -9,6 +9,7 @@
 
 pub mod address_history;
 pub mod cache;
+pub mod memory_cache;
 pub mod methods;
 
 use std::net::SocketAddr;

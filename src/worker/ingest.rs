@@ -54,8 +54,8 @@ pub struct IngestConfig {
     pub poll_interval: Duration,
     /// How long a batch waits for the catalog to come back before giving up.
     pub catalog_patience: Duration,
-    /// Redis cache tier whose answers a new block changes (`redis://…`).
-    pub cache: Option<String>,
+    /// Caches whose answers a new block changes (`redis://…`, or `memory://NAME` in one process).
+    pub caches: Vec<String>,
 }
 
 /// Told the checkpoint after each committed batch (a progress bar, say).
@@ -132,7 +132,7 @@ pub async fn run_with<A: ChainAdapter>(
     let store =
         store::open_for(adapter, &config.store, &config.store_access).await.context("opening the block store")?;
     let source = adapter.source(&config.source)?;
-    let sinks = adapter.sinks(&store, config.cache.as_deref())?;
+    let sinks = adapter.sinks(&store, &config.caches)?;
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
     run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
 }

@@ -81,7 +81,7 @@ pub fn ingest_config_in(
         concurrency: endpoint.max_concurrent.max(1) as usize,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(600),
-        cache: spec.cache.as_ref().map(|c| c.resolve_in(lookup)).transpose()?,
+        caches: spec.caches.iter().map(|c| c.resolve_in(lookup)).collect::<Result<_, _>>()?,
     })
 }
 

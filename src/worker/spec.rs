@@ -161,9 +161,9 @@ pub struct IngestSpec {
     pub store: StoreSpec,
     /// `postgres://…` or `embedded:///…`.
     pub catalog: FromEnv,
-    /// Redis of a cache tier whose answers new blocks change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<FromEnv>,
+    /// Redis of each cache tier whose answers new blocks change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<FromEnv>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,7 +272,7 @@ mod tests {
             targets: vec![IngestTarget::Canonical],
             store: StoreSpec { url: "embedded:///data/ledger".into(), ..StoreSpec::default() },
             catalog: FromEnv::new("CHRONICLE_CATALOG"),
-            cache: None,
+            caches: Vec::new(),
         }))
     }
 

@@ -54,10 +54,10 @@ impl ChainAdapter for Solana {
     fn sinks(
         &self,
         store: &Arc<LedgerStore>,
-        cache: Option<&str>,
+        caches: &[String],
     ) -> anyhow::Result<Vec<Arc<dyn BlockSink<ConfirmedBlock>>>> {
         let mut sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(store.clone()))];
-        if let Some(url) = cache {
+        for url in caches {
             let invalidator = Invalidator::new(url).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
             sinks.push(Arc::new(CacheInvalidation::new(invalidator, store.clone())));
         }
