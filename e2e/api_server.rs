@@ -1024,3 +1024,89 @@ async fn an_embedded_source_runs_its_jobs_and_tiers_in_one_node_pod() {
     stop.cancel();
     controllers.await.unwrap();
 }
+
+/// A backfill that runs on its embedded source's node has no Job to
+/// complete: it reaches `Succeeded` when the catalog holds its whole range
+/// with no gap open (the workers' commits, played here on a real PostgreSQL
+/// catalog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_on_the_node_succeeds_when_the_catalog_holds_its_range() {
+    use chronicle::catalog::BatchOutcome;
+    use chronicle::controller::context::Context;
+    use chronicle::crd::ingest_job::IngestPhase;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::Api;
+    use kube::api::{Patch, PatchParams};
+
+    let postgres = support::Postgres::start();
+    let api = api_with_crds().await;
+    let client = api.client().await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chronicle-catalog"},
+        "stringData": {"url": postgres.url()}});
+    assert_eq!(post(&api, "/api/v1/namespaces/e2e/secrets", &secret).await.0, 201);
+    let source = yaml_documents(&Path::new(ROOT).join("examples/chainsource-solana-embedded.yaml")).remove(0);
+    let job = json!({"apiVersion": "chronicle.dev/v1alpha1", "kind": "IngestJob", "metadata": {"name": "devnet-history"},
+        "spec": {"sourceRef": {"name": "solana-devnet"}, "source": {"rpc": {}}, "mode": "backfill",
+                 "range": {"startSlot": 1000, "endSlot": 1099}}});
+    for object in [source, job] {
+        let (status, answer) = create(&api, object).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
+    let stopper = || {
+        let token = stop.clone();
+        async move { token.cancelled().await }
+    };
+    let controllers = tokio::spawn(futures::future::join(
+        chronicle::controller::chain_source::run(ctx.clone(), stopper()),
+        chronicle::controller::ingest_job::run(ctx.clone(), stopper()),
+    ));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "e2e");
+    let ingest: Api<chronicle::crd::IngestJob> = Api::namespaced(client.clone(), "e2e");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while deployments.get_opt("solana-devnet-node").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no node Deployment");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The node pod is up (as the Deployment controller would report it).
+    let ready = json!({"status": {"replicas": 1, "readyReplicas": 1}});
+    deployments.patch_status("solana-devnet-node", &PatchParams::default(), &Patch::Merge(&ready)).await.unwrap();
+
+    // The node's worker commits the range in two batches.
+    let job = ingest.get("devnet-history").await.unwrap();
+    let key = chronicle::controller::workload::catalog_job(&job);
+    let catalog = chronicle::catalog::open(&postgres.url()).await.unwrap();
+    let range = chronicle::worker::ingest::shard_range(1000, 1099, 0, 1).unwrap();
+    catalog.shard(&key, range).await.unwrap();
+    let phase = |checkpoint: u64| {
+        let ingest = ingest.clone();
+        async move {
+            loop {
+                let status = ingest.get("devnet-history").await.unwrap().status.unwrap_or_default();
+                if status.checkpoint == Some(checkpoint) {
+                    return status;
+                }
+                assert!(Instant::now() < deadline, "the status never showed checkpoint {checkpoint}");
+                let touch = json!({"metadata": {"annotations": {"e2e/touch": checkpoint.to_string()}}});
+                ingest.patch("devnet-history", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    for (first, last) in [(1000u64, 1049u64), (1050, 1099)] {
+        let outcome =
+            BatchOutcome { checkpoint: Some(last), written: (first..=last).collect(), ..BatchOutcome::default() };
+        catalog.commit(&key, 0, &outcome).await.unwrap();
+        let status = phase(last).await;
+        if last < 1099 {
+            assert_eq!(status.phase, Some(IngestPhase::Running), "half the range");
+        } else {
+            assert_eq!(status.phase, Some(IngestPhase::Succeeded), "the whole range");
+            let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Complete"), "{}", ready.message);
+        }
+    }
+    stop.cancel();
+    controllers.await.unwrap();
+}

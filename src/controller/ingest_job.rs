@@ -14,13 +14,13 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use super::children::{delete, managed, prune};
 use super::context::{Context, Error};
 use super::status::{FIELD_MANAGER, condition, publish, report};
 use super::workload::{IngestWorkload, ingest_spec, ingest_workload};
-use crate::crd::ingest_job::{IngestJob, IngestPhase};
+use crate::crd::common::CommonStatus;
+use crate::crd::ingest_job::{IngestJob, IngestJobStatus, IngestMode, IngestPhase};
 use crate::crd::{CacheTier, ChainSource};
 
 /// Phase of a backfill from its Job's status.
@@ -57,7 +57,9 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
         None => Err(("SourceNotFound", format!("ChainSource {} does not exist", job.spec.source_ref.name))),
         Some(source) => ingest_workload(&job, source, &tiers, &ctx.image).map_err(|e| (e.reason(), e.to_string())),
     };
-    let (phase, workload, conditions, requeue) = match outcome {
+    // When the backfill Job started and finished, as the Job controller records it.
+    let mut times = (None, None);
+    let (mut phase, workload, conditions, requeue) = match outcome {
         Err((reason, message)) => {
             let conditions = vec![
                 condition("Ready", false, reason, &message, generation, &previous),
@@ -72,6 +74,9 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
             prune::<Job, _>(&ctx, job.as_ref(), &[&child]).await?;
             prune::<Deployment, _>(&ctx, job.as_ref(), &[]).await?;
             let phase = job_phase(Some(&applied), job.spec.suspend);
+            if let Some(state) = &applied.status {
+                times = (state.start_time.clone(), state.completion_time.clone());
+            }
             let running = matches!(phase, IngestPhase::Running | IngestPhase::Pending);
             let conditions = vec![
                 condition(
@@ -170,6 +175,40 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
     // Progress from the catalog the workers commit to; when it cannot be
     // read, the Progressing condition says why (no secret in the reason).
     let mut conditions = conditions;
+    let mut status = IngestJobStatus::default();
+    if let (Some(source), Some(_)) = (&source, &workload) {
+        match super::progress::read(&ctx, &job, source).await {
+            Ok(progress) => status = progress,
+            Err(reason) => {
+                // The last progress known stays; the condition says it is not current.
+                status = job.status.clone().unwrap_or_default();
+                if let Some(progressing) = conditions.iter_mut().find(|c| c.type_ == "Progressing") {
+                    progressing.message = format!("{}; progress unknown: {reason}", progressing.message);
+                }
+            }
+        }
+    }
+    // A backfill on its source's node has no Job to complete: it is done when
+    // the catalog holds its whole range with no gap open.
+    let end = job.spec.range.as_ref().and_then(|r| r.end_slot);
+    let node = source.as_ref().is_some_and(|s| s.spec.store.embedded.is_some());
+    if node
+        && phase == IngestPhase::Running
+        && job.spec.mode == IngestMode::Backfill
+        && status.gaps_open == 0
+        && status.checkpoint.is_some_and(|c| Some(c) >= end)
+    {
+        phase = IngestPhase::Succeeded;
+        let message = format!(
+            "every slot of the range is stored, skipped or repaired (on node {})",
+            workload.clone().unwrap_or_default()
+        );
+        conditions = vec![
+            condition("Ready", true, "Complete", &message, generation, &previous),
+            condition("Progressing", false, "Complete", &message, generation, &previous),
+            condition("Degraded", false, "AsExpected", "", generation, &previous),
+        ];
+    }
     // Targets the workers accept but have no sink for are said, not dropped.
     let unwritten = crate::worker::run::unwritten_targets(&job.spec.targets);
     if !unwritten.is_empty()
@@ -182,32 +221,18 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
             names.join(", ")
         );
     }
-    let mut progress = serde_json::Map::new();
-    if let (Some(source), Some(_)) = (&source, &workload) {
-        match super::progress::read(&ctx, &job, source).await {
-            Ok(fields) => progress = fields.as_object().cloned().unwrap_or_default(),
-            Err(reason) => {
-                if let Some(progressing) = conditions.iter_mut().find(|c| c.type_ == "Progressing") {
-                    progressing.message = format!("{}; progress unknown: {reason}", progressing.message);
-                }
-            }
-        }
-    }
     // Status, applied to the status subresource under the same field manager.
-    let mut status = json!({
-        "observedGeneration": generation,
-        "conditions": conditions,
-        "phase": phase,
-        "workload": workload,
-    });
-    status.as_object_mut().expect("an object").extend(progress);
+    status.common = CommonStatus { observed_generation: generation, conditions };
+    status.phase = Some(phase);
+    status.workload = workload;
+    (status.start_time, status.completion_time) = times;
     // While workers run, progress is refreshed often.
-    let requeue = if matches!(phase, IngestPhase::Running | IngestPhase::Pending) && workload.is_some() {
+    let requeue = if matches!(phase, IngestPhase::Running | IngestPhase::Pending) && status.workload.is_some() {
         requeue.min(Duration::from_secs(15))
     } else {
         requeue
     };
-    report(&ctx, job.as_ref(), status).await?;
+    report(&ctx, job.as_ref(), &status).await?;
     Ok(Action::requeue(requeue))
 }
 

@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
-use serde_json::{Value, json};
 
 use super::context::Context;
 use super::workload::catalog_job;
 use crate::catalog::{self, Catalog, JobProgress};
 use crate::crd::ChainSource;
-use crate::crd::ingest_job::{IngestJob, IngestMode};
+use crate::crd::ingest_job::{IngestJob, IngestJobStatus, IngestMode};
 
 /// Open catalogs by URL, and recent (slots done, time) samples by job.
 #[derive(Default)]
@@ -52,8 +51,13 @@ fn slots_done(progress: &JobProgress) -> u64 {
     progress.shards.iter().filter_map(|(r, s)| s.checkpoint.map(|c| c.saturating_sub(r.start) + 1)).sum()
 }
 
-/// The status fields a job's catalog records call for.
-pub fn status_fields(progress: &JobProgress, follow: bool, chain_head: Option<u64>, rate: Option<f64>) -> Value {
+/// The status fields a job's catalog records call for (the others left default).
+pub fn status_fields(
+    progress: &JobProgress,
+    follow: bool,
+    chain_head: Option<u64>,
+    rate: Option<f64>,
+) -> IngestJobStatus {
     let mut shards = progress.shards.clone();
     shards.sort_by_key(|(range, _)| range.start);
     // The contiguous frontier: every slot from the first shard's start up to it is done.
@@ -67,22 +71,23 @@ pub fn status_fields(progress: &JobProgress, follow: bool, chain_head: Option<u6
     }
     let sum = |f: fn(&catalog::ShardState) -> u64| shards.iter().map(|(_, s)| f(s)).sum::<u64>();
     let lag = if follow { chain_head.zip(checkpoint).map(|(head, at)| head.saturating_sub(at)) } else { None };
-    json!({
-        "checkpoint": checkpoint,
-        "slotsDone": slots_done(progress),
-        "slotsSkipped": sum(|s| s.slots_skipped),
-        "blocksWritten": sum(|s| s.blocks_written),
-        "bytesWritten": sum(|s| s.bytes_written),
-        "gapsFound": sum(|s| s.gaps_found),
-        "gapsRepaired": sum(|s| s.gaps_repaired),
-        "gapsOpen": progress.open_gaps,
-        "lagSlots": lag,
-        "rate": rate.map(|r| format!("{r:.1}")),
-    })
+    IngestJobStatus {
+        checkpoint,
+        slots_done: slots_done(progress),
+        slots_skipped: sum(|s| s.slots_skipped),
+        blocks_written: sum(|s| s.blocks_written),
+        bytes_written: sum(|s| s.bytes_written),
+        gaps_found: sum(|s| s.gaps_found),
+        gaps_repaired: sum(|s| s.gaps_repaired),
+        gaps_open: progress.open_gaps,
+        lag_slots: lag,
+        rate: rate.map(|r| format!("{r:.1}")),
+        ..IngestJobStatus::default()
+    }
 }
 
 /// Reads `job`'s progress; Err says why it cannot be known (never a secret).
-pub async fn read(ctx: &Context, job: &IngestJob, source: &ChainSource) -> Result<Value, String> {
+pub async fn read(ctx: &Context, job: &IngestJob, source: &ChainSource) -> Result<IngestJobStatus, String> {
     let reference = &source.spec.catalog.connection_secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
     let secret =
@@ -131,19 +136,19 @@ mod tests {
             open_gaps: 2,
         };
         let fields = status_fields(&progress, false, Some(10_000), Some(12.345));
-        assert_eq!(fields["checkpoint"], 250);
-        assert_eq!(fields["slotsDone"], 100 + 51);
-        assert_eq!(fields["blocksWritten"], 30);
-        assert_eq!(fields["gapsOpen"], 2);
-        assert_eq!(fields["lagSlots"], Value::Null, "a backfill has no chain lag");
-        assert_eq!(fields["rate"], "12.3");
+        assert_eq!(fields.checkpoint, Some(250));
+        assert_eq!(fields.slots_done, 100 + 51);
+        assert_eq!(fields.blocks_written, 30);
+        assert_eq!(fields.gaps_open, 2);
+        assert_eq!(fields.lag_slots, None, "a backfill has no chain lag");
+        assert_eq!(fields.rate.as_deref(), Some("12.3"));
         let fields = status_fields(
             &JobProgress { shards: vec![shard(0, 100, u64::MAX, Some(900))], open_gaps: 0 },
             true,
             Some(1000),
             None,
         );
-        assert_eq!((fields["checkpoint"].as_u64(), fields["lagSlots"].as_u64()), (Some(900), Some(100)));
+        assert_eq!((fields.checkpoint, fields.lag_slots), (Some(900), Some(100)));
     }
 
     #[test]
