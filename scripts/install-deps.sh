@@ -56,3 +56,11 @@ if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
   python3 -m pip install -q kubernetes-validate==1.37.0 2>/dev/null \
     || python3 -m pip install -q --break-system-packages kubernetes-validate==1.37.0
 fi
+
+# The lake tests read the Parquet partitions back with PyPI pyarrow (an
+# independent reader of what the lake wrote).
+if ! python3 -c 'import pyarrow' 2>/dev/null; then
+  echo "install-deps: installing pyarrow from PyPI" >&2
+  python3 -m pip install -q pyarrow==21.0.0 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages pyarrow==21.0.0
+fi

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod dev;
+pub mod lake;
 pub mod pipeline;
 pub mod serve;
 pub mod store;

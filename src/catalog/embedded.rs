@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 
-use super::{BatchOutcome, Catalog, CatalogError, Gap, ShardRange, ShardState};
+use super::{BatchOutcome, Catalog, CatalogError, Gap, LakePartition, ShardRange, ShardState};
 
 pub struct EmbeddedCatalog {
     path: PathBuf,
@@ -17,6 +17,8 @@ pub struct EmbeddedCatalog {
     shards: Keyspace,
     skipped: Keyspace,
     gaps: Keyspace,
+    /// `job NUL path` → partition.
+    partitions: Keyspace,
     /// Commits read-modify-write shard records; one at a time.
     commit_lock: Mutex<()>,
 }
@@ -62,6 +64,7 @@ impl EmbeddedCatalog {
             shards: open("ingest_shards")?,
             skipped: open("skipped_slots")?,
             gaps: open("gaps")?,
+            partitions: open("lake_partitions")?,
             db,
             commit_lock: Mutex::new(()),
         })
@@ -158,6 +161,12 @@ impl Catalog for EmbeddedCatalog {
                 batch.insert(&self.gaps, key(job, *slot), serde_json::to_vec(&gap).expect("records serialize"));
             }
         }
+        for partition in &outcome.partitions {
+            let mut key = job.as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(partition.path.as_bytes());
+            batch.insert(&self.partitions, key, serde_json::to_vec(partition).expect("records serialize"));
+        }
         state.blocks_written += outcome.written.len() as u64;
         state.bytes_written += outcome.bytes;
         if let Some(checkpoint) = outcome.checkpoint {
@@ -181,6 +190,20 @@ impl Catalog for EmbeddedCatalog {
 
     async fn skipped(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, CatalogError> {
         Ok(self.scan(&self.skipped, job, start, end)?.into_iter().map(|(slot, _)| slot).collect())
+    }
+
+    async fn partitions(&self, job: &str) -> Result<Vec<LakePartition>, CatalogError> {
+        let mut prefix = job.as_bytes().to_vec();
+        prefix.push(0);
+        let mut partitions = Vec::new();
+        for guard in self.partitions.prefix(&prefix) {
+            let (_, value) = guard.into_inner().map_err(|e| self.fail(e))?;
+            let partition: LakePartition =
+                serde_json::from_slice(&value).map_err(|e| self.fail(format!("lake partition of {job}: {e}")))?;
+            partitions.push(partition);
+        }
+        partitions.sort_by(|a, b| (&a.table, a.first).cmp(&(&b.table, b.first)));
+        Ok(partitions)
     }
 
     async fn shards(&self, job: &str) -> Result<Vec<(ShardRange, ShardState)>, CatalogError> {

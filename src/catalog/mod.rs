@@ -55,6 +55,20 @@ pub struct BatchOutcome {
     pub gaps: Vec<(BlockNumber, String)>,
     /// Earlier gaps now written.
     pub repaired: Vec<BlockNumber>,
+    /// Lake objects the batch wrote, committed with it.
+    pub partitions: Vec<LakePartition>,
+}
+
+/// One Parquet object of the lake: `table`'s rows of blocks `first..=last`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LakePartition {
+    pub table: String,
+    pub first: BlockNumber,
+    pub last: BlockNumber,
+    /// Path inside the lake's object store.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +93,9 @@ pub trait Catalog: Send + Sync {
 
     /// Slots recorded as skipped within `start..=end`, ascending.
     async fn skipped(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, CatalogError>;
+
+    /// The committed lake partitions of `job`, by table then first block.
+    async fn partitions(&self, job: &str) -> Result<Vec<LakePartition>, CatalogError>;
 
     /// Every registered shard of `job` with its state, by shard number.
     async fn shards(&self, job: &str) -> Result<Vec<(ShardRange, ShardState)>, CatalogError>;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use super::{BatchOutcome, Catalog, CatalogError, Gap, ShardRange, ShardState, redact};
+use super::{BatchOutcome, Catalog, CatalogError, Gap, LakePartition, ShardRange, ShardState, redact};
 
 mod embedded_migrations {
     refinery::embed_migrations!("migrations");
@@ -142,6 +142,7 @@ impl Catalog for PostgresCatalog {
         let repaired = slots_to_sql(&outcome.repaired);
         let gap_slots = slots_to_sql(&outcome.gaps.iter().map(|(s, _)| *s).collect::<Vec<_>>());
         let gap_reasons: Vec<&str> = outcome.gaps.iter().map(|(_, r)| r.as_str()).collect();
+        let partitions = &outcome.partitions;
         self.with_client(async |c| {
             let tx = c.transaction().await?;
             let new_skips: i64 = tx
@@ -167,6 +168,16 @@ impl Catalog for PostgresCatalog {
                     &[&job, &repaired],
                 )
                 .await? as i64;
+            for p in partitions {
+                tx.execute(
+                    "INSERT INTO lake_partitions (path, job, table_name, first_block, last_block, rows, bytes)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (path) DO UPDATE SET job = excluded.job, rows = excluded.rows, bytes = excluded.bytes,
+                        committed_at = now()",
+                    &[&p.path, &job, &p.table, &slot_to_sql(p.first), &slot_to_sql(p.last), &(p.rows as i64), &(p.bytes as i64)],
+                )
+                .await?;
+            }
             tx.execute(
                 "UPDATE ingest_shards SET
                     checkpoint = CASE WHEN $3::bigint IS NULL THEN checkpoint ELSE GREATEST(COALESCE(checkpoint, $3), $3) END,
@@ -180,6 +191,30 @@ impl Catalog for PostgresCatalog {
             tx.commit().await
         })
         .await
+    }
+
+    async fn partitions(&self, job: &str) -> Result<Vec<LakePartition>, CatalogError> {
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT table_name, first_block, last_block, path, rows, bytes FROM lake_partitions
+                     WHERE job = $1 ORDER BY table_name, first_block",
+                    &[&job],
+                )
+                .await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| LakePartition {
+                table: row.get(0),
+                first: row.get::<_, i64>(1) as u64,
+                last: row.get::<_, i64>(2) as u64,
+                path: row.get(3),
+                rows: row.get::<_, i64>(4) as u64,
+                bytes: row.get::<_, i64>(5) as u64,
+            })
+            .collect())
     }
 
     async fn shards(&self, job: &str) -> Result<Vec<(ShardRange, ShardState)>, CatalogError> {

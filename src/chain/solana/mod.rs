@@ -6,7 +6,9 @@
 pub mod decode;
 pub mod layout;
 pub mod response;
+pub mod rows;
 pub mod rpc;
+pub mod token_transfers;
 
 use std::sync::Arc;
 
