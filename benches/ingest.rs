@@ -91,6 +91,8 @@ async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, cou
         concurrency: CONCURRENCY,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(60),
+        targets: vec![chronicle::crd::ingest_job::IngestTarget::Canonical],
+        lake: None,
         caches: Vec::new(),
     };
     let start = Instant::now();

@@ -94,9 +94,9 @@ async fn the_controller_runs_a_backfill_as_an_indexed_job() {
     assert_eq!(status.workload.as_deref(), Some("mainnet-epoch-700-ingest"));
     let progressing = status.common.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
     assert_eq!(progressing.status, "True");
-    // The example's lake and metrics targets have no sink yet: the status says so.
+    // The example's metrics target has no sink yet: the status says so.
     let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-    assert!(ready.message.contains("targets lake, metrics have no sink in this build yet"), "{}", ready.message);
+    assert!(ready.message.contains("targets metrics have no sink in this build yet"), "{}", ready.message);
 
     // A CacheTier serving the source appears: the job is reconciled again and
     // its workers get the tier's Redis to drop cached answers as blocks land.

@@ -236,6 +236,15 @@ pub struct IngestArgs {
     /// Redis cache tier to update as blocks land (`redis://…`).
     #[arg(long, env = "CHRONICLE_CACHE_URL")]
     pub cache: Option<String>,
+    /// Also write the normalized rows as Parquet to this lake (`file://`, `s3://`, `gs://`).
+    #[arg(long)]
+    pub lake: Option<String>,
+    /// The network the lake files its partitions under.
+    #[arg(long, default_value = "mainnet-beta")]
+    pub network: String,
+    /// Do not write the canonical store (with --lake: rows only).
+    #[arg(long, requires = "lake")]
+    pub no_canonical: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -335,6 +344,7 @@ impl From<Details> for solana_transaction_status::TransactionDetails {
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     use crate::crd::chain_source::{ChainFamily, Commitment};
+    use crate::crd::ingest_job::IngestTarget;
     use crate::pipeline::config::{RpcEndpoint, Secret, SourceConfig};
     use std::time::Duration;
     let commitment = match args.commitment {
@@ -373,6 +383,14 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency as usize,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(600),
+        targets: [
+            (!args.no_canonical).then_some(IngestTarget::Canonical),
+            args.lake.as_ref().map(|_| IngestTarget::Lake),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        lake: args.lake.map(|url| worker::ingest::LakeConfig { url, network: args.network }),
         caches: args.cache.into_iter().collect(),
     };
     run_ingest(config).await

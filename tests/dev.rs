@@ -239,6 +239,7 @@ fn node_spec(
         targets: vec![IngestTarget::Canonical],
         store: store.clone(),
         catalog: FromEnv::new("CHRONICLE_CATALOG"),
+        lake: None,
         caches: if cache { vec![cache_url.clone()] } else { Vec::new() },
     };
     let cache = cache.then(|| CacheSpec {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crd::chain_source::ChainFamily;
 use crate::pipeline::config::SourceConfig;
+use crate::pipeline::sinks::Targets;
 use crate::pipeline::{BlockSink, BlockSource};
 use crate::serve::ServeConfig;
 use crate::store::cells::{CellStore, Table};
@@ -39,12 +40,13 @@ pub trait ChainAdapter: Send + Sync + 'static {
     /// The block source a worker spec names.
     fn source(&self, config: &SourceConfig) -> anyhow::Result<Arc<dyn BlockSource<Self::Block>>>;
 
-    /// The sinks of an ingest, in flush order: the canonical store, then
-    /// invalidation of the answers a block changes in each of `caches`.
+    /// The sinks of an ingest's targets, in flush order: the canonical
+    /// store, the lake, then invalidation of the answers a block changes in
+    /// each cache.
     fn sinks(
         &self,
         store: &Arc<Self::Store>,
-        caches: &[String],
+        targets: &Targets,
     ) -> anyhow::Result<Vec<Arc<dyn BlockSink<Self::Block>>>>;
 
     /// Serves the chain's history API from the store until `shutdown`.

@@ -47,7 +47,8 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("ChainSource.spec.store.bigtable.credentialsSecretRef.key", Worker),
     ("ChainSource.spec.store.embedded.size", Controller("the store's PersistentVolumeClaim")),
     ("ChainSource.spec.store.embedded.storageClassName", Controller("the store's PersistentVolumeClaim")),
-    ("ChainSource.spec.lake.*", NotYet("the lake sink (issue 13)")),
+    ("ChainSource.spec.lake.url", Worker),
+    ("ChainSource.spec.lake.credentialsSecretRef.*", NotYet("object-store credentials from a Secret (issue 13)")),
     ("ChainSource.spec.catalog.connectionSecretRef.name", Controller("pod variable from the Secret; progress")),
     ("ChainSource.spec.catalog.connectionSecretRef.key", Controller("pod variable from the Secret; progress")),
     ("ChainSource.spec.metrics.*", NotYet("the chain-metrics sink (issue 16)")),
@@ -297,7 +298,8 @@ mod tests {
         assert!(named.contains(&"spec.methods".to_string()), "{named:?}");
         let source = example("chainsource-solana-mainnet.yaml");
         let named = not_acted_on("ChainSource", &source);
-        assert!(named.iter().any(|f| f == "spec.lake"), "{named:?}");
+        assert!(named.iter().any(|f| f == "spec.lake.credentialsSecretRef"), "{named:?}");
+        assert!(!named.iter().any(|f| f == "spec.lake.url"), "{named:?}");
         assert!(!named.iter().any(|f| f.starts_with("spec.store")), "{named:?}");
     }
 }

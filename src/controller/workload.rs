@@ -19,12 +19,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use kube::{Resource, ResourceExt};
 
 use crate::crd::CacheTier;
-use crate::crd::chain_source::ChainSource;
+use crate::crd::chain_source::{ChainSource, Commitment};
 use crate::crd::common::SecretKeyRef;
-use crate::crd::ingest_job::{IngestJob, IngestMode};
+use crate::crd::ingest_job::{IngestJob, IngestMode, IngestTarget};
 use crate::worker::spec::{
-    AuthSpec, CacheSpec, ChainSpec, FromEnv, IngestModeSpec, IngestSpec, RpcEndpointSpec, SPEC_ENV, ServeSpec,
-    SourceSpec, StoreSpec, Work, WorkerSpec,
+    AuthSpec, CacheSpec, ChainSpec, FromEnv, IngestModeSpec, IngestSpec, LakeSpec, RpcEndpointSpec, SPEC_ENV,
+    ServeSpec, SourceSpec, StoreSpec, Work, WorkerSpec,
 };
 
 /// Where the service-account key of a Bigtable store is mounted.
@@ -46,6 +46,10 @@ pub enum BuildError {
     UnsupportedChain(String),
     #[error("a backfill needs range.endSlot")]
     NoEndSlot,
+    #[error("the targets include the lake, but ChainSource {0} declares no spec.lake")]
+    NoLake(String),
+    #[error("the lake keeps finalized blocks only: ChainSource {0} reads at commitment confirmed")]
+    LakeNeedsFinalized(String),
 }
 
 impl BuildError {
@@ -58,6 +62,8 @@ impl BuildError {
             BuildError::EmbeddedParallelism(_) => "EmbeddedParallelism",
             BuildError::UnsupportedChain(_) => "ChainUnsupported",
             BuildError::NoEndSlot => "RangeInvalid",
+            BuildError::NoLake(_) => "LakeMissing",
+            BuildError::LakeNeedsFinalized(_) => "LakeNeedsFinalized",
         }
     }
 }
@@ -421,6 +427,16 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
         },
         IngestMode::Follow => IngestModeSpec::Follow { from: spec.range.as_ref().map(|r| r.start_slot) },
     };
+    // Rows in a committed partition cannot be taken back: the lake takes
+    // finalized blocks only.
+    let lake = match (spec.targets.contains(&IngestTarget::Lake), &source.spec.lake) {
+        (false, _) => None,
+        (true, None) => return Err(BuildError::NoLake(source.name_any())),
+        (true, Some(_)) if source.spec.commitment == Commitment::Confirmed => {
+            return Err(BuildError::LakeNeedsFinalized(source.name_any()));
+        }
+        (true, Some(lake)) => Some(LakeSpec { url: lake.url.clone() }),
+    };
     Ok(WorkerSpec::new(Work::Ingest(IngestSpec {
         job: catalog_job(job),
         chain: chain_spec(source),
@@ -443,6 +459,7 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
         targets: spec.targets.clone(),
         store: store_access(source).0,
         catalog: FromEnv::new(CATALOG_ENV),
+        lake,
         caches: invalidating_tiers(source, tiers).map(|t| FromEnv::new(&cache_url_env(&t.name_any()))).collect(),
     })))
 }
@@ -594,6 +611,20 @@ mod tests {
         let embedded: ChainSource = load("chainsource-solana-embedded.yaml");
         let parallel: IngestJob = load("ingestjob-backfill.yaml");
         assert_eq!(ingest_workload(&parallel, &embedded, &[], "x"), Err(BuildError::EmbeddedParallelism(8)));
+    }
+
+    #[test]
+    fn the_lake_target_needs_a_lake_and_finalized_blocks() {
+        let job: IngestJob = load("ingestjob-backfill.yaml");
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml");
+        let Work::Ingest(spec) = ingest_spec(&job, &source, &[]).unwrap().work else { panic!("an ingest spec") };
+        assert_eq!(spec.lake.unwrap().url, "gs://acme-chain-lake/solana/mainnet-beta");
+        let mut bare = source.clone();
+        bare.spec.lake = None;
+        assert_eq!(ingest_spec(&job, &bare, &[]), Err(BuildError::NoLake("solana-mainnet".into())));
+        let mut confirmed = source.clone();
+        confirmed.spec.commitment = Commitment::Confirmed;
+        assert_eq!(ingest_spec(&job, &confirmed, &[]), Err(BuildError::LakeNeedsFinalized("solana-mainnet".into())));
     }
 }
 

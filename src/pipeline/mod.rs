@@ -74,10 +74,18 @@ pub trait BlockSink<B>: Send + Sync {
 
     async fn write(&self, number: BlockNumber, block: &B) -> Result<Written, String>;
 
-    async fn flush(&self) -> Result<(), String>;
+    /// What it returns is committed with the checkpoint (the lake's
+    /// partitions: they become visible to readers with it).
+    async fn flush(&self) -> Result<Flushed, String>;
 
     /// Takes back a block the final chain dropped (after `confirmed` reads).
     async fn remove(&self, number: BlockNumber) -> Result<(), String>;
+}
+
+/// What a flush leaves for the checkpoint's commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    pub partitions: Vec<crate::catalog::LakePartition>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

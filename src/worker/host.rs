@@ -165,7 +165,8 @@ impl Host {
             // The stores a host opens are Solana's; a second adapter makes `Opened` per chain.
             let Adapter::Solana(solana) = check_family(&spec.chain)?;
             let source = solana.source(&config.source).with_context(|| name.to_string())?;
-            let sinks = solana.sinks(&opened.store, &config.caches).with_context(|| name.to_string())?;
+            let sinks =
+                solana.sinks(&opened.store, &super::ingest::targets(&config)?).with_context(|| name.to_string())?;
             let (catalog, stop) = (opened.catalog.clone(), self.shutdown.clone());
             let label = format!("{name} shard {shard}");
             let progress = self.progress(&label, &spec.mode, shard);

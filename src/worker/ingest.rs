@@ -24,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{self, BatchOutcome, Catalog, ShardRange};
 use crate::chain::{self, Adapter, ChainAdapter};
 use crate::crd::chain_source::ChainFamily;
+use crate::crd::ingest_job::IngestTarget;
 use crate::pipeline::config::SourceConfig;
-use crate::pipeline::{BlockNumber, BlockSink, BlockSource, Missing, SinkPolicy};
+use crate::pipeline::sinks::Targets;
+use crate::pipeline::{BlockNumber, BlockSink, BlockSource, Flushed, Missing, SinkPolicy};
 use crate::store;
 
 /// How long a batch waits for the node to list its slots before the run fails.
@@ -54,8 +56,31 @@ pub struct IngestConfig {
     pub poll_interval: Duration,
     /// How long a batch waits for the catalog to come back before giving up.
     pub catalog_patience: Duration,
+    /// What the job writes: `canonical`, `lake` (`metrics` has no sink yet).
+    pub targets: Vec<IngestTarget>,
+    /// The lake's root URL, with the network its partitions are filed under.
+    pub lake: Option<LakeConfig>,
     /// Caches whose answers a new block changes (`redis://…`, or `memory://NAME` in one process).
     pub caches: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LakeConfig {
+    pub url: String,
+    pub network: String,
+}
+
+/// The sinks' targets of a run: its lake opened, its caches named.
+pub fn targets(config: &IngestConfig) -> anyhow::Result<Targets> {
+    let lake = match (&config.lake, config.targets.contains(&IngestTarget::Lake)) {
+        (Some(lake), true) => {
+            let family = format!("{:?}", config.chain).to_lowercase();
+            Some(Arc::new(crate::lake::Lake::open(&lake.url, &family, &lake.network)?))
+        }
+        (None, true) => anyhow::bail!("the job's targets include the lake, but no lake is configured"),
+        (_, false) => None,
+    };
+    Ok(Targets { canonical: config.targets.contains(&IngestTarget::Canonical), lake, caches: config.caches.clone() })
 }
 
 /// Told the checkpoint after each committed batch (a progress bar, say).
@@ -132,7 +157,7 @@ pub async fn run_with<A: ChainAdapter>(
     let store =
         store::open_for(adapter, &config.store, &config.store_access).await.context("opening the block store")?;
     let source = adapter.source(&config.source)?;
-    let sinks = adapter.sinks(&store, &config.caches)?;
+    let sinks = adapter.sinks(&store, &targets(&config)?)?;
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
     run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
 }
@@ -365,20 +390,22 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 }
             }
         }
-        self.flush().await
+        outcome.partitions.extend(self.flush().await?.partitions);
+        Ok(())
     }
 
     /// Flushes every sink in order; a held sink's failure stops the batch
     /// before its checkpoint, a best-effort sink's is logged.
-    async fn flush(&self) -> anyhow::Result<()> {
+    async fn flush(&self) -> anyhow::Result<Flushed> {
+        let mut flushed = Flushed::default();
         for sink in &self.sinks {
             match (sink.flush().await, sink.policy()) {
-                (Ok(()), _) => {}
+                (Ok(done), _) => flushed.partitions.extend(done.partitions),
                 (Err(e), SinkPolicy::Held) => anyhow::bail!("{}: {e}; the batch will be redone", sink.name()),
                 (Err(e), SinkPolicy::BestEffort) => tracing::warn!(sink = sink.name(), error = %e, "sink flush failed"),
             }
         }
-        Ok(())
+        Ok(flushed)
     }
 
     /// Fetches blocks and writes each to every sink with bounded parallelism,

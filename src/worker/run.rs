@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::ingest::IngestConfig;
+use super::ingest::{IngestConfig, LakeConfig};
 use super::spec::{ChainSpec, IngestModeSpec, IngestSpec, ServeSpec, SourceSpec, SpecError, StoreSpec, duration};
 use crate::chain::Adapter;
 use crate::crd::ingest_job::IngestTarget;
@@ -31,7 +31,7 @@ pub fn store_access(store: &StoreSpec) -> BigtableAccess {
 /// Targets an ingest worker accepts but cannot write yet (the controller
 /// reports them in the IngestJob's status; the worker logs them).
 pub fn unwritten_targets(targets: &[IngestTarget]) -> Vec<IngestTarget> {
-    targets.iter().copied().filter(|t| *t != IngestTarget::Canonical).collect()
+    targets.iter().copied().filter(|t| !matches!(t, IngestTarget::Canonical | IngestTarget::Lake)).collect()
 }
 
 /// The ingest run an [`IngestSpec`] describes, for shard `shard` (the pod's
@@ -81,6 +81,8 @@ pub fn ingest_config_in(
         concurrency: endpoint.max_concurrent.max(1) as usize,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(600),
+        targets: spec.targets.clone(),
+        lake: spec.lake.as_ref().map(|l| LakeConfig { url: l.url.clone(), network: spec.chain.network.clone() }),
         caches: spec.caches.iter().map(|c| c.resolve_in(lookup)).collect::<Result<_, _>>()?,
     })
 }

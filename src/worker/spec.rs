@@ -161,9 +161,20 @@ pub struct IngestSpec {
     pub store: StoreSpec,
     /// `postgres://…` or `embedded:///…`.
     pub catalog: FromEnv,
+    /// The lake, when the job's targets include it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lake: Option<LakeSpec>,
     /// Redis of each cache tier whose answers new blocks change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caches: Vec<FromEnv>,
+}
+
+/// The lake's root (`file://`, `s3://`, `gs://`); credentials come from the
+/// pod's environment as the provider's SDK reads them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LakeSpec {
+    pub url: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +283,7 @@ mod tests {
             targets: vec![IngestTarget::Canonical],
             store: StoreSpec { url: "embedded:///data/ledger".into(), ..StoreSpec::default() },
             catalog: FromEnv::new("CHRONICLE_CATALOG"),
+            lake: None,
             caches: Vec::new(),
         }))
     }

@@ -19,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 use super::ChainAdapter;
 use crate::crd::chain_source::ChainFamily;
 use crate::pipeline::config::SourceConfig;
+use crate::pipeline::sinks::Targets;
 use crate::pipeline::sinks::cache::CacheInvalidation;
 use crate::pipeline::sinks::canonical::CanonicalSink;
+use crate::pipeline::sinks::lake::LakeSink;
 use crate::pipeline::{BlockSink, BlockSource};
 use crate::serve::ServeConfig;
 use crate::serve::cache::Invalidator;
@@ -56,10 +58,16 @@ impl ChainAdapter for Solana {
     fn sinks(
         &self,
         store: &Arc<LedgerStore>,
-        caches: &[String],
+        targets: &Targets,
     ) -> anyhow::Result<Vec<Arc<dyn BlockSink<ConfirmedBlock>>>> {
-        let mut sinks: Vec<Arc<dyn BlockSink<_>>> = vec![Arc::new(CanonicalSink::new(store.clone()))];
-        for url in caches {
+        let mut sinks: Vec<Arc<dyn BlockSink<_>>> = Vec::new();
+        if targets.canonical {
+            sinks.push(Arc::new(CanonicalSink::new(store.clone())));
+        }
+        if let Some(lake) = &targets.lake {
+            sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::SolanaTables)));
+        }
+        for url in &targets.caches {
             let invalidator = Invalidator::new(url).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
             sinks.push(Arc::new(CacheInvalidation::new(invalidator, store.clone())));
         }

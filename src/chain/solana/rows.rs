@@ -399,3 +399,37 @@ impl InstructionRow {
         serde_json::from_str(&param.value).ok()
     }
 }
+
+/// Solana's lake tables, by the dataset's names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SolanaTables;
+
+impl crate::pipeline::sinks::lake::LakeTables<ConfirmedBlock> for SolanaTables {
+    type Rows = Rows;
+
+    fn rows(&self, number: u64, block: &ConfirmedBlock) -> Result<Rows, String> {
+        block_rows(number, block)
+    }
+
+    fn append(&self, into: &mut Rows, rows: Rows) {
+        into.extend(rows);
+    }
+
+    fn write<'a>(
+        &'a self,
+        lake: &'a crate::lake::Lake,
+        first: u64,
+        last: u64,
+        rows: &'a Rows,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::catalog::LakePartition>, crate::lake::LakeError>> {
+        Box::pin(async move {
+            Ok(vec![
+                lake.write("blocks", first, last, &rows.blocks).await?,
+                lake.write("block_rewards", first, last, &rows.block_rewards).await?,
+                lake.write("transactions", first, last, &rows.transactions).await?,
+                lake.write("instructions", first, last, &rows.instructions).await?,
+                lake.write("token_transfers", first, last, &rows.token_transfers).await?,
+            ])
+        })
+    }
+}

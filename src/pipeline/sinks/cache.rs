@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use solana_pubkey::Pubkey;
 use solana_transaction_status::ConfirmedBlock;
 
-use crate::pipeline::{BlockNumber, BlockSink, SinkPolicy, Written};
+use crate::pipeline::{BlockNumber, BlockSink, Flushed, SinkPolicy, Written};
 use crate::serve::cache::Invalidator;
 use crate::store::LedgerStore;
 
@@ -45,15 +45,15 @@ impl BlockSink<ConfirmedBlock> for CacheInvalidation {
         Ok(Written::default())
     }
 
-    async fn flush(&self) -> Result<(), String> {
+    async fn flush(&self) -> Result<Flushed, String> {
         let addresses: Vec<Pubkey> =
             std::mem::take(&mut *self.touched.lock().expect("touched addresses")).into_iter().collect();
         if !std::mem::take(&mut *self.written.lock().expect("written flag")) {
-            return Ok(());
+            return Ok(Flushed::default());
         }
         let dropped = self.invalidator.blocks_written(&addresses).await;
         tracing::debug!(dropped, "cache answers dropped");
-        Ok(())
+        Ok(Flushed::default())
     }
 
     async fn remove(&self, _: BlockNumber) -> Result<(), String> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use solana_transaction_status::ConfirmedBlock;
 
-use crate::pipeline::{BlockNumber, BlockSink, SinkPolicy, Written};
+use crate::pipeline::{BlockNumber, BlockSink, Flushed, SinkPolicy, Written};
 use crate::store::{BlockStore, LedgerStore};
 
 pub struct CanonicalSink {
@@ -34,8 +34,9 @@ impl BlockSink<ConfirmedBlock> for CanonicalSink {
         Ok(Written { bytes: stats.bytes })
     }
 
-    async fn flush(&self) -> Result<(), String> {
-        self.store.sync().await.map_err(|e| format!("store: {e}"))
+    async fn flush(&self) -> Result<Flushed, String> {
+        self.store.sync().await.map_err(|e| format!("store: {e}"))?;
+        Ok(Flushed::default())
     }
 
     async fn remove(&self, number: BlockNumber) -> Result<(), String> {

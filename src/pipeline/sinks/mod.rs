@@ -5,9 +5,24 @@
 //! | target | sink | policy |
 //! |---|---|---|
 //! | `canonical` | [`canonical::CanonicalSink`]: the block store in the chain's layout | held: a failed write is a gap, a failed flush stops before the checkpoint |
+//! | `lake` | [`lake::LakeSink`]: the chain's normalized rows as Parquet, partitions committed with the checkpoint | held: a failed write is a gap, a failed flush stops before the checkpoint |
 //! | (a CacheTier's Redis) | [`cache::CacheInvalidation`]: drops cached answers a block changes | best effort: answers expire with their TTL |
 //!
-//! `lake` and `metrics` have no sink in this build yet (issues 13 and 16).
+//! `metrics` has no sink in this build yet (issue 16).
 
 pub mod cache;
 pub mod canonical;
+pub mod lake;
+
+use std::sync::Arc;
+
+/// What an ingest writes to, from its job's targets and its source's tiers.
+#[derive(Clone, Default)]
+pub struct Targets {
+    /// The canonical store (`targets: [canonical]`).
+    pub canonical: bool,
+    /// The lake (`targets: [lake]`), opened.
+    pub lake: Option<Arc<crate::lake::Lake>>,
+    /// The caches whose answers new blocks change.
+    pub caches: Vec<String>,
+}

@@ -1,0 +1,85 @@
+//! The `lake` target: a chain's normalized rows as Parquet partitions
+//! (`lake/`), one object per table and batch. Rows are derived as blocks are
+//! written and kept until `flush`, which writes each table's partition for
+//! the batch's blocks; the partitions are committed with the checkpoint
+//! (`Flushed`), so readers see a batch's rows when, and only when, its
+//! checkpoint moves. A block removed before the flush leaves no row.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+
+use crate::catalog::LakePartition;
+use crate::lake::{Lake, LakeError};
+use crate::pipeline::{BlockNumber, BlockSink, Flushed, SinkPolicy, Written};
+
+/// A chain's tables: how a block becomes rows and how rows become partitions
+/// (Solana's: `chain/solana/rows.rs`).
+pub trait LakeTables<B>: Send + Sync + 'static {
+    type Rows: Default + Send + Sync + 'static;
+
+    /// Every table's rows of one block.
+    fn rows(&self, number: BlockNumber, block: &B) -> Result<Self::Rows, String>;
+
+    /// Appends `rows` (of a later block) to `into`.
+    fn append(&self, into: &mut Self::Rows, rows: Self::Rows);
+
+    /// Writes each table's rows of blocks `first..=last`, one partition per table.
+    fn write<'a>(
+        &'a self,
+        lake: &'a Lake,
+        first: BlockNumber,
+        last: BlockNumber,
+        rows: &'a Self::Rows,
+    ) -> BoxFuture<'a, Result<Vec<LakePartition>, LakeError>>;
+}
+
+pub struct LakeSink<B, T: LakeTables<B>> {
+    lake: Arc<Lake>,
+    tables: T,
+    pending: Mutex<BTreeMap<BlockNumber, T::Rows>>,
+    _block: std::marker::PhantomData<fn(&B)>,
+}
+
+impl<B, T: LakeTables<B>> LakeSink<B, T> {
+    pub fn new(lake: Arc<Lake>, tables: T) -> Self {
+        Self { lake, tables, pending: Mutex::default(), _block: std::marker::PhantomData }
+    }
+}
+
+#[async_trait]
+impl<B: Send + Sync + 'static, T: LakeTables<B>> BlockSink<B> for LakeSink<B, T> {
+    fn name(&self) -> &'static str {
+        "lake"
+    }
+
+    fn policy(&self) -> SinkPolicy {
+        SinkPolicy::Held
+    }
+
+    async fn write(&self, number: BlockNumber, block: &B) -> Result<Written, String> {
+        let rows = self.tables.rows(number, block)?;
+        self.pending.lock().expect("pending rows").insert(number, rows);
+        Ok(Written::default())
+    }
+
+    async fn flush(&self) -> Result<Flushed, String> {
+        let pending = std::mem::take(&mut *self.pending.lock().expect("pending rows"));
+        let (Some(&first), Some(&last)) = (pending.keys().next(), pending.keys().next_back()) else {
+            return Ok(Flushed::default());
+        };
+        let mut rows = T::Rows::default();
+        for (_, block) in pending {
+            self.tables.append(&mut rows, block);
+        }
+        let partitions = self.tables.write(&self.lake, first, last, &rows).await.map_err(|e| e.to_string())?;
+        Ok(Flushed { partitions })
+    }
+
+    async fn remove(&self, number: BlockNumber) -> Result<(), String> {
+        self.pending.lock().expect("pending rows").remove(&number);
+        Ok(())
+    }
+}
