@@ -13,9 +13,11 @@
 //! replaces, never duplicates); an object left by a batch that never
 //! committed is not in the catalog, and is overwritten by the redo.
 //!
-//! Files: ZSTD level 3 (about a third of Snappy's size on these rows, see
-//! `docs/benchmarks.md`), row groups of 128 Ki rows, rows in block order
-//! (then transaction and instruction order), which is how they are queried.
+//! Files: ZSTD level 3 (measured in `benches/lake.rs`: 0.86 of uncompressed,
+//! 4% smaller than Snappy at the same encode time — base58 keys and
+//! signatures are near random, dictionary encoding does most of the work;
+//! level 9 saves 1% more for 27% more time), row groups of 128 Ki rows, rows
+//! in block order (then transaction and instruction order), as they are queried.
 
 use std::sync::Arc;
 
