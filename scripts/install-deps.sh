@@ -64,3 +64,23 @@ if ! python3 -c 'import pyarrow' 2>/dev/null; then
   python3 -m pip install -q pyarrow==21.0.0 2>/dev/null \
     || python3 -m pip install -q --break-system-packages pyarrow==21.0.0
 fi
+
+# The BigQuery tests run PyPI bqemulator (DuckDB underneath). It refuses to
+# start without DuckDB's spatial extension and cannot download it offline:
+# it is copied from the duckdb-extension-spatial package into DuckDB's cache.
+if ! command -v bqemulator >/dev/null 2>&1; then
+  echo "install-deps: installing bqemulator from PyPI" >&2
+  packages=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy)
+  python3 -m pip install -q "${packages[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${packages[@]}"
+  hash -r
+fi
+spatial_dir="$HOME/.duckdb/extensions/v1.5.5/linux_amd64"
+if [ ! -f "$spatial_dir/spatial.duckdb_extension" ]; then
+  spatial=$(python3 -c 'import duckdb_extension_spatial, os; print(os.path.join(os.path.dirname(duckdb_extension_spatial.__file__), "extensions/v1.5.5/spatial.duckdb_extension"))')
+  mkdir -p "$spatial_dir" && cp "$spatial" "$spatial_dir/"
+fi
+if ! command -v bqemulator >/dev/null 2>&1; then
+  echo "install-deps: bqemulator is not on PATH after installing it (pip's script directory?)" >&2
+  exit 1
+fi

@@ -183,8 +183,25 @@ pub struct IngestArgs {
     #[arg(long, env = "CHRONICLE_JOB", default_value = "manual")]
     pub job: String,
     /// JSON-RPC URL of the node.
-    #[arg(long, env = "CHRONICLE_RPC_URL")]
-    pub rpc: String,
+    #[arg(long, env = "CHRONICLE_RPC_URL", required_unless_present = "bigquery_dataset")]
+    pub rpc: Option<String>,
+    /// Read the chain's rows from this BigQuery dataset instead (`project.dataset`;
+    /// lake only), e.g. `bigquery-public-data.crypto_solana_mainnet_us`.
+    #[arg(long, conflicts_with = "rpc", requires = "lake")]
+    pub bigquery_dataset: Option<String>,
+    /// BigQuery REST base (`…/bigquery/v2`): an emulator; default Google's.
+    #[arg(long)]
+    pub bigquery_endpoint: Option<String>,
+    /// The project BigQuery jobs run (and are billed) in.
+    #[arg(long, default_value = "chronicle")]
+    pub bigquery_project: String,
+    /// A service-account key file for BigQuery (none: no credentials, for an emulator).
+    #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
+    pub bigquery_credentials: Option<String>,
+    /// A dataset table named otherwise than the public dataset's: `OURS=THEIRS`
+    /// (`blocks`, `block_rewards`, `transactions`, `instructions`, `token_transfers`).
+    #[arg(long = "bigquery-table", value_parser = parse_table)]
+    pub bigquery_tables: Vec<(String, String)>,
     /// Header that carries the node's token, taken from CHRONICLE_RPC_TOKEN (never a flag,
     /// so it stays out of process listings); `Authorization` sends `Bearer <token>`.
     #[arg(long)]
@@ -342,6 +359,11 @@ impl From<Details> for solana_transaction_status::TransactionDetails {
     }
 }
 
+fn parse_table(text: &str) -> Result<(String, String), String> {
+    let (ours, theirs) = text.split_once('=').ok_or_else(|| format!("{text:?} is not OURS=THEIRS"))?;
+    Ok((ours.to_string(), theirs.to_string()))
+}
+
 async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     use crate::crd::chain_source::{ChainFamily, Commitment};
     use crate::crd::ingest_job::IngestTarget;
@@ -351,29 +373,43 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         CommitmentArg::Finalized => Commitment::Finalized,
         CommitmentArg::Confirmed => Commitment::Confirmed,
     };
+    // Rows from BigQuery go to the lake only.
+    let canonical = !args.no_canonical && args.bigquery_dataset.is_none();
     let config = worker::ingest::IngestConfig {
         job: args.job,
         chain: ChainFamily::Solana,
         store: args.store,
         store_access: crate::store::BigtableAccess::from_env(),
         catalog: args.catalog,
-        source: SourceConfig::Rpc(RpcEndpoint {
-            url: args.rpc,
-            websocket: args.ws,
-            auth: match args.rpc_auth_header {
-                Some(header) => {
-                    let token = std::env::var("CHRONICLE_RPC_TOKEN")
-                        .map_err(|_| anyhow::anyhow!("--rpc-auth-header needs the token in CHRONICLE_RPC_TOKEN"))?;
-                    Some((header, Secret(token)))
-                }
-                None => None,
-            },
-            commitment,
-            timeout: Duration::from_secs(args.timeout),
-            requests_per_second: args.rate_limit,
-            burst: args.rate_burst,
-            attempts: args.attempts,
-        }),
+        source: match (args.rpc, args.bigquery_dataset) {
+            (_, Some(dataset)) => SourceConfig::BigQuery(crate::pipeline::config::BigQueryDataset {
+                access: crate::bigquery::BigQueryAccess {
+                    endpoint: args.bigquery_endpoint,
+                    project: args.bigquery_project,
+                    credentials_file: args.bigquery_credentials,
+                    attempts: args.attempts,
+                },
+                dataset,
+                tables: args.bigquery_tables.into_iter().collect(),
+            }),
+            (rpc, None) => SourceConfig::Rpc(RpcEndpoint {
+                url: rpc.unwrap_or_default(),
+                websocket: args.ws,
+                auth: match args.rpc_auth_header {
+                    Some(header) => {
+                        let token = std::env::var("CHRONICLE_RPC_TOKEN")
+                            .map_err(|_| anyhow::anyhow!("--rpc-auth-header needs the token in CHRONICLE_RPC_TOKEN"))?;
+                        Some((header, Secret(token)))
+                    }
+                    None => None,
+                },
+                commitment,
+                timeout: Duration::from_secs(args.timeout),
+                requests_per_second: args.rate_limit,
+                burst: args.rate_burst,
+                attempts: args.attempts,
+            }),
+        },
         from: args.from,
         to: args.to,
         follow: args.follow,
@@ -383,13 +419,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency as usize,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(600),
-        targets: [
-            (!args.no_canonical).then_some(IngestTarget::Canonical),
-            args.lake.as_ref().map(|_| IngestTarget::Lake),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        targets: [canonical.then_some(IngestTarget::Canonical), args.lake.as_ref().map(|_| IngestTarget::Lake)]
+            .into_iter()
+            .flatten()
+            .collect(),
         lake: args.lake.map(|url| worker::ingest::LakeConfig { url, network: args.network }),
         caches: args.cache.into_iter().collect(),
     };

@@ -1,6 +1,7 @@
 //! Chronicle: a Kubernetes operator for a blockchain data platform. One binary
 //! runs in several modes (see `cli`); each module below is one responsibility.
 
+pub mod bigquery;
 pub mod catalog;
 pub mod chain;
 pub mod cli;

@@ -41,16 +41,6 @@ async fn partitions(dir: &Path, job: &str) -> Vec<LakePartition> {
     catalog.partitions(job).await.unwrap()
 }
 
-/// What pyarrow reads in a Parquet file: its column names and rows as JSON.
-fn pyarrow_read(file: &Path) -> Value {
-    let script = "import json, sys, pyarrow.parquet as pq\n\
-        t = pq.read_table(sys.argv[1])\n\
-        print(json.dumps({'columns': t.schema.names, 'types': [str(f.type) for f in t.schema], 'rows': t.to_pylist()}, default=str))";
-    let output = std::process::Command::new("python3").args(["-c", script]).arg(file).output().expect("python3");
-    assert!(output.status.success(), "pyarrow: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// The BigQuery dataset's column names of a table (`tests/data/solana/bigquery/schemas/`).
 fn dataset_columns(table: &str) -> Vec<String> {
     let file = match table {
@@ -86,7 +76,7 @@ async fn rpc_ingest_fills_the_lake_and_a_rerun_replaces_it() {
             assert_eq!((partition.first, partition.last), (*slot, *slot), "{partition:?}");
             let file = dir.path().join("lake").join(&partition.path);
             assert!(partition.path.starts_with("solana/mainnet-beta/"), "{}", partition.path);
-            let read = pyarrow_read(&file);
+            let read = support::pyarrow_read(&file);
             let columns: Vec<String> = serde_json::from_value(read["columns"].clone()).unwrap();
             assert_eq!(columns, dataset_columns(&partition.table), "{}: the dataset's columns", partition.table);
             let rows = read["rows"].as_array().unwrap();

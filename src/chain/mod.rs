@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::crd::chain_source::ChainFamily;
-use crate::pipeline::config::SourceConfig;
+use crate::pipeline::config::{BigQueryDataset, SourceConfig};
 use crate::pipeline::sinks::Targets;
 use crate::pipeline::{BlockSink, BlockSource};
 use crate::serve::ServeConfig;
@@ -28,6 +28,8 @@ pub trait ChainAdapter: Send + Sync + 'static {
     type Block: Send + Sync + 'static;
     /// The canonical store: the chain's layout over a cell engine.
     type Store: Send + Sync + 'static;
+    /// One block's normalized rows (the lake's unit, and a dataset source's).
+    type Rows: Send + Sync + 'static;
 
     fn family(&self) -> ChainFamily;
 
@@ -48,6 +50,15 @@ pub trait ChainAdapter: Send + Sync + 'static {
         store: &Arc<Self::Store>,
         targets: &Targets,
     ) -> anyhow::Result<Vec<Arc<dyn BlockSink<Self::Block>>>>;
+
+    /// The chain's rows from a BigQuery dataset (lake-only ingests).
+    fn rows_source(
+        &self,
+        dataset: &BigQueryDataset,
+    ) -> BoxFuture<'static, anyhow::Result<Arc<dyn BlockSource<Self::Rows>>>>;
+
+    /// The sinks rows go to: the lake (rows carry no raw blocks for the canonical store).
+    fn rows_sinks(&self, targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<Self::Rows>>>>;
 
     /// Serves the chain's history API from the store until `shutdown`.
     fn serve(

@@ -12,6 +12,18 @@ use crate::crd::chain_source::Commitment;
 pub enum SourceConfig {
     /// A node's JSON-RPC (and, when given, its WebSocket for wake-ups).
     Rpc(RpcEndpoint),
+    /// A BigQuery dataset of the chain's rows (lake only).
+    BigQuery(BigQueryDataset),
+}
+
+/// A chain's dataset in BigQuery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BigQueryDataset {
+    pub access: crate::bigquery::BigQueryAccess,
+    /// `project.dataset`, e.g. `bigquery-public-data.crypto_solana_mainnet_us`.
+    pub dataset: String,
+    /// Our table name → the dataset's, where they differ from the public dataset's.
+    pub tables: std::collections::BTreeMap<String, String>,
 }
 
 /// How a node is reached and paced.

@@ -143,9 +143,27 @@ enum SlotResult {
 /// Runs an ingest with the chain's adapter: its source, and the sinks of
 /// the job's targets over its canonical store.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<Summary> {
-    match chain::adapter(config.chain).map_err(anyhow::Error::msg)? {
-        Adapter::Solana(solana) => run_with(&solana, config, shutdown).await,
+    let Adapter::Solana(solana) = chain::adapter(config.chain).map_err(anyhow::Error::msg)?;
+    match &config.source {
+        SourceConfig::BigQuery(dataset) => {
+            let dataset = dataset.clone();
+            run_rows(&solana, &dataset, config, shutdown).await
+        }
+        SourceConfig::Rpc(_) => run_with(&solana, config, shutdown).await,
     }
+}
+
+/// [`run`] of a dataset's rows into the lake.
+pub async fn run_rows<A: ChainAdapter>(
+    adapter: &A,
+    dataset: &crate::pipeline::config::BigQueryDataset,
+    config: IngestConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Summary> {
+    let sinks = adapter.rows_sinks(&targets(&config)?)?;
+    let source = adapter.rows_source(dataset).await.context("connecting to BigQuery")?;
+    let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
+    run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
 }
 
 /// [`run`] with a given adapter.

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod bigquery;
 pub mod rpc_peer;
 
 use std::io::{Read, Write};
@@ -540,4 +541,14 @@ pub async fn raw_write(
         .await;
     cells.sync().await.unwrap();
     start.elapsed()
+}
+
+/// What pyarrow reads in a Parquet file: its column names and rows as JSON.
+pub fn pyarrow_read(file: &std::path::Path) -> serde_json::Value {
+    let script = "import json, sys, pyarrow.parquet as pq\n\
+        t = pq.read_table(sys.argv[1])\n\
+        print(json.dumps({'columns': t.schema.names, 'types': [str(f.type) for f in t.schema], 'rows': t.to_pylist()}, default=str))";
+    let output = std::process::Command::new("python3").args(["-c", script]).arg(file).output().expect("python3");
+    assert!(output.status.success(), "pyarrow: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
 }

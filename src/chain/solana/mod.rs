@@ -3,6 +3,7 @@
 //! cache answers a block changes, and the JSON-RPC history methods
 //! (`serve/`).
 
+pub mod bigquery;
 pub mod decode;
 pub mod layout;
 pub mod response;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ChainAdapter;
 use crate::crd::chain_source::ChainFamily;
-use crate::pipeline::config::SourceConfig;
+use crate::pipeline::config::{BigQueryDataset, SourceConfig};
 use crate::pipeline::sinks::Targets;
 use crate::pipeline::sinks::cache::CacheInvalidation;
 use crate::pipeline::sinks::canonical::CanonicalSink;
@@ -36,6 +37,7 @@ pub struct Solana;
 impl ChainAdapter for Solana {
     type Block = ConfirmedBlock;
     type Store = LedgerStore;
+    type Rows = rows::Rows;
 
     fn family(&self) -> ChainFamily {
         ChainFamily::Solana
@@ -52,6 +54,7 @@ impl ChainAdapter for Solana {
     fn source(&self, config: &SourceConfig) -> anyhow::Result<Arc<dyn BlockSource<ConfirmedBlock>>> {
         match config {
             SourceConfig::Rpc(endpoint) => Ok(Arc::new(rpc::RpcSource::new(endpoint.clone()))),
+            SourceConfig::BigQuery(_) => anyhow::bail!("a BigQuery dataset yields rows, not blocks: use rows_source"),
         }
     }
 
@@ -72,6 +75,28 @@ impl ChainAdapter for Solana {
             sinks.push(Arc::new(CacheInvalidation::new(invalidator, store.clone())));
         }
         Ok(sinks)
+    }
+
+    fn rows_source(
+        &self,
+        dataset: &BigQueryDataset,
+    ) -> BoxFuture<'static, anyhow::Result<Arc<dyn BlockSource<rows::Rows>>>> {
+        let dataset = dataset.clone();
+        Box::pin(async move {
+            let source = bigquery::BigQuerySource::connect(dataset).await?;
+            Ok(Arc::new(source) as Arc<dyn BlockSource<rows::Rows>>)
+        })
+    }
+
+    fn rows_sinks(&self, targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<rows::Rows>>>> {
+        if targets.canonical {
+            anyhow::bail!("BigQuery rows carry no raw transactions: the canonical store cannot be fed from them");
+        }
+        let lake = targets
+            .lake
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("rows from BigQuery go to the lake: none is configured"))?;
+        Ok(vec![Arc::new(LakeSink::new(lake, rows::SolanaTables))])
     }
 
     fn serve(

@@ -400,9 +400,29 @@ impl InstructionRow {
     }
 }
 
-/// Solana's lake tables, by the dataset's names.
+/// Solana's lake tables, by the dataset's names: from stored blocks (RPC
+/// ingestion) or from rows as a dataset gives them (BigQuery).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SolanaTables;
+
+impl SolanaTables {
+    fn write_rows<'a>(
+        lake: &'a crate::lake::Lake,
+        first: u64,
+        last: u64,
+        rows: &'a Rows,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::catalog::LakePartition>, crate::lake::LakeError>> {
+        Box::pin(async move {
+            Ok(vec![
+                lake.write("blocks", first, last, &rows.blocks).await?,
+                lake.write("block_rewards", first, last, &rows.block_rewards).await?,
+                lake.write("transactions", first, last, &rows.transactions).await?,
+                lake.write("instructions", first, last, &rows.instructions).await?,
+                lake.write("token_transfers", first, last, &rows.token_transfers).await?,
+            ])
+        })
+    }
+}
 
 impl crate::pipeline::sinks::lake::LakeTables<ConfirmedBlock> for SolanaTables {
     type Rows = Rows;
@@ -422,14 +442,28 @@ impl crate::pipeline::sinks::lake::LakeTables<ConfirmedBlock> for SolanaTables {
         last: u64,
         rows: &'a Rows,
     ) -> futures::future::BoxFuture<'a, Result<Vec<crate::catalog::LakePartition>, crate::lake::LakeError>> {
-        Box::pin(async move {
-            Ok(vec![
-                lake.write("blocks", first, last, &rows.blocks).await?,
-                lake.write("block_rewards", first, last, &rows.block_rewards).await?,
-                lake.write("transactions", first, last, &rows.transactions).await?,
-                lake.write("instructions", first, last, &rows.instructions).await?,
-                lake.write("token_transfers", first, last, &rows.token_transfers).await?,
-            ])
-        })
+        Self::write_rows(lake, first, last, rows)
+    }
+}
+
+impl crate::pipeline::sinks::lake::LakeTables<Rows> for SolanaTables {
+    type Rows = Rows;
+
+    fn rows(&self, _: u64, block: &Rows) -> Result<Rows, String> {
+        Ok(block.clone())
+    }
+
+    fn append(&self, into: &mut Rows, rows: Rows) {
+        into.extend(rows);
+    }
+
+    fn write<'a>(
+        &'a self,
+        lake: &'a crate::lake::Lake,
+        first: u64,
+        last: u64,
+        rows: &'a Rows,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::catalog::LakePartition>, crate::lake::LakeError>> {
+        Self::write_rows(lake, first, last, rows)
     }
 }
