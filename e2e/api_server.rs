@@ -446,8 +446,17 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
     assert_eq!(spec.storage_class_name.as_deref(), Some("fast-ssd"));
     assert_eq!(spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "200Gi");
     assert!(claim.metadata.owner_references.is_none());
+    // A BigQuery history job runs as a backfill Job reading the source's dataset.
+    loop {
+        if let Some(job) = jobs.get_opt("mainnet-bigquery-history-ingest").await.unwrap() {
+            let pod = job.spec.unwrap().template.spec.unwrap();
+            assert!(pod.volumes.iter().flatten().any(|v| v.name == "bigquery-key"), "the key is mounted");
+            break;
+        }
+        waiting("no Job for the BigQuery history").await;
+    }
     // Sources the worker cannot run yet are refused with the reason, and no child.
-    for name in ["mainnet-bigquery-history", "adopt-legacy-archive"] {
+    for name in ["adopt-legacy-archive"] {
         loop {
             let status = ingest.get(name).await.unwrap().status.unwrap_or_default();
             if let Some(degraded) = status.common.conditions.iter().find(|c| c.type_ == "Degraded") {

@@ -386,6 +386,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 access: crate::bigquery::BigQueryAccess {
                     endpoint: args.bigquery_endpoint,
                     project: args.bigquery_project,
+                    location: None,
                     credentials_file: args.bigquery_credentials,
                     attempts: args.attempts,
                 },

@@ -25,6 +25,8 @@ pub struct BigQueryAccess {
     pub endpoint: Option<String>,
     /// The project queries run (and are billed) in.
     pub project: String,
+    /// The dataset's location (`US`), where queries run.
+    pub location: Option<String>,
     /// A service-account key file; without one, requests carry no credentials (an emulator).
     pub credentials_file: Option<String>,
     /// Tries per query before it fails.
@@ -87,6 +89,7 @@ impl BigQuery {
         let project = &self.access.project;
         let mut request = QueryRequest::new(sql);
         request.use_legacy_sql = false;
+        request.location = self.access.location.clone();
         let answer = self.client.job().query(project, request).await.map_err(classify)?;
         if let Some(errors) = answer.errors.filter(|e| !e.is_empty()) {
             let messages: Vec<String> = errors.iter().filter_map(|e| e.message.clone()).collect();

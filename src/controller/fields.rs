@@ -38,7 +38,12 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("ChainSource.spec.endpoints[].auth.header", Worker),
     ("ChainSource.spec.endpoints[].auth.secretRef.name", Controller("pod variable from the Secret; probe token")),
     ("ChainSource.spec.endpoints[].auth.secretRef.key", Controller("pod variable from the Secret; probe token")),
-    ("ChainSource.spec.bigQuery.*", NotYet("the BigQuery source (issue 13)")),
+    ("ChainSource.spec.bigQuery.project", Worker),
+    ("ChainSource.spec.bigQuery.dataset", Worker),
+    ("ChainSource.spec.bigQuery.location", Worker),
+    ("ChainSource.spec.bigQuery.billingProject", Worker),
+    ("ChainSource.spec.bigQuery.credentialsSecretRef.name", Controller("the key file's Secret volume")),
+    ("ChainSource.spec.bigQuery.credentialsSecretRef.key", Controller("the key file's Secret volume")),
     ("ChainSource.spec.store.bigtable.project", Worker),
     ("ChainSource.spec.store.bigtable.instance", Worker),
     ("ChainSource.spec.store.bigtable.appProfile", Worker),
@@ -55,7 +60,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     // IngestJob
     ("IngestJob.spec.sourceRef.name", Controller("the ChainSource the spec is built from")),
     ("IngestJob.spec.source.rpc.endpoints", Worker),
-    ("IngestJob.spec.source.bigQuery.*", NotYet("the BigQuery source (issue 13)")),
+    ("IngestJob.spec.source.bigQuery.slotsPerQuery", Worker),
     ("IngestJob.spec.source.store.*", NotYet("store-to-store replication (issue 14)")),
     ("IngestJob.spec.mode", Worker),
     ("IngestJob.spec.range.startSlot", Worker),
@@ -236,13 +241,13 @@ mod tests {
     }
 
     /// The worker specs the examples make, as JSON (an error counts as an answer).
-    fn worker_specs(source: &Value, job: &Value, follow: &Value, tier: &Value) -> Vec<String> {
+    fn worker_specs(source: &Value, job: &Value, follow: &Value, tier: &Value, history: &Value) -> Vec<String> {
         let source = serde_json::from_value(source.clone());
         let Ok(source) = source else { return vec![format!("bad ChainSource: {source:?}")] };
         let tier: Result<crate::crd::CacheTier, _> = serde_json::from_value(tier.clone());
         let Ok(tier) = tier else { return vec![format!("bad CacheTier: {tier:?}")] };
         let mut out = Vec::new();
-        for job in [job, follow] {
+        for job in [job, follow, history] {
             out.push(match serde_json::from_value(job.clone()) {
                 Ok(job) => {
                     format!("{:?}", ingest_spec(&job, &source, std::slice::from_ref(&tier)).map(|s| s.to_json()))
@@ -262,8 +267,9 @@ mod tests {
             example("ingestjob-backfill.yaml"),
             example("ingestjob-follow.yaml"),
             example("cachetier.yaml"),
+            example("ingestjob-bigquery.yaml"),
         ];
-        let before = worker_specs(&base[0], &base[1], &base[2], &base[3]);
+        let before = worker_specs(&base[0], &base[1], &base[2], &base[3], &base[4]);
         let mut unchanged = BTreeSet::new();
         for (path, schema) in all_fields() {
             if field_use(&path) != Some(Worker) {
@@ -273,7 +279,7 @@ mod tests {
             let parts: Vec<&str> = rest.split('.').collect();
             let targets: &[usize] = match kind {
                 "ChainSource" => &[0],
-                "IngestJob" => &[1, 2],
+                "IngestJob" => &[1, 2, 4],
                 "CacheTier" => &[3],
                 other => panic!("no example for {other}"),
             };
@@ -282,7 +288,7 @@ mod tests {
                 let mut objects = base.clone();
                 let current = get(&objects[index], &parts).cloned();
                 set(&mut objects[index], &parts, other(&schema, current.as_ref())).unwrap();
-                changed |= worker_specs(&objects[0], &objects[1], &objects[2], &objects[3]) != before;
+                changed |= worker_specs(&objects[0], &objects[1], &objects[2], &objects[3], &objects[4]) != before;
             }
             if !changed {
                 unchanged.insert(path);

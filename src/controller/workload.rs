@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -46,6 +47,8 @@ pub enum BuildError {
     UnsupportedChain(String),
     #[error("a backfill needs range.endSlot")]
     NoEndSlot,
+    #[error("the source is bigQuery, but ChainSource {0} declares no spec.bigQuery dataset")]
+    NoBigQuery(String),
     #[error("the targets include the lake, but ChainSource {0} declares no spec.lake")]
     NoLake(String),
     #[error("the lake keeps finalized blocks only: ChainSource {0} reads at commitment confirmed")]
@@ -63,6 +66,7 @@ impl BuildError {
             BuildError::UnsupportedChain(_) => "ChainUnsupported",
             BuildError::NoEndSlot => "RangeInvalid",
             BuildError::NoLake(_) => "LakeMissing",
+            BuildError::NoBigQuery(_) => "BigQueryMissing",
             BuildError::LakeNeedsFinalized(_) => "LakeNeedsFinalized",
         }
     }
@@ -243,10 +247,34 @@ impl PodSecrets {
         for tier in invalidating_tiers(source, tiers) {
             self.env(&cache_url_env(&tier.name_any()), &tier.spec.redis.url_secret_ref);
         }
-        let SourceSpec::Rpc { endpoint } = &spec.source;
-        let declared = source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref());
-        if let (Some(auth), Some(secret)) = (&endpoint.auth, declared) {
-            self.env(&auth.token.env, &secret.secret_ref);
+        match &spec.source {
+            SourceSpec::Rpc { endpoint } => {
+                let declared =
+                    source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref());
+                if let (Some(auth), Some(secret)) = (&endpoint.auth, declared) {
+                    self.env(&auth.token.env, &secret.secret_ref);
+                }
+            }
+            SourceSpec::BigQuery { credentials_file: Some(_), .. } => {
+                let Some(key) = source.spec.big_query.as_ref().and_then(|b| b.credentials_secret_ref.as_ref()) else {
+                    return;
+                };
+                let items = vec![KeyToPath { key: key.key.clone(), path: "key.json".into(), mode: None }];
+                let secret = SecretVolumeSource {
+                    secret_name: Some(key.name.clone()),
+                    items: Some(items),
+                    ..SecretVolumeSource::default()
+                };
+                self.volumes.push(Volume { name: "bigquery-key".into(), secret: Some(secret), ..Volume::default() });
+                let mount = VolumeMount {
+                    name: "bigquery-key".into(),
+                    mount_path: BIGQUERY_KEY_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                };
+                self.mounts.push(mount);
+            }
+            SourceSpec::BigQuery { .. } => {}
         }
     }
 
@@ -399,24 +427,24 @@ pub fn invalidating_tiers<'a>(
 pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -> Result<WorkerSpec, BuildError> {
     let spec = &job.spec;
     crate::chain::adapter(source.spec.chain.family).map_err(BuildError::UnsupportedChain)?;
-    if spec.source.rpc.is_none() {
-        let kind = if spec.source.big_query.is_some() { "bigQuery" } else { "store" };
-        return Err(BuildError::UnsupportedSource(kind));
-    }
     if source.spec.store.embedded.is_some() && spec.parallelism > 1 {
         return Err(BuildError::EmbeddedParallelism(spec.parallelism));
     }
-    let wanted = spec.source.rpc.as_ref().map(|r| r.endpoints.clone()).unwrap_or_default();
-    let endpoint =
-        match wanted.first() {
-            Some(name) => source.spec.endpoints.iter().find(|e| &e.name == name).ok_or_else(|| {
-                BuildError::UnknownEndpoint { source_name: source.name_any(), endpoint: name.clone() }
-            })?,
-            None => source.spec.endpoints.first().ok_or_else(|| BuildError::UnknownEndpoint {
-                source_name: source.name_any(),
-                endpoint: "(any)".into(),
-            })?,
-        };
+    let (source_spec, batch_size) = match (&spec.source.rpc, &spec.source.big_query) {
+        (Some(rpc), _) => (rpc_source_spec(source, &rpc.endpoints)?, spec.batch_size),
+        (None, Some(query)) => {
+            let dataset = source.spec.big_query.as_ref().ok_or_else(|| BuildError::NoBigQuery(source.name_any()))?;
+            let spec = SourceSpec::BigQuery {
+                dataset: format!("{}.{}", dataset.project, dataset.dataset),
+                billing_project: dataset.billing_project.clone().unwrap_or_else(|| dataset.project.clone()),
+                location: dataset.location.clone(),
+                credentials_file: dataset.credentials_secret_ref.as_ref().map(|_| BIGQUERY_KEY_FILE.to_string()),
+            };
+            // A batch is one query per table over `slotsPerQuery` slots.
+            (spec, query.slots_per_query)
+        }
+        (None, None) => return Err(BuildError::UnsupportedSource("store")),
+    };
     let range = spec.range.clone().unwrap_or_default();
     let mode = match spec.mode {
         IngestMode::Backfill => IngestModeSpec::Backfill {
@@ -440,28 +468,43 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
     Ok(WorkerSpec::new(Work::Ingest(IngestSpec {
         job: catalog_job(job),
         chain: chain_spec(source),
-        source: SourceSpec::Rpc {
-            endpoint: RpcEndpointSpec {
-                name: endpoint.name.clone(),
-                url: endpoint.url.clone(),
-                websocket_url: endpoint.websocket_url.clone(),
-                requests_per_second: endpoint.rate_limit.as_ref().map(|l| l.requests_per_second),
-                burst: endpoint.rate_limit.as_ref().and_then(|l| l.burst),
-                max_concurrent: endpoint.max_concurrent,
-                auth: endpoint.auth.as_ref().map(|a| AuthSpec {
-                    header: a.header.clone(),
-                    token: FromEnv::new(&rpc_token_env(&endpoint.name)),
-                }),
-            },
-        },
+        source: source_spec,
         mode,
-        batch_size: spec.batch_size,
+        batch_size,
         targets: spec.targets.clone(),
         store: store_access(source).0,
         catalog: FromEnv::new(CATALOG_ENV),
         lake,
         caches: invalidating_tiers(source, tiers).map(|t| FromEnv::new(&cache_url_env(&t.name_any()))).collect(),
     })))
+}
+
+/// Where a ChainSource's BigQuery key is mounted in an ingest pod.
+const BIGQUERY_KEY_DIR: &str = "/var/run/secrets/chronicle/bigquery";
+const BIGQUERY_KEY_FILE: &str = "/var/run/secrets/chronicle/bigquery/key.json";
+
+/// The first of `wanted` endpoints of `source` (or its first), as a worker reads it.
+fn rpc_source_spec(source: &ChainSource, wanted: &[String]) -> Result<SourceSpec, BuildError> {
+    let unknown =
+        |endpoint: &str| BuildError::UnknownEndpoint { source_name: source.name_any(), endpoint: endpoint.into() };
+    let endpoint = match wanted.first() {
+        Some(name) => source.spec.endpoints.iter().find(|e| &e.name == name).ok_or_else(|| unknown(name))?,
+        None => source.spec.endpoints.first().ok_or_else(|| unknown("(any)"))?,
+    };
+    Ok(SourceSpec::Rpc {
+        endpoint: RpcEndpointSpec {
+            name: endpoint.name.clone(),
+            url: endpoint.url.clone(),
+            websocket_url: endpoint.websocket_url.clone(),
+            requests_per_second: endpoint.rate_limit.as_ref().map(|l| l.requests_per_second),
+            burst: endpoint.rate_limit.as_ref().and_then(|l| l.burst),
+            max_concurrent: endpoint.max_concurrent,
+            auth: endpoint
+                .auth
+                .as_ref()
+                .map(|a| AuthSpec { header: a.header.clone(), token: FromEnv::new(&rpc_token_env(&endpoint.name)) }),
+        },
+    })
 }
 
 /// The Job or Deployment that runs `job`'s workers.
@@ -564,7 +607,7 @@ mod tests {
         assert_eq!(ingest.mode, IngestModeSpec::Backfill { from: 302_400_000, to: 302_831_999, shards: 8 });
         assert_eq!(ingest.store.url, "bigtable://acme-data/solana-ledger?appProfile=chronicle-writer");
         assert_eq!(ingest.store.credentials_file.as_deref(), Some("/var/run/secrets/chronicle/gcp/key.json"));
-        let SourceSpec::Rpc { endpoint } = &ingest.source;
+        let SourceSpec::Rpc { endpoint } = &ingest.source else { panic!("an rpc source") };
         assert_eq!(endpoint.url, "https://mainnet.rpcpool.example.com");
         assert_eq!(endpoint.auth.as_ref().unwrap().header, "Authorization");
         assert_eq!(ingest.chain.commitment, crate::crd::chain_source::Commitment::Finalized);
@@ -599,18 +642,46 @@ mod tests {
             panic!("an ingest spec")
         };
         assert!(matches!(ingest.mode, IngestModeSpec::Follow { .. }), "{:?}", ingest.mode);
-        let SourceSpec::Rpc { endpoint } = &ingest.source;
+        let SourceSpec::Rpc { endpoint } = &ingest.source else { panic!("an rpc source") };
         assert_eq!(endpoint.websocket_url.as_deref(), Some("wss://mainnet.rpcpool.example.com"));
     }
 
     #[test]
     fn what_the_worker_cannot_run_is_an_error() {
         let source: ChainSource = load("chainsource-solana-mainnet.yaml");
+        let mut bare = source.clone();
+        bare.spec.big_query = None;
         let bigquery: IngestJob = load("ingestjob-bigquery.yaml");
-        assert_eq!(ingest_workload(&bigquery, &source, &[], "x"), Err(BuildError::UnsupportedSource("bigQuery")));
+        assert_eq!(ingest_workload(&bigquery, &bare, &[], "x"), Err(BuildError::NoBigQuery("solana-mainnet".into())));
         let embedded: ChainSource = load("chainsource-solana-embedded.yaml");
         let parallel: IngestJob = load("ingestjob-backfill.yaml");
         assert_eq!(ingest_workload(&parallel, &embedded, &[], "x"), Err(BuildError::EmbeddedParallelism(8)));
+    }
+
+    #[test]
+    fn a_bigquery_history_job_reads_the_sources_dataset_with_its_key_mounted() {
+        let job: IngestJob = load("ingestjob-bigquery.yaml");
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml");
+        let IngestWorkload::Backfill(built) = ingest_workload(&job, &source, &[], "chronicle:test").unwrap() else {
+            panic!("an Indexed Job")
+        };
+        let pod = built.spec.unwrap().template.spec.unwrap();
+        let Work::Ingest(ingest) = worker_spec(&pod.containers[0]).work else { panic!("an ingest spec") };
+        assert_eq!(
+            ingest.source,
+            SourceSpec::BigQuery {
+                dataset: "bigquery-public-data.crypto_solana_mainnet_us".into(),
+                billing_project: "acme-data".into(),
+                location: "US".into(),
+                credentials_file: Some(BIGQUERY_KEY_FILE.into()),
+            }
+        );
+        assert_eq!(ingest.batch_size, 50_000, "slotsPerQuery is the batch");
+        assert_eq!(ingest.targets, vec![IngestTarget::Lake]);
+        let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "bigquery-key").unwrap();
+        assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("gcp-bigquery-sa"));
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts.iter().any(|m| m.name == "bigquery-key" && m.mount_path == BIGQUERY_KEY_DIR));
     }
 
     #[test]

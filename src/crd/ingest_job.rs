@@ -48,6 +48,7 @@ use super::common::{BigtableInstance, CommonStatus, LocalObjectRef, SlotRange, T
 #[x_kube(validation = Rule::new("self.mode != 'follow' || self.parallelism == 1").message("a follow job runs one worker: parallelism must be 1"))]
 #[x_kube(validation = Rule::new("self.mode != 'backfill' || !has(self.range) || !has(self.range.endSlot) || self.range.endSlot < self.range.startSlot || self.parallelism <= self.range.endSlot - self.range.startSlot + 1").message("parallelism must not exceed the number of slots in range"))]
 #[x_kube(validation = Rule::new("!has(self.source.bigQuery) || self.mode == 'backfill'").message("a bigQuery source only supports mode backfill"))]
+#[x_kube(validation = Rule::new("!has(self.source.bigQuery) || !self.targets.exists(t, t == 'canonical')").message("a bigQuery source fills the lake only: its rows carry no raw transactions for the canonical store (targets: [lake])"))]
 pub struct IngestJobSpec {
     /// The `ChainSource` whose stores this job fills.
     pub source_ref: LocalObjectRef,

@@ -16,7 +16,9 @@ use super::run::{check_family, ingest_config_in, serve_config_in};
 use super::spec::{IngestModeSpec, IngestSpec, ServeSpec};
 use crate::catalog::Catalog;
 use crate::chain::{Adapter, ChainAdapter};
+use crate::pipeline::config::SourceConfig;
 use crate::store::{BlockStore, LedgerStore};
+use futures::future::BoxFuture;
 
 /// Runs a node spec's works until shutdown: each distinct store and catalog
 /// opened once, Secret-backed values from the pod's environment.
@@ -164,13 +166,29 @@ impl Host {
             let config = ingest_config_in(spec, shard, lookup).with_context(|| name.to_string())?;
             // The stores a host opens are Solana's; a second adapter makes `Opened` per chain.
             let Adapter::Solana(solana) = check_family(&spec.chain)?;
-            let source = solana.source(&config.source).with_context(|| name.to_string())?;
-            let sinks =
-                solana.sinks(&opened.store, &super::ingest::targets(&config)?).with_context(|| name.to_string())?;
+            let targets = super::ingest::targets(&config).with_context(|| name.to_string())?;
             let (catalog, stop) = (opened.catalog.clone(), self.shutdown.clone());
             let label = format!("{name} shard {shard}");
             let progress = self.progress(&label, &spec.mode, shard);
-            let task = async move { (label, run_pipeline(config, source, sinks, catalog, stop, progress).await) };
+            let task: BoxFuture<'static, (String, anyhow::Result<Summary>)> = match &config.source {
+                // A dataset's rows go to the lake only, through the same loop.
+                SourceConfig::BigQuery(dataset) => {
+                    let sinks = solana.rows_sinks(&targets).with_context(|| name.to_string())?;
+                    let connect = solana.rows_source(dataset);
+                    Box::pin(async move {
+                        let run = async {
+                            let source = connect.await.context("connecting to BigQuery")?;
+                            run_pipeline(config, source, sinks, catalog, stop, progress).await
+                        };
+                        (label, run.await)
+                    })
+                }
+                SourceConfig::Rpc(_) => {
+                    let source = solana.source(&config.source).with_context(|| name.to_string())?;
+                    let sinks = solana.sinks(&opened.store, &targets).with_context(|| name.to_string())?;
+                    Box::pin(async move { (label, run_pipeline(config, source, sinks, catalog, stop, progress).await) })
+                }
+            };
             if backfill {
                 self.backfills.spawn(task);
             } else {

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use super::ingest::{IngestConfig, LakeConfig};
 use super::spec::{ChainSpec, IngestModeSpec, IngestSpec, ServeSpec, SourceSpec, SpecError, StoreSpec, duration};
+use crate::bigquery::BigQueryAccess;
 use crate::chain::Adapter;
 use crate::crd::ingest_job::IngestTarget;
-use crate::pipeline::config::{RpcEndpoint, Secret, SourceConfig};
+use crate::pipeline::config::{BigQueryDataset, RpcEndpoint, Secret, SourceConfig};
 use crate::serve::ServeConfig;
 use crate::serve::cache::CacheConfig;
 use crate::store::BigtableAccess;
@@ -50,10 +51,36 @@ pub fn ingest_config_in(
     for target in unwritten_targets(&spec.targets) {
         tracing::warn!(?target, "this target has no sink in this binary yet; only the canonical store is written");
     }
-    let SourceSpec::Rpc { endpoint } = &spec.source;
-    let auth = match &endpoint.auth {
-        Some(auth) => Some((auth.header.clone(), Secret(auth.token.resolve_in(lookup)?))),
-        None => None,
+    let (source, concurrency) = match &spec.source {
+        SourceSpec::Rpc { endpoint } => {
+            let auth = match &endpoint.auth {
+                Some(auth) => Some((auth.header.clone(), Secret(auth.token.resolve_in(lookup)?))),
+                None => None,
+            };
+            let rpc = RpcEndpoint {
+                websocket: endpoint.websocket_url.clone(),
+                auth,
+                requests_per_second: endpoint.requests_per_second,
+                burst: endpoint.burst,
+                ..RpcEndpoint::new(endpoint.url.clone(), spec.chain.commitment)
+            };
+            (SourceConfig::Rpc(rpc), endpoint.max_concurrent.max(1) as usize)
+        }
+        SourceSpec::BigQuery { dataset, billing_project, location, credentials_file } => {
+            let dataset = BigQueryDataset {
+                access: BigQueryAccess {
+                    endpoint: None,
+                    project: billing_project.clone(),
+                    location: Some(location.clone()),
+                    credentials_file: credentials_file.clone(),
+                    attempts: 4,
+                },
+                dataset: dataset.clone(),
+                tables: Default::default(),
+            };
+            // A batch's blocks come from its prefetched queries: a few at once suffice.
+            (SourceConfig::BigQuery(dataset), 4)
+        }
     };
     let (from, to, follow, shards) = match spec.mode {
         IngestModeSpec::Backfill { from, to, shards } => (Some(from), Some(to), false, shards.max(1)),
@@ -65,20 +92,14 @@ pub fn ingest_config_in(
         store: spec.store.url.clone(),
         store_access: store_access(&spec.store),
         catalog: spec.catalog.resolve_in(lookup)?,
-        source: SourceConfig::Rpc(RpcEndpoint {
-            websocket: endpoint.websocket_url.clone(),
-            auth,
-            requests_per_second: endpoint.requests_per_second,
-            burst: endpoint.burst,
-            ..RpcEndpoint::new(endpoint.url.clone(), spec.chain.commitment)
-        }),
+        source,
         from,
         to,
         follow,
         shard,
         shards,
         batch_size: spec.batch_size.max(1) as usize,
-        concurrency: endpoint.max_concurrent.max(1) as usize,
+        concurrency,
         poll_interval: Duration::from_millis(400),
         catalog_patience: Duration::from_secs(600),
         targets: spec.targets.clone(),

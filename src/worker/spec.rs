@@ -133,7 +133,21 @@ pub struct AuthSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum SourceSpec {
-    Rpc { endpoint: RpcEndpointSpec },
+    Rpc {
+        endpoint: RpcEndpointSpec,
+    },
+    /// The chain's BigQuery dataset (rows for the lake).
+    #[serde(rename_all = "camelCase")]
+    BigQuery {
+        /// `project.dataset`.
+        dataset: String,
+        /// The project queries run (and are billed) in.
+        billing_project: String,
+        location: String,
+        /// The mounted service-account key; none: the pod's workload identity.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials_file: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
