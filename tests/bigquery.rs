@@ -129,3 +129,82 @@ async fn a_row_that_violates_the_schema_is_a_gap_naming_table_and_slot() {
     let partitions = catalog.partitions("bad").await.unwrap();
     assert!(partitions.iter().all(|p| (p.first, p.last) == (100_000_000, 100_000_000)), "{partitions:?}");
 }
+
+/// BigQuery answers 5xx and quota errors at times: the first query attempts
+/// fail (503 backendError, then 403 rateLimitExceeded) through a proxy in
+/// front of the emulator; the source retries with backoff and the batch lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_quota_errors_are_retried() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let emulator = BigQueryEmulator::start();
+    emulator.create_tables().await;
+    let blocks = support::real_blocks();
+    let (slot, block) = blocks.iter().find(|(s, _)| *s == 100_000_000).unwrap();
+    seed(&emulator, &block_rows(*slot, block).unwrap()).await;
+
+    let failed = Arc::new(AtomicUsize::new(0));
+    let upstream = format!("http://127.0.0.1:{}", emulator.port);
+    let app = {
+        let failed = failed.clone();
+        axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let (failed, upstream) = (failed.clone(), upstream.clone());
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+                if parts.uri.path().ends_with("/queries") {
+                    let error = match failed.fetch_add(1, Ordering::SeqCst) {
+                        0 | 1 => Some((503, "backendError", "The service is currently unavailable.")),
+                        2 => Some((403, "rateLimitExceeded", "Exceeded rate limits: too many concurrent queries.")),
+                        _ => None,
+                    };
+                    if let Some((code, reason, message)) = error {
+                        let answer = json!({"error": {"code": code, "message": message,
+                            "errors": [{"reason": reason, "message": message, "domain": "global"}], "status": reason}});
+                        return axum::response::Response::builder()
+                            .status(code)
+                            .header("content-type", "application/json")
+                            .body(axum::body::Body::from(answer.to_string()))
+                            .unwrap();
+                    }
+                }
+                let url = format!("{upstream}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+                let answer = reqwest::Client::new()
+                    .request(parts.method, url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = answer.status().as_u16();
+                let bytes = answer.bytes().await.unwrap();
+                axum::response::Response::builder().status(status).body(axum::body::Body::from(bytes)).unwrap()
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "ingest", "--job", "flaky"])
+        .args(["--bigquery-dataset", &format!("{PROJECT}.{DATASET}")])
+        .args(["--bigquery-endpoint", &format!("http://{proxy}/bigquery/v2"), "--bigquery-project", PROJECT])
+        .args(BigQueryEmulator::table_flags())
+        .args(["--lake", &format!("file://{}", dir.path().join("lake").display())])
+        .args(["--store", &format!("embedded://{}", dir.path().join("ledger").display())])
+        .args(["--catalog", &format!("embedded://{}", dir.path().join("catalog").display())])
+        .args(["--from", "99999995", "--to", "100000004", "--attempts", "5"])
+        .env("RUST_LOG", "info")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(failed.load(Ordering::SeqCst) > 3, "the errors were answered and retried");
+    let catalog = catalog::open(&format!("embedded://{}", dir.path().join("catalog").display())).await.unwrap();
+    assert_eq!(catalog.partitions("flaky").await.unwrap().len(), 5);
+}
