@@ -202,6 +202,12 @@ pub struct IngestArgs {
     /// (`blocks`, `block_rewards`, `transactions`, `instructions`, `token_transfers`).
     #[arg(long = "bigquery-table", value_parser = parse_table)]
     pub bigquery_tables: Vec<(String, String)>,
+    /// Check the dataset against this node: blocks it lacks or holds incompletely are gaps.
+    #[arg(long, requires = "bigquery_dataset")]
+    pub bigquery_check_rpc: Option<String>,
+    /// Take such blocks from the checking node instead.
+    #[arg(long, requires = "bigquery_check_rpc")]
+    pub bigquery_repair: bool,
     /// Header that carries the node's token, taken from CHRONICLE_RPC_TOKEN (never a flag,
     /// so it stays out of process listings); `Authorization` sends `Bearer <token>`.
     #[arg(long)]
@@ -392,6 +398,8 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 },
                 dataset,
                 tables: args.bigquery_tables.into_iter().collect(),
+                check: args.bigquery_check_rpc.map(|url| RpcEndpoint::new(url, commitment)),
+                repair: args.bigquery_repair,
             }),
             (rpc, None) => SourceConfig::Rpc(RpcEndpoint {
                 url: rpc.unwrap_or_default(),

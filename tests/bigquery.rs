@@ -208,3 +208,73 @@ async fn server_errors_and_quota_errors_are_retried() {
     let catalog = catalog::open(&format!("embedded://{}", dir.path().join("catalog").display())).await.unwrap();
     assert_eq!(catalog.partitions("flaky").await.unwrap().len(), 5);
 }
+
+/// Completeness against a node: a block the chain produced that the dataset
+/// lacks, and a block with fewer transaction rows than its count, are gaps
+/// that say what is missing; a run with `--bigquery-repair` takes both from
+/// the node. The second block is block 154808473's content served at slot
+/// 100000002 (a derived position; the content is real).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_the_dataset_lacks_are_gaps_or_taken_from_the_node() {
+    use support::rpc_peer::RpcPeer;
+    let emulator = BigQueryEmulator::start();
+    emulator.create_tables().await;
+    let blocks = support::real_blocks();
+    let legacy = blocks.iter().find(|(s, _)| *s == 100_000_000).unwrap().1.clone();
+    let v0 = blocks.iter().find(|(s, _)| *s == 154_808_473).unwrap().1.clone();
+    let peer = RpcPeer::start([(100_000_000, legacy.clone()), (100_000_002, v0)].into_iter().collect()).await;
+    let mut seeded = block_rows(100_000_000, &legacy).unwrap();
+    let full = seeded.transactions.len();
+    seeded.transactions.pop(); // the dataset lost one
+    seed(&emulator, &seeded).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: Vec<String>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chronicle"));
+        command
+            .args(["worker", "ingest", "--job", "checked"])
+            .args(["--bigquery-dataset", &format!("{PROJECT}.{DATASET}"), "--bigquery-endpoint", &emulator.endpoint()])
+            .args(["--bigquery-project", PROJECT, "--bigquery-check-rpc", &peer.url()])
+            .args(BigQueryEmulator::table_flags())
+            .args(["--lake", &format!("file://{}", dir.path().join("lake").display())])
+            .args(["--store", &format!("embedded://{}", dir.path().join("ledger").display())])
+            .args(["--catalog", &format!("embedded://{}", dir.path().join("catalog").display())])
+            .args(["--from", "99999995", "--to", "100000004", "--attempts", "2"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .stdin(Stdio::null());
+        command
+    };
+    let output = run(Vec::new()).output().await.unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "gaps remain: {log}");
+    let catalog_url = format!("embedded://{}", dir.path().join("catalog").display());
+    let catalog = catalog::open(&catalog_url).await.unwrap();
+    let gaps = catalog.open_gaps("checked", 0, u64::MAX >> 1).await.unwrap();
+    let reasons: Vec<(u64, &str)> = gaps.iter().map(|g| (g.slot, g.reason.as_str())).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].1.contains(&format!("the dataset has {} of the block's {full} transactions", full - 1)),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].1.contains("the chain produced this block; the dataset lacks it"), "{reasons:?}");
+    assert_eq!((reasons[0].0, reasons[1].0), (100_000_000, 100_000_002));
+    drop(catalog);
+
+    let output = run(vec!["--bigquery-repair".into()]).output().await.unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("taken from the node instead"), "{log}");
+    let catalog = catalog::open(&catalog_url).await.unwrap();
+    assert!(catalog.open_gaps("checked", 0, u64::MAX >> 1).await.unwrap().is_empty());
+    let transactions: Vec<_> =
+        catalog.partitions("checked").await.unwrap().into_iter().filter(|p| p.table == "transactions").collect();
+    let rows: u64 = transactions.iter().map(|p| p.rows).sum();
+    let expected = full
+        + block_rows(100_000_002, &blocks.iter().find(|(s, _)| *s == 154_808_473).unwrap().1)
+            .unwrap()
+            .transactions
+            .len();
+    assert_eq!(rows as usize, expected, "both blocks whole, from the node: {transactions:?}");
+}

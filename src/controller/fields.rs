@@ -61,6 +61,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("IngestJob.spec.sourceRef.name", Controller("the ChainSource the spec is built from")),
     ("IngestJob.spec.source.rpc.endpoints", Worker),
     ("IngestJob.spec.source.bigQuery.slotsPerQuery", Worker),
+    ("IngestJob.spec.source.bigQuery.repairFromRpc", Worker),
     ("IngestJob.spec.source.store.*", NotYet("store-to-store replication (issue 14)")),
     ("IngestJob.spec.mode", Worker),
     ("IngestJob.spec.range.startSlot", Worker),

@@ -248,14 +248,14 @@ impl PodSecrets {
             self.env(&cache_url_env(&tier.name_any()), &tier.spec.redis.url_secret_ref);
         }
         match &spec.source {
-            SourceSpec::Rpc { endpoint } => {
-                let declared =
-                    source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref());
-                if let (Some(auth), Some(secret)) = (&endpoint.auth, declared) {
-                    self.env(&auth.token.env, &secret.secret_ref);
+            SourceSpec::Rpc { endpoint } => self.endpoint_token(endpoint, source),
+            SourceSpec::BigQuery { credentials_file, check, .. } => {
+                if let Some(endpoint) = check {
+                    self.endpoint_token(endpoint, source);
                 }
-            }
-            SourceSpec::BigQuery { credentials_file: Some(_), .. } => {
+                if credentials_file.is_none() {
+                    return;
+                }
                 let Some(key) = source.spec.big_query.as_ref().and_then(|b| b.credentials_secret_ref.as_ref()) else {
                     return;
                 };
@@ -274,7 +274,14 @@ impl PodSecrets {
                 };
                 self.mounts.push(mount);
             }
-            SourceSpec::BigQuery { .. } => {}
+        }
+    }
+
+    /// An endpoint's token, from the Secret its ChainSource names.
+    fn endpoint_token(&mut self, endpoint: &RpcEndpointSpec, source: &ChainSource) {
+        let declared = source.spec.endpoints.iter().find(|e| e.name == endpoint.name).and_then(|e| e.auth.as_ref());
+        if let (Some(auth), Some(secret)) = (&endpoint.auth, declared) {
+            self.env(&auth.token.env, &secret.secret_ref);
         }
     }
 
@@ -439,6 +446,15 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
                 billing_project: dataset.billing_project.clone().unwrap_or_else(|| dataset.project.clone()),
                 location: dataset.location.clone(),
                 credentials_file: dataset.credentials_secret_ref.as_ref().map(|_| BIGQUERY_KEY_FILE.to_string()),
+                // Checked against the chain whenever the source has a node.
+                check: match source.spec.endpoints.is_empty() {
+                    true => None,
+                    false => match rpc_source_spec(source, &[])? {
+                        SourceSpec::Rpc { endpoint } => Some(endpoint),
+                        SourceSpec::BigQuery { .. } => None,
+                    },
+                },
+                repair: query.repair_from_rpc,
             };
             // A batch is one query per table over `slotsPerQuery` slots.
             (spec, query.slots_per_query)
@@ -674,6 +690,11 @@ mod tests {
                 billing_project: "acme-data".into(),
                 location: "US".into(),
                 credentials_file: Some(BIGQUERY_KEY_FILE.into()),
+                check: match rpc_source_spec(&source, &[]).unwrap() {
+                    SourceSpec::Rpc { endpoint } => Some(endpoint),
+                    SourceSpec::BigQuery { .. } => None,
+                },
+                repair: false,
             }
         );
         assert_eq!(ingest.batch_size, 50_000, "slotsPerQuery is the batch");

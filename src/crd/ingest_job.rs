@@ -144,6 +144,11 @@ pub struct BigQueryIngest {
     #[serde(default = "default_slots_per_query")]
     #[schemars(range(min = 1, max = 1000000))]
     pub slots_per_query: u32,
+    /// Take a block the dataset lacks (or holds incompletely) from the
+    /// ChainSource's first endpoint instead of recording it as a gap. The
+    /// dataset is checked against that endpoint whenever the ChainSource has one.
+    #[serde(default)]
+    pub repair_from_rpc: bool,
 }
 
 fn default_slots_per_query() -> u32 {

@@ -24,10 +24,15 @@ pub struct BigQueryDataset {
     pub dataset: String,
     /// Our table name → the dataset's, where they differ from the public dataset's.
     pub tables: std::collections::BTreeMap<String, String>,
+    /// A node to check the dataset against: the chain's produced blocks, and
+    /// each block's transaction count (none: the dataset is taken as it is).
+    pub check: Option<RpcEndpoint>,
+    /// Take a block the dataset lacks, or has incompletely, from that node.
+    pub repair: bool,
 }
 
 /// How a node is reached and paced.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RpcEndpoint {
     pub url: String,
     /// WebSocket URL for new-block notifications when following (else the tip is polled).

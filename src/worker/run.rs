@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ingest::{IngestConfig, LakeConfig};
-use super::spec::{ChainSpec, IngestModeSpec, IngestSpec, ServeSpec, SourceSpec, SpecError, StoreSpec, duration};
+use super::spec::{
+    ChainSpec, IngestModeSpec, IngestSpec, RpcEndpointSpec, ServeSpec, SourceSpec, SpecError, StoreSpec, duration,
+};
 use crate::bigquery::BigQueryAccess;
 use crate::chain::Adapter;
 use crate::crd::ingest_job::IngestTarget;
@@ -53,20 +55,10 @@ pub fn ingest_config_in(
     }
     let (source, concurrency) = match &spec.source {
         SourceSpec::Rpc { endpoint } => {
-            let auth = match &endpoint.auth {
-                Some(auth) => Some((auth.header.clone(), Secret(auth.token.resolve_in(lookup)?))),
-                None => None,
-            };
-            let rpc = RpcEndpoint {
-                websocket: endpoint.websocket_url.clone(),
-                auth,
-                requests_per_second: endpoint.requests_per_second,
-                burst: endpoint.burst,
-                ..RpcEndpoint::new(endpoint.url.clone(), spec.chain.commitment)
-            };
+            let rpc = rpc_endpoint(endpoint, spec.chain.commitment, lookup)?;
             (SourceConfig::Rpc(rpc), endpoint.max_concurrent.max(1) as usize)
         }
-        SourceSpec::BigQuery { dataset, billing_project, location, credentials_file } => {
+        SourceSpec::BigQuery { dataset, billing_project, location, credentials_file, check, repair } => {
             let dataset = BigQueryDataset {
                 access: BigQueryAccess {
                     endpoint: None,
@@ -77,6 +69,8 @@ pub fn ingest_config_in(
                 },
                 dataset: dataset.clone(),
                 tables: Default::default(),
+                check: check.as_ref().map(|e| rpc_endpoint(e, spec.chain.commitment, lookup)).transpose()?,
+                repair: *repair,
             };
             // A batch's blocks come from its prefetched queries: a few at once suffice.
             (SourceConfig::BigQuery(dataset), 4)
@@ -105,6 +99,25 @@ pub fn ingest_config_in(
         targets: spec.targets.clone(),
         lake: spec.lake.as_ref().map(|l| LakeConfig { url: l.url.clone(), network: spec.chain.network.clone() }),
         caches: spec.caches.iter().map(|c| c.resolve_in(lookup)).collect::<Result<_, _>>()?,
+    })
+}
+
+/// A node endpoint of a spec, its token read from `lookup`.
+fn rpc_endpoint(
+    endpoint: &RpcEndpointSpec,
+    commitment: crate::crd::chain_source::Commitment,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<RpcEndpoint, SpecError> {
+    let auth = match &endpoint.auth {
+        Some(auth) => Some((auth.header.clone(), Secret(auth.token.resolve_in(lookup)?))),
+        None => None,
+    };
+    Ok(RpcEndpoint {
+        websocket: endpoint.websocket_url.clone(),
+        auth,
+        requests_per_second: endpoint.requests_per_second,
+        burst: endpoint.burst,
+        ..RpcEndpoint::new(endpoint.url.clone(), commitment)
     })
 }
 

@@ -147,6 +147,12 @@ pub enum SourceSpec {
         /// The mounted service-account key; none: the pod's workload identity.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credentials_file: Option<String>,
+        /// The node the dataset is checked against (produced blocks, transaction counts).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        check: Option<RpcEndpointSpec>,
+        /// Take blocks the dataset lacks from that node.
+        #[serde(default)]
+        repair: bool,
     },
 }
 

@@ -6,16 +6,20 @@
 //! The rows go to the lake; the canonical store is not fed from here (the
 //! rows do not carry the raw transactions agave's layout stores).
 //!
-//! A slot the dataset does not list is reported as skipped by the chain:
-//! telling skipped slots from the dataset's missing blocks needs the
-//! chain's own produced slots (issue 13, completeness).
+//! Completeness: with a node to check against, a block the chain produced
+//! that the dataset lacks, or a block with fewer transaction rows than its
+//! `transaction_count`, is a gap naming what is missing (recorded in the
+//! catalog and counted in status), or, with `repair`, is taken from the node
+//! and derived as RPC ingestion derives it. Without a node, a slot the
+//! dataset does not list counts as skipped by the chain.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use solana_transaction_status::ConfirmedBlock;
 
 use super::rows::Rows;
 use crate::bigquery::{BigQuery, QueryError};
@@ -31,17 +35,24 @@ const PUBLIC_TABLES: [(&str, &str); 5] = [
     ("token_transfers", "Token Transfers"),
 ];
 
+/// The node the dataset is checked against.
+pub struct Completeness {
+    pub node: Arc<dyn BlockSource<ConfirmedBlock>>,
+    pub repair: bool,
+}
+
 pub struct BigQuerySource {
     client: BigQuery,
+    check: Option<Completeness>,
     dataset: BigQueryDataset,
     /// A batch's blocks, read with its slot list, taken by `block`.
     prefetched: Mutex<BTreeMap<BlockNumber, Result<Rows, String>>>,
 }
 
 impl BigQuerySource {
-    pub async fn connect(dataset: BigQueryDataset) -> Result<Self, QueryError> {
+    pub async fn connect(dataset: BigQueryDataset, check: Option<Completeness>) -> Result<Self, QueryError> {
         let client = BigQuery::connect(dataset.access.clone()).await?;
-        Ok(Self { client, dataset, prefetched: Mutex::default() })
+        Ok(Self { client, check, dataset, prefetched: Mutex::default() })
     }
 
     /// The dataset's name of our table `table`, quoted for SQL.
@@ -133,29 +144,53 @@ fn deduplicate(rows: &mut Rows) -> usize {
 #[async_trait]
 impl BlockSource<Rows> for BigQuerySource {
     async fn produced(&self, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, String> {
-        let read = self.read(start, end).await?;
-        // Slots with a block row; rows of other slots without one are an error of that slot.
-        let mut listed = Vec::new();
-        let mut prefetched = self.prefetched.lock().expect("prefetched rows");
-        for (slot, rows) in read {
-            let rows = match rows {
-                Ok(rows) if rows.blocks.is_empty() => Err(format!("slot {slot}: rows without a Blocks row")),
-                other => other,
+        let mut read = self.read(start, end).await?;
+        for (slot, rows) in read.iter_mut() {
+            let complete = match rows {
+                Ok(r) if r.blocks.is_empty() => Err(format!("slot {slot}: rows without a Blocks row")),
+                Ok(r) => match r.blocks[0].transaction_count {
+                    Some(count) if (r.transactions.len() as u64) < count => Err(format!(
+                        "slot {slot}: the dataset has {} of the block's {count} transactions",
+                        r.transactions.len()
+                    )),
+                    _ => Ok(()),
+                },
+                Err(_) => Ok(()),
             };
-            listed.push(slot);
-            prefetched.insert(slot, rows);
+            if let Err(reason) = complete {
+                *rows = Err(reason);
+            }
         }
+        // Blocks the chain produced that the dataset lacks.
+        if let Some(check) = &self.check {
+            for slot in check.node.produced(start, end).await.map_err(|e| format!("checking against the node: {e}"))? {
+                read.entry(slot).or_insert_with(|| {
+                    Err(format!("slot {slot}: the chain produced this block; the dataset lacks it"))
+                });
+            }
+        }
+        let listed = read.keys().copied().collect();
+        self.prefetched.lock().expect("prefetched rows").extend(read);
         Ok(listed)
     }
 
     async fn block(&self, number: BlockNumber) -> Result<Rows, Missing> {
-        let taken = self.prefetched.lock().expect("prefetched rows").remove(&number);
-        let rows = match taken {
-            Some(rows) => rows,
-            // A gap from an earlier run: read it alone.
-            None => self.read(number, number).await.map_err(Missing::Gap)?.remove(&number).ok_or(Missing::Skipped)?,
-        };
-        rows.map_err(Missing::Gap)
+        let mut taken = self.prefetched.lock().expect("prefetched rows").remove(&number);
+        if taken.is_none() {
+            // A gap from an earlier run: read (and check) it alone.
+            self.produced(number, number).await.map_err(Missing::Gap)?;
+            taken = self.prefetched.lock().expect("prefetched rows").remove(&number);
+        }
+        let rows = taken.ok_or(Missing::Skipped)?;
+        match (rows, &self.check) {
+            (Ok(rows), _) => Ok(rows),
+            (Err(reason), Some(Completeness { node, repair: true })) => {
+                let block = node.block(number).await?;
+                tracing::warn!(slot = number, %reason, "taken from the node instead");
+                super::rows::block_rows(number, &block).map_err(Missing::Gap)
+            }
+            (Err(reason), _) => Err(Missing::Gap(reason)),
+        }
     }
 
     async fn tip(&self) -> Result<BlockNumber, String> {

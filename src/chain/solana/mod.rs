@@ -82,8 +82,12 @@ impl ChainAdapter for Solana {
         dataset: &BigQueryDataset,
     ) -> BoxFuture<'static, anyhow::Result<Arc<dyn BlockSource<rows::Rows>>>> {
         let dataset = dataset.clone();
+        let check = dataset.check.clone().map(|endpoint| bigquery::Completeness {
+            node: Arc::new(rpc::RpcSource::new(endpoint)) as Arc<dyn BlockSource<ConfirmedBlock>>,
+            repair: dataset.repair,
+        });
         Box::pin(async move {
-            let source = bigquery::BigQuerySource::connect(dataset).await?;
+            let source = bigquery::BigQuerySource::connect(dataset, check).await?;
             Ok(Arc::new(source) as Arc<dyn BlockSource<rows::Rows>>)
         })
     }
