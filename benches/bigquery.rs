@@ -23,14 +23,6 @@ use chronicle::worker::ingest::{self, IngestConfig, LakeConfig};
 use support::bigquery::{BigQueryEmulator, DATASET, PROJECT, TABLES};
 use tokio_util::sync::CancellationToken;
 
-fn rows_of(rows: &Rows) -> usize {
-    rows.blocks.len()
-        + rows.block_rewards.len()
-        + rows.transactions.len()
-        + rows.instructions.len()
-        + rows.token_transfers.len()
-}
-
 fn values<T: serde::Serialize>(rows: &[T]) -> Vec<serde_json::Value> {
     rows.iter().map(|r| serde_json::to_value(r).unwrap()).collect()
 }
@@ -52,7 +44,7 @@ fn main() {
         emulator.insert("transactions", &values(&seeded.transactions)).await;
         emulator.insert("instructions", &values(&seeded.instructions)).await;
         emulator.insert("token_transfers", &values(&seeded.token_transfers)).await;
-        let rows = rows_of(&seeded);
+        let rows = seeded.count();
         let last = first + count - 1;
         println!("bigquery: {count} blocks, {rows} rows seeded (4 real blocks replayed), one batch per run");
 

@@ -22,14 +22,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-fn rows_of(rows: &Rows) -> usize {
-    rows.blocks.len()
-        + rows.block_rewards.len()
-        + rows.transactions.len()
-        + rows.instructions.len()
-        + rows.token_transfers.len()
-}
-
 fn line(what: &str, blocks: usize, rows: usize, bytes: usize, elapsed: Duration) -> f64 {
     let seconds = elapsed.as_secs_f64();
     println!(
@@ -77,7 +69,7 @@ fn main() {
         derived.extend(block_rows(*slot, block).unwrap());
     }
     let derive = started.elapsed();
-    let rows = rows_of(&derived);
+    let rows = derived.count();
 
     // Ceiling 2: the derived rows as Parquet, in memory.
     let started = Instant::now();

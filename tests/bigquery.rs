@@ -31,6 +31,18 @@ fn values<T: serde::Serialize>(rows: &[T]) -> Vec<Value> {
 }
 
 async fn backfill(emulator: &BigQueryEmulator, dir: &Path, job: &str, from: u64, to: u64) -> (bool, String) {
+    ingest(emulator, dir, job, from, to, &[]).await
+}
+
+/// `worker ingest` from the emulator's dataset into a lake under `dir`.
+async fn ingest(
+    emulator: &BigQueryEmulator,
+    dir: &Path,
+    job: &str,
+    from: u64,
+    to: u64,
+    extra: &[&str],
+) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
         .args(["worker", "ingest", "--job", job])
         .args(["--bigquery-dataset", &format!("{PROJECT}.{DATASET}"), "--bigquery-endpoint", &emulator.endpoint()])
@@ -40,6 +52,7 @@ async fn backfill(emulator: &BigQueryEmulator, dir: &Path, job: &str, from: u64,
         .args(["--store", &format!("embedded://{}", dir.join("ledger").display())])
         .args(["--catalog", &format!("embedded://{}", dir.join("catalog").display())])
         .args(["--from", &from.to_string(), "--to", &to.to_string(), "--attempts", "2"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
         .stdin(Stdio::null())
@@ -229,26 +242,9 @@ async fn blocks_the_dataset_lacks_are_gaps_or_taken_from_the_node() {
     seed(&emulator, &seeded).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let run = |extra: Vec<String>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chronicle"));
-        command
-            .args(["worker", "ingest", "--job", "checked"])
-            .args(["--bigquery-dataset", &format!("{PROJECT}.{DATASET}"), "--bigquery-endpoint", &emulator.endpoint()])
-            .args(["--bigquery-project", PROJECT, "--bigquery-check-rpc", &peer.url()])
-            .args(BigQueryEmulator::table_flags())
-            .args(["--lake", &format!("file://{}", dir.path().join("lake").display())])
-            .args(["--store", &format!("embedded://{}", dir.path().join("ledger").display())])
-            .args(["--catalog", &format!("embedded://{}", dir.path().join("catalog").display())])
-            .args(["--from", "99999995", "--to", "100000004", "--attempts", "2"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-            .stdin(Stdio::null());
-        command
-    };
-    let output = run(Vec::new()).output().await.unwrap();
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "gaps remain: {log}");
+    let check = ["--bigquery-check-rpc", &peer.url()];
+    let (ok, log) = ingest(&emulator, dir.path(), "checked", 99_999_995, 100_000_004, &check).await;
+    assert!(!ok, "gaps remain: {log}");
     let catalog_url = format!("embedded://{}", dir.path().join("catalog").display());
     let catalog = catalog::open(&catalog_url).await.unwrap();
     let gaps = catalog.open_gaps("checked", 0, u64::MAX >> 1).await.unwrap();
@@ -262,9 +258,9 @@ async fn blocks_the_dataset_lacks_are_gaps_or_taken_from_the_node() {
     assert_eq!((reasons[0].0, reasons[1].0), (100_000_000, 100_000_002));
     drop(catalog);
 
-    let output = run(vec!["--bigquery-repair".into()]).output().await.unwrap();
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{log}");
+    let repair = ["--bigquery-check-rpc", &peer.url(), "--bigquery-repair"];
+    let (ok, log) = ingest(&emulator, dir.path(), "checked", 99_999_995, 100_000_004, &repair).await;
+    assert!(ok, "{log}");
     assert!(log.contains("taken from the node instead"), "{log}");
     let catalog = catalog::open(&catalog_url).await.unwrap();
     assert!(catalog.open_gaps("checked", 0, u64::MAX >> 1).await.unwrap().is_empty());

@@ -154,6 +154,15 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// Rows over all tables.
+    pub fn count(&self) -> usize {
+        self.blocks.len()
+            + self.block_rewards.len()
+            + self.transactions.len()
+            + self.instructions.len()
+            + self.token_transfers.len()
+    }
+
     pub fn extend(&mut self, other: Rows) {
         self.blocks.extend(other.blocks);
         self.block_rewards.extend(other.block_rewards);
