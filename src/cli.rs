@@ -215,9 +215,10 @@ pub struct IngestArgs {
     /// WebSocket URL for slot notifications when following (else the tip is polled).
     #[arg(long, env = "CHRONICLE_WS_URL")]
     pub ws: Option<String>,
-    /// Block store: `bigtable://PROJECT/INSTANCE` or `embedded:///PATH`.
-    #[arg(long, env = "CHRONICLE_STORE")]
-    pub store: String,
+    /// Block store: `bigtable://PROJECT/INSTANCE` or `embedded:///PATH` (not
+    /// used when reading a BigQuery dataset into the lake).
+    #[arg(long, env = "CHRONICLE_STORE", required_unless_present = "bigquery_dataset")]
+    pub store: Option<String>,
     /// Catalog: `postgres://…` or `embedded:///PATH`.
     #[arg(long, env = "CHRONICLE_CATALOG")]
     pub catalog: String,
@@ -384,7 +385,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let config = worker::ingest::IngestConfig {
         job: args.job,
         chain: ChainFamily::Solana,
-        store: args.store,
+        store: args.store.unwrap_or_default(),
         store_access: crate::store::BigtableAccess::from_env(),
         catalog: args.catalog,
         source: match (args.rpc, args.bigquery_dataset) {

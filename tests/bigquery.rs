@@ -49,7 +49,6 @@ async fn ingest(
         .args(["--bigquery-project", PROJECT])
         .args(BigQueryEmulator::table_flags())
         .args(["--lake", &format!("file://{}", dir.join("lake").display())])
-        .args(["--store", &format!("embedded://{}", dir.join("ledger").display())])
         .args(["--catalog", &format!("embedded://{}", dir.join("catalog").display())])
         .args(["--from", &from.to_string(), "--to", &to.to_string(), "--attempts", "2"])
         .args(extra)
