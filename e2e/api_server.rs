@@ -669,9 +669,7 @@ async fn ingest_job_status_reports_the_workers_progress_from_the_catalog() {
     let postgres = support::Postgres::start();
     let api = api_with_crds().await;
     let client = api.client().await;
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chronicle-catalog"},
-        "stringData": {"url": postgres.url()}});
-    assert_eq!(post(&api, "/api/v1/namespaces/e2e/secrets", &secret).await.0, 201);
+    catalog_secret(&api, &postgres).await;
     for file in ["examples/chainsource-solana-mainnet.yaml", "examples/ingestjob-backfill.yaml"] {
         let (status, answer) = create(&api, yaml_documents(&Path::new(ROOT).join(file)).remove(0)).await;
         assert_eq!(status, 201, "{file}: {answer}");
@@ -1050,9 +1048,7 @@ async fn a_backfill_on_the_node_succeeds_when_the_catalog_holds_its_range() {
     let postgres = support::Postgres::start();
     let api = api_with_crds().await;
     let client = api.client().await;
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chronicle-catalog"},
-        "stringData": {"url": postgres.url()}});
-    assert_eq!(post(&api, "/api/v1/namespaces/e2e/secrets", &secret).await.0, 201);
+    catalog_secret(&api, &postgres).await;
     let source = yaml_documents(&Path::new(ROOT).join("examples/chainsource-solana-embedded.yaml")).remove(0);
     let job = json!({"apiVersion": "chronicle.dev/v1alpha1", "kind": "IngestJob", "metadata": {"name": "devnet-history"},
         "spec": {"sourceRef": {"name": "solana-devnet"}, "source": {"rpc": {}}, "mode": "backfill",
@@ -1118,4 +1114,11 @@ async fn a_backfill_on_the_node_succeeds_when_the_catalog_holds_its_range() {
     }
     stop.cancel();
     controllers.await.unwrap();
+}
+
+/// The `chronicle-catalog` Secret the examples name, holding `postgres`'s URL.
+async fn catalog_secret(api: &ApiServer, postgres: &support::Postgres) {
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chronicle-catalog"},
+        "stringData": {"url": postgres.url()}});
+    assert_eq!(post(api, "/api/v1/namespaces/e2e/secrets", &secret).await.0, 201);
 }

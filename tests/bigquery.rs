@@ -31,26 +31,20 @@ fn values<T: serde::Serialize>(rows: &[T]) -> Vec<Value> {
 }
 
 async fn backfill(emulator: &BigQueryEmulator, dir: &Path, job: &str, from: u64, to: u64) -> (bool, String) {
-    ingest(emulator, dir, job, from, to, &[]).await
+    ingest(&emulator.endpoint(), dir, job, from, to, &["--attempts", "2"]).await
 }
 
-/// `worker ingest` from the emulator's dataset into a lake under `dir`.
-async fn ingest(
-    emulator: &BigQueryEmulator,
-    dir: &Path,
-    job: &str,
-    from: u64,
-    to: u64,
-    extra: &[&str],
-) -> (bool, String) {
+/// `worker ingest` from the dataset at BigQuery `endpoint` (the emulator, or
+/// a proxy in front of it) into a lake under `dir`.
+async fn ingest(endpoint: &str, dir: &Path, job: &str, from: u64, to: u64, extra: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
         .args(["worker", "ingest", "--job", job])
-        .args(["--bigquery-dataset", &format!("{PROJECT}.{DATASET}"), "--bigquery-endpoint", &emulator.endpoint()])
+        .args(["--bigquery-dataset", &format!("{PROJECT}.{DATASET}"), "--bigquery-endpoint", endpoint])
         .args(["--bigquery-project", PROJECT])
         .args(BigQueryEmulator::table_flags())
         .args(["--lake", &format!("file://{}", dir.join("lake").display())])
         .args(["--catalog", &format!("embedded://{}", dir.join("catalog").display())])
-        .args(["--from", &from.to_string(), "--to", &to.to_string(), "--attempts", "2"])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
         .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
@@ -199,23 +193,9 @@ async fn server_errors_and_quota_errors_are_retried() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
-        .args(["worker", "ingest", "--job", "flaky"])
-        .args(["--bigquery-dataset", &format!("{PROJECT}.{DATASET}")])
-        .args(["--bigquery-endpoint", &format!("http://{proxy}/bigquery/v2"), "--bigquery-project", PROJECT])
-        .args(BigQueryEmulator::table_flags())
-        .args(["--lake", &format!("file://{}", dir.path().join("lake").display())])
-        .args(["--store", &format!("embedded://{}", dir.path().join("ledger").display())])
-        .args(["--catalog", &format!("embedded://{}", dir.path().join("catalog").display())])
-        .args(["--from", "99999995", "--to", "100000004", "--attempts", "5"])
-        .env("RUST_LOG", "info")
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    let endpoint = format!("http://{proxy}/bigquery/v2");
+    let (ok, log) = ingest(&endpoint, dir.path(), "flaky", 99_999_995, 100_000_004, &["--attempts", "5"]).await;
+    assert!(ok, "{log}");
     assert!(failed.load(Ordering::SeqCst) > 3, "the errors were answered and retried");
     let catalog = catalog::open(&format!("embedded://{}", dir.path().join("catalog").display())).await.unwrap();
     assert_eq!(catalog.partitions("flaky").await.unwrap().len(), 5);
@@ -241,8 +221,8 @@ async fn blocks_the_dataset_lacks_are_gaps_or_taken_from_the_node() {
     seed(&emulator, &seeded).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let check = ["--bigquery-check-rpc", &peer.url()];
-    let (ok, log) = ingest(&emulator, dir.path(), "checked", 99_999_995, 100_000_004, &check).await;
+    let check = ["--attempts", "2", "--bigquery-check-rpc", &peer.url()];
+    let (ok, log) = ingest(&emulator.endpoint(), dir.path(), "checked", 99_999_995, 100_000_004, &check).await;
     assert!(!ok, "gaps remain: {log}");
     let catalog_url = format!("embedded://{}", dir.path().join("catalog").display());
     let catalog = catalog::open(&catalog_url).await.unwrap();
@@ -257,8 +237,8 @@ async fn blocks_the_dataset_lacks_are_gaps_or_taken_from_the_node() {
     assert_eq!((reasons[0].0, reasons[1].0), (100_000_000, 100_000_002));
     drop(catalog);
 
-    let repair = ["--bigquery-check-rpc", &peer.url(), "--bigquery-repair"];
-    let (ok, log) = ingest(&emulator, dir.path(), "checked", 99_999_995, 100_000_004, &repair).await;
+    let repair = ["--attempts", "2", "--bigquery-check-rpc", &peer.url(), "--bigquery-repair"];
+    let (ok, log) = ingest(&emulator.endpoint(), dir.path(), "checked", 99_999_995, 100_000_004, &repair).await;
     assert!(ok, "{log}");
     assert!(log.contains("taken from the node instead"), "{log}");
     let catalog = catalog::open(&catalog_url).await.unwrap();

@@ -85,6 +85,16 @@ pub enum ChainFamily {
     Evm,
 }
 
+impl ChainFamily {
+    /// The family as manifests spell it (`solana`, `evm`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainFamily::Solana => "solana",
+            ChainFamily::Evm => "evm",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum Commitment {
@@ -257,4 +267,16 @@ pub struct EndpointStatus {
     /// Last error, with secrets removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChainFamily;
+
+    #[test]
+    fn a_family_is_named_as_manifests_spell_it() {
+        for family in [ChainFamily::Solana, ChainFamily::Evm] {
+            assert_eq!(serde_json::to_value(family).unwrap(), family.as_str());
+        }
+    }
 }

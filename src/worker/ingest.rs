@@ -73,10 +73,7 @@ pub struct LakeConfig {
 /// The sinks' targets of a run: its lake opened, its caches named.
 pub fn targets(config: &IngestConfig) -> anyhow::Result<Targets> {
     let lake = match (&config.lake, config.targets.contains(&IngestTarget::Lake)) {
-        (Some(lake), true) => {
-            let family = format!("{:?}", config.chain).to_lowercase();
-            Some(Arc::new(crate::lake::Lake::open(&lake.url, &family, &lake.network)?))
-        }
+        (Some(lake), true) => Some(Arc::new(crate::lake::Lake::open(&lake.url, config.chain.as_str(), &lake.network)?)),
         (None, true) => anyhow::bail!("the job's targets include the lake, but no lake is configured"),
         (_, false) => None,
     };
@@ -145,10 +142,7 @@ enum SlotResult {
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<Summary> {
     let Adapter::Solana(solana) = chain::adapter(config.chain).map_err(anyhow::Error::msg)?;
     match &config.source {
-        SourceConfig::BigQuery(dataset) => {
-            let dataset = dataset.clone();
-            run_rows(&solana, &dataset, config, shutdown).await
-        }
+        SourceConfig::BigQuery(_) => run_rows(&solana, config, shutdown).await,
         SourceConfig::Rpc(_) => run_with(&solana, config, shutdown).await,
     }
 }
@@ -156,12 +150,15 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
 /// [`run`] of a dataset's rows into the lake.
 pub async fn run_rows<A: ChainAdapter>(
     adapter: &A,
-    dataset: &crate::pipeline::config::BigQueryDataset,
     config: IngestConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Summary> {
+    let SourceConfig::BigQuery(dataset) = &config.source else {
+        anyhow::bail!("rows come from a dataset source; this job reads a node")
+    };
+    let connect = adapter.rows_source(dataset);
     let sinks = adapter.rows_sinks(&targets(&config)?)?;
-    let source = adapter.rows_source(dataset).await.context("connecting to BigQuery")?;
+    let source = connect.await.context("connecting to BigQuery")?;
     let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
     run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
 }

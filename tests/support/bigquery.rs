@@ -33,7 +33,7 @@ impl BigQueryEmulator {
             dir.path().join("bqemulator.log"),
         );
         let url = format!("http://127.0.0.1:{port}/bigquery/v2/projects/{PROJECT}/datasets");
-        process.wait_until(|| reqwest::blocking_get_ok(&url));
+        process.wait_until(|| answers_ok(&url));
         Self { port, process, _dir: dir }
     }
 
@@ -120,20 +120,13 @@ fn bigquery_json(row: &Value) -> Value {
     row
 }
 
-mod reqwest {
-    pub use ::reqwest::*;
-
-    /// A GET that answers 200 (for readiness polls, outside any runtime).
-    pub fn blocking_get_ok(url: &str) -> bool {
-        let url = url.to_string();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async { ::reqwest::get(&url).await.map(|r| r.status().is_success()).unwrap_or(false) })
-        })
-        .join()
-        .unwrap_or(false)
-    }
+/// Whether a GET of `url` answers 200 (for readiness polls, outside any runtime).
+fn answers_ok(url: &str) -> bool {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async { reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) })
+    })
+    .join()
+    .unwrap_or(false)
 }

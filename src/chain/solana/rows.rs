@@ -409,39 +409,9 @@ impl InstructionRow {
     }
 }
 
-/// Solana's lake tables, by the dataset's names: from stored blocks (RPC
-/// ingestion) or from rows as a dataset gives them (BigQuery).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SolanaTables;
-
-impl SolanaTables {
-    fn write_rows<'a>(
-        lake: &'a crate::lake::Lake,
-        first: u64,
-        last: u64,
-        rows: &'a Rows,
-    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::catalog::LakePartition>, crate::lake::LakeError>> {
-        Box::pin(async move {
-            Ok(vec![
-                lake.write("blocks", first, last, &rows.blocks).await?,
-                lake.write("block_rewards", first, last, &rows.block_rewards).await?,
-                lake.write("transactions", first, last, &rows.transactions).await?,
-                lake.write("instructions", first, last, &rows.instructions).await?,
-                lake.write("token_transfers", first, last, &rows.token_transfers).await?,
-            ])
-        })
-    }
-}
-
-impl crate::pipeline::sinks::lake::LakeTables<ConfirmedBlock> for SolanaTables {
-    type Rows = Rows;
-
-    fn rows(&self, number: u64, block: &ConfirmedBlock) -> Result<Rows, String> {
-        block_rows(number, block)
-    }
-
-    fn append(&self, into: &mut Rows, rows: Rows) {
-        into.extend(rows);
+impl crate::pipeline::sinks::lake::LakeRows for Rows {
+    fn append(&mut self, rows: Rows) {
+        self.extend(rows);
     }
 
     fn write<'a>(
@@ -449,9 +419,29 @@ impl crate::pipeline::sinks::lake::LakeTables<ConfirmedBlock> for SolanaTables {
         lake: &'a crate::lake::Lake,
         first: u64,
         last: u64,
-        rows: &'a Rows,
     ) -> futures::future::BoxFuture<'a, Result<Vec<crate::catalog::LakePartition>, crate::lake::LakeError>> {
-        Self::write_rows(lake, first, last, rows)
+        Box::pin(async move {
+            Ok(vec![
+                lake.write("blocks", first, last, &self.blocks).await?,
+                lake.write("block_rewards", first, last, &self.block_rewards).await?,
+                lake.write("transactions", first, last, &self.transactions).await?,
+                lake.write("instructions", first, last, &self.instructions).await?,
+                lake.write("token_transfers", first, last, &self.token_transfers).await?,
+            ])
+        })
+    }
+}
+
+/// Solana's lake tables, by the dataset's names: from stored blocks (RPC
+/// ingestion) or from rows as a dataset gives them (BigQuery).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SolanaTables;
+
+impl crate::pipeline::sinks::lake::LakeTables<ConfirmedBlock> for SolanaTables {
+    type Rows = Rows;
+
+    fn rows(&self, number: u64, block: &ConfirmedBlock) -> Result<Rows, String> {
+        block_rows(number, block)
     }
 }
 
@@ -460,19 +450,5 @@ impl crate::pipeline::sinks::lake::LakeTables<Rows> for SolanaTables {
 
     fn rows(&self, _: u64, block: &Rows) -> Result<Rows, String> {
         Ok(block.clone())
-    }
-
-    fn append(&self, into: &mut Rows, rows: Rows) {
-        into.extend(rows);
-    }
-
-    fn write<'a>(
-        &'a self,
-        lake: &'a crate::lake::Lake,
-        first: u64,
-        last: u64,
-        rows: &'a Rows,
-    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::catalog::LakePartition>, crate::lake::LakeError>> {
-        Self::write_rows(lake, first, last, rows)
     }
 }

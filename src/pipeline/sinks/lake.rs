@@ -15,16 +15,11 @@ use crate::catalog::LakePartition;
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::{BlockNumber, BlockSink, Flushed, SinkPolicy, Written};
 
-/// A chain's tables: how a block becomes rows and how rows become partitions
-/// (Solana's: `chain/solana/rows.rs`).
-pub trait LakeTables<B>: Send + Sync + 'static {
-    type Rows: Default + Send + Sync + 'static;
-
-    /// Every table's rows of one block.
-    fn rows(&self, number: BlockNumber, block: &B) -> Result<Self::Rows, String>;
-
-    /// Appends `rows` (of a later block) to `into`.
-    fn append(&self, into: &mut Self::Rows, rows: Self::Rows);
+/// A batch's rows of every table of a chain, gathered block by block and
+/// written one partition per table (Solana's: `chain/solana/rows.rs`).
+pub trait LakeRows: Default + Send + Sync + 'static {
+    /// Appends `rows` (of a later block).
+    fn append(&mut self, rows: Self);
 
     /// Writes each table's rows of blocks `first..=last`, one partition per table.
     fn write<'a>(
@@ -32,8 +27,15 @@ pub trait LakeTables<B>: Send + Sync + 'static {
         lake: &'a Lake,
         first: BlockNumber,
         last: BlockNumber,
-        rows: &'a Self::Rows,
     ) -> BoxFuture<'a, Result<Vec<LakePartition>, LakeError>>;
+}
+
+/// How a chain's block (as a source yields it) becomes its rows.
+pub trait LakeTables<B>: Send + Sync + 'static {
+    type Rows: LakeRows;
+
+    /// Every table's rows of one block.
+    fn rows(&self, number: BlockNumber, block: &B) -> Result<Self::Rows, String>;
 }
 
 pub struct LakeSink<B, T: LakeTables<B>> {
@@ -72,9 +74,9 @@ impl<B: Send + Sync + 'static, T: LakeTables<B>> BlockSink<B> for LakeSink<B, T>
         };
         let mut rows = T::Rows::default();
         for (_, block) in pending {
-            self.tables.append(&mut rows, block);
+            rows.append(block);
         }
-        let partitions = self.tables.write(&self.lake, first, last, &rows).await.map_err(|e| e.to_string())?;
+        let partitions = rows.write(&self.lake, first, last).await.map_err(|e| e.to_string())?;
         Ok(Flushed { partitions })
     }
 
