@@ -95,6 +95,7 @@ fn main() {
                 tables: TABLES.iter().map(|(t, _)| (t.to_string(), t.to_string())).collect(),
                 check: None,
                 repair: false,
+                settle_slots: 0,
             }),
             from: Some(first),
             to: Some(last),

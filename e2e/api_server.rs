@@ -455,6 +455,16 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         }
         waiting("no Job for the BigQuery history").await;
     }
+    // Following the dataset is a Deployment, its poll interval in the spec.
+    loop {
+        if let Some(deployment) = deployments.get_opt("mainnet-bigquery-follow-ingest").await.unwrap() {
+            let pod = deployment.spec.unwrap().template.spec.unwrap();
+            let spec = pod.containers[0].env.iter().flatten().find(|e| e.name == "CHRONICLE_WORKER_SPEC").unwrap();
+            assert!(spec.value.as_deref().unwrap().contains(r#""pollInterval":"5m""#), "{spec:?}");
+            break;
+        }
+        waiting("no Deployment following the BigQuery dataset").await;
+    }
     // Sources the worker cannot run yet are refused with the reason, and no child.
     for name in ["adopt-legacy-archive"] {
         loop {
@@ -470,7 +480,7 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
     }
     // Every reconciled resource reports its generation.
     let reported_kinds =
-        [("chainsources", 3), ("ingestjobs", 4), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
+        [("chainsources", 3), ("ingestjobs", 5), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
     for (plural, count) in reported_kinds {
         loop {
             let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);
@@ -721,6 +731,30 @@ async fn ingest_job_status_reports_the_workers_progress_from_the_catalog() {
     let rows = table(&client, "e2e", "ingestjobs").await;
     assert_eq!(rows[0]["Checkpoint"].as_u64(), Some(range.start + 99));
     assert!(rows[0]["Rate"].is_string(), "{:?}", rows[0]);
+
+    // A follower of the BigQuery dataset records the dataset's newest block:
+    // the status says how far behind the chain the dataset runs.
+    let (code, answer) =
+        create(&api, yaml_documents(&Path::new(ROOT).join("examples/ingestjob-bigquery-follow.yaml")).remove(0)).await;
+    assert_eq!(code, 201, "{answer}");
+    let follow = ingest.get("mainnet-bigquery-follow").await.unwrap();
+    let key = chronicle::controller::workload::catalog_job(&follow);
+    let produced = 1_700_000_000; // the dataset's newest block, two hours before it was seen
+    let head = chronicle::pipeline::SourceHead { number: 300_000_050, time: Some(produced) };
+    catalog.record_head(&key, head).await.unwrap();
+    let touch = json!({"metadata": {"annotations": {"e2e/touch": "head"}}});
+    ingest.patch("mainnet-bigquery-follow", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    let source_head = loop {
+        let status = ingest.get("mainnet-bigquery-follow").await.unwrap().status.unwrap_or_default();
+        if let Some(head) = status.source_head {
+            break head;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(30), "the status never showed the source's head");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(source_head.slot, 300_000_050);
+    let lag = source_head.lag_seconds.expect("a lag in seconds");
+    assert!(lag > 3600, "the dataset's newest block is long past: {lag}");
     stop.cancel();
     controller.await.unwrap();
 }

@@ -208,6 +208,14 @@ pub struct IngestArgs {
     /// Take such blocks from the checking node instead.
     #[arg(long, requires = "bigquery_check_rpc")]
     pub bigquery_repair: bool,
+    /// Following a dataset, stay this many slots behind its newest block
+    /// (a block's rows land in its tables at different moments).
+    #[arg(long, default_value_t = 150, requires = "bigquery_dataset")]
+    pub bigquery_settle_slots: u64,
+    /// How often a follower without a WebSocket asks for the tip
+    /// (default 400ms from a node, 60s from a dataset: each ask is a query).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub poll_interval: Option<std::time::Duration>,
     /// Header that carries the node's token, taken from CHRONICLE_RPC_TOKEN (never a flag,
     /// so it stays out of process listings); `Authorization` sends `Bearer <token>`.
     #[arg(long)]
@@ -381,7 +389,8 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         CommitmentArg::Confirmed => Commitment::Confirmed,
     };
     // Rows from BigQuery go to the lake only.
-    let canonical = !args.no_canonical && args.bigquery_dataset.is_none();
+    let dataset = args.bigquery_dataset.is_some();
+    let canonical = !args.no_canonical && !dataset;
     let config = worker::ingest::IngestConfig {
         job: args.job,
         chain: ChainFamily::Solana,
@@ -401,6 +410,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 tables: args.bigquery_tables.into_iter().collect(),
                 check: args.bigquery_check_rpc.map(|url| RpcEndpoint::new(url, commitment)),
                 repair: args.bigquery_repair,
+                settle_slots: args.bigquery_settle_slots,
             }),
             (rpc, None) => SourceConfig::Rpc(RpcEndpoint {
                 url: rpc.unwrap_or_default(),
@@ -427,7 +437,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         shards: args.shard_count,
         batch_size: args.batch_size as usize,
         concurrency: args.concurrency as usize,
-        poll_interval: Duration::from_millis(400),
+        poll_interval: args.poll_interval.unwrap_or(Duration::from_millis(if dataset { 60_000 } else { 400 })),
         catalog_patience: Duration::from_secs(600),
         targets: [canonical.then_some(IngestTarget::Canonical), args.lake.as_ref().map(|_| IngestTarget::Lake)]
             .into_iter()

@@ -37,22 +37,59 @@ async fn backfill(emulator: &BigQueryEmulator, dir: &Path, job: &str, from: u64,
 /// `worker ingest` from the dataset at BigQuery `endpoint` (the emulator, or
 /// a proxy in front of it) into a lake under `dir`.
 async fn ingest(endpoint: &str, dir: &Path, job: &str, from: u64, to: u64, extra: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+    let output = worker(endpoint, dir, job)
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The worker command of a job reading the emulator's dataset into `dir`.
+fn worker(endpoint: &str, dir: &Path, job: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chronicle"));
+    command
         .args(["worker", "ingest", "--job", job])
         .args(["--bigquery-dataset", &format!("{PROJECT}.{DATASET}"), "--bigquery-endpoint", endpoint])
         .args(["--bigquery-project", PROJECT])
         .args(BigQueryEmulator::table_flags())
         .args(["--lake", &format!("file://{}", dir.join("lake").display())])
         .args(["--catalog", &format!("embedded://{}", dir.join("catalog").display())])
-        .args(["--from", &from.to_string(), "--to", &to.to_string()])
-        .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+        .kill_on_drop(true);
+    command
+}
+
+async fn open_catalog(dir: &Path) -> std::sync::Arc<dyn catalog::Catalog> {
+    catalog::open(&format!("embedded://{}", dir.join("catalog").display())).await.unwrap()
+}
+
+/// Every file under `dir` with its bytes, by path relative to it.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                found.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    found
+}
+
+/// Block 154808473's rows at `slot`: a derived position for real content,
+/// so that two real blocks make a range of several batches.
+fn v0_rows_at(slot: u64) -> Rows {
+    let blocks = support::real_blocks();
+    block_rows(slot, &blocks.iter().find(|(s, _)| *s == 154_808_473).unwrap().1).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +159,9 @@ async fn a_row_that_violates_the_schema_is_a_gap_naming_table_and_slot() {
         values(&block_rows(100_000_000, &blocks.iter().find(|(s, _)| *s == 100_000_000).unwrap().1).unwrap().blocks);
     bad[0]["slot"] = json!(100_000_001);
     emulator.insert("blocks", &bad).await;
-    emulator.insert("transactions", &[json!({"block_slot": 100_000_001, "block_hash": "x", "index": 0})]).await;
+    let time = bad[0]["block_timestamp"].clone();
+    let unsigned = json!({"block_slot": 100_000_001, "block_timestamp": time, "block_hash": "x", "index": 0});
+    emulator.insert("transactions", &[unsigned]).await;
     let dir = tempfile::tempdir().unwrap();
     let (ok, log) = backfill(&emulator, dir.path(), "bad", 99_999_995, 100_000_004).await;
     assert!(!ok, "a range with a gap is not complete: {log}");
@@ -252,4 +291,98 @@ async fn blocks_the_dataset_lacks_are_gaps_or_taken_from_the_node() {
             .transactions
             .len();
     assert_eq!(rows as usize, expected, "both blocks whole, from the node: {transactions:?}");
+}
+
+/// A worker killed (SIGKILL) mid-backfill and started again leaves the same
+/// lake files, byte for byte, and the same catalog as a run left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backfill_resumes_to_the_same_files_and_catalog() {
+    let emulator = BigQueryEmulator::start();
+    emulator.create_tables().await;
+    let blocks = support::real_blocks();
+    let legacy = &blocks.iter().find(|(s, _)| *s == 100_000_000).unwrap().1;
+    seed(&emulator, &block_rows(100_000_000, legacy).unwrap()).await;
+    seed(&emulator, &v0_rows_at(100_000_003)).await;
+    let (from, to, batch) = (99_999_999, 100_000_004, ["--batch-size", "1"]);
+
+    let undisturbed = tempfile::tempdir().unwrap();
+    let (ok, log) = ingest(&emulator.endpoint(), undisturbed.path(), "bq", from, to, &batch).await;
+    assert!(ok, "{log}");
+
+    let killed = tempfile::tempdir().unwrap();
+    let mut child = worker(&emulator.endpoint(), killed.path(), "bq")
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .args(batch)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the first block's partitions are in the lake, before the range is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !killed.path().join("lake").exists() || files(&killed.path().join("lake")).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the worker never wrote a partition");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let (ok, log) = ingest(&emulator.endpoint(), killed.path(), "bq", from, to, &batch).await;
+    assert!(ok, "{log}");
+
+    let (want, got) = (files(&undisturbed.path().join("lake")), files(&killed.path().join("lake")));
+    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>(), "the same partitions");
+    assert!(want == got, "the same bytes in every partition");
+    let (want, got) = (open_catalog(undisturbed.path()).await, open_catalog(killed.path()).await);
+    assert_eq!(want.partitions("bq").await.unwrap(), got.partitions("bq").await.unwrap());
+    let shards = |progress: chronicle::catalog::JobProgress| progress.shards;
+    assert_eq!(shards(want.progress("bq").await.unwrap()), shards(got.progress("bq").await.unwrap()));
+}
+
+/// Follow mode: a follower reads what the dataset holds, then picks up the
+/// rows inserted later, and records the dataset's newest block with its
+/// time (what the IngestJob's status reports as the source's lag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_picks_up_newer_rows_and_records_the_datasets_head() {
+    let emulator = BigQueryEmulator::start();
+    emulator.create_tables().await;
+    let blocks = support::real_blocks();
+    let legacy = &blocks.iter().find(|(s, _)| *s == 100_000_000).unwrap().1;
+    seed(&emulator, &block_rows(100_000_000, legacy).unwrap()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let child = worker(&emulator.endpoint(), dir.path(), "tail")
+        .args(["--follow", "--from", "99999999", "--poll-interval", "300ms", "--bigquery-settle-slots", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partition = |slot: u64| {
+        dir.path().join("lake/solana/mainnet-beta/blocks").join(format!("{:012}-{:012}.parquet", slot, slot))
+    };
+    let wait_for = |path: std::path::PathBuf| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "never written: {}", path.display());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    wait_for(partition(100_000_000)).await;
+    // The dataset grows: a newer block's rows arrive.
+    let newer = v0_rows_at(100_000_003);
+    seed(&emulator, &newer).await;
+    wait_for(partition(100_000_003)).await;
+    let (status, log) = support::terminate(child).await;
+    assert!(status.success(), "{log}");
+
+    let catalog = catalog::open(&format!("embedded://{}", dir.path().join("catalog").display())).await.unwrap();
+    let progress = catalog.progress("tail").await.unwrap();
+    assert_eq!(progress.shards[0].1.checkpoint, Some(100_000_003), "{log}");
+    let head = progress.source_head.expect("the dataset's head is recorded");
+    assert_eq!(head.head.number, 100_000_003);
+    let time = newer.blocks[0].block_timestamp.map(|micros| micros / 1_000_000);
+    assert_eq!(head.head.time, time, "with its block time");
+    assert!(head.observed_at - time.unwrap() > 3600, "the dataset's block is long past: the lag shows it");
+    let transactions: u64 =
+        catalog.partitions("tail").await.unwrap().iter().filter(|p| p.table == "transactions").map(|p| p.rows).sum();
+    let expected = block_rows(100_000_000, legacy).unwrap().transactions.len() + newer.transactions.len();
+    assert_eq!(transactions as usize, expected, "each block's transactions once");
 }

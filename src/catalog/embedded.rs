@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 
-use super::{BatchOutcome, Catalog, CatalogError, Gap, LakePartition, ShardRange, ShardState};
+use super::{BatchOutcome, Catalog, CatalogError, Gap, LakePartition, RecordedHead, ShardRange, ShardState, unix_now};
+use crate::pipeline::SourceHead;
 
 pub struct EmbeddedCatalog {
     path: PathBuf,
@@ -19,6 +20,8 @@ pub struct EmbeddedCatalog {
     gaps: Keyspace,
     /// `job NUL path` → partition.
     partitions: Keyspace,
+    /// `job` → its source's [`RecordedHead`].
+    heads: Keyspace,
     /// Commits read-modify-write shard records; one at a time.
     commit_lock: Mutex<()>,
 }
@@ -65,6 +68,7 @@ impl EmbeddedCatalog {
             skipped: open("skipped_slots")?,
             gaps: open("gaps")?,
             partitions: open("lake_partitions")?,
+            heads: open("source_heads")?,
             db,
             commit_lock: Mutex::new(()),
         })
@@ -214,6 +218,17 @@ impl Catalog for EmbeddedCatalog {
             shards.push((record.range, record.state));
         }
         Ok(shards)
+    }
+
+    async fn record_head(&self, job: &str, head: SourceHead) -> Result<(), CatalogError> {
+        let recorded = RecordedHead { head, observed_at: unix_now() };
+        self.heads.insert(job, serde_json::to_vec(&recorded).expect("records serialize")).map_err(|e| self.fail(e))?;
+        self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))
+    }
+
+    async fn head(&self, job: &str) -> Result<Option<RecordedHead>, CatalogError> {
+        let Some(bytes) = self.heads.get(job).map_err(|e| self.fail(e))? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| self.fail(format!("source head of {job}: {e}")))
     }
 }
 

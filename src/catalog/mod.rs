@@ -8,7 +8,7 @@ pub mod postgres;
 
 use std::sync::Arc;
 
-use crate::pipeline::BlockNumber;
+use crate::pipeline::{BlockNumber, SourceHead};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -100,12 +100,27 @@ pub trait Catalog: Send + Sync {
     /// Every registered shard of `job` with its state, by shard number.
     async fn shards(&self, job: &str) -> Result<Vec<(ShardRange, ShardState)>, CatalogError>;
 
-    /// What `job` has done so far: its shards and its open gaps.
+    /// Records the newest block `job`'s source held when its worker last asked.
+    async fn record_head(&self, job: &str, head: SourceHead) -> Result<(), CatalogError>;
+
+    /// The head last recorded for `job`, if any.
+    async fn head(&self, job: &str) -> Result<Option<RecordedHead>, CatalogError>;
+
+    /// What `job` has done so far: its shards, its open gaps, its source's head.
     async fn progress(&self, job: &str) -> Result<JobProgress, CatalogError> {
         let shards = self.shards(job).await?;
         let open_gaps = self.open_gaps(job, 0, i64::MAX as BlockNumber).await?.len() as u64;
-        Ok(JobProgress { shards, open_gaps })
+        let source_head = self.head(job).await?;
+        Ok(JobProgress { shards, open_gaps, source_head })
     }
+}
+
+/// A source's head as a worker saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedHead {
+    pub head: SourceHead,
+    /// When the worker asked (Unix seconds).
+    pub observed_at: i64,
 }
 
 /// A job's progress as the catalog records it.
@@ -113,6 +128,13 @@ pub trait Catalog: Send + Sync {
 pub struct JobProgress {
     pub shards: Vec<(ShardRange, ShardState)>,
     pub open_gaps: u64,
+    /// The newest block the job's source held (follow jobs record it).
+    pub source_head: Option<RecordedHead>,
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Opens the catalog a URL names to read progress, without creating or

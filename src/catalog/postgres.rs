@@ -2,12 +2,14 @@
 //! `migrations/`, applied by refinery at start). The connection is re-opened
 //! after PostgreSQL goes away, so a worker resumes when it returns.
 
-use crate::pipeline::BlockNumber;
+use crate::pipeline::{BlockNumber, SourceHead};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-use super::{BatchOutcome, Catalog, CatalogError, Gap, LakePartition, ShardRange, ShardState, redact};
+use super::{
+    BatchOutcome, Catalog, CatalogError, Gap, LakePartition, RecordedHead, ShardRange, ShardState, redact, unix_now,
+};
 
 mod embedded_migrations {
     refinery::embed_migrations!("migrations");
@@ -239,6 +241,38 @@ impl Catalog for PostgresCatalog {
                 (range, state_of(row, 3))
             })
             .collect())
+    }
+
+    async fn record_head(&self, job: &str, head: SourceHead) -> Result<(), CatalogError> {
+        let (number, now) = (slot_to_sql(head.number), unix_now());
+        self.with_client(async |c| {
+            c.execute(
+                "INSERT INTO source_heads (job, newest_block, block_time, observed_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (job) DO UPDATE SET newest_block = $2, block_time = $3, observed_at = $4",
+                &[&job, &number, &head.time, &now],
+            )
+            .await
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn head(&self, job: &str) -> Result<Option<RecordedHead>, CatalogError> {
+        let row = self
+            .with_client(async |c| {
+                c.query_opt("SELECT newest_block, block_time, observed_at FROM source_heads WHERE job = $1", &[&job])
+                    .await
+            })
+            .await;
+        let row = match row {
+            // Workers of an older release have not migrated the table in yet.
+            Err(e) if e.to_string().contains("does not exist") => return Ok(None),
+            other => other?,
+        };
+        Ok(row.map(|row| RecordedHead {
+            head: SourceHead { number: row.get::<_, i64>(0) as u64, time: row.get(1) },
+            observed_at: row.get(2),
+        }))
     }
 
     async fn open_gaps(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<Gap>, CatalogError> {

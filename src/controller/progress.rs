@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::workload::catalog_job;
-use crate::catalog::{self, Catalog, JobProgress};
+use crate::catalog::{self, Catalog, JobProgress, RecordedHead};
 use crate::crd::ChainSource;
-use crate::crd::ingest_job::{IngestJob, IngestJobStatus, IngestMode};
+use crate::crd::ingest_job::{IngestJob, IngestJobStatus, IngestMode, SourceHeadStatus};
 
 /// Open catalogs by URL, and recent (slots done, time) samples by job.
 #[derive(Default)]
@@ -81,8 +82,21 @@ pub fn status_fields(
         gaps_repaired: sum(|s| s.gaps_repaired),
         gaps_open: progress.open_gaps,
         lag_slots: lag,
+        source_head: progress.source_head.map(|recorded| source_head(recorded, chain_head)),
         rate: rate.map(|r| format!("{r:.1}")),
         ..IngestJobStatus::default()
+    }
+}
+
+/// How far behind the chain head the source's recorded head is.
+fn source_head(recorded: RecordedHead, chain_head: Option<u64>) -> SourceHeadStatus {
+    let time = |secs: i64| k8s_openapi::jiff::Timestamp::from_second(secs).ok().map(Time);
+    SourceHeadStatus {
+        slot: recorded.head.number,
+        block_time: recorded.head.time.and_then(time),
+        lag_slots: chain_head.map(|head| head.saturating_sub(recorded.head.number)),
+        lag_seconds: recorded.head.time.map(|t| (recorded.observed_at - t).max(0)),
+        observed_time: time(recorded.observed_at),
     }
 }
 
@@ -134,6 +148,7 @@ mod tests {
         let progress = JobProgress {
             shards: vec![shard(1, 200, 299, Some(250)), shard(0, 100, 199, Some(199)), shard(2, 300, 399, None)],
             open_gaps: 2,
+            source_head: None,
         };
         let fields = status_fields(&progress, false, Some(10_000), Some(12.345));
         assert_eq!(fields.checkpoint, Some(250));
@@ -143,12 +158,31 @@ mod tests {
         assert_eq!(fields.lag_slots, None, "a backfill has no chain lag");
         assert_eq!(fields.rate.as_deref(), Some("12.3"));
         let fields = status_fields(
-            &JobProgress { shards: vec![shard(0, 100, u64::MAX, Some(900))], open_gaps: 0 },
+            &JobProgress { shards: vec![shard(0, 100, u64::MAX, Some(900))], ..JobProgress::default() },
             true,
             Some(1000),
             None,
         );
         assert_eq!((fields.checkpoint, fields.lag_slots), (Some(900), Some(100)));
+        assert_eq!(fields.source_head, None);
+    }
+
+    #[test]
+    fn a_source_behind_the_chain_says_by_how_much() {
+        // A dataset whose newest block is slot 700, produced two hours before the worker asked.
+        let recorded = RecordedHead {
+            head: crate::pipeline::SourceHead { number: 700, time: Some(1_700_000_000) },
+            observed_at: 1_700_007_200,
+        };
+        let progress = JobProgress {
+            shards: vec![shard(0, 100, u64::MAX, Some(650))],
+            source_head: Some(recorded),
+            ..JobProgress::default()
+        };
+        let fields = status_fields(&progress, true, Some(1000), None);
+        let head = fields.source_head.expect("a recorded head is reported");
+        assert_eq!((head.slot, head.lag_slots, head.lag_seconds), (700, Some(300), Some(7200)));
+        assert_eq!(head.block_time.unwrap().0.as_second(), 1_700_000_000);
     }
 
     #[test]

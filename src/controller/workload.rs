@@ -247,6 +247,9 @@ impl PodSecrets {
         for tier in invalidating_tiers(source, tiers) {
             self.env(&cache_url_env(&tier.name_any()), &tier.spec.redis.url_secret_ref);
         }
+        if spec.lake.is_some() {
+            self.lake_credentials(source);
+        }
         match &spec.source {
             SourceSpec::Rpc { endpoint } => self.endpoint_token(endpoint, source),
             SourceSpec::BigQuery { credentials_file, check, .. } => {
@@ -273,6 +276,29 @@ impl PodSecrets {
                     ..VolumeMount::default()
                 };
                 self.mounts.push(mount);
+            }
+        }
+    }
+
+    /// The lake's object-store credentials, as the variables the store's SDK
+    /// reads (`object_store`'s `from_env`): for `gs://` the key holds a
+    /// service-account JSON key; for `s3://` it holds the secret access key,
+    /// and the Secret's entries named as AWS names them give the rest.
+    fn lake_credentials(&mut self, source: &ChainSource) {
+        let Some(lake) = &source.spec.lake else { return };
+        let Some(secret) = &lake.credentials_secret_ref else { return };
+        if lake.url.starts_with("gs://") {
+            self.env("GOOGLE_SERVICE_ACCOUNT_KEY", secret);
+        } else if lake.url.starts_with("s3://") {
+            self.env("AWS_SECRET_ACCESS_KEY", secret);
+            for name in ["AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT"] {
+                let mut env = secret_env(name, &SecretKeyRef { name: secret.name.clone(), key: name.into() });
+                if let Some(selector) = env.value_from.as_mut().and_then(|v| v.secret_key_ref.as_mut()) {
+                    selector.optional = Some(name != "AWS_ACCESS_KEY_ID");
+                }
+                if !self.envs.iter().any(|e| e.name == name) {
+                    self.envs.push(env);
+                }
             }
         }
     }
@@ -455,6 +481,9 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
                     },
                 },
                 repair: query.repair_from_rpc,
+                endpoint: dataset.endpoint.clone(),
+                poll_interval: query.poll_interval.clone(),
+                settle_slots: query.settle_slots,
             };
             // A batch is one query per table over `slotsPerQuery` slots.
             (spec, query.slots_per_query)
@@ -695,6 +724,9 @@ mod tests {
                     SourceSpec::BigQuery { .. } => None,
                 },
                 repair: false,
+                endpoint: None,
+                poll_interval: "60s".into(),
+                settle_slots: 150,
             }
         );
         assert_eq!(ingest.batch_size, 50_000, "slotsPerQuery is the batch");
@@ -703,6 +735,33 @@ mod tests {
         assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("gcp-bigquery-sa"));
         let mounts = pod.containers[0].volume_mounts.clone().unwrap();
         assert!(mounts.iter().any(|m| m.name == "bigquery-key" && m.mount_path == BIGQUERY_KEY_DIR));
+    }
+
+    #[test]
+    fn the_lakes_credentials_reach_the_pod_as_the_sdk_names_them() {
+        let job: IngestJob = load("ingestjob-bigquery.yaml");
+        let mut source: ChainSource = load("chainsource-solana-mainnet.yaml");
+        let pod_env = |source: &ChainSource| {
+            let IngestWorkload::Backfill(built) = ingest_workload(&job, source, &[], "x").unwrap() else {
+                panic!("an Indexed Job")
+            };
+            let container = built.spec.unwrap().template.spec.unwrap().containers.remove(0);
+            container.env.unwrap().into_iter().map(|e| (e.name.clone(), e)).collect::<BTreeMap<_, _>>()
+        };
+        let selector = |env: &EnvVar| env.value_from.clone().unwrap().secret_key_ref.unwrap();
+        let gcs = pod_env(&source);
+        let key = selector(&gcs["GOOGLE_SERVICE_ACCOUNT_KEY"]);
+        assert_eq!((key.name.as_str(), key.key.as_str()), ("gcp-lake-sa", "key.json"));
+        assert!(!gcs.contains_key("AWS_SECRET_ACCESS_KEY"));
+
+        let lake = source.spec.lake.as_mut().unwrap();
+        lake.url = "s3://acme-chain-lake/solana".into();
+        lake.credentials_secret_ref = Some(SecretKeyRef { name: "aws-lake".into(), key: "secret".into() });
+        let s3 = pod_env(&source);
+        assert_eq!(selector(&s3["AWS_SECRET_ACCESS_KEY"]).key, "secret");
+        assert_eq!(selector(&s3["AWS_ACCESS_KEY_ID"]).optional, Some(false));
+        assert_eq!(selector(&s3["AWS_REGION"]).optional, Some(true), "the region may come from elsewhere");
+        assert!(!s3.contains_key("GOOGLE_SERVICE_ACCOUNT_KEY"));
     }
 
     #[test]

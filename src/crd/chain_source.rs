@@ -167,6 +167,11 @@ pub struct BigQuerySource {
     /// Service-account JSON key. Absent: workload identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,
+    /// BigQuery's REST base, for an emulator or a private endpoint
+    /// (`http://bigquery-emulator:9050/bigquery/v2`). Absent: Google's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://.+"))]
+    pub endpoint: Option<String>,
 }
 
 fn default_bq_location() -> String {
@@ -203,7 +208,11 @@ pub struct Lake {
     /// Root of the Parquet lake: `file:///path`, `s3://bucket/prefix` or `gs://bucket/prefix`.
     #[schemars(length(min = 6, max = 2048), regex(pattern = r"^(file|s3|gs)://.+"))]
     pub url: String,
-    /// Secret with object-store credentials (keys as the provider's SDK names them).
+    /// Object-store credentials (none: the pod's workload identity). For
+    /// `gs://`, `key` holds a service-account JSON key. For `s3://`, `key`
+    /// holds the secret access key, and the Secret's entries `AWS_ACCESS_KEY_ID`
+    /// (required), `AWS_SESSION_TOKEN`, `AWS_REGION` and `AWS_ENDPOINT` give
+    /// the rest. `file://` takes none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,
 }

@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{BigtableInstance, CommonStatus, LocalObjectRef, SlotRange, Timestamp};
+use super::common::{BigtableInstance, CommonStatus, DURATION_PATTERN, LocalObjectRef, SlotRange, Timestamp};
 
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[kube(
@@ -40,6 +40,13 @@ use super::common::{BigtableInstance, CommonStatus, LocalObjectRef, SlotRange, T
         description = "Slots per second over the last minute"
     ),
     printcolumn(name = "Gaps", type_ = "integer", json_path = ".status.gapsOpen", priority = 1),
+    printcolumn(
+        name = "Source-Lag",
+        type_ = "integer",
+        json_path = ".status.sourceHead.lagSeconds",
+        description = "Seconds the source's newest block is behind (follow)",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -47,7 +54,6 @@ use super::common::{BigtableInstance, CommonStatus, LocalObjectRef, SlotRange, T
 #[x_kube(validation = Rule::new("self.mode != 'follow' || !has(self.range) || !has(self.range.endSlot)").message("a follow job has no range.endSlot: it tails the chain"))]
 #[x_kube(validation = Rule::new("self.mode != 'follow' || self.parallelism == 1").message("a follow job runs one worker: parallelism must be 1"))]
 #[x_kube(validation = Rule::new("self.mode != 'backfill' || !has(self.range) || !has(self.range.endSlot) || self.range.endSlot < self.range.startSlot || self.parallelism <= self.range.endSlot - self.range.startSlot + 1").message("parallelism must not exceed the number of slots in range"))]
-#[x_kube(validation = Rule::new("!has(self.source.bigQuery) || self.mode == 'backfill'").message("a bigQuery source only supports mode backfill"))]
 #[x_kube(validation = Rule::new("!has(self.source.bigQuery) || !self.targets.exists(t, t == 'canonical')").message("a bigQuery source fills the lake only: its rows carry no raw transactions for the canonical store (targets: [lake])"))]
 pub struct IngestJobSpec {
     /// The `ChainSource` whose stores this job fills.
@@ -149,10 +155,28 @@ pub struct BigQueryIngest {
     /// dataset is checked against that endpoint whenever the ChainSource has one.
     #[serde(default)]
     pub repair_from_rpc: bool,
+    /// How often a follow job asks the dataset for new blocks (each ask is a query).
+    #[serde(default = "default_bigquery_poll")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    pub poll_interval: String,
+    /// A follow job stays this many slots behind the dataset's newest block,
+    /// since a block's rows land in the dataset's tables at different moments;
+    /// a block still incomplete after that is a gap, re-read until whole.
+    #[serde(default = "default_settle_slots")]
+    #[schemars(range(max = 1000000))]
+    pub settle_slots: u64,
 }
 
 fn default_slots_per_query() -> u32 {
     10_000
+}
+
+fn default_bigquery_poll() -> String {
+    "60s".into()
+}
+
+fn default_settle_slots() -> u64 {
+    150
 }
 
 /// Copy from another ChainSource's store or from a raw Bigtable instance
@@ -170,6 +194,26 @@ pub struct StoreSource {
     /// Re-read and compare every copied block.
     #[serde(default)]
     pub verify: bool,
+}
+
+/// How far behind the chain a job's source runs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceHeadStatus {
+    /// The newest slot the source holds.
+    pub slot: u64,
+    /// When that block was produced, where the source says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_time: Option<Timestamp>,
+    /// Slots between it and the chain head (the ChainSource's probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_slots: Option<u64>,
+    /// Seconds between its block time and when the worker last asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
+    /// When the worker last asked the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_time: Option<Timestamp>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -211,6 +255,10 @@ pub struct IngestJobStatus {
     /// Slots behind the chain head (follow jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_slots: Option<u64>,
+    /// The newest block the source itself holds (follow jobs): a dataset
+    /// that runs hours behind the chain says so here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_head: Option<SourceHeadStatus>,
     /// Slots per second over the last minute, e.g. `412.5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<String>,

@@ -29,6 +29,9 @@ pub struct BigQueryDataset {
     pub check: Option<RpcEndpoint>,
     /// Take a block the dataset lacks, or has incompletely, from that node.
     pub repair: bool,
+    /// A follower stays this many slots behind the dataset's newest block:
+    /// a block's rows land in the dataset's tables at different moments.
+    pub settle_slots: u64,
 }
 
 /// How a node is reached and paced.

@@ -37,8 +37,15 @@ pub trait BlockSource<B>: Send + Sync {
 
     async fn block(&self, number: BlockNumber) -> Result<B, Missing>;
 
-    /// The newest number the source can serve.
+    /// The newest number the source can serve (a follower ingests up to it).
     async fn tip(&self) -> Result<BlockNumber, String>;
+
+    /// The newest block the source holds, with its time where the source
+    /// knows it: how far behind the chain the source itself runs. The same
+    /// as `tip` unless the source holds blocks back (a dataset's settling rows).
+    async fn head(&self) -> Result<SourceHead, String> {
+        Ok(SourceHead { number: self.tip().await?, time: None })
+    }
 
     /// Wakes `wake` whenever the source learns of a new block (a push
     /// subscription) until `shutdown`; a follower polls `tip` besides. A
@@ -50,6 +57,14 @@ pub trait BlockSource<B>: Send + Sync {
     fn finalized(&self) -> Option<Arc<dyn BlockSource<B>>> {
         None
     }
+}
+
+/// The newest block of a source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceHead {
+    pub number: BlockNumber,
+    /// When the block was produced (Unix seconds), where the source says.
+    pub time: Option<i64>,
 }
 
 /// What writing one block did.

@@ -251,6 +251,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         let confirmed = finalized.is_some();
         let mut unfinalized = BTreeSet::new();
         tracing::info!(job = %self.config.job, next, confirmed, "following the tip");
+        let mut watch = FollowWatch::default();
         while !shutdown.is_cancelled() {
             let tip = match self.source.tip().await {
                 Ok(tip) => tip,
@@ -259,6 +260,13 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                     0
                 }
             };
+            if watch.head_due(tip) {
+                self.record_head().await;
+            }
+            if watch.gaps_due() {
+                // Late rows, a node back up: gaps below the checkpoint are retried as the tip moves on.
+                self.repair_gaps(range.start, next.saturating_sub(1)).await?;
+            }
             if next <= tip {
                 let end = tip.min(next.saturating_add(self.config.batch_size as u64 - 1));
                 let written = self.batch(0, next, end).await?;
@@ -281,6 +289,18 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         }
         self.summary.interrupted = true;
         Ok(())
+    }
+
+    /// Records the source's head in the catalog, for the job's status; a
+    /// failure only delays that.
+    async fn record_head(&self) {
+        let recorded = match self.source.head().await {
+            Ok(head) => self.catalog.record_head(&self.config.job, head).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "the source's head is not recorded this time");
+        }
     }
 
     /// With `confirmed` commitment a stored block may yet be skipped by the
@@ -472,6 +492,43 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 Err(e) => return Err(e).context("the catalog stayed unavailable; the batch will be redone on restart"),
             }
         }
+    }
+}
+
+/// When a follower last recorded its source's head and retried its gaps:
+/// often enough for status and late rows, seldom enough not to load the
+/// catalog and the source.
+#[derive(Default)]
+struct FollowWatch {
+    head: Option<Instant>,
+    tip: Option<BlockNumber>,
+    gaps: Option<Instant>,
+}
+
+const HEAD_EVERY: Duration = Duration::from_secs(10);
+const GAPS_EVERY: Duration = Duration::from_secs(30);
+
+impl FollowWatch {
+    /// When the tip moved, or a while after the last record (so that its
+    /// time of observation stays fresh on a source that stopped growing).
+    fn head_due(&mut self, tip: BlockNumber) -> bool {
+        let moved = self.tip.replace(tip) != Some(tip);
+        if moved {
+            self.head = None;
+        }
+        Self::due(&mut self.head, HEAD_EVERY)
+    }
+
+    fn gaps_due(&mut self) -> bool {
+        Self::due(&mut self.gaps, GAPS_EVERY)
+    }
+
+    fn due(last: &mut Option<Instant>, every: Duration) -> bool {
+        let due = last.is_none_or(|at| at.elapsed() >= every);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
     }
 }
 

@@ -58,10 +58,20 @@ pub fn ingest_config_in(
             let rpc = rpc_endpoint(endpoint, spec.chain.commitment, lookup)?;
             (SourceConfig::Rpc(rpc), endpoint.max_concurrent.max(1) as usize)
         }
-        SourceSpec::BigQuery { dataset, billing_project, location, credentials_file, check, repair } => {
+        SourceSpec::BigQuery {
+            dataset,
+            billing_project,
+            location,
+            credentials_file,
+            check,
+            repair,
+            endpoint,
+            poll_interval: _,
+            settle_slots,
+        } => {
             let dataset = BigQueryDataset {
                 access: BigQueryAccess {
-                    endpoint: None,
+                    endpoint: endpoint.clone(),
                     project: billing_project.clone(),
                     location: Some(location.clone()),
                     credentials_file: credentials_file.clone(),
@@ -71,6 +81,7 @@ pub fn ingest_config_in(
                 tables: Default::default(),
                 check: check.as_ref().map(|e| rpc_endpoint(e, spec.chain.commitment, lookup)).transpose()?,
                 repair: *repair,
+                settle_slots: *settle_slots,
             };
             // A batch's blocks come from its prefetched queries: a few at once suffice.
             (SourceConfig::BigQuery(dataset), 4)
@@ -94,7 +105,10 @@ pub fn ingest_config_in(
         shards,
         batch_size: spec.batch_size.max(1) as usize,
         concurrency,
-        poll_interval: Duration::from_millis(400),
+        poll_interval: match &spec.source {
+            SourceSpec::BigQuery { poll_interval, .. } => duration("source.pollInterval", poll_interval)?,
+            SourceSpec::Rpc { .. } => Duration::from_millis(400),
+        },
         catalog_patience: Duration::from_secs(600),
         targets: spec.targets.clone(),
         lake: spec.lake.as_ref().map(|l| LakeConfig { url: l.url.clone(), network: spec.chain.network.clone() }),

@@ -153,6 +153,13 @@ pub enum SourceSpec {
         /// Take blocks the dataset lacks from that node.
         #[serde(default)]
         repair: bool,
+        /// BigQuery's REST base; none: Google's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        /// How often a follower asks for new blocks (`60s`).
+        poll_interval: String,
+        /// Slots a follower stays behind the dataset's newest block.
+        settle_slots: u64,
     },
 }
 

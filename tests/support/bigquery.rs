@@ -111,11 +111,14 @@ fn bignumeric_as_string(fields: &mut Value) {
     }
 }
 
-/// A row as insertAll takes it: TIMESTAMP in seconds (our rows hold microseconds).
+/// A row as insertAll takes it: TIMESTAMP as RFC 3339 text (our rows hold
+/// microseconds). Not a number: BigQuery reads one as seconds, the emulator
+/// as microseconds.
 fn bigquery_json(row: &Value) -> Value {
     let mut row = row.clone();
     if let Some(micros) = row.get("block_timestamp").and_then(Value::as_i64) {
-        row["block_timestamp"] = json!(micros as f64 / 1e6);
+        let time = k8s_openapi::jiff::Timestamp::from_microsecond(micros).expect("a block time");
+        row["block_timestamp"] = json!(time.to_string());
     }
     row
 }

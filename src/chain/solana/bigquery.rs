@@ -24,7 +24,7 @@ use solana_transaction_status::ConfirmedBlock;
 use super::rows::Rows;
 use crate::bigquery::{BigQuery, QueryError};
 use crate::pipeline::config::BigQueryDataset;
-use crate::pipeline::{BlockNumber, BlockSource, Missing};
+use crate::pipeline::{BlockNumber, BlockSource, Missing, SourceHead};
 
 /// Our table → the dataset's, as Google names them.
 const PUBLIC_TABLES: [(&str, &str); 5] = [
@@ -47,12 +47,18 @@ pub struct BigQuerySource {
     dataset: BigQueryDataset,
     /// A batch's blocks, read with its slot list, taken by `block`.
     prefetched: Mutex<BTreeMap<BlockNumber, Result<Rows, String>>>,
+    /// The head the last `tip` read (a follower asks for both each poll).
+    last_head: Mutex<Option<SourceHead>>,
 }
+
+/// How recent a block must be for the head query to find it in the
+/// partitions it scans first (a dataset further behind is read whole).
+const RECENT_DAYS: u32 = 3;
 
 impl BigQuerySource {
     pub async fn connect(dataset: BigQueryDataset, check: Option<Completeness>) -> Result<Self, QueryError> {
         let client = BigQuery::connect(dataset.access.clone()).await?;
-        Ok(Self { client, check, dataset, prefetched: Mutex::default() })
+        Ok(Self { client, check, dataset, prefetched: Mutex::default(), last_head: Mutex::default() })
     }
 
     /// The dataset's name of our table `table`, quoted for SQL.
@@ -64,26 +70,30 @@ impl BigQuerySource {
     }
 
     /// Every table's rows of slots `start..=end`, by slot; a slot whose rows do
-    /// not fit the schema is an error naming the table and slot.
+    /// not fit the schema is an error naming the table and slot. The blocks
+    /// come first: their times bound the other tables' queries, so that
+    /// BigQuery prunes them to the partitions (by `block_timestamp`) that hold
+    /// the range instead of scanning every one.
     async fn read(
         &self,
         start: BlockNumber,
         end: BlockNumber,
     ) -> Result<BTreeMap<BlockNumber, Result<Rows, String>>, String> {
-        let range = |column: &str| format!("{column} BETWEEN {start} AND {end}");
-        let query = |table: &str, column: &str| {
-            format!("SELECT * FROM {} WHERE {} ORDER BY {column}", self.table(table), range(column))
-        };
-        let read = |table: &'static str, column: &'static str| {
-            let sql = query(table, column);
+        let read = |table: &'static str, column: &'static str, times: Option<(i64, i64)>| {
+            let mut sql = format!("SELECT * FROM {} WHERE {column} BETWEEN {start} AND {end}", self.table(table));
+            if let Some((first, last)) = times {
+                sql += &format!(" AND block_timestamp BETWEEN TIMESTAMP_MICROS({first}) AND TIMESTAMP_MICROS({last})");
+            }
+            sql += &format!(" ORDER BY {column}");
             async move { self.client.rows(&sql).await.map_err(|e| format!("table {table}, slots {start}..={end}: {e}")) }
         };
-        let (blocks, rewards, transactions, instructions, transfers) = futures::try_join!(
-            read("blocks", "slot"),
-            read("block_rewards", "block_slot"),
-            read("transactions", "block_slot"),
-            read("instructions", "block_slot"),
-            read("token_transfers", "block_slot"),
+        let blocks = read("blocks", "slot", None).await?;
+        let times = time_bounds(&blocks);
+        let (rewards, transactions, instructions, transfers) = futures::try_join!(
+            read("block_rewards", "block_slot", times),
+            read("transactions", "block_slot", times),
+            read("instructions", "block_slot", times),
+            read("token_transfers", "block_slot", times),
         )?;
         let mut by_slot: BTreeMap<BlockNumber, Result<Rows, String>> = BTreeMap::new();
         group(&mut by_slot, "blocks", "slot", blocks, |rows, row| rows.blocks.push(row));
@@ -101,6 +111,14 @@ impl BigQuerySource {
         }
         Ok(by_slot)
     }
+}
+
+/// The first and last `block_timestamp` (microseconds) of blocks rows, if
+/// every row has one (else the other tables are not bounded by time).
+fn time_bounds(blocks: &[Value]) -> Option<(i64, i64)> {
+    let times: Option<Vec<i64>> = blocks.iter().map(|b| b.get("block_timestamp").and_then(Value::as_i64)).collect();
+    let times = times?;
+    Some((*times.iter().min()?, *times.iter().max()?))
 }
 
 /// Adds `table`'s rows to their slots, or makes the slot an error.
@@ -193,12 +211,38 @@ impl BlockSource<Rows> for BigQuerySource {
         }
     }
 
+    /// The dataset's newest block less the settling slots.
     async fn tip(&self) -> Result<BlockNumber, String> {
-        let sql = format!("SELECT MAX(slot) AS slot FROM {}", self.table("blocks"));
-        let rows = self.client.rows(&sql).await.map_err(|e| format!("table blocks: {e}"))?;
-        rows.first()
-            .and_then(|r| r.get("slot"))
-            .and_then(Value::as_u64)
-            .ok_or_else(|| "the dataset has no blocks".into())
+        let head = self.read_head().await?;
+        *self.last_head.lock().expect("last head") = Some(head);
+        Ok(head.number.saturating_sub(self.dataset.settle_slots))
+    }
+
+    async fn head(&self) -> Result<SourceHead, String> {
+        let last = self.last_head.lock().expect("last head").take();
+        match last {
+            Some(head) => Ok(head),
+            None => self.read_head().await,
+        }
+    }
+}
+
+impl BigQuerySource {
+    /// The newest block row and its time: from the last few days'
+    /// partitions if it is there (cheap), else from the whole table.
+    async fn read_head(&self) -> Result<SourceHead, String> {
+        let blocks = self.table("blocks");
+        let newest =
+            |filter: &str| format!("SELECT slot, block_timestamp FROM {blocks} {filter} ORDER BY slot DESC LIMIT 1");
+        let recent = format!("WHERE block_timestamp >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {RECENT_DAYS} DAY)");
+        for sql in [newest(&recent), newest("")] {
+            let rows = self.client.rows(&sql).await.map_err(|e| format!("table blocks: {e}"))?;
+            if let Some(slot) = rows.first().and_then(|r| r.get("slot")).and_then(Value::as_u64) {
+                // Decoded to microseconds, as every timestamp column is.
+                let time = rows[0].get("block_timestamp").and_then(Value::as_i64).map(|micros| micros / 1_000_000);
+                return Ok(SourceHead { number: slot, time });
+            }
+        }
+        Err("the dataset has no blocks".into())
     }
 }
