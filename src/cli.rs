@@ -199,7 +199,8 @@ pub struct IngestArgs {
     #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
     pub bigquery_credentials: Option<String>,
     /// A dataset table named otherwise than the public dataset's: `OURS=THEIRS`
-    /// (`blocks`, `block_rewards`, `transactions`, `instructions`, `token_transfers`).
+    /// (`blocks`, `block_rewards`, `transactions`, `instructions`, `token_transfers`,
+    /// `accounts`, `tokens`; `accounts=` for a dataset without that table).
     #[arg(long = "bigquery-table", value_parser = parse_table)]
     pub bigquery_tables: Vec<(String, String)>,
     /// Check the dataset against this node: blocks it lacks or holds incompletely are gaps.

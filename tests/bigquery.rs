@@ -24,6 +24,42 @@ async fn seed(emulator: &BigQueryEmulator, rows: &Rows) {
     emulator.insert("transactions", &values(&rows.transactions)).await;
     emulator.insert("instructions", &values(&rows.instructions)).await;
     emulator.insert("token_transfers", &values(&rows.token_transfers)).await;
+    emulator.insert("accounts", &values(&rows.accounts)).await;
+    emulator.insert("tokens", &values(&rows.tokens)).await;
+}
+
+/// An account snapshot and a token's metadata as the dataset records them
+/// after a transaction of `rows`' block. Derived, since the fixtures hold no
+/// account rows: the fee payer's real post-balance, and a real mint of the
+/// block's token balances, retrieved a second after the block.
+fn account_and_token(rows: &mut Rows) {
+    use chronicle::chain::solana::account_rows::{AccountData, AccountStateRow, TokenRow};
+    let tx = rows.transactions.iter().find(|t| !t.pre_token_balances.is_empty()).unwrap().clone();
+    let retrieved = tx.block_timestamp.unwrap() + 1_000_000;
+    rows.accounts.push(AccountStateRow {
+        block_slot: tx.block_slot,
+        block_timestamp: tx.block_timestamp,
+        block_hash: tx.block_hash.clone(),
+        pubkey: tx.accounts[0].pubkey.clone(),
+        tx_signature: tx.signature.clone(),
+        retrieval_timestamp: retrieved,
+        executable: Some(false),
+        lamports: Some(tx.balance_changes[0].after),
+        owner: Some("11111111111111111111111111111111".into()),
+        space: Some(0),
+        data: vec![AccountData { raw: Some(String::new()), encoding: Some("base64".into()) }],
+        ..AccountStateRow::default()
+    });
+    rows.tokens.push(TokenRow {
+        block_slot: Some(tx.block_slot),
+        block_timestamp: tx.block_timestamp,
+        block_hash: Some(tx.block_hash.clone()),
+        tx_signature: Some(tx.signature.clone()),
+        retrieval_timestamp: retrieved,
+        is_nft: Some(false),
+        mint: Some(tx.pre_token_balances[0].mint.clone()),
+        ..TokenRow::default()
+    });
 }
 
 fn values<T: serde::Serialize>(rows: &[T]) -> Vec<Value> {
@@ -98,7 +134,8 @@ async fn a_bigquery_backfill_lands_the_seeded_rows_in_the_lake_once() {
     emulator.create_tables().await;
     let blocks = support::real_blocks();
     let (slot, block) = blocks.iter().find(|(s, _)| *s == 100_000_000).unwrap();
-    let seeded = block_rows(*slot, block).unwrap();
+    let mut seeded = block_rows(*slot, block).unwrap();
+    account_and_token(&mut seeded);
     seed(&emulator, &seeded).await;
     // The dataset's flaw: a transaction row twice.
     emulator.insert("transactions", &values(&seeded.transactions[..1])).await;
@@ -109,16 +146,20 @@ async fn a_bigquery_backfill_lands_the_seeded_rows_in_the_lake_once() {
     assert!(log.contains("repeats rows"), "the duplicate is reported: {log}");
     let catalog = catalog::open(&format!("embedded://{}", dir.path().join("catalog").display())).await.unwrap();
     let partitions = catalog.partitions("bq").await.unwrap();
-    assert_eq!(partitions.len(), 5, "{partitions:?}");
+    assert_eq!(partitions.len(), 7, "{partitions:?}");
     for partition in &partitions {
         let read = support::pyarrow_read(&dir.path().join("lake").join(&partition.path));
         let rows = read["rows"].as_array().unwrap().clone();
+        let columns: Vec<String> = serde_json::from_value(read["columns"].clone()).unwrap();
+        assert_eq!(columns, support::bigquery::dataset_columns(&partition.table), "{}", partition.table);
         let expected = match partition.table.as_str() {
             "blocks" => values(&seeded.blocks),
             "block_rewards" => values(&seeded.block_rewards),
             "transactions" => values(&seeded.transactions),
             "instructions" => values(&seeded.instructions),
             "token_transfers" => values(&seeded.token_transfers),
+            "accounts" => values(&seeded.accounts),
+            "tokens" => values(&seeded.tokens),
             other => panic!("table {other}"),
         };
         assert_eq!(rows.len(), expected.len(), "{}: each row once", partition.table);
@@ -126,6 +167,14 @@ async fn a_bigquery_backfill_lands_the_seeded_rows_in_the_lake_once() {
             let got: Vec<&Value> = rows.iter().map(|r| &r["signature"]).collect();
             let want: Vec<&Value> = expected.iter().map(|r| &r["signature"]).collect();
             assert_eq!(got, want);
+        }
+        if partition.table == "accounts" {
+            for column in ["pubkey", "tx_signature", "lamports", "owner"] {
+                assert_eq!(rows[0][column], expected[0][column], "accounts.{column}");
+            }
+        }
+        if partition.table == "tokens" {
+            assert_eq!(rows[0]["mint"], expected[0]["mint"]);
         }
         if partition.table == "blocks" {
             for column in ["slot", "block_hash", "height", "previous_block_hash", "transaction_count", "leader"] {

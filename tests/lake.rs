@@ -13,7 +13,7 @@ use std::process::Stdio;
 
 use chronicle::catalog::{self, LakePartition};
 use chronicle::chain::solana::rows::block_rows;
-use serde_json::Value;
+use support::bigquery::dataset_columns;
 use support::real_blocks;
 use support::rpc_peer::RpcPeer;
 use tokio::process::Command;
@@ -39,21 +39,6 @@ async fn ingest(peer: &RpcPeer, dir: &Path, job: &str, (from, to): (u64, u64)) -
 async fn partitions(dir: &Path, job: &str) -> Vec<LakePartition> {
     let catalog = catalog::open(&format!("embedded://{}", dir.join("catalog").display())).await.unwrap();
     catalog.partitions(job).await.unwrap()
-}
-
-/// The BigQuery dataset's column names of a table (`tests/data/solana/bigquery/schemas/`).
-fn dataset_columns(table: &str) -> Vec<String> {
-    let file = match table {
-        "blocks" => "Blocks",
-        "block_rewards" => "Block_Rewards",
-        "transactions" => "Transactions",
-        "instructions" => "Instructions",
-        "token_transfers" => "Token_Transfers",
-        other => panic!("no table {other}"),
-    };
-    let path = format!("{}/tests/data/solana/bigquery/schemas/{file}.json", env!("CARGO_MANIFEST_DIR"));
-    let schema: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    schema.iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

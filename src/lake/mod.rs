@@ -126,6 +126,10 @@ impl Lake {
 /// The Arrow fields of a row type, traced from the type itself: the struct
 /// is the one definition. `block_timestamp` columns are TIMESTAMP (µs, UTC),
 /// as in BigQuery.
+/// Columns of microseconds that are BigQuery TIMESTAMPs (the others of
+/// the same Rust type are plain integers).
+const TIMESTAMP_COLUMNS: [&str; 2] = ["block_timestamp", "retrieval_timestamp"];
+
 pub fn schema_of<T: for<'de> Deserialize<'de>>() -> Result<Vec<FieldRef>, String> {
     let options =
         TracingOptions::default().allow_null_fields(true).strings_as_large_utf8(false).sequence_as_large_list(false);
@@ -133,9 +137,9 @@ pub fn schema_of<T: for<'de> Deserialize<'de>>() -> Result<Vec<FieldRef>, String
     Ok(fields
         .into_iter()
         .map(|field| {
-            if field.name() == "block_timestamp" {
+            if TIMESTAMP_COLUMNS.contains(&field.name().as_str()) {
                 let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-                Arc::new(Field::new(field.name(), timestamp, true))
+                Arc::new(Field::new(field.name(), timestamp, field.is_nullable()))
             } else {
                 field
             }

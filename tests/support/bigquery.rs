@@ -91,13 +91,23 @@ impl BigQueryEmulator {
     }
 }
 
+/// The BigQuery dataset's column names of our table `table`.
+pub fn dataset_columns(table: &str) -> Vec<String> {
+    let (_, file) = TABLES.iter().find(|(ours, _)| *ours == table).unwrap_or_else(|| panic!("no table {table}"));
+    let path = format!("{}/tests/data/solana/bigquery/schemas/{file}.json", env!("CARGO_MANIFEST_DIR"));
+    let schema: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    schema.iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+}
+
 /// Our table names and their schema files.
-pub const TABLES: [(&str, &str); 5] = [
+pub const TABLES: [(&str, &str); 7] = [
     ("blocks", "Blocks"),
     ("block_rewards", "Block_Rewards"),
     ("transactions", "Transactions"),
     ("instructions", "Instructions"),
     ("token_transfers", "Token_Transfers"),
+    ("accounts", "Accounts"),
+    ("tokens", "Tokens"),
 ];
 
 fn bignumeric_as_string(fields: &mut Value) {
@@ -116,9 +126,11 @@ fn bignumeric_as_string(fields: &mut Value) {
 /// as microseconds.
 fn bigquery_json(row: &Value) -> Value {
     let mut row = row.clone();
-    if let Some(micros) = row.get("block_timestamp").and_then(Value::as_i64) {
-        let time = k8s_openapi::jiff::Timestamp::from_microsecond(micros).expect("a block time");
-        row["block_timestamp"] = json!(time.to_string());
+    for column in ["block_timestamp", "retrieval_timestamp"] {
+        if let Some(micros) = row.get(column).and_then(Value::as_i64) {
+            let time = k8s_openapi::jiff::Timestamp::from_microsecond(micros).expect("a time");
+            row[column] = json!(time.to_string());
+        }
     }
     row
 }

@@ -21,18 +21,21 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use solana_transaction_status::ConfirmedBlock;
 
+use super::account_rows::decimal_as_text;
 use super::rows::Rows;
 use crate::bigquery::{BigQuery, QueryError};
 use crate::pipeline::config::BigQueryDataset;
 use crate::pipeline::{BlockNumber, BlockSource, Missing, SourceHead};
 
 /// Our table → the dataset's, as Google names them.
-const PUBLIC_TABLES: [(&str, &str); 5] = [
+const PUBLIC_TABLES: [(&str, &str); 7] = [
     ("blocks", "Blocks"),
     ("block_rewards", "Block Rewards"),
     ("transactions", "Transactions"),
     ("instructions", "Instructions"),
     ("token_transfers", "Token Transfers"),
+    ("accounts", "Accounts"),
+    ("tokens", "Tokens"),
 ];
 
 /// The node the dataset is checked against.
@@ -59,6 +62,12 @@ impl BigQuerySource {
     pub async fn connect(dataset: BigQueryDataset, check: Option<Completeness>) -> Result<Self, QueryError> {
         let client = BigQuery::connect(dataset.access.clone()).await?;
         Ok(Self { client, check, dataset, prefetched: Mutex::default(), last_head: Mutex::default() })
+    }
+
+    /// Whether the dataset has our table `table` (a dataset without the
+    /// account tables maps them to nothing: `--bigquery-table accounts=`).
+    fn has(&self, table: &str) -> bool {
+        self.dataset.tables.get(table).is_none_or(|name| !name.is_empty())
     }
 
     /// The dataset's name of our table `table`, quoted for SQL.
@@ -89,18 +98,29 @@ impl BigQuerySource {
         };
         let blocks = read("blocks", "slot", None).await?;
         let times = time_bounds(&blocks);
-        let (rewards, transactions, instructions, transfers) = futures::try_join!(
+        let optional = |table: &'static str| async move {
+            match self.has(table) {
+                true => read(table, "block_slot", times).await,
+                false => Ok(Vec::new()),
+            }
+        };
+        let (rewards, transactions, instructions, transfers, mut accounts, tokens) = futures::try_join!(
             read("block_rewards", "block_slot", times),
             read("transactions", "block_slot", times),
             read("instructions", "block_slot", times),
             read("token_transfers", "block_slot", times),
+            optional("accounts"),
+            optional("tokens"),
         )?;
+        accounts.iter_mut().for_each(|row| decimal_as_text(row, "token_amount"));
         let mut by_slot: BTreeMap<BlockNumber, Result<Rows, String>> = BTreeMap::new();
         group(&mut by_slot, "blocks", "slot", blocks, |rows, row| rows.blocks.push(row));
         group(&mut by_slot, "block_rewards", "block_slot", rewards, |rows, row| rows.block_rewards.push(row));
         group(&mut by_slot, "transactions", "block_slot", transactions, |rows, row| rows.transactions.push(row));
         group(&mut by_slot, "instructions", "block_slot", instructions, |rows, row| rows.instructions.push(row));
         group(&mut by_slot, "token_transfers", "block_slot", transfers, |rows, row| rows.token_transfers.push(row));
+        group(&mut by_slot, "accounts", "block_slot", accounts, |rows, row| rows.accounts.push(row));
+        group(&mut by_slot, "tokens", "block_slot", tokens, |rows, row| rows.tokens.push(row));
         for (slot, rows) in by_slot.iter_mut() {
             if let Ok(rows) = rows {
                 let duplicates = deduplicate(rows);
@@ -157,6 +177,8 @@ fn deduplicate(rows: &mut Rows) -> usize {
         + keep(&mut rows.transactions, |t| t.signature.clone())
         + keep(&mut rows.instructions, |i| (i.tx_signature.clone(), i.parent_index, i.index))
         + keep(&mut rows.token_transfers, |t| serde_json::to_string(t).unwrap_or_default())
+        + keep(&mut rows.accounts, |a| (a.pubkey.clone(), a.tx_signature.clone()))
+        + keep(&mut rows.tokens, |t| (t.mint.clone(), t.tx_signature.clone()))
 }
 
 #[async_trait]

@@ -3,6 +3,7 @@
 //! cache answers a block changes, and the JSON-RPC history methods
 //! (`serve/`).
 
+pub mod account_rows;
 pub mod bigquery;
 pub mod decode;
 pub mod layout;

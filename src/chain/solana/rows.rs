@@ -20,6 +20,7 @@ use solana_transaction_status::{
     UiConfirmedBlock, UiInstruction, UiMessage, UiParsedInstruction, UiTransactionEncoding,
 };
 
+use super::account_rows::{AccountStateRow, TokenRow};
 use super::token_transfers::token_transfers;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -151,6 +152,9 @@ pub struct Rows {
     pub transactions: Vec<TransactionRow>,
     pub instructions: Vec<InstructionRow>,
     pub token_transfers: Vec<TokenTransferRow>,
+    /// Account snapshots and token metadata: from a dataset only (`account_rows.rs`).
+    pub accounts: Vec<AccountStateRow>,
+    pub tokens: Vec<TokenRow>,
 }
 
 impl Rows {
@@ -161,6 +165,8 @@ impl Rows {
             + self.transactions.len()
             + self.instructions.len()
             + self.token_transfers.len()
+            + self.accounts.len()
+            + self.tokens.len()
     }
 
     pub fn extend(&mut self, other: Rows) {
@@ -169,6 +175,8 @@ impl Rows {
         self.transactions.extend(other.transactions);
         self.instructions.extend(other.instructions);
         self.token_transfers.extend(other.token_transfers);
+        self.accounts.extend(other.accounts);
+        self.tokens.extend(other.tokens);
     }
 }
 
@@ -421,13 +429,21 @@ impl crate::pipeline::sinks::lake::LakeRows for Rows {
         last: u64,
     ) -> futures::future::BoxFuture<'a, Result<Vec<crate::catalog::LakePartition>, crate::lake::LakeError>> {
         Box::pin(async move {
-            Ok(vec![
+            let mut partitions = vec![
                 lake.write("blocks", first, last, &self.blocks).await?,
                 lake.write("block_rewards", first, last, &self.block_rewards).await?,
                 lake.write("transactions", first, last, &self.transactions).await?,
                 lake.write("instructions", first, last, &self.instructions).await?,
                 lake.write("token_transfers", first, last, &self.token_transfers).await?,
-            ])
+            ];
+            // Only a dataset has these: no partition claims a range holds none.
+            if !self.accounts.is_empty() {
+                partitions.push(lake.write("accounts", first, last, &self.accounts).await?);
+            }
+            if !self.tokens.is_empty() {
+                partitions.push(lake.write("tokens", first, last, &self.tokens).await?);
+            }
+            Ok(partitions)
         })
     }
 }
