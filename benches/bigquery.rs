@@ -61,14 +61,11 @@ fn main() {
                 "blocks" => ("slot", String::new()),
                 _ => (
                     "block_slot",
-                    format!(
-                        " AND block_timestamp BETWEEN TIMESTAMP_MICROS({earliest}) AND TIMESTAMP_MICROS({latest})"
-                    ),
+                    format!(" AND block_timestamp BETWEEN TIMESTAMP_MICROS({earliest}) AND TIMESTAMP_MICROS({latest})"),
                 ),
             };
-            let sql = format!(
-                "SELECT * FROM `{PROJECT}.{DATASET}.{table}` WHERE {column} BETWEEN {first} AND {last}{bound}"
-            );
+            let sql =
+                format!("SELECT * FROM `{PROJECT}.{DATASET}.{table}` WHERE {column} BETWEEN {first} AND {last}{bound}");
             let body = serde_json::json!({"query": sql, "useLegacySql": false, "maxResults": 1_000_000});
             served += client.post(&url).json(&body).send().await.unwrap().bytes().await.unwrap().len();
         }

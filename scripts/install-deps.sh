@@ -65,6 +65,16 @@ if ! python3 -c 'import pyarrow' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages pyarrow==21.0.0
 fi
 
+# The export tests load the datasets with Hugging Face `datasets` (JSONL
+# shards are zstd: `zstandard`) and decode token files with `tiktoken`,
+# given its ranks offline (tests/export.rs copies tiktoken-rs's).
+if ! python3 -c 'import datasets, tiktoken, zstandard' 2>/dev/null; then
+  echo "install-deps: installing datasets, tiktoken and zstandard from PyPI" >&2
+  packages=(datasets==5.0.1 tiktoken==0.14.0 zstandard==0.25.0)
+  python3 -m pip install -q "${packages[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${packages[@]}"
+fi
+
 # The BigQuery tests run PyPI bqemulator (DuckDB underneath). It refuses to
 # start without DuckDB's spatial extension and cannot download it offline:
 # it is copied from the duckdb-extension-spatial package into DuckDB's cache.

@@ -166,6 +166,8 @@ pub struct ServeArgs {
 pub enum WorkerCommand {
     /// Ingest blocks from a Solana node: a backfill of --from..=--to, or --follow the tip.
     Ingest(IngestArgs),
+    /// Export a training dataset (JSONL, Parquet, token files, manifest) from a store's blocks.
+    Export(ExportArgs),
     /// Run the work a worker spec describes (what controller-started pods run):
     /// from --spec FILE, else from the CHRONICLE_WORKER_SPEC variable.
     Run {
@@ -280,6 +282,51 @@ pub struct IngestArgs {
     pub no_canonical: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Block store to read: `bigtable://PROJECT/INSTANCE` or `embedded:///PATH`.
+    #[arg(long, env = "CHRONICLE_STORE")]
+    pub store: String,
+    #[arg(long)]
+    pub from: u64,
+    #[arg(long)]
+    pub to: u64,
+    /// Where the dataset goes: `file:///DIR`, `s3://…` or `gs://…`.
+    #[arg(long)]
+    pub out: String,
+    /// `transaction-summary`, `transaction-json` or `program-logs`.
+    #[arg(long, default_value = "transaction-summary")]
+    pub template: String,
+    /// `cl100k_base`, `o200k_base`, `p50k_base` or `r50k_base` (needed for tokens).
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// Output formats.
+    #[arg(long, value_delimiter = ',', default_value = "jsonl", value_parser = ["jsonl", "parquet", "tokens"])]
+    pub formats: Vec<String>,
+    #[arg(long, default_value_t = 2048)]
+    pub sequence_length: usize,
+    /// A shard closes once its documents' text reaches this many bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub shard_bytes: u64,
+    #[arg(long, default_value_t = 0.01)]
+    pub validation_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Only transactions invoking this program (repeatable).
+    #[arg(long = "program")]
+    pub programs: Vec<String>,
+    #[arg(long)]
+    pub success_only: bool,
+    #[arg(long)]
+    pub include_votes: bool,
+    /// Keep documents with the same text.
+    #[arg(long)]
+    pub no_dedup: bool,
+    /// Blocks read and rendered at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+}
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum CommitmentArg {
     Finalized,
@@ -313,6 +360,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd { out_dir } => print_crds(out_dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
         Command::Worker(WorkerCommand::Ingest(args)) => block_on(ingest(args)),
+        Command::Worker(WorkerCommand::Export(args)) => block_on(export(args)),
         Command::Worker(WorkerCommand::Run { spec, shard_index }) => block_on(worker_run(spec, shard_index)),
         Command::Serve(args) => block_on(serve(args)),
         Command::Controller(args) => block_on(controller(args)),
@@ -467,6 +515,59 @@ async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCod
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
     }
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    use crate::crd::training_export::{ExportFormat, TokenizerEncoding};
+    use crate::export::document::{Selection, Template};
+    let tokenizer = match args.tokenizer.as_deref() {
+        None => None,
+        Some("cl100k_base") => Some(TokenizerEncoding::Cl100kBase),
+        Some("o200k_base") => Some(TokenizerEncoding::O200kBase),
+        Some("p50k_base") => Some(TokenizerEncoding::P50kBase),
+        Some("r50k_base") => Some(TokenizerEncoding::R50kBase),
+        Some(other) => anyhow::bail!(
+            "unknown tokenizer {other:?}: the encodings are cl100k_base, o200k_base, p50k_base, r50k_base"
+        ),
+    };
+    let formats = args
+        .formats
+        .iter()
+        .map(|f| match f.as_str() {
+            "parquet" => ExportFormat::Parquet,
+            "tokens" => ExportFormat::Tokens,
+            _ => ExportFormat::Jsonl,
+        })
+        .collect();
+    let config = crate::export::ExportConfig {
+        chain: crate::crd::chain_source::ChainFamily::Solana,
+        store: args.store,
+        store_access: crate::store::BigtableAccess::from_env(),
+        from: args.from,
+        to: args.to,
+        selection: Selection {
+            programs: args.programs,
+            success_only: args.success_only,
+            include_votes: args.include_votes,
+        },
+        template: Template::named(&args.template).map_err(anyhow::Error::msg)?,
+        tokenizer,
+        sequence_length: args.sequence_length,
+        output: args.out,
+        formats,
+        shard_bytes: args.shard_bytes,
+        validation_fraction: args.validation_fraction,
+        seed: args.seed,
+        exact_dedup: !args.no_dedup,
+        concurrency: args.concurrency,
+    };
+    let summary = crate::export::run(config).await?;
+    tracing::info!(
+        documents = summary.documents, duplicates = summary.duplicates, tokens = summary.tokens,
+        shards = summary.shards, bytes = summary.bytes, digest = %summary.digest, manifest = %summary.manifest,
+        "export published"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_ingest(config: worker::ingest::IngestConfig) -> anyhow::Result<ExitCode> {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod dev;
+pub mod export;
 pub mod lake;
 pub mod pipeline;
 pub mod serve;

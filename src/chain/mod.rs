@@ -60,6 +60,9 @@ pub trait ChainAdapter: Send + Sync + 'static {
     /// The sinks rows go to: the lake (rows carry no raw blocks for the canonical store).
     fn rows_sinks(&self, targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<Self::Rows>>>>;
 
+    /// The store's blocks as training documents (`export/`).
+    fn document_source(&self, store: Arc<Self::Store>) -> Arc<dyn crate::export::DocumentSource>;
+
     /// Serves the chain's history API from the store until `shutdown`.
     fn serve(
         &self,

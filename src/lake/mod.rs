@@ -47,6 +47,31 @@ pub enum LakeError {
     Write { lake: String, path: String, reason: String },
 }
 
+/// The object store a `file://`, `s3://` or `gs://` URL names, and the path
+/// inside it the URL points at (a local directory is created). Credentials
+/// come from the environment as each provider's SDK names them.
+pub fn object_store_at(url: &str) -> Result<(Arc<dyn ObjectStore>, Path), LakeError> {
+    let bad = |reason: String| LakeError::Url { url: url.to_string(), reason };
+    let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    Ok(match parsed.scheme() {
+        "file" => {
+            let dir = parsed.to_file_path().map_err(|_| bad("not a local path".into()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| bad(format!("creating {}: {e}", dir.display())))?;
+            let local = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+            (Arc::new(local), Path::default())
+        }
+        "s3" => {
+            let s3 = object_store::aws::AmazonS3Builder::from_env().with_url(url).build();
+            (Arc::new(s3.map_err(|e| bad(e.to_string()))?), Path::from(parsed.path()))
+        }
+        "gs" => {
+            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url).build();
+            (Arc::new(gcs.map_err(|e| bad(e.to_string()))?), Path::from(parsed.path()))
+        }
+        other => return Err(bad(format!("scheme {other}:// is not file, s3 or gs"))),
+    })
+}
+
 /// A lake root, for one chain's network.
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
@@ -60,26 +85,7 @@ impl Lake {
     /// credentials come from the environment as each provider's SDK names
     /// them (`AWS_*`, `GOOGLE_APPLICATION_CREDENTIALS`, …).
     pub fn open(url: &str, family: &str, network: &str) -> Result<Self, LakeError> {
-        let bad = |reason: String| LakeError::Url { url: url.to_string(), reason };
-        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-        let (store, root): (Arc<dyn ObjectStore>, Path) = match parsed.scheme() {
-            "file" => {
-                let dir = parsed.to_file_path().map_err(|_| bad("not a local path".into()))?;
-                std::fs::create_dir_all(&dir).map_err(|e| bad(format!("creating {}: {e}", dir.display())))?;
-                let local =
-                    object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
-                (Arc::new(local), Path::default())
-            }
-            "s3" => {
-                let s3 = object_store::aws::AmazonS3Builder::from_env().with_url(url).build();
-                (Arc::new(s3.map_err(|e| bad(e.to_string()))?), Path::from(parsed.path()))
-            }
-            "gs" => {
-                let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url).build();
-                (Arc::new(gcs.map_err(|e| bad(e.to_string()))?), Path::from(parsed.path()))
-            }
-            other => return Err(bad(format!("scheme {other}:// is not file, s3 or gs"))),
-        };
+        let (store, root) = object_store_at(url)?;
         let prefix = root.clone().join(family).join(network);
         Ok(Self { store, prefix, url: url.to_string() })
     }

@@ -6,7 +6,9 @@
 pub mod account_rows;
 pub mod bigquery;
 pub mod decode;
+pub mod documents;
 pub mod layout;
+pub mod programs;
 pub mod response;
 pub mod rows;
 pub mod rpc;
@@ -102,6 +104,10 @@ impl ChainAdapter for Solana {
             .clone()
             .ok_or_else(|| anyhow::anyhow!("rows from BigQuery go to the lake: none is configured"))?;
         Ok(vec![Arc::new(LakeSink::new(lake, rows::SolanaTables))])
+    }
+
+    fn document_source(&self, store: Arc<LedgerStore>) -> Arc<dyn crate::export::DocumentSource> {
+        Arc::new(documents::StoreDocuments(store))
     }
 
     fn serve(

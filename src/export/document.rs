@@ -1,0 +1,82 @@
+//! What an export is made of: documents (one per transaction), rendered
+//! through a named, versioned template, with their metadata alongside; and
+//! which transactions are selected. Chain-neutral: each chain renders its
+//! own (`chain/solana/documents.rs`).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One training document and its metadata, as a JSONL line and a Parquet row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// The transaction's signature (or hash).
+    pub id: String,
+    pub text: String,
+    pub slot: u64,
+    /// Unix seconds, where the block has a time.
+    pub block_time: Option<i64>,
+    /// `success` or `failure`.
+    pub status: String,
+    pub fee: Option<u64>,
+    /// Programs invoked (top level and inner), by well-known name or id, sorted.
+    pub programs: Vec<String>,
+    /// Token mints the transaction moved or held, sorted.
+    pub mints: Vec<String>,
+    /// The template and its version: `transaction-summary@1`.
+    pub template: String,
+}
+
+impl Document {
+    /// The content hash exact deduplication and the split are keyed on.
+    pub fn content_hash(&self) -> [u8; 32] {
+        Sha256::digest(self.text.as_bytes()).into()
+    }
+}
+
+/// The built-in templates. A template's version changes whenever its output does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Template {
+    /// A readable paragraph: signer, fee, outcome, programs, transfers, memo.
+    TransactionSummary,
+    /// The normalized transaction as compact JSON: program names, instructions,
+    /// token transfers, balance changes.
+    TransactionJson,
+    /// The program logs, with the program names that wrote them.
+    ProgramLogs,
+}
+
+impl Template {
+    pub fn named(name: &str) -> Result<Self, String> {
+        match name {
+            "transaction-summary" => Ok(Self::TransactionSummary),
+            "transaction-json" => Ok(Self::TransactionJson),
+            "program-logs" => Ok(Self::ProgramLogs),
+            other => Err(format!(
+                "unknown template {other:?}: the built-in ones are transaction-summary, transaction-json, program-logs"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TransactionSummary => "transaction-summary",
+            Self::TransactionJson => "transaction-json",
+            Self::ProgramLogs => "program-logs",
+        }
+    }
+
+    /// `name@version`, as documents and the manifest record it.
+    pub fn id(self) -> String {
+        format!("{}@1", self.name())
+    }
+}
+
+/// Which transactions become documents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Only transactions that invoke one of these programs (ids); empty: any.
+    pub programs: Vec<String>,
+    pub success_only: bool,
+    /// Vote transactions (the bulk of Solana's) are left out unless asked for.
+    pub include_votes: bool,
+}

@@ -1,0 +1,227 @@
+//! `chronicle worker export`: an LLM training dataset from a chain's
+//! canonical store. The blocks of a slot range become documents (one per
+//! selected transaction, rendered through a built-in template, with their
+//! metadata: `document.rs`, each chain's renderer under `chain/`), are
+//! deduplicated by content and split into train and validation by content
+//! hash and seed, and are written as shards (`shards.rs`): JSONL (zstd),
+//! Parquet and llm.c token files (`tokens.rs`). Then a dataset card and,
+//! last, `manifest.json` (`manifest.rs`): a reader that finds the manifest
+//! finds every shard it lists.
+//!
+//! Deterministic: documents are taken in block, then transaction order
+//! whatever the concurrency (blocks are read and rendered in parallel, in
+//! order), shards close at the same documents, and no file records a time;
+//! the same spec over the same blocks gives the same bytes.
+
+pub mod document;
+pub mod manifest;
+pub mod shards;
+pub mod tokens;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use self::document::{Document, Selection, Template};
+use self::manifest::{Manifest, Split};
+use self::shards::ShardWriter;
+use self::tokens::Tokenizer;
+use crate::chain::{self, Adapter, ChainAdapter};
+use crate::crd::chain_source::ChainFamily;
+use crate::crd::training_export::{ExportFormat, TokenizerEncoding};
+use crate::pipeline::BlockNumber;
+use crate::store;
+
+/// Where a chain's documents come from: its canonical store, read.
+#[async_trait]
+pub trait DocumentSource: Send + Sync {
+    /// The stored blocks' numbers within `start..=end`, ascending.
+    async fn blocks(&self, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, String>;
+
+    /// The selected transactions of block `number`, as documents, in order.
+    async fn documents(
+        &self,
+        number: BlockNumber,
+        selection: &Selection,
+        template: Template,
+    ) -> Result<Vec<Document>, String>;
+
+    /// The version of the program-name registry documents are rendered with.
+    fn registry_version(&self) -> &'static str;
+}
+
+/// Everything an export needs.
+#[derive(Clone, Debug)]
+pub struct ExportConfig {
+    pub chain: ChainFamily,
+    pub store: String,
+    pub store_access: store::BigtableAccess,
+    pub from: BlockNumber,
+    pub to: BlockNumber,
+    pub selection: Selection,
+    pub template: Template,
+    /// Needed for the `tokens` format.
+    pub tokenizer: Option<TokenizerEncoding>,
+    pub sequence_length: usize,
+    /// `file://`, `s3://` or `gs://`: where shards, card and manifest go.
+    pub output: String,
+    pub formats: Vec<ExportFormat>,
+    /// A shard closes once its documents' text reaches this many bytes.
+    pub shard_bytes: u64,
+    pub validation_fraction: f64,
+    pub seed: u64,
+    pub exact_dedup: bool,
+    /// Blocks read and rendered at once.
+    pub concurrency: usize,
+}
+
+/// What an export made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub documents: u64,
+    pub duplicates: u64,
+    pub tokens: u64,
+    pub shards: u64,
+    pub bytes: u64,
+    /// `sha256:…` over every shard's path and digest, in order.
+    pub digest: String,
+    pub manifest: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The spec cannot be run as given.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("reading blocks: {0}")]
+    Source(String),
+    #[error("writing the dataset: {0}")]
+    Output(String),
+}
+
+/// Runs an export with the chain's adapter.
+pub async fn run(config: ExportConfig) -> Result<ExportSummary, ExportError> {
+    check(&config)?;
+    let Adapter::Solana(solana) = chain::adapter(config.chain).map_err(ExportError::Invalid)?;
+    let store = store::open_for(&solana, &config.store, &config.store_access)
+        .await
+        .map_err(|e| ExportError::Source(e.to_string()))?;
+    run_with(solana.document_source(store), config).await
+}
+
+fn check(config: &ExportConfig) -> Result<(), ExportError> {
+    let invalid = |reason: String| Err(ExportError::Invalid(reason));
+    if config.from > config.to {
+        return invalid(format!("the range {}..={} is empty", config.from, config.to));
+    }
+    if config.formats.contains(&ExportFormat::Tokens) && config.tokenizer.is_none() {
+        return invalid("the tokens format needs a tokenizer".into());
+    }
+    if config.sequence_length == 0 {
+        return invalid("sequenceLength must be at least 1".into());
+    }
+    if !(0.0..0.5).contains(&config.validation_fraction) {
+        return invalid(format!("validationFraction {} is not in [0, 0.5)", config.validation_fraction));
+    }
+    Ok(())
+}
+
+/// [`run`] over a given source.
+pub async fn run_with(source: Arc<dyn DocumentSource>, config: ExportConfig) -> Result<ExportSummary, ExportError> {
+    check(&config)?;
+    let tokenizer = match (config.formats.contains(&ExportFormat::Tokens), config.tokenizer) {
+        (true, Some(encoding)) => Some(Arc::new(Tokenizer::load(encoding).map_err(ExportError::Invalid)?)),
+        _ => None,
+    };
+    let (store, root) = crate::lake::object_store_at(&config.output).map_err(|e| ExportError::Output(e.to_string()))?;
+    let blocks = source.blocks(config.from, config.to).await.map_err(ExportError::Source)?;
+    if blocks.is_empty() {
+        return Err(ExportError::Invalid(format!(
+            "the store holds no block in {}..={}: nothing to export",
+            config.from, config.to
+        )));
+    }
+    let mut writers = [Split::Train, Split::Validation]
+        .map(|split| ShardWriter::new(store.clone(), root.clone(), split, &config, tokenizer.clone()));
+    let mut seen = HashSet::new();
+    let (mut documents, mut duplicates) = (0u64, 0u64);
+
+    // Blocks are read, rendered and tokenized in parallel, and taken in order.
+    let rendered = futures::stream::iter(blocks)
+        .map(|number| {
+            let (source, selection, template, tokenizer) =
+                (source.clone(), config.selection.clone(), config.template, tokenizer.clone());
+            async move {
+                let docs = source.documents(number, &selection, template).await?;
+                let encoded = tokio::task::spawn_blocking(move || {
+                    docs.into_iter()
+                        .map(|doc| {
+                            let tokens = tokenizer.as_ref().map(|t| t.encode(&doc.text)).unwrap_or_default();
+                            (doc, tokens)
+                        })
+                        .collect::<Vec<_>>()
+                });
+                encoded.await.map_err(|e| format!("block {number}: rendering failed: {e}"))
+            }
+        })
+        .buffered(config.concurrency.max(1));
+    futures::pin_mut!(rendered);
+    while let Some(block) = rendered.next().await {
+        for (document, tokens) in block.map_err(ExportError::Source)? {
+            let hash = document.content_hash();
+            if config.exact_dedup && !seen.insert(hash) {
+                duplicates += 1;
+                continue;
+            }
+            documents += 1;
+            let split = split_of(&hash, config.seed, config.validation_fraction);
+            writers[split as usize].push(document, tokens).await.map_err(ExportError::Output)?;
+        }
+    }
+    let mut shards = Vec::new();
+    for writer in writers {
+        shards.extend(writer.finish().await.map_err(ExportError::Output)?);
+    }
+    let manifest = Manifest::new(&config, source.registry_version(), tokenizer.as_deref(), shards, duplicates);
+    let url = manifest.publish(store.as_ref(), &root, &config.output).await.map_err(ExportError::Output)?;
+    Ok(ExportSummary {
+        documents,
+        duplicates,
+        tokens: manifest.total_tokens(),
+        shards: manifest.shards.len() as u64,
+        bytes: manifest.shards.iter().map(|s| s.bytes).sum(),
+        digest: manifest.digest.clone(),
+        manifest: url,
+    })
+}
+
+/// Train or validation, by the content hash and the seed: the same document
+/// lands in the same split whatever else is exported with it.
+pub fn split_of(hash: &[u8; 32], seed: u64, validation_fraction: f64) -> Split {
+    let mut hasher = Sha256::new();
+    hasher.update(seed.to_le_bytes());
+    hasher.update(hash);
+    let draw: [u8; 8] = hasher.finalize()[..8].try_into().expect("8 bytes");
+    let unit = u64::from_le_bytes(draw) as f64 / (u64::MAX as f64 + 1.0);
+    if unit < validation_fraction { Split::Validation } else { Split::Train }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_split_follows_the_seed_and_fraction() {
+        let hashes: Vec<[u8; 32]> = (0u32..2000).map(|i| Sha256::digest(i.to_le_bytes()).into()).collect();
+        let validation =
+            |seed, fraction| hashes.iter().filter(|h| split_of(h, seed, fraction) == Split::Validation).count();
+        assert_eq!(validation(1, 0.0), 0);
+        let share = validation(1, 0.1);
+        assert!((150..250).contains(&share), "about a tenth: {share}");
+        assert_eq!(share, validation(1, 0.1), "deterministic");
+        assert_ne!(share, validation(2, 0.1), "another seed, another split");
+    }
+}

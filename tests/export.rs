@@ -1,0 +1,173 @@
+//! `chronicle worker export` end to end: the four real mainnet blocks in an
+//! embedded store become a training dataset that Python loads as it is —
+//! Hugging Face `datasets` reads the JSONL and Parquet configs (both
+//! splits), `numpy.memmap` reads the llm.c token files, and `tiktoken`
+//! (its cl100k ranks given offline, from tiktoken-rs) decodes a document's
+//! tokens back to its text. The same spec at another concurrency gives the
+//! same bytes; bad input fails with the reason and publishes no manifest.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use chronicle::store::BlockStore;
+use serde_json::Value;
+
+const RANGE: [&str; 4] = ["--from", "0", "--to", "200000000"];
+
+/// An embedded store holding the real blocks.
+async fn store_with_real_blocks(dir: &Path) -> String {
+    let url = format!("embedded://{}", dir.join("ledger").display());
+    let store = chronicle::store::open(&url).await.unwrap();
+    for (slot, block) in support::real_blocks() {
+        store.write_block(slot, &block, &[]).await.unwrap();
+    }
+    store.sync().await.unwrap();
+    url
+}
+
+fn export(store: &str, out: &Path, extra: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "export", "--store", store, "--out", &format!("file://{}", out.display())])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+const FULL: [&str; 14] = [
+    "--tokenizer",
+    "cl100k_base",
+    "--formats",
+    "jsonl,parquet,tokens",
+    "--sequence-length",
+    "256",
+    "--validation-fraction",
+    "0.3",
+    "--seed",
+    "7",
+    "--shard-bytes",
+    "2000",
+    "--template",
+    "transaction-summary",
+];
+
+/// tiktoken's cache directory with the cl100k ranks tiktoken-rs ships, under
+/// the name tiktoken looks for (sha1 of the official download URL).
+fn tiktoken_cache(dir: &Path) -> PathBuf {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cargo"));
+    let registry = home.join("registry/src");
+    let ranks = std::fs::read_dir(&registry)
+        .unwrap()
+        .flat_map(|index| std::fs::read_dir(index.unwrap().path()).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("tiktoken-rs-"))
+        .map(|p| p.join("assets/cl100k_base.tiktoken"))
+        .find(|p| p.exists())
+        .expect("tiktoken-rs's cl100k ranks in the cargo registry");
+    let cache = dir.join("tiktoken");
+    std::fs::create_dir_all(&cache).unwrap();
+    // sha1("https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken")
+    std::fs::copy(ranks, cache.join("9b5ad71b2ce5302211f9c61530b329a4922fc6a4")).unwrap();
+    cache
+}
+
+const LOAD: &str = r#"
+import json, sys, numpy as np, tiktoken, datasets
+out = sys.argv[1]
+manifest = json.load(open(f"{out}/manifest.json"))
+jsonl = datasets.load_dataset(out)
+parquet = datasets.load_dataset("parquet", data_files={s: f"{out}/data/{s}-*.parquet" for s in ["train", "validation"]})
+result = {"jsonl": {s: jsonl[s].num_rows for s in jsonl}, "parquet": {s: parquet[s].num_rows for s in parquet}}
+first = jsonl["train"][0]
+shard = next(s for s in manifest["shards"] if s["format"] == "tokens" and s["split"] == "train")
+header = np.memmap(f"{out}/{shard['path']}", dtype=np.int32, mode="r", shape=(256,))
+tokens = np.memmap(f"{out}/{shard['path']}", dtype=np.uint32, mode="r", offset=1024)
+assert header[2] == len(tokens), (header[2], len(tokens))
+eot = manifest["tokenizer"]["end_of_text"]
+ids = tokens.tolist()
+assert ids[0] == eot
+end = ids.index(eot, 1)
+result["decoded"] = tiktoken.get_encoding("cl100k_base").decode(ids[1:end])
+result["first_text"] = first["text"]
+result["first_keys"] = sorted(first.keys())
+result["header"] = [int(header[0]), int(header[1])]
+print(json.dumps(result))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_loads_in_python_as_it_is_and_is_the_same_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_real_blocks(dir.path()).await;
+    let out = dir.path().join("dataset");
+    let (ok, log) = export(&store, &out, &[&RANGE[..], &FULL[..], &["--concurrency", "4"]].concat());
+    assert!(ok, "{log}");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let (train, validation) =
+        (manifest["documents"]["train"].as_u64().unwrap(), manifest["documents"]["validation"].as_u64().unwrap());
+    assert!(train > 0 && validation > 0, "both splits: {manifest}");
+    assert!(manifest["shards"].as_array().unwrap().len() > 6, "several shards per split and format: {manifest}");
+
+    let output = Command::new("python3")
+        .args(["-c", LOAD])
+        .arg(&out)
+        .env("TIKTOKEN_CACHE_DIR", tiktoken_cache(dir.path()))
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HOME", dir.path().join("hf"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
+    let loaded: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for config in ["jsonl", "parquet"] {
+        assert_eq!(loaded[config]["train"].as_u64(), Some(train), "{config}: {loaded}");
+        assert_eq!(loaded[config]["validation"].as_u64(), Some(validation), "{config}: {loaded}");
+    }
+    assert_eq!(loaded["decoded"], loaded["first_text"], "the tokens decode to the first document");
+    assert!(loaded["first_text"].as_str().unwrap().starts_with("Solana transaction "), "{loaded}");
+    assert_eq!(loaded["header"], serde_json::json!([20240801, 7]), "llm.c's uint32 header");
+    for key in ["block_time", "fee", "id", "mints", "programs", "slot", "status", "template", "text"] {
+        assert!(loaded["first_keys"].as_array().unwrap().iter().any(|k| k == key), "{key}: {loaded}");
+    }
+
+    // Again, one block at a time: the same bytes, the same digest.
+    let again = dir.path().join("again");
+    let (ok, log) = export(&store, &again, &[&RANGE[..], &FULL[..], &["--concurrency", "1"]].concat());
+    assert!(ok, "{log}");
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), std::fs::read(again.join("manifest.json")).unwrap());
+    for shard in manifest["shards"].as_array().unwrap() {
+        let path = shard["path"].as_str().unwrap();
+        assert_eq!(std::fs::read(out.join(path)).unwrap(), std::fs::read(again.join(path)).unwrap(), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_with_the_reason_and_publishes_no_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_real_blocks(dir.path()).await;
+    let cases: [(&str, Vec<&str>, &str); 4] = [
+        ("template", [&RANGE[..], &["--template", "haiku"]].concat(), "unknown template \"haiku\""),
+        ("tokenizer", [&RANGE[..], &["--tokenizer", "gpt5", "--formats", "tokens"]].concat(), "unknown tokenizer"),
+        ("reversed", vec!["--from", "10", "--to", "5"], "the range 10..=5 is empty"),
+        ("no blocks", vec!["--from", "5", "--to", "10"], "the store holds no block in 5..=10"),
+    ];
+    for (name, args, reason) in cases {
+        let out = dir.path().join(name);
+        let (ok, log) = export(&store, &out, &args);
+        assert!(!ok, "{name}: {log}");
+        assert!(log.contains(reason), "{name}: {log}");
+        assert!(!out.join("manifest.json").exists(), "{name}: no manifest");
+    }
+    // An output that cannot be written: a directory where a file is.
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join("data"), b"not a directory").unwrap();
+    let (ok, log) = export(&store, &blocked, &RANGE);
+    assert!(!ok, "{log}");
+    assert!(log.contains("writing the dataset") && log.contains("data/train-00000.jsonl.zst"), "{log}");
+    assert!(!blocked.join("manifest.json").exists());
+}
