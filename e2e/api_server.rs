@@ -500,8 +500,19 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
             waiting(&format!("{reported} of {count} {plural} reported")).await;
         }
     }
+    // An export runs as a Job owned by its TrainingExport.
+    loop {
+        if let Some(job) = jobs.get_opt("defi-2025-01-export").await.unwrap() {
+            assert_eq!(job.owner_references()[0].kind, "TrainingExport");
+            let pod = job.spec.unwrap().template.spec.unwrap();
+            let env = pod.containers[0].env.clone().unwrap_or_default();
+            assert!(env.iter().any(|e| e.name == "GOOGLE_SERVICE_ACCOUNT_KEY"), "the output's credentials");
+            break;
+        }
+        waiting("no Job for the TrainingExport").await;
+    }
     // Kinds whose workers this build lacks say so instead of staying silent.
-    for plural in ["retentionpolicies", "trainingexports"] {
+    for plural in ["retentionpolicies"] {
         let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);
         let list: Value =
             envtest::client().get(url).bearer_auth(&api.token).send().await.unwrap().json().await.unwrap();
@@ -755,6 +766,54 @@ async fn ingest_job_status_reports_the_workers_progress_from_the_catalog() {
     assert_eq!(source_head.slot, 300_000_050);
     let lag = source_head.lag_seconds.expect("a lag in seconds");
     assert!(lag > 3600, "the dataset's newest block is long past: {lag}");
+    stop.cancel();
+    controller.await.unwrap();
+
+    // An export's status: the Job's phase, and what its worker recorded.
+    let (code, answer) =
+        create(&api, yaml_documents(&Path::new(ROOT).join("examples/trainingexport.yaml")).remove(0)).await;
+    assert_eq!(code, 201, "{answer}");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
+    let token = stop.clone();
+    let controller =
+        tokio::spawn(chronicle::controller::training_export::run(ctx, async move { token.cancelled().await }));
+    let exports: Api<chronicle::crd::TrainingExport> = Api::namespaced(client.clone(), "e2e");
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), "e2e");
+    while jobs.get_opt("defi-2025-01-export").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline + Duration::from_secs(60), "no export Job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let export = exports.get("defi-2025-01").await.unwrap();
+    let record = chronicle::catalog::ExportRecord {
+        phase: "Succeeded".into(),
+        documents: 16,
+        tokens: 6144,
+        shards: 4,
+        bytes: 30_305,
+        manifest: Some("gs://acme-training-data/solana/defi-2025-01/manifest.json".into()),
+        digest: Some("sha256:ab".into()),
+        message: None,
+    };
+    catalog.record_export(&chronicle::controller::training_export::catalog_export(&export), &record).await.unwrap();
+    // The Job controller's part: the Job completed.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let done = |kind: &str| json!({"type": kind, "status": "True", "lastProbeTime": now, "lastTransitionTime": now});
+    let complete = json!({"status": {"conditions": [done("SuccessCriteriaMet"), done("Complete")], "succeeded": 1,
+        "startTime": now, "completionTime": now}});
+    jobs.patch_status("defi-2025-01-export", &PatchParams::default(), &Patch::Merge(&complete)).await.unwrap();
+    let status = loop {
+        let status = exports.get("defi-2025-01").await.unwrap().status.unwrap_or_default();
+        if status.documents == 16 && status.phase == Some(chronicle::crd::training_export::ExportPhase::Succeeded) {
+            break status;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(90), "the export's status never showed the record");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.dataset_digest.as_deref(), Some("sha256:ab"));
+    assert_eq!(status.manifest_url, record.manifest);
+    let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
     stop.cancel();
     controller.await.unwrap();
 }

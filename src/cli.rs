@@ -508,6 +508,11 @@ async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCod
             let (access, config) = worker::run::serve_config(serve)?;
             run_serve(&serve.store.url, &access, config).await
         }
+        Work::Export(export) => {
+            let summary = worker::run::run_export(export).await?;
+            tracing::info!(documents = summary.documents, digest = %summary.digest, manifest = %summary.manifest, "export published");
+            Ok(ExitCode::SUCCESS)
+        }
         Work::Node(node) => {
             let shutdown = tokio_util::sync::CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -171,3 +171,66 @@ async fn bad_input_fails_with_the_reason_and_publishes_no_manifest() {
     assert!(log.contains("writing the dataset") && log.contains("data/train-00000.jsonl.zst"), "{log}");
     assert!(!blocked.join("manifest.json").exists());
 }
+
+/// What a TrainingExport's pod runs: `worker run` with an export spec
+/// records its outcome in the catalog (the resource's status reads it):
+/// `Succeeded` with the manifest's digest, or `Failed` with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_worker_records_its_outcome_in_the_catalog() {
+    use chronicle::worker::spec::{ChainSpec, ExportSpec, FromEnv, StoreSpec, Work, WorkerSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_real_blocks(dir.path()).await;
+    let catalog = format!("embedded://{}", dir.path().join("catalog").display());
+    let spec = |job: &str, from: u64| ExportSpec {
+        job: job.into(),
+        chain: ChainSpec {
+            family: chronicle::crd::chain_source::ChainFamily::Solana,
+            network: "mainnet-beta".into(),
+            commitment: chronicle::crd::chain_source::Commitment::Finalized,
+        },
+        store: StoreSpec { url: store.clone(), ..StoreSpec::default() },
+        catalog: FromEnv::new("CHRONICLE_CATALOG"),
+        from,
+        to: 200_000_000,
+        programs: Vec::new(),
+        success_only: false,
+        include_votes: false,
+        template: "transaction-json".into(),
+        tokenizer: Some(chronicle::crd::training_export::TokenizerEncoding::O200kBase),
+        sequence_length: 512,
+        output: format!("file://{}", dir.path().join(job).display()),
+        formats: vec![
+            chronicle::crd::training_export::ExportFormat::Jsonl,
+            chronicle::crd::training_export::ExportFormat::Tokens,
+        ],
+        shard_bytes: 1 << 20,
+        validation_fraction: 0.1,
+        seed: 1,
+        exact_dedup: true,
+    };
+    let run = |spec: ExportSpec| {
+        let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+            .args(["worker", "run"])
+            .env("CHRONICLE_WORKER_SPEC", WorkerSpec::new(Work::Export(spec)).to_json())
+            .env("CHRONICLE_CATALOG", &catalog)
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (ok, log) = run(spec("done", 0));
+    assert!(ok, "{log}");
+    let (ok, _) = run(spec("empty", 300_000_000));
+    assert!(!ok, "a range after every stored block");
+
+    let opened = chronicle::catalog::open(&catalog).await.unwrap();
+    let done = opened.export("done").await.unwrap().expect("a record");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("done/manifest.json")).unwrap()).unwrap();
+    assert_eq!(done.phase, "Succeeded");
+    assert_eq!(done.digest.as_deref(), manifest["digest"].as_str());
+    assert_eq!(manifest["tokenizer"]["encoding"], "o200k_base");
+    assert!(done.documents > 0 && done.tokens > 0, "{done:?}");
+    let failed = opened.export("empty").await.unwrap().expect("a record");
+    assert_eq!(failed.phase, "Failed");
+    assert!(failed.message.unwrap().contains("the range 300000000..=200000000 is empty"));
+}

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 
-use super::{BatchOutcome, Catalog, CatalogError, Gap, LakePartition, RecordedHead, ShardRange, ShardState, unix_now};
+use super::{
+    BatchOutcome, Catalog, CatalogError, ExportRecord, Gap, LakePartition, RecordedHead, ShardRange, ShardState,
+    unix_now,
+};
 use crate::pipeline::SourceHead;
 
 pub struct EmbeddedCatalog {
@@ -22,6 +25,8 @@ pub struct EmbeddedCatalog {
     partitions: Keyspace,
     /// `job` → its source's [`RecordedHead`].
     heads: Keyspace,
+    /// `job` → its [`ExportRecord`].
+    exports: Keyspace,
     /// Commits read-modify-write shard records; one at a time.
     commit_lock: Mutex<()>,
 }
@@ -69,6 +74,7 @@ impl EmbeddedCatalog {
             gaps: open("gaps")?,
             partitions: open("lake_partitions")?,
             heads: open("source_heads")?,
+            exports: open("exports")?,
             db,
             commit_lock: Mutex::new(()),
         })
@@ -224,6 +230,16 @@ impl Catalog for EmbeddedCatalog {
         let recorded = RecordedHead { head, observed_at: unix_now() };
         self.heads.insert(job, serde_json::to_vec(&recorded).expect("records serialize")).map_err(|e| self.fail(e))?;
         self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))
+    }
+
+    async fn record_export(&self, job: &str, record: &ExportRecord) -> Result<(), CatalogError> {
+        self.exports.insert(job, serde_json::to_vec(record).expect("records serialize")).map_err(|e| self.fail(e))?;
+        self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))
+    }
+
+    async fn export(&self, job: &str) -> Result<Option<ExportRecord>, CatalogError> {
+        let Some(bytes) = self.exports.get(job).map_err(|e| self.fail(e))? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| self.fail(format!("export record of {job}: {e}")))
     }
 
     async fn head(&self, job: &str) -> Result<Option<RecordedHead>, CatalogError> {

@@ -106,6 +106,12 @@ pub trait Catalog: Send + Sync {
     /// The head last recorded for `job`, if any.
     async fn head(&self, job: &str) -> Result<Option<RecordedHead>, CatalogError>;
 
+    /// Records what an export worker did (its status).
+    async fn record_export(&self, job: &str, record: &ExportRecord) -> Result<(), CatalogError>;
+
+    /// The export record of `job`, if its worker has started.
+    async fn export(&self, job: &str) -> Result<Option<ExportRecord>, CatalogError>;
+
     /// What `job` has done so far: its shards, its open gaps, its source's head.
     async fn progress(&self, job: &str) -> Result<JobProgress, CatalogError> {
         let shards = self.shards(job).await?;
@@ -113,6 +119,21 @@ pub trait Catalog: Send + Sync {
         let source_head = self.head(job).await?;
         Ok(JobProgress { shards, open_gaps, source_head })
     }
+}
+
+/// What an export worker did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportRecord {
+    /// `Running`, `Succeeded` or `Failed`.
+    pub phase: String,
+    pub documents: u64,
+    pub tokens: u64,
+    pub shards: u64,
+    pub bytes: u64,
+    pub manifest: Option<String>,
+    pub digest: Option<String>,
+    /// Why it failed.
+    pub message: Option<String>,
 }
 
 /// A source's head as a worker saw it.

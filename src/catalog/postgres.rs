@@ -8,7 +8,8 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    BatchOutcome, Catalog, CatalogError, Gap, LakePartition, RecordedHead, ShardRange, ShardState, redact, unix_now,
+    BatchOutcome, Catalog, CatalogError, ExportRecord, Gap, LakePartition, RecordedHead, ShardRange, ShardState,
+    redact, unix_now,
 };
 
 mod embedded_migrations {
@@ -255,6 +256,61 @@ impl Catalog for PostgresCatalog {
         })
         .await
         .map(drop)
+    }
+
+    async fn record_export(&self, job: &str, record: &ExportRecord) -> Result<(), CatalogError> {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let (documents, tokens, shards, bytes) =
+            (count(record.documents), count(record.tokens), count(record.shards), count(record.bytes));
+        self.with_client(async |c| {
+            c.execute(
+                "INSERT INTO exports (job, phase, documents, tokens, shards, bytes, manifest, digest, message)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (job) DO UPDATE SET phase = $2, documents = $3, tokens = $4, shards = $5, bytes = $6,
+                     manifest = $7, digest = $8, message = $9, updated_at = now()",
+                &[
+                    &job,
+                    &record.phase,
+                    &documents,
+                    &tokens,
+                    &shards,
+                    &bytes,
+                    &record.manifest,
+                    &record.digest,
+                    &record.message,
+                ],
+            )
+            .await
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn export(&self, job: &str) -> Result<Option<ExportRecord>, CatalogError> {
+        let row = self
+            .with_client(async |c| {
+                c.query_opt(
+                    "SELECT phase, documents, tokens, shards, bytes, manifest, digest, message FROM exports WHERE job = $1",
+                    &[&job],
+                )
+                .await
+            })
+            .await;
+        let row = match row {
+            // No export worker has migrated the table in yet.
+            Err(e) if e.to_string().contains("does not exist") => return Ok(None),
+            other => other?,
+        };
+        Ok(row.map(|row| ExportRecord {
+            phase: row.get(0),
+            documents: row.get::<_, i64>(1) as u64,
+            tokens: row.get::<_, i64>(2) as u64,
+            shards: row.get::<_, i64>(3) as u64,
+            bytes: row.get::<_, i64>(4) as u64,
+            manifest: row.get(5),
+            digest: row.get(6),
+            message: row.get(7),
+        }))
     }
 
     async fn head(&self, job: &str) -> Result<Option<RecordedHead>, CatalogError> {

@@ -94,9 +94,30 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("CacheTier.spec.server.rateLimit.requestsPerSecond", Worker),
     ("CacheTier.spec.server.rateLimit.burst", NotYet("a burst above the per-key rate (issue 20)")),
     ("CacheTier.spec.server.resources.*", Controller("the serve container's resources")),
+    // TrainingExport
+    ("TrainingExport.spec.sourceRef.name", Controller("the ChainSource the spec is built from")),
+    ("TrainingExport.spec.range.startSlot", Worker),
+    ("TrainingExport.spec.range.endSlot", Worker),
+    ("TrainingExport.spec.window.*", NotYet("a time window (refused: WindowNotSupported)")),
+    ("TrainingExport.spec.filters.programs", Worker),
+    ("TrainingExport.spec.filters.successOnly", Worker),
+    ("TrainingExport.spec.filters.includeVotes", Worker),
+    ("TrainingExport.spec.template.builtin", Worker),
+    ("TrainingExport.spec.template.inline", NotYet("inline templates (refused: InlineTemplateNotSupported)")),
+    ("TrainingExport.spec.tokenizer.encoding", Worker),
+    ("TrainingExport.spec.sequenceLength", Worker),
+    ("TrainingExport.spec.output.url", Worker),
+    ("TrainingExport.spec.output.credentialsSecretRef.name", Controller("pod variables from the Secret")),
+    ("TrainingExport.spec.output.credentialsSecretRef.key", Controller("pod variables from the Secret")),
+    ("TrainingExport.spec.output.formats", Worker),
+    ("TrainingExport.spec.output.shardSize", Worker),
+    ("TrainingExport.spec.split.validationFraction", Worker),
+    ("TrainingExport.spec.split.seed", Worker),
+    ("TrainingExport.spec.dedup.exact", Worker),
+    ("TrainingExport.spec.dedup.nearDuplicate.*", NotYet("near-duplicate removal (said in Ready)")),
+    ("TrainingExport.spec.resources.*", Controller("the export container's resources")),
     // Kinds without a worker in this build (their status says so).
     ("RetentionPolicy.spec.*", NotYet("the retention worker (issue 14)")),
-    ("TrainingExport.spec.*", NotYet("the export worker (issue 15)")),
 ];
 
 /// How `path` is used, if listed (an exact entry, or a `.*` subtree).
@@ -245,14 +266,15 @@ mod tests {
         })
     }
 
-    /// The worker specs the examples make, as JSON (an error counts as an answer).
-    fn worker_specs(source: &Value, job: &Value, follow: &Value, tier: &Value, history: &Value) -> Vec<String> {
-        let source = serde_json::from_value(source.clone());
+    /// The worker specs the examples make, as JSON (an error counts as an
+    /// answer): `[source, backfill, follow, tier, history, export]`.
+    fn worker_specs(objects: &[Value]) -> Vec<String> {
+        let source = serde_json::from_value(objects[0].clone());
         let Ok(source) = source else { return vec![format!("bad ChainSource: {source:?}")] };
-        let tier: Result<crate::crd::CacheTier, _> = serde_json::from_value(tier.clone());
+        let tier: Result<crate::crd::CacheTier, _> = serde_json::from_value(objects[3].clone());
         let Ok(tier) = tier else { return vec![format!("bad CacheTier: {tier:?}")] };
         let mut out = Vec::new();
-        for job in [job, follow, history] {
+        for job in [&objects[1], &objects[2], &objects[4]] {
             out.push(match serde_json::from_value(job.clone()) {
                 Ok(job) => {
                     format!("{:?}", ingest_spec(&job, &source, std::slice::from_ref(&tier)).map(|s| s.to_json()))
@@ -261,6 +283,12 @@ mod tests {
             });
         }
         out.push(format!("{:?}", serve_spec(&tier, &source).map(|s| s.to_json())));
+        out.push(match serde_json::from_value(objects[5].clone()) {
+            Ok(export) => {
+                format!("{:?}", crate::controller::training_export::export_spec(&export, &source).map(|s| s.to_json()))
+            }
+            Err(e) => format!("bad TrainingExport: {e}"),
+        });
         out
     }
 
@@ -273,8 +301,9 @@ mod tests {
             example("ingestjob-follow.yaml"),
             example("cachetier.yaml"),
             example("ingestjob-bigquery.yaml"),
+            example("trainingexport.yaml"),
         ];
-        let before = worker_specs(&base[0], &base[1], &base[2], &base[3], &base[4]);
+        let before = worker_specs(&base);
         let mut unchanged = BTreeSet::new();
         for (path, schema) in all_fields() {
             if field_use(&path) != Some(Worker) {
@@ -286,6 +315,7 @@ mod tests {
                 "ChainSource" => &[0],
                 "IngestJob" => &[1, 2, 4],
                 "CacheTier" => &[3],
+                "TrainingExport" => &[5],
                 other => panic!("no example for {other}"),
             };
             let mut changed = false;
@@ -293,7 +323,7 @@ mod tests {
                 let mut objects = base.clone();
                 let current = get(&objects[index], &parts).cloned();
                 set(&mut objects[index], &parts, other(&schema, current.as_ref())).unwrap();
-                changed |= worker_specs(&objects[0], &objects[1], &objects[2], &objects[3], &objects[4]) != before;
+                changed |= worker_specs(&objects) != before;
             }
             if !changed {
                 unchanged.insert(path);

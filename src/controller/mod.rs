@@ -18,6 +18,7 @@ pub mod progress;
 mod scenarios;
 pub mod served;
 pub mod status;
+pub mod training_export;
 pub mod workload;
 
 /// The first document of `examples/FILE`, with the uid the API server would
@@ -100,7 +101,7 @@ pub async fn run(config: ControllerConfig, shutdown: CancellationToken) -> anyho
                 cache_tier::run(ctx.clone(), stopper(&controllers)),
                 chain_source::run(ctx.clone(), stopper(&controllers)),
                 not_built::run::<crate::crd::RetentionPolicy>(ctx.clone(), stopper(&controllers)),
-                not_built::run::<crate::crd::TrainingExport>(ctx.clone(), stopper(&controllers)),
+                training_export::run(ctx.clone(), stopper(&controllers)),
                 sweep_orphans(ctx.clone(), sweep, controllers.clone()),
             )
         })

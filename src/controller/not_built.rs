@@ -1,5 +1,5 @@
 //! Kinds the API accepts whose workers this build does not have yet
-//! (`RetentionPolicy`, `TrainingExport`): each object is told so in its
+//! (`RetentionPolicy`): each object is told so in its
 //! status — `Ready=False` with reason `WorkerNotBuilt` and what does not
 //! happen — instead of being silently ignored. When a worker lands, its kind
 //! gets a reconciler of its own and leaves this file.
@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use super::context::{Context, Error};
 use super::pipeline::Kind;
 use super::status::{Reported, condition, report};
-use crate::crd::{RetentionPolicy, TrainingExport};
+use crate::crd::RetentionPolicy;
 
 /// The reason every such object reports.
 pub const REASON: &str = "WorkerNotBuilt";
@@ -26,15 +26,8 @@ pub trait NotBuilt: Reported {
 /// What a RetentionPolicy's status says.
 pub const RETENTION: &str =
     "the retention worker is not in this Chronicle build yet: nothing is pruned and no GC rule is set";
-/// What a TrainingExport's status says.
-pub const EXPORT: &str = "the export worker is not in this Chronicle build yet: no dataset is written";
-
 impl NotBuilt for RetentionPolicy {
     const WHAT: &'static str = RETENTION;
-}
-
-impl NotBuilt for TrainingExport {
-    const WHAT: &'static str = EXPORT;
 }
 
 pub(crate) async fn reconcile<K: NotBuilt>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {

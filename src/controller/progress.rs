@@ -100,27 +100,31 @@ fn source_head(recorded: RecordedHead, chain_head: Option<u64>) -> SourceHeadSta
     }
 }
 
-/// Reads `job`'s progress; Err says why it cannot be known (never a secret).
-pub async fn read(ctx: &Context, job: &IngestJob, source: &ChainSource) -> Result<IngestJobStatus, String> {
+/// The catalog of `source` (its workers' catalog), opened read-only once
+/// per URL; Err says why it cannot be (never a secret).
+pub async fn catalog_of(ctx: &Context, namespace: &str, source: &ChainSource) -> Result<Arc<dyn Catalog>, String> {
     let reference = &source.spec.catalog.connection_secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret =
         secrets.get_opt(&reference.name).await.map_err(|e| format!("reading Secret {}: {e}", reference.name))?;
     let url = secret
         .and_then(|s| s.data?.remove(&reference.key))
         .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
         .ok_or_else(|| format!("Secret {} has no key {}", reference.name, reference.key))?;
-    let catalog = {
-        let mut catalogs = ctx.progress.catalogs.lock().expect("catalogs");
-        match catalogs.get(&url) {
-            Some(catalog) => catalog.clone(),
-            None => {
-                let catalog = catalog::open_reader(&url).map_err(|e| e.to_string())?;
-                catalogs.insert(url, catalog.clone());
-                catalog
-            }
+    let mut catalogs = ctx.progress.catalogs.lock().expect("catalogs");
+    Ok(match catalogs.get(&url) {
+        Some(catalog) => catalog.clone(),
+        None => {
+            let catalog = catalog::open_reader(&url).map_err(|e| e.to_string())?;
+            catalogs.insert(url, catalog.clone());
+            catalog
         }
-    };
+    })
+}
+
+/// Reads `job`'s progress; Err says why it cannot be known (never a secret).
+pub async fn read(ctx: &Context, job: &IngestJob, source: &ChainSource) -> Result<IngestJobStatus, String> {
+    let catalog = catalog_of(ctx, &job.namespace().unwrap_or_default(), source).await?;
     let key = catalog_job(job);
     let progress = match catalog.progress(&key).await {
         Ok(progress) => progress,

@@ -286,10 +286,16 @@ impl PodSecrets {
     /// and the Secret's entries named as AWS names them give the rest.
     fn lake_credentials(&mut self, source: &ChainSource) {
         let Some(lake) = &source.spec.lake else { return };
-        let Some(secret) = &lake.credentials_secret_ref else { return };
-        if lake.url.starts_with("gs://") {
+        if let Some(secret) = &lake.credentials_secret_ref {
+            self.object_store_credentials(&lake.url, secret);
+        }
+    }
+
+    /// Credentials for the object store at `url` (see [`Self::lake_credentials`]).
+    pub fn object_store_credentials(&mut self, url: &str, secret: &SecretKeyRef) {
+        if url.starts_with("gs://") {
             self.env("GOOGLE_SERVICE_ACCOUNT_KEY", secret);
-        } else if lake.url.starts_with("s3://") {
+        } else if url.starts_with("s3://") {
             self.env("AWS_SECRET_ACCESS_KEY", secret);
             for name in ["AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT"] {
                 let mut env = secret_env(name, &SecretKeyRef { name: secret.name.clone(), key: name.into() });

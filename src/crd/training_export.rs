@@ -248,7 +248,7 @@ pub struct TrainingExportStatus {
     /// Where the manifest was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_url: Option<String>,
-    /// SHA-256 over the manifest: identifies the dataset.
+    /// `sha256:` over every shard's path and sha256, in order: identifies the dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

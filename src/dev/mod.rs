@@ -145,7 +145,11 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         ));
     }
     for Placed { object, .. } in &manifests.exports {
-        host.say(&format!("TrainingExport/{}: not run: {}", object.name_any(), crate::controller::not_built::EXPORT));
+        host.say(&format!(
+            "TrainingExport/{}: not run: {}",
+            object.name_any(),
+            crate::controller::training_export::NOT_IN_DEV
+        ));
     }
     host.say("ready");
     let ok = host.wait(options.once).await;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::ingest::{IngestConfig, LakeConfig};
 use super::spec::{
-    ChainSpec, IngestModeSpec, IngestSpec, RpcEndpointSpec, ServeSpec, SourceSpec, SpecError, StoreSpec, duration,
+    ChainSpec, ExportSpec, IngestModeSpec, IngestSpec, RpcEndpointSpec, ServeSpec, SourceSpec, SpecError, StoreSpec,
+    duration,
 };
 use crate::bigquery::BigQueryAccess;
 use crate::chain::Adapter;
@@ -114,6 +115,65 @@ pub fn ingest_config_in(
         lake: spec.lake.as_ref().map(|l| LakeConfig { url: l.url.clone(), network: spec.chain.network.clone() }),
         caches: spec.caches.iter().map(|c| c.resolve_in(lookup)).collect::<Result<_, _>>()?,
     })
+}
+
+/// The export an [`ExportSpec`] describes.
+pub fn export_config(spec: &ExportSpec) -> Result<crate::export::ExportConfig, SpecError> {
+    check_family(&spec.chain)?;
+    let template = crate::export::document::Template::named(&spec.template)
+        .map_err(|reason| SpecError::Invalid { field: "template", reason })?;
+    Ok(crate::export::ExportConfig {
+        chain: spec.chain.family,
+        store: spec.store.url.clone(),
+        store_access: store_access(&spec.store),
+        from: spec.from,
+        to: spec.to,
+        selection: crate::export::document::Selection {
+            programs: spec.programs.clone(),
+            success_only: spec.success_only,
+            include_votes: spec.include_votes,
+        },
+        template,
+        tokenizer: spec.tokenizer,
+        sequence_length: spec.sequence_length as usize,
+        output: spec.output.clone(),
+        formats: spec.formats.clone(),
+        shard_bytes: spec.shard_bytes,
+        validation_fraction: spec.validation_fraction,
+        seed: spec.seed,
+        exact_dedup: spec.exact_dedup,
+        concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    })
+}
+
+/// Runs an export and records what it did in the catalog, for the
+/// TrainingExport's status: `Running` at start, then `Succeeded` with the
+/// counts, manifest and digest, or `Failed` with the reason.
+pub async fn run_export(spec: &ExportSpec) -> anyhow::Result<crate::export::ExportSummary> {
+    use crate::catalog::ExportRecord;
+    let config = export_config(spec)?;
+    let catalog = crate::catalog::open(&spec.catalog.resolve()?).await?;
+    let running = ExportRecord { phase: "Running".into(), ..ExportRecord::default() };
+    catalog.record_export(&spec.job, &running).await?;
+    let record = match crate::export::run(config).await {
+        Ok(summary) => {
+            let record = ExportRecord {
+                phase: "Succeeded".into(),
+                documents: summary.documents,
+                tokens: summary.tokens,
+                shards: summary.shards,
+                bytes: summary.bytes,
+                manifest: Some(summary.manifest.clone()),
+                digest: Some(summary.digest.clone()),
+                message: None,
+            };
+            catalog.record_export(&spec.job, &record).await?;
+            return Ok(summary);
+        }
+        Err(e) => ExportRecord { phase: "Failed".into(), message: Some(e.to_string()), ..ExportRecord::default() },
+    };
+    catalog.record_export(&spec.job, &record).await?;
+    anyhow::bail!("{}", record.message.unwrap_or_default())
 }
 
 /// A node endpoint of a spec, its token read from `lookup`.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::chain_source::{ChainFamily, Commitment};
 use crate::crd::ingest_job::IngestTarget;
+use crate::crd::training_export::{ExportFormat, TokenizerEncoding};
 
 /// The version of this format that this binary writes and reads.
 pub const API_VERSION: &str = "chronicle.dev/worker/v1alpha1";
@@ -39,6 +40,8 @@ pub enum Work {
     /// Every work of one embedded ChainSource, in the one pod that owns its
     /// store (an embedded store admits one process).
     Node(NodeSpec),
+    /// A training dataset from the store's blocks (`TrainingExport`).
+    Export(ExportSpec),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -194,6 +197,34 @@ pub struct IngestSpec {
     /// Redis of each cache tier whose answers new blocks change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caches: Vec<FromEnv>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportSpec {
+    /// The export's identity in the catalog (`namespace/name#uid`).
+    pub job: String,
+    pub chain: ChainSpec,
+    pub store: StoreSpec,
+    pub catalog: FromEnv,
+    pub from: u64,
+    pub to: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<String>,
+    pub success_only: bool,
+    pub include_votes: bool,
+    /// A built-in template's name.
+    pub template: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerEncoding>,
+    pub sequence_length: u32,
+    /// Where the dataset goes (credentials from the pod's environment).
+    pub output: String,
+    pub formats: Vec<ExportFormat>,
+    pub shard_bytes: u64,
+    pub validation_fraction: f64,
+    pub seed: u64,
+    pub exact_dedup: bool,
 }
 
 /// The lake's root (`file://`, `s3://`, `gs://`); credentials come from the

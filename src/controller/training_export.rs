@@ -1,0 +1,309 @@
+//! The `TrainingExport` reconciler: read the export and its `ChainSource` →
+//! build the export Job (one pod running `chronicle worker run` with an
+//! [`ExportSpec`]) → server-side apply it → status from the Job and from the
+//! record the worker keeps in the source's catalog (documents, tokens,
+//! shards, manifest, digest, or why it failed). What this build cannot do
+//! yet (a time window, an inline template, an embedded store) is refused
+//! with the reason; near-duplicate removal, not built yet, is said in `Ready`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+
+use super::children::{managed, prune};
+use super::context::{Context, Error};
+use super::status::{FIELD_MANAGER, condition, report};
+use super::workload::{CATALOG_ENV, PodSecrets, chain_spec, labels, resources, store_spec, worker_pod};
+use crate::crd::ChainSource;
+use crate::crd::common::CommonStatus;
+use crate::crd::training_export::{ExportPhase, TrainingExport, TrainingExportStatus};
+use crate::worker::spec::{ExportSpec, FromEnv, Work, WorkerSpec};
+
+/// What `chronicle dev` says of a TrainingExport manifest.
+pub const NOT_IN_DEV: &str = "exports run as the operator's Jobs, not in dev's process yet; here, run `chronicle worker export --store …` once the ingests are done (dev's store is under --state)";
+
+/// Why an export's workload cannot be built; each is a status reason.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ExportBuildError {
+    #[error("{0}")]
+    UnsupportedChain(String),
+    #[error("spec.window is not supported by this build yet (it needs the slots of a time span): set spec.range")]
+    Window,
+    #[error("spec.template.inline is not supported by this build yet: use a builtin template")]
+    InlineTemplate,
+    #[error("ChainSource {0} has an embedded store, which admits one process: exports from it are not built yet")]
+    EmbeddedStore(String),
+    #[error("spec.output.shardSize {0:?} is not a byte quantity")]
+    ShardSize(String),
+    #[error("the object has no uid yet")]
+    NoUid,
+}
+
+impl ExportBuildError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnsupportedChain(_) => "UnsupportedChain",
+            Self::Window => "WindowNotSupported",
+            Self::InlineTemplate => "InlineTemplateNotSupported",
+            Self::EmbeddedStore(_) => "EmbeddedStoreNotSupported",
+            Self::ShardSize(_) => "InvalidShardSize",
+            Self::NoUid => "NoUid",
+        }
+    }
+}
+
+/// The export's identity in the catalog: a new generation is a new export.
+pub fn catalog_export(export: &TrainingExport) -> String {
+    let generation = export.metadata.generation.unwrap_or_default();
+    format!("{}/{}#g{generation}", export.namespace().unwrap_or_default(), export.name_any())
+}
+
+/// What the export's worker does.
+pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<WorkerSpec, ExportBuildError> {
+    let spec = &export.spec;
+    crate::chain::adapter(source.spec.chain.family).map_err(ExportBuildError::UnsupportedChain)?;
+    if source.spec.store.embedded.is_some() {
+        return Err(ExportBuildError::EmbeddedStore(source.name_any()));
+    }
+    let range = spec.range.as_ref().ok_or(ExportBuildError::Window)?;
+    let template = spec.template.builtin.ok_or(ExportBuildError::InlineTemplate)?;
+    let template = serde_json::to_value(template).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let shard_bytes = quantity_bytes(&spec.output.shard_size.0)
+        .ok_or_else(|| ExportBuildError::ShardSize(spec.output.shard_size.0.clone()))?;
+    Ok(WorkerSpec::new(Work::Export(ExportSpec {
+        job: catalog_export(export),
+        chain: chain_spec(source),
+        store: store_spec(source),
+        catalog: FromEnv::new(CATALOG_ENV),
+        from: range.start_slot,
+        // The CRD's CEL rule guarantees an end for a range.
+        to: range.end_slot.unwrap_or(range.start_slot),
+        programs: spec.filters.programs.clone(),
+        success_only: spec.filters.success_only,
+        include_votes: spec.filters.include_votes,
+        template,
+        tokenizer: Some(spec.tokenizer.encoding),
+        sequence_length: spec.sequence_length,
+        output: spec.output.url.clone(),
+        formats: spec.output.formats.clone(),
+        shard_bytes,
+        validation_fraction: spec.split.validation_fraction,
+        seed: spec.split.seed,
+        exact_dedup: spec.dedup.exact,
+    })))
+}
+
+/// `512Mi`, `1G`, `1048576`: bytes.
+fn quantity_bytes(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let scale: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// The export Job: one pod, retried twice; it runs to completion.
+pub fn export_job(export: &TrainingExport, source: &ChainSource, image: &str) -> Result<Job, ExportBuildError> {
+    let worker = export_spec(export, source)?;
+    let name = export.name_any();
+    let mut secrets = PodSecrets::default();
+    secrets.env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref);
+    if let Some(secret) = &export.spec.output.credentials_secret_ref {
+        secrets.object_store_credentials(&export.spec.output.url, secret);
+    }
+    let mut pod = worker_pod("export", image, &worker, source, secrets, resources(export.spec.resources.as_ref()), 30);
+    pod.restart_policy = Some("Never".into());
+    let labels = labels("TrainingExport", &name, "export");
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-export")),
+            namespace: export.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![export.controller_owner_ref(&()).ok_or(ExportBuildError::NoUid)?]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+fn job_phase(job: &Job) -> ExportPhase {
+    let Some(status) = &job.status else { return ExportPhase::Pending };
+    let done = |kind: &str| status.conditions.iter().flatten().any(|c| c.type_ == kind && c.status == "True");
+    if done("Complete") {
+        ExportPhase::Succeeded
+    } else if done("Failed") {
+        ExportPhase::Failed
+    } else if status.active.unwrap_or(0) > 0 {
+        ExportPhase::Running
+    } else {
+        ExportPhase::Pending
+    }
+}
+
+pub(crate) async fn reconcile(export: Arc<TrainingExport>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = export.namespace().unwrap_or_default();
+    let generation = export.metadata.generation;
+    let previous = export.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();
+    let sources: Api<ChainSource> = Api::namespaced(ctx.client.clone(), &namespace);
+    let source = sources.get_opt(&export.spec.source_ref.name).await?;
+    let built = match &source {
+        None => Err(("SourceNotFound", format!("ChainSource {} does not exist", export.spec.source_ref.name))),
+        Some(source) => export_job(&export, source, &ctx.image).map_err(|e| (e.reason(), e.to_string())),
+    };
+    let mut status = TrainingExportStatus::default();
+    let conditions = match built {
+        Err((reason, message)) => {
+            prune::<Job, _>(&ctx, export.as_ref(), &[]).await?;
+            status.phase = Some(ExportPhase::Pending);
+            vec![
+                condition("Ready", false, reason, &message, generation, &previous),
+                condition("Progressing", false, reason, &message, generation, &previous),
+                condition("Degraded", true, reason, &message, generation, &previous),
+            ]
+        }
+        Ok(desired) => {
+            let api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+            let child = desired.metadata.name.clone().unwrap_or_default();
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            // A new generation is a new export: its Job replaces the last one.
+            let applied = match api.patch(&child, &params, &Patch::Apply(&desired)).await {
+                Err(kube::Error::Api(e)) if e.code == 422 => {
+                    super::children::delete(&api, &child).await?;
+                    api.patch(&child, &params, &Patch::Apply(&desired)).await?
+                }
+                applied => applied?,
+            };
+            prune::<Job, _>(&ctx, export.as_ref(), &[&child]).await?;
+            let mut phase = job_phase(&applied);
+            if let Some(state) = &applied.status {
+                (status.start_time, status.completion_time) = (state.start_time.clone(), state.completion_time.clone());
+            }
+            let mut message = format!("export Job {child}");
+            let source = source.as_ref().expect("built from its source");
+            match super::progress::catalog_of(&ctx, &namespace, source).await {
+                Ok(catalog) => match catalog.export(&catalog_export(&export)).await {
+                    Ok(Some(record)) => {
+                        (status.documents, status.tokens, status.shards, status.bytes) =
+                            (record.documents, record.tokens, record.shards, record.bytes);
+                        (status.manifest_url, status.dataset_digest) = (record.manifest, record.digest);
+                        if let Some(reason) = record.message {
+                            message = format!("{message}: {reason}");
+                        }
+                        if record.phase == "Failed" && phase != ExportPhase::Succeeded {
+                            phase = ExportPhase::Failed;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => message = format!("{message}; progress unknown: {e}"),
+                },
+                Err(reason) => message = format!("{message}; progress unknown: {reason}"),
+            }
+            let mut ready = message.clone();
+            if let Some(near) = &export.spec.dedup.near_duplicate {
+                ready = format!(
+                    "{ready}; dedup.nearDuplicate (threshold {}) is not applied by this build: exact duplicates only",
+                    near.threshold
+                );
+            }
+            status.phase = Some(phase);
+            let reason = format!("{phase:?}");
+            vec![
+                condition("Ready", phase == ExportPhase::Succeeded, &reason, &ready, generation, &previous),
+                condition(
+                    "Progressing",
+                    matches!(phase, ExportPhase::Pending | ExportPhase::Running),
+                    &reason,
+                    &message,
+                    generation,
+                    &previous,
+                ),
+                condition("Degraded", phase == ExportPhase::Failed, &reason, &message, generation, &previous),
+            ]
+        }
+    };
+    let running = matches!(status.phase, Some(ExportPhase::Pending | ExportPhase::Running));
+    status.common = CommonStatus { observed_generation: generation, conditions };
+    report(&ctx, export.as_ref(), &status).await?;
+    Ok(Action::requeue(Duration::from_secs(if running { 15 } else { 300 })))
+}
+
+/// Runs the TrainingExport controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let children = watcher::Config::default().labels(&managed());
+    let controller =
+        super::pipeline::controller::<TrainingExport>(&ctx.client).owns(Api::<Job>::all(ctx.client.clone()), children);
+    super::pipeline::run(ctx, controller, shutdown, reconcile).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::training_export::TokenizerEncoding;
+
+    #[test]
+    fn an_export_is_a_job_whose_spec_says_what_to_export() {
+        let mut export: TrainingExport = crate::controller::example("trainingexport.yaml", |_| {});
+        export.metadata.uid = Some("uid-1".into());
+        export.metadata.generation = Some(3);
+        let source: ChainSource = crate::controller::example("chainsource-solana-mainnet.yaml", |_| {});
+        export.spec.range = Some(crate::crd::common::SlotRange { start_slot: 100, end_slot: Some(200) });
+        let job = export_job(&export, &source, "chronicle:test").unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let value = pod.containers[0].env.iter().flatten().find(|e| e.name == crate::worker::spec::SPEC_ENV).unwrap();
+        let Work::Export(spec) = WorkerSpec::from_json(value.value.as_deref().unwrap()).unwrap().work else {
+            panic!("an export spec")
+        };
+        assert_eq!((spec.from, spec.to, spec.job.as_str()), (100, 200, "chronicle/defi-2025-01#g3"));
+        assert_eq!(
+            (spec.template.as_str(), spec.tokenizer),
+            ("transaction-summary", Some(TokenizerEncoding::Cl100kBase))
+        );
+        assert_eq!(spec.shard_bytes, 512 << 20);
+        assert!(spec.success_only && !spec.include_votes && spec.exact_dedup);
+        let env = pod.containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "GOOGLE_SERVICE_ACCOUNT_KEY"), "the output's credentials");
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let mut windowed = export.clone();
+        windowed.spec.range = None;
+        windowed.spec.window = Some(crate::crd::training_export::TimeWindow {
+            start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            end: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        });
+        assert_eq!(export_job(&windowed, &source, "x"), Err(ExportBuildError::Window));
+        let embedded: ChainSource = crate::controller::example("chainsource-solana-embedded.yaml", |_| {});
+        assert!(matches!(export_job(&export, &embedded, "x"), Err(ExportBuildError::EmbeddedStore(_))));
+    }
+
+    #[test]
+    fn shard_sizes_are_byte_quantities() {
+        assert_eq!(quantity_bytes("512Mi"), Some(512 << 20));
+        assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
+        assert_eq!(quantity_bytes("1000"), Some(1000));
+        assert_eq!(quantity_bytes("1.5Gi"), None);
+    }
+}
