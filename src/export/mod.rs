@@ -149,23 +149,24 @@ pub async fn run_with(source: Arc<dyn DocumentSource>, config: ExportConfig) -> 
     let mut seen = HashSet::new();
     let (mut documents, mut duplicates) = (0u64, 0u64);
 
-    // Blocks are read, rendered and tokenized in parallel, and taken in order.
+    // Blocks are read, rendered and tokenized in parallel (one task each, so
+    // on every core), and taken in order.
     let rendered = futures::stream::iter(blocks)
         .map(|number| {
             let (source, selection, template, tokenizer) =
                 (source.clone(), config.selection.clone(), config.template, tokenizer.clone());
-            async move {
+            let task = tokio::spawn(async move {
                 let docs = source.documents(number, &selection, template).await?;
-                let encoded = tokio::task::spawn_blocking(move || {
+                Ok::<_, String>(
                     docs.into_iter()
                         .map(|doc| {
                             let tokens = tokenizer.as_ref().map(|t| t.encode(&doc.text)).unwrap_or_default();
                             (doc, tokens)
                         })
-                        .collect::<Vec<_>>()
-                });
-                encoded.await.map_err(|e| format!("block {number}: rendering failed: {e}"))
-            }
+                        .collect::<Vec<_>>(),
+                )
+            });
+            async move { task.await.map_err(|e| format!("block {number}: rendering failed: {e}"))? }
         })
         .buffered(config.concurrency.max(1));
     futures::pin_mut!(rendered);
