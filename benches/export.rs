@@ -54,6 +54,7 @@ fn main() {
             seed: 0,
             // Replayed blocks repeat their transactions: keep them all, so every block counts.
             exact_dedup: false,
+            near_duplicate: None,
             concurrency: cores * 2,
         };
         let started = Instant::now();

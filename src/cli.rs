@@ -322,6 +322,9 @@ pub struct ExportArgs {
     /// Keep documents with the same text.
     #[arg(long)]
     pub no_dedup: bool,
+    /// Drop documents at least this similar to a kept one (0.5–1, MinHash of word 3-grams).
+    #[arg(long)]
+    pub near_duplicate: Option<f64>,
     /// Blocks read and rendered at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -564,11 +567,13 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         validation_fraction: args.validation_fraction,
         seed: args.seed,
         exact_dedup: !args.no_dedup,
+        near_duplicate: args.near_duplicate,
         concurrency: args.concurrency,
     };
     let summary = crate::export::run(config).await?;
     tracing::info!(
-        documents = summary.documents, duplicates = summary.duplicates, tokens = summary.tokens,
+        documents = summary.documents, duplicates = summary.duplicates,
+        near_duplicates = summary.near_duplicates, tokens = summary.tokens,
         shards = summary.shards, bytes = summary.bytes, digest = %summary.digest, manifest = %summary.manifest,
         "export published"
     );

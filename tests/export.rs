@@ -207,6 +207,7 @@ async fn the_export_worker_records_its_outcome_in_the_catalog() {
         validation_fraction: 0.1,
         seed: 1,
         exact_dedup: true,
+        near_duplicate: None,
     };
     let run = |spec: ExportSpec| {
         let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
@@ -233,4 +234,72 @@ async fn the_export_worker_records_its_outcome_in_the_catalog() {
     let failed = opened.export("empty").await.unwrap().expect("a record");
     assert_eq!(failed.phase, "Failed");
     assert!(failed.message.unwrap().contains("the range 300000000..=200000000 is empty"));
+}
+
+/// Near duplicates: the real blocks' transactions of one program render to
+/// summaries that differ in a few words; at a threshold of 0.6 some are
+/// dropped and counted, the same ones every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_duplicates_are_dropped_and_counted_the_same_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_real_blocks(dir.path()).await;
+    let manifest = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let (ok, log) = export(&store, &out, &[&RANGE[..], &["--include-votes"], extra].concat());
+        assert!(ok, "{log}");
+        serde_json::from_slice::<Value>(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap()
+    };
+    let all = manifest("all", &[]);
+    let near = manifest("near", &["--near-duplicate", "0.6"]);
+    let again = manifest("again", &["--near-duplicate", "0.6"]);
+    let documents =
+        |m: &Value| m["documents"]["train"].as_u64().unwrap() + m["documents"]["validation"].as_u64().unwrap();
+    let dropped = near["near_duplicates"].as_u64().unwrap();
+    assert!(dropped > 0, "{near}");
+    assert_eq!(documents(&near) + dropped, documents(&all), "every document kept or counted");
+    assert_eq!(near["digest"], again["digest"]);
+    assert_eq!(near["near_duplicate_threshold"], 0.6);
+}
+
+/// An export killed (SIGKILL) once its first shards are written publishes
+/// nothing; run again, it publishes the same manifest, digest and shards
+/// as an export left alone. (The rerun redoes the export whole: resuming
+/// past finished shards is not built yet.) 400 blocks: the real ones
+/// replayed, so that the export runs long enough to be killed midway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_export_run_again_gives_the_same_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("embedded://{}", dir.path().join("ledger").display());
+    let store = chronicle::store::open(&url).await.unwrap();
+    for (slot, block) in support::replayed(1_000_000, 400) {
+        store.write_block(slot, &block, &[]).await.unwrap();
+    }
+    store.sync().await.unwrap();
+    drop(store);
+    let args = ["--from", "1000000", "--to", "1000399", "--include-votes", "--no-dedup", "--shard-bytes", "4096"];
+    let args = [&args[..], &["--tokenizer", "cl100k_base", "--formats", "jsonl,tokens"]].concat();
+    let undisturbed = dir.path().join("undisturbed");
+    let (ok, log) = export(&url, &undisturbed, &args);
+    assert!(ok, "{log}");
+
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "export", "--store", &url, "--out", &format!("file://{}", killed.display())])
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !killed.join("data/train-00002.jsonl.zst").exists() {
+        assert!(std::time::Instant::now() < deadline, "no shard written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("manifest.json").exists(), "a killed export publishes no manifest");
+    let (ok, log) = export(&url, &killed, &args);
+    assert!(ok, "{log}");
+    let read = |dir: &Path| std::fs::read(dir.join("manifest.json")).unwrap();
+    assert_eq!(read(&undisturbed), read(&killed), "the same manifest, digest and shard list");
 }

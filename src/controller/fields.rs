@@ -114,7 +114,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("TrainingExport.spec.split.validationFraction", Worker),
     ("TrainingExport.spec.split.seed", Worker),
     ("TrainingExport.spec.dedup.exact", Worker),
-    ("TrainingExport.spec.dedup.nearDuplicate.*", NotYet("near-duplicate removal (said in Ready)")),
+    ("TrainingExport.spec.dedup.nearDuplicate.threshold", Worker),
     ("TrainingExport.spec.resources.*", Controller("the export container's resources")),
     // Kinds without a worker in this build (their status says so).
     ("RetentionPolicy.spec.*", NotYet("the retention worker (issue 14)")),

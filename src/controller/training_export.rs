@@ -4,7 +4,7 @@
 //! record the worker keeps in the source's catalog (documents, tokens,
 //! shards, manifest, digest, or why it failed). What this build cannot do
 //! yet (a time window, an inline template, an embedded store) is refused
-//! with the reason; near-duplicate removal, not built yet, is said in `Ready`.
+//! with the reason.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +97,7 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
         validation_fraction: spec.split.validation_fraction,
         seed: spec.split.seed,
         exact_dedup: spec.dedup.exact,
+        near_duplicate: spec.dedup.near_duplicate.as_ref().map(|n| n.threshold),
     })))
 }
 
@@ -223,17 +224,10 @@ pub(crate) async fn reconcile(export: Arc<TrainingExport>, ctx: Arc<Context>) ->
                 },
                 Err(reason) => message = format!("{message}; progress unknown: {reason}"),
             }
-            let mut ready = message.clone();
-            if let Some(near) = &export.spec.dedup.near_duplicate {
-                ready = format!(
-                    "{ready}; dedup.nearDuplicate (threshold {}) is not applied by this build: exact duplicates only",
-                    near.threshold
-                );
-            }
             status.phase = Some(phase);
             let reason = format!("{phase:?}");
             vec![
-                condition("Ready", phase == ExportPhase::Succeeded, &reason, &ready, generation, &previous),
+                condition("Ready", phase == ExportPhase::Succeeded, &reason, &message, generation, &previous),
                 condition(
                     "Progressing",
                     matches!(phase, ExportPhase::Pending | ExportPhase::Running),

@@ -62,6 +62,9 @@ pub struct Manifest {
     pub seed: u64,
     pub exact_dedup: bool,
     pub exact_duplicates: u64,
+    /// MinHash over word 3-grams; none: off.
+    pub near_duplicate_threshold: Option<f64>,
+    pub near_duplicates: u64,
     pub documents: SplitCounts,
     pub shards: Vec<ShardEntry>,
     /// `sha256:` of every shard's `path sha256` line, in order.
@@ -98,6 +101,7 @@ impl Manifest {
         tokenizer: Option<&Tokenizer>,
         shards: Vec<ShardEntry>,
         exact_duplicates: u64,
+        near_duplicates: u64,
     ) -> Self {
         let mut documents = SplitCounts::default();
         // Every format of a shard holds the same documents: count one.
@@ -136,6 +140,8 @@ impl Manifest {
             seed: config.seed,
             exact_dedup: config.exact_dedup,
             exact_duplicates,
+            near_duplicate_threshold: config.near_duplicate,
+            near_duplicates,
             documents,
             shards,
             digest: format!("sha256:{}", hex(&hasher.finalize())),
@@ -218,7 +224,7 @@ impl Manifest {
         format!(
             "{yaml}# Transactions of {}, slots {}–{}\n\nExported by Chronicle {} with template `{}` \
              (program names: `{}`): {} training and {} validation documents, split by content hash \
-             with seed {}; {} exact duplicates dropped. Dataset digest `{}`; every shard's sha256 is \
+             with seed {}; {} exact and {} near duplicates dropped. Dataset digest `{}`; every shard's sha256 is \
              in `manifest.json`.\n\n`datasets.load_dataset(\"<this directory>\")` loads the text; Parquet \
              shards (`data/*.parquet`, same documents) load with `load_dataset(\"parquet\", \
              data_files={{\"train\": \"data/train-*.parquet\", \"validation\": \"data/validation-*.parquet\"}})`.\n\n\
@@ -234,6 +240,7 @@ impl Manifest {
             self.documents.validation,
             self.seed,
             self.exact_duplicates,
+            self.near_duplicates,
             self.digest,
         )
     }

@@ -2,7 +2,8 @@
 //! canonical store. The blocks of a slot range become documents (one per
 //! selected transaction, rendered through a built-in template, with their
 //! metadata: `document.rs`, each chain's renderer under `chain/`), are
-//! deduplicated by content and split into train and validation by content
+//! deduplicated by content (and, when asked, by similarity:
+//! `near_duplicates.rs`) and split into train and validation by content
 //! hash and seed, and are written as shards (`shards.rs`): JSONL (zstd),
 //! Parquet and llm.c token files (`tokens.rs`). Then a dataset card and,
 //! last, `manifest.json` (`manifest.rs`): a reader that finds the manifest
@@ -15,6 +16,7 @@
 
 pub mod document;
 pub mod manifest;
+pub mod near_duplicates;
 pub mod shards;
 pub mod tokens;
 
@@ -27,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use self::document::{Document, Selection, Template};
 use self::manifest::{Manifest, Split};
+use self::near_duplicates::NearDuplicates;
 use self::shards::ShardWriter;
 use self::tokens::Tokenizer;
 use crate::chain::{self, Adapter, ChainAdapter};
@@ -74,6 +77,9 @@ pub struct ExportConfig {
     pub validation_fraction: f64,
     pub seed: u64,
     pub exact_dedup: bool,
+    /// Drop documents at least this similar (estimated Jaccard of word
+    /// 3-grams) to a kept one; none: off.
+    pub near_duplicate: Option<f64>,
     /// Blocks read and rendered at once.
     pub concurrency: usize,
 }
@@ -83,6 +89,7 @@ pub struct ExportConfig {
 pub struct ExportSummary {
     pub documents: u64,
     pub duplicates: u64,
+    pub near_duplicates: u64,
     pub tokens: u64,
     pub shards: u64,
     pub bytes: u64,
@@ -123,6 +130,9 @@ fn check(config: &ExportConfig) -> Result<(), ExportError> {
     if config.sequence_length == 0 {
         return invalid("sequenceLength must be at least 1".into());
     }
+    if config.near_duplicate.is_some_and(|t| !(0.5..=1.0).contains(&t)) {
+        return invalid(format!("a near-duplicate threshold of {:?} is not in [0.5, 1]", config.near_duplicate));
+    }
     if !(0.0..0.5).contains(&config.validation_fraction) {
         return invalid(format!("validationFraction {} is not in [0, 0.5)", config.validation_fraction));
     }
@@ -147,21 +157,29 @@ pub async fn run_with(source: Arc<dyn DocumentSource>, config: ExportConfig) -> 
     let mut writers = [Split::Train, Split::Validation]
         .map(|split| ShardWriter::new(store.clone(), root.clone(), split, &config, tokenizer.clone()));
     let mut seen = HashSet::new();
-    let (mut documents, mut duplicates) = (0u64, 0u64);
+    let (mut near, signer) = match config.near_duplicate {
+        Some(threshold) => {
+            let (index, signer) = NearDuplicates::new(threshold);
+            (Some(index), Some(signer))
+        }
+        None => (None, None),
+    };
+    let (mut documents, mut duplicates, mut near_duplicates) = (0u64, 0u64, 0u64);
 
     // Blocks are read, rendered and tokenized in parallel (one task each, so
     // on every core), and taken in order.
     let rendered = futures::stream::iter(blocks)
         .map(|number| {
-            let (source, selection, template, tokenizer) =
-                (source.clone(), config.selection.clone(), config.template, tokenizer.clone());
+            let (source, selection, template, tokenizer, signer) =
+                (source.clone(), config.selection.clone(), config.template, tokenizer.clone(), signer.clone());
             let task = tokio::spawn(async move {
                 let docs = source.documents(number, &selection, template).await?;
                 Ok::<_, String>(
                     docs.into_iter()
                         .map(|doc| {
                             let tokens = tokenizer.as_ref().map(|t| t.encode(&doc.text)).unwrap_or_default();
-                            (doc, tokens)
+                            let signature = signer.as_ref().map(|s| s.signature(&doc.text));
+                            (doc, tokens, signature)
                         })
                         .collect::<Vec<_>>(),
                 )
@@ -171,10 +189,16 @@ pub async fn run_with(source: Arc<dyn DocumentSource>, config: ExportConfig) -> 
         .buffered(config.concurrency.max(1));
     futures::pin_mut!(rendered);
     while let Some(block) = rendered.next().await {
-        for (document, tokens) in block.map_err(ExportError::Source)? {
+        for (document, tokens, signature) in block.map_err(ExportError::Source)? {
             let hash = document.content_hash();
             if config.exact_dedup && !seen.insert(hash) {
                 duplicates += 1;
+                continue;
+            }
+            if let (Some(index), Some(signature)) = (near.as_mut(), signature)
+                && index.is_duplicate(signature)
+            {
+                near_duplicates += 1;
                 continue;
             }
             documents += 1;
@@ -186,11 +210,13 @@ pub async fn run_with(source: Arc<dyn DocumentSource>, config: ExportConfig) -> 
     for writer in writers {
         shards.extend(writer.finish().await.map_err(ExportError::Output)?);
     }
-    let manifest = Manifest::new(&config, source.registry_version(), tokenizer.as_deref(), shards, duplicates);
+    let manifest =
+        Manifest::new(&config, source.registry_version(), tokenizer.as_deref(), shards, duplicates, near_duplicates);
     let url = manifest.publish(store.as_ref(), &root, &config.output).await.map_err(ExportError::Output)?;
     Ok(ExportSummary {
         documents,
         duplicates,
+        near_duplicates,
         tokens: manifest.total_tokens(),
         shards: manifest.shards.len() as u64,
         bytes: manifest.shards.iter().map(|s| s.bytes).sum(),

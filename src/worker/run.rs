@@ -142,6 +142,7 @@ pub fn export_config(spec: &ExportSpec) -> Result<crate::export::ExportConfig, S
         validation_fraction: spec.validation_fraction,
         seed: spec.seed,
         exact_dedup: spec.exact_dedup,
+        near_duplicate: spec.near_duplicate,
         concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
     })
 }

@@ -225,6 +225,9 @@ pub struct ExportSpec {
     pub validation_fraction: f64,
     pub seed: u64,
     pub exact_dedup: bool,
+    /// Near-duplicate threshold (MinHash); none: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near_duplicate: Option<f64>,
 }
 
 /// The lake's root (`file://`, `s3://`, `gs://`); credentials come from the
