@@ -147,6 +147,8 @@ async fn a_bigquery_backfill_lands_the_seeded_rows_in_the_lake_once() {
     let catalog = catalog::open(&format!("embedded://{}", dir.path().join("catalog").display())).await.unwrap();
     let partitions = catalog.partitions("bq").await.unwrap();
     assert_eq!(partitions.len(), 7, "{partitions:?}");
+    let shards = catalog.progress("bq").await.unwrap().shards;
+    assert_eq!(shards[0].1.duplicates_dropped, 1, "the repeated transaction is counted (status.duplicatesDropped)");
     for partition in &partitions {
         let read = support::pyarrow_read(&dir.path().join("lake").join(&partition.path));
         let rows = read["rows"].as_array().unwrap().clone();

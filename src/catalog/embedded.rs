@@ -178,6 +178,7 @@ impl Catalog for EmbeddedCatalog {
             batch.insert(&self.partitions, key, serde_json::to_vec(partition).expect("records serialize"));
         }
         state.blocks_written += outcome.written.len() as u64;
+        state.duplicates_dropped += outcome.duplicates;
         state.bytes_written += outcome.bytes;
         if let Some(checkpoint) = outcome.checkpoint {
             state.checkpoint = Some(state.checkpoint.map_or(checkpoint, |c| c.max(checkpoint)));

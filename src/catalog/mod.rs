@@ -40,6 +40,9 @@ pub struct ShardState {
     pub slots_skipped: u64,
     pub gaps_found: u64,
     pub gaps_repaired: u64,
+    /// Rows the source gave more than once, kept once.
+    #[serde(default)]
+    pub duplicates_dropped: u64,
 }
 
 /// The result of one batch, committed in one transaction after its blocks
@@ -57,6 +60,8 @@ pub struct BatchOutcome {
     pub repaired: Vec<BlockNumber>,
     /// Lake objects the batch wrote, committed with it.
     pub partitions: Vec<LakePartition>,
+    /// Rows the source gave more than once in this batch (kept once).
+    pub duplicates: u64,
 }
 
 /// One Parquet object of the lake: `table`'s rows of blocks `first..=last`.

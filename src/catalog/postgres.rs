@@ -29,7 +29,8 @@ fn slot_to_sql(slot: BlockNumber) -> i64 {
 }
 
 /// A shard's state from a row whose columns from `first` on are checkpoint,
-/// blocks_written, bytes_written, slots_skipped, gaps_found, gaps_repaired.
+/// blocks_written, bytes_written, slots_skipped, gaps_found, gaps_repaired,
+/// duplicates_dropped.
 fn state_of(row: &tokio_postgres::Row, first: usize) -> ShardState {
     let count = |i: usize| row.get::<_, i64>(first + i) as u64;
     ShardState {
@@ -39,6 +40,7 @@ fn state_of(row: &tokio_postgres::Row, first: usize) -> ShardState {
         slots_skipped: count(3),
         gaps_found: count(4),
         gaps_repaired: count(5),
+        duplicates_dropped: count(6),
     }
 }
 
@@ -118,8 +120,8 @@ impl Catalog for PostgresCatalog {
                 )
                 .await?;
                 c.query_one(
-                    "SELECT start_slot, end_slot, checkpoint, blocks_written, bytes_written, slots_skipped, gaps_found, gaps_repaired
-                     FROM ingest_shards WHERE job = $1 AND shard = $2",
+                    "SELECT start_slot, end_slot, checkpoint, blocks_written, bytes_written, slots_skipped, gaps_found, gaps_repaired,
+                     duplicates_dropped FROM ingest_shards WHERE job = $1 AND shard = $2",
                     &[&job, &(range.shard as i32)],
                 )
                 .await
@@ -146,6 +148,7 @@ impl Catalog for PostgresCatalog {
         let gap_slots = slots_to_sql(&outcome.gaps.iter().map(|(s, _)| *s).collect::<Vec<_>>());
         let gap_reasons: Vec<&str> = outcome.gaps.iter().map(|(_, r)| r.as_str()).collect();
         let partitions = &outcome.partitions;
+        let duplicates = i64::try_from(outcome.duplicates).unwrap_or(i64::MAX);
         self.with_client(async |c| {
             let tx = c.transaction().await?;
             let new_skips: i64 = tx
@@ -186,9 +189,9 @@ impl Catalog for PostgresCatalog {
                     checkpoint = CASE WHEN $3::bigint IS NULL THEN checkpoint ELSE GREATEST(COALESCE(checkpoint, $3), $3) END,
                     blocks_written = blocks_written + $4, bytes_written = bytes_written + $5,
                     slots_skipped = slots_skipped + $6, gaps_found = gaps_found + $7, gaps_repaired = gaps_repaired + $8,
-                    updated_at = now()
+                    duplicates_dropped = duplicates_dropped + $9, updated_at = now()
                  WHERE job = $1 AND shard = $2",
-                &[&job, &(shard as i32), &checkpoint, &written, &bytes, &new_skips, &new_gaps, &repaired],
+                &[&job, &(shard as i32), &checkpoint, &written, &bytes, &new_skips, &new_gaps, &repaired, &duplicates],
             )
             .await?;
             tx.commit().await
@@ -224,8 +227,8 @@ impl Catalog for PostgresCatalog {
         let rows = self
             .with_client(async |c| {
                 c.query(
-                    "SELECT shard, start_slot, end_slot, checkpoint, blocks_written, bytes_written, slots_skipped, gaps_found, gaps_repaired
-                     FROM ingest_shards WHERE job = $1 ORDER BY shard",
+                    "SELECT shard, start_slot, end_slot, checkpoint, blocks_written, bytes_written, slots_skipped, gaps_found, gaps_repaired,
+                     duplicates_dropped FROM ingest_shards WHERE job = $1 ORDER BY shard",
                     &[&job],
                 )
                 .await

@@ -17,7 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::children::{delete, managed, prune};
 use super::context::{Context, Error};
-use super::status::{FIELD_MANAGER, condition, publish, report};
+use super::status::{FIELD_MANAGER, JobState, condition, job_state, publish, report};
 use super::workload::{IngestWorkload, ingest_spec, ingest_workload};
 use crate::crd::common::CommonStatus;
 use crate::crd::ingest_job::{IngestJob, IngestJobStatus, IngestMode, IngestPhase};
@@ -25,19 +25,12 @@ use crate::crd::{CacheTier, ChainSource};
 
 /// Phase of a backfill from its Job's status.
 fn job_phase(job: Option<&Job>, suspended: bool) -> IngestPhase {
-    if suspended {
-        return IngestPhase::Suspended;
-    }
-    let Some(status) = job.and_then(|j| j.status.as_ref()) else { return IngestPhase::Pending };
-    let done = |kind: &str| status.conditions.iter().flatten().any(|c| c.type_ == kind && c.status == "True");
-    if done("Complete") {
-        IngestPhase::Succeeded
-    } else if done("Failed") {
-        IngestPhase::Failed
-    } else if status.active.unwrap_or(0) > 0 {
-        IngestPhase::Running
-    } else {
-        IngestPhase::Pending
+    match (suspended, job_state(job)) {
+        (true, _) => IngestPhase::Suspended,
+        (false, JobState::Complete) => IngestPhase::Succeeded,
+        (false, JobState::Failed) => IngestPhase::Failed,
+        (false, JobState::Running) => IngestPhase::Running,
+        (false, JobState::Pending) => IngestPhase::Pending,
     }
 }
 

@@ -80,6 +80,7 @@ pub fn status_fields(
         bytes_written: sum(|s| s.bytes_written),
         gaps_found: sum(|s| s.gaps_found),
         gaps_repaired: sum(|s| s.gaps_repaired),
+        duplicates_dropped: sum(|s| s.duplicates_dropped),
         gaps_open: progress.open_gaps,
         lag_slots: lag,
         source_head: progress.source_head.map(|recorded| source_head(recorded, chain_head)),

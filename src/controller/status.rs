@@ -32,6 +32,29 @@ macro_rules! reported {
 }
 reported!(IngestJob, CacheTier, ChainSource, RetentionPolicy, TrainingExport);
 
+/// Where a Job stands, as the Job controller's status says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Pending,
+    Running,
+    Complete,
+    Failed,
+}
+
+pub fn job_state(job: Option<&k8s_openapi::api::batch::v1::Job>) -> JobState {
+    let Some(status) = job.and_then(|j| j.status.as_ref()) else { return JobState::Pending };
+    let done = |kind: &str| status.conditions.iter().flatten().any(|c| c.type_ == kind && c.status == "True");
+    if done("Complete") {
+        JobState::Complete
+    } else if done("Failed") {
+        JobState::Failed
+    } else if status.active.unwrap_or(0) > 0 {
+        JobState::Running
+    } else {
+        JobState::Pending
+    }
+}
+
 /// A `metav1.Condition` for `generation`; its transition time moves only
 /// when its status does.
 pub fn condition(

@@ -19,7 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::children::{managed, prune};
 use super::context::{Context, Error};
-use super::status::{FIELD_MANAGER, condition, report};
+use super::status::{FIELD_MANAGER, JobState, condition, job_state, report};
 use super::workload::{CATALOG_ENV, PodSecrets, chain_spec, labels, resources, store_spec, worker_pod};
 use crate::crd::ChainSource;
 use crate::crd::common::CommonStatus;
@@ -153,16 +153,11 @@ pub fn export_job(export: &TrainingExport, source: &ChainSource, image: &str) ->
 }
 
 fn job_phase(job: &Job) -> ExportPhase {
-    let Some(status) = &job.status else { return ExportPhase::Pending };
-    let done = |kind: &str| status.conditions.iter().flatten().any(|c| c.type_ == kind && c.status == "True");
-    if done("Complete") {
-        ExportPhase::Succeeded
-    } else if done("Failed") {
-        ExportPhase::Failed
-    } else if status.active.unwrap_or(0) > 0 {
-        ExportPhase::Running
-    } else {
-        ExportPhase::Pending
+    match job_state(Some(job)) {
+        JobState::Complete => ExportPhase::Succeeded,
+        JobState::Failed => ExportPhase::Failed,
+        JobState::Running => ExportPhase::Running,
+        JobState::Pending => ExportPhase::Pending,
     }
 }
 

@@ -252,6 +252,9 @@ pub struct IngestJobStatus {
     /// Gaps not yet repaired.
     #[serde(default)]
     pub gaps_open: u64,
+    /// Rows the source gave more than once, kept once (a dataset's repeats).
+    #[serde(default)]
+    pub duplicates_dropped: u64,
     /// Slots behind the chain head (follow jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_slots: Option<u64>,

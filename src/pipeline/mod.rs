@@ -52,6 +52,12 @@ pub trait BlockSource<B>: Send + Sync {
     /// source that can only be polled returns at once.
     async fn watch_tip(&self, _wake: Arc<Notify>, _shutdown: CancellationToken) {}
 
+    /// Rows the source gave more than once and kept once since it was last
+    /// asked (a dataset's repeated rows), for the job's counters.
+    fn take_duplicates(&self) -> u64 {
+        0
+    }
+
     /// For a source that serves blocks before they are final: the same source
     /// at finality, to find the blocks the final chain dropped.
     fn finalized(&self) -> Option<Arc<dyn BlockSource<B>>> {

@@ -382,6 +382,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             ..BatchOutcome::default()
         };
         self.write_slots(produced_set.into_iter().collect(), &mut outcome, false).await?;
+        outcome.duplicates = self.source.take_duplicates();
         let written = outcome.written.clone();
         self.summary.written += written.len() as u64;
         self.summary.bytes += outcome.bytes;

@@ -14,6 +14,7 @@
 //! dataset does not list counts as skipped by the chain.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -52,6 +53,8 @@ pub struct BigQuerySource {
     prefetched: Mutex<BTreeMap<BlockNumber, Result<Rows, String>>>,
     /// The head the last `tip` read (a follower asks for both each poll).
     last_head: Mutex<Option<SourceHead>>,
+    /// Repeated rows dropped since the loop last asked.
+    duplicates: AtomicU64,
 }
 
 /// How recent a block must be for the head query to find it in the
@@ -61,7 +64,14 @@ const RECENT_DAYS: u32 = 3;
 impl BigQuerySource {
     pub async fn connect(dataset: BigQueryDataset, check: Option<Completeness>) -> Result<Self, QueryError> {
         let client = BigQuery::connect(dataset.access.clone()).await?;
-        Ok(Self { client, check, dataset, prefetched: Mutex::default(), last_head: Mutex::default() })
+        Ok(Self {
+            client,
+            check,
+            dataset,
+            prefetched: Mutex::default(),
+            last_head: Mutex::default(),
+            duplicates: AtomicU64::new(0),
+        })
     }
 
     /// Whether the dataset has our table `table` (a dataset without the
@@ -126,6 +136,7 @@ impl BigQuerySource {
                 let duplicates = deduplicate(rows);
                 if duplicates > 0 {
                     tracing::warn!(slot, duplicates, "the dataset repeats rows of this block; each is kept once");
+                    self.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
                 }
             }
         }
@@ -231,6 +242,10 @@ impl BlockSource<Rows> for BigQuerySource {
             }
             (Err(reason), _) => Err(Missing::Gap(reason)),
         }
+    }
+
+    fn take_duplicates(&self) -> u64 {
+        self.duplicates.swap(0, Ordering::Relaxed)
     }
 
     /// The dataset's newest block less the settling slots.
