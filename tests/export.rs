@@ -303,3 +303,47 @@ async fn a_killed_export_run_again_gives_the_same_dataset() {
     let read = |dir: &Path| std::fs::read(dir.join("manifest.json")).unwrap();
     assert_eq!(read(&undisturbed), read(&killed), "the same manifest, digest and shard list");
 }
+
+/// The chat and instruction forms load as Hugging Face expects them: a
+/// `messages` column of role/content turns (system, the transaction's data
+/// asked about, its summary answered) and `prompt`/`completion` pairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_and_instruction_forms_load_with_their_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_real_blocks(dir.path()).await;
+    for template in ["transaction-chat", "transaction-instruct"] {
+        let out = dir.path().join(template);
+        let args = [&RANGE[..], &["--template", template, "--formats", "jsonl,parquet", "--validation-fraction", "0"]];
+        let (ok, log) = export(&store, &out, &args.concat());
+        assert!(ok, "{log}");
+        let script = r#"
+import json, sys, datasets
+out = sys.argv[1]
+d = datasets.load_dataset(out)["train"]
+p = datasets.load_dataset("parquet", data_files={"train": f"{out}/data/train-*.parquet"})["train"]
+row = d[0]
+print(json.dumps({"rows": d.num_rows, "parquet": p.num_rows, "messages": row["messages"], "prompt": row["prompt"],
+    "completion": row["completion"], "text": row["text"]}))
+"#;
+        let output = Command::new("python3")
+            .args(["-c", script])
+            .arg(&out)
+            .env("HF_DATASETS_OFFLINE", "1")
+            .env("HF_HOME", dir.path().join("hf"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{template}: {}", String::from_utf8_lossy(&output.stderr));
+        let row: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(row["rows"], row["parquet"], "{template}: {row}");
+        if template == "transaction-chat" {
+            let roles: Vec<&str> =
+                row["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+            assert_eq!(roles, ["system", "user", "assistant"], "{row}");
+            assert!(row["messages"][2]["content"].as_str().unwrap().starts_with("Solana transaction "), "{row}");
+        } else {
+            assert!(row["prompt"].as_str().unwrap().starts_with("What does this Solana transaction do?"), "{row}");
+            let text = row["text"].as_str().unwrap();
+            assert!(text.ends_with(row["completion"].as_str().unwrap()), "{row}");
+        }
+    }
+}

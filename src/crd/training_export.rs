@@ -115,6 +115,10 @@ pub enum BuiltinTemplate {
     TransactionJson,
     /// Program logs with their instruction context.
     ProgramLogs,
+    /// A chat (`messages`): system, the transaction's data asked about, the summary as the answer.
+    TransactionChat,
+    /// An instruction pair (`prompt`, `completion`) of the same.
+    TransactionInstruct,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]

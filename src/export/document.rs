@@ -24,6 +24,23 @@ pub struct Document {
     pub mints: Vec<String>,
     /// The template and its version: `transaction-summary@1`.
     pub template: String,
+    /// Chat forms: the conversation (`text` is it rendered, roles first);
+    /// empty otherwise. Every export has the same columns.
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    /// Instruction forms: the prompt and its completion (`text` is both).
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub completion: Option<String>,
+}
+
+/// One turn of a chat document.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
 }
 
 impl Document {
@@ -43,6 +60,10 @@ pub enum Template {
     TransactionJson,
     /// The program logs, with the program names that wrote them.
     ProgramLogs,
+    /// A chat (`messages`): the transaction's data asked about, the summary as the answer.
+    TransactionChat,
+    /// An instruction pair (`prompt`, `completion`) of the same.
+    TransactionInstruct,
 }
 
 impl Template {
@@ -51,8 +72,11 @@ impl Template {
             "transaction-summary" => Ok(Self::TransactionSummary),
             "transaction-json" => Ok(Self::TransactionJson),
             "program-logs" => Ok(Self::ProgramLogs),
+            "transaction-chat" => Ok(Self::TransactionChat),
+            "transaction-instruct" => Ok(Self::TransactionInstruct),
             other => Err(format!(
-                "unknown template {other:?}: the built-in ones are transaction-summary, transaction-json, program-logs"
+                "unknown template {other:?}: the built-in ones are transaction-summary, transaction-json, \
+                 program-logs, transaction-chat, transaction-instruct"
             )),
         }
     }
@@ -62,6 +86,8 @@ impl Template {
             Self::TransactionSummary => "transaction-summary",
             Self::TransactionJson => "transaction-json",
             Self::ProgramLogs => "program-logs",
+            Self::TransactionChat => "transaction-chat",
+            Self::TransactionInstruct => "transaction-instruct",
         }
     }
 

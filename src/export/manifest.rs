@@ -207,10 +207,16 @@ impl Manifest {
         for list in ["programs", "mints"] {
             yaml += &format!("  - name: {list}\n    sequence: string\n");
         }
-        yaml += &format!(
-            "  splits:\n  - name: train\n    num_examples: {}\n  - name: validation\n    num_examples: {}\n",
-            self.documents.train, self.documents.validation
-        );
+        // Chat and instruction forms fill these; the others leave them empty.
+        yaml += "  - name: messages\n    list:\n    - name: role\n      dtype: string\n    - name: content\n      dtype: string\n";
+        yaml += "  - name: prompt\n    dtype: string\n  - name: completion\n    dtype: string\n";
+        // Only the splits that have documents (`datasets` expects every split listed).
+        yaml += "  splits:\n";
+        for (name, count) in [("train", self.documents.train), ("validation", self.documents.validation)] {
+            if count > 0 {
+                yaml += &format!("  - name: {name}\n    num_examples: {count}\n");
+            }
+        }
         yaml += "license: other\n---\n\n";
         let tokens = match &self.tokenizer {
             Some(t) => format!(

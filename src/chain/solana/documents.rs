@@ -13,7 +13,7 @@ use super::layout::LedgerStore;
 use super::programs::{REGISTRY_VERSION, display_name};
 use super::rows::{InstructionRow, Rows, TokenTransferRow, TransactionRow};
 use crate::export::DocumentSource;
-use crate::export::document::{Document, Selection, Template};
+use crate::export::document::{Document, Message, Selection, Template};
 use crate::store::BlockStore;
 
 /// Documents from the canonical store's blocks.
@@ -48,6 +48,10 @@ impl DocumentSource for StoreDocuments {
         REGISTRY_VERSION
     }
 }
+
+/// The chat forms' system turn and question (part of the template's version).
+const SYSTEM: &str = "You explain Solana transactions from their data.";
+const QUESTION: &str = "What does this Solana transaction do?";
 
 const VOTE_PROGRAM: &str = "Vote111111111111111111111111111111111111111";
 
@@ -94,10 +98,25 @@ impl Transaction<'_> {
     }
 
     fn document(&self, template: Template) -> Option<Document> {
+        let json = || serde_json::to_string(&self.structured()).expect("plain data serializes");
+        let question = || format!("{QUESTION}\n{}", json());
+        let (mut messages, mut prompt, mut completion) = (Vec::new(), None, None);
         let text = match template {
             Template::TransactionSummary => self.summary(),
-            Template::TransactionJson => serde_json::to_string(&self.structured()).expect("plain data serializes"),
+            Template::TransactionJson => json(),
             Template::ProgramLogs => self.logs()?,
+            Template::TransactionChat => {
+                let turn = |role: &str, content: String| Message { role: role.into(), content };
+                messages =
+                    vec![turn("system", SYSTEM.into()), turn("user", question()), turn("assistant", self.summary())];
+                messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n\n")
+            }
+            Template::TransactionInstruct => {
+                let (asked, answer) = (question(), self.summary());
+                let text = format!("{asked}\n\n{answer}");
+                (prompt, completion) = (Some(asked), Some(answer));
+                text
+            }
         };
         let mut programs: Vec<String> = self.program_ids().into_iter().map(display_name).collect();
         programs.sort();
@@ -117,6 +136,9 @@ impl Transaction<'_> {
             programs,
             mints: mints.into_iter().collect(),
             template: template.id(),
+            messages,
+            prompt,
+            completion,
         })
     }
 
