@@ -526,18 +526,10 @@ async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCod
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    use crate::crd::training_export::{ExportFormat, TokenizerEncoding};
+    use crate::crd::training_export::ExportFormat;
     use crate::export::document::{Selection, Template};
-    let tokenizer = match args.tokenizer.as_deref() {
-        None => None,
-        Some("cl100k_base") => Some(TokenizerEncoding::Cl100kBase),
-        Some("o200k_base") => Some(TokenizerEncoding::O200kBase),
-        Some("p50k_base") => Some(TokenizerEncoding::P50kBase),
-        Some("r50k_base") => Some(TokenizerEncoding::R50kBase),
-        Some(other) => anyhow::bail!(
-            "unknown tokenizer {other:?}: the encodings are cl100k_base, o200k_base, p50k_base, r50k_base"
-        ),
-    };
+    let tokenizer = args.tokenizer.as_deref().map(crate::export::tokens::encoding_named).transpose();
+    let tokenizer = tokenizer.map_err(anyhow::Error::msg)?;
     let formats = args
         .formats
         .iter()

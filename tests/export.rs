@@ -195,7 +195,7 @@ async fn the_export_worker_records_its_outcome_in_the_catalog() {
         programs: Vec::new(),
         success_only: false,
         include_votes: false,
-        template: "transaction-json".into(),
+        template: chronicle::crd::training_export::BuiltinTemplate::TransactionJson,
         tokenizer: Some(chronicle::crd::training_export::TokenizerEncoding::O200kBase),
         sequence_length: 512,
         output: format!("file://{}", dir.path().join(job).display()),

@@ -20,7 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::children::{managed, prune};
 use super::context::{Context, Error};
 use super::status::{FIELD_MANAGER, JobState, condition, job_state, report};
-use super::workload::{CATALOG_ENV, PodSecrets, chain_spec, labels, resources, store_spec, worker_pod};
+use super::workload::{CATALOG_ENV, PodSecrets, chain_spec, labels, quantity_bytes, resources, store_spec, worker_pod};
 use crate::crd::ChainSource;
 use crate::crd::common::CommonStatus;
 use crate::crd::training_export::{ExportPhase, TrainingExport, TrainingExportStatus};
@@ -74,7 +74,6 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
     }
     let range = spec.range.as_ref().ok_or(ExportBuildError::Window)?;
     let template = spec.template.builtin.ok_or(ExportBuildError::InlineTemplate)?;
-    let template = serde_json::to_value(template).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     let shard_bytes = quantity_bytes(&spec.output.shard_size.0)
         .ok_or_else(|| ExportBuildError::ShardSize(spec.output.shard_size.0.clone()))?;
     Ok(WorkerSpec::new(Work::Export(ExportSpec {
@@ -99,25 +98,6 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
         exact_dedup: spec.dedup.exact,
         near_duplicate: spec.dedup.near_duplicate.as_ref().map(|n| n.threshold),
     })))
-}
-
-/// `512Mi`, `1G`, `1048576`: bytes.
-fn quantity_bytes(text: &str) -> Option<u64> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let scale: u64 = match suffix {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        _ => return None,
-    };
-    number.parse::<u64>().ok()?.checked_mul(scale)
 }
 
 /// The export Job: one pod, retried twice; it runs to completion.
@@ -269,7 +249,7 @@ mod tests {
         };
         assert_eq!((spec.from, spec.to, spec.job.as_str()), (100, 200, "chronicle/defi-2025-01#g3"));
         assert_eq!(
-            (spec.template.as_str(), spec.tokenizer),
+            (spec.template.name(), spec.tokenizer),
             ("transaction-summary", Some(TokenizerEncoding::Cl100kBase))
         );
         assert_eq!(spec.shard_bytes, 512 << 20);

@@ -50,35 +50,25 @@ impl Document {
     }
 }
 
-/// The built-in templates. A template's version changes whenever its output does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Template {
-    /// A readable paragraph: signer, fee, outcome, programs, transfers, memo.
-    TransactionSummary,
-    /// The normalized transaction as compact JSON: program names, instructions,
-    /// token transfers, balance changes.
-    TransactionJson,
-    /// The program logs, with the program names that wrote them.
-    ProgramLogs,
-    /// A chat (`messages`): the transaction's data asked about, the summary as the answer.
-    TransactionChat,
-    /// An instruction pair (`prompt`, `completion`) of the same.
-    TransactionInstruct,
-}
+/// The built-in templates: the CRD's own enum (`spec.template.builtin`),
+/// named as manifests spell them. A template's version changes whenever its
+/// output does.
+pub use crate::crd::training_export::BuiltinTemplate as Template;
+
+const TEMPLATES: [Template; 5] = [
+    Template::TransactionSummary,
+    Template::TransactionJson,
+    Template::ProgramLogs,
+    Template::TransactionChat,
+    Template::TransactionInstruct,
+];
 
 impl Template {
     pub fn named(name: &str) -> Result<Self, String> {
-        match name {
-            "transaction-summary" => Ok(Self::TransactionSummary),
-            "transaction-json" => Ok(Self::TransactionJson),
-            "program-logs" => Ok(Self::ProgramLogs),
-            "transaction-chat" => Ok(Self::TransactionChat),
-            "transaction-instruct" => Ok(Self::TransactionInstruct),
-            other => Err(format!(
-                "unknown template {other:?}: the built-in ones are transaction-summary, transaction-json, \
-                 program-logs, transaction-chat, transaction-instruct"
-            )),
-        }
+        TEMPLATES.into_iter().find(|t| t.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = TEMPLATES.iter().map(|t| t.name()).collect();
+            format!("unknown template {name:?}: the built-in ones are {}", known.join(", "))
+        })
     }
 
     pub fn name(self) -> &'static str {

@@ -62,6 +62,21 @@ impl Tokenizer {
     }
 }
 
+const ENCODINGS: [TokenizerEncoding; 4] = [
+    TokenizerEncoding::Cl100kBase,
+    TokenizerEncoding::O200kBase,
+    TokenizerEncoding::P50kBase,
+    TokenizerEncoding::R50kBase,
+];
+
+/// The encoding named `name` (`cl100k_base`, …).
+pub fn encoding_named(name: &str) -> Result<TokenizerEncoding, String> {
+    ENCODINGS.into_iter().find(|e| self::name(*e) == name).ok_or_else(|| {
+        let known: Vec<&str> = ENCODINGS.into_iter().map(self::name).collect();
+        format!("unknown tokenizer {name:?}: the encodings are {}", known.join(", "))
+    })
+}
+
 pub fn name(encoding: TokenizerEncoding) -> &'static str {
     match encoding {
         TokenizerEncoding::Cl100kBase => "cl100k_base",

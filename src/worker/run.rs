@@ -120,8 +120,6 @@ pub fn ingest_config_in(
 /// The export an [`ExportSpec`] describes.
 pub fn export_config(spec: &ExportSpec) -> Result<crate::export::ExportConfig, SpecError> {
     check_family(&spec.chain)?;
-    let template = crate::export::document::Template::named(&spec.template)
-        .map_err(|reason| SpecError::Invalid { field: "template", reason })?;
     Ok(crate::export::ExportConfig {
         chain: spec.chain.family,
         store: spec.store.url.clone(),
@@ -133,7 +131,7 @@ pub fn export_config(spec: &ExportSpec) -> Result<crate::export::ExportConfig, S
             success_only: spec.success_only,
             include_votes: spec.include_votes,
         },
-        template,
+        template: spec.template,
         tokenizer: spec.tokenizer,
         sequence_length: spec.sequence_length as usize,
         output: spec.output.clone(),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::chain_source::{ChainFamily, Commitment};
 use crate::crd::ingest_job::IngestTarget;
-use crate::crd::training_export::{ExportFormat, TokenizerEncoding};
+use crate::crd::training_export::{BuiltinTemplate, ExportFormat, TokenizerEncoding};
 
 /// The version of this format that this binary writes and reads.
 pub const API_VERSION: &str = "chronicle.dev/worker/v1alpha1";
@@ -213,8 +213,7 @@ pub struct ExportSpec {
     pub programs: Vec<String>,
     pub success_only: bool,
     pub include_votes: bool,
-    /// A built-in template's name.
-    pub template: String,
+    pub template: BuiltinTemplate,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<TokenizerEncoding>,
     pub sequence_length: u32,
