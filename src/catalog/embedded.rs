@@ -10,8 +10,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BatchOutcome, Catalog, CatalogError, ExportRecord, Gap, LakePartition, RecordedHead, ShardRange, ShardState,
-    unix_now,
+    BatchOutcome, Catalog, CatalogError, EpochDigest, ExportRecord, Gap, LakePartition, RecordedHead, RowMismatch,
+    ShardRange, ShardState, unix_now,
 };
 use crate::pipeline::SourceHead;
 
@@ -27,6 +27,10 @@ pub struct EmbeddedCatalog {
     heads: Keyspace,
     /// `job` → its [`ExportRecord`].
     exports: Keyspace,
+    /// `job NUL table NUL key` → a [`RowMismatch`].
+    mismatches: Keyspace,
+    /// `job NUL epoch` → an [`EpochDigest`].
+    digests: Keyspace,
     /// Commits read-modify-write shard records; one at a time.
     commit_lock: Mutex<()>,
 }
@@ -75,6 +79,8 @@ impl EmbeddedCatalog {
             partitions: open("lake_partitions")?,
             heads: open("source_heads")?,
             exports: open("exports")?,
+            mismatches: open("replica_mismatches")?,
+            digests: open("replica_digests")?,
             db,
             commit_lock: Mutex::new(()),
         })
@@ -177,6 +183,19 @@ impl Catalog for EmbeddedCatalog {
             key.extend_from_slice(partition.path.as_bytes());
             batch.insert(&self.partitions, key, serde_json::to_vec(partition).expect("records serialize"));
         }
+        for m in &outcome.replica.mismatches {
+            let key = [job.as_bytes(), &[0], m.table.as_bytes(), &[0], m.key.as_bytes()].concat();
+            batch.insert(&self.mismatches, key, serde_json::to_vec(m).expect("records serialize"));
+        }
+        for (epoch, part) in &outcome.replica.digests {
+            let mut digest = match self.digests.get(key(job, *epoch)).map_err(|e| self.fail(e))? {
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.fail(format!("digest {epoch}: {e}")))?,
+                None => EpochDigest { epoch: *epoch, ..EpochDigest::default() },
+            };
+            digest.add(part);
+            batch.insert(&self.digests, key(job, *epoch), serde_json::to_vec(&digest).expect("records serialize"));
+        }
+        state.replica.add(&outcome.replica.counts);
         state.blocks_written += outcome.written.len() as u64;
         state.duplicates_dropped += outcome.duplicates;
         state.bytes_written += outcome.bytes;
@@ -186,6 +205,24 @@ impl Catalog for EmbeddedCatalog {
         batch.insert(&self.shards, key(job, shard.into()), serde_json::to_vec(&record).expect("records serialize"));
         batch.commit().map_err(|e| self.fail(e))?;
         self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))
+    }
+
+    async fn mismatches(&self, job: &str) -> Result<Vec<RowMismatch>, CatalogError> {
+        let prefix = [job.as_bytes(), &[0]].concat();
+        let mut found = Vec::new();
+        for guard in self.mismatches.prefix(prefix) {
+            let (_, value) = guard.into_inner().map_err(|e| self.fail(e))?;
+            found.push(serde_json::from_slice::<RowMismatch>(&value).map_err(|e| self.fail(format!("mismatch: {e}")))?);
+        }
+        found.sort_by(|a, b| (a.slot, &a.table, &a.key).cmp(&(b.slot, &b.table, &b.key)));
+        Ok(found)
+    }
+
+    async fn digests(&self, job: &str) -> Result<Vec<EpochDigest>, CatalogError> {
+        self.scan(&self.digests, job, 0, u64::MAX)?
+            .into_iter()
+            .map(|(epoch, bytes)| serde_json::from_slice(&bytes).map_err(|e| self.fail(format!("digest {epoch}: {e}"))))
+            .collect()
     }
 
     async fn open_gaps(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<Gap>, CatalogError> {

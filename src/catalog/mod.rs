@@ -43,6 +43,107 @@ pub struct ShardState {
     /// Rows the source gave more than once, kept once.
     #[serde(default)]
     pub duplicates_dropped: u64,
+    /// Replication: what was copied and what verification found.
+    #[serde(default)]
+    pub replica: ReplicaCounts,
+}
+
+/// A replication shard's row counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaCounts {
+    /// Rows written to the target.
+    pub rows_copied: u64,
+    /// Rows compared with the target (verification).
+    pub rows_compared: u64,
+    /// Rows the target lacked.
+    pub rows_missing: u64,
+    /// Rows the target held with other cells.
+    pub rows_mismatched: u64,
+    /// Missing or mismatched rows rewritten from the origin.
+    pub rows_repaired: u64,
+}
+
+impl ReplicaCounts {
+    pub fn add(&mut self, other: &ReplicaCounts) {
+        self.rows_copied += other.rows_copied;
+        self.rows_compared += other.rows_compared;
+        self.rows_missing += other.rows_missing;
+        self.rows_mismatched += other.rows_mismatched;
+        self.rows_repaired += other.rows_repaired;
+    }
+}
+
+/// What a replication batch found and did, committed with its checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaOutcome {
+    pub counts: ReplicaCounts,
+    /// Rows the target lacked or held otherwise.
+    pub mismatches: Vec<RowMismatch>,
+    /// The digests of the rows copied, by epoch.
+    pub digests: std::collections::BTreeMap<u64, EpochDigest>,
+}
+
+impl ReplicaOutcome {
+    pub fn merge(&mut self, other: ReplicaOutcome) {
+        self.counts.add(&other.counts);
+        self.mismatches.extend(other.mismatches);
+        for (epoch, digest) in other.digests {
+            self.digests.entry(epoch).or_insert_with(|| EpochDigest { epoch, ..EpochDigest::default() }).add(&digest);
+        }
+    }
+}
+
+/// A row verification found wrong in the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowMismatch {
+    pub slot: BlockNumber,
+    pub table: String,
+    pub key: String,
+    /// `missing` (not in the target) or `different` (other cells).
+    pub kind: String,
+    /// Rewritten from the origin.
+    pub repaired: bool,
+}
+
+/// The rows one job copied in one epoch, digested on each side
+/// (`store::block_rows::SetDigest`): equal digests prove the replica's
+/// blocks of the epoch equal to the origin's without reading either again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochDigest {
+    pub epoch: u64,
+    pub blocks: u64,
+    pub rows: u64,
+    /// Hex digest of the origin's rows.
+    pub origin: String,
+    /// Hex digest of the target's rows after the copy, read back (verified
+    /// jobs only).
+    pub target: Option<String>,
+}
+
+impl EpochDigest {
+    /// Adds another part of the same epoch (order does not matter).
+    pub fn add(&mut self, other: &EpochDigest) {
+        use crate::store::block_rows::SetDigest;
+        let sum = |a: &str, b: &str| -> Option<String> {
+            let (mut a, b) = (SetDigest::from_hex(a)?, SetDigest::from_hex(b)?);
+            a.combine(&b);
+            Some(a.to_hex())
+        };
+        let first = self.blocks == 0 && self.rows == 0;
+        self.origin = if first { other.origin.clone() } else { sum(&self.origin, &other.origin).unwrap_or_default() };
+        self.target = match (first, &self.target, &other.target) {
+            (true, _, target) => target.clone(),
+            (false, Some(a), Some(b)) => sum(a, b),
+            _ => None,
+        };
+        self.blocks += other.blocks;
+        self.rows += other.rows;
+    }
+
+    /// Both sides digested and equal.
+    pub fn proven_equal(&self) -> bool {
+        self.target.as_deref() == Some(self.origin.as_str())
+    }
 }
 
 /// The result of one batch, committed in one transaction after its blocks
@@ -62,6 +163,8 @@ pub struct BatchOutcome {
     pub partitions: Vec<LakePartition>,
     /// Rows the source gave more than once in this batch (kept once).
     pub duplicates: u64,
+    /// Replication's counters, mismatches and digests.
+    pub replica: ReplicaOutcome,
 }
 
 /// One Parquet object of the lake: `table`'s rows of blocks `first..=last`.
@@ -116,6 +219,12 @@ pub trait Catalog: Send + Sync {
 
     /// The export record of `job`, if its worker has started.
     async fn export(&self, job: &str) -> Result<Option<ExportRecord>, CatalogError>;
+
+    /// The rows verification found wrong in `job`'s target, by slot.
+    async fn mismatches(&self, job: &str) -> Result<Vec<RowMismatch>, CatalogError>;
+
+    /// The epoch digests of `job`'s copies, by epoch.
+    async fn digests(&self, job: &str) -> Result<Vec<EpochDigest>, CatalogError>;
 
     /// What `job` has done so far: its shards, its open gaps, its source's head.
     async fn progress(&self, job: &str) -> Result<JobProgress, CatalogError> {

@@ -8,8 +8,8 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    BatchOutcome, Catalog, CatalogError, ExportRecord, Gap, LakePartition, RecordedHead, ShardRange, ShardState,
-    redact, unix_now,
+    BatchOutcome, Catalog, CatalogError, EpochDigest, ExportRecord, Gap, LakePartition, RecordedHead, ReplicaCounts,
+    RowMismatch, ShardRange, ShardState, redact, unix_now,
 };
 
 mod embedded_migrations {
@@ -41,7 +41,58 @@ fn state_of(row: &tokio_postgres::Row, first: usize) -> ShardState {
         gaps_found: count(4),
         gaps_repaired: count(5),
         duplicates_dropped: count(6),
+        replica: Default::default(),
     }
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A replication batch's mismatches and epoch digests, in its commit's
+/// transaction (digests are read, combined and written back under a row lock,
+/// so shards committing the same epoch add up).
+async fn write_replica(
+    tx: &tokio_postgres::Transaction<'_>,
+    job: &str,
+    replica: &super::ReplicaOutcome,
+) -> Result<(), tokio_postgres::Error> {
+    for m in &replica.mismatches {
+        tx.execute(
+            "INSERT INTO replica_mismatches (job, table_name, row_key, slot, kind, repaired) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (job, table_name, row_key) DO UPDATE SET slot = $4, kind = $5, repaired = $6, found_at = now()",
+            &[&job, &m.table, &m.key, &slot_to_sql(m.slot), &m.kind, &m.repaired],
+        )
+        .await?;
+    }
+    for (epoch, part) in &replica.digests {
+        let epoch = slot_to_sql(*epoch);
+        let held = tx
+            .query_opt(
+                "SELECT blocks, rows, origin_digest, target_digest FROM replica_digests WHERE job = $1 AND epoch = $2 FOR UPDATE",
+                &[&job, &epoch],
+            )
+            .await?;
+        let mut digest = match held {
+            Some(row) => EpochDigest {
+                epoch: epoch as u64,
+                blocks: row.get::<_, i64>(0) as u64,
+                rows: row.get::<_, i64>(1) as u64,
+                origin: row.get(2),
+                target: row.get(3),
+            },
+            None => EpochDigest { epoch: epoch as u64, ..EpochDigest::default() },
+        };
+        digest.add(part);
+        tx.execute(
+            "INSERT INTO replica_digests (job, epoch, blocks, rows, origin_digest, target_digest) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (job, epoch) DO UPDATE SET blocks = $3, rows = $4, origin_digest = $5, target_digest = $6,
+                 updated_at = now()",
+            &[&job, &epoch, &count(digest.blocks), &count(digest.rows), &digest.origin, &digest.target],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn slots_to_sql(slots: &[BlockNumber]) -> Vec<i64> {
@@ -70,6 +121,39 @@ impl PostgresCatalog {
     /// readers of progress, which must not change the schema.
     pub fn reader(url: &str) -> Self {
         Self { url: url.to_string(), client: Mutex::new(None) }
+    }
+
+    /// Each shard's replication counters (none before a worker of this
+    /// release migrated the columns in).
+    async fn replica_counts(&self, job: &str) -> Result<Vec<(u32, ReplicaCounts)>, CatalogError> {
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT shard, rows_copied, rows_compared, rows_missing, rows_mismatched, rows_repaired
+                     FROM ingest_shards WHERE job = $1",
+                    &[&job],
+                )
+                .await
+            })
+            .await;
+        let rows = match rows {
+            Err(e) if e.to_string().contains("does not exist") => return Ok(Vec::new()),
+            other => other?,
+        };
+        let n = |row: &tokio_postgres::Row, i: usize| row.get::<_, i64>(i) as u64;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let counts = ReplicaCounts {
+                    rows_copied: n(row, 1),
+                    rows_compared: n(row, 2),
+                    rows_missing: n(row, 3),
+                    rows_mismatched: n(row, 4),
+                    rows_repaired: n(row, 5),
+                };
+                (row.get::<_, i32>(0) as u32, counts)
+            })
+            .collect())
     }
 
     fn unavailable(&self, message: impl std::fmt::Display) -> CatalogError {
@@ -148,7 +232,8 @@ impl Catalog for PostgresCatalog {
         let gap_slots = slots_to_sql(&outcome.gaps.iter().map(|(s, _)| *s).collect::<Vec<_>>());
         let gap_reasons: Vec<&str> = outcome.gaps.iter().map(|(_, r)| r.as_str()).collect();
         let partitions = &outcome.partitions;
-        let duplicates = i64::try_from(outcome.duplicates).unwrap_or(i64::MAX);
+        let duplicates = count(outcome.duplicates);
+        let replica = outcome.replica.counts;
         self.with_client(async |c| {
             let tx = c.transaction().await?;
             let new_skips: i64 = tx
@@ -184,14 +269,32 @@ impl Catalog for PostgresCatalog {
                 )
                 .await?;
             }
+            write_replica(&tx, job, &outcome.replica).await?;
             tx.execute(
                 "UPDATE ingest_shards SET
                     checkpoint = CASE WHEN $3::bigint IS NULL THEN checkpoint ELSE GREATEST(COALESCE(checkpoint, $3), $3) END,
                     blocks_written = blocks_written + $4, bytes_written = bytes_written + $5,
                     slots_skipped = slots_skipped + $6, gaps_found = gaps_found + $7, gaps_repaired = gaps_repaired + $8,
-                    duplicates_dropped = duplicates_dropped + $9, updated_at = now()
+                    duplicates_dropped = duplicates_dropped + $9,
+                    rows_copied = rows_copied + $10, rows_compared = rows_compared + $11, rows_missing = rows_missing + $12,
+                    rows_mismatched = rows_mismatched + $13, rows_repaired = rows_repaired + $14, updated_at = now()
                  WHERE job = $1 AND shard = $2",
-                &[&job, &(shard as i32), &checkpoint, &written, &bytes, &new_skips, &new_gaps, &repaired, &duplicates],
+                &[
+                    &job,
+                    &(shard as i32),
+                    &checkpoint,
+                    &written,
+                    &bytes,
+                    &new_skips,
+                    &new_gaps,
+                    &repaired,
+                    &duplicates,
+                    &count(replica.rows_copied),
+                    &count(replica.rows_compared),
+                    &count(replica.rows_missing),
+                    &count(replica.rows_mismatched),
+                    &count(replica.rows_repaired),
+                ],
             )
             .await?;
             tx.commit().await
@@ -234,7 +337,7 @@ impl Catalog for PostgresCatalog {
                 .await
             })
             .await?;
-        Ok(rows
+        let mut shards: Vec<(ShardRange, ShardState)> = rows
             .iter()
             .map(|row| {
                 let range = ShardRange {
@@ -243,6 +346,65 @@ impl Catalog for PostgresCatalog {
                     end: row.get::<_, i64>(2) as u64,
                 };
                 (range, state_of(row, 3))
+            })
+            .collect();
+        for (shard, counts) in self.replica_counts(job).await? {
+            if let Some((_, state)) = shards.iter_mut().find(|(r, _)| r.shard == shard) {
+                state.replica = counts;
+            }
+        }
+        Ok(shards)
+    }
+
+    async fn mismatches(&self, job: &str) -> Result<Vec<RowMismatch>, CatalogError> {
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT slot, table_name, row_key, kind, repaired FROM replica_mismatches WHERE job = $1
+                     ORDER BY slot, table_name, row_key",
+                    &[&job],
+                )
+                .await
+            })
+            .await;
+        let rows = match rows {
+            Err(e) if e.to_string().contains("does not exist") => return Ok(Vec::new()),
+            other => other?,
+        };
+        Ok(rows
+            .iter()
+            .map(|r| RowMismatch {
+                slot: r.get::<_, i64>(0) as u64,
+                table: r.get(1),
+                key: r.get(2),
+                kind: r.get(3),
+                repaired: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn digests(&self, job: &str) -> Result<Vec<EpochDigest>, CatalogError> {
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT epoch, blocks, rows, origin_digest, target_digest FROM replica_digests WHERE job = $1 ORDER BY epoch",
+                    &[&job],
+                )
+                .await
+            })
+            .await;
+        let rows = match rows {
+            Err(e) if e.to_string().contains("does not exist") => return Ok(Vec::new()),
+            other => other?,
+        };
+        Ok(rows
+            .iter()
+            .map(|r| EpochDigest {
+                epoch: r.get::<_, i64>(0) as u64,
+                blocks: r.get::<_, i64>(1) as u64,
+                rows: r.get::<_, i64>(2) as u64,
+                origin: r.get(3),
+                target: r.get(4),
             })
             .collect())
     }

@@ -39,6 +39,12 @@ pub trait ChainAdapter: Send + Sync + 'static {
     /// The layout over a cell engine (Bigtable or embedded).
     fn layout(&self, cells: Arc<dyn CellStore>) -> Self::Store;
 
+    /// The layout's view of whole blocks' rows (replication, verification, retention).
+    fn rows_reader(&self, store: Arc<Self::Store>) -> Arc<dyn crate::store::block_rows::BlockRowsReader>;
+
+    /// Blocks per epoch: the span each replication digest covers.
+    fn epoch_slots(&self) -> u64;
+
     /// The block source a worker spec names.
     fn source(&self, config: &SourceConfig) -> anyhow::Result<Arc<dyn BlockSource<Self::Block>>>;
 

@@ -66,7 +66,15 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("IngestJob.spec.source.bigQuery.repairFromRpc", Worker),
     ("IngestJob.spec.source.bigQuery.pollInterval", Worker),
     ("IngestJob.spec.source.bigQuery.settleSlots", Worker),
-    ("IngestJob.spec.source.store.*", NotYet("store-to-store replication (issue 14)")),
+    ("IngestJob.spec.source.store.chainSourceRef.name", Controller("resolved to that ChainSource's Bigtable instance")),
+    ("IngestJob.spec.source.store.bigtable.project", Worker),
+    ("IngestJob.spec.source.store.bigtable.instance", Worker),
+    ("IngestJob.spec.source.store.bigtable.appProfile", Worker),
+    ("IngestJob.spec.source.store.bigtable.emulatorHost", Worker),
+    ("IngestJob.spec.source.store.bigtable.credentialsSecretRef.name", Controller("the origin key's Secret volume")),
+    ("IngestJob.spec.source.store.bigtable.credentialsSecretRef.key", Worker),
+    ("IngestJob.spec.source.store.verify", Worker),
+    ("IngestJob.spec.source.store.repair", Worker),
     ("IngestJob.spec.mode", Worker),
     ("IngestJob.spec.range.startSlot", Worker),
     ("IngestJob.spec.range.endSlot", Worker),
@@ -267,14 +275,14 @@ mod tests {
     }
 
     /// The worker specs the examples make, as JSON (an error counts as an
-    /// answer): `[source, backfill, follow, tier, history, export]`.
+    /// answer): `[source, backfill, follow, tier, history, export, replicate]`.
     fn worker_specs(objects: &[Value]) -> Vec<String> {
         let source = serde_json::from_value(objects[0].clone());
         let Ok(source) = source else { return vec![format!("bad ChainSource: {source:?}")] };
         let tier: Result<crate::crd::CacheTier, _> = serde_json::from_value(objects[3].clone());
         let Ok(tier) = tier else { return vec![format!("bad CacheTier: {tier:?}")] };
         let mut out = Vec::new();
-        for job in [&objects[1], &objects[2], &objects[4]] {
+        for job in [&objects[1], &objects[2], &objects[4], &objects[6]] {
             out.push(match serde_json::from_value(job.clone()) {
                 Ok(job) => {
                     format!("{:?}", ingest_spec(&job, &source, std::slice::from_ref(&tier)).map(|s| s.to_json()))
@@ -302,6 +310,7 @@ mod tests {
             example("cachetier.yaml"),
             example("ingestjob-bigquery.yaml"),
             example("trainingexport.yaml"),
+            example("ingestjob-replicate.yaml"),
         ];
         let before = worker_specs(&base);
         let mut unchanged = BTreeSet::new();
@@ -313,7 +322,7 @@ mod tests {
             let parts: Vec<&str> = rest.split('.').collect();
             let targets: &[usize] = match kind {
                 "ChainSource" => &[0],
-                "IngestJob" => &[1, 2, 4],
+                "IngestJob" => &[1, 2, 4, 6],
                 "CacheTier" => &[3],
                 "TrainingExport" => &[5],
                 other => panic!("no example for {other}"),

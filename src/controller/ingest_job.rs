@@ -18,7 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::children::{delete, managed, prune};
 use super::context::{Context, Error};
 use super::status::{FIELD_MANAGER, JobState, condition, job_state, publish, report};
-use super::workload::{IngestWorkload, ingest_spec, ingest_workload};
+use super::workload::{IngestWorkload, ingest_spec, ingest_workload, resolve_origin};
 use crate::crd::common::CommonStatus;
 use crate::crd::ingest_job::{IngestJob, IngestJobStatus, IngestMode, IngestPhase};
 use crate::crd::{CacheTier, ChainSource};
@@ -45,10 +45,17 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
     let source = sources.get_opt(&job.spec.source_ref.name).await?;
     // The tiers whose cached answers its blocks change.
     let tiers = Api::<CacheTier>::namespaced(ctx.client.clone(), &namespace).list(&Default::default()).await?.items;
+    // A replication's origin ChainSource, when the job names one.
+    let origin = match job.spec.source.store.as_ref().and_then(|s| s.chain_source_ref.as_ref()) {
+        Some(reference) => sources.get_opt(&reference.name).await?,
+        None => None,
+    };
     // Build and apply the workload, or say why not.
     let outcome = match &source {
         None => Err(("SourceNotFound", format!("ChainSource {} does not exist", job.spec.source_ref.name))),
-        Some(source) => ingest_workload(&job, source, &tiers, &ctx.image).map_err(|e| (e.reason(), e.to_string())),
+        Some(source) => resolve_origin(&job, source, origin.as_ref())
+            .and_then(|resolved| ingest_workload(&resolved, source, &tiers, &ctx.image))
+            .map_err(|e| (e.reason(), e.to_string())),
     };
     // When the backfill Job started and finished, as the Job controller records it.
     let mut times = (None, None);

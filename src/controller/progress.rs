@@ -17,7 +17,7 @@ use super::context::Context;
 use super::workload::catalog_job;
 use crate::catalog::{self, Catalog, JobProgress, RecordedHead};
 use crate::crd::ChainSource;
-use crate::crd::ingest_job::{IngestJob, IngestJobStatus, IngestMode, SourceHeadStatus};
+use crate::crd::ingest_job::{IngestJob, IngestJobStatus, IngestMode, ReplicationStatus, SourceHeadStatus};
 
 /// Open catalogs by URL, and recent (slots done, time) samples by job.
 #[derive(Default)]
@@ -135,7 +135,33 @@ pub async fn read(ctx: &Context, job: &IngestJob, source: &ChainSource) -> Resul
     };
     let rate = ctx.progress.rate(&key, slots_done(&progress), Instant::now());
     let head = source.status.as_ref().and_then(|s| s.chain_head);
-    Ok(status_fields(&progress, job.spec.mode == IngestMode::Follow, head, rate))
+    let mut fields = status_fields(&progress, job.spec.mode == IngestMode::Follow, head, rate);
+    if job.spec.source.store.is_some() {
+        let digests = catalog.digests(&key).await.map_err(|e| e.to_string())?;
+        fields.replication = Some(replication_fields(&progress, &digests, fields.checkpoint));
+    }
+    Ok(fields)
+}
+
+/// A replication's status from its shards' counters and epoch digests; its
+/// lag is against the origin's head (which the worker records as its source's).
+pub fn replication_fields(
+    progress: &JobProgress,
+    digests: &[crate::catalog::EpochDigest],
+    checkpoint: Option<u64>,
+) -> ReplicationStatus {
+    let mut counts = crate::catalog::ReplicaCounts::default();
+    progress.shards.iter().for_each(|(_, s)| counts.add(&s.replica));
+    ReplicationStatus {
+        lag_slots: progress.source_head.zip(checkpoint).map(|(h, c)| h.head.number.saturating_sub(c)),
+        rows_copied: counts.rows_copied,
+        rows_compared: counts.rows_compared,
+        rows_missing: counts.rows_missing,
+        rows_mismatched: counts.rows_mismatched,
+        rows_repaired: counts.rows_repaired,
+        epochs_digested: digests.len() as u64,
+        epochs_proven_equal: digests.iter().filter(|d| d.proven_equal()).count() as u64,
+    }
 }
 
 #[cfg(test)]

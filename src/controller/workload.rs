@@ -53,6 +53,18 @@ pub enum BuildError {
     NoLake(String),
     #[error("the lake keeps finalized blocks only: ChainSource {0} reads at commitment confirmed")]
     LakeNeedsFinalized(String),
+    #[error("the origin ChainSource {0} does not exist")]
+    OriginNotFound(String),
+    #[error(
+        "the origin ChainSource {0} keeps an embedded store, which admits one process: copy from a Bigtable origin"
+    )]
+    OriginEmbedded(String),
+    #[error("replication copies the canonical store's rows: targets must be [canonical]")]
+    ReplicaTargets,
+    #[error(
+        "a store origin named by chainSourceRef is resolved by the IngestJob reconciler, which an embedded target's node does not consult: name the origin's instance in source.store.bigtable"
+    )]
+    OriginUnresolved,
 }
 
 impl BuildError {
@@ -68,6 +80,10 @@ impl BuildError {
             BuildError::NoLake(_) => "LakeMissing",
             BuildError::NoBigQuery(_) => "BigQueryMissing",
             BuildError::LakeNeedsFinalized(_) => "LakeNeedsFinalized",
+            BuildError::OriginNotFound(_) => "OriginNotFound",
+            BuildError::OriginEmbedded(_) => "OriginEmbedded",
+            BuildError::ReplicaTargets => "TargetsInvalid",
+            BuildError::OriginUnresolved => "OriginUnresolved",
         }
     }
 }
@@ -252,6 +268,8 @@ impl PodSecrets {
         }
         match &spec.source {
             SourceSpec::Rpc { endpoint } => self.endpoint_token(endpoint, source),
+            // The origin's key is mounted by `origin_key`.
+            SourceSpec::Store { .. } => {}
             SourceSpec::BigQuery { credentials_file, check, .. } => {
                 if let Some(endpoint) = check {
                     self.endpoint_token(endpoint, source);
@@ -278,6 +296,21 @@ impl PodSecrets {
                 self.mounts.push(mount);
             }
         }
+    }
+
+    /// A replication origin's key file (`source.store.bigtable.credentialsSecretRef`).
+    pub fn origin_key(&mut self, job: &IngestJob) {
+        let origin = job.spec.source.store.as_ref().and_then(|s| s.bigtable.as_ref());
+        let Some(key) = origin.and_then(|b| b.credentials_secret_ref.as_ref()) else { return };
+        let secret = SecretVolumeSource { secret_name: Some(key.name.clone()), ..SecretVolumeSource::default() };
+        self.volumes.push(Volume { name: "origin-key".into(), secret: Some(secret), ..Volume::default() });
+        let mount = VolumeMount {
+            name: "origin-key".into(),
+            mount_path: ORIGIN_KEY_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        };
+        self.mounts.push(mount);
     }
 
     /// The lake's object-store credentials, as the variables the store's SDK
@@ -483,7 +516,7 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
                     true => None,
                     false => match rpc_source_spec(source, &[])? {
                         SourceSpec::Rpc { endpoint } => Some(endpoint),
-                        SourceSpec::BigQuery { .. } => None,
+                        _ => None,
                     },
                 },
                 repair: query.repair_from_rpc,
@@ -494,7 +527,7 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
             // A batch is one query per table over `slotsPerQuery` slots.
             (spec, query.slots_per_query)
         }
-        (None, None) => return Err(BuildError::UnsupportedSource("store")),
+        (None, None) => (origin_source_spec(job)?, spec.batch_size),
     };
     let range = spec.range.clone().unwrap_or_default();
     let mode = match spec.mode {
@@ -528,6 +561,50 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
         lake,
         caches: invalidating_tiers(source, tiers).map(|t| FromEnv::new(&cache_url_env(&t.name_any()))).collect(),
     })))
+}
+
+/// Where a replication origin's service-account key is mounted.
+const ORIGIN_KEY_DIR: &str = "/var/run/secrets/chronicle/origin";
+
+/// A replication's origin, as the worker reads it (`source.store.bigtable`;
+/// a `chainSourceRef` is resolved into it first, see [`resolve_origin`]).
+fn origin_source_spec(job: &IngestJob) -> Result<SourceSpec, BuildError> {
+    let store = job.spec.source.store.as_ref().ok_or(BuildError::UnsupportedSource("(none)"))?;
+    let instance = store.bigtable.as_ref().ok_or(BuildError::OriginUnresolved)?;
+    if job.spec.targets != [IngestTarget::Canonical] {
+        return Err(BuildError::ReplicaTargets);
+    }
+    let url = format!("bigtable://{}/{}?appProfile={}", instance.project, instance.instance, instance.app_profile);
+    let origin = StoreSpec {
+        url,
+        emulator_host: instance.emulator_host.clone(),
+        credentials_file: instance.credentials_secret_ref.as_ref().map(|k| format!("{ORIGIN_KEY_DIR}/{}", k.key)),
+    };
+    Ok(SourceSpec::Store { origin, verify: store.verify, repair: store.repair })
+}
+
+/// `job` with a `source.store.chainSourceRef` origin replaced by that
+/// ChainSource's Bigtable instance (`origin`, looked up by the caller).
+pub fn resolve_origin(
+    job: &IngestJob,
+    target: &ChainSource,
+    origin: Option<&ChainSource>,
+) -> Result<IngestJob, BuildError> {
+    let Some(reference) = job.spec.source.store.as_ref().and_then(|s| s.chain_source_ref.as_ref()) else {
+        return Ok(job.clone());
+    };
+    if target.spec.store.embedded.is_some() {
+        return Err(BuildError::OriginUnresolved);
+    }
+    let origin = origin.ok_or_else(|| BuildError::OriginNotFound(reference.name.clone()))?;
+    let instance =
+        origin.spec.store.bigtable.clone().ok_or_else(|| BuildError::OriginEmbedded(reference.name.clone()))?;
+    let mut resolved = job.clone();
+    if let Some(store) = resolved.spec.source.store.as_mut() {
+        store.chain_source_ref = None;
+        store.bigtable = Some(instance);
+    }
+    Ok(resolved)
 }
 
 /// Where a ChainSource's BigQuery key is mounted in an ingest pod.
@@ -576,6 +653,7 @@ pub fn ingest_workload(
     if let Work::Ingest(ingest) = &worker.work {
         secrets.ingest(ingest, source, tiers);
     }
+    secrets.origin_key(job);
     // The worker finishes its batch and commits on SIGTERM: 120 s to do so.
     let mut pod = worker_pod("ingest", image, &worker, source, secrets, resources(spec.resources.as_ref()), 120);
     pod.restart_policy = Some(if spec.mode == IngestMode::Backfill { "OnFailure" } else { "Always" }.into());
@@ -710,6 +788,39 @@ mod tests {
     }
 
     #[test]
+    fn a_replication_reads_its_origin_with_the_origins_key_mounted() {
+        let job: IngestJob = load("ingestjob-replicate.yaml");
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml");
+        let IngestWorkload::Backfill(built) = ingest_workload(&job, &source, &[], "chronicle:test").unwrap() else {
+            panic!("an Indexed Job")
+        };
+        let pod = built.spec.unwrap().template.spec.unwrap();
+        let Work::Ingest(ingest) = worker_spec(&pod.containers[0]).work else { panic!("an ingest spec") };
+        let origin = StoreSpec {
+            url: "bigtable://legacy-validators/solana-ledger?appProfile=default".into(),
+            emulator_host: None,
+            credentials_file: Some(format!("{ORIGIN_KEY_DIR}/key.json")),
+        };
+        assert_eq!(ingest.source, SourceSpec::Store { origin, verify: true, repair: true });
+        let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "origin-key").expect("the origin's key");
+        assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("legacy-bigtable-reader"));
+        // An origin named by its ChainSource is that source's instance.
+        let mut by_ref = job.clone();
+        let store = by_ref.spec.source.store.as_mut().unwrap();
+        store.bigtable = None;
+        store.chain_source_ref = Some(crate::crd::common::LocalObjectRef { name: "solana-mainnet".into() });
+        let resolved = resolve_origin(&by_ref, &source, Some(&source)).unwrap();
+        assert_eq!(resolved.spec.source.store.unwrap().bigtable, source.spec.store.bigtable);
+        assert_eq!(
+            resolve_origin(&by_ref, &source, None).err(),
+            Some(BuildError::OriginNotFound("solana-mainnet".into()))
+        );
+        let embedded: ChainSource = load("chainsource-solana-embedded.yaml");
+        let embedded_origin = resolve_origin(&by_ref, &source, Some(&embedded)).err();
+        assert_eq!(embedded_origin, Some(BuildError::OriginEmbedded("solana-mainnet".into())));
+    }
+
+    #[test]
     fn a_bigquery_history_job_reads_the_sources_dataset_with_its_key_mounted() {
         let job: IngestJob = load("ingestjob-bigquery.yaml");
         let source: ChainSource = load("chainsource-solana-mainnet.yaml");
@@ -727,7 +838,7 @@ mod tests {
                 credentials_file: Some(BIGQUERY_KEY_FILE.into()),
                 check: match rpc_source_spec(&source, &[]).unwrap() {
                     SourceSpec::Rpc { endpoint } => Some(endpoint),
-                    SourceSpec::BigQuery { .. } => None,
+                    _ => None,
                 },
                 repair: false,
                 endpoint: None,

@@ -54,6 +54,7 @@ use super::common::{BigtableInstance, CommonStatus, DURATION_PATTERN, LocalObjec
 #[x_kube(validation = Rule::new("self.mode != 'follow' || !has(self.range) || !has(self.range.endSlot)").message("a follow job has no range.endSlot: it tails the chain"))]
 #[x_kube(validation = Rule::new("self.mode != 'follow' || self.parallelism == 1").message("a follow job runs one worker: parallelism must be 1"))]
 #[x_kube(validation = Rule::new("self.mode != 'backfill' || !has(self.range) || !has(self.range.endSlot) || self.range.endSlot < self.range.startSlot || self.parallelism <= self.range.endSlot - self.range.startSlot + 1").message("parallelism must not exceed the number of slots in range"))]
+#[x_kube(validation = Rule::new("!has(self.source.store) || self.targets.all(t, t == 'canonical')").message("replication copies the canonical store's rows: targets must be [canonical]"))]
 #[x_kube(validation = Rule::new("!has(self.source.bigQuery) || !self.targets.exists(t, t == 'canonical')").message("a bigQuery source fills the lake only: its rows carry no raw transactions for the canonical store (targets: [lake])"))]
 pub struct IngestJobSpec {
     /// The `ChainSource` whose stores this job fills.
@@ -191,9 +192,43 @@ pub struct StoreSource {
     /// Copy from this Bigtable instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bigtable: Option<BigtableInstance>,
-    /// Re-read and compare every copied block.
+    /// Compare every block's rows with the target by digest before writing,
+    /// and read back what was written; mismatches and missing rows are
+    /// recorded in the catalog and `status.replication`.
     #[serde(default)]
     pub verify: bool,
+    /// When verifying, rewrite the rows found missing or different from the
+    /// origin (false: only report them).
+    #[serde(default = "default_repair")]
+    pub repair: bool,
+}
+
+fn default_repair() -> bool {
+    true
+}
+
+/// A replication's progress: `checkpoint` is how far the replica is
+/// complete from the range start; these say how it got there.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationStatus {
+    /// Slots between the origin's newest block and the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_slots: Option<u64>,
+    /// Rows written to the target.
+    pub rows_copied: u64,
+    /// Rows compared with the target by digest (verify: true).
+    pub rows_compared: u64,
+    /// Rows the target lacked.
+    pub rows_missing: u64,
+    /// Rows the target held with other cells.
+    pub rows_mismatched: u64,
+    /// Missing or mismatched rows rewritten from the origin.
+    pub rows_repaired: u64,
+    /// Epochs with a digest recorded in the catalog.
+    pub epochs_digested: u64,
+    /// Epochs whose origin and target digests are equal (verified copies).
+    pub epochs_proven_equal: u64,
 }
 
 /// How far behind the chain a job's source runs.
@@ -265,6 +300,9 @@ pub struct IngestJobStatus {
     /// Slots per second over the last minute, e.g. `412.5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<String>,
+    /// What a replication (`source: store`) copied and what verification found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

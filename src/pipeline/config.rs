@@ -14,6 +14,20 @@ pub enum SourceConfig {
     Rpc(RpcEndpoint),
     /// A BigQuery dataset of the chain's rows (lake only).
     BigQuery(BigQueryDataset),
+    /// Another canonical store: replication (`replication/`).
+    Store(StoreOrigin),
+}
+
+/// The store a replication copies from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOrigin {
+    /// `bigtable://…` or `embedded:///…`.
+    pub url: String,
+    pub access: crate::store::BigtableAccess,
+    /// Compare every block's rows with the target before and after writing.
+    pub verify: bool,
+    /// Rewrite the rows verification finds missing or different (else only report them).
+    pub repair: bool,
 }
 
 /// A chain's dataset in BigQuery.

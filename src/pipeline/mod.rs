@@ -107,6 +107,8 @@ pub trait BlockSink<B>: Send + Sync {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Flushed {
     pub partitions: Vec<crate::catalog::LakePartition>,
+    /// What a replica target copied and found since its last flush.
+    pub replica: crate::catalog::ReplicaOutcome,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

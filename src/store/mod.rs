@@ -5,6 +5,7 @@
 //! (the emulator through `BIGTABLE_EMULATOR_HOST`) or `embedded:///PATH`.
 
 pub mod bigtable;
+pub mod block_rows;
 pub mod cells;
 pub mod embedded;
 pub mod envelope;

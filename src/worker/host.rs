@@ -184,6 +184,18 @@ impl Host {
                         (label, run.await)
                     })
                 }
+                // A replication into the host's store, from another store.
+                SourceConfig::Store(origin) => {
+                    let sink = crate::replication::target_sink(&solana, opened.store.clone(), origin);
+                    let origin = origin.clone();
+                    Box::pin(async move {
+                        let run = async {
+                            let source = crate::replication::open_origin(&solana, &origin).await?;
+                            run_pipeline(config, source, vec![sink], catalog, stop, progress).await
+                        };
+                        (label, run.await)
+                    })
+                }
                 SourceConfig::Rpc(_) => {
                     let source = solana.source(&config.source).with_context(|| name.to_string())?;
                     let sinks = solana.sinks(&opened.store, &targets).with_context(|| name.to_string())?;

@@ -144,6 +144,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     match &config.source {
         SourceConfig::BigQuery(_) => run_rows(&solana, config, shutdown).await,
         SourceConfig::Rpc(_) => run_with(&solana, config, shutdown).await,
+        SourceConfig::Store(_) => crate::replication::run(&solana, config, shutdown).await,
     }
 }
 
@@ -426,7 +427,9 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 }
             }
         }
-        outcome.partitions.extend(self.flush().await?.partitions);
+        let flushed = self.flush().await?;
+        outcome.partitions.extend(flushed.partitions);
+        outcome.replica.merge(flushed.replica);
         Ok(())
     }
 
@@ -436,7 +439,10 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         let mut flushed = Flushed::default();
         for sink in &self.sinks {
             match (sink.flush().await, sink.policy()) {
-                (Ok(done), _) => flushed.partitions.extend(done.partitions),
+                (Ok(done), _) => {
+                    flushed.partitions.extend(done.partitions);
+                    flushed.replica.merge(done.replica);
+                }
                 (Err(e), SinkPolicy::Held) => anyhow::bail!("{}: {e}; the batch will be redone", sink.name()),
                 (Err(e), SinkPolicy::BestEffort) => tracing::warn!(sink = sink.name(), error = %e, "sink flush failed"),
             }

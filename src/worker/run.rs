@@ -14,7 +14,12 @@ use super::spec::{
 use crate::bigquery::BigQueryAccess;
 use crate::chain::Adapter;
 use crate::crd::ingest_job::IngestTarget;
-use crate::pipeline::config::{BigQueryDataset, RpcEndpoint, Secret, SourceConfig};
+use crate::pipeline::config::{BigQueryDataset, RpcEndpoint, Secret, SourceConfig, StoreOrigin};
+
+/// Blocks a replication copies at once: each is a few multi-row reads and writes.
+pub const STORE_CONCURRENCY: usize = 16;
+/// How often a tailing replication asks its origin for new blocks.
+pub const STORE_POLL: Duration = Duration::from_secs(2);
 use crate::serve::ServeConfig;
 use crate::serve::cache::CacheConfig;
 use crate::store::BigtableAccess;
@@ -87,6 +92,11 @@ pub fn ingest_config_in(
             // A batch's blocks come from its prefetched queries: a few at once suffice.
             (SourceConfig::BigQuery(dataset), 4)
         }
+        SourceSpec::Store { origin, verify, repair } => {
+            let origin =
+                StoreOrigin { url: origin.url.clone(), access: store_access(origin), verify: *verify, repair: *repair };
+            (SourceConfig::Store(origin), STORE_CONCURRENCY)
+        }
     };
     let (from, to, follow, shards) = match spec.mode {
         IngestModeSpec::Backfill { from, to, shards } => (Some(from), Some(to), false, shards.max(1)),
@@ -109,6 +119,7 @@ pub fn ingest_config_in(
         poll_interval: match &spec.source {
             SourceSpec::BigQuery { poll_interval, .. } => duration("source.pollInterval", poll_interval)?,
             SourceSpec::Rpc { .. } => Duration::from_millis(400),
+            SourceSpec::Store { .. } => STORE_POLL,
         },
         catalog_patience: Duration::from_secs(600),
         targets: spec.targets.clone(),

@@ -164,6 +164,15 @@ pub enum SourceSpec {
         /// Slots a follower stays behind the dataset's newest block.
         settle_slots: u64,
     },
+    /// Another canonical store, copied row for row (replication).
+    #[serde(rename_all = "camelCase")]
+    Store {
+        origin: StoreSpec,
+        /// Compare every block's rows with the target before and after writing.
+        verify: bool,
+        /// Rewrite rows verification finds missing or different.
+        repair: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

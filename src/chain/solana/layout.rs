@@ -24,6 +24,7 @@ use solana_transaction_status::{
     VersionedTransactionWithStatusMeta, extract_and_fmt_memos,
 };
 
+use crate::store::block_rows::{BlockRows, BlockRowsReader};
 use crate::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
 use crate::store::envelope;
 use crate::store::keys::{address_key, parse_address_key, parse_slot_key, slot_key};
@@ -391,25 +392,66 @@ impl LedgerStore {
     /// Agave's `delete-slots`: index rows of every account key, `tx` rows that
     /// still point at this slot, `entries`, and the `blocks` row last.
     async fn delete_slot(&self, slot: Slot, stats: &mut DeleteStats) -> Result<(), StoreError> {
-        let Some(block) = self.block(slot).await? else { return Ok(()) };
+        let Some(rows) = self.block_rows(slot).await? else { return Ok(()) };
+        crate::store::block_rows::delete_rows(self.cells.as_ref(), &rows).await?;
+        stats.blocks += 1;
+        stats.rows += rows.rows.len();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlockRowsReader for LedgerStore {
+    fn cells(&self) -> &Arc<dyn CellStore> {
+        &self.cells
+    }
+
+    async fn stored_blocks(&self, start: Slot, end: Slot) -> Result<Vec<Slot>, StoreError> {
+        let range = KeyRange { start: slot_key(start), end: Some(slot_key(end)) };
+        let rows = self.cells.scan(tables::BLOCKS, range, usize::MAX, true).await?;
+        Ok(rows.iter().filter_map(|r| parse_slot_key(&r.key)).collect())
+    }
+
+    async fn oldest_block(&self) -> Result<Option<Slot>, StoreError> {
+        self.first_available_block().await
+    }
+
+    async fn newest_block(&self) -> Result<Option<Slot>, StoreError> {
+        self.last_block().await
+    }
+
+    async fn block_time(&self, slot: Slot) -> Result<Option<i64>, StoreError> {
+        Ok(BlockStore::block_time(self, slot).await?.flatten())
+    }
+
+    /// The `tx-by-addr` rows of every account key of the block's
+    /// transactions (reserved keys included: whatever wrote the block, the
+    /// rows that exist are found), the `tx` rows that point at this slot (a
+    /// signature stored again in a later slot belongs to that one), `entries`,
+    /// and the `blocks` row last. Exact keys: no table is scanned.
+    async fn block_rows(&self, slot: Slot) -> Result<Option<BlockRows>, StoreError> {
+        let Some(block_row) = self.read_one(tables::BLOCKS, slot_key(slot)).await? else { return Ok(None) };
+        let block = decode_block(&block_row)?;
         let mut address_keys = Vec::new();
         let mut signatures = Vec::new();
         for tx in &block.transactions {
             address_keys.extend(tx.account_keys().iter().map(|a| address_key(a, slot)));
-            signatures.push(*tx.transaction_signature());
+            signatures.push(tx.transaction_signature().to_string());
         }
         address_keys.sort();
         address_keys.dedup();
-        let infos = self.tx_infos(&signatures).await?;
-        let tx_keys: Vec<String> =
-            infos.into_iter().filter(|(_, info)| info.slot == slot).map(|(key, _)| key).collect();
-        self.cells.delete_rows(tables::TX_BY_ADDR, &address_keys).await?;
-        self.cells.delete_rows(tables::TX, &tx_keys).await?;
-        self.cells.delete_rows(tables::ENTRIES, &[slot_key(slot)]).await?;
-        self.cells.delete_rows(tables::BLOCKS, &[slot_key(slot)]).await?;
-        stats.blocks += 1;
-        stats.rows += address_keys.len() + tx_keys.len() + 2;
-        Ok(())
+        let mut rows = Vec::new();
+        for row in self.cells.read_rows(tables::TX, &signatures).await? {
+            if decode_tx_info(&row)?.slot == slot {
+                rows.push((tables::TX, row));
+            }
+        }
+        let by_address = self.cells.read_rows(tables::TX_BY_ADDR, &address_keys).await?;
+        rows.extend(by_address.into_iter().map(|row| (tables::TX_BY_ADDR, row)));
+        let entries = self.cells.read_rows(tables::ENTRIES, &[slot_key(slot)]).await?;
+        rows.extend(entries.into_iter().map(|row| (tables::ENTRIES, row)));
+        rows.push((tables::BLOCKS, block_row));
+        Ok(Some(BlockRows { slot, rows }))
     }
 }
 

@@ -58,7 +58,16 @@ impl ChainAdapter for Solana {
         match config {
             SourceConfig::Rpc(endpoint) => Ok(Arc::new(rpc::RpcSource::new(endpoint.clone()))),
             SourceConfig::BigQuery(_) => anyhow::bail!("a BigQuery dataset yields rows, not blocks: use rows_source"),
+            SourceConfig::Store(_) => anyhow::bail!("another store yields rows as stored: see replication::run"),
         }
+    }
+
+    fn rows_reader(&self, store: Arc<LedgerStore>) -> Arc<dyn crate::store::block_rows::BlockRowsReader> {
+        store
+    }
+
+    fn epoch_slots(&self) -> u64 {
+        solana_clock::DEFAULT_SLOTS_PER_EPOCH
     }
 
     fn sinks(

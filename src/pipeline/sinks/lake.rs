@@ -77,7 +77,7 @@ impl<B: Send + Sync + 'static, T: LakeTables<B>> BlockSink<B> for LakeSink<B, T>
             rows.append(block);
         }
         let partitions = rows.write(&self.lake, first, last).await.map_err(|e| e.to_string())?;
-        Ok(Flushed { partitions })
+        Ok(Flushed { partitions, ..Flushed::default() })
     }
 
     async fn remove(&self, number: BlockNumber) -> Result<(), String> {

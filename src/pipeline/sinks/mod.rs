@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `canonical` | [`canonical::CanonicalSink`]: the block store in the chain's layout | held: a failed write is a gap, a failed flush stops before the checkpoint |
 //! | `lake` | [`lake::LakeSink`]: the chain's normalized rows as Parquet, partitions committed with the checkpoint | held: a failed write is a gap, a failed flush stops before the checkpoint |
+//! | `canonical` of a replication | [`replica::ReplicaSink`]: another store's rows, cell for cell, compared and repaired when verifying | held |
 //! | (a CacheTier's Redis) | [`cache::CacheInvalidation`]: drops cached answers a block changes | best effort: answers expire with their TTL |
 //!
 //! `metrics` has no sink in this build yet (issue 16).
@@ -13,6 +14,7 @@
 pub mod cache;
 pub mod canonical;
 pub mod lake;
+pub mod replica;
 
 use std::sync::Arc;
 

@@ -1,0 +1,249 @@
+//! Replication between two Bigtable emulators (`IngestJob` `source: store`),
+//! run as the controller's pods run it: `chronicle worker run` with a typed
+//! worker spec, PostgreSQL as the catalog. The origin holds the four recorded
+//! mainnet blocks replayed at consecutive slots (real bodies, derived slots:
+//! a range of the recorded slots themselves would be 136 M slots wide).
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chronicle::catalog;
+use chronicle::crd::chain_source::{ChainFamily, Commitment};
+use chronicle::crd::ingest_job::IngestTarget;
+use chronicle::store::cells::{Cell, KeyRange, Row, Table, TableWrite};
+use chronicle::store::ledger::tables;
+use chronicle::store::{BlockStore, LedgerStore};
+use chronicle::worker::spec::{
+    ChainSpec, FromEnv, IngestModeSpec, IngestSpec, SourceSpec, StoreSpec, Work, WorkerSpec,
+};
+use solana_storage_bigtable::LedgerStorage;
+use support::{BigtableEmulator, Postgres, bigtable_ledger, real_blocks, replayed};
+use tokio::process::{Child, Command};
+
+const PROJECT: &str = "emulator";
+
+struct Replication<'a> {
+    origin: &'a BigtableEmulator,
+    target: &'a BigtableEmulator,
+    catalog: String,
+}
+
+impl Replication<'_> {
+    fn spec(&self, job: &str, mode: IngestModeSpec, verify: bool) -> WorkerSpec {
+        let store = |emulator: &BigtableEmulator, instance: &str| StoreSpec {
+            url: format!("bigtable://{PROJECT}/{instance}"),
+            emulator_host: Some(emulator.host()),
+            credentials_file: None,
+        };
+        WorkerSpec::new(Work::Ingest(IngestSpec {
+            job: job.into(),
+            chain: ChainSpec {
+                family: ChainFamily::Solana,
+                network: "mainnet-beta".into(),
+                commitment: Commitment::Finalized,
+            },
+            source: SourceSpec::Store { origin: store(self.origin, "origin"), verify, repair: true },
+            mode,
+            batch_size: 5,
+            targets: vec![IngestTarget::Canonical],
+            store: store(self.target, "replica"),
+            catalog: FromEnv::new("CHRONICLE_CATALOG_URL"),
+            lake: None,
+            caches: Vec::new(),
+        }))
+    }
+
+    fn worker(&self, spec: &WorkerSpec) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chronicle"));
+        command
+            .args(["worker", "run"])
+            .env("CHRONICLE_WORKER_SPEC", spec.to_json())
+            .env("CHRONICLE_CATALOG_URL", &self.catalog)
+            .env("RUST_LOG", "info")
+            .env_remove("BIGTABLE_EMULATOR_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn run(&self, spec: &WorkerSpec) -> String {
+        let output = tokio::time::timeout(Duration::from_secs(180), self.worker(spec).output())
+            .await
+            .expect("the replication finished in time")
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "replication failed:\n{log}");
+        log
+    }
+}
+
+fn backfill(from: u64, to: u64) -> IngestModeSpec {
+    IngestModeSpec::Backfill { from, to, shards: 1 }
+}
+
+async fn dump(store: &LedgerStore) -> Vec<(Table, Row)> {
+    let mut rows = Vec::new();
+    for table in tables::ALL {
+        let range = KeyRange { start: String::new(), end: None };
+        let all = store.cells().scan(table, range, usize::MAX, false).await.unwrap();
+        rows.extend(all.into_iter().map(|r| (table, r)));
+    }
+    rows
+}
+
+/// The origin, holding the real blocks replayed at `first..first + count`,
+/// written in slot order (a replayed signature's `tx` row points at its last slot).
+async fn filled_origin(emulator: &BigtableEmulator, first: u64, count: u64) -> Arc<LedgerStore> {
+    let origin = bigtable_ledger(emulator, PROJECT, "origin").await;
+    for (slot, block) in replayed(first, count) {
+        origin.write_block(slot, &block, &[]).await.unwrap();
+    }
+    origin
+}
+
+/// 20 slots each side of the boundary between epochs 249 and 250.
+const FIRST: u64 = 250 * 432_000 - 20;
+const LAST: u64 = FIRST + 39;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_equals_its_origin_and_verification_finds_and_repairs_damage() {
+    let (origin_emulator, target_emulator) = (BigtableEmulator::start(), BigtableEmulator::start());
+    let origin = filled_origin(&origin_emulator, FIRST, LAST - FIRST + 1).await;
+    let pg = Postgres::start();
+    let replication = Replication { origin: &origin_emulator, target: &target_emulator, catalog: pg.url() };
+    let (first, last) = (FIRST, LAST);
+
+    replication.run(&replication.spec("copy", backfill(first, last), false)).await;
+    let target = bigtable_ledger(&target_emulator, PROJECT, "replica").await;
+    let origin_rows = dump(&origin).await;
+    assert_eq!(dump(&target).await, origin_rows, "the replica differs from its origin row by row");
+    assert!(origin_rows.len() > 100, "every table is copied, not just blocks");
+
+    // Agave's own reader reads the replica.
+    let agave =
+        LedgerStorage::new_for_emulator("replica", "default", &target_emulator.host(), Some(Duration::from_secs(30)))
+            .unwrap();
+    for (slot, block) in replayed(LAST - 3, 4) {
+        let read = agave.get_confirmed_block(slot).await.unwrap();
+        assert_eq!(read.blockhash, block.blockhash, "agave reads slot {slot} from the replica");
+        let signature = *block.transactions[0].transaction_signature();
+        let found = agave.get_confirmed_transaction(&signature).await.unwrap().expect("agave finds the transaction");
+        assert_eq!(found.slot, slot);
+    }
+    assert_eq!(agave.get_confirmed_blocks(FIRST, 100).await.unwrap(), (FIRST..=LAST).collect::<Vec<_>>());
+
+    // Damage the replica: one cell changed, one index row deleted.
+    let cells = target.cells();
+    let signature = replayed(LAST - 3, 4)[&(LAST - 2)].transactions[0].transaction_signature().to_string();
+    let tx_row = cells.read_rows(tables::TX, std::slice::from_ref(&signature)).await.unwrap().remove(0);
+    let mut corrupted = tx_row.cells[0].1.clone();
+    *corrupted.last_mut().unwrap() ^= 0xff;
+    let cell = Cell { key: signature.clone(), qualifier: "bin", value: corrupted };
+    cells.write(vec![TableWrite { table: tables::TX, cells: vec![cell] }]).await.unwrap();
+    let by_addr = cells
+        .scan(tables::TX_BY_ADDR, KeyRange { start: String::new(), end: None }, 1, true)
+        .await
+        .unwrap()
+        .remove(0)
+        .key;
+    cells.delete_rows(tables::TX_BY_ADDR, std::slice::from_ref(&by_addr)).await.unwrap();
+    assert_ne!(dump(&target).await, origin_rows);
+
+    replication.run(&replication.spec("verify", backfill(first, last), true)).await;
+    assert_eq!(dump(&target).await, origin_rows, "verification repaired the replica");
+    let catalog = catalog::open(&pg.url()).await.unwrap();
+    let mismatches = catalog.mismatches("verify").await.unwrap();
+    let mut found: Vec<(&str, &str, &str, bool)> =
+        mismatches.iter().map(|m| (m.table.as_str(), m.key.as_str(), m.kind.as_str(), m.repaired)).collect();
+    found.sort();
+    let expected =
+        vec![("tx", signature.as_str(), "different", true), ("tx-by-addr", by_addr.as_str(), "missing", true)];
+    assert_eq!(found, expected, "exactly the damaged rows are found");
+    let shards = catalog.shards("verify").await.unwrap();
+    let counts = shards[0].1.replica;
+    assert_eq!((counts.rows_missing, counts.rows_mismatched, counts.rows_repaired), (1, 1, 2));
+    assert_eq!(counts.rows_compared, origin_rows.len() as u64);
+    assert_eq!(counts.rows_copied, 2, "rows already equal are not written again");
+    // One digest per epoch, both sides equal: the replica is proven equal.
+    let digests = catalog.digests("verify").await.unwrap();
+    assert_eq!(digests.iter().map(|d| (d.epoch, d.blocks)).collect::<Vec<_>>(), vec![(249, 20), (250, 20)]);
+    assert!(digests.iter().all(|d| d.proven_equal()), "{digests:?}");
+    assert_eq!(digests.iter().map(|d| d.rows).sum::<u64>(), origin_rows.len() as u64);
+    // The plain copy digested the origin side only.
+    let copy = catalog.digests("copy").await.unwrap();
+    assert_eq!(
+        copy.iter().map(|d| &d.origin).collect::<Vec<_>>(),
+        digests.iter().map(|d| &d.origin).collect::<Vec<_>>()
+    );
+    assert!(copy.iter().all(|d| d.target.is_none()));
+
+    // Verifying again finds nothing.
+    replication.run(&replication.spec("verify-again", backfill(first, last), true)).await;
+    assert!(catalog.mismatches("verify-again").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replication_resumes_to_the_same_replica() {
+    let (origin_emulator, target_emulator) = (BigtableEmulator::start(), BigtableEmulator::start());
+    let (first, count) = (500_000, 300);
+    let origin = filled_origin(&origin_emulator, first, count).await;
+    let pg = Postgres::start();
+    let replication = Replication { origin: &origin_emulator, target: &target_emulator, catalog: pg.url() };
+    let spec = replication.spec("killed", backfill(first, first + count - 1), false);
+    let catalog = catalog::open(&pg.url()).await.unwrap();
+
+    let mut child: Child = replication.worker(&spec).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let at_kill = loop {
+        let checkpoint = catalog.shards("killed").await.ok().and_then(|s| s.first().and_then(|(_, st)| st.checkpoint));
+        if let Some(checkpoint) = checkpoint {
+            break checkpoint;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    child.start_kill().unwrap(); // SIGKILL mid-copy
+    child.wait().await.unwrap();
+    assert!(at_kill < first + count - 1, "killed before the end (at checkpoint {at_kill})");
+
+    replication.run(&spec).await;
+    let target = bigtable_ledger(&target_emulator, PROJECT, "replica").await;
+    assert_eq!(dump(&target).await, dump(&origin).await, "the resumed replica differs from its origin");
+    let state = &catalog.shards("killed").await.unwrap()[0].1;
+    assert_eq!(state.checkpoint, Some(first + count - 1));
+    assert_eq!(state.blocks_written, count, "each block committed once across the two runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tailing_replication_picks_up_new_blocks() {
+    let (origin_emulator, target_emulator) = (BigtableEmulator::start(), BigtableEmulator::start());
+    let origin = filled_origin(&origin_emulator, FIRST, 8).await;
+    let pg = Postgres::start();
+    let replication = Replication { origin: &origin_emulator, target: &target_emulator, catalog: pg.url() };
+    let spec = replication.spec("tail", IngestModeSpec::Follow { from: Some(FIRST) }, true);
+    let child = replication.worker(&spec).spawn().unwrap();
+    let target = bigtable_ledger(&target_emulator, PROJECT, "replica").await;
+    let wait_for = async |slot: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while target.block(slot).await.unwrap().is_none() {
+            assert!(Instant::now() < deadline, "slot {slot} did not reach the replica");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_for(FIRST + 7).await;
+    // A block written to the origin after the replication started.
+    let (_, block) = real_blocks().remove(0);
+    origin.write_block(FIRST + 9, &block, &[]).await.unwrap();
+    wait_for(FIRST + 9).await;
+    let (status, log) = support::terminate(child).await;
+    assert!(status.success(), "the follower stops cleanly on SIGTERM:\n{log}");
+    assert_eq!(dump(&target).await, dump(&origin).await);
+    let catalog = catalog::open(&pg.url()).await.unwrap();
+    let head = catalog.head("tail").await.unwrap().expect("the origin's head is recorded");
+    assert_eq!(head.head.number, FIRST + 9);
+}
