@@ -516,6 +516,20 @@ async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCod
             tracing::info!(documents = summary.documents, digest = %summary.digest, manifest = %summary.manifest, "export published");
             Ok(ExitCode::SUCCESS)
         }
+        Work::Retention(retention) => {
+            let record = crate::retention::run(worker::run::retention_config(retention)?).await?;
+            tracing::info!(
+                dry_run = record.dry_run,
+                oldest_kept = ?record.oldest_kept,
+                held_at = ?record.held_at,
+                blocks = record.blocks_removed,
+                rows = record.rows_removed,
+                bytes = record.bytes_removed,
+                lake_objects = record.lake_objects_removed,
+                "retention run done"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Work::Node(node) => {
             let shutdown = tokio_util::sync::CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

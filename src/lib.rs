@@ -12,6 +12,7 @@ pub mod export;
 pub mod lake;
 pub mod pipeline;
 pub mod replication;
+pub mod retention;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

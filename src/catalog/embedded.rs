@@ -10,8 +10,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BatchOutcome, Catalog, CatalogError, EpochDigest, ExportRecord, Gap, LakePartition, RecordedHead, RowMismatch,
-    ShardRange, ShardState, unix_now,
+    BatchOutcome, Catalog, CatalogError, EpochDigest, ExportRecord, Gap, LakePartition, RecordedHead, RetentionRecord,
+    RowMismatch, ShardRange, ShardState, unix_now,
 };
 use crate::pipeline::SourceHead;
 
@@ -31,6 +31,8 @@ pub struct EmbeddedCatalog {
     mismatches: Keyspace,
     /// `job NUL epoch` → an [`EpochDigest`].
     digests: Keyspace,
+    /// `policy` → its last [`RetentionRecord`].
+    retention: Keyspace,
     /// Commits read-modify-write shard records; one at a time.
     commit_lock: Mutex<()>,
 }
@@ -81,6 +83,7 @@ impl EmbeddedCatalog {
             exports: open("exports")?,
             mismatches: open("replica_mismatches")?,
             digests: open("replica_digests")?,
+            retention: open("retention_runs")?,
             db,
             commit_lock: Mutex::new(()),
         })
@@ -205,6 +208,34 @@ impl Catalog for EmbeddedCatalog {
         batch.insert(&self.shards, key(job, shard.into()), serde_json::to_vec(&record).expect("records serialize"));
         batch.commit().map_err(|e| self.fail(e))?;
         self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))
+    }
+
+    async fn record_retention(&self, policy: &str, record: &RetentionRecord) -> Result<(), CatalogError> {
+        let value = serde_json::to_vec(record).expect("records serialize");
+        self.retention.insert(policy.as_bytes(), value).map_err(|e| self.fail(e))?;
+        self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))
+    }
+
+    async fn retention(&self, policy: &str) -> Result<Option<RetentionRecord>, CatalogError> {
+        let Some(bytes) = self.retention.get(policy.as_bytes()).map_err(|e| self.fail(e))? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| self.fail(format!("retention record of {policy}: {e}")))
+    }
+
+    async fn drop_partitions(&self, paths: &[String]) -> Result<u64, CatalogError> {
+        let _guard = self.commit_lock.lock().expect("catalog lock");
+        let mut batch = self.db.batch();
+        let mut dropped = 0;
+        for guard in self.partitions.iter() {
+            let (key, value) = guard.into_inner().map_err(|e| self.fail(e))?;
+            let partition: LakePartition = serde_json::from_slice(&value).map_err(|e| self.fail(e))?;
+            if paths.contains(&partition.path) {
+                batch.remove(&self.partitions, key.to_vec());
+                dropped += 1;
+            }
+        }
+        batch.commit().map_err(|e| self.fail(e))?;
+        self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))?;
+        Ok(dropped)
     }
 
     async fn mismatches(&self, job: &str) -> Result<Vec<RowMismatch>, CatalogError> {

@@ -220,6 +220,16 @@ pub trait Catalog: Send + Sync {
     /// The export record of `job`, if its worker has started.
     async fn export(&self, job: &str) -> Result<Option<ExportRecord>, CatalogError>;
 
+    /// Records what a retention run did (its policy's status).
+    async fn record_retention(&self, policy: &str, record: &RetentionRecord) -> Result<(), CatalogError>;
+
+    /// The last retention run of `policy`, if one has started.
+    async fn retention(&self, policy: &str) -> Result<Option<RetentionRecord>, CatalogError>;
+
+    /// Forgets lake partitions by path (retention removes them): readers stop
+    /// listing them before their objects go. Returns how many were known.
+    async fn drop_partitions(&self, paths: &[String]) -> Result<u64, CatalogError>;
+
     /// The rows verification found wrong in `job`'s target, by slot.
     async fn mismatches(&self, job: &str) -> Result<Vec<RowMismatch>, CatalogError>;
 
@@ -233,6 +243,37 @@ pub trait Catalog: Send + Sync {
         let source_head = self.head(job).await?;
         Ok(JobProgress { shards, open_gaps, source_head })
     }
+}
+
+/// What a retention run did, or would do (a dry run).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionRecord {
+    /// `Running`, `Succeeded` or `Failed`.
+    pub phase: String,
+    pub dry_run: bool,
+    /// Unix seconds.
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    /// The oldest canonical block kept (after the run, or after it in a dry run).
+    pub oldest_kept: Option<BlockNumber>,
+    /// Where the rules cut: blocks below it go.
+    pub cut: Option<BlockNumber>,
+    /// Where the replica guard held the cut, when it did (below `cut`).
+    pub held_at: Option<BlockNumber>,
+    pub blocks_removed: u64,
+    pub rows_removed: u64,
+    pub bytes_removed: u64,
+    pub lake_objects_removed: u64,
+    pub lake_bytes_removed: u64,
+    /// Space the embedded store gave back, where measured.
+    pub bytes_reclaimed: Option<u64>,
+    /// A garbage-collection rule set (or that would be), as `maxAge=…s on …`.
+    pub gc_rule: Option<String>,
+    /// Rules not applied, each with why.
+    pub not_applied: Vec<String>,
+    /// Why the run failed.
+    pub message: Option<String>,
 }
 
 /// What an export worker did.

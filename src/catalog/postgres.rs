@@ -9,7 +9,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{
     BatchOutcome, Catalog, CatalogError, EpochDigest, ExportRecord, Gap, LakePartition, RecordedHead, ReplicaCounts,
-    RowMismatch, ShardRange, ShardState, redact, unix_now,
+    RetentionRecord, RowMismatch, ShardRange, ShardState, redact, unix_now,
 };
 
 mod embedded_migrations {
@@ -354,6 +354,40 @@ impl Catalog for PostgresCatalog {
             }
         }
         Ok(shards)
+    }
+
+    async fn record_retention(&self, policy: &str, record: &RetentionRecord) -> Result<(), CatalogError> {
+        let json = serde_json::to_string(record).expect("records serialize");
+        self.with_client(async |c| {
+            c.execute(
+                "INSERT INTO retention_runs (policy, record) VALUES ($1, $2)
+                 ON CONFLICT (policy) DO UPDATE SET record = $2, updated_at = now()",
+                &[&policy, &json],
+            )
+            .await
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn retention(&self, policy: &str) -> Result<Option<RetentionRecord>, CatalogError> {
+        let row = self
+            .with_client(async |c| c.query_opt("SELECT record FROM retention_runs WHERE policy = $1", &[&policy]).await)
+            .await;
+        let row = match row {
+            // No retention worker has migrated the table in yet.
+            Err(e) if e.to_string().contains("does not exist") => return Ok(None),
+            other => other?,
+        };
+        row.map(|row| {
+            serde_json::from_str(row.get::<_, &str>(0))
+                .map_err(|e| self.unavailable(format!("retention record of {policy}: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn drop_partitions(&self, paths: &[String]) -> Result<u64, CatalogError> {
+        self.with_client(async |c| c.execute("DELETE FROM lake_partitions WHERE path = ANY($1)", &[&paths]).await).await
     }
 
     async fn mismatches(&self, job: &str) -> Result<Vec<RowMismatch>, CatalogError> {

@@ -95,6 +95,50 @@ impl Lake {
         self.prefix.clone().join(table).join(format!("{first:012}-{last:012}.parquet"))
     }
 
+    /// Every partition object in the lake for this family and network, by
+    /// table then first block (committed or not: retention removes both).
+    pub async fn list(&self) -> Result<Vec<LakePartition>, LakeError> {
+        use futures::TryStreamExt;
+        let fail = |e: object_store::Error| LakeError::Write {
+            lake: self.url.clone(),
+            path: self.prefix.to_string(),
+            reason: format!("listing: {e}"),
+        };
+        let objects: Vec<_> = self.store.list(Some(&self.prefix)).try_collect().await.map_err(fail)?;
+        let mut partitions: Vec<LakePartition> = objects
+            .into_iter()
+            .filter_map(|object| {
+                let mut parts = object.location.parts().map(|p| p.as_ref().to_string()).collect::<Vec<_>>();
+                let file = parts.pop()?;
+                let table = parts.pop()?;
+                let (first, last) = file.strip_suffix(".parquet")?.split_once('-')?;
+                Some(LakePartition {
+                    table,
+                    first: first.parse().ok()?,
+                    last: last.parse().ok()?,
+                    path: object.location.to_string(),
+                    rows: 0,
+                    bytes: object.size,
+                })
+            })
+            .collect();
+        partitions.sort_by(|a, b| (&a.table, a.first).cmp(&(&b.table, b.first)));
+        Ok(partitions)
+    }
+
+    /// Deletes a partition object (`path` as [`Self::list`] gives it).
+    pub async fn remove(&self, path: &str) -> Result<(), LakeError> {
+        let fail = |e: object_store::Error| LakeError::Write {
+            lake: self.url.clone(),
+            path: path.to_string(),
+            reason: format!("deleting: {e}"),
+        };
+        match self.store.delete(&Path::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
     /// Writes `rows` of `table` for blocks `first..=last` as one Parquet
     /// object; returns the partition for the catalog to commit.
     pub async fn write<T: Serialize + for<'de> Deserialize<'de>>(

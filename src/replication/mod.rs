@@ -40,7 +40,7 @@ impl StoreSource {
 #[async_trait]
 impl BlockSource<BlockRows> for StoreSource {
     async fn produced(&self, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, String> {
-        self.origin.stored_blocks(start, end).await.map_err(|e| format!("{}: {e}", self.describe))
+        self.origin.stored_blocks(start, end, usize::MAX).await.map_err(|e| format!("{}: {e}", self.describe))
     }
 
     async fn block(&self, number: BlockNumber) -> Result<BlockRows, Missing> {

@@ -250,6 +250,22 @@ impl Cache {
     }
 }
 
+/// Deletes every answer and index set (keys under `chronicle:rpc:` and
+/// `chronicle:idx:`), a page of SCAN at a time, and bumps the generation.
+const DROP_ALL: &str = r#"
+redis.call('INCR', KEYS[1])
+local dropped = 0
+for _, pattern in ipairs({'chronicle:rpc:*', 'chronicle:idx:*'}) do
+  local cursor = '0'
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
+    cursor = page[1]
+    for _, key in ipairs(page[2]) do dropped = dropped + redis.call('DEL', key) end
+  until cursor == '0'
+end
+return dropped
+"#;
+
 /// What ingestion uses to drop the answers a new block changes.
 pub struct Invalidator {
     backend: Backend,
@@ -286,6 +302,23 @@ impl Invalidator {
                 0
             }
         }
+    }
+}
+
+impl Invalidator {
+    /// Drops every cached answer: blocks were removed (retention), so even
+    /// answers cached as immutable may be wrong. Returns how many went.
+    pub async fn drop_all(&self) -> Result<usize, String> {
+        let connection = match &self.backend {
+            Backend::Redis(connection) => connection,
+            Backend::Memory(memory) => return Ok(memory.drop_all()),
+        };
+        let mut redis = connection.get().await.ok_or_else(|| "the cache is unreachable".to_string())?;
+        let drop_all = redis::Script::new(DROP_ALL);
+        let mut script = drop_all.prepare_invoke();
+        script.key(GENERATION);
+        let dropped = script.invoke_async::<i64>(&mut redis).await.map_err(|e| e.to_string())?;
+        Ok(usize::try_from(dropped).unwrap_or(0))
     }
 }
 

@@ -79,6 +79,15 @@ impl MemoryCache {
         }
         dropped
     }
+
+    /// Bumps the generation and drops every answer (a retention run removed
+    /// blocks, so answers once immutable are not); returns how many.
+    pub fn drop_all(&self) -> usize {
+        let mut state = self.state.lock().expect("in-process cache");
+        state.generation += 1;
+        state.sets.clear();
+        std::mem::take(&mut state.answers).len()
+    }
 }
 
 #[cfg(test)]

@@ -358,4 +358,29 @@ impl CellStore for BigtableCells {
     async fn sync(&self) -> Result<(), BackendError> {
         Ok(()) // an acknowledged MutateRows is durable
     }
+
+    async fn set_max_age(&self, tables: &[Table], max_age: Duration) -> Result<(), BackendError> {
+        let age = prost_types::Duration { seconds: i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX), nanos: 0 };
+        let family = ColumnFamily {
+            gc_rule: Some(admin::GcRule { rule: Some(admin::gc_rule::Rule::MaxAge(age)) }),
+            ..ColumnFamily::default()
+        };
+        for table in tables {
+            let modify = ModifyColumnFamiliesRequest {
+                name: format!("{}/tables/{}", self.instance_path(), table.name()),
+                modifications: vec![Modification {
+                    id: FAMILY.into(),
+                    update_mask: None,
+                    r#mod: Some(modification::Mod::Update(family.clone())),
+                }],
+                ignore_warnings: false,
+            };
+            let mut admin = self.admin.clone();
+            admin
+                .modify_column_families(self.admin_request(modify).await.map_err(|e| self.error(*table, e))?)
+                .await
+                .map_err(|status| self.error(*table, format!("set GC rule: {}", status.message())))?;
+        }
+        Ok(())
+    }
 }

@@ -49,8 +49,8 @@ pub trait BlockRowsReader: Send + Sync {
     /// The engine underneath.
     fn cells(&self) -> &Arc<dyn CellStore>;
 
-    /// The stored blocks in `start..=end`, ascending.
-    async fn stored_blocks(&self, start: u64, end: u64) -> Result<Vec<u64>, StoreError>;
+    /// Up to `limit` stored blocks in `start..=end`, ascending.
+    async fn stored_blocks(&self, start: u64, end: u64, limit: usize) -> Result<Vec<u64>, StoreError>;
 
     /// The oldest stored block.
     async fn oldest_block(&self) -> Result<Option<u64>, StoreError>;

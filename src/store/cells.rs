@@ -106,4 +106,26 @@ pub trait CellStore: Send + Sync {
     /// Makes everything written so far durable (embedded: fsync the journal;
     /// Bigtable: acknowledged writes already are).
     async fn sync(&self) -> Result<(), BackendError>;
+
+    /// Gives back the space of deleted rows (embedded: a major compaction of
+    /// `tables`; Bigtable compacts on its own).
+    async fn reclaim(&self, _tables: &[Table]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Bytes the store takes on disk, where the engine can tell (embedded).
+    fn disk_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Sets a garbage-collection rule on `tables`' family: cells older than
+    /// `max_age` (by write time) are removed by the engine itself. Only
+    /// Bigtable has one.
+    async fn set_max_age(&self, tables: &[Table], _max_age: std::time::Duration) -> Result<(), BackendError> {
+        Err(BackendError {
+            backend: self.describe(),
+            table: tables.first().map(|t| t.to_string()).unwrap_or_default(),
+            message: "this engine has no garbage-collection rules: use method prune".into(),
+        })
+    }
 }

@@ -148,4 +148,21 @@ impl CellStore for EmbeddedCells {
     async fn sync(&self) -> Result<(), BackendError> {
         self.db.persist(PersistMode::SyncAll).map_err(|e| self.error(ANY, format!("sync: {e}")))
     }
+
+    /// Deleted rows are tombstones until a compaction drops them: compact
+    /// each table fully so their space comes back now.
+    async fn reclaim(&self, tables: &[Table]) -> Result<(), BackendError> {
+        for table in tables {
+            let keyspace = self.keyspace(*table)?;
+            tokio::task::spawn_blocking(move || keyspace.major_compact())
+                .await
+                .map_err(|e| self.error(*table, format!("compact: {e}")))?
+                .map_err(|e| self.error(*table, format!("compact: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn disk_bytes(&self) -> Option<u64> {
+        self.db.disk_space().ok()
+    }
 }

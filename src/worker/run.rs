@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::ingest::{IngestConfig, LakeConfig};
 use super::spec::{
-    ChainSpec, ExportSpec, IngestModeSpec, IngestSpec, RpcEndpointSpec, ServeSpec, SourceSpec, SpecError, StoreSpec,
-    duration,
+    ChainSpec, ExportSpec, FromEnv, IngestModeSpec, IngestSpec, RetentionSpec, RpcEndpointSpec, ServeSpec, SourceSpec,
+    SpecError, StoreSpec, duration,
 };
 use crate::bigquery::BigQueryAccess;
 use crate::chain::Adapter;
@@ -153,6 +153,24 @@ pub fn export_config(spec: &ExportSpec) -> Result<crate::export::ExportConfig, S
         exact_dedup: spec.exact_dedup,
         near_duplicate: spec.near_duplicate,
         concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    })
+}
+
+/// The retention run a [`RetentionSpec`] describes.
+pub fn retention_config(spec: &RetentionSpec) -> Result<crate::retention::RetentionConfig, SpecError> {
+    check_family(&spec.chain)?;
+    Ok(crate::retention::RetentionConfig {
+        policy: spec.policy.clone(),
+        chain: spec.chain.family,
+        network: spec.chain.network.clone(),
+        store: spec.store.url.clone(),
+        store_access: store_access(&spec.store),
+        catalog: spec.catalog.resolve()?,
+        lake: spec.lake.as_ref().map(|l| l.url.clone()),
+        rules: spec.rules.clone(),
+        dry_run: spec.dry_run,
+        guard: spec.guard.clone(),
+        caches: spec.caches.iter().map(FromEnv::resolve).collect::<Result<_, _>>()?,
     })
 }
 

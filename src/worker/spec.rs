@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::chain_source::{ChainFamily, Commitment};
 use crate::crd::ingest_job::IngestTarget;
+use crate::crd::retention_policy::{RetentionMethod, RetentionTarget};
 use crate::crd::training_export::{BuiltinTemplate, ExportFormat, TokenizerEncoding};
 
 /// The version of this format that this binary writes and reads.
@@ -42,6 +43,49 @@ pub enum Work {
     Node(NodeSpec),
     /// A training dataset from the store's blocks (`TrainingExport`).
     Export(ExportSpec),
+    /// One pruning run of a `RetentionPolicy` (its CronJob's pods).
+    Retention(RetentionSpec),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// The policy's identity in the catalog (`namespace/name`).
+    pub policy: String,
+    pub chain: ChainSpec,
+    pub store: StoreSpec,
+    pub catalog: FromEnv,
+    /// The lake, when a rule trims it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lake: Option<LakeSpec>,
+    pub rules: Vec<RetentionRuleSpec>,
+    pub dry_run: bool,
+    /// Catalog identities of the replication jobs whose confirmed range
+    /// bounds pruning (the replica guard); empty: no guard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guard: Vec<String>,
+    /// Redis of each cache tier of the source: emptied when blocks are removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<FromEnv>,
+}
+
+/// One rule: what it trims, how much it keeps, how it removes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionRuleSpec {
+    pub target: RetentionTarget,
+    pub keep: Keep,
+    pub method: RetentionMethod,
+}
+
+/// How much a rule keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Keep {
+    /// The newest `slots` slots.
+    Slots { slots: u64 },
+    /// Blocks produced within the last `seconds`.
+    Age { seconds: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -406,9 +406,9 @@ impl BlockRowsReader for LedgerStore {
         &self.cells
     }
 
-    async fn stored_blocks(&self, start: Slot, end: Slot) -> Result<Vec<Slot>, StoreError> {
+    async fn stored_blocks(&self, start: Slot, end: Slot, limit: usize) -> Result<Vec<Slot>, StoreError> {
         let range = KeyRange { start: slot_key(start), end: Some(slot_key(end)) };
-        let rows = self.cells.scan(tables::BLOCKS, range, usize::MAX, true).await?;
+        let rows = self.cells.scan(tables::BLOCKS, range, limit, true).await?;
         Ok(rows.iter().filter_map(|r| parse_slot_key(&r.key)).collect())
     }
 
