@@ -465,18 +465,18 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         }
         waiting("no Deployment following the BigQuery dataset").await;
     }
-    // Sources the worker cannot run yet are refused with the reason, and no child.
-    for name in ["adopt-legacy-archive"] {
-        loop {
-            let status = ingest.get(name).await.unwrap().status.unwrap_or_default();
-            if let Some(degraded) = status.common.conditions.iter().find(|c| c.type_ == "Degraded") {
-                assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "SourceUnsupported"));
-                assert!(degraded.message.contains("not supported by the ingest worker yet"), "{}", degraded.message);
-                break;
-            }
-            waiting("an unsupported source was not reported").await;
+    // A replication runs as an Indexed Job reading its origin with the origin's key.
+    loop {
+        if let Some(job) = jobs.get_opt("adopt-legacy-archive-ingest").await.unwrap() {
+            let pod = job.spec.unwrap().template.spec.unwrap();
+            let volumes = pod.volumes.unwrap_or_default();
+            let origin = volumes.iter().find(|v| v.name == "origin-key").expect("the origin's key is mounted");
+            assert_eq!(origin.secret.as_ref().unwrap().secret_name.as_deref(), Some("legacy-bigtable-reader"));
+            let spec = pod.containers[0].env.iter().flatten().find(|e| e.name == "CHRONICLE_WORKER_SPEC").unwrap();
+            assert!(spec.value.as_deref().unwrap().contains(r#""type":"store""#), "{spec:?}");
+            break;
         }
-        assert!(jobs.get_opt(&format!("{name}-ingest")).await.unwrap().is_none());
+        waiting("no Job for the replication").await;
     }
     // Every reconciled resource reports its generation.
     let reported_kinds =
@@ -511,15 +511,20 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         }
         waiting("no Job for the TrainingExport").await;
     }
-    // Kinds whose workers this build lacks say so instead of staying silent.
-    for plural in ["retentionpolicies"] {
-        let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);
+    // A policy whose store this build cannot prune says why.
+    loop {
+        let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/retentionpolicies", api.server);
         let list: Value =
             envtest::client().get(url).bearer_auth(&api.token).send().await.unwrap().json().await.unwrap();
-        let ready = list["items"][0]["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready");
-        let ready = ready.unwrap_or_else(|| panic!("{plural}: no Ready condition"));
-        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("WorkerNotBuilt")));
-        assert!(ready["message"].as_str().unwrap().contains("not in this Chronicle build yet"), "{ready}");
+        let conditions = list["items"][0]["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        if let Some(ready) = conditions.iter().find(|c| c["type"] == "Ready") {
+            assert_eq!(
+                (ready["status"].as_str(), ready["reason"].as_str()),
+                (Some("False"), Some("EmbeddedStoreNotSupported"))
+            );
+            break;
+        }
+        waiting("the RetentionPolicy reported nothing").await;
     }
 
     // The serve replicas become ready (as kubelet and the Deployment
@@ -814,6 +819,76 @@ async fn ingest_job_status_reports_the_workers_progress_from_the_catalog() {
     assert_eq!(status.manifest_url, record.manifest);
     let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "True");
+    stop.cancel();
+    controller.await.unwrap();
+
+    // A retention policy is a CronJob on its schedule; its status comes from
+    // the record its last run left in the catalog.
+    let mut policy = yaml_documents(&Path::new(ROOT).join("examples/retentionpolicy.yaml")).remove(0);
+    policy["metadata"]["namespace"] = json!("e2e");
+    policy["spec"]["sourceRef"]["name"] = json!("solana-mainnet");
+    policy["spec"]["rules"] = json!([{"target": "canonical", "keepSlots": 1000000}]);
+    policy["spec"]["replicaGuard"] = json!({"enabled": true});
+    let (code, answer) = create(&api, policy).await;
+    assert_eq!(code, 201, "{answer}");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
+    let token = stop.clone();
+    let controller =
+        tokio::spawn(chronicle::controller::retention_policy::run(ctx, async move { token.cancelled().await }));
+    let crons: Api<k8s_openapi::api::batch::v1::CronJob> = Api::namespaced(client.clone(), "e2e");
+    let cron = loop {
+        if let Some(cron) = crons.get_opt("hot-30-days-retention").await.unwrap() {
+            break cron;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(120), "no CronJob for the RetentionPolicy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(cron.metadata.owner_references.as_ref().unwrap()[0].kind, "RetentionPolicy");
+    let spec = cron.spec.unwrap();
+    assert_eq!((spec.schedule.as_str(), spec.time_zone.as_deref()), ("15 3 * * *", Some("Etc/UTC")));
+    let record = chronicle::catalog::RetentionRecord {
+        phase: "Succeeded".into(),
+        started_at: 1_800_000_000,
+        finished_at: Some(1_800_000_060),
+        oldest_kept: Some(301_831_999),
+        cut: Some(301_900_000),
+        held_at: Some(301_831_999),
+        blocks_removed: 120,
+        rows_removed: 48_000,
+        bytes_removed: 9_000_000,
+        ..Default::default()
+    };
+    catalog.record_retention("e2e/hot-30-days", &record).await.unwrap();
+    let policies: Api<chronicle::crd::RetentionPolicy> = Api::namespaced(client.clone(), "e2e");
+    let touch = json!({"metadata": {"annotations": {"e2e/touch": "run"}}});
+    policies.patch("hot-30-days", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    let status = loop {
+        let status = policies.get("hot-30-days").await.unwrap().status.unwrap_or_default();
+        if status.oldest_slot_kept == Some(301_831_999) {
+            break status;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(150), "the policy's status never showed its run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (status.rows_removed, status.bytes_removed, status.held_at_slot),
+        (48_000, 9_000_000, Some(301_831_999))
+    );
+    let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Scheduled"));
+    assert!(ready.message.contains("held the cut at slot 301831999"), "{}", ready.message);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "e2e");
+    loop {
+        let listed = events.list(&Default::default()).await.unwrap();
+        if listed.items.iter().any(|e| e.reason.as_deref() == Some("PruneHeldByReplica")) {
+            break;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(150), "no Event for the run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = table(&client, "e2e", "retentionpolicies").await;
+    assert_eq!(rows[0]["Oldest"].as_u64(), Some(301_831_999));
     stop.cancel();
     controller.await.unwrap();
 }

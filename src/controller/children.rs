@@ -4,7 +4,7 @@
 //! cleanup does not depend on the cluster's garbage collector).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
 use kube::runtime::events::{Event, EventType};
@@ -76,7 +76,10 @@ fn owner_kinds() -> Vec<ApiResource> {
 /// exists under another uid: a recreated object of the same name). Returns
 /// how many were deleted.
 pub async fn sweep_orphans(ctx: &Context) -> Result<usize, Error> {
-    Ok(sweep::<Job>(ctx).await? + sweep::<Deployment>(ctx).await? + sweep::<Service>(ctx).await?)
+    Ok(sweep::<Job>(ctx).await?
+        + sweep::<CronJob>(ctx).await?
+        + sweep::<Deployment>(ctx).await?
+        + sweep::<Service>(ctx).await?)
 }
 
 async fn sweep<C: Kind>(ctx: &Context) -> Result<usize, Error> {

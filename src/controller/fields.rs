@@ -125,7 +125,15 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("TrainingExport.spec.dedup.nearDuplicate.threshold", Worker),
     ("TrainingExport.spec.resources.*", Controller("the export container's resources")),
     // Kinds without a worker in this build (their status says so).
-    ("RetentionPolicy.spec.*", NotYet("the retention worker (issue 14)")),
+    ("RetentionPolicy.spec.sourceRef.name", Controller("the ChainSource the spec is built from")),
+    ("RetentionPolicy.spec.rules[].target", Worker),
+    ("RetentionPolicy.spec.rules[].keepSlots", Worker),
+    ("RetentionPolicy.spec.rules[].keepFor", Worker),
+    ("RetentionPolicy.spec.rules[].method", Worker),
+    ("RetentionPolicy.spec.schedule", Controller("the CronJob's schedule")),
+    ("RetentionPolicy.spec.dryRun", Worker),
+    ("RetentionPolicy.spec.replicaGuard.enabled", Controller("which replication jobs guard the cut")),
+    ("RetentionPolicy.spec.replicaGuard.ingestJobs[].name", Controller("which replication jobs guard the cut")),
 ];
 
 /// How `path` is used, if listed (an exact entry, or a `.*` subtree).
@@ -141,8 +149,7 @@ fn covers(listed: &str, path: &str) -> bool {
 }
 
 /// The `NotYet` fields `object` (of `kind`, as JSON) sets, as `spec.…`
-/// paths, for its status. Whole-kind entries are left out: those kinds
-/// report `WorkerNotBuilt` instead.
+/// paths, for its status (a whole-kind entry, `Kind.spec.*`, is left out).
 pub fn not_acted_on(kind: &str, object: &Value) -> Vec<String> {
     let mut set = Vec::new();
     for (listed, used) in FIELDS {
@@ -275,7 +282,7 @@ mod tests {
     }
 
     /// The worker specs the examples make, as JSON (an error counts as an
-    /// answer): `[source, backfill, follow, tier, history, export, replicate]`.
+    /// answer): `[source, backfill, follow, tier, history, export, replicate, retention]`.
     fn worker_specs(objects: &[Value]) -> Vec<String> {
         let source = serde_json::from_value(objects[0].clone());
         let Ok(source) = source else { return vec![format!("bad ChainSource: {source:?}")] };
@@ -297,6 +304,14 @@ mod tests {
             }
             Err(e) => format!("bad TrainingExport: {e}"),
         });
+        out.push(match serde_json::from_value(objects[7].clone()) {
+            Ok(policy) => format!(
+                "{:?}",
+                crate::controller::retention_policy::retention_spec(&policy, &source, Vec::new(), &[])
+                    .map(|s| s.to_json())
+            ),
+            Err(e) => format!("bad RetentionPolicy: {e}"),
+        });
         out
     }
 
@@ -311,6 +326,7 @@ mod tests {
             example("ingestjob-bigquery.yaml"),
             example("trainingexport.yaml"),
             example("ingestjob-replicate.yaml"),
+            example("retentionpolicy.yaml"),
         ];
         let before = worker_specs(&base);
         let mut unchanged = BTreeSet::new();
@@ -325,6 +341,7 @@ mod tests {
                 "IngestJob" => &[1, 2, 4, 6],
                 "CacheTier" => &[3],
                 "TrainingExport" => &[5],
+                "RetentionPolicy" => &[7],
                 other => panic!("no example for {other}"),
             };
             let mut changed = false;

@@ -10,10 +10,10 @@ pub mod fields;
 pub mod ingest_job;
 pub mod leader;
 pub mod node;
-pub mod not_built;
 pub mod pipeline;
 pub mod probe;
 pub mod progress;
+pub mod retention_policy;
 #[cfg(test)]
 mod scenarios;
 pub mod served;
@@ -100,7 +100,7 @@ pub async fn run(config: ControllerConfig, shutdown: CancellationToken) -> anyho
                 ingest_job::run(ctx.clone(), stopper(&controllers)),
                 cache_tier::run(ctx.clone(), stopper(&controllers)),
                 chain_source::run(ctx.clone(), stopper(&controllers)),
-                not_built::run::<crate::crd::RetentionPolicy>(ctx.clone(), stopper(&controllers)),
+                retention_policy::run(ctx.clone(), stopper(&controllers)),
                 training_export::run(ctx.clone(), stopper(&controllers)),
                 sweep_orphans(ctx.clone(), sweep, controllers.clone()),
             )

@@ -248,6 +248,7 @@ async fn children_of_a_deleted_owner_are_swept() {
         let other = json!({"apiVersion": "chronicle.dev/v1alpha1", "kind": "IngestJob", "metadata": {"name": "recreated", "uid": "uid-9"}});
         api.expect("GET", &format!("{ingestjobs}/recreated"), 200, other).await;
         api.expect("DELETE", &format!("{JOBS}/recreated"), 404, not_found()).await;
+        api.expect("GET", "/apis/batch/v1/cronjobs", 200, list(vec![])).await;
         api.expect("GET", "/apis/apps/v1/deployments", 200, list(vec![])).await;
         api.expect("GET", "/api/v1/services", 200, list(vec![])).await;
     };

@@ -141,7 +141,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         host.say(&format!(
             "RetentionPolicy/{}: not run: {}",
             object.name_any(),
-            crate::controller::not_built::RETENTION
+            crate::controller::retention_policy::NOT_IN_DEV
         ));
     }
     for Placed { object, .. } in &manifests.exports {
