@@ -38,22 +38,28 @@ impl ReplicaSink {
     }
 
     /// Compares `rows` with the target, writes what differs (all of it when
-    /// not verifying) and checks what was written. Returns the rows written
-    /// bytes written and the block's part of the outcome.
+    /// not verifying) and checks what was written. Returns the bytes written
+    /// and the block's part of the outcome.
     async fn copy(&self, rows: &BlockRows) -> Result<(u64, ReplicaOutcome), String> {
         let slot = rows.slot;
         let mut part = ReplicaOutcome::default();
         let origin_digests: Vec<[u8; 32]> = rows.rows.iter().map(|(t, r)| row_digest(*t, r)).collect();
         let mut to_write: Vec<(Table, Row)> = Vec::new();
+        // What the target holds of the block's rows before any write.
+        let mut held_digest = SetDigest::default();
         if self.verify {
             let held = block_rows::read_same_rows(self.target.as_ref(), rows)
                 .await
                 .map_err(|e| self.fail(slot, "reading", e))?;
             part.counts.rows_compared += rows.rows.len() as u64;
             for ((table, row), digest) in rows.rows.iter().zip(&origin_digests) {
-                let kind = match held.get(&(*table, row.key.clone())) {
+                let theirs = held.get(&(*table, row.key.clone())).map(|r| row_digest(*table, r));
+                if let Some(theirs) = &theirs {
+                    held_digest.add_row(theirs);
+                }
+                let kind = match theirs {
                     None => "missing",
-                    Some(theirs) if row_digest(*table, theirs) != *digest => "different",
+                    Some(theirs) if theirs != *digest => "different",
                     Some(_) => continue,
                 };
                 match kind {
@@ -85,9 +91,12 @@ impl ReplicaSink {
         if self.verify && self.repair {
             part.counts.rows_repaired += written;
         }
-        let target = match self.verify {
-            true => Some(self.read_back(rows, &origin_digests).await?),
-            false => None,
+        // Read back only what changed: a target found equal (or left as it
+        // was, without repair) is digested from the first read.
+        let target = match (self.verify, to_write.is_empty()) {
+            (false, _) => None,
+            (true, true) => Some(held_digest),
+            (true, false) => Some(self.read_back(rows, &origin_digests).await?),
         };
         let mut origin = SetDigest::default();
         origin_digests.iter().for_each(|d| origin.add_row(d));
