@@ -14,15 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronicle::catalog::{self, ShardRange};
-use chronicle::store::cells::{CellStore, KeyRange, Row, Table};
+use chronicle::store::cells::CellStore;
 use chronicle::store::embedded::EmbeddedCells;
 use chronicle::store::ledger::block_to_proto;
-use chronicle::store::ledger::tables;
 use chronicle::store::{BlockStore, LedgerStore};
 use prost::Message as _;
 use solana_transaction_status::ConfirmedBlock;
 use support::rpc_peer::{Fault, RpcPeer};
-use support::{BigtableEmulator, Postgres, bigtable_ledger, real_blocks, replayed};
+use support::{BigtableEmulator, Postgres, bigtable_ledger, dump, real_blocks, replayed};
 use tokio::process::{Child, Command};
 
 fn worker(peer: &RpcPeer, store: &str, catalog: &str, job: &str, extra: &[&str]) -> Command {
@@ -62,15 +61,6 @@ fn embedded(dir: &std::path::Path) -> (String, Arc<LedgerStore>) {
         format!("embedded://{}", path.display()),
         Arc::new(LedgerStore::new(Arc::new(EmbeddedCells::open(&path).unwrap()))),
     )
-}
-
-async fn dump(cells: &Arc<dyn CellStore>) -> Vec<(Table, Row)> {
-    let mut rows = Vec::new();
-    for table in tables::ALL {
-        let all = cells.scan(table, KeyRange { start: String::new(), end: None }, usize::MAX, false).await.unwrap();
-        rows.extend(all.into_iter().map(|r| (table, r)));
-    }
-    rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use chronicle::catalog;
 use chronicle::crd::chain_source::{ChainFamily, Commitment};
 use chronicle::crd::ingest_job::IngestTarget;
-use chronicle::store::cells::{Cell, KeyRange, Row, Table, TableWrite};
+use chronicle::store::cells::{Cell, KeyRange, TableWrite};
 use chronicle::store::ledger::tables;
 use chronicle::store::{BlockStore, LedgerStore};
 use chronicle::worker::spec::{
     ChainSpec, FromEnv, IngestModeSpec, IngestSpec, SourceSpec, StoreSpec, Work, WorkerSpec,
 };
 use solana_storage_bigtable::LedgerStorage;
-use support::{BigtableEmulator, Postgres, bigtable_ledger, real_blocks, replayed};
+use support::{BigtableEmulator, Postgres, bigtable_ledger, dump, real_blocks, replayed};
 use tokio::process::{Child, Command};
 
 const PROJECT: &str = "emulator";
@@ -86,16 +86,6 @@ fn backfill(from: u64, to: u64) -> IngestModeSpec {
     IngestModeSpec::Backfill { from, to, shards: 1 }
 }
 
-async fn dump(store: &LedgerStore) -> Vec<(Table, Row)> {
-    let mut rows = Vec::new();
-    for table in tables::ALL {
-        let range = KeyRange { start: String::new(), end: None };
-        let all = store.cells().scan(table, range, usize::MAX, false).await.unwrap();
-        rows.extend(all.into_iter().map(|r| (table, r)));
-    }
-    rows
-}
-
 /// The origin, holding the real blocks replayed at `first..first + count`,
 /// written in slot order (a replayed signature's `tx` row points at its last slot).
 async fn filled_origin(emulator: &BigtableEmulator, first: u64, count: u64) -> Arc<LedgerStore> {
@@ -120,8 +110,8 @@ async fn a_replica_equals_its_origin_and_verification_finds_and_repairs_damage()
 
     replication.run(&replication.spec("copy", backfill(first, last), false)).await;
     let target = bigtable_ledger(&target_emulator, PROJECT, "replica").await;
-    let origin_rows = dump(&origin).await;
-    assert_eq!(dump(&target).await, origin_rows, "the replica differs from its origin row by row");
+    let origin_rows = dump(origin.cells()).await;
+    assert_eq!(dump(target.cells()).await, origin_rows, "the replica differs from its origin row by row");
     assert!(origin_rows.len() > 100, "every table is copied, not just blocks");
 
     // Agave's own reader reads the replica.
@@ -152,10 +142,10 @@ async fn a_replica_equals_its_origin_and_verification_finds_and_repairs_damage()
         .remove(0)
         .key;
     cells.delete_rows(tables::TX_BY_ADDR, std::slice::from_ref(&by_addr)).await.unwrap();
-    assert_ne!(dump(&target).await, origin_rows);
+    assert_ne!(dump(target.cells()).await, origin_rows);
 
     replication.run(&replication.spec("verify", backfill(first, last), true)).await;
-    assert_eq!(dump(&target).await, origin_rows, "verification repaired the replica");
+    assert_eq!(dump(target.cells()).await, origin_rows, "verification repaired the replica");
     let catalog = catalog::open(&pg.url()).await.unwrap();
     let mismatches = catalog.mismatches("verify").await.unwrap();
     let mut found: Vec<(&str, &str, &str, bool)> =
@@ -213,7 +203,7 @@ async fn a_killed_replication_resumes_to_the_same_replica() {
 
     replication.run(&spec).await;
     let target = bigtable_ledger(&target_emulator, PROJECT, "replica").await;
-    assert_eq!(dump(&target).await, dump(&origin).await, "the resumed replica differs from its origin");
+    assert_eq!(dump(target.cells()).await, dump(origin.cells()).await, "the resumed replica differs from its origin");
     let state = &catalog.shards("killed").await.unwrap()[0].1;
     assert_eq!(state.checkpoint, Some(first + count - 1));
     assert_eq!(state.blocks_written, count, "each block committed once across the two runs");
@@ -242,7 +232,7 @@ async fn a_tailing_replication_picks_up_new_blocks() {
     wait_for(FIRST + 9).await;
     let (status, log) = support::terminate(child).await;
     assert!(status.success(), "the follower stops cleanly on SIGTERM:\n{log}");
-    assert_eq!(dump(&target).await, dump(&origin).await);
+    assert_eq!(dump(target.cells()).await, dump(origin.cells()).await);
     let catalog = catalog::open(&pg.url()).await.unwrap();
     let head = catalog.head("tail").await.unwrap().expect("the origin's head is recorded");
     assert_eq!(head.head.number, FIRST + 9);

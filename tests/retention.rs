@@ -11,14 +11,14 @@ use std::sync::Arc;
 use chronicle::catalog::{self, BatchOutcome, Catalog, RetentionRecord, ShardRange};
 use chronicle::crd::chain_source::{ChainFamily, Commitment};
 use chronicle::crd::retention_policy::{RetentionMethod, RetentionTarget};
-use chronicle::store::cells::{CellStore, KeyRange, Row, Table};
+use chronicle::store::cells::CellStore;
 use chronicle::store::embedded::EmbeddedCells;
 use chronicle::store::ledger::tables;
 use chronicle::store::{BlockStore, LedgerStore};
 use chronicle::worker::spec::{
     ChainSpec, FromEnv, Keep, LakeSpec, RetentionRuleSpec, RetentionSpec, StoreSpec, Work, WorkerSpec,
 };
-use support::{BigtableEmulator, Postgres, bigtable_ledger, replayed};
+use support::{BigtableEmulator, Postgres, bigtable_ledger, dump, replayed};
 use tokio::process::Command;
 
 const FIRST: u64 = 40_000_000;
@@ -64,15 +64,6 @@ async fn run(spec: &WorkerSpec, catalog_url: &str) -> (bool, String, Option<Rete
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     let catalog = catalog::open(catalog_url).await.unwrap();
     (output.status.success(), log, catalog.retention("chronicle/keep-recent").await.unwrap())
-}
-
-async fn dump(cells: &Arc<dyn CellStore>) -> Vec<(Table, Row)> {
-    let mut rows = Vec::new();
-    for table in tables::ALL {
-        let all = cells.scan(table, KeyRange { start: String::new(), end: None }, usize::MAX, false).await.unwrap();
-        rows.extend(all.into_iter().map(|r| (table, r)));
-    }
-    rows
 }
 
 async fn fill(store: &LedgerStore, slots: std::ops::RangeInclusive<u64>) {

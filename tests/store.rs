@@ -24,7 +24,7 @@ use solana_storage_proto::convert::generated;
 use solana_transaction_status::{
     BlockEncodingOptions, TransactionDetails, UiTransactionEncoding, VersionedConfirmedBlock,
 };
-use support::{BigtableEmulator, assert_json_covers, cbt, data_file};
+use support::{BigtableEmulator, assert_json_covers, cbt, data_file, dump};
 
 /// The JSON fixtures that carry raw transactions, with the slot each is stored at.
 const JSON_FIXTURES: &[(&str, u64)] = &[
@@ -113,17 +113,6 @@ fn options(max_version: Option<u8>, show_rewards: bool) -> BlockEncodingOptions 
         show_rewards,
         max_supported_transaction_version: max_version,
     }
-}
-
-/// Every row of every table, keys and cells.
-async fn dump(store: &LedgerStore) -> Vec<(Table, Row)> {
-    let mut rows = Vec::new();
-    for table in tables::ALL {
-        let all =
-            store.cells().scan(table, KeyRange { start: String::new(), end: None }, usize::MAX, false).await.unwrap();
-        rows.extend(all.into_iter().map(|r| (table, r)));
-    }
-    rows
 }
 
 #[tokio::test]
@@ -293,7 +282,7 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
     let good = json_block(file, slot);
     for (backend, store) in &stores.all {
         store.write_block(slot, &good.clone().into(), &[]).await.unwrap();
-        let before = dump(store).await;
+        let before = dump(store.cells()).await;
 
         // A block JSON without its blockhash.
         let mut broken = source_json(file);
@@ -309,7 +298,7 @@ async fn bad_input_is_a_typed_error_and_changes_nothing() {
         }
         let err = store.write_block(slot + 1, &bad.into(), &[]).await.unwrap_err();
         assert!(matches!(err, StoreError::InvalidBlock { slot: s, .. } if s == slot + 1), "{backend}: {err}");
-        assert_eq!(dump(store).await, before, "{backend}: a refused block changed the store");
+        assert_eq!(dump(store.cells()).await, before, "{backend}: a refused block changed the store");
 
         // Cells that are truncated, carry an unknown compression tag, or hold garbage.
         let cases: [(u64, Vec<u8>, &str); 3] = [
@@ -361,9 +350,9 @@ async fn writes_are_idempotent() {
     let block = json_block(file, slot);
     for (backend, store) in &stores.all {
         store.write_block(slot, &block.clone().into(), &[]).await.unwrap();
-        let first = dump(store).await;
+        let first = dump(store.cells()).await;
         store.write_block(slot, &block.clone().into(), &[]).await.unwrap();
-        assert_eq!(dump(store).await, first, "{backend}: a second write changed cells");
+        assert_eq!(dump(store.cells()).await, first, "{backend}: a second write changed cells");
         assert!(first.iter().any(|(t, _)| *t == tables::TX_BY_ADDR));
     }
 }
@@ -437,7 +426,7 @@ async fn block_listing_and_deletion() {
         assert_eq!(store.blocks(0, 10).await.unwrap(), vec![v0_slot]);
         let sig = pb_block.transactions[0].transaction.signatures[0];
         assert_eq!(store.signature_status(&sig).await.unwrap(), None, "{backend}: tx row deleted");
-        let left: Vec<(Table, Row)> = dump(store).await;
+        let left: Vec<(Table, Row)> = dump(store.cells()).await;
         assert!(
             left.iter().all(|(t, r)| *t != tables::TX_BY_ADDR || r.key.ends_with(&format!("{:016x}", !v0_slot))),
             "{backend}: index rows of the deleted slot remain"

@@ -127,19 +127,12 @@ impl PostgresCatalog {
     /// release migrated the columns in).
     async fn replica_counts(&self, job: &str) -> Result<Vec<(u32, ReplicaCounts)>, CatalogError> {
         let rows = self
-            .with_client(async |c| {
-                c.query(
-                    "SELECT shard, rows_copied, rows_compared, rows_missing, rows_mismatched, rows_repaired
+            .query_migrated(
+                "SELECT shard, rows_copied, rows_compared, rows_missing, rows_mismatched, rows_repaired
                      FROM ingest_shards WHERE job = $1",
-                    &[&job],
-                )
-                .await
-            })
-            .await;
-        let rows = match rows {
-            Err(e) if e.to_string().contains("does not exist") => return Ok(Vec::new()),
-            other => other?,
-        };
+                &[&job],
+            )
+            .await?;
         let n = |row: &tokio_postgres::Row, i: usize| row.get::<_, i64>(i) as u64;
         Ok(rows
             .iter()
@@ -186,6 +179,20 @@ impl PostgresCatalog {
             *guard = None;
         }
         result.map_err(|e| self.unavailable(e))
+    }
+
+    /// Rows of a query over a table or column a later migration adds: none
+    /// while no worker of this release has migrated the catalog yet (the
+    /// controller reads without migrating).
+    async fn query_migrated(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, CatalogError> {
+        match self.with_client(async |c| c.query(sql, params).await).await {
+            Err(e) if e.to_string().contains("does not exist") => Ok(Vec::new()),
+            other => other,
+        }
     }
 }
 
@@ -392,19 +399,12 @@ impl Catalog for PostgresCatalog {
 
     async fn mismatches(&self, job: &str) -> Result<Vec<RowMismatch>, CatalogError> {
         let rows = self
-            .with_client(async |c| {
-                c.query(
-                    "SELECT slot, table_name, row_key, kind, repaired FROM replica_mismatches WHERE job = $1
+            .query_migrated(
+                "SELECT slot, table_name, row_key, kind, repaired FROM replica_mismatches WHERE job = $1
                      ORDER BY slot, table_name, row_key",
-                    &[&job],
-                )
-                .await
-            })
-            .await;
-        let rows = match rows {
-            Err(e) if e.to_string().contains("does not exist") => return Ok(Vec::new()),
-            other => other?,
-        };
+                &[&job],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| RowMismatch {
@@ -419,18 +419,11 @@ impl Catalog for PostgresCatalog {
 
     async fn digests(&self, job: &str) -> Result<Vec<EpochDigest>, CatalogError> {
         let rows = self
-            .with_client(async |c| {
-                c.query(
-                    "SELECT epoch, blocks, rows, origin_digest, target_digest FROM replica_digests WHERE job = $1 ORDER BY epoch",
-                    &[&job],
-                )
-                .await
-            })
-            .await;
-        let rows = match rows {
-            Err(e) if e.to_string().contains("does not exist") => return Ok(Vec::new()),
-            other => other?,
-        };
+            .query_migrated(
+                "SELECT epoch, blocks, rows, origin_digest, target_digest FROM replica_digests WHERE job = $1 ORDER BY epoch",
+                &[&job],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| EpochDigest {

@@ -552,3 +552,16 @@ pub fn pyarrow_read(file: &std::path::Path) -> serde_json::Value {
     assert!(output.status.success(), "pyarrow: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// Every row of every table of agave's layout, keys and cells, in key order.
+pub async fn dump(
+    cells: &std::sync::Arc<dyn chronicle::store::cells::CellStore>,
+) -> Vec<(chronicle::store::cells::Table, chronicle::store::cells::Row)> {
+    use chronicle::store::cells::KeyRange;
+    let mut rows = Vec::new();
+    for table in chronicle::store::ledger::tables::ALL {
+        let all = cells.scan(table, KeyRange { start: String::new(), end: None }, usize::MAX, false).await.unwrap();
+        rows.extend(all.into_iter().map(|r| (table, r)));
+    }
+    rows
+}
