@@ -378,14 +378,12 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn retention(&self, policy: &str) -> Result<Option<RetentionRecord>, CatalogError> {
+        // A primary-key lookup: at most one row (none before the table is migrated in).
         let row = self
-            .with_client(async |c| c.query_opt("SELECT record FROM retention_runs WHERE policy = $1", &[&policy]).await)
-            .await;
-        let row = match row {
-            // No retention worker has migrated the table in yet.
-            Err(e) if e.to_string().contains("does not exist") => return Ok(None),
-            other => other?,
-        };
+            .query_migrated("SELECT record FROM retention_runs WHERE policy = $1", &[&policy])
+            .await?
+            .into_iter()
+            .next();
         row.map(|row| {
             serde_json::from_str(row.get::<_, &str>(0))
                 .map_err(|e| self.unavailable(format!("retention record of {policy}: {e}")))
@@ -479,20 +477,15 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn export(&self, job: &str) -> Result<Option<ExportRecord>, CatalogError> {
+        // A primary-key lookup: at most one row (none before the table is migrated in).
         let row = self
-            .with_client(async |c| {
-                c.query_opt(
-                    "SELECT phase, documents, tokens, shards, bytes, manifest, digest, message FROM exports WHERE job = $1",
-                    &[&job],
-                )
-                .await
-            })
-            .await;
-        let row = match row {
-            // No export worker has migrated the table in yet.
-            Err(e) if e.to_string().contains("does not exist") => return Ok(None),
-            other => other?,
-        };
+            .query_migrated(
+                "SELECT phase, documents, tokens, shards, bytes, manifest, digest, message FROM exports WHERE job = $1",
+                &[&job],
+            )
+            .await?
+            .into_iter()
+            .next();
         Ok(row.map(|row| ExportRecord {
             phase: row.get(0),
             documents: row.get::<_, i64>(1) as u64,
@@ -506,17 +499,12 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn head(&self, job: &str) -> Result<Option<RecordedHead>, CatalogError> {
+        // A primary-key lookup: at most one row (none before the table is migrated in).
         let row = self
-            .with_client(async |c| {
-                c.query_opt("SELECT newest_block, block_time, observed_at FROM source_heads WHERE job = $1", &[&job])
-                    .await
-            })
-            .await;
-        let row = match row {
-            // Workers of an older release have not migrated the table in yet.
-            Err(e) if e.to_string().contains("does not exist") => return Ok(None),
-            other => other?,
-        };
+            .query_migrated("SELECT newest_block, block_time, observed_at FROM source_heads WHERE job = $1", &[&job])
+            .await?
+            .into_iter()
+            .next();
         Ok(row.map(|row| RecordedHead {
             head: SourceHead { number: row.get::<_, i64>(0) as u64, time: row.get(1) },
             observed_at: row.get(2),
