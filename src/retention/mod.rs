@@ -109,34 +109,35 @@ async fn apply<A: ChainAdapter>(
     Ok(())
 }
 
-/// The first slot the rule keeps, never above the newest block (a store
-/// whose ingestion stalled keeps its newest block however old it is).
-async fn cut_of(reader: &dyn BlockRowsReader, keep: Keep, newest: u64) -> anyhow::Result<u64> {
-    Ok(match keep {
-        Keep::Slots { slots } => (newest + 1).saturating_sub(slots.max(1)),
-        Keep::Age { seconds } => {
-            let threshold = unix_now().saturating_sub(i64::try_from(seconds).unwrap_or(i64::MAX));
-            first_block_since(reader, threshold).await?.unwrap_or(newest).min(newest)
-        }
-    })
+/// The first slot the rule keeps in a store holding `oldest..=newest`,
+/// never above the newest block (a store whose ingestion stalled keeps its
+/// newest block however old it is).
+async fn cut_of(reader: &dyn BlockRowsReader, keep: Keep, oldest: u64, newest: u64) -> anyhow::Result<u64> {
+    match keep {
+        Keep::Slots { slots } => Ok(slots_cut(newest, slots)),
+        Keep::Age { seconds } => age_cut(reader, oldest, newest, seconds).await,
+    }
 }
 
-/// The oldest stored block produced at or after `threshold` (Unix seconds),
-/// by binary search over slots (block times grow with slots; a block
-/// without a time counts as older than any threshold).
-async fn first_block_since(reader: &dyn BlockRowsReader, threshold: i64) -> anyhow::Result<Option<u64>> {
-    let (Some(oldest), Some(newest)) = (reader.oldest_block().await?, reader.newest_block().await?) else {
-        return Ok(None);
-    };
+/// The first of the newest `slots` slots up to `newest`.
+fn slots_cut(newest: u64, slots: u64) -> u64 {
+    (newest + 1).saturating_sub(slots.max(1))
+}
+
+/// The oldest block of `oldest..=newest` produced within the last `seconds`
+/// (`newest` when none is), by binary search over slots: block times grow
+/// with slots, and a block without a time counts as older than any threshold.
+async fn age_cut(reader: &dyn BlockRowsReader, oldest: u64, newest: u64, seconds: u64) -> anyhow::Result<u64> {
+    let threshold = unix_now().saturating_sub(i64::try_from(seconds).unwrap_or(i64::MAX));
     let recent = async |slot: u64| -> anyhow::Result<Option<u64>> {
         let Some(&block) = reader.stored_blocks(slot, newest, 1).await?.first() else { return Ok(None) };
         Ok(reader.block_time(block).await?.is_some_and(|t| t >= threshold).then_some(block))
     };
     if let Some(block) = recent(oldest).await? {
-        return Ok(Some(block));
+        return Ok(block);
     }
     if recent(newest).await?.is_none() {
-        return Ok(None);
+        return Ok(newest);
     }
     let (mut old, mut new) = (oldest, newest); // old: too old; new: recent enough
     while new - old > 1 {
@@ -146,7 +147,7 @@ async fn first_block_since(reader: &dyn BlockRowsReader, threshold: i64) -> anyh
             None => old = mid,
         }
     }
-    Ok(reader.stored_blocks(new, newest, 1).await?.first().copied())
+    Ok(reader.stored_blocks(new, newest, 1).await?.first().copied().unwrap_or(newest))
 }
 
 async fn prune_canonical<A: ChainAdapter>(
@@ -160,7 +161,7 @@ async fn prune_canonical<A: ChainAdapter>(
     let (Some(oldest), Some(newest)) = (reader.oldest_block().await?, reader.newest_block().await?) else {
         return Ok(()); // an empty store keeps nothing
     };
-    let cut = cut_of(reader, keep, newest).await?;
+    let cut = cut_of(reader, keep, oldest, newest).await?;
     let held = guard::held_cut(catalog, &config.guard, oldest).await?;
     record.cut = Some(cut);
     let effective = match held {
@@ -257,12 +258,12 @@ async fn prune_lake(
     let partitions = lake.list().await?;
     let Some(newest) = partitions.iter().map(|p| p.last).max() else { return Ok(()) };
     let cut = match keep {
-        Keep::Slots { slots } => (newest + 1).saturating_sub(slots.max(1)),
+        Keep::Slots { slots } => slots_cut(newest, slots),
         // The lake's rows carry times, its object names only slots: the time
         // cut is the canonical store's, which holds the same blocks.
-        Keep::Age { .. } => match reader.newest_block().await? {
-            Some(stored) => cut_of(reader, keep, stored).await?,
-            None => anyhow::bail!("lake keepFor: the canonical store holds no block to date the lake's slots by"),
+        Keep::Age { seconds } => match (reader.oldest_block().await?, reader.newest_block().await?) {
+            (Some(oldest), Some(stored)) => age_cut(reader, oldest, stored, seconds).await?,
+            _ => anyhow::bail!("lake keepFor: the canonical store holds no block to date the lake's slots by"),
         },
     };
     // A partition that straddles the cut stays whole.

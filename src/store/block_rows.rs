@@ -29,12 +29,16 @@ impl BlockRows {
 
     /// The keys of each table, in the order the rows are listed.
     pub fn keys(&self) -> BTreeMap<Table, Vec<String>> {
-        let mut keys: BTreeMap<Table, Vec<String>> = BTreeMap::new();
-        for (table, row) in &self.rows {
-            keys.entry(*table).or_default().push(row.key.clone());
-        }
-        keys
+        keys_by_table(&self.rows)
     }
+}
+
+fn keys_by_table(rows: &[(Table, Row)]) -> BTreeMap<Table, Vec<String>> {
+    let mut keys: BTreeMap<Table, Vec<String>> = BTreeMap::new();
+    for (table, row) in rows {
+        keys.entry(*table).or_default().push(row.key.clone());
+    }
+    keys
 }
 
 /// Bytes of a row's cell values.
@@ -100,11 +104,7 @@ pub async fn write_rows(store: &dyn CellStore, rows: &[(Table, Row)], visible_la
 /// a run cut short leaves the block findable and the next run finishes it.
 pub async fn delete_rows(store: &dyn CellStore, rows: &BlockRows) -> Result<(), StoreError> {
     let Some(((own_table, own), body)) = rows.rows.split_last() else { return Ok(()) };
-    let mut keys: BTreeMap<Table, Vec<String>> = BTreeMap::new();
-    for (table, row) in body {
-        keys.entry(*table).or_default().push(row.key.clone());
-    }
-    for (table, keys) in keys {
+    for (table, keys) in keys_by_table(body) {
         store.delete_rows(table, &keys).await?;
     }
     store.delete_rows(*own_table, std::slice::from_ref(&own.key)).await?;

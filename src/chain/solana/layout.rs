@@ -211,8 +211,7 @@ impl BlockStore for LedgerStore {
     }
 
     async fn blocks(&self, start: Slot, limit: usize) -> Result<Vec<Slot>, StoreError> {
-        let rows = self.cells.scan(tables::BLOCKS, KeyRange { start: slot_key(start), end: None }, limit, true).await?;
-        Ok(rows.iter().filter_map(|r| parse_slot_key(&r.key)).collect())
+        self.stored_blocks(start, Slot::MAX, limit).await
     }
 
     async fn first_available_block(&self) -> Result<Option<Slot>, StoreError> {
