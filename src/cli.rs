@@ -160,6 +160,24 @@ pub struct ServeArgs {
     /// Longest a request may take.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
+    /// The cluster served (`mainnet-beta`, `devnet`, `testnet`, or any name with --genesis-hash).
+    #[arg(long, env = "CHRONICLE_NETWORK", default_value = "mainnet-beta")]
+    pub network: String,
+    /// Genesis hash of a network Chronicle does not know (checked against a known one's).
+    #[arg(long)]
+    pub genesis_hash: Option<String>,
+    /// Upstream node for methods `serve` does not answer; may carry a provider key, never logged.
+    #[arg(long, env = "CHRONICLE_UPSTREAM_URL")]
+    pub upstream: Option<String>,
+    /// Also pass history misses (outside the stored span, unknown transactions) to the upstream.
+    #[arg(long, requires = "upstream")]
+    pub upstream_misses: bool,
+    /// Calls per second the upstream is sent at most.
+    #[arg(long, requires = "upstream")]
+    pub upstream_rate_limit: Option<u32>,
+    /// `getHealth` fails when the stored tip is more slots than this behind the upstream's.
+    #[arg(long, default_value_t = crate::serve::ServeConfig::default().health_max_lag)]
+    pub health_max_lag: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -646,6 +664,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,
         request_timeout: args.request_timeout,
+        network: crate::serve::network::Network::new(&args.network, args.genesis_hash.as_deref())?,
+        upstream: args.upstream.map(|url| crate::serve::upstream::UpstreamConfig {
+            forward_misses: args.upstream_misses,
+            requests_per_second: args.upstream_rate_limit,
+            ..crate::serve::upstream::UpstreamConfig::new(url)
+        }),
+        health_max_lag: args.health_max_lag,
     };
     run_serve(&args.store, &crate::store::BigtableAccess::from_env(), config).await
 }

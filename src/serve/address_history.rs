@@ -9,6 +9,7 @@ use jsonrpc_core::Error;
 use serde::Deserialize;
 use solana_clock::Slot;
 use solana_pubkey::Pubkey;
+use solana_rpc_client_api::custom_error::RpcCustomError;
 use solana_rpc_client_api::response::RpcConfirmedTransactionStatusWithSignature;
 use solana_transaction_status::{
     ConfirmedTransactionStatusWithSignature, ConfirmedTransactionWithStatusMeta, TransactionConfirmationStatus,
@@ -57,6 +58,8 @@ pub struct Filters {
     #[serde(default)]
     pub block_time: Range,
     pub status: Option<Status>,
+    #[serde(default)]
+    pub signature: SignatureRange,
     pub token_accounts: Option<String>,
 }
 
@@ -98,6 +101,144 @@ fn parse_token(token: &str) -> Result<(Slot, u32), Error> {
     Ok((slot.parse().map_err(|_| bad())?, position.parse().map_err(|_| bad())?))
 }
 
+/// Where an entry sits: (slot, index in its block).
+pub type Position = (Slot, u32);
+
+/// Exclusive bounds of a walk over an address's history.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Span {
+    /// Only entries after (older bound).
+    pub after: Option<Position>,
+    /// Only entries before (newer bound).
+    pub before: Option<Position>,
+}
+
+impl Span {
+    pub fn narrow_after(&mut self, position: Position) {
+        self.after = Some(self.after.map_or(position, |a| a.max(position)));
+    }
+
+    pub fn narrow_before(&mut self, position: Position) {
+        self.before = Some(self.before.map_or(position, |b| b.min(position)));
+    }
+}
+
+/// The index position of a stored transaction; a signature the store does
+/// not hold cannot bound a walk (agave: TransactionHistoryNotAvailable).
+pub async fn position_of(store: &dyn BlockStore, signature: &str) -> Result<Position, Error> {
+    let parsed: solana_signature::Signature =
+        signature.parse().map_err(|e| Error::invalid_params(format!("Invalid param: {e:?}")))?;
+    match store.signature_status(&parsed).await {
+        Ok(Some(info)) => Ok((info.slot, info.index)),
+        Ok(None) => Err(RpcCustomError::TransactionHistoryNotAvailable.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "store read failed");
+            Err(Error::internal_error())
+        }
+    }
+}
+
+/// The entry just before and just after a position.
+fn previous(p: Position) -> Position {
+    match p.1.checked_sub(1) {
+        Some(index) => (p.0, index),
+        None => (p.0.saturating_sub(1), u32::MAX),
+    }
+}
+
+fn next(p: Position) -> Position {
+    match p.1.checked_add(1) {
+        Some(index) => (p.0, index),
+        None => (p.0.saturating_add(1), 0),
+    }
+}
+
+/// `filters.signature`: bounds by the positions of stored transactions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureRange {
+    pub gte: Option<String>,
+    pub gt: Option<String>,
+    pub lte: Option<String>,
+    pub lt: Option<String>,
+}
+
+impl SignatureRange {
+    async fn narrow(&self, store: &dyn BlockStore, span: &mut Span) -> Result<(), Error> {
+        if let Some(s) = &self.gt {
+            span.narrow_after(position_of(store, s).await?);
+        }
+        if let Some(s) = &self.gte {
+            span.narrow_after(previous(position_of(store, s).await?));
+        }
+        if let Some(s) = &self.lt {
+            span.narrow_before(position_of(store, s).await?);
+        }
+        if let Some(s) = &self.lte {
+            span.narrow_before(next(position_of(store, s).await?));
+        }
+        Ok(())
+    }
+}
+
+/// Entries of `address` strictly inside `span`, in `order`, that `keep`
+/// accepts, at most `limit`. Newest-first walks read the index page by page;
+/// oldest-first ones read upward in widening slot windows (the index sorts
+/// newest first), never past the stored tip.
+pub async fn walk(
+    store: &dyn BlockStore,
+    address: &Pubkey,
+    span: &Span,
+    order: Order,
+    limit: usize,
+    keep: impl Fn(&ConfirmedTransactionStatusWithSignature) -> bool,
+) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, Error> {
+    let internal = |e| {
+        tracing::error!(error = %e, "store read failed");
+        Error::internal_error()
+    };
+    let inside = |e: &ConfirmedTransactionStatusWithSignature| {
+        span.after.is_none_or(|a| (e.slot, e.index) > a) && span.before.is_none_or(|b| (e.slot, e.index) < b)
+    };
+    let Some(tip) = store.last_block().await.map_err(internal)? else { return Ok(Vec::new()) };
+    let oldest = span.after.map_or(0, |a| a.0);
+    let newest = span.before.map_or(Slot::MAX, |b| b.0).min(tip);
+    let mut out = Vec::new();
+    match order {
+        Order::Desc => {
+            let mut upper = newest;
+            while out.len() < limit && upper >= oldest {
+                let page = store.address_history(address, upper, oldest, 1_000).await.map_err(internal)?;
+                let Some(last) = page.last().map(|e| e.slot) else { break };
+                out.extend(page.into_iter().filter(|e| inside(e) && keep(e)));
+                if last == 0 || last <= oldest {
+                    break;
+                }
+                upper = last - 1;
+            }
+        }
+        Order::Asc => {
+            let mut lower = oldest;
+            let mut window: u64 = 10_000;
+            while out.len() < limit && lower <= newest {
+                let upper = lower.saturating_add(window).min(newest);
+                let mut page = store.address_history(address, upper, lower, usize::MAX).await.map_err(internal)?;
+                page.reverse();
+                if page.is_empty() {
+                    window = window.saturating_mul(4);
+                }
+                out.extend(page.into_iter().filter(|e| inside(e) && keep(e)));
+                if upper == newest {
+                    break;
+                }
+                lower = upper + 1;
+            }
+        }
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
 /// Reads entries in the requested order, applying filters, until `limit`.
 pub async fn query(
     store: &dyn BlockStore,
@@ -115,20 +256,20 @@ pub async fn query(
     }
     let Some((slot_low, slot_high)) = config.filters.slot.bounds() else { return Ok((Vec::new(), None)) };
     let Some((time_low, time_high)) = config.filters.block_time.bounds() else { return Ok((Vec::new(), None)) };
-    let (mut oldest, mut newest) = (slot_low.max(0) as Slot, slot_high.max(0) as Slot);
-    let token = config.pagination_token.as_deref().map(parse_token).transpose()?;
+    let (oldest, newest) = (slot_low.max(0) as Slot, slot_high.max(0) as Slot);
+    let mut span = Span {
+        after: oldest.checked_sub(1).map(|slot| (slot, u32::MAX)),
+        before: newest.checked_add(1).map(|slot| (slot, 0)),
+    };
     let order = config.sort_order.unwrap_or(Order::Desc);
-    match (order, token) {
-        (Order::Desc, Some((slot, _))) => newest = newest.min(slot),
-        (Order::Asc, Some((slot, _))) => oldest = oldest.max(slot),
+    // The token is the last entry returned: the next page starts past it.
+    match (order, config.pagination_token.as_deref().map(parse_token).transpose()?) {
+        (Order::Desc, Some(t)) => span.narrow_before(t),
+        (Order::Asc, Some(t)) => span.narrow_after(t),
         _ => {}
     }
+    config.filters.signature.narrow(store, &mut span).await?;
     let keep = |e: &ConfirmedTransactionStatusWithSignature| {
-        let after_token = match (order, token) {
-            (Order::Desc, Some(t)) => (e.slot, e.index) < t,
-            (Order::Asc, Some(t)) => (e.slot, e.index) > t,
-            _ => true,
-        };
         let time_ok = match e.block_time {
             Some(t) => t >= time_low && t <= time_high,
             None => config.filters.block_time.bounds() == Some((i64::MIN, i64::MAX)),
@@ -138,45 +279,9 @@ pub async fn query(
             Status::Succeeded => e.err.is_none(),
             Status::Failed => e.err.is_some(),
         };
-        after_token && time_ok && status_ok
+        time_ok && status_ok
     };
-    let internal = |e| {
-        tracing::error!(error = %e, "store read failed");
-        Error::internal_error()
-    };
-    let mut out = Vec::new();
-    match order {
-        Order::Desc => {
-            let mut upper = newest;
-            while out.len() < limit && upper >= oldest {
-                let page = store.address_history(address, upper, oldest, 1_000).await.map_err(internal)?;
-                let Some(last) = page.last().map(|e| e.slot) else { break };
-                out.extend(page.into_iter().filter(|e| keep(e)));
-                if last == 0 || last <= oldest {
-                    break;
-                }
-                upper = last - 1;
-            }
-        }
-        Order::Asc => {
-            // The index sorts newest first: walk up in windows, each read whole.
-            let mut lower = oldest;
-            let mut window: u64 = 10_000;
-            while out.len() < limit && lower <= newest {
-                let upper = lower.saturating_add(window).min(newest);
-                let mut page = store.address_history(address, upper, lower, usize::MAX).await.map_err(internal)?;
-                page.reverse();
-                if page.is_empty() {
-                    window = window.saturating_mul(4);
-                }
-                out.extend(page.into_iter().filter(|e| keep(e)));
-                if upper == newest {
-                    break;
-                }
-                lower = upper + 1;
-            }
-        }
-    }
+    let mut out = walk(store, address, &span, order, limit, keep).await?;
     out.truncate(limit);
     let next = (out.len() == limit).then(|| out.last().map(|e| format!("{}:{}", e.slot, e.index))).flatten();
     Ok((out, next))

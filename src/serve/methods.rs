@@ -22,6 +22,9 @@ use solana_transaction_status::{
     UiTransactionEncoding,
 };
 
+use super::network::Network;
+use super::recent_blocks::RecentBlocks;
+use super::upstream::Upstream;
 use crate::store::{BlockStore, StoreError};
 
 /// agave's limits (`solana-rpc-client-api` request constants).
@@ -45,6 +48,18 @@ pub const METHODS: &[(&str, Method)] = &[
     ("getFirstAvailableBlock", Method::GetFirstAvailableBlock),
     ("getSignatureStatuses", Method::GetSignatureStatuses),
     ("getTransactionsForAddress", Method::GetTransactionsForAddress),
+    ("getInflationReward", Method::GetInflationReward),
+    // Around history (`node_methods.rs`).
+    ("getHealth", Method::GetHealth),
+    ("getVersion", Method::GetVersion),
+    ("getGenesisHash", Method::GetGenesisHash),
+    ("getSlot", Method::GetSlot),
+    ("getBlockHeight", Method::GetBlockHeight),
+    ("minimumLedgerSlot", Method::MinimumLedgerSlot),
+    ("getLatestBlockhash", Method::GetLatestBlockhash),
+    ("isBlockhashValid", Method::IsBlockhashValid),
+    ("getEpochInfo", Method::GetEpochInfo),
+    ("getEpochSchedule", Method::GetEpochSchedule),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,6 +73,17 @@ pub enum Method {
     GetFirstAvailableBlock,
     GetSignatureStatuses,
     GetTransactionsForAddress,
+    GetInflationReward,
+    GetHealth,
+    GetVersion,
+    GetGenesisHash,
+    GetSlot,
+    GetBlockHeight,
+    MinimumLedgerSlot,
+    GetLatestBlockhash,
+    IsBlockhashValid,
+    GetEpochInfo,
+    GetEpochSchedule,
 }
 
 impl Method {
@@ -65,6 +91,18 @@ impl Method {
     pub fn name(self) -> &'static str {
         METHODS.iter().find(|(_, m)| *m == self).map(|(n, _)| *n).unwrap_or("unknown")
     }
+}
+
+/// agave's `getSignaturesForAddress` config, plus the opt-in extensions
+/// Superbank names (`beforeSlot`, `untilSlot`) and Helius' `sortOrder`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignaturesConfig {
+    #[serde(flatten)]
+    base: RpcSignaturesForAddressConfig,
+    before_slot: Option<Slot>,
+    until_slot: Option<Slot>,
+    sort_order: Option<super::address_history::Order>,
 }
 
 /// How long an answer may be cached.
@@ -86,10 +124,15 @@ pub struct Answer {
 }
 
 pub struct Methods {
-    store: Arc<dyn BlockStore>,
+    pub(super) store: Arc<dyn BlockStore>,
+    pub(super) recent: RecentBlocks,
+    pub(super) network: Network,
+    /// The head `getHealth` compares the stored tip with.
+    pub(super) upstream: Option<Arc<Upstream>>,
+    pub(super) health_max_lag: u64,
 }
 
-fn internal(e: StoreError) -> Error {
+pub(super) fn internal(e: StoreError) -> Error {
     tracing::error!(error = %e, "store read failed");
     Error { code: ErrorCode::InternalError, message: "Internal error".into(), data: None }
 }
@@ -100,7 +143,7 @@ fn invalid(message: impl Into<String>) -> Error {
 
 /// Parses positional params into a tuple of `arity` elements; trailing
 /// optional params may be left out, as jsonrpc-derive (agave's RPC) allows.
-fn args<T: serde::de::DeserializeOwned>(params: Params, arity: usize) -> Result<T, Error> {
+pub(super) fn args<T: serde::de::DeserializeOwned>(params: Params, arity: usize) -> Result<T, Error> {
     let mut values = match params {
         Params::Array(values) => values,
         Params::None => Vec::new(),
@@ -142,8 +185,13 @@ fn check_commitment(commitment: Option<solana_commitment_config::CommitmentConfi
 }
 
 impl Methods {
-    pub fn new(store: Arc<dyn BlockStore>) -> Self {
-        Self { store }
+    pub fn new(
+        store: Arc<dyn BlockStore>,
+        network: Network,
+        upstream: Option<Arc<Upstream>>,
+        health_max_lag: u64,
+    ) -> Self {
+        Self { recent: RecentBlocks::new(store.clone()), store, network, upstream, health_max_lag }
     }
 
     pub async fn call(&self, method: Method, params: Params) -> Result<Answer, Error> {
@@ -157,6 +205,17 @@ impl Methods {
             Method::GetFirstAvailableBlock => self.get_first_available_block(params).await,
             Method::GetSignatureStatuses => self.get_signature_statuses(params).await,
             Method::GetTransactionsForAddress => self.get_transactions_for_address(params).await,
+            Method::GetInflationReward => self.get_inflation_reward(params).await,
+            Method::GetHealth => self.get_health(params).await,
+            Method::GetVersion => self.get_version(params).await,
+            Method::GetGenesisHash => self.get_genesis_hash(params).await,
+            Method::GetSlot => self.get_slot(params).await,
+            Method::GetBlockHeight => self.get_block_height(params).await,
+            Method::MinimumLedgerSlot => self.minimum_ledger_slot(params).await,
+            Method::GetLatestBlockhash => self.get_latest_blockhash(params).await,
+            Method::IsBlockhashValid => self.is_blockhash_valid(params).await,
+            Method::GetEpochInfo => self.get_epoch_info(params).await,
+            Method::GetEpochSchedule => self.get_epoch_schedule(params).await,
         }
     }
 
@@ -211,31 +270,57 @@ impl Methods {
     }
 
     async fn get_signatures_for_address(&self, params: Params) -> Result<Answer, Error> {
-        let (address, config): (String, Option<RpcSignaturesForAddressConfig>) = args(params, 2)?;
+        use super::address_history::{self, Order, Span};
+        let (address, config): (String, Option<SignaturesConfig>) = args(params, 2)?;
         let address = parse_pubkey(&address)?;
-        let config = config.unwrap_or_default();
+        let SignaturesConfig { base: config, before_slot, until_slot, sort_order } = config.unwrap_or_default();
         check_commitment(config.commitment)?;
+        if let Some(min) = config.min_context_slot {
+            let tip = self.latest_slot().await.unwrap_or(0);
+            if tip < min {
+                return Err(RpcCustomError::MinContextSlotNotReached { context_slot: tip }.into());
+            }
+        }
         let limit = config.limit.unwrap_or(MAX_SIGNATURES_FOR_ADDRESS_LIMIT);
         if limit == 0 || limit > MAX_SIGNATURES_FOR_ADDRESS_LIMIT {
             return Err(invalid(format!("Invalid limit; max {MAX_SIGNATURES_FOR_ADDRESS_LIMIT}")));
         }
+        if config.before.is_some() && before_slot.is_some() {
+            return Err(invalid("before and beforeSlot are mutually exclusive"));
+        }
+        if config.until.is_some() && until_slot.is_some() {
+            return Err(invalid("until and untilSlot are mutually exclusive"));
+        }
         let before = config.before.as_deref().map(parse_signature).transpose()?;
         let until = config.until.as_deref().map(parse_signature).transpose()?;
-        let found = match self.store.signatures_for_address(&address, before.as_ref(), until.as_ref(), limit).await {
-            Ok(found) => found,
-            Err(StoreError::SignatureNotFound(_)) => return Err(RpcCustomError::TransactionHistoryNotAvailable.into()),
-            Err(e) => return Err(internal(e)),
+        let extended = before_slot.is_some() || until_slot.is_some() || sort_order == Some(Order::Asc);
+        let found = if extended {
+            // Slot bounds are exclusive, as Superbank's; `before`/`until` stay
+            // the newer/older bound in either order.
+            let mut span =
+                Span { after: until_slot.map(|slot| (slot, u32::MAX)), before: before_slot.map(|slot| (slot, 0)) };
+            if let Some(before) = &config.before {
+                span.narrow_before(address_history::position_of(self.store.as_ref(), before).await?);
+            }
+            if let Some(until) = &config.until {
+                span.narrow_after(address_history::position_of(self.store.as_ref(), until).await?);
+            }
+            let order = sort_order.unwrap_or(Order::Desc);
+            address_history::walk(self.store.as_ref(), &address, &span, order, limit, |_| true).await?
+        } else {
+            match self.store.signatures_for_address(&address, before.as_ref(), until.as_ref(), limit).await {
+                Ok(found) => found,
+                Err(StoreError::SignatureNotFound(_)) => {
+                    return Err(RpcCustomError::TransactionHistoryNotAvailable.into());
+                }
+                Err(e) => return Err(internal(e)),
+            }
         };
-        let list: Vec<RpcConfirmedTransactionStatusWithSignature> = found
-            .into_iter()
-            .map(|s| {
-                let mut item = RpcConfirmedTransactionStatusWithSignature::from(s);
-                item.confirmation_status = Some(TransactionConfirmationStatus::Finalized);
-                item
-            })
-            .collect();
-        // Only the first page (no `before`) changes as blocks land.
-        let freshness = if before.is_none() {
+        let list: Vec<RpcConfirmedTransactionStatusWithSignature> =
+            found.into_iter().map(address_history::signature_item).collect();
+        // Only a page reaching the tip (newest first, no newer bound) changes as blocks land.
+        let reaches_tip = before.is_none() && before_slot.is_none() && sort_order != Some(Order::Asc);
+        let freshness = if reaches_tip || sort_order == Some(Order::Asc) {
             Freshness::Mutable { addresses: vec![address], tip: false }
         } else {
             Freshness::Immutable

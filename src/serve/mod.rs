@@ -9,8 +9,13 @@
 
 pub mod address_history;
 pub mod cache;
+mod inflation_reward;
 pub mod memory_cache;
 pub mod methods;
+pub mod network;
+mod node_methods;
+mod recent_blocks;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -24,7 +29,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use jsonrpc_core::{IoHandler, Params, Value};
+use jsonrpc_core::futures_util::future::Either;
+use jsonrpc_core::middleware::{Middleware, NoopCallFuture, NoopFuture};
+use jsonrpc_core::{Call, MetaIoHandler, Output, Params, Value};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::cache::{Cache, CacheConfig, Lookup};
 use self::methods::{METHODS, Method, Methods};
+use self::network::Network;
+use self::upstream::{Upstream, UpstreamConfig};
 use crate::store::BlockStore;
 
 #[derive(Clone, Debug)]
@@ -48,6 +57,13 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub max_batch: usize,
     pub request_timeout: Duration,
+    /// The cluster served: genesis hash and epoch schedule.
+    pub network: Network,
+    /// Where unknown methods (and misses, when configured) go; also the head
+    /// `getHealth` measures against.
+    pub upstream: Option<UpstreamConfig>,
+    /// `getHealth` fails once the stored tip is more slots than this behind the upstream.
+    pub health_max_lag: u64,
 }
 
 impl Default for ServeConfig {
@@ -60,6 +76,9 @@ impl Default for ServeConfig {
             max_body_bytes: 256 * 1024,
             max_batch: 100,
             request_timeout: Duration::from_secs(30),
+            network: Network::default(),
+            upstream: None,
+            health_max_lag: node_methods::DEFAULT_HEALTH_MAX_LAG,
         }
     }
 }
@@ -87,6 +106,7 @@ struct Metrics {
     requests: Family<MethodLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
+    upstream: Family<UpstreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -100,15 +120,49 @@ impl Metrics {
         registry.register("requests", "JSON-RPC calls by method and outcome", requests.clone());
         registry.register("cache", "Cache lookups by method and result", cache.clone());
         registry.register("request_seconds", "Time to answer a call, by method", latency.clone());
-        Self { registry, requests, cache, latency }
+        let upstream = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_calls",
+            "Calls passed to the upstream node, by reason and outcome",
+            upstream.clone(),
+        );
+        Self { registry, requests, cache, latency, upstream }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    /// `unknown_method` or `miss`.
+    reason: String,
+    outcome: String,
 }
 
 /// Everything a request needs.
 struct Service {
     methods: Methods,
     cache: Option<Arc<Cache>>,
+    upstream: Option<Arc<Upstream>>,
     metrics: Metrics,
+}
+
+/// A history miss the upstream may answer: a block older than the first
+/// stored or newer than the tip, or a transaction the store does not hold.
+/// Never a slot inside the stored span (a skip — or a gap the upstream's
+/// answer would hide) and never a store error.
+fn is_miss(method: Method, result: &jsonrpc_core::Result<methods::Answer>) -> bool {
+    use solana_rpc_client_api::custom_error::{
+        JSON_RPC_SERVER_ERROR_BLOCK_CLEANED_UP, JSON_RPC_SERVER_ERROR_BLOCK_NOT_AVAILABLE,
+    };
+    match (method, result) {
+        (Method::GetTransaction, Ok(answer)) => answer.value.is_null(),
+        (Method::GetBlock | Method::GetBlockTime | Method::GetInflationReward, Err(e)) => matches!(
+            e.code,
+            jsonrpc_core::ErrorCode::ServerError(
+                JSON_RPC_SERVER_ERROR_BLOCK_CLEANED_UP | JSON_RPC_SERVER_ERROR_BLOCK_NOT_AVAILABLE
+            )
+        ),
+        _ => false,
+    }
 }
 
 impl Service {
@@ -131,7 +185,20 @@ impl Service {
                 Lookup::Miss { generation: g } => generation = g,
             }
         }
-        let result = self.methods.call(method, params).await;
+        let result = self.methods.call(method, params.clone()).await;
+        if let Some(upstream) = self.upstream.as_ref().filter(|u| u.forwards_misses())
+            && is_miss(method, &result)
+        {
+            // Passed through, counted, never cached.
+            let answer = self.forward(upstream, method.name(), &params, "miss").await;
+            self.count(
+                &name,
+                if self.cache.is_some() { "miss" } else { "off" },
+                if answer.is_ok() { "ok" } else { "error" },
+                started,
+            );
+            return answer;
+        }
         let result = match result {
             Ok(answer) => {
                 if let Some(cache) = &self.cache {
@@ -144,6 +211,27 @@ impl Service {
         let cache_result = if self.cache.is_some() { "miss" } else { "off" };
         self.count(&name, cache_result, if result.is_ok() { "ok" } else { "error" }, started);
         result
+    }
+
+    /// One call through the upstream: its answer or error as it sent them,
+    /// or why it could not be asked.
+    async fn forward(
+        &self,
+        upstream: &Upstream,
+        method: &str,
+        params: &Params,
+        reason: &str,
+    ) -> jsonrpc_core::Result<Value> {
+        let (outcome, answer) = match upstream.call(method, params).await {
+            Ok(Ok(value)) => ("ok", Ok(value)),
+            Ok(Err(e)) => ("error", Err(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, method, "upstream call failed");
+                (e.label(), Err(e.into()))
+            }
+        };
+        self.metrics.upstream.get_or_create(&UpstreamLabels { reason: reason.into(), outcome: outcome.into() }).inc();
+        answer
     }
 
     fn count(&self, method: &str, cache: &str, outcome: &str, started: Instant) {
@@ -159,8 +247,42 @@ impl Service {
     }
 }
 
+/// Sends calls to methods `serve` does not answer to the upstream, when
+/// one is configured; without one they get jsonrpc's "Method not found".
+struct Passthrough {
+    service: Arc<Service>,
+}
+
+impl Middleware<()> for Passthrough {
+    type Future = NoopFuture;
+    type CallFuture = NoopCallFuture;
+
+    fn on_call<F, X>(&self, call: Call, meta: (), next: F) -> Either<Self::CallFuture, X>
+    where
+        F: Fn(Call, ()) -> X + Send + Sync,
+        X: std::future::Future<Output = Option<Output>> + Send + 'static,
+    {
+        match call {
+            Call::MethodCall(call)
+                if self.service.upstream.is_some() && !METHODS.iter().any(|(name, _)| *name == call.method) =>
+            {
+                let service = self.service.clone();
+                Either::Left(Box::pin(async move {
+                    let started = Instant::now();
+                    let upstream = service.upstream.clone()?;
+                    let answer = service.forward(&upstream, &call.method, &call.params, "unknown_method").await;
+                    // Client-chosen names would make the label unbounded.
+                    service.count("other", "off", if answer.is_ok() { "ok" } else { "error" }, started);
+                    Some(Output::from(answer, call.id, call.jsonrpc))
+                }))
+            }
+            call => Either::Right(next(call, meta)),
+        }
+    }
+}
+
 struct AppState {
-    rpc: IoHandler,
+    rpc: MetaIoHandler<(), Passthrough>,
     service: Arc<Service>,
     config: ServeConfig,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
@@ -172,8 +294,10 @@ pub fn router(store: Arc<dyn BlockStore>, config: ServeConfig) -> Result<Router,
     if let Some(cache) = cache.clone() {
         tokio::spawn(async move { cache.configure().await });
     }
-    let service = Arc::new(Service { methods: Methods::new(store), cache, metrics: Metrics::new() });
-    let mut rpc = IoHandler::new();
+    let upstream = config.upstream.clone().map(|u| Arc::new(Upstream::new(u)));
+    let methods = Methods::new(store, config.network.clone(), upstream.clone(), config.health_max_lag);
+    let service = Arc::new(Service { methods, cache, upstream, metrics: Metrics::new() });
+    let mut rpc = MetaIoHandler::with_middleware(Passthrough { service: service.clone() });
     for (name, method) in METHODS {
         let service = service.clone();
         let method = *method;
@@ -258,7 +382,7 @@ async fn handle_rpc(
             &format!("Batch too large: {size} requests; max {}", state.config.max_batch),
         );
     }
-    let answer = tokio::time::timeout(state.config.request_timeout, state.rpc.handle_request(text)).await;
+    let answer = tokio::time::timeout(state.config.request_timeout, state.rpc.handle_request(text, ())).await;
     match answer {
         Ok(Some(response)) => ([(header::CONTENT_TYPE, "application/json")], response).into_response(),
         Ok(None) => StatusCode::NO_CONTENT.into_response(), // notifications only

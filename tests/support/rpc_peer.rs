@@ -116,6 +116,20 @@ impl RpcPeer {
         self.serve(listener);
     }
 
+    /// Stops serving: the port refuses connections (a node that went away).
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    /// Moves the tip the peer reports (`getSlot`) without producing blocks.
+    pub fn set_tip(&self, slot: u64) {
+        self.state.tip.store(slot, Ordering::SeqCst);
+    }
+
     /// Faults for the next requests of `slot`, in order.
     pub fn inject(&self, slot: u64, faults: impl IntoIterator<Item = Fault>) {
         self.state.faults.lock().unwrap().entry(slot).or_default().extend(faults);
@@ -259,6 +273,8 @@ async fn answer(state: &PeerState, call: &Value) -> Result<Value, StatusCode> {
             }
         }
         "getVersion" => json!({"solana-core": "4.2.2", "feature-set": 0}),
+        // A method Chronicle does not serve (account state), for pass-through tests.
+        "getBalance" => json!({"context": {"slot": tip, "apiVersion": "4.2.2"}, "value": 1_000_000_000u64}),
         other => return Ok(rpc_error(&id, -32601, format!("Method not found: {other}"))),
     };
     Ok(json!({"jsonrpc": "2.0", "result": result, "id": id}))

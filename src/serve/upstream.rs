@@ -1,0 +1,196 @@
+//! An optional upstream node: calls `serve` does not answer (unknown methods,
+//! and history misses when configured) pass through to it unchanged, so an
+//! application needs one URL. Its answers are never cached; its errors come
+//! back as it sent them; a limit on calls per second protects it; and when it
+//! cannot be reached the caller is told so, not given an empty answer.
+//! It is also the head `getHealth` measures the store's lag against.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use jsonrpc_core::{Error, ErrorCode, Params, Value};
+use solana_clock::Slot;
+
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    /// JSON-RPC URL; may carry a provider's key, so it is never printed.
+    pub url: String,
+    /// Extra request headers (name, value), e.g. a provider's auth token.
+    pub headers: Vec<(String, String)>,
+    /// Also pass history misses (blocks or transactions the store does not hold).
+    pub forward_misses: bool,
+    pub requests_per_second: Option<u32>,
+    pub timeout: Duration,
+}
+
+impl UpstreamConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            headers: Vec::new(),
+            forward_misses: false,
+            requests_per_second: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Scheme, host and port only: what logs and errors may show.
+    pub fn host(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) => format!(
+                "{}://{}:{}",
+                url.scheme(),
+                url.host_str().unwrap_or("?"),
+                url.port_or_known_default().unwrap_or(0)
+            ),
+            Err(_) => "(unparsable URL)".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("host", &self.host())
+            .field("headers", &self.headers.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("forward_misses", &self.forward_misses)
+            .field("requests_per_second", &self.requests_per_second)
+            .finish()
+    }
+}
+
+/// Why a call could not be passed through (the upstream's own errors are
+/// answers, returned as they came).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream node rate limit reached ({0} requests/s); retry later")]
+    RateLimited(u32),
+    #[error("upstream node {host} unreachable: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("upstream node {host} sent an answer that is not JSON-RPC: {reason}")]
+    BadAnswer { host: String, reason: String },
+}
+
+impl UpstreamError {
+    /// The bounded metric label of this outcome.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unreachable { .. } => "unreachable",
+            Self::BadAnswer { .. } => "bad_answer",
+        }
+    }
+}
+
+/// Server errors in the range jsonrpc reserves for implementations; agave's
+/// own codes stay for agave's meanings.
+pub const UPSTREAM_RATE_LIMITED: i64 = -32097;
+pub const UPSTREAM_UNAVAILABLE: i64 = -32098;
+
+impl From<UpstreamError> for Error {
+    fn from(e: UpstreamError) -> Self {
+        let code = match e {
+            UpstreamError::RateLimited(_) => UPSTREAM_RATE_LIMITED,
+            _ => UPSTREAM_UNAVAILABLE,
+        };
+        Error { code: ErrorCode::ServerError(code), message: e.to_string(), data: None }
+    }
+}
+
+/// How long a head slot read for `getHealth` is reused.
+const HEAD_REUSE: Duration = Duration::from_secs(1);
+
+pub struct Upstream {
+    config: UpstreamConfig,
+    client: reqwest::Client,
+    limiter: Option<(u32, DefaultDirectRateLimiter)>,
+    head: Mutex<Option<(Instant, Slot)>>,
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig) -> Self {
+        let limiter = config
+            .requests_per_second
+            .and_then(|rps| NonZeroU32::new(rps).map(|n| (rps, RateLimiter::direct(Quota::per_second(n)))));
+        let client = reqwest::Client::builder().timeout(config.timeout).build().unwrap_or_default();
+        Self { config, client, limiter, head: Mutex::new(None) }
+    }
+
+    pub fn forwards_misses(&self) -> bool {
+        self.config.forward_misses
+    }
+
+    /// Passes one call through; `Ok(Err(_))` is the upstream's own error answer.
+    pub async fn call(&self, method: &str, params: &Params) -> Result<Result<Value, Error>, UpstreamError> {
+        if let Some((rps, limiter)) = &self.limiter
+            && limiter.check().is_err()
+        {
+            return Err(UpstreamError::RateLimited(*rps));
+        }
+        let host = || self.config.host();
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let mut request = self.client.post(&self.config.url).json(&body);
+        for (name, value) in &self.config.headers {
+            request = request.header(name, value);
+        }
+        // `without_url`: the URL may carry a key.
+        let unreachable =
+            |e: reqwest::Error| UpstreamError::Unreachable { host: host(), reason: e.without_url().to_string() };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(unreachable)?;
+        let answer: Value = serde_json::from_str(&text).map_err(|_| UpstreamError::BadAnswer {
+            host: host(),
+            reason: format!("HTTP {status}, {} bytes of non-JSON", text.len()),
+        })?;
+        if let Some(error) = answer.get("error") {
+            let error: Error = serde_json::from_value(error.clone())
+                .map_err(|e| UpstreamError::BadAnswer { host: host(), reason: format!("error object: {e}") })?;
+            return Ok(Err(error));
+        }
+        match answer.get("result") {
+            Some(result) => Ok(Ok(result.clone())),
+            None => {
+                Err(UpstreamError::BadAnswer { host: host(), reason: format!("HTTP {status}, no result or error") })
+            }
+        }
+    }
+
+    /// The cluster's finalized slot as the upstream reports it, reused for a second.
+    pub async fn head_slot(&self) -> Result<Slot, UpstreamError> {
+        if let Some((at, slot)) = *self.head.lock().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < HEAD_REUSE
+        {
+            return Ok(slot);
+        }
+        let params = Params::Array(vec![serde_json::json!({"commitment": "finalized"})]);
+        let slot = match self.call("getSlot", &params).await? {
+            Ok(value) => value.as_u64().ok_or_else(|| UpstreamError::BadAnswer {
+                host: self.config.host(),
+                reason: format!("getSlot answered {value}"),
+            })?,
+            Err(e) => {
+                return Err(UpstreamError::BadAnswer {
+                    host: self.config.host(),
+                    reason: format!("getSlot failed: {}", e.message),
+                });
+            }
+        };
+        *self.head.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), slot));
+        Ok(slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_key_never_prints() {
+        let config = UpstreamConfig::new("https://node.example:8443/?api-key=SECRET");
+        assert_eq!(config.host(), "https://node.example:8443");
+        assert!(!format!("{config:?}").contains("SECRET"));
+    }
+}
