@@ -250,7 +250,16 @@ fn node_spec(
         max_memory_bytes: None,
         eviction: "allkeys-lru".into(),
     });
-    let serve = ServeSpec { chain, store, port: i32::from(port), cache, api_keys_dir: None, requests_per_second: None };
+    let serve = ServeSpec {
+        chain,
+        store,
+        port: i32::from(port),
+        cache,
+        api_keys_dir: None,
+        requests_per_second: None,
+        genesis_hash: None,
+        upstream: None,
+    };
     WorkerSpec::new(Work::Node(NodeSpec {
         works: vec![
             NamedWork { name: "IngestJob/t/ingest".into(), work: Work::Ingest(ingest) },

@@ -28,6 +28,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("ChainSource.spec.chain.family", Worker),
     ("ChainSource.spec.chain.network", Worker),
     ("ChainSource.spec.chain.chainId", NotYet("the EVM adapter (issue 17)")),
+    ("ChainSource.spec.chain.genesisHash", Worker),
     ("ChainSource.spec.commitment", Worker),
     ("ChainSource.spec.endpoints[].name", Worker),
     ("ChainSource.spec.endpoints[].url", Worker),
@@ -102,6 +103,10 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("CacheTier.spec.server.rateLimit.requestsPerSecond", Worker),
     ("CacheTier.spec.server.rateLimit.burst", NotYet("a burst above the per-key rate (issue 20)")),
     ("CacheTier.spec.server.resources.*", Controller("the serve container's resources")),
+    ("CacheTier.spec.upstream.endpoint", Worker),
+    ("CacheTier.spec.upstream.forwardMisses", Worker),
+    ("CacheTier.spec.upstream.requestsPerSecond", Worker),
+    ("CacheTier.spec.upstream.maxSlotsBehind", Worker),
     // TrainingExport
     ("TrainingExport.spec.sourceRef.name", Controller("the ChainSource the spec is built from")),
     ("TrainingExport.spec.range.startSlot", Worker),

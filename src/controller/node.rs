@@ -48,7 +48,7 @@ pub fn node_workload(source: &ChainSource, jobs: &[IngestJob], tiers: &[CacheTie
     for (index, tier) in tiers.enumerate() {
         let Ok(WorkerSpec { work: Work::Serve(spec), .. }) = serve_spec(tier, source) else { continue };
         // By index: a volume name is a DNS label (63 characters), a tier name may be longer.
-        secrets.serve(&spec, tier, &format!("api-keys-{index}"));
+        secrets.serve(&spec, tier, source, &format!("api-keys-{index}"));
         ports.push(ContainerPort { container_port: spec.port, ..ContainerPort::default() });
         works.push(NamedWork { name: format!("CacheTier/{namespace}/{}", tier.name_any()), work: Work::Serve(spec) });
     }
@@ -144,7 +144,11 @@ mod tests {
             on_devnet(v);
             v["spec"]["source"]["rpc"]["endpoints"] = serde_json::json!([]);
         });
-        let tier: CacheTier = example("cachetier.yaml", on_devnet);
+        let tier: CacheTier = example("cachetier.yaml", |v| {
+            on_devnet(v);
+            // The devnet source has no `triton` endpoint to pass misses to.
+            v["spec"].as_object_mut().unwrap().remove("upstream");
+        });
         let node = node_workload(&source, &[job.clone()], &[tier.clone()], "chronicle:test").unwrap();
         assert_eq!(node.metadata.name.as_deref(), Some("solana-devnet-node"));
         let spec = node.spec.unwrap();

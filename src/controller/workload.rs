@@ -351,9 +351,12 @@ impl PodSecrets {
     }
 
     /// The serve work's Redis URL, and its API-key Secret as volume `volume`.
-    pub fn serve(&mut self, spec: &ServeSpec, tier: &CacheTier, volume: &str) {
+    pub fn serve(&mut self, spec: &ServeSpec, tier: &CacheTier, source: &ChainSource, volume: &str) {
         if let Some(cache) = &spec.cache {
             self.env(&cache.url.env, &tier.spec.redis.url_secret_ref);
+        }
+        if let Some(upstream) = &spec.upstream {
+            self.endpoint_token(&upstream.endpoint, source);
         }
         if let (Some(keys), Some(dir)) = (&tier.spec.server.api_keys_secret_ref, &spec.api_keys_dir) {
             let secret =
@@ -619,20 +622,23 @@ fn rpc_source_spec(source: &ChainSource, wanted: &[String]) -> Result<SourceSpec
         Some(name) => source.spec.endpoints.iter().find(|e| &e.name == name).ok_or_else(|| unknown(name))?,
         None => source.spec.endpoints.first().ok_or_else(|| unknown("(any)"))?,
     };
-    Ok(SourceSpec::Rpc {
-        endpoint: RpcEndpointSpec {
-            name: endpoint.name.clone(),
-            url: endpoint.url.clone(),
-            websocket_url: endpoint.websocket_url.clone(),
-            requests_per_second: endpoint.rate_limit.as_ref().map(|l| l.requests_per_second),
-            burst: endpoint.rate_limit.as_ref().and_then(|l| l.burst),
-            max_concurrent: endpoint.max_concurrent,
-            auth: endpoint
-                .auth
-                .as_ref()
-                .map(|a| AuthSpec { header: a.header.clone(), token: FromEnv::new(&rpc_token_env(&endpoint.name)) }),
-        },
-    })
+    Ok(SourceSpec::Rpc { endpoint: endpoint_spec(endpoint) })
+}
+
+/// A ChainSource endpoint as a worker reads it; its token from a pod variable.
+fn endpoint_spec(endpoint: &crate::crd::chain_source::Endpoint) -> RpcEndpointSpec {
+    RpcEndpointSpec {
+        name: endpoint.name.clone(),
+        url: endpoint.url.clone(),
+        websocket_url: endpoint.websocket_url.clone(),
+        requests_per_second: endpoint.rate_limit.as_ref().map(|l| l.requests_per_second),
+        burst: endpoint.rate_limit.as_ref().and_then(|l| l.burst),
+        max_concurrent: endpoint.max_concurrent,
+        auth: endpoint
+            .auth
+            .as_ref()
+            .map(|a| AuthSpec { header: a.header.clone(), token: FromEnv::new(&rpc_token_env(&endpoint.name)) }),
+    }
 }
 
 /// The Job or Deployment that runs `job`'s workers.
@@ -922,6 +928,24 @@ pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<
         }),
         api_keys_dir: spec.server.api_keys_secret_ref.as_ref().map(|_| api_keys_dir(&tier.name_any())),
         requests_per_second: spec.server.rate_limit.as_ref().map(|l| l.requests_per_second),
+        genesis_hash: source.spec.chain.genesis_hash.clone(),
+        upstream: match &spec.upstream {
+            Some(upstream) => {
+                let endpoint = source.spec.endpoints.iter().find(|e| e.name == upstream.endpoint).ok_or_else(|| {
+                    CacheTierError::UnknownEndpoint {
+                        source_name: source.name_any(),
+                        endpoint: upstream.endpoint.clone(),
+                    }
+                })?;
+                Some(crate::worker::spec::UpstreamSpec {
+                    endpoint: endpoint_spec(endpoint),
+                    forward_misses: upstream.forward_misses,
+                    requests_per_second: upstream.requests_per_second,
+                    max_slots_behind: upstream.max_slots_behind,
+                })
+            }
+            None => None,
+        },
     })))
 }
 
@@ -972,7 +996,7 @@ pub fn cache_tier_workload(
     }
     let mut secrets = PodSecrets::default();
     if let Work::Serve(serve) = &worker.work {
-        secrets.serve(serve, tier, "api-keys");
+        secrets.serve(serve, tier, source, "api-keys");
     }
     let mut pod = worker_pod("serve", image, &worker, source, secrets, resources(spec.server.resources.as_ref()), 30);
     let probe = |path: &str| Probe {
@@ -1013,6 +1037,8 @@ pub enum CacheTierError {
     BadQuantity(String),
     #[error("{0}")]
     UnsupportedChain(String),
+    #[error("upstream endpoint {endpoint:?} is not one of ChainSource {source_name}'s endpoints")]
+    UnknownEndpoint { source_name: String, endpoint: String },
 }
 
 impl CacheTierError {
@@ -1022,6 +1048,7 @@ impl CacheTierError {
             CacheTierError::NoUid => "NoUid",
             CacheTierError::BadQuantity(_) => "InvalidQuantity",
             CacheTierError::UnsupportedChain(_) => "ChainUnsupported",
+            CacheTierError::UnknownEndpoint { .. } => "UnknownEndpoint",
         }
     }
 }
@@ -1070,5 +1097,25 @@ mod cache_tier_tests {
             container.env.as_ref().unwrap().iter().find(|e| e.name == "CHRONICLE_CACHE_URL_MAINNET_RPC").unwrap();
         assert!(redis.value.is_none(), "the Redis URL (with its password) stays in its Secret");
         assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8899);
+        // The upstream is the ChainSource's `triton` endpoint; its token comes from the endpoint's Secret.
+        let upstream = serve.upstream.as_ref().unwrap();
+        assert_eq!(upstream.endpoint.url, "https://mainnet.rpcpool.example.com");
+        assert_eq!(
+            (upstream.forward_misses, upstream.requests_per_second, upstream.max_slots_behind),
+            (true, Some(20), 128)
+        );
+        let token_env = &upstream.endpoint.auth.as_ref().unwrap().token.env;
+        let token = container.env.as_ref().unwrap().iter().find(|e| &e.name == token_env).unwrap();
+        assert!(token.value.is_none() && token.value_from.is_some(), "the token stays in its Secret");
+    }
+
+    #[test]
+    fn an_upstream_must_be_one_of_the_sources_endpoints() {
+        let tier: crate::crd::CacheTier =
+            example("cachetier.yaml", |v| v["spec"]["upstream"]["endpoint"] = "nope".into());
+        let source: ChainSource = example("chainsource-solana-mainnet.yaml", |_| {});
+        let error = serve_spec(&tier, &source).unwrap_err();
+        assert_eq!(error.reason(), "UnknownEndpoint");
+        assert!(error.to_string().contains("\"nope\" is not one of ChainSource solana-mainnet's endpoints"), "{error}");
     }
 }

@@ -61,6 +61,36 @@ pub struct CacheTierSpec {
     /// The serving Deployment.
     #[serde(default)]
     pub server: ServerSpec,
+    /// A node that answers what `serve` does not: methods it does not serve
+    /// and, with `forwardMisses`, history outside the store. Also the head
+    /// `getHealth` measures the store's lag against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamSpec {
+    /// One of the ChainSource's `endpoints` (its URL, auth and limits) by name.
+    #[schemars(length(min = 1, max = 63))]
+    pub endpoint: String,
+    /// Also pass blocks and transactions the store does not hold (older than
+    /// its first block, newer than its tip, unknown signatures). Slots inside
+    /// the stored span are never passed: a gap must not be hidden.
+    #[serde(default)]
+    pub forward_misses: bool,
+    /// Calls per second sent upstream at most (all replicas each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub requests_per_second: Option<u32>,
+    /// `getHealth` fails once the stored tip is more slots than this behind the upstream's.
+    #[serde(default = "default_max_slots_behind")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_slots_behind: u64,
+}
+
+fn default_max_slots_behind() -> u64 {
+    128
 }
 
 fn default_ttl() -> String {

@@ -72,6 +72,12 @@ pub struct ChainId {
     /// Network name, e.g. `mainnet-beta`, `devnet`, `ethereum-mainnet`.
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub network: String,
+    /// Genesis hash of a Solana network Chronicle does not know (known ones:
+    /// mainnet-beta, devnet, testnet; a value given for those must match).
+    /// `serve` answers `getGenesisHash` with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 32, max = 44), regex(pattern = r"^[1-9A-HJ-NP-Za-km-z]+$"))]
+    pub genesis_hash: Option<String>,
     /// EIP-155 chain id (EVM only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]

@@ -13,12 +13,14 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use jsonrpc_core::{Error, ErrorCode, Params, Value};
 use solana_clock::Slot;
 
+use crate::pipeline::config::Secret;
+
 #[derive(Clone)]
 pub struct UpstreamConfig {
     /// JSON-RPC URL; may carry a provider's key, so it is never printed.
     pub url: String,
-    /// Extra request headers (name, value), e.g. a provider's auth token.
-    pub headers: Vec<(String, String)>,
+    /// Header and token sent with every call (`Authorization` sends `Bearer <token>`).
+    pub auth: Option<(String, Secret)>,
     /// Also pass history misses (blocks or transactions the store does not hold).
     pub forward_misses: bool,
     pub requests_per_second: Option<u32>,
@@ -29,7 +31,7 @@ impl UpstreamConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            headers: Vec::new(),
+            auth: None,
             forward_misses: false,
             requests_per_second: None,
             timeout: Duration::from_secs(10),
@@ -54,7 +56,7 @@ impl std::fmt::Debug for UpstreamConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamConfig")
             .field("host", &self.host())
-            .field("headers", &self.headers.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("auth_header", &self.auth.as_ref().map(|(name, _)| name))
             .field("forward_misses", &self.forward_misses)
             .field("requests_per_second", &self.requests_per_second)
             .finish()
@@ -132,8 +134,13 @@ impl Upstream {
         let host = || self.config.host();
         let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let mut request = self.client.post(&self.config.url).json(&body);
-        for (name, value) in &self.config.headers {
-            request = request.header(name, value);
+        if let Some((header, token)) = &self.config.auth {
+            let value = if header.eq_ignore_ascii_case("authorization") {
+                format!("Bearer {}", token.0)
+            } else {
+                token.0.clone()
+            };
+            request = request.header(header, value);
         }
         // `without_url`: the URL may carry a key.
         let unreachable =

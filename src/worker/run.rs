@@ -253,12 +253,30 @@ pub fn serve_config_in(
             .map_err(|e| SpecError::Invalid { field: "apiKeysDir", reason: format!("{e:#}") })?,
         None => Vec::new(),
     };
+    let network = crate::serve::network::Network::new(&spec.chain.network, spec.genesis_hash.as_deref())
+        .map_err(|e| SpecError::Invalid { field: "genesisHash", reason: e.to_string() })?;
+    let upstream = match &spec.upstream {
+        Some(upstream) => {
+            let endpoint = rpc_endpoint(&upstream.endpoint, spec.chain.commitment, lookup)?;
+            Some(crate::serve::upstream::UpstreamConfig {
+                auth: endpoint.auth,
+                forward_misses: upstream.forward_misses,
+                requests_per_second: upstream.requests_per_second,
+                ..crate::serve::upstream::UpstreamConfig::new(endpoint.url)
+            })
+        }
+        None => None,
+    };
+    let defaults = ServeConfig::default();
     let config = ServeConfig {
         listen: std::net::SocketAddr::from(([0, 0, 0, 0], port)),
         cache,
         api_keys,
         rate_limit: spec.requests_per_second,
-        ..ServeConfig::default()
+        network,
+        health_max_lag: spec.upstream.as_ref().map_or(defaults.health_max_lag, |u| u.max_slots_behind),
+        upstream,
+        ..defaults
     };
     Ok((store_access(&spec.store), config))
 }
