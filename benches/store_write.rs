@@ -77,6 +77,27 @@ fn report(backend: &str, ours: &Run, ceiling: &Run) {
     );
 }
 
+/// What each table costs for the recorded blocks, Chronicle's owner index
+/// (`tx-by-owner`, `tx-by-owner-changed`) next to agave's four tables.
+fn table_bytes(store: &LedgerStore, blocks: &[ConfirmedBlock]) {
+    let mut by_table: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
+    for (i, block) in blocks.iter().enumerate() {
+        let cells = store.block_cells(i as u64 + 1, block, &[]).unwrap();
+        for write in cells.indexes.iter().chain(std::iter::once(&cells.block)) {
+            let entry = by_table.entry(write.table.to_string()).or_default();
+            entry.0 += write.cells.len();
+            entry.1 += write.cells.iter().map(|c| (c.key.len() + c.value.len()) as u64).sum::<u64>();
+        }
+    }
+    let total: u64 = by_table.values().map(|(_, bytes)| bytes).sum();
+    for (table, (rows, bytes)) in &by_table {
+        println!(
+            "  table {table:<20} {rows:>6} rows {bytes:>10} bytes ({:.2}% of the cells)",
+            100.0 * *bytes as f64 / total as f64
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a
@@ -93,6 +114,7 @@ async fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let embedded = Arc::new(LedgerStore::new(Arc::new(EmbeddedCells::open(dir.path()).unwrap())));
+    table_bytes(&embedded, &blocks);
     let ceiling = raw_run(&embedded, &blocks, 1_000_000, count).await;
     let ours = ledger_run(&embedded, &blocks, 2_000_000, count).await;
     report("embedded", &ours, &ceiling);

@@ -311,3 +311,64 @@ async fn address_history_by_slot_and_in_either_order() {
     assert_eq!(page(json!({"gt": oldest})).await, [newest.clone()]);
     assert_eq!(page(json!({"gte": oldest, "lte": oldest})).await, [oldest.clone()]);
 }
+
+/// `filters.tokenAccounts` on the v0 block's swap, whose token balances name
+/// ten owners (five not among its keys): what each owner's history must be,
+/// computed here from the recorded JSON, as Helius defines the values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_account_history_follows_the_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fixture_store(dir.path()).await;
+    let (addr, _stop) = serve(store, ServeConfig::default()).await;
+    let tx = recorded(V0.0)["transactions"][0].clone();
+    let signature = tx["transaction"]["signatures"][0].as_str().unwrap().to_string();
+    let meta = &tx["meta"];
+    let mut keys: Vec<Value> = tx["transaction"]["message"]["accountKeys"].as_array().unwrap().clone();
+    for list in ["writable", "readonly"] {
+        keys.extend(meta["loadedAddresses"][list].as_array().unwrap().iter().cloned());
+    }
+    // owner → did one of its accounts' amounts change (or the account close)?
+    let mut owners: BTreeMap<String, bool> = BTreeMap::new();
+    let amounts = |list: &str| -> BTreeMap<u64, (String, String)> {
+        meta[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let entry = (
+                    b["owner"].as_str().unwrap().to_string(),
+                    b["uiTokenAmount"]["amount"].as_str().unwrap().to_string(),
+                );
+                (b["accountIndex"].as_u64().unwrap(), entry)
+            })
+            .collect()
+    };
+    let (pre, post) = (amounts("preTokenBalances"), amounts("postTokenBalances"));
+    for (index, (owner, before)) in &pre {
+        let changed = post.get(index).is_none_or(|(_, after)| after != before);
+        *owners.entry(owner.clone()).or_default() |= changed;
+    }
+    for (index, (owner, after)) in &post {
+        let changed = pre.get(index).map_or(after != "0", |(_, before)| before != after);
+        *owners.entry(owner.clone()).or_default() |= changed;
+    }
+    assert_eq!(owners.len(), 10);
+    let outside = owners.keys().filter(|o| !keys.iter().any(|k| k == *o)).count();
+    assert_eq!(outside, 5, "owners not among the transaction's keys");
+    let unchanged_outside = owners.iter().filter(|(o, changed)| !**changed && !keys.iter().any(|k| k == *o)).count();
+    assert!(unchanged_outside > 0, "some owner is reached only through `all`");
+
+    for (owner, changed) in &owners {
+        let named = keys.iter().any(|k| k == owner);
+        for (mode, expected) in [("none", named), ("all", true), ("balanceChanged", named || *changed)] {
+            let params = json!([owner, {"filters": {"tokenAccounts": mode}}]);
+            let found = signatures(&result(addr, "getTransactionsForAddress", params).await["data"]);
+            let want: Vec<String> = if expected { vec![signature.clone()] } else { Vec::new() };
+            assert_eq!(found, want, "owner {owner}, tokenAccounts {mode}");
+        }
+    }
+    let bad = error(addr, "getTransactionsForAddress", json!([V0_PAYER, {"filters": {"tokenAccounts": "some"}}])).await;
+    assert_eq!(bad["code"], -32602);
+}
+
+const V0_PAYER: &str = "11111111111111111111111111111111";

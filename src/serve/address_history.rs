@@ -60,7 +60,8 @@ pub struct Filters {
     pub status: Option<Status>,
     #[serde(default)]
     pub signature: SignatureRange,
-    pub token_accounts: Option<String>,
+    #[serde(default)]
+    pub token_accounts: TokenAccounts,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +189,7 @@ impl SignatureRange {
 pub async fn walk(
     store: &dyn BlockStore,
     address: &Pubkey,
+    tokens: TokenAccounts,
     span: &Span,
     order: Order,
     limit: usize,
@@ -201,6 +203,7 @@ pub async fn walk(
         span.after.is_none_or(|a| (e.slot, e.index) > a) && span.before.is_none_or(|b| (e.slot, e.index) < b)
     };
     let Some(tip) = store.last_block().await.map_err(internal)? else { return Ok(Vec::new()) };
+    let read = |upper: Slot, lower: Slot, limit: usize| history_page(store, address, tokens, upper, lower, limit);
     let oldest = span.after.map_or(0, |a| a.0);
     let newest = span.before.map_or(Slot::MAX, |b| b.0).min(tip);
     let mut out = Vec::new();
@@ -208,8 +211,8 @@ pub async fn walk(
         Order::Desc => {
             let mut upper = newest;
             while out.len() < limit && upper >= oldest {
-                let page = store.address_history(address, upper, oldest, 1_000).await.map_err(internal)?;
-                let Some(last) = page.last().map(|e| e.slot) else { break };
+                let (page, last) = read(upper, oldest, 1_000).await.map_err(internal)?;
+                let Some(last) = last else { break };
                 out.extend(page.into_iter().filter(|e| inside(e) && keep(e)));
                 if last == 0 || last <= oldest {
                     break;
@@ -222,7 +225,7 @@ pub async fn walk(
             let mut window: u64 = 10_000;
             while out.len() < limit && lower <= newest {
                 let upper = lower.saturating_add(window).min(newest);
-                let mut page = store.address_history(address, upper, lower, usize::MAX).await.map_err(internal)?;
+                let (mut page, _) = read(upper, lower, usize::MAX).await.map_err(internal)?;
                 page.reverse();
                 if page.is_empty() {
                     window = window.saturating_mul(4);
@@ -239,6 +242,50 @@ pub async fn walk(
     Ok(out)
 }
 
+/// `filters.tokenAccounts`: also the transactions of token accounts the
+/// address owns (Helius' values).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TokenAccounts {
+    #[default]
+    None,
+    BalanceChanged,
+    All,
+}
+
+/// Up to `limit` entries newest first with `lower <= slot <= upper`, the
+/// address's own and (per `tokens`) its token accounts', and the oldest slot
+/// the page covers completely (the next page starts below it); `None` when
+/// nothing is left.
+async fn history_page(
+    store: &dyn BlockStore,
+    address: &Pubkey,
+    tokens: TokenAccounts,
+    upper: Slot,
+    lower: Slot,
+    limit: usize,
+) -> Result<(Vec<ConfirmedTransactionStatusWithSignature>, Option<Slot>), crate::store::StoreError> {
+    let own = store.address_history(address, upper, lower, limit).await?;
+    if tokens == TokenAccounts::None {
+        let last = own.last().map(|e| e.slot);
+        return Ok((own, last));
+    }
+    let owned = store.owner_history(address, upper, lower, limit, tokens == TokenAccounts::BalanceChanged).await?;
+    // A full page may end inside a slot: below the higher of the full pages' last slots, nothing is known yet.
+    let floor = [&own, &owned].iter().filter(|p| p.len() >= limit).filter_map(|p| p.last().map(|e| e.slot)).max();
+    let mut merged: Vec<_> = own.into_iter().chain(owned).collect();
+    merged.sort_by(|a, b| (b.slot, b.index).cmp(&(a.slot, a.index)));
+    merged.dedup_by(|a, b| a.signature == b.signature);
+    let last = match floor {
+        Some(floor) if merged.iter().any(|e| e.slot > floor) => {
+            merged.retain(|e| e.slot > floor);
+            Some(floor + 1)
+        }
+        _ => merged.last().map(|e| e.slot),
+    };
+    Ok((merged, last))
+}
+
 /// Reads entries in the requested order, applying filters, until `limit`.
 pub async fn query(
     store: &dyn BlockStore,
@@ -250,9 +297,6 @@ pub async fn query(
     let limit = config.limit.unwrap_or(max);
     if limit == 0 || limit > max {
         return Err(Error::invalid_params(format!("Invalid limit; max {max} for transactionDetails {details:?}")));
-    }
-    if config.filters.token_accounts.as_deref().is_some_and(|t| t != "none") {
-        return Err(Error::invalid_params("filters.tokenAccounts other than \"none\" is not supported by this server"));
     }
     let Some((slot_low, slot_high)) = config.filters.slot.bounds() else { return Ok((Vec::new(), None)) };
     let Some((time_low, time_high)) = config.filters.block_time.bounds() else { return Ok((Vec::new(), None)) };
@@ -281,7 +325,7 @@ pub async fn query(
         };
         time_ok && status_ok
     };
-    let mut out = walk(store, address, &span, order, limit, keep).await?;
+    let mut out = walk(store, address, config.filters.token_accounts, &span, order, limit, keep).await?;
     out.truncate(limit);
     let next = (out.len() == limit).then(|| out.last().map(|e| format!("{}:{}", e.slot, e.index))).flatten();
     Ok((out, next))

@@ -270,7 +270,7 @@ impl Methods {
     }
 
     async fn get_signatures_for_address(&self, params: Params) -> Result<Answer, Error> {
-        use super::address_history::{self, Order, Span};
+        use super::address_history::{self, Order, Span, TokenAccounts};
         let (address, config): (String, Option<SignaturesConfig>) = args(params, 2)?;
         let address = parse_pubkey(&address)?;
         let SignaturesConfig { base: config, before_slot, until_slot, sort_order } = config.unwrap_or_default();
@@ -306,7 +306,8 @@ impl Methods {
                 span.narrow_after(address_history::position_of(self.store.as_ref(), until).await?);
             }
             let order = sort_order.unwrap_or(Order::Desc);
-            address_history::walk(self.store.as_ref(), &address, &span, order, limit, |_| true).await?
+            address_history::walk(self.store.as_ref(), &address, TokenAccounts::None, &span, order, limit, |_| true)
+                .await?
         } else {
             match self.store.signatures_for_address(&address, before.as_ref(), until.as_ref(), limit).await {
                 Ok(found) => found,

@@ -301,6 +301,22 @@ impl CellStore for BigtableCells {
         Ok(())
     }
 
+    /// Asks the admin API; when it cannot tell (e.g. a read-only account),
+    /// assumes the table exists and lets reads report.
+    async fn has_table(&self, table: Table) -> Result<bool, BackendError> {
+        let name = format!("{}/tables/{}", self.instance_path(), table.name());
+        let get = GetTableRequest { name, view: admin::table::View::NameOnly as i32 };
+        let request = self.admin_request(get).await.map_err(|e| self.error(table, e))?;
+        match self.admin.clone().get_table(request).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+            Err(status) => {
+                tracing::debug!(table = table.name(), code = ?status.code(), "cannot tell whether the table exists");
+                Ok(true)
+            }
+        }
+    }
+
     async fn write(&self, writes: Vec<TableWrite>) -> Result<(), BackendError> {
         let requests = writes.into_iter().map(|write| {
             let entries = write

@@ -84,6 +84,12 @@ pub trait CellStore: Send + Sync {
     /// Creates the layout's tables and the column family if missing.
     async fn ensure_tables(&self, tables: &[Table]) -> Result<(), BackendError>;
 
+    /// Whether `table` exists (a store another writer made may lack
+    /// Chronicle's own tables). Stores that create tables on use: always.
+    async fn has_table(&self, _table: Table) -> Result<bool, BackendError> {
+        Ok(true)
+    }
+
     /// Writes the rows of several tables. The embedded store commits them in
     /// one atomic batch; Bigtable sends one MutateRows per table, concurrently.
     async fn write(&self, writes: Vec<TableWrite>) -> Result<(), BackendError>;

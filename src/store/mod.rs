@@ -120,6 +120,21 @@ pub trait BlockStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError>;
 
+    /// Transactions that touched token accounts `owner` owns without naming
+    /// `owner` itself (or, `changed_only`, changed their balances), newest
+    /// first, like [`address_history`](Self::address_history). Stores without
+    /// such an index answer nothing.
+    async fn owner_history(
+        &self,
+        _owner: &Pubkey,
+        _newest: Slot,
+        _oldest: Slot,
+        _limit: usize,
+        _changed_only: bool,
+    ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Removes the blocks in `start..=end` and their index rows.
     async fn delete_range(&self, start: Slot, end: Slot) -> Result<DeleteStats, StoreError>;
 

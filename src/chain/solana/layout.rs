@@ -24,6 +24,7 @@ use solana_transaction_status::{
     VersionedTransactionWithStatusMeta, extract_and_fmt_memos,
 };
 
+use super::token_owners;
 use crate::store::block_rows::{BlockRows, BlockRowsReader};
 use crate::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
 use crate::store::envelope;
@@ -38,7 +39,12 @@ pub mod tables {
     pub const ENTRIES: Table = Table::new("entries");
     pub const TX: Table = Table::new("tx");
     pub const TX_BY_ADDR: Table = Table::new("tx-by-addr");
-    pub const ALL: [Table; 4] = [BLOCKS, ENTRIES, TX, TX_BY_ADDR];
+    /// agave's own four tables.
+    pub const AGAVE: [Table; 4] = [BLOCKS, ENTRIES, TX, TX_BY_ADDR];
+    /// Chronicle's owner → token-account index (`token_owners.rs`), which agave ignores.
+    pub const TX_BY_OWNER: Table = Table::new("tx-by-owner");
+    pub const TX_BY_OWNER_CHANGED: Table = Table::new("tx-by-owner-changed");
+    pub const ALL: [Table; 6] = [BLOCKS, ENTRIES, TX, TX_BY_ADDR, TX_BY_OWNER, TX_BY_OWNER_CHANGED];
 }
 
 /// The `tx` table's cell (bincode, qualifier `bin`): where a signature's
@@ -57,6 +63,8 @@ pub struct LedgerStore {
     reserved: ReservedAccountKeys,
     /// The newest slot seen by `last_block`, where its next search starts.
     last_seen: std::sync::atomic::AtomicU64,
+    /// Whether the owner-index tables exist (an agave-written instance has none).
+    owner_tables: tokio::sync::OnceCell<bool>,
 }
 
 /// The cells of one block: the index tables, written first, then `blocks`.
@@ -78,7 +86,13 @@ impl LedgerStore {
             cells,
             reserved: ReservedAccountKeys::new_all_activated(),
             last_seen: std::sync::atomic::AtomicU64::new(0),
+            owner_tables: tokio::sync::OnceCell::new(),
         }
+    }
+
+    async fn has_owner_tables(&self) -> Result<bool, StoreError> {
+        let has = self.owner_tables.get_or_try_init(|| self.cells.has_table(tables::TX_BY_OWNER)).await?;
+        Ok(*has)
     }
 
     /// The storage engine underneath, for raw reads in checks and tools.
@@ -98,6 +112,7 @@ impl LedgerStore {
         check_writable(slot, block)?;
         let mut tx_cells = Vec::with_capacity(block.transactions.len());
         let mut by_address: BTreeMap<Pubkey, Vec<TransactionByAddrInfo>> = BTreeMap::new();
+        let (mut by_owner, mut by_owner_changed) = (BTreeMap::new(), BTreeMap::new());
         for (index, tx_with_meta) in block.transactions.iter().enumerate() {
             let index = u32::try_from(index).expect("a block holds fewer than 2^32 transactions");
             let signature = *tx_with_meta.transaction_signature();
@@ -116,25 +131,45 @@ impl LedgerStore {
                     });
                 }
             }
+            for (owner, changed) in token_owners::owned_token_activity(tx_with_meta) {
+                let info = TransactionByAddrInfo {
+                    signature,
+                    err: err.clone(),
+                    index,
+                    memo: memo.clone(),
+                    block_time: block.block_time,
+                };
+                if changed {
+                    by_owner_changed.entry(owner).or_insert_with(Vec::new).push(info.clone());
+                }
+                by_owner.entry(owner).or_insert_with(Vec::new).push(info);
+            }
             let info = TransactionInfo { slot, index, err, memo };
             let bytes = bincode::serialize(&info).expect("TransactionInfo serializes");
             tx_cells.push(Cell { key: signature.to_string(), qualifier: "bin", value: envelope::compress(&bytes) });
         }
-        let by_address_cells = by_address
-            .into_iter()
-            .map(|(address, infos)| {
-                let row = tx_by_addr::TransactionByAddr { tx_by_addrs: infos.into_iter().map(Into::into).collect() };
-                Cell {
-                    key: address_key(&address, slot),
-                    qualifier: "proto",
-                    value: envelope::compress(&row.encode_to_vec()),
-                }
-            })
-            .collect();
+        let address_cells = |rows: BTreeMap<Pubkey, Vec<TransactionByAddrInfo>>| -> Vec<Cell> {
+            rows.into_iter()
+                .map(|(address, infos)| {
+                    let row =
+                        tx_by_addr::TransactionByAddr { tx_by_addrs: infos.into_iter().map(Into::into).collect() };
+                    Cell {
+                        key: address_key(&address, slot),
+                        qualifier: "proto",
+                        value: envelope::compress(&row.encode_to_vec()),
+                    }
+                })
+                .collect()
+        };
         let mut indexes = vec![
             TableWrite { table: tables::TX, cells: tx_cells },
-            TableWrite { table: tables::TX_BY_ADDR, cells: by_address_cells },
+            TableWrite { table: tables::TX_BY_ADDR, cells: address_cells(by_address) },
         ];
+        for (table, rows) in [(tables::TX_BY_OWNER, by_owner), (tables::TX_BY_OWNER_CHANGED, by_owner_changed)] {
+            if !rows.is_empty() {
+                indexes.push(TableWrite { table, cells: address_cells(rows) });
+            }
+        }
         if !entries.is_empty() {
             let row = entries::Entries { entries: entries.iter().copied().enumerate().map(Into::into).collect() };
             let cell =
@@ -149,7 +184,9 @@ impl LedgerStore {
         Ok(BlockCells { indexes, block })
     }
 
-    /// The addresses a block adds `tx-by-addr` rows for (reserved keys excluded).
+    /// The addresses whose history a block changes: those it adds `tx-by-addr`
+    /// rows for (reserved keys excluded) and the owners of token accounts it
+    /// touched (`tx-by-owner`).
     pub fn indexed_addresses(&self, block: &ConfirmedBlock) -> Vec<Pubkey> {
         let mut addresses: Vec<Pubkey> = block
             .transactions
@@ -157,6 +194,9 @@ impl LedgerStore {
             .flat_map(|tx| tx.account_keys().iter().copied().collect::<Vec<_>>())
             .filter(|a| !self.reserved.is_reserved(a))
             .collect();
+        // Owners whose token accounts changed: their `tokenAccounts` history moved too.
+        addresses
+            .extend(block.transactions.iter().flat_map(token_owners::owned_token_activity).map(|(owner, _)| owner));
         addresses.sort();
         addresses.dedup();
         addresses
@@ -365,6 +405,30 @@ impl BlockStore for LedgerStore {
         Ok(out)
     }
 
+    async fn owner_history(
+        &self,
+        owner: &Pubkey,
+        newest: Slot,
+        oldest: Slot,
+        limit: usize,
+        changed_only: bool,
+    ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
+        if oldest > newest || limit == 0 || !self.has_owner_tables().await? {
+            return Ok(Vec::new());
+        }
+        let table = if changed_only { tables::TX_BY_OWNER_CHANGED } else { tables::TX_BY_OWNER };
+        let range = KeyRange { start: address_key(owner, newest), end: Some(address_key(owner, oldest)) };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in self.cells.scan(table, range, limit, false).await? {
+            out.extend(row_entries(&row)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
     async fn delete_range(&self, start: Slot, end: Slot) -> Result<DeleteStats, StoreError> {
         let mut stats = DeleteStats::default();
         let mut next = start;
@@ -432,13 +496,17 @@ impl BlockRowsReader for LedgerStore {
         let Some(block_row) = self.read_one(tables::BLOCKS, slot_key(slot)).await? else { return Ok(None) };
         let block = decode_block(&block_row)?;
         let mut address_keys = Vec::new();
+        let mut owner_keys = Vec::new();
         let mut signatures = Vec::new();
         for tx in &block.transactions {
             address_keys.extend(tx.account_keys().iter().map(|a| address_key(a, slot)));
+            owner_keys.extend(token_owners::owned_token_activity(tx).iter().map(|(owner, _)| address_key(owner, slot)));
             signatures.push(tx.transaction_signature().to_string());
         }
         address_keys.sort();
         address_keys.dedup();
+        owner_keys.sort();
+        owner_keys.dedup();
         let mut rows = Vec::new();
         for row in self.cells.read_rows(tables::TX, &signatures).await? {
             if decode_tx_info(&row)?.slot == slot {
@@ -447,6 +515,12 @@ impl BlockRowsReader for LedgerStore {
         }
         let by_address = self.cells.read_rows(tables::TX_BY_ADDR, &address_keys).await?;
         rows.extend(by_address.into_iter().map(|row| (tables::TX_BY_ADDR, row)));
+        if !owner_keys.is_empty() && self.has_owner_tables().await? {
+            for table in [tables::TX_BY_OWNER, tables::TX_BY_OWNER_CHANGED] {
+                let owned = self.cells.read_rows(table, &owner_keys).await?;
+                rows.extend(owned.into_iter().map(|row| (table, row)));
+            }
+        }
         let entries = self.cells.read_rows(tables::ENTRIES, &[slot_key(slot)]).await?;
         rows.extend(entries.into_iter().map(|row| (tables::ENTRIES, row)));
         rows.push((tables::BLOCKS, block_row));
@@ -457,7 +531,7 @@ impl BlockRowsReader for LedgerStore {
 fn corrupt(table: Table, key: &str, reason: impl Into<String>) -> StoreError {
     let slot = match table {
         tables::BLOCKS | tables::ENTRIES => parse_slot_key(key),
-        tables::TX_BY_ADDR => parse_address_key(key),
+        tables::TX_BY_ADDR | tables::TX_BY_OWNER | tables::TX_BY_OWNER_CHANGED => parse_address_key(key),
         _ => None,
     };
     StoreError::Corrupt { table, key: key.to_string(), slot, reason: reason.into() }

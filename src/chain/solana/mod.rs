@@ -12,6 +12,7 @@ pub mod programs;
 pub mod response;
 pub mod rows;
 pub mod rpc;
+pub mod token_owners;
 pub mod token_transfers;
 
 use std::sync::Arc;
