@@ -247,6 +247,7 @@ async fn run(emulator: &BigtableEmulator, redis: &Redis) {
                 timeout: Duration::from_millis(250),
                 max_memory: None,
                 eviction: None,
+                methods: Vec::new(),
             }),
             ..ServeConfig::default()
         },

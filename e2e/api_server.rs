@@ -668,6 +668,7 @@ async fn serve_replica(redis: &support::Redis) -> ServeReplica {
             timeout: Duration::from_millis(500),
             max_memory: None,
             eviction: None,
+            methods: Vec::new(),
         }),
         ..Default::default()
     };

@@ -151,6 +151,9 @@ pub struct ServeArgs {
     /// Requests per second per API key (per client address without keys).
     #[arg(long)]
     pub rate_limit: Option<u32>,
+    /// Requests a key may send at once above the rate (default: the rate).
+    #[arg(long, requires = "rate_limit")]
+    pub rate_burst: Option<u32>,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
@@ -658,9 +661,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             timeout: std::time::Duration::from_millis(250),
             max_memory: args.cache_max_memory,
             eviction: args.cache_eviction,
+            methods: Vec::new(),
         }),
         api_keys: worker::run::read_api_keys(args.api_keys_file.as_deref(), args.api_keys_dir.as_deref())?,
         rate_limit: args.rate_limit,
+        rate_burst: args.rate_burst,
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,
         request_timeout: args.request_timeout,

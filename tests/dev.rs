@@ -249,6 +249,7 @@ fn node_spec(
         immutable_ttl: "1h".into(),
         max_memory_bytes: None,
         eviction: "allkeys-lru".into(),
+        methods: Vec::new(),
     });
     let serve = ServeSpec {
         chain,
@@ -257,6 +258,7 @@ fn node_spec(
         cache,
         api_keys_dir: None,
         requests_per_second: None,
+        burst: None,
         genesis_hash: None,
         upstream: None,
     };

@@ -293,6 +293,7 @@ fn cached(redis: &Redis, ttl: Duration) -> ServeConfig {
             timeout: Duration::from_millis(200),
             max_memory: Some("64mb".into()),
             eviction: Some("allkeys-lru".into()),
+            methods: Vec::new(),
         }),
         ..ServeConfig::default()
     }
@@ -393,6 +394,51 @@ async fn api_keys_and_rate_limits() {
         .map(|r| r.unwrap().status().as_u16())
         .collect();
     assert!(statuses.contains(&200) && statuses.contains(&429), "{statuses:?}");
+
+    // A burst above the rate: 1 per second, 4 at once.
+    let config = ServeConfig { rate_limit: Some(1), rate_burst: Some(4), ..ServeConfig::default() };
+    let (addr, _stop) = serve(fixture_store(tempfile::tempdir().unwrap().path()).await, config).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response =
+            client.post(format!("http://{addr}")).header("content-type", "application/json").body(body.clone());
+        statuses.push(response.send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429]);
+}
+
+/// A CacheTier's `methods`: only the listed methods are cached, each with its own TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_listed_methods_are_cached() {
+    use chronicle::serve::methods::Method;
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = fixture_store(dir.path()).await;
+    let mut config = cached(&redis, Duration::from_secs(60));
+    config.cache.as_mut().unwrap().methods = vec![(Method::GetBlock, Some(Duration::from_millis(300)))];
+    let (addr, _stop) = serve(store, config).await;
+    let get_block =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "getBlock", "params": [LEGACY.1, {"transactionDetails": "none"}]})
+            .to_string();
+    let first_available = json!({"jsonrpc": "2.0", "id": 1, "method": "getFirstAvailableBlock"}).to_string();
+    let hit = "chronicle_serve_cache_total{method=\"getBlock\",result=\"hit\"}";
+    let miss = "chronicle_serve_cache_total{method=\"getBlock\",result=\"miss\"}";
+    // Until Redis is connected every lookup is a miss: ask until the block is a hit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(addr, hit).await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "getBlock is never a cache hit");
+        post(addr, &get_block).await;
+    }
+    for _ in 0..3 {
+        post(addr, &first_available).await;
+    }
+    let unlisted = metric(addr, "chronicle_serve_cache_total{method=\"getFirstAvailableBlock\"").await;
+    assert_eq!(unlisted, 0.0, "a method not listed is never looked up");
+    // The listed TTL replaces the immutable one: once it passes, the block is read again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let misses = metric(addr, miss).await;
+    post(addr, &get_block).await;
+    assert_eq!(metric(addr, miss).await, misses + 1.0);
 }
 
 mod parser {

@@ -90,8 +90,8 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("CacheTier.spec.redis.urlSecretRef.key", Controller("pod variable from the Secret")),
     ("CacheTier.spec.redis.tls.*", NotYet("a CA bundle for Redis TLS (issue 20)")),
     ("CacheTier.spec.redis.poolSize", NotYet("a Redis pool size (issue 20)")),
-    ("CacheTier.spec.methods[].name", NotYet("per-method caching (issue 20)")),
-    ("CacheTier.spec.methods[].ttl", NotYet("per-method caching (issue 20)")),
+    ("CacheTier.spec.methods[].name", Worker),
+    ("CacheTier.spec.methods[].ttl", Worker),
     ("CacheTier.spec.defaultTtl", Worker),
     ("CacheTier.spec.immutableTtl", Worker),
     ("CacheTier.spec.maxMemory", Worker),
@@ -101,7 +101,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("CacheTier.spec.server.port", Worker),
     ("CacheTier.spec.server.apiKeysSecretRef.name", Controller("the API-key Secret volume")),
     ("CacheTier.spec.server.rateLimit.requestsPerSecond", Worker),
-    ("CacheTier.spec.server.rateLimit.burst", NotYet("a burst above the per-key rate (issue 20)")),
+    ("CacheTier.spec.server.rateLimit.burst", Worker),
     ("CacheTier.spec.server.resources.*", Controller("the serve container's resources")),
     ("CacheTier.spec.upstream.endpoint", Worker),
     ("CacheTier.spec.upstream.forwardMisses", Worker),
@@ -367,7 +367,7 @@ mod tests {
     fn fields_not_acted_on_yet_are_named_when_set() {
         let tier = example("cachetier.yaml");
         let named = not_acted_on("CacheTier", &tier);
-        assert!(named.contains(&"spec.methods".to_string()), "{named:?}");
+        assert!(named.contains(&"spec.redis.poolSize".to_string()), "{named:?}");
         let source = example("chainsource-solana-mainnet.yaml");
         let named = not_acted_on("ChainSource", &source);
         assert!(named.iter().any(|f| f == "spec.metrics"), "{named:?}");

@@ -925,9 +925,21 @@ pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<
             immutable_ttl: spec.immutable_ttl.clone(),
             max_memory_bytes,
             eviction,
+            methods: spec
+                .methods
+                .iter()
+                .map(|m| crate::worker::spec::CachedMethodSpec {
+                    name: serde_json::to_value(m.name)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    ttl: m.ttl.clone(),
+                })
+                .collect(),
         }),
         api_keys_dir: spec.server.api_keys_secret_ref.as_ref().map(|_| api_keys_dir(&tier.name_any())),
         requests_per_second: spec.server.rate_limit.as_ref().map(|l| l.requests_per_second),
+        burst: spec.server.rate_limit.as_ref().and_then(|l| l.burst),
         genesis_hash: source.spec.chain.genesis_hash.clone(),
         upstream: match &spec.upstream {
             Some(upstream) => {

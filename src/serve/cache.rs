@@ -72,6 +72,19 @@ pub struct CacheConfig {
     /// Redis `maxmemory` to set (e.g. `2gb`), and the `maxmemory-policy`.
     pub max_memory: Option<String>,
     pub eviction: Option<String>,
+    /// The methods cached, each with its own TTL or `None` for the defaults
+    /// above; empty: every method, with the defaults.
+    pub methods: Vec<(Method, Option<Duration>)>,
+}
+
+impl CacheConfig {
+    /// Whether `method`'s answers are cached, and the TTL that replaces the defaults.
+    pub fn policy(&self, method: Method) -> Option<Option<Duration>> {
+        if self.methods.is_empty() {
+            return Some(None);
+        }
+        self.methods.iter().find(|(m, _)| *m == method).map(|(_, ttl)| *ttl)
+    }
 }
 
 /// A lazily (re)connecting Redis connection shared by the cache and the invalidator.
@@ -213,9 +226,14 @@ impl Cache {
         }
     }
 
-    /// Stores an answer computed under `generation` (if no block landed since).
-    pub async fn store(&self, key: &str, generation: Option<String>, answer: &Answer) {
+    pub fn caches(&self, method: Method) -> bool {
+        self.config.policy(method).is_some()
+    }
+
+    /// Stores `method`'s answer computed under `generation` (if no block landed since).
+    pub async fn store(&self, key: &str, method: Method, generation: Option<String>, answer: &Answer) {
         let Some(generation) = generation else { return };
+        let Some(ttl_override) = self.config.policy(method) else { return };
         let (ttl, sets) = match &answer.freshness {
             Freshness::Uncacheable => return,
             Freshness::Immutable => (self.config.immutable_ttl, Vec::new()),
@@ -227,6 +245,7 @@ impl Cache {
                 (self.config.ttl, sets)
             }
         };
+        let ttl = ttl_override.unwrap_or(ttl);
         let connection = match &self.backend {
             Backend::Redis(connection) => connection,
             Backend::Memory(memory) => {

@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub api_keys: Vec<String>,
     /// Requests per second per API key (or per client without keys).
     pub rate_limit: Option<u32>,
+    /// Requests a key may send at once above the rate (default: the rate).
+    pub rate_burst: Option<u32>,
     pub max_body_bytes: usize,
     pub max_batch: usize,
     pub request_timeout: Duration,
@@ -73,6 +75,7 @@ impl Default for ServeConfig {
             cache: None,
             api_keys: Vec::new(),
             rate_limit: None,
+            rate_burst: None,
             max_body_bytes: 256 * 1024,
             max_batch: 100,
             request_timeout: Duration::from_secs(30),
@@ -176,7 +179,8 @@ impl Service {
         };
         let key = Cache::key(method, &params_value);
         let mut generation = None;
-        if let Some(cache) = &self.cache {
+        let cache = self.cache.as_ref().filter(|c| c.caches(method));
+        if let Some(cache) = cache {
             match cache.lookup(&key).await {
                 Lookup::Hit(value) => {
                     self.count(&name, "hit", "ok", started);
@@ -193,7 +197,7 @@ impl Service {
             let answer = self.forward(upstream, method.name(), &params, "miss").await;
             self.count(
                 &name,
-                if self.cache.is_some() { "miss" } else { "off" },
+                if cache.is_some() { "miss" } else { "off" },
                 if answer.is_ok() { "ok" } else { "error" },
                 started,
             );
@@ -201,14 +205,14 @@ impl Service {
         }
         let result = match result {
             Ok(answer) => {
-                if let Some(cache) = &self.cache {
-                    cache.store(&key, generation, &answer).await;
+                if let Some(cache) = cache {
+                    cache.store(&key, method, generation, &answer).await;
                 }
                 Ok(answer.value)
             }
             Err(e) => Err(e),
         };
-        let cache_result = if self.cache.is_some() { "miss" } else { "off" };
+        let cache_result = if cache.is_some() { "miss" } else { "off" };
         self.count(&name, cache_result, if result.is_ok() { "ok" } else { "error" }, started);
         result
     }
@@ -306,7 +310,10 @@ pub fn router(store: Arc<dyn BlockStore>, config: ServeConfig) -> Result<Router,
             async move { service.call(method, params).await }
         });
     }
-    let limiter = config.rate_limit.and_then(NonZeroU32::new).map(|rps| RateLimiter::keyed(Quota::per_second(rps)));
+    let limiter = config.rate_limit.and_then(NonZeroU32::new).map(|rps| {
+        let burst = config.rate_burst.and_then(NonZeroU32::new).unwrap_or(rps).max(rps);
+        RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
+    });
     let max_body = config.max_body_bytes;
     let state = Arc::new(AppState { rpc, service, config, limiter });
     Ok(Router::new()

@@ -243,6 +243,22 @@ pub fn serve_config_in(
             timeout: Duration::from_millis(250),
             max_memory: cache.max_memory_bytes.map(|b| b.to_string()),
             eviction: Some(cache.eviction.clone()),
+            methods: cache
+                .methods
+                .iter()
+                .map(|m| {
+                    let method = crate::serve::methods::METHODS
+                        .iter()
+                        .find(|(name, _)| *name == m.name)
+                        .map(|(_, method)| *method)
+                        .ok_or_else(|| SpecError::Invalid {
+                            field: "cache.methods",
+                            reason: format!("{} is not a method serve answers", m.name),
+                        })?;
+                    let ttl = m.ttl.as_deref().map(|t| duration("cache.methods[].ttl", t)).transpose()?;
+                    Ok((method, ttl))
+                })
+                .collect::<Result<_, SpecError>>()?,
         }),
         None => None,
     };
@@ -273,6 +289,7 @@ pub fn serve_config_in(
         cache,
         api_keys,
         rate_limit: spec.requests_per_second,
+        rate_burst: spec.burst,
         network,
         health_max_lag: spec.upstream.as_ref().map_or(defaults.health_max_lag, |u| u.max_slots_behind),
         upstream,

@@ -303,6 +303,8 @@ pub struct ServeSpec {
     pub api_keys_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
     /// The network's genesis hash when Chronicle does not know it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub genesis_hash: Option<String>,
@@ -332,6 +334,17 @@ pub struct CacheSpec {
     pub max_memory_bytes: Option<u64>,
     /// Redis `maxmemory-policy`, e.g. `allkeys-lfu`.
     pub eviction: String,
+    /// Methods cached (JSON-RPC names) and their TTLs; empty: all, defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<CachedMethodSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedMethodSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
