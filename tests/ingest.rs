@@ -376,3 +376,80 @@ async fn the_endpoint_token_is_sent_and_never_logged() {
     assert!(!log.contains("t0ken-s3cret"), "the token reached the log");
     assert_eq!(peer.requests("getBlock").len(), 3);
 }
+
+/// A store fed at `confirmed` holds blocks ahead of finality: `serve` shows
+/// them to `confirmed` readers only, and once the cluster finalizes past
+/// them, a block it skipped is gone from the store, every answer and the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_blocks_show_only_to_confirmed_readers_until_final() {
+    use serde_json::{Value, json};
+    let peer = RpcPeer::start(replayed(6_100, 6)).await;
+    peer.orphan(6_104);
+    peer.set_finalized(6_101);
+    let emulator = BigtableEmulator::start();
+    let redis = support::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let catalog_url = format!("embedded://{}", dir.path().join("catalog").display());
+    let store_url = "bigtable://chronicle-test/confirmed";
+    let follow = ["--follow", "--from", "6100", "--commitment", "confirmed", "--cache"];
+    let mut command = worker(&peer, store_url, &catalog_url, "ahead", &[&follow[..], &[redis.url().as_str()]].concat());
+    command.env("BIGTABLE_EMULATOR_HOST", emulator.host());
+    let child = command.spawn().unwrap();
+    let store = bigtable_ledger(&emulator, "chronicle-test", "confirmed").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(store.block(6_105).await.unwrap().is_some() && store.finalized_slot().await.unwrap() == Some(6_101)) {
+        assert!(Instant::now() < deadline, "the follower did not store 6105 with the watermark at 6101");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let config = chronicle::serve::ServeConfig {
+        cache: Some(chronicle::serve::cache::CacheConfig {
+            url: redis.url(),
+            ttl: Duration::from_secs(600),
+            immutable_ttl: Duration::from_secs(3600),
+            timeout: Duration::from_millis(500),
+            max_memory: None,
+            eviction: None,
+            methods: Vec::new(),
+        }),
+        ..Default::default()
+    };
+    let (addr, _stop) = support::serve_on_free_port(store.clone(), config).await;
+    let call = |method: &str, params: Value| {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        async move {
+            let client = reqwest::Client::new();
+            client.post(format!("http://{addr}")).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    let confirmed = json!({"commitment": "confirmed", "transactionDetails": "none", "rewards": false});
+    let finalized = json!({"transactionDetails": "none", "rewards": false});
+
+    // Finalized readers (the default) stop at the watermark; confirmed readers see all.
+    assert_eq!(call("getBlock", json!([6_103, finalized])).await["error"]["code"], -32004);
+    assert!(call("getBlock", json!([6_103, confirmed])).await["result"]["blockhash"].is_string());
+    assert_eq!(call("getSlot", json!([])).await["result"], 6_101);
+    assert_eq!(call("getSlot", json!([{"commitment": "confirmed"}])).await["result"], 6_105);
+    assert_eq!(call("getBlocks", json!([6_100])).await["result"], json!([6_100, 6_101]));
+    let all = call("getBlocks", json!([6_100, {"commitment": "confirmed"}])).await;
+    assert_eq!(all["result"], json!([6_100, 6_101, 6_102, 6_103, 6_104, 6_105]));
+    // The block the cluster will skip, answered (and cached) for confirmed readers.
+    for _ in 0..2 {
+        assert!(call("getBlock", json!([6_104, confirmed])).await["result"]["blockhash"].is_string());
+    }
+
+    // The cluster finalizes through 6105 without 6104, and a new block lands.
+    peer.set_finalized(6_105);
+    peer.produce(6_106, replayed(6_106, 1).remove(&6_106).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.finalized_slot().await.unwrap() != Some(6_105) {
+        assert!(Instant::now() < deadline, "the watermark never reached 6105");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(store.block(6_104).await.unwrap().is_none(), "the skipped block is removed from the store");
+    let gone = call("getBlock", json!([6_104, confirmed])).await;
+    assert_eq!(gone["error"]["code"], -32009, "not served from the cache either: {gone}");
+    assert!(call("getBlock", json!([6_105, finalized])).await["result"]["blockhash"].is_string());
+    assert_eq!(call("getSlot", json!([])).await["result"], 6_105);
+    let (status, log) = support::terminate(child).await;
+    assert!(status.success(), "{log}");
+}

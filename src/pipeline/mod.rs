@@ -101,6 +101,12 @@ pub trait BlockSink<B>: Send + Sync {
 
     /// Takes back a block the final chain dropped (after `confirmed` reads).
     async fn remove(&self, number: BlockNumber) -> Result<(), String>;
+
+    /// The chain finalized every block through `number` (after `confirmed`
+    /// reads): targets that tell readers what is final record it.
+    async fn finalized(&self, _number: BlockNumber) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What a flush leaves for the checkpoint's commit.

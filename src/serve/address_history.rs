@@ -12,10 +12,10 @@ use solana_pubkey::Pubkey;
 use solana_rpc_client_api::custom_error::RpcCustomError;
 use solana_rpc_client_api::response::RpcConfirmedTransactionStatusWithSignature;
 use solana_transaction_status::{
-    ConfirmedTransactionStatusWithSignature, ConfirmedTransactionWithStatusMeta, TransactionConfirmationStatus,
-    UiTransactionEncoding,
+    ConfirmedTransactionStatusWithSignature, ConfirmedTransactionWithStatusMeta, UiTransactionEncoding,
 };
 
+use super::commitment::View;
 use crate::store::BlockStore;
 
 pub const MAX_SIGNATURES: usize = 1_000;
@@ -291,6 +291,7 @@ pub async fn query(
     store: &dyn BlockStore,
     address: &Pubkey,
     config: &Config,
+    view: &View,
 ) -> Result<(Vec<ConfirmedTransactionStatusWithSignature>, Option<String>), Error> {
     let details = config.transaction_details.unwrap_or(Details::Signatures);
     let max = if details == Details::Full { MAX_FULL } else { MAX_SIGNATURES };
@@ -313,6 +314,9 @@ pub async fn query(
         _ => {}
     }
     config.filters.signature.narrow(store, &mut span).await?;
+    if let Some(limit) = view.limit {
+        span.narrow_before((limit.saturating_add(1), 0));
+    }
     let keep = |e: &ConfirmedTransactionStatusWithSignature| {
         let time_ok = match e.block_time {
             Some(t) => t >= time_low && t <= time_high,
@@ -331,9 +335,13 @@ pub async fn query(
     Ok((out, next))
 }
 
-pub fn signature_item(entry: ConfirmedTransactionStatusWithSignature) -> RpcConfirmedTransactionStatusWithSignature {
+pub fn signature_item(
+    entry: ConfirmedTransactionStatusWithSignature,
+    view: &View,
+) -> RpcConfirmedTransactionStatusWithSignature {
+    let status = view.status(entry.slot);
     let mut item = RpcConfirmedTransactionStatusWithSignature::from(entry);
-    item.confirmation_status = Some(TransactionConfirmationStatus::Finalized);
+    item.confirmation_status = Some(status);
     item
 }
 

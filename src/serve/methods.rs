@@ -18,14 +18,15 @@ use solana_rpc_client_api::custom_error::RpcCustomError;
 use solana_rpc_client_api::response::{RpcApiVersion, RpcConfirmedTransactionStatusWithSignature, RpcResponseContext};
 use solana_signature::Signature;
 use solana_transaction_status::{
-    BlockEncodingOptions, EncodeError, TransactionConfirmationStatus, TransactionDetails, TransactionStatus,
-    UiTransactionEncoding,
+    BlockEncodingOptions, EncodeError, TransactionDetails, TransactionStatus, UiTransactionEncoding,
 };
 
+use super::commitment::View;
 use super::network::Network;
 use super::recent_blocks::RecentBlocks;
 use super::upstream::Upstream;
 use crate::store::{BlockStore, StoreError};
+use solana_commitment_config::CommitmentConfig;
 
 /// agave's limits (`solana-rpc-client-api` request constants).
 pub const MAX_GET_CONFIRMED_BLOCKS_RANGE: u64 = 500_000;
@@ -219,10 +220,29 @@ impl Methods {
         }
     }
 
-    /// The error a node gives for a slot the store has no block for.
-    async fn missing_block(&self, slot: Slot) -> Error {
+    /// What a call with `commitment` may see.
+    pub(super) async fn view(&self, commitment: Option<CommitmentConfig>) -> Result<View, Error> {
+        Ok(View::new(self.store.finalized_slot().await.map_err(internal)?, commitment))
+    }
+
+    /// The newest stored slot `view` sees.
+    pub(super) async fn visible_tip(&self, view: &View) -> Option<Slot> {
+        let last = self.latest_slot().await?;
+        match view.limit {
+            Some(limit) if last > limit => {
+                // The confirmed lead is a few dozen slots: the newest stored at or below the watermark.
+                let start = limit.saturating_sub(10_000);
+                let slots = self.store.blocks(start, 10_001).await.ok()?;
+                slots.into_iter().filter(|s| *s <= limit).next_back()
+            }
+            _ => Some(last),
+        }
+    }
+
+    /// The error a node gives for a slot the store has no block for (or `view` does not show).
+    async fn missing_block(&self, slot: Slot, view: &View) -> Error {
         let first = self.store.first_available_block().await.ok().flatten();
-        let last = self.latest_slot().await;
+        let last = self.visible_tip(view).await;
         match (first, last) {
             (Some(first), _) if slot < first => {
                 RpcCustomError::BlockCleanedUp { slot, first_available_block: first }.into()
@@ -242,8 +262,9 @@ impl Methods {
         let (slot, config): (Slot, Option<RpcEncodingConfigWrapper<RpcBlockConfig>>) = args(params, 2)?;
         let config = config.map(|c| c.convert_to_current()).unwrap_or_default();
         check_commitment(config.commitment)?;
-        let block = self.store.block(slot).await.map_err(internal)?;
-        let Some(block) = block else { return Err(self.missing_block(slot).await) };
+        let view = self.view(config.commitment).await?;
+        let block = if view.visible(slot) { self.store.block(slot).await.map_err(internal)? } else { None };
+        let Some(block) = block else { return Err(self.missing_block(slot, &view).await) };
         let options = BlockEncodingOptions {
             transaction_details: config.transaction_details.unwrap_or(TransactionDetails::Full),
             show_rewards: config.rewards.unwrap_or(true),
@@ -252,7 +273,7 @@ impl Methods {
         let encoded = block
             .encode_with_options(config.encoding.unwrap_or(UiTransactionEncoding::Json), options)
             .map_err(encoding_error)?;
-        Ok(Answer { value: to_value(&encoded)?, freshness: Freshness::Immutable })
+        Ok(Answer { value: to_value(&encoded)?, freshness: view.freshness(Some(slot), Freshness::Immutable) })
     }
 
     async fn get_transaction(&self, params: Params) -> Result<Answer, Error> {
@@ -260,13 +281,16 @@ impl Methods {
         let signature = parse_signature(&signature)?;
         let config = config.map(|c| c.convert_to_current()).unwrap_or_default();
         check_commitment(config.commitment)?;
-        let Some(tx) = self.store.transaction(&signature).await.map_err(internal)? else {
+        let view = self.view(config.commitment).await?;
+        let tx = self.store.transaction(&signature).await.map_err(internal)?.filter(|tx| view.visible(tx.slot));
+        let Some(tx) = tx else {
             return Ok(Answer { value: Value::Null, freshness: Freshness::Uncacheable });
         };
+        let slot = tx.slot;
         let encoded = tx
             .encode(config.encoding.unwrap_or(UiTransactionEncoding::Json), config.max_supported_transaction_version)
             .map_err(encoding_error)?;
-        Ok(Answer { value: to_value(&encoded)?, freshness: Freshness::Immutable })
+        Ok(Answer { value: to_value(&encoded)?, freshness: view.freshness(Some(slot), Freshness::Immutable) })
     }
 
     async fn get_signatures_for_address(&self, params: Params) -> Result<Answer, Error> {
@@ -275,8 +299,9 @@ impl Methods {
         let address = parse_pubkey(&address)?;
         let SignaturesConfig { base: config, before_slot, until_slot, sort_order } = config.unwrap_or_default();
         check_commitment(config.commitment)?;
+        let view = self.view(config.commitment).await?;
         if let Some(min) = config.min_context_slot {
-            let tip = self.latest_slot().await.unwrap_or(0);
+            let tip = self.visible_tip(&view).await.unwrap_or(0);
             if tip < min {
                 return Err(RpcCustomError::MinContextSlotNotReached { context_slot: tip }.into());
             }
@@ -293,7 +318,9 @@ impl Methods {
         }
         let before = config.before.as_deref().map(parse_signature).transpose()?;
         let until = config.until.as_deref().map(parse_signature).transpose()?;
-        let extended = before_slot.is_some() || until_slot.is_some() || sort_order == Some(Order::Asc);
+        // A finalized reader of a store fed at `confirmed` walks below the watermark.
+        let extended =
+            before_slot.is_some() || until_slot.is_some() || sort_order == Some(Order::Asc) || view.limit.is_some();
         let found = if extended {
             // Slot bounds are exclusive, as Superbank's; `before`/`until` stay
             // the newer/older bound in either order.
@@ -304,6 +331,9 @@ impl Methods {
             }
             if let Some(until) = &config.until {
                 span.narrow_after(address_history::position_of(self.store.as_ref(), until).await?);
+            }
+            if let Some(limit) = view.limit {
+                span.narrow_before((limit.saturating_add(1), 0));
             }
             let order = sort_order.unwrap_or(Order::Desc);
             address_history::walk(self.store.as_ref(), &address, TokenAccounts::None, &span, order, limit, |_| true)
@@ -317,8 +347,9 @@ impl Methods {
                 Err(e) => return Err(internal(e)),
             }
         };
+        let newest = found.iter().map(|e| e.slot).max();
         let list: Vec<RpcConfirmedTransactionStatusWithSignature> =
-            found.into_iter().map(address_history::signature_item).collect();
+            found.into_iter().map(|e| address_history::signature_item(e, &view)).collect();
         // Only a page reaching the tip (newest first, no newer bound) changes as blocks land.
         let reaches_tip = before.is_none() && before_slot.is_none() && sort_order != Some(Order::Asc);
         let freshness = if reaches_tip || sort_order == Some(Order::Asc) {
@@ -326,15 +357,16 @@ impl Methods {
         } else {
             Freshness::Immutable
         };
-        Ok(Answer { value: to_value(&list)?, freshness })
+        Ok(Answer { value: to_value(&list)?, freshness: view.freshness(newest, freshness) })
     }
 
     async fn get_blocks(&self, params: Params) -> Result<Answer, Error> {
         let (start, wrapper, config): (Slot, Option<RpcBlocksConfigWrapper>, Option<RpcContextConfig>) =
             args(params, 3)?;
         let (end, wrapped_config) = wrapper.map(|w| w.unzip()).unwrap_or_default();
-        check_commitment(config.or(wrapped_config).and_then(|c| c.commitment))?;
-        let latest = self.latest_slot().await.unwrap_or(0);
+        let commitment = config.or(wrapped_config).and_then(|c| c.commitment);
+        check_commitment(commitment)?;
+        let latest = self.visible_tip(&self.view(commitment).await?).await.unwrap_or(0);
         // As agave: an open range ends MAX_GET_CONFIRMED_BLOCKS_RANGE after its start.
         let end = end.unwrap_or_else(|| start.saturating_add(MAX_GET_CONFIRMED_BLOCKS_RANGE)).min(latest);
         if end.saturating_sub(start) > MAX_GET_CONFIRMED_BLOCKS_RANGE {
@@ -354,20 +386,26 @@ impl Methods {
 
     async fn get_blocks_with_limit(&self, params: Params) -> Result<Answer, Error> {
         let (start, limit, config): (Slot, usize, Option<RpcContextConfig>) = args(params, 3)?;
-        check_commitment(config.and_then(|c| c.commitment))?;
+        let commitment = config.and_then(|c| c.commitment);
+        check_commitment(commitment)?;
         if limit as u64 > MAX_GET_CONFIRMED_BLOCKS_RANGE {
             return Err(invalid(format!("Limit too large; max {MAX_GET_CONFIRMED_BLOCKS_RANGE}")));
         }
-        let slots = self.store.blocks(start, limit).await.map_err(internal)?;
-        let tip = slots.len() < limit;
+        let view = self.view(commitment).await?;
+        let mut slots = self.store.blocks(start, limit).await.map_err(internal)?;
+        let listed = slots.len();
+        slots.retain(|s| view.visible(*s));
+        let tip = listed < limit || slots.len() < listed;
         Ok(Answer { value: to_value(&slots)?, freshness: Freshness::Mutable { addresses: Vec::new(), tip } })
     }
 
     async fn get_block_time(&self, params: Params) -> Result<Answer, Error> {
         let (slot,): (Slot,) = args(params, 1)?;
-        match self.store.block_time(slot).await.map_err(internal)? {
+        let view = self.view(None).await?;
+        let time = if view.visible(slot) { self.store.block_time(slot).await.map_err(internal)? } else { None };
+        match time {
             Some(time) => Ok(Answer { value: to_value(&time)?, freshness: Freshness::Immutable }),
-            None => Err(self.missing_block(slot).await),
+            None => Err(self.missing_block(slot, &view).await),
         }
     }
 
@@ -382,14 +420,18 @@ impl Methods {
         let (address, config): (String, Option<address_history::Config>) = args(params, 2)?;
         let address = parse_pubkey(&address)?;
         let config = config.unwrap_or_default();
-        if config.commitment.as_deref() == Some("processed") {
-            return Err(invalid("Method does not support commitment below `confirmed`"));
-        }
-        let (entries, token) = address_history::query(self.store.as_ref(), &address, &config).await?;
+        let commitment = match config.commitment.as_deref() {
+            Some("processed") => return Err(invalid("Method does not support commitment below `confirmed`")),
+            Some("confirmed") => Some(CommitmentConfig::confirmed()),
+            _ => None,
+        };
+        let view = self.view(commitment).await?;
+        let (entries, token) = address_history::query(self.store.as_ref(), &address, &config, &view).await?;
+        let newest = entries.iter().map(|e| e.slot).max();
         let data = match config.transaction_details.unwrap_or(Details::Signatures) {
-            Details::Signatures => {
-                to_value(&entries.iter().cloned().map(address_history::signature_item).collect::<Vec<_>>())?
-            }
+            Details::Signatures => to_value(
+                &entries.iter().cloned().map(|e| address_history::signature_item(e, &view)).collect::<Vec<_>>(),
+            )?,
             Details::Full => {
                 let encoding = config.encoding.unwrap_or(UiTransactionEncoding::Json);
                 let full = address_history::full_transactions(self.store.as_ref(), &entries).await?;
@@ -404,7 +446,8 @@ impl Methods {
         let older_page = config.pagination_token.is_some() && config.sort_order.unwrap_or(Order::Desc) == Order::Desc;
         let freshness =
             if older_page { Freshness::Immutable } else { Freshness::Mutable { addresses: vec![address], tip: false } };
-        Ok(Answer { value: serde_json::json!({ "data": data, "paginationToken": token }), freshness })
+        let value = serde_json::json!({ "data": data, "paginationToken": token });
+        Ok(Answer { value, freshness: view.freshness(newest, freshness) })
     }
 
     async fn get_signature_statuses(&self, params: Params) -> Result<Answer, Error> {
@@ -415,6 +458,7 @@ impl Methods {
         let signatures: Vec<Signature> = signatures.iter().map(|s| parse_signature(s)).collect::<Result<_, _>>()?;
         // A node answers from long-term storage only when asked to.
         let search = config.is_some_and(|c| c.search_transaction_history);
+        let view = self.view(None).await?;
         let statuses: Vec<Option<TransactionStatus>> = if search {
             self.store
                 .signature_statuses(&signatures)
@@ -427,7 +471,7 @@ impl Methods {
                         confirmations: None,
                         status: info.err.clone().map_or(Ok(()), Err),
                         err: info.err,
-                        confirmation_status: Some(TransactionConfirmationStatus::Finalized),
+                        confirmation_status: Some(view.status(info.slot)),
                     })
                 })
                 .collect()

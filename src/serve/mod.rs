@@ -9,6 +9,7 @@
 
 pub mod address_history;
 pub mod cache;
+mod commitment;
 mod inflation_reward;
 pub mod memory_cache;
 pub mod methods;

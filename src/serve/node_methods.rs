@@ -4,9 +4,10 @@
 //! `getSlot`, `getBlockHeight`, `minimumLedgerSlot`, `getLatestBlockhash`,
 //! `isBlockhashValid`, `getEpochInfo`, `getEpochSchedule`.
 //!
-//! "The tip" is the newest stored block: with a finalized ChainSource every
-//! commitment sees it (the store holds nothing newer), so per-commitment
-//! answers agree.
+//! "The tip" is the newest stored block the call's commitment sees: for a
+//! store fed at `confirmed`, `finalized` callers get the newest block at or
+//! below the finalized watermark (`commitment.rs`), `confirmed` callers the
+//! newest stored; with a finalized feed both are the same block.
 
 use jsonrpc_core::{Error, ErrorCode, Params, Value};
 use serde::Serialize;
@@ -61,7 +62,9 @@ fn no_height(slot: Slot) -> Error {
 impl Methods {
     /// The stored tip, refusing a `minContextSlot` it has not reached.
     async fn tip(&self, config: Option<&RpcContextConfig>) -> Result<Header, Error> {
-        let tip = self.recent.tip().await.map_err(internal)?.ok_or_else(no_blocks)?;
+        let view = self.view(config.and_then(|c| c.commitment)).await?;
+        let newest = self.recent.newest(MAX_PROCESSING_AGE + 1).await.map_err(internal)?;
+        let tip = newest.into_iter().find(|h| view.visible(h.slot)).ok_or_else(no_blocks)?;
         if let Some(min) = config.and_then(|c| c.min_context_slot)
             && tip.slot < min
         {

@@ -135,6 +135,17 @@ pub trait BlockStore: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// The newest slot the cluster finalized, for a store fed at `confirmed`
+    /// (blocks above it may still be dropped); `None`: every stored block is final.
+    async fn finalized_slot(&self) -> Result<Option<Slot>, StoreError> {
+        Ok(None)
+    }
+
+    /// Records the finalized watermark (the `confirmed` follower does, as the cluster finalizes).
+    async fn set_finalized_slot(&self, _slot: Slot) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Removes the blocks in `start..=end` and their index rows.
     async fn delete_range(&self, start: Slot, end: Slot) -> Result<DeleteStats, StoreError>;
 

@@ -251,6 +251,10 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         let finalized = self.source.finalized();
         let confirmed = finalized.is_some();
         let mut unfinalized = BTreeSet::new();
+        if let Some(finalized) = &finalized {
+            // The watermark first, so no block written ahead of it reads as final.
+            self.drop_unfinalized(finalized.as_ref(), &mut unfinalized).await?;
+        }
         tracing::info!(job = %self.config.job, next, confirmed, "following the tip");
         let mut watch = FollowWatch::default();
         while !shutdown.is_cancelled() {
@@ -314,24 +318,27 @@ impl<B: Send + Sync + 'static> Ingest<B> {
     ) -> anyhow::Result<()> {
         let Ok(tip) = finalized.tip().await else { return Ok(()) };
         let settled: Vec<BlockNumber> = unfinalized.range(..=tip).copied().collect();
-        let (Some(&first), Some(&last)) = (settled.first(), settled.last()) else { return Ok(()) };
-        let produced: BTreeSet<BlockNumber> =
-            finalized.produced(first, last).await.map_err(anyhow::Error::msg)?.into_iter().collect();
-        let orphans: Vec<BlockNumber> = settled.iter().copied().filter(|s| !produced.contains(s)).collect();
-        for slot in &orphans {
-            tracing::warn!(slot, "confirmed block was not finalized; removing it");
-            for sink in &self.sinks {
-                sink.remove(*slot).await.map_err(|e| anyhow::anyhow!("slot {slot}: {}: {e}", sink.name()))?;
+        if let (Some(&first), Some(&last)) = (settled.first(), settled.last()) {
+            let produced: BTreeSet<BlockNumber> =
+                finalized.produced(first, last).await.map_err(anyhow::Error::msg)?.into_iter().collect();
+            let orphans: Vec<BlockNumber> = settled.iter().copied().filter(|s| !produced.contains(s)).collect();
+            for slot in &orphans {
+                tracing::warn!(slot, "confirmed block was not finalized; removing it");
+                for sink in &self.sinks {
+                    sink.remove(*slot).await.map_err(|e| anyhow::anyhow!("slot {slot}: {}: {e}", sink.name()))?;
+                }
+            }
+            if !orphans.is_empty() {
+                self.flush().await?;
+                self.commit(0, BatchOutcome { skipped: orphans, ..BatchOutcome::default() }).await?;
+            }
+            for slot in settled {
+                unfinalized.remove(&slot);
             }
         }
-        if !orphans.is_empty() {
-            self.flush().await?;
-        }
-        if !orphans.is_empty() {
-            self.commit(0, BatchOutcome { skipped: orphans, ..BatchOutcome::default() }).await?;
-        }
-        for slot in settled {
-            unfinalized.remove(&slot);
+        // Readers may now treat every stored block through `tip` as final.
+        for sink in &self.sinks {
+            sink.finalized(tip).await.map_err(|e| anyhow::anyhow!("finalized through {tip}: {}: {e}", sink.name()))?;
         }
         Ok(())
     }

@@ -49,6 +49,8 @@ struct PeerState {
     slots: Mutex<Option<broadcast::Sender<u64>>>,
     /// Slots confirmed but never finalized: listed only to `confirmed` readers.
     orphans: Mutex<std::collections::HashSet<u64>>,
+    /// The newest finalized slot, when it trails the tip (`set_finalized`).
+    finalized: Mutex<Option<u64>>,
     /// A header every request must carry (name, value), as paid endpoints require.
     required_header: Mutex<Option<(String, String)>>,
 }
@@ -123,6 +125,11 @@ impl RpcPeer {
             server.abort();
             let _ = server.await;
         }
+    }
+
+    /// Makes `finalized` readers see the chain only through `slot` (`getSlot`, `getBlocks`).
+    pub fn set_finalized(&self, slot: u64) {
+        *self.state.finalized.lock().unwrap() = Some(slot);
     }
 
     /// Moves the tip the peer reports (`getSlot`) without producing blocks.
@@ -232,11 +239,18 @@ async fn answer(state: &PeerState, call: &Value) -> Result<Value, StatusCode> {
     state.log.lock().unwrap().push((method.clone(), slot));
     let tip = state.tip.load(Ordering::SeqCst);
     let result = match method.as_str() {
-        "getSlot" | "getBlockHeight" => json!(tip),
+        "getSlot" | "getBlockHeight" => match (commitment(&params), *state.finalized.lock().unwrap()) {
+            (Some("finalized"), Some(finalized)) => json!(tip.min(finalized)),
+            _ => json!(tip),
+        },
         "getBlocks" => {
             let start = slot.unwrap_or(0);
-            let end = params.get(1).and_then(Value::as_u64).unwrap_or(tip).min(tip);
             let finalized = commitment(&params) == Some("finalized");
+            let visible = match *state.finalized.lock().unwrap() {
+                Some(f) if finalized => tip.min(f),
+                _ => tip,
+            };
+            let end = params.get(1).and_then(Value::as_u64).unwrap_or(visible).min(visible);
             let orphans = state.orphans.lock().unwrap().clone();
             let blocks = state.blocks.lock().unwrap();
             json!(

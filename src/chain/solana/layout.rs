@@ -45,7 +45,14 @@ pub mod tables {
     pub const TX_BY_OWNER: Table = Table::new("tx-by-owner");
     pub const TX_BY_OWNER_CHANGED: Table = Table::new("tx-by-owner-changed");
     pub const ALL: [Table; 6] = [BLOCKS, ENTRIES, TX, TX_BY_ADDR, TX_BY_OWNER, TX_BY_OWNER_CHANGED];
+    /// Chronicle's store-wide state (the finalized watermark of a store fed at
+    /// `confirmed`): not per block, so never listed in block rows nor aged
+    /// out by a GC rule; created on first write.
+    pub const META: Table = Table::new("chronicle-meta");
 }
+
+/// The `chronicle-meta` row holding the newest finalized slot.
+const FINALIZED_KEY: &str = "finalized";
 
 /// The `tx` table's cell (bincode, qualifier `bin`): where a signature's
 /// transaction sits and how it ended.
@@ -65,6 +72,9 @@ pub struct LedgerStore {
     last_seen: std::sync::atomic::AtomicU64,
     /// Whether the owner-index tables exist (an agave-written instance has none).
     owner_tables: tokio::sync::OnceCell<bool>,
+    /// Whether `chronicle-meta` exists (created by the first watermark write),
+    /// and when that was last asked: an absent table is asked again every 10 s.
+    meta_table: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// The cells of one block: the index tables, written first, then `blocks`.
@@ -87,6 +97,7 @@ impl LedgerStore {
             reserved: ReservedAccountKeys::new_all_activated(),
             last_seen: std::sync::atomic::AtomicU64::new(0),
             owner_tables: tokio::sync::OnceCell::new(),
+            meta_table: std::sync::Mutex::new(None),
         }
     }
 
@@ -427,6 +438,39 @@ impl BlockStore for LedgerStore {
         }
         out.truncate(limit);
         Ok(out)
+    }
+
+    async fn finalized_slot(&self) -> Result<Option<Slot>, StoreError> {
+        // The row is read every time (the follower moves it); whether its table exists is remembered.
+        let known = *self.meta_table.lock().unwrap_or_else(|e| e.into_inner());
+        let exists = match known {
+            Some((_, true)) => true,
+            Some((asked, false)) if asked.elapsed() < std::time::Duration::from_secs(10) => false,
+            _ => {
+                let exists = self.cells.has_table(tables::META).await?;
+                *self.meta_table.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), exists));
+                exists
+            }
+        };
+        if !exists {
+            return Ok(None);
+        }
+        let Some(row) = self.read_one(tables::META, FINALIZED_KEY.into()).await? else { return Ok(None) };
+        let bytes = row.cell("slot").ok_or_else(|| corrupt(tables::META, FINALIZED_KEY, "no `slot` cell"))?;
+        let bytes: [u8; 8] =
+            bytes.try_into().map_err(|_| corrupt(tables::META, FINALIZED_KEY, "the slot is not 8 bytes"))?;
+        Ok(Some(Slot::from_be_bytes(bytes)))
+    }
+
+    async fn set_finalized_slot(&self, slot: Slot) -> Result<(), StoreError> {
+        let known = *self.meta_table.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(known, Some((_, true))) {
+            self.cells.ensure_tables(&[tables::META]).await?;
+            *self.meta_table.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), true));
+        }
+        let cell = Cell { key: FINALIZED_KEY.into(), qualifier: "slot", value: slot.to_be_bytes().to_vec() };
+        self.cells.write(vec![TableWrite { table: tables::META, cells: vec![cell] }]).await?;
+        Ok(())
     }
 
     async fn delete_range(&self, start: Slot, end: Slot) -> Result<DeleteStats, StoreError> {

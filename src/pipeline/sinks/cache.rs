@@ -57,8 +57,15 @@ impl BlockSink<ConfirmedBlock> for CacheInvalidation {
     }
 
     async fn remove(&self, _: BlockNumber) -> Result<(), String> {
-        // A removed block changes the tip answers: drop them at the next flush.
+        // A removed block changes the tip answers (every answer holding an
+        // unfinalized block is one): drop them at the next flush.
         *self.written.lock().expect("written flag") = true;
+        Ok(())
+    }
+
+    async fn finalized(&self, _: BlockNumber) -> Result<(), String> {
+        // Finalized views (getSlot, blocks newly final) moved: drop the tip answers now.
+        self.invalidator.blocks_written(&[]).await;
         Ok(())
     }
 }

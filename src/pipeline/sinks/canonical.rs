@@ -42,4 +42,9 @@ impl BlockSink<ConfirmedBlock> for CanonicalSink {
     async fn remove(&self, number: BlockNumber) -> Result<(), String> {
         self.store.delete_range(number, number).await.map(|_| ()).map_err(|e| format!("store: {e}"))
     }
+
+    /// `serve` shows blocks above the watermark only to `confirmed` readers.
+    async fn finalized(&self, number: BlockNumber) -> Result<(), String> {
+        self.store.set_finalized_slot(number).await.map_err(|e| format!("store: {e}"))
+    }
 }
