@@ -75,6 +75,14 @@ if ! python3 -c 'import datasets, tiktoken, zstandard' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages "${packages[@]}"
 fi
 
+# A Python production client reads `serve` in tests/python_client.rs: PyPI
+# `solana` (solana-py, on `solders`).
+if ! python3 -c 'import solana.rpc.async_api, solders' 2>/dev/null; then
+  echo "install-deps: installing solana-py from PyPI" >&2
+  python3 -m pip install -q solana==0.41.0 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages solana==0.41.0
+fi
+
 # The BigQuery tests run PyPI bqemulator (DuckDB underneath). It refuses to
 # start without DuckDB's spatial extension and cannot download it offline:
 # it is copied from the duckdb-extension-spatial package into DuckDB's cache.

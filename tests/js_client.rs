@@ -1,6 +1,8 @@
-//! A non-Rust production client, `@solana/web3.js` (from npm), asks
-//! `chronicle serve` every history method over a real mainnet block and checks
-//! the answers against the recorded node response (`tests/js/client.cjs`).
+//! Non-Rust production clients from npm — `@solana/web3.js` and its
+//! successor `@solana/kit` — ask `chronicle serve` every history method and
+//! the calls around it (health, version, genesis, slot, height, blockhashes,
+//! epochs) over a real mainnet block, and check the answers against the
+//! recorded node response (`tests/js/client.cjs`, `tests/js/kit_client.mjs`).
 
 mod support;
 
@@ -24,14 +26,15 @@ fn node_modules() -> PathBuf {
     std::fs::create_dir_all(&cache).unwrap();
     let manifest = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/package.json")).unwrap();
     let installed = std::fs::read(cache.join("package.json")).ok();
-    if installed.as_deref() != Some(&manifest[..]) || !cache.join("node_modules/@solana/web3.js").exists() {
+    let present = ["@solana/web3.js", "@solana/kit"].iter().all(|m| cache.join("node_modules").join(m).exists());
+    if installed.as_deref() != Some(&manifest[..]) || !present {
         std::fs::write(cache.join("package.json"), &manifest).unwrap();
         let status = Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&cache)
             .status()
             .unwrap_or_else(|e| panic!("npm is not installed ({e}): apt-get install -y nodejs npm"));
-        assert!(status.success(), "npm install of @solana/web3.js failed");
+        assert!(status.success(), "npm install of @solana/web3.js and @solana/kit failed");
     }
     cache.join("node_modules")
 }
@@ -67,6 +70,8 @@ async fn web3_js_reads_chronicle_like_a_node() {
         "address": address,
         "addressSignatures": address_signatures,
         "firstAvailable": slot,
+        "blockHeight": recorded["blockHeight"],
+        "genesisHash": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
     });
     let expected_path = dir.path().join("expected.json");
     std::fs::write(&expected_path, expected.to_string()).unwrap();
@@ -78,15 +83,25 @@ async fn web3_js_reads_chronicle_like_a_node() {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap()
     });
 
-    let output = tokio::process::Command::new("node")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/client.cjs"))
-        .arg(format!("http://{addr}"))
-        .arg(&expected_path)
-        .env("NODE_PATH", &modules)
-        .output()
-        .await
-        .expect("node is installed (apt-get install -y nodejs)");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "web3.js client failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("all history methods answered as recorded"), "{stdout}");
+    for (script, done) in [
+        ("client.cjs", "all history methods answered as recorded"),
+        ("kit_client.mjs", "all methods answered as recorded"),
+    ] {
+        // ES modules resolve packages from the script's own directory (NODE_PATH is CommonJS only):
+        // run a copy beside the installed node_modules.
+        let copy = modules.parent().unwrap().join(script);
+        std::fs::copy(format!("{}/tests/js/{script}", env!("CARGO_MANIFEST_DIR")), &copy).unwrap();
+        let output = tokio::process::Command::new("node")
+            .arg(&copy)
+            .arg(format!("http://{addr}"))
+            .arg(&expected_path)
+            .env("NODE_PATH", &modules)
+            .current_dir(modules.parent().unwrap())
+            .output()
+            .await
+            .expect("node is installed (apt-get install -y nodejs)");
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains(done), "{script}: {stdout}");
+    }
 }

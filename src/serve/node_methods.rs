@@ -184,10 +184,15 @@ impl Methods {
             slots_in_epoch: schedule.get_slots_in_epoch(epoch),
             absolute_slot: tip.slot,
             block_height: height,
-            // The count since genesis is a bank counter no stored block carries.
             transaction_count: None,
         };
-        Ok(at_tip(to_value(&info)?))
+        // The count since genesis is a bank counter no stored block carries:
+        // left out (clients such as web3.js accept it absent, not null).
+        let mut value = to_value(&info)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("transactionCount");
+        }
+        Ok(at_tip(value))
     }
 
     pub(super) fn unknown_schedule(&self) -> Error {

@@ -43,6 +43,22 @@ async function main() {
     assert.equal(status.confirmationStatus, 'finalized');
   }
 
+  // What clients call around history, from the stored tip.
+  const version = await connection.getVersion();
+  assert.equal(version['solana-core'], '4.2.2');
+  assert.equal(await connection.getGenesisHash(), expected.genesisHash);
+  assert.equal(await connection.getSlot(), expected.slot);
+  assert.equal(await connection.getBlockHeight(), expected.blockHeight);
+  assert.equal(await connection.getMinimumLedgerSlot(), expected.firstAvailable);
+  const latest = await connection.getLatestBlockhash();
+  assert.deepEqual(latest, { blockhash: expected.blockhash, lastValidBlockHeight: expected.blockHeight + 150 });
+  assert.equal((await connection.isBlockhashValid(expected.blockhash)).value, true);
+  const epoch = await connection.getEpochInfo();
+  assert.equal(epoch.epoch, Math.floor(expected.slot / 432000));
+  assert.equal(epoch.absoluteSlot, expected.slot);
+  const schedule = await connection.getEpochSchedule();
+  assert.equal(schedule.slotsPerEpoch, 432000);
+
   // Past the newest stored slot, and before the first: the node's errors.
   await assert.rejects(connection.getBlock(expected.slot + 1, { maxSupportedTransactionVersion: 0 }), /Block not available for slot/);
   await assert.rejects(connection.getBlock(expected.slot - 1, { maxSupportedTransactionVersion: 0 }), /cleaned up, does not exist on node/);
