@@ -248,6 +248,7 @@ async fn run(emulator: &BigtableEmulator, redis: &Redis) {
                 max_memory: None,
                 eviction: None,
                 methods: Vec::new(),
+                pool_size: 1,
             }),
             ..ServeConfig::default()
         },

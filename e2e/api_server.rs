@@ -669,6 +669,7 @@ async fn serve_replica(redis: &support::Redis) -> ServeReplica {
             max_memory: None,
             eviction: None,
             methods: Vec::new(),
+            pool_size: 1,
         }),
         ..Default::default()
     };

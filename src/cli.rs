@@ -662,6 +662,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_memory: args.cache_max_memory,
             eviction: args.cache_eviction,
             methods: Vec::new(),
+            pool_size: 1,
         }),
         api_keys: worker::run::read_api_keys(args.api_keys_file.as_deref(), args.api_keys_dir.as_deref())?,
         rate_limit: args.rate_limit,

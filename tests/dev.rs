@@ -250,6 +250,7 @@ fn node_spec(
         max_memory_bytes: None,
         eviction: "allkeys-lru".into(),
         methods: Vec::new(),
+        pool_size: None,
     });
     let serve = ServeSpec {
         chain,

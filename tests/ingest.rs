@@ -410,6 +410,7 @@ async fn confirmed_blocks_show_only_to_confirmed_readers_until_final() {
             max_memory: None,
             eviction: None,
             methods: Vec::new(),
+            pool_size: 1,
         }),
         ..Default::default()
     };

@@ -294,6 +294,7 @@ fn cached(redis: &Redis, ttl: Duration) -> ServeConfig {
             max_memory: Some("64mb".into()),
             eviction: Some("allkeys-lru".into()),
             methods: Vec::new(),
+            pool_size: 1,
         }),
         ..ServeConfig::default()
     }
@@ -407,7 +408,8 @@ async fn api_keys_and_rate_limits() {
     assert_eq!(statuses, [200, 200, 200, 200, 429]);
 }
 
-/// A CacheTier's `methods`: only the listed methods are cached, each with its own TTL.
+/// A CacheTier's `methods`: only the listed methods are cached, each with its
+/// own TTL; `redis.poolSize` connections per replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_listed_methods_are_cached() {
     use chronicle::serve::methods::Method;
@@ -416,6 +418,7 @@ async fn only_the_listed_methods_are_cached() {
     let store = fixture_store(dir.path()).await;
     let mut config = cached(&redis, Duration::from_secs(60));
     config.cache.as_mut().unwrap().methods = vec![(Method::GetBlock, Some(Duration::from_millis(300)))];
+    config.cache.as_mut().unwrap().pool_size = 3;
     let (addr, _stop) = serve(store, config).await;
     let get_block =
         json!({"jsonrpc": "2.0", "id": 1, "method": "getBlock", "params": [LEGACY.1, {"transactionDetails": "none"}]})
@@ -439,6 +442,10 @@ async fn only_the_listed_methods_are_cached() {
     let misses = metric(addr, miss).await;
     post(addr, &get_block).await;
     assert_eq!(metric(addr, miss).await, misses + 1.0);
+    // `poolSize` connections, used in turn (and this test's own one).
+    let mut admin = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut admin).await.unwrap();
+    assert_eq!(clients.lines().count(), 3 + 1, "{clients}");
 }
 
 mod parser {

@@ -88,8 +88,8 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("CacheTier.spec.sourceRef.name", Controller("the ChainSource the spec is built from")),
     ("CacheTier.spec.redis.urlSecretRef.name", Controller("pod variable from the Secret")),
     ("CacheTier.spec.redis.urlSecretRef.key", Controller("pod variable from the Secret")),
-    ("CacheTier.spec.redis.tls.*", NotYet("a CA bundle for Redis TLS (issue 20)")),
-    ("CacheTier.spec.redis.poolSize", NotYet("a Redis pool size (issue 20)")),
+    ("CacheTier.spec.redis.tls.*", NotYet("a CA bundle for Redis TLS (issue 22)")),
+    ("CacheTier.spec.redis.poolSize", Worker),
     ("CacheTier.spec.methods[].name", Worker),
     ("CacheTier.spec.methods[].ttl", Worker),
     ("CacheTier.spec.defaultTtl", Worker),
@@ -367,7 +367,7 @@ mod tests {
     fn fields_not_acted_on_yet_are_named_when_set() {
         let tier = example("cachetier.yaml");
         let named = not_acted_on("CacheTier", &tier);
-        assert!(named.contains(&"spec.redis.poolSize".to_string()), "{named:?}");
+        assert!(named.contains(&"spec.redis.tls".to_string()), "{named:?}");
         let source = example("chainsource-solana-mainnet.yaml");
         let named = not_acted_on("ChainSource", &source);
         assert!(named.iter().any(|f| f == "spec.metrics"), "{named:?}");

@@ -936,6 +936,7 @@ pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<
                     ttl: m.ttl.clone(),
                 })
                 .collect(),
+            pool_size: Some(spec.redis.pool_size),
         }),
         api_keys_dir: spec.server.api_keys_secret_ref.as_ref().map(|_| api_keys_dir(&tier.name_any())),
         requests_per_second: spec.server.rate_limit.as_ref().map(|l| l.requests_per_second),

@@ -75,6 +75,8 @@ pub struct CacheConfig {
     /// The methods cached, each with its own TTL or `None` for the defaults
     /// above; empty: every method, with the defaults.
     pub methods: Vec<(Method, Option<Duration>)>,
+    /// Redis connections per replica.
+    pub pool_size: usize,
 }
 
 impl CacheConfig {
@@ -87,35 +89,37 @@ impl CacheConfig {
     }
 }
 
-/// A lazily (re)connecting Redis connection shared by the cache and the invalidator.
+/// Lazily (re)connecting Redis connections shared by the cache and the
+/// invalidator: `pool_size` multiplexed connections, used in turn, so one
+/// large answer in flight does not hold up the calls behind it.
 struct Connection {
     client: redis::Client,
     timeout: Duration,
-    manager: RwLock<Option<ConnectionManager>>,
-    last_attempt: std::sync::Mutex<Option<Instant>>,
+    managers: Vec<RwLock<Option<ConnectionManager>>>,
+    next: std::sync::atomic::AtomicUsize,
+    last_failure: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Connection {
-    fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+    fn new(url: &str, timeout: Duration, pool_size: usize) -> Result<Self, redis::RedisError> {
         Ok(Self {
             client: redis::Client::open(url)?,
             timeout,
-            manager: RwLock::new(None),
-            last_attempt: std::sync::Mutex::new(None),
+            managers: (0..pool_size.max(1)).map(|_| RwLock::new(None)).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+            last_failure: std::sync::Mutex::new(None),
         })
     }
 
     /// A connection, or `None` while Redis is unreachable (retried at most once a second).
     async fn get(&self) -> Option<ConnectionManager> {
-        if let Some(manager) = self.manager.read().await.as_ref() {
+        let slot = &self.managers[self.next.fetch_add(1, Ordering::Relaxed) % self.managers.len()];
+        if let Some(manager) = slot.read().await.as_ref() {
             return Some(manager.clone());
         }
-        {
-            let mut last = self.last_attempt.lock().expect("lock");
-            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                return None;
-            }
-            *last = Some(Instant::now());
+        // After a failed attempt, calls are misses for a second instead of each waiting on a connect.
+        if self.last_failure.lock().expect("lock").is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return None;
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(200))))
@@ -125,10 +129,11 @@ impl Connection {
         match self.client.get_connection_manager_with_config(config).await {
             Ok(manager) => {
                 tracing::info!("cache connected");
-                *self.manager.write().await = Some(manager.clone());
+                *slot.write().await = Some(manager.clone());
                 Some(manager)
             }
             Err(e) => {
+                *self.last_failure.lock().expect("lock") = Some(Instant::now());
                 tracing::warn!(error = %e, "cache unavailable; answering from the store");
                 None
             }
@@ -143,10 +148,10 @@ enum Backend {
 }
 
 impl Backend {
-    fn open(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+    fn open(url: &str, timeout: Duration, pool_size: usize) -> Result<Self, redis::RedisError> {
         Ok(match url.strip_prefix("memory://") {
             Some(name) => Backend::Memory(MemoryCache::named(name)),
-            None => Backend::Redis(Connection::new(url, timeout)?),
+            None => Backend::Redis(Connection::new(url, timeout, pool_size)?),
         })
     }
 }
@@ -166,7 +171,11 @@ pub enum Lookup {
 
 impl Cache {
     pub fn new(config: CacheConfig) -> Result<Arc<Self>, redis::RedisError> {
-        Ok(Arc::new(Self { backend: Backend::open(&config.url, config.timeout)?, config, failures: AtomicU64::new(0) }))
+        Ok(Arc::new(Self {
+            backend: Backend::open(&config.url, config.timeout, config.pool_size)?,
+            config,
+            failures: AtomicU64::new(0),
+        }))
     }
 
     /// Applies the memory bound and eviction policy the CacheTier declares.
@@ -292,7 +301,7 @@ pub struct Invalidator {
 
 impl Invalidator {
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
-        Ok(Self { backend: Backend::open(url, Duration::from_secs(2))? })
+        Ok(Self { backend: Backend::open(url, Duration::from_secs(2), 1)? })
     }
 
     /// Drops the cached answers that blocks touching `addresses` change.

@@ -259,6 +259,7 @@ pub fn serve_config_in(
                     Ok((method, ttl))
                 })
                 .collect::<Result<_, SpecError>>()?,
+            pool_size: cache.pool_size.unwrap_or(1) as usize,
         }),
         None => None,
     };

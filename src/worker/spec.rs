@@ -337,6 +337,9 @@ pub struct CacheSpec {
     /// Methods cached (JSON-RPC names) and their TTLs; empty: all, defaults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<CachedMethodSpec>,
+    /// Redis connections per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
