@@ -114,6 +114,24 @@ async fn rpc_client_gets_what_a_node_answered() {
         "getBlock jsonParsed",
     );
 
+    // getTransaction jsonParsed: each transaction equal to its place in that recording.
+    let recorded = source("solana/block_100000000_jsonParsed.json");
+    for (index, expected) in recorded["transactions"].as_array().unwrap().iter().enumerate() {
+        let signature = Signature::from_str(expected["transaction"]["signatures"][0].as_str().unwrap()).unwrap();
+        let config = RpcTransactionConfig {
+            encoding: Some(UiTransactionEncoding::JsonParsed),
+            commitment: None,
+            max_supported_transaction_version: Some(0),
+        };
+        let tx = client.get_transaction_with_config(&signature, config).await.unwrap();
+        let ours = serde_json::to_value(&tx.transaction).unwrap();
+        let mut expected = expected.clone();
+        expected.as_object_mut().unwrap().remove("version"); // the recording predates `version`
+        let mut ours = ours;
+        ours.as_object_mut().unwrap().remove("version");
+        assert_json_covers(&expected, &ours, &format!("getTransaction jsonParsed #{index}"));
+    }
+
     // base64 / base58 carry the same transactions as the json recording.
     let json_block = block(LEGACY);
     for encoding in [UiTransactionEncoding::Base64, UiTransactionEncoding::Base58] {
