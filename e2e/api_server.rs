@@ -661,16 +661,7 @@ async fn serve_replica(redis: &support::Redis) -> ServeReplica {
     let (slot, block) = support::real_blocks().remove(0);
     store.write_block(slot, &block, &[]).await.unwrap();
     let config = chronicle::serve::ServeConfig {
-        cache: Some(CacheConfig {
-            url: redis.url(),
-            ttl: Duration::from_secs(60),
-            immutable_ttl: Duration::from_secs(3600),
-            timeout: Duration::from_millis(500),
-            max_memory: None,
-            eviction: None,
-            methods: Vec::new(),
-            pool_size: 1,
-        }),
+        cache: Some(CacheConfig { ttl: Duration::from_secs(60), ..CacheConfig::new(redis.url()) }),
         ..Default::default()
     };
     let app = chronicle::serve::router(store, config).unwrap();

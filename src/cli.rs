@@ -170,7 +170,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub genesis_hash: Option<String>,
     /// Upstream node for methods `serve` does not answer; may carry a provider key, never logged.
-    #[arg(long, env = "CHRONICLE_UPSTREAM_URL")]
+    #[arg(long, env = "CHRONICLE_UPSTREAM_URL", hide_env_values = true)]
     pub upstream: Option<String>,
     /// Also pass history misses (outside the stored span, unknown transactions) to the upstream.
     #[arg(long, requires = "upstream")]

@@ -403,14 +403,8 @@ async fn confirmed_blocks_show_only_to_confirmed_readers_until_final() {
     }
     let config = chronicle::serve::ServeConfig {
         cache: Some(chronicle::serve::cache::CacheConfig {
-            url: redis.url(),
             ttl: Duration::from_secs(600),
-            immutable_ttl: Duration::from_secs(3600),
-            timeout: Duration::from_millis(500),
-            max_memory: None,
-            eviction: None,
-            methods: Vec::new(),
-            pool_size: 1,
+            ..chronicle::serve::cache::CacheConfig::new(redis.url())
         }),
         ..Default::default()
     };

@@ -11,12 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use chronicle::chain::solana::response::read_block_file;
 use chronicle::serve::{ServeConfig, router};
-use chronicle::store::embedded::EmbeddedCells;
-use chronicle::store::{BlockStore, LedgerStore};
-use serde_json::{Value, json};
-use support::data_file;
+use chronicle::store::BlockStore;
 
 /// Installs the client's npm dependencies once, in a cache outside the clone.
 fn node_modules() -> PathBuf {
@@ -43,38 +39,7 @@ fn node_modules() -> PathBuf {
 async fn web3_js_reads_chronicle_like_a_node() {
     let modules = tokio::task::spawn_blocking(node_modules).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LedgerStore::new(Arc::new(EmbeddedCells::open(&dir.path().join("ledger")).unwrap())));
-    let slot = 100_000_000u64;
-    let (_, block) = read_block_file(&data_file("solana/block_100000000_json.json"), Some(slot)).unwrap();
-    store.write_block(slot, &block, &[]).await.unwrap();
-
-    let recorded: Value =
-        serde_json::from_slice(&std::fs::read(data_file("solana/block_100000000_json.json")).unwrap()).unwrap();
-    let txs = recorded["transactions"].as_array().unwrap();
-    let signatures: Vec<&str> = txs.iter().map(|t| t["transaction"]["signatures"][0].as_str().unwrap()).collect();
-    // An address of the first transaction (its fee payer), and every transaction naming it, newest first.
-    let address = txs[0]["transaction"]["message"]["accountKeys"][0].as_str().unwrap();
-    let mut address_signatures: Vec<&str> = txs
-        .iter()
-        .filter(|t| t["transaction"]["message"]["accountKeys"].as_array().unwrap().iter().any(|k| k == address))
-        .map(|t| t["transaction"]["signatures"][0].as_str().unwrap())
-        .collect();
-    address_signatures.reverse();
-    let expected = json!({
-        "slot": slot,
-        "blockhash": recorded["blockhash"],
-        "parentSlot": recorded["parentSlot"],
-        "blockTime": recorded["blockTime"],
-        "signatures": signatures,
-        "firstFee": txs[0]["meta"]["fee"],
-        "address": address,
-        "addressSignatures": address_signatures,
-        "firstAvailable": slot,
-        "blockHeight": recorded["blockHeight"],
-        "genesisHash": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
-    });
-    let expected_path = dir.path().join("expected.json");
-    std::fs::write(&expected_path, expected.to_string()).unwrap();
+    let (store, expected_path) = support::client_fixture(dir.path()).await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

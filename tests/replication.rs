@@ -113,6 +113,7 @@ async fn a_replica_equals_its_origin_and_verification_finds_and_repairs_damage()
     let origin_rows = dump(origin.cells()).await;
     assert_eq!(dump(target.cells()).await, origin_rows, "the replica differs from its origin row by row");
     assert!(origin_rows.len() > 100, "every table is copied, not just blocks");
+    assert!(origin_rows.iter().any(|(t, _)| *t == tables::TX_BY_OWNER), "Chronicle's owner index is copied too");
 
     // Agave's own reader reads the replica.
     let agave =

@@ -180,7 +180,11 @@ async fn the_upstream_answers_what_serve_does_not() {
     let mut peer = RpcPeer::start(BTreeMap::from([(newer, block(V0))])).await;
     let mut upstream = UpstreamConfig::new(peer.url());
     upstream.forward_misses = true;
-    let (addr, _stop) = serve(store.clone(), ServeConfig { upstream: Some(upstream), ..ServeConfig::default() }).await;
+    // With a cache tier: what the upstream answers must never land in it.
+    let redis = support::Redis::start();
+    let cache = chronicle::serve::cache::CacheConfig::new(redis.url());
+    let config = ServeConfig { upstream: Some(upstream), cache: Some(cache), ..ServeConfig::default() };
+    let (addr, _stop) = serve(store.clone(), config).await;
 
     // An unknown method passes through unchanged.
     let balance = result(addr, "getBalance", json!(["11111111111111111111111111111111"])).await;
@@ -191,7 +195,10 @@ async fn the_upstream_answers_what_serve_does_not() {
         let through = result(addr, "getBlock", json!([newer, {"maxSupportedTransactionVersion": 0}])).await;
         assert_eq!(through, direct);
     }
-    assert_eq!(peer.count("getBlock", newer), 3);
+    assert_eq!(peer.count("getBlock", newer), 3, "each miss asked the upstream: none was cached");
+    let mut admin = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("chronicle:rpc:getBlock:*").query_async(&mut admin).await.unwrap();
+    assert!(keys.is_empty(), "an upstream answer was cached: {keys:?}");
     // Inside the stored span a missing slot is answered here — a skip or a gap, never hidden by the upstream.
     let inside = LEGACY.1 + 1;
     let skipped = error(addr, "getBlock", json!([inside])).await;

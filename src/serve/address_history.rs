@@ -266,11 +266,10 @@ async fn history_page(
     limit: usize,
 ) -> Result<(Vec<ConfirmedTransactionStatusWithSignature>, Option<Slot>), crate::store::StoreError> {
     let own = store.address_history(address, upper, lower, limit).await?;
-    if tokens == TokenAccounts::None {
-        let last = own.last().map(|e| e.slot);
-        return Ok((own, last));
-    }
-    let owned = store.owner_history(address, upper, lower, limit, tokens == TokenAccounts::BalanceChanged).await?;
+    let owned = match tokens {
+        TokenAccounts::None => Vec::new(),
+        _ => store.owner_history(address, upper, lower, limit, tokens == TokenAccounts::BalanceChanged).await?,
+    };
     // A full page may end inside a slot: below the higher of the full pages' last slots, nothing is known yet.
     let floor = [&own, &owned].iter().filter(|p| p.len() >= limit).filter_map(|p| p.last().map(|e| e.slot)).max();
     let mut merged: Vec<_> = own.into_iter().chain(owned).collect();

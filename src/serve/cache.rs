@@ -80,6 +80,20 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
+    /// A cache at `url` with serve's defaults (2 s, 24 h, one connection, every method).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ttl: Duration::from_secs(2),
+            immutable_ttl: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_millis(250),
+            max_memory: None,
+            eviction: None,
+            methods: Vec::new(),
+            pool_size: 1,
+        }
+    }
+
     /// Whether `method`'s answers are cached, and the TTL that replaces the defaults.
     pub fn policy(&self, method: Method) -> Option<Option<Duration>> {
         if self.methods.is_empty() {

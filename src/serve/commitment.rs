@@ -41,6 +41,21 @@ impl View {
         }
     }
 
+    /// The freshness of a list (history, block lists): besides holding blocks
+    /// that may be dropped, a finalized reader's list over a store with a
+    /// watermark grows as the watermark moves, which writes no block: it goes
+    /// with the tip answers, whatever its bounds.
+    pub fn list_freshness(&self, newest_slot_in_answer: Option<Slot>, freshness: Freshness) -> Freshness {
+        if self.limit.is_none() {
+            return self.freshness(newest_slot_in_answer, freshness);
+        }
+        match freshness {
+            Freshness::Mutable { addresses, .. } => Freshness::Mutable { addresses, tip: true },
+            Freshness::Immutable => Freshness::Mutable { addresses: Vec::new(), tip: true },
+            Freshness::Uncacheable => Freshness::Uncacheable,
+        }
+    }
+
     /// `freshness`, unless the answer holds a block that may still be dropped.
     pub fn freshness(&self, newest_slot_in_answer: Option<Slot>, freshness: Freshness) -> Freshness {
         match newest_slot_in_answer {

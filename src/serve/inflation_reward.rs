@@ -2,15 +2,14 @@
 //! an epoch's rewards are credited in the first block of the next epoch
 //! (vote rewards, and stake rewards before partitioned rewards), or — since
 //! partitioned epoch rewards — in the `numRewardPartitions` blocks after it,
-//! each address in the partition its SipHash-1-3 over the boundary block's
-//! parent blockhash picks.
+//! each address in the partition agave's own `EpochRewardsHasher` picks
+//! (SipHash-1-3 keyed by the boundary block's parent blockhash).
 
 use std::collections::HashMap;
-use std::hash::Hasher;
 
 use jsonrpc_core::{Error, Params};
-use siphasher::sip::SipHasher13;
 use solana_clock::Slot;
+use solana_epoch_rewards_hasher::EpochRewardsHasher;
 use solana_pubkey::Pubkey;
 use solana_rpc_client_api::config::RpcEpochConfig;
 use solana_rpc_client_api::custom_error::RpcCustomError;
@@ -19,14 +18,9 @@ use solana_transaction_status::{Reward, RewardType};
 
 use super::methods::{Answer, Freshness, Methods, args, internal};
 
-/// The partition (0..partitions) of `address`'s stake reward, as agave's
-/// `EpochRewardsHasher` assigns it.
+/// The partition (0..partitions) of `address`'s stake reward.
 pub fn reward_partition(parent_blockhash: &solana_hash::Hash, partitions: usize, address: &Pubkey) -> usize {
-    let mut hasher = SipHasher13::new();
-    hasher.write(parent_blockhash.as_ref());
-    hasher.write(address.as_ref());
-    let hash = u128::from(hasher.finish());
-    ((partitions as u128 * hash) >> 64) as usize
+    EpochRewardsHasher::new(partitions, parent_blockhash).hash_address_to_partition(address)
 }
 
 /// Rewards of `wanted` addresses in `rewards` whose type `counts`.
@@ -56,8 +50,14 @@ impl Methods {
             return Err(Error::invalid_params("Method does not support commitment below `confirmed`"));
         }
         let schedule = self.network.epoch_schedule.clone().ok_or_else(|| self.unknown_schedule())?;
-        let tip = self.recent.tip().await.map_err(internal)?;
-        let tip_slot = tip.as_ref().map_or(0, |t| t.slot);
+        // What the commitment sees: a finalized reader computes from final blocks only.
+        let view = self.view(config.commitment).await?;
+        let tip = self.recent.newest(super::recent_blocks::MAX_PROCESSING_AGE + 1).await.map_err(internal)?;
+        let tip = tip.into_iter().find(|h| view.visible(h.slot));
+        let tip_slot = match &tip {
+            Some(header) => header.slot,
+            None => self.visible_tip(&view).await.unwrap_or(0),
+        };
         if let Some(min) = config.min_context_slot
             && tip_slot < min
         {
@@ -77,6 +77,7 @@ impl Methods {
             .await
             .map_err(internal)?
             .first()
+            .filter(|slot| view.visible(**slot))
             .ok_or(RpcCustomError::BlockNotAvailable { slot: first_slot })?;
         let boundary = self
             .store
@@ -105,7 +106,8 @@ impl Methods {
                     by_partition.entry(partition).or_default().push(text.clone());
                 }
             }
-            let after = self.store.blocks(boundary_slot + 1, partitions).await.map_err(internal)?;
+            let mut after = self.store.blocks(boundary_slot + 1, partitions).await.map_err(internal)?;
+            after.retain(|slot| view.visible(*slot));
             for (partition, wanted) in by_partition {
                 let slot = *after.get(partition).ok_or_else(|| RpcCustomError::EpochRewardsPeriodActive {
                     slot: tip_slot,
@@ -143,6 +145,8 @@ impl Methods {
         } else {
             Freshness::Mutable { addresses: Vec::new(), tip: true }
         };
+        let newest = found.values().map(|(_, slot)| *slot).max();
+        let freshness = view.freshness(newest, freshness);
         Ok(Answer { value, freshness })
     }
 }

@@ -357,7 +357,7 @@ impl Methods {
         } else {
             Freshness::Immutable
         };
-        Ok(Answer { value: to_value(&list)?, freshness: view.freshness(newest, freshness) })
+        Ok(Answer { value: to_value(&list)?, freshness: view.list_freshness(newest, freshness) })
     }
 
     async fn get_blocks(&self, params: Params) -> Result<Answer, Error> {
@@ -366,7 +366,8 @@ impl Methods {
         let (end, wrapped_config) = wrapper.map(|w| w.unzip()).unwrap_or_default();
         let commitment = config.or(wrapped_config).and_then(|c| c.commitment);
         check_commitment(commitment)?;
-        let latest = self.visible_tip(&self.view(commitment).await?).await.unwrap_or(0);
+        let view = self.view(commitment).await?;
+        let latest = self.visible_tip(&view).await.unwrap_or(0);
         // As agave: an open range ends MAX_GET_CONFIRMED_BLOCKS_RANGE after its start.
         let end = end.unwrap_or_else(|| start.saturating_add(MAX_GET_CONFIRMED_BLOCKS_RANGE)).min(latest);
         if end.saturating_sub(start) > MAX_GET_CONFIRMED_BLOCKS_RANGE {
@@ -378,10 +379,8 @@ impl Methods {
             let limit = usize::try_from(end - start + 1).unwrap_or(usize::MAX);
             self.store.blocks(start, limit).await.map_err(internal)?.into_iter().filter(|s| *s <= end).collect()
         };
-        Ok(Answer {
-            value: to_value(&slots)?,
-            freshness: Freshness::Mutable { addresses: Vec::new(), tip: end >= latest },
-        })
+        let freshness = Freshness::Mutable { addresses: Vec::new(), tip: end >= latest };
+        Ok(Answer { value: to_value(&slots)?, freshness: view.list_freshness(slots.last().copied(), freshness) })
     }
 
     async fn get_blocks_with_limit(&self, params: Params) -> Result<Answer, Error> {
@@ -395,8 +394,8 @@ impl Methods {
         let mut slots = self.store.blocks(start, limit).await.map_err(internal)?;
         let listed = slots.len();
         slots.retain(|s| view.visible(*s));
-        let tip = listed < limit || slots.len() < listed;
-        Ok(Answer { value: to_value(&slots)?, freshness: Freshness::Mutable { addresses: Vec::new(), tip } })
+        let freshness = Freshness::Mutable { addresses: Vec::new(), tip: listed < limit || slots.len() < listed };
+        Ok(Answer { value: to_value(&slots)?, freshness: view.list_freshness(slots.last().copied(), freshness) })
     }
 
     async fn get_block_time(&self, params: Params) -> Result<Answer, Error> {
@@ -447,7 +446,7 @@ impl Methods {
         let freshness =
             if older_page { Freshness::Immutable } else { Freshness::Mutable { addresses: vec![address], tip: false } };
         let value = serde_json::json!({ "data": data, "paginationToken": token });
-        Ok(Answer { value, freshness: view.freshness(newest, freshness) })
+        Ok(Answer { value, freshness: view.list_freshness(newest, freshness) })
     }
 
     async fn get_signature_statuses(&self, params: Params) -> Result<Answer, Error> {

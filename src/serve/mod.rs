@@ -194,8 +194,17 @@ impl Service {
         if let Some(upstream) = self.upstream.as_ref().filter(|u| u.forwards_misses())
             && is_miss(method, &result)
         {
-            // Passed through, counted, never cached.
-            let answer = self.forward(upstream, method.name(), &params, "miss").await;
+            // Passed through, counted, never cached; when the upstream cannot
+            // be asked, the local answer (the miss) stands.
+            let answer = match self.forward(upstream, method.name(), &params, "miss").await {
+                Err(e)
+                    if e.code == jsonrpc_core::ErrorCode::ServerError(upstream::UPSTREAM_RATE_LIMITED)
+                        || e.code == jsonrpc_core::ErrorCode::ServerError(upstream::UPSTREAM_UNAVAILABLE) =>
+                {
+                    result.map(|a| a.value)
+                }
+                answer => answer,
+            };
             self.count(
                 &name,
                 if cache.is_some() { "miss" } else { "off" },

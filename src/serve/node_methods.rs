@@ -64,7 +64,20 @@ impl Methods {
     async fn tip(&self, config: Option<&RpcContextConfig>) -> Result<Header, Error> {
         let view = self.view(config.and_then(|c| c.commitment)).await?;
         let newest = self.recent.newest(MAX_PROCESSING_AGE + 1).await.map_err(internal)?;
-        let tip = newest.into_iter().find(|h| view.visible(h.slot)).ok_or_else(no_blocks)?;
+        let tip = match newest.into_iter().find(|h| view.visible(h.slot)) {
+            Some(tip) => tip,
+            // The watermark trails the newest stored blocks by more than the window (a stalled follower).
+            None => {
+                let slot = self.visible_tip(&view).await.ok_or_else(no_blocks)?;
+                let block = self.store.block(slot).await.map_err(internal)?.ok_or_else(no_blocks)?;
+                Header {
+                    slot,
+                    blockhash: block.blockhash,
+                    block_height: block.block_height,
+                    block_time: block.block_time,
+                }
+            }
+        };
         if let Some(min) = config.and_then(|c| c.min_context_slot)
             && tip.slot < min
         {

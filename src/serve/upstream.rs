@@ -132,6 +132,10 @@ impl Upstream {
             return Err(UpstreamError::RateLimited(*rps));
         }
         let host = || self.config.host();
+        let params = match params {
+            Params::None => Params::Array(Vec::new()),
+            other => other.clone(),
+        };
         let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let mut request = self.client.post(&self.config.url).json(&body);
         if let Some((header, token)) = &self.config.auth {

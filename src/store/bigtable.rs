@@ -301,8 +301,7 @@ impl CellStore for BigtableCells {
         Ok(())
     }
 
-    /// Asks the admin API; when it cannot tell (e.g. a read-only account),
-    /// assumes the table exists and lets reads report.
+    /// Asks the admin API; without admin rights, probes with a read.
     async fn has_table(&self, table: Table) -> Result<bool, BackendError> {
         let name = format!("{}/tables/{}", self.instance_path(), table.name());
         let get = GetTableRequest { name, view: admin::table::View::NameOnly as i32 };
@@ -311,8 +310,10 @@ impl CellStore for BigtableCells {
             Ok(_) => Ok(true),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
             Err(status) => {
-                tracing::debug!(table = table.name(), code = ?status.code(), "cannot tell whether the table exists");
-                Ok(true)
+                // No admin access (a read-only origin): a data read of any key
+                // answers for an existing table and fails for a missing one.
+                tracing::debug!(table = table.name(), code = ?status.code(), "no admin answer; probing with a read");
+                Ok(self.read_rows(table, &["chronicle-table-probe".to_string()]).await.is_ok())
             }
         }
     }

@@ -199,6 +199,11 @@ pub async fn run_pipeline<B: Send + Sync + 'static>(
     Ok(ingest.summary)
 }
 
+/// Slots below a confirmed follower's checkpoint checked against the
+/// finalized chain again when it starts: far more than the few dozen a
+/// confirmed feed runs ahead of finality.
+const RECHECK_AFTER_RESTART: u64 = 1_024;
+
 impl<B: Send + Sync + 'static> Ingest<B> {
     async fn backfill(&mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (from, to) = (self.config.from.unwrap_or(0), self.config.to.context("a backfill needs --to")?);
@@ -252,7 +257,14 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         let confirmed = finalized.is_some();
         let mut unfinalized = BTreeSet::new();
         if let Some(finalized) = &finalized {
-            // The watermark first, so no block written ahead of it reads as final.
+            // An earlier run may have stopped with blocks stored ahead of
+            // finality: check the last stretch below the checkpoint again
+            // (slots never stored are removed as no-ops), then write the
+            // watermark, so no block written ahead of it reads as final.
+            if state.checkpoint.is_some() {
+                let first = range.start.max(self.config.from.unwrap_or(0));
+                unfinalized.extend(next.saturating_sub(RECHECK_AFTER_RESTART).max(first)..next);
+            }
             self.drop_unfinalized(finalized.as_ref(), &mut unfinalized).await?;
         }
         tracing::info!(job = %self.config.job, next, confirmed, "following the tip");

@@ -432,6 +432,48 @@ pub fn real_blocks() -> Vec<(u64, solana_transaction_status::ConfirmedBlock)> {
     blocks
 }
 
+/// What the stock-client tests (`js_client.rs`, `python_client.rs`) serve
+/// and expect: the recorded slot-100000000 block stored alone in an embedded
+/// store under `dir`, and the values its recorded node response holds (the
+/// file the client scripts read).
+pub async fn client_fixture(
+    dir: &std::path::Path,
+) -> (std::sync::Arc<chronicle::store::LedgerStore>, std::path::PathBuf) {
+    use chronicle::store::BlockStore;
+    let cells = chronicle::store::embedded::EmbeddedCells::open(&dir.join("ledger")).expect("embedded store");
+    let store = std::sync::Arc::new(chronicle::store::LedgerStore::new(std::sync::Arc::new(cells)));
+    let slot = 100_000_000u64;
+    let path = data_file("solana/block_100000000_json.json");
+    let (_, block) = chronicle::chain::solana::response::read_block_file(&path, Some(slot)).expect("test data");
+    store.write_block(slot, &block, &[]).await.expect("write the block");
+    let recorded: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let txs = recorded["transactions"].as_array().unwrap();
+    let first_signature = |t: &serde_json::Value| t["transaction"]["signatures"][0].as_str().unwrap().to_string();
+    let signatures: Vec<String> = txs.iter().map(first_signature).collect();
+    // The first transaction's fee payer, and every transaction naming it, newest first.
+    let address = txs[0]["transaction"]["message"]["accountKeys"][0].as_str().unwrap();
+    let names = |t: &&serde_json::Value| {
+        t["transaction"]["message"]["accountKeys"].as_array().unwrap().iter().any(|k| k == address)
+    };
+    let address_signatures: Vec<String> = txs.iter().filter(names).map(first_signature).rev().collect();
+    let expected = serde_json::json!({
+        "slot": slot,
+        "blockhash": recorded["blockhash"],
+        "parentSlot": recorded["parentSlot"],
+        "blockTime": recorded["blockTime"],
+        "blockHeight": recorded["blockHeight"],
+        "signatures": signatures,
+        "firstFee": txs[0]["meta"]["fee"],
+        "address": address,
+        "addressSignatures": address_signatures,
+        "firstAvailable": slot,
+        "genesisHash": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
+    });
+    let expected_path = dir.join("expected.json");
+    std::fs::write(&expected_path, expected.to_string()).unwrap();
+    (store, expected_path)
+}
+
 /// Early-history blocks at slots 10000-10003: the real mainnet slot-10000
 /// block (every transaction without status metadata, `blockHeight` and
 /// `blockTime` null, no rewards) and three blocks DERIVED from real ones: at

@@ -71,10 +71,33 @@ pub struct LedgerStore {
     /// The newest slot seen by `last_block`, where its next search starts.
     last_seen: std::sync::atomic::AtomicU64,
     /// Whether the owner-index tables exist (an agave-written instance has none).
-    owner_tables: tokio::sync::OnceCell<bool>,
-    /// Whether `chronicle-meta` exists (created by the first watermark write),
-    /// and when that was last asked: an absent table is asked again every 10 s.
-    meta_table: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    owner_tables: TableCheck,
+    /// Whether `chronicle-meta` exists (created by the first watermark write).
+    meta_table: TableCheck,
+}
+
+/// Whether one of Chronicle's own tables exists: once found it stays found;
+/// an absent one is asked again every 10 s (another process may create it).
+#[derive(Default)]
+struct TableCheck(std::sync::Mutex<Option<(std::time::Instant, bool)>>);
+
+impl TableCheck {
+    async fn exists(&self, cells: &dyn CellStore, table: Table) -> Result<bool, StoreError> {
+        let known = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match known {
+            Some((_, true)) => Ok(true),
+            Some((asked, false)) if asked.elapsed() < std::time::Duration::from_secs(10) => Ok(false),
+            _ => {
+                let exists = cells.has_table(table).await?;
+                self.set(exists);
+                Ok(exists)
+            }
+        }
+    }
+
+    fn set(&self, exists: bool) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), exists));
+    }
 }
 
 /// The cells of one block: the index tables, written first, then `blocks`.
@@ -96,14 +119,13 @@ impl LedgerStore {
             cells,
             reserved: ReservedAccountKeys::new_all_activated(),
             last_seen: std::sync::atomic::AtomicU64::new(0),
-            owner_tables: tokio::sync::OnceCell::new(),
-            meta_table: std::sync::Mutex::new(None),
+            owner_tables: TableCheck::default(),
+            meta_table: TableCheck::default(),
         }
     }
 
     async fn has_owner_tables(&self) -> Result<bool, StoreError> {
-        let has = self.owner_tables.get_or_try_init(|| self.cells.has_table(tables::TX_BY_OWNER)).await?;
-        Ok(*has)
+        self.owner_tables.exists(self.cells.as_ref(), tables::TX_BY_OWNER).await
     }
 
     /// The storage engine underneath, for raw reads in checks and tools.
@@ -442,17 +464,7 @@ impl BlockStore for LedgerStore {
 
     async fn finalized_slot(&self) -> Result<Option<Slot>, StoreError> {
         // The row is read every time (the follower moves it); whether its table exists is remembered.
-        let known = *self.meta_table.lock().unwrap_or_else(|e| e.into_inner());
-        let exists = match known {
-            Some((_, true)) => true,
-            Some((asked, false)) if asked.elapsed() < std::time::Duration::from_secs(10) => false,
-            _ => {
-                let exists = self.cells.has_table(tables::META).await?;
-                *self.meta_table.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), exists));
-                exists
-            }
-        };
-        if !exists {
+        if !self.meta_table.exists(self.cells.as_ref(), tables::META).await? {
             return Ok(None);
         }
         let Some(row) = self.read_one(tables::META, FINALIZED_KEY.into()).await? else { return Ok(None) };
@@ -463,10 +475,9 @@ impl BlockStore for LedgerStore {
     }
 
     async fn set_finalized_slot(&self, slot: Slot) -> Result<(), StoreError> {
-        let known = *self.meta_table.lock().unwrap_or_else(|e| e.into_inner());
-        if !matches!(known, Some((_, true))) {
+        if !matches!(*self.meta_table.0.lock().unwrap_or_else(|e| e.into_inner()), Some((_, true))) {
             self.cells.ensure_tables(&[tables::META]).await?;
-            *self.meta_table.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), true));
+            self.meta_table.set(true);
         }
         let cell = Cell { key: FINALIZED_KEY.into(), qualifier: "slot", value: slot.to_be_bytes().to_vec() };
         self.cells.write(vec![TableWrite { table: tables::META, cells: vec![cell] }]).await?;
