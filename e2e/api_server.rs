@@ -1132,6 +1132,8 @@ async fn an_embedded_source_runs_its_jobs_and_tiers_in_one_node_pod() {
     let source = yaml_documents(&Path::new(ROOT).join("examples/chainsource-solana-embedded.yaml")).remove(0);
     let mut tier = yaml_documents(&Path::new(ROOT).join("examples/cachetier.yaml")).remove(0);
     tier["spec"]["sourceRef"]["name"] = json!("solana-devnet");
+    // Its upstream: the devnet source's own endpoint.
+    tier["spec"]["upstream"]["endpoint"] = json!("devnet");
     let job = json!({"apiVersion": "chronicle.dev/v1alpha1", "kind": "IngestJob", "metadata": {"name": "devnet-tip"},
         "spec": {"sourceRef": {"name": "solana-devnet"}, "source": {"rpc": {}}, "mode": "follow"}});
     for object in [source, job, tier] {

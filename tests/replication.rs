@@ -210,10 +210,14 @@ async fn a_killed_replication_resumes_to_the_same_replica() {
     assert_eq!(state.blocks_written, count, "each block committed once across the two runs");
 }
 
+/// A following replication copies blocks as they land — of an origin fed at
+/// `confirmed`, only those through its finalized watermark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tailing_replication_picks_up_new_blocks() {
     let (origin_emulator, target_emulator) = (BigtableEmulator::start(), BigtableEmulator::start());
     let origin = filled_origin(&origin_emulator, FIRST, 8).await;
+    // The origin is fed at `confirmed`: only blocks through its watermark are final.
+    origin.set_finalized_slot(FIRST + 5).await.unwrap();
     let pg = Postgres::start();
     let replication = Replication { origin: &origin_emulator, target: &target_emulator, catalog: pg.url() };
     let spec = replication.spec("tail", IngestModeSpec::Follow { from: Some(FIRST) }, true);
@@ -226,10 +230,13 @@ async fn a_tailing_replication_picks_up_new_blocks() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    wait_for(FIRST + 7).await;
-    // A block written to the origin after the replication started.
+    wait_for(FIRST + 5).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(target.block(FIRST + 6).await.unwrap().is_none(), "a block above the origin's watermark was copied");
+    // A block written to the origin after the replication started, and the origin's watermark moving past it.
     let (_, block) = real_blocks().remove(0);
     origin.write_block(FIRST + 9, &block, &[]).await.unwrap();
+    origin.set_finalized_slot(FIRST + 9).await.unwrap();
     wait_for(FIRST + 9).await;
     let (status, log) = support::terminate(child).await;
     assert!(status.success(), "the follower stops cleanly on SIGTERM:\n{log}");

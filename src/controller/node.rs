@@ -146,8 +146,7 @@ mod tests {
         });
         let tier: CacheTier = example("cachetier.yaml", |v| {
             on_devnet(v);
-            // The devnet source has no `triton` endpoint to pass misses to.
-            v["spec"].as_object_mut().unwrap().remove("upstream");
+            v["spec"]["upstream"]["endpoint"] = "devnet".into(); // the devnet source's endpoint
         });
         let node = node_workload(&source, &[job.clone()], &[tier.clone()], "chronicle:test").unwrap();
         assert_eq!(node.metadata.name.as_deref(), Some("solana-devnet-node"));

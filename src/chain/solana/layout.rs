@@ -534,8 +534,19 @@ impl BlockRowsReader for LedgerStore {
         self.first_available_block().await
     }
 
+    /// The newest stored block that is final: a store fed at `confirmed` may
+    /// still drop blocks above its watermark, so replication copies (and
+    /// retention measures from) final blocks only.
     async fn newest_block(&self) -> Result<Option<Slot>, StoreError> {
-        self.last_block().await
+        let Some(last) = self.last_block().await? else { return Ok(None) };
+        match BlockStore::finalized_slot(self).await? {
+            Some(watermark) if watermark < last => {
+                // A confirmed feed runs a few dozen slots ahead of its watermark.
+                let stored = self.stored_blocks(watermark.saturating_sub(10_000), watermark, usize::MAX).await?;
+                Ok(stored.last().copied())
+            }
+            _ => Ok(Some(last)),
+        }
     }
 
     async fn block_time(&self, slot: Slot) -> Result<Option<i64>, StoreError> {
