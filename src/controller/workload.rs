@@ -905,6 +905,11 @@ mod tests {
 /// Where a tier's API-key Secret is mounted.
 const API_KEYS_DIR: &str = "/var/run/secrets/chronicle/api-keys";
 
+/// An enum value as manifests spell it (`allkeys-lfu`, `getBlock`).
+fn manifest_name(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 /// What a `CacheTier`'s serve replicas do, as they read it.
 pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<WorkerSpec, CacheTierError> {
     let spec = &tier.spec;
@@ -913,8 +918,7 @@ pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<
         Some(memory) => Some(quantity_bytes(&memory.0).ok_or_else(|| CacheTierError::BadQuantity(memory.0.clone()))?),
         None => None,
     };
-    let eviction =
-        serde_json::to_value(spec.eviction).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let eviction = manifest_name(spec.eviction);
     Ok(WorkerSpec::new(Work::Serve(ServeSpec {
         chain: chain_spec(source),
         store: store_access(source).0,
@@ -928,13 +932,7 @@ pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<
             methods: spec
                 .methods
                 .iter()
-                .map(|m| crate::worker::spec::CachedMethodSpec {
-                    name: serde_json::to_value(m.name)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    ttl: m.ttl.clone(),
-                })
+                .map(|m| crate::worker::spec::CachedMethodSpec { name: manifest_name(m.name), ttl: m.ttl.clone() })
                 .collect(),
             pool_size: Some(spec.redis.pool_size),
         }),

@@ -16,7 +16,9 @@ use solana_transaction_status::{
 };
 
 use super::commitment::View;
+use super::methods::{internal, parse_signature};
 use crate::store::BlockStore;
+use solana_signature::Signature;
 
 pub const MAX_SIGNATURES: usize = 1_000;
 pub const MAX_FULL: usize = 100;
@@ -126,16 +128,10 @@ impl Span {
 
 /// The index position of a stored transaction; a signature the store does
 /// not hold cannot bound a walk (agave: TransactionHistoryNotAvailable).
-pub async fn position_of(store: &dyn BlockStore, signature: &str) -> Result<Position, Error> {
-    let parsed: solana_signature::Signature =
-        signature.parse().map_err(|e| Error::invalid_params(format!("Invalid param: {e:?}")))?;
-    match store.signature_status(&parsed).await {
-        Ok(Some(info)) => Ok((info.slot, info.index)),
-        Ok(None) => Err(RpcCustomError::TransactionHistoryNotAvailable.into()),
-        Err(e) => {
-            tracing::error!(error = %e, "store read failed");
-            Err(Error::internal_error())
-        }
+pub async fn position_of(store: &dyn BlockStore, signature: &Signature) -> Result<Position, Error> {
+    match store.signature_status(signature).await.map_err(internal)? {
+        Some(info) => Ok((info.slot, info.index)),
+        None => Err(RpcCustomError::TransactionHistoryNotAvailable.into()),
     }
 }
 
@@ -166,17 +162,18 @@ pub struct SignatureRange {
 
 impl SignatureRange {
     async fn narrow(&self, store: &dyn BlockStore, span: &mut Span) -> Result<(), Error> {
+        let position = async |signature: &str| position_of(store, &parse_signature(signature)?).await;
         if let Some(s) = &self.gt {
-            span.narrow_after(position_of(store, s).await?);
+            span.narrow_after(position(s).await?);
         }
         if let Some(s) = &self.gte {
-            span.narrow_after(previous(position_of(store, s).await?));
+            span.narrow_after(previous(position(s).await?));
         }
         if let Some(s) = &self.lt {
-            span.narrow_before(position_of(store, s).await?);
+            span.narrow_before(position(s).await?);
         }
         if let Some(s) = &self.lte {
-            span.narrow_before(next(position_of(store, s).await?));
+            span.narrow_before(next(position(s).await?));
         }
         Ok(())
     }
@@ -195,10 +192,6 @@ pub async fn walk(
     limit: usize,
     keep: impl Fn(&ConfirmedTransactionStatusWithSignature) -> bool,
 ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, Error> {
-    let internal = |e| {
-        tracing::error!(error = %e, "store read failed");
-        Error::internal_error()
-    };
     let inside = |e: &ConfirmedTransactionStatusWithSignature| {
         span.after.is_none_or(|a| (e.slot, e.index) > a) && span.before.is_none_or(|b| (e.slot, e.index) < b)
     };

@@ -16,7 +16,8 @@ use solana_rpc_client_api::custom_error::RpcCustomError;
 use solana_rpc_client_api::response::RpcInflationReward;
 use solana_transaction_status::{Reward, RewardType};
 
-use super::methods::{Answer, Freshness, Methods, args, internal};
+use super::methods::{Answer, Freshness, Methods, args, check_commitment, internal, parse_pubkey};
+use super::node_methods::check_min_context;
 
 /// The partition (0..partitions) of `address`'s stake reward.
 pub fn reward_partition(parent_blockhash: &solana_hash::Hash, partitions: usize, address: &Pubkey) -> usize {
@@ -41,28 +42,15 @@ impl Methods {
     pub(super) async fn get_inflation_reward(&self, params: Params) -> Result<Answer, Error> {
         let (addresses, config): (Option<Vec<String>>, Option<RpcEpochConfig>) = args(params, 2)?;
         let addresses = addresses.unwrap_or_default();
-        let pubkeys: Vec<Pubkey> = addresses
-            .iter()
-            .map(|a| a.parse().map_err(|e| Error::invalid_params(format!("Invalid param: {e:?}"))))
-            .collect::<Result<_, _>>()?;
+        let pubkeys: Vec<Pubkey> = addresses.iter().map(|a| parse_pubkey(a)).collect::<Result<_, _>>()?;
         let config = config.unwrap_or_default();
-        if config.commitment.is_some_and(|c| !c.is_at_least_confirmed()) {
-            return Err(Error::invalid_params("Method does not support commitment below `confirmed`"));
-        }
+        check_commitment(config.commitment)?;
         let schedule = self.network.epoch_schedule.clone().ok_or_else(|| self.unknown_schedule())?;
         // What the commitment sees: a finalized reader computes from final blocks only.
         let view = self.view(config.commitment).await?;
-        let tip = self.recent.newest(super::recent_blocks::MAX_PROCESSING_AGE + 1).await.map_err(internal)?;
-        let tip = tip.into_iter().find(|h| view.visible(h.slot));
-        let tip_slot = match &tip {
-            Some(header) => header.slot,
-            None => self.visible_tip(&view).await.unwrap_or(0),
-        };
-        if let Some(min) = config.min_context_slot
-            && tip_slot < min
-        {
-            return Err(RpcCustomError::MinContextSlotNotReached { context_slot: tip_slot }.into());
-        }
+        let tip = self.visible_header(&view).await?;
+        let tip_slot = tip.as_ref().map_or(0, |t| t.slot);
+        check_min_context(tip_slot, config.min_context_slot)?;
         let epoch = config.epoch.unwrap_or_else(|| schedule.get_epoch(tip_slot).saturating_sub(1));
         let first_slot = schedule.get_first_slot_in_epoch(epoch.saturating_add(1));
         let first_available = self.store.first_available_block().await.map_err(internal)?.unwrap_or(0);

@@ -128,7 +128,7 @@ pub struct Methods {
     pub(super) store: Arc<dyn BlockStore>,
     pub(super) recent: RecentBlocks,
     pub(super) network: Network,
-    /// The head `getHealth` compares the stored tip with.
+    /// The node unknown methods and misses go to; the head `getHealth` compares the stored tip with.
     pub(super) upstream: Option<Arc<Upstream>>,
     pub(super) health_max_lag: u64,
 }
@@ -161,11 +161,11 @@ fn to_value<T: Serialize>(value: &T) -> Result<Value, Error> {
     serde_json::to_value(value).map_err(|_| Error::internal_error())
 }
 
-fn parse_signature(text: &str) -> Result<Signature, Error> {
+pub(super) fn parse_signature(text: &str) -> Result<Signature, Error> {
     Signature::from_str(text).map_err(|e| invalid(format!("Invalid param: {e:?}")))
 }
 
-fn parse_pubkey(text: &str) -> Result<Pubkey, Error> {
+pub(super) fn parse_pubkey(text: &str) -> Result<Pubkey, Error> {
     Pubkey::from_str(text).map_err(|e| invalid(format!("Invalid param: {e:?}")))
 }
 
@@ -178,7 +178,7 @@ fn encoding_error(e: EncodeError) -> Error {
 }
 
 /// History is finalized; `processed` is refused as agave refuses it here.
-fn check_commitment(commitment: Option<solana_commitment_config::CommitmentConfig>) -> Result<(), Error> {
+pub(super) fn check_commitment(commitment: Option<solana_commitment_config::CommitmentConfig>) -> Result<(), Error> {
     match commitment {
         Some(c) if !c.is_at_least_confirmed() => Err(invalid("Method does not support commitment below `confirmed`")),
         _ => Ok(()),
@@ -227,15 +227,9 @@ impl Methods {
 
     /// The newest stored slot `view` sees.
     pub(super) async fn visible_tip(&self, view: &View) -> Option<Slot> {
-        let last = self.latest_slot().await?;
         match view.limit {
-            Some(limit) if last > limit => {
-                // The confirmed lead is a few dozen slots: the newest stored at or below the watermark.
-                let start = limit.saturating_sub(10_000);
-                let slots = self.store.blocks(start, 10_001).await.ok()?;
-                slots.into_iter().filter(|s| *s <= limit).next_back()
-            }
-            _ => Some(last),
+            Some(_) => self.store.newest_final_block().await.ok().flatten(),
+            None => self.latest_slot().await,
         }
     }
 
@@ -300,11 +294,9 @@ impl Methods {
         let SignaturesConfig { base: config, before_slot, until_slot, sort_order } = config.unwrap_or_default();
         check_commitment(config.commitment)?;
         let view = self.view(config.commitment).await?;
-        if let Some(min) = config.min_context_slot {
+        if config.min_context_slot.is_some() {
             let tip = self.visible_tip(&view).await.unwrap_or(0);
-            if tip < min {
-                return Err(RpcCustomError::MinContextSlotNotReached { context_slot: tip }.into());
-            }
+            super::node_methods::check_min_context(tip, config.min_context_slot)?;
         }
         let limit = config.limit.unwrap_or(MAX_SIGNATURES_FOR_ADDRESS_LIMIT);
         if limit == 0 || limit > MAX_SIGNATURES_FOR_ADDRESS_LIMIT {
@@ -326,10 +318,10 @@ impl Methods {
             // the newer/older bound in either order.
             let mut span =
                 Span { after: until_slot.map(|slot| (slot, u32::MAX)), before: before_slot.map(|slot| (slot, 0)) };
-            if let Some(before) = &config.before {
+            if let Some(before) = &before {
                 span.narrow_before(address_history::position_of(self.store.as_ref(), before).await?);
             }
-            if let Some(until) = &config.until {
+            if let Some(until) = &until {
                 span.narrow_after(address_history::position_of(self.store.as_ref(), until).await?);
             }
             if let Some(limit) = view.limit {
@@ -350,13 +342,10 @@ impl Methods {
         let newest = found.iter().map(|e| e.slot).max();
         let list: Vec<RpcConfirmedTransactionStatusWithSignature> =
             found.into_iter().map(|e| address_history::signature_item(e, &view)).collect();
-        // Only a page reaching the tip (newest first, no newer bound) changes as blocks land.
-        let reaches_tip = before.is_none() && before_slot.is_none() && sort_order != Some(Order::Asc);
-        let freshness = if reaches_tip || sort_order == Some(Order::Asc) {
-            Freshness::Mutable { addresses: vec![address], tip: false }
-        } else {
-            Freshness::Immutable
-        };
+        // A page without a newer bound, or read oldest first, changes as blocks land.
+        let can_grow = (before.is_none() && before_slot.is_none()) || sort_order == Some(Order::Asc);
+        let freshness =
+            if can_grow { Freshness::Mutable { addresses: vec![address], tip: false } } else { Freshness::Immutable };
         Ok(Answer { value: to_value(&list)?, freshness: view.list_freshness(newest, freshness) })
     }
 

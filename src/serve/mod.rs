@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use self::cache::{Cache, CacheConfig, Lookup};
 use self::methods::{METHODS, Method, Methods};
 use self::network::Network;
-use self::upstream::{Upstream, UpstreamConfig};
+use self::upstream::{Upstream, UpstreamConfig, UpstreamError};
 use crate::store::BlockStore;
 
 #[derive(Clone, Debug)]
@@ -145,7 +145,6 @@ struct UpstreamLabels {
 struct Service {
     methods: Methods,
     cache: Option<Arc<Cache>>,
-    upstream: Option<Arc<Upstream>>,
     metrics: Metrics,
 }
 
@@ -191,19 +190,14 @@ impl Service {
             }
         }
         let result = self.methods.call(method, params.clone()).await;
-        if let Some(upstream) = self.upstream.as_ref().filter(|u| u.forwards_misses())
+        if let Some(upstream) = self.methods.upstream.as_ref().filter(|u| u.forwards_misses())
             && is_miss(method, &result)
         {
             // Passed through, counted, never cached; when the upstream cannot
             // be asked, the local answer (the miss) stands.
             let answer = match self.forward(upstream, method.name(), &params, "miss").await {
-                Err(e)
-                    if e.code == jsonrpc_core::ErrorCode::ServerError(upstream::UPSTREAM_RATE_LIMITED)
-                        || e.code == jsonrpc_core::ErrorCode::ServerError(upstream::UPSTREAM_UNAVAILABLE) =>
-                {
-                    result.map(|a| a.value)
-                }
-                answer => answer,
+                Ok(answer) => answer,
+                Err(_) => result.map(|a| a.value),
             };
             self.count(
                 &name,
@@ -227,21 +221,22 @@ impl Service {
         result
     }
 
-    /// One call through the upstream: its answer or error as it sent them,
-    /// or why it could not be asked.
+    /// One call through the upstream, counted: its answer or error as it
+    /// sent them, or why it could not be asked.
     async fn forward(
         &self,
         upstream: &Upstream,
         method: &str,
         params: &Params,
         reason: &str,
-    ) -> jsonrpc_core::Result<Value> {
-        let (outcome, answer) = match upstream.call(method, params).await {
-            Ok(Ok(value)) => ("ok", Ok(value)),
-            Ok(Err(e)) => ("error", Err(e)),
+    ) -> Result<jsonrpc_core::Result<Value>, UpstreamError> {
+        let answer = upstream.call(method, params).await;
+        let outcome = match &answer {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "error",
             Err(e) => {
                 tracing::warn!(error = %e, method, "upstream call failed");
-                (e.label(), Err(e.into()))
+                e.label()
             }
         };
         self.metrics.upstream.get_or_create(&UpstreamLabels { reason: reason.into(), outcome: outcome.into() }).inc();
@@ -278,13 +273,16 @@ impl Middleware<()> for Passthrough {
     {
         match call {
             Call::MethodCall(call)
-                if self.service.upstream.is_some() && !METHODS.iter().any(|(name, _)| *name == call.method) =>
+                if self.service.methods.upstream.is_some() && !METHODS.iter().any(|(name, _)| *name == call.method) =>
             {
                 let service = self.service.clone();
                 Either::Left(Box::pin(async move {
                     let started = Instant::now();
-                    let upstream = service.upstream.clone()?;
-                    let answer = service.forward(&upstream, &call.method, &call.params, "unknown_method").await;
+                    let upstream = service.methods.upstream.clone()?;
+                    let answer = service
+                        .forward(&upstream, &call.method, &call.params, "unknown_method")
+                        .await
+                        .unwrap_or_else(|e| Err(e.into()));
                     // Client-chosen names would make the label unbounded.
                     service.count("other", "off", if answer.is_ok() { "ok" } else { "error" }, started);
                     Some(Output::from(answer, call.id, call.jsonrpc))
@@ -309,8 +307,8 @@ pub fn router(store: Arc<dyn BlockStore>, config: ServeConfig) -> Result<Router,
         tokio::spawn(async move { cache.configure().await });
     }
     let upstream = config.upstream.clone().map(|u| Arc::new(Upstream::new(u)));
-    let methods = Methods::new(store, config.network.clone(), upstream.clone(), config.health_max_lag);
-    let service = Arc::new(Service { methods, cache, upstream, metrics: Metrics::new() });
+    let methods = Methods::new(store, config.network.clone(), upstream, config.health_max_lag);
+    let service = Arc::new(Service { methods, cache, metrics: Metrics::new() });
     let mut rpc = MetaIoHandler::with_middleware(Passthrough { service: service.clone() });
     for (name, method) in METHODS {
         let service = service.clone();

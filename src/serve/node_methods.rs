@@ -17,6 +17,7 @@ use solana_rpc_client_api::config::RpcContextConfig;
 use solana_rpc_client_api::custom_error::RpcCustomError;
 use solana_rpc_client_api::response::{RpcApiVersion, RpcBlockhash, RpcResponseContext, RpcVersionInfo};
 
+use super::commitment::View;
 use super::methods::{Answer, Freshness, Methods, args, internal};
 use super::recent_blocks::{Header, MAX_PROCESSING_AGE};
 
@@ -59,30 +60,31 @@ fn no_height(slot: Slot) -> Error {
     }
 }
 
+/// agave's error for a `minContextSlot` the answer's context has not reached.
+pub(super) fn check_min_context(context_slot: Slot, min_context_slot: Option<Slot>) -> Result<(), Error> {
+    match min_context_slot {
+        Some(min) if context_slot < min => Err(RpcCustomError::MinContextSlotNotReached { context_slot }.into()),
+        _ => Ok(()),
+    }
+}
+
 impl Methods {
+    /// The header of the newest stored block `view` sees; `None` for an empty store.
+    pub(super) async fn visible_header(&self, view: &View) -> Result<Option<Header>, Error> {
+        let newest = self.recent.newest(MAX_PROCESSING_AGE + 1).await.map_err(internal)?;
+        if let Some(header) = newest.into_iter().find(|h| view.visible(h.slot)) {
+            return Ok(Some(header));
+        }
+        // The watermark trails the newest stored blocks by more than the window (a stalled follower).
+        let Some(slot) = self.visible_tip(view).await else { return Ok(None) };
+        Ok(self.store.block(slot).await.map_err(internal)?.map(|block| Header::of(slot, block)))
+    }
+
     /// The stored tip, refusing a `minContextSlot` it has not reached.
     async fn tip(&self, config: Option<&RpcContextConfig>) -> Result<Header, Error> {
         let view = self.view(config.and_then(|c| c.commitment)).await?;
-        let newest = self.recent.newest(MAX_PROCESSING_AGE + 1).await.map_err(internal)?;
-        let tip = match newest.into_iter().find(|h| view.visible(h.slot)) {
-            Some(tip) => tip,
-            // The watermark trails the newest stored blocks by more than the window (a stalled follower).
-            None => {
-                let slot = self.visible_tip(&view).await.ok_or_else(no_blocks)?;
-                let block = self.store.block(slot).await.map_err(internal)?.ok_or_else(no_blocks)?;
-                Header {
-                    slot,
-                    blockhash: block.blockhash,
-                    block_height: block.block_height,
-                    block_time: block.block_time,
-                }
-            }
-        };
-        if let Some(min) = config.and_then(|c| c.min_context_slot)
-            && tip.slot < min
-        {
-            return Err(RpcCustomError::MinContextSlotNotReached { context_slot: tip.slot }.into());
-        }
+        let tip = self.visible_header(&view).await?.ok_or_else(no_blocks)?;
+        check_min_context(tip.slot, config.and_then(|c| c.min_context_slot))?;
         Ok(tip)
     }
 

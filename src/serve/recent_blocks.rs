@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use solana_clock::{Slot, UnixTimestamp};
+use solana_transaction_status::ConfirmedBlock;
 use tokio::sync::Mutex;
 
 use crate::store::{BlockStore, StoreError};
@@ -24,6 +25,12 @@ pub struct Header {
     pub blockhash: String,
     pub block_height: Option<u64>,
     pub block_time: Option<UnixTimestamp>,
+}
+
+impl Header {
+    pub fn of(slot: Slot, block: ConfirmedBlock) -> Self {
+        Self { slot, blockhash: block.blockhash, block_height: block.block_height, block_time: block.block_time }
+    }
 }
 
 pub struct RecentBlocks {
@@ -67,15 +74,7 @@ impl RecentBlocks {
             }
             // A slot listed a moment ago may be gone (retention): skip it.
             let Some(block) = self.store.block(*slot).await? else { continue };
-            headers.insert(
-                *slot,
-                Header {
-                    slot: *slot,
-                    blockhash: block.blockhash,
-                    block_height: block.block_height,
-                    block_time: block.block_time,
-                },
-            );
+            headers.insert(*slot, Header::of(*slot, block));
         }
         while headers.len() > KEPT {
             headers.pop_first();

@@ -141,6 +141,12 @@ pub trait BlockStore: Send + Sync {
         Ok(None)
     }
 
+    /// The newest stored block at or below the finalized watermark (the newest
+    /// stored block when every block is final).
+    async fn newest_final_block(&self) -> Result<Option<Slot>, StoreError> {
+        self.last_block().await
+    }
+
     /// Records the finalized watermark (the `confirmed` follower does, as the cluster finalizes).
     async fn set_finalized_slot(&self, _slot: Slot) -> Result<(), StoreError> {
         Ok(())

@@ -95,6 +95,15 @@ impl TableCheck {
         }
     }
 
+    /// Creates the table unless it is known to exist.
+    async fn ensure(&self, cells: &dyn CellStore, table: Table) -> Result<(), StoreError> {
+        if !matches!(*self.0.lock().unwrap_or_else(|e| e.into_inner()), Some((_, true))) {
+            cells.ensure_tables(&[table]).await?;
+            self.set(true);
+        }
+        Ok(())
+    }
+
     fn set(&self, exists: bool) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), exists));
     }
@@ -153,29 +162,24 @@ impl LedgerStore {
                 TransactionWithStatusMeta::Complete(tx) => (tx.meta.status.clone().err(), extract_and_fmt_memos(tx)),
                 TransactionWithStatusMeta::MissingMetadata(tx) => (None, extract_and_fmt_memos(&tx.message)),
             };
+            // The entry every index row of this transaction holds.
+            let entry = TransactionByAddrInfo {
+                signature,
+                err: err.clone(),
+                index,
+                memo: memo.clone(),
+                block_time: block.block_time,
+            };
             for address in tx_with_meta.account_keys().iter() {
                 if !self.reserved.is_reserved(address) {
-                    by_address.entry(*address).or_default().push(TransactionByAddrInfo {
-                        signature,
-                        err: err.clone(),
-                        index,
-                        memo: memo.clone(),
-                        block_time: block.block_time,
-                    });
+                    by_address.entry(*address).or_default().push(entry.clone());
                 }
             }
             for (owner, changed) in token_owners::owned_token_activity(tx_with_meta) {
-                let info = TransactionByAddrInfo {
-                    signature,
-                    err: err.clone(),
-                    index,
-                    memo: memo.clone(),
-                    block_time: block.block_time,
-                };
                 if changed {
-                    by_owner_changed.entry(owner).or_insert_with(Vec::new).push(info.clone());
+                    by_owner_changed.entry(owner).or_insert_with(Vec::new).push(entry.clone());
                 }
-                by_owner.entry(owner).or_insert_with(Vec::new).push(info);
+                by_owner.entry(owner).or_insert_with(Vec::new).push(entry.clone());
             }
             let info = TransactionInfo { slot, index, err, memo };
             let bytes = bincode::serialize(&info).expect("TransactionInfo serializes");
@@ -242,6 +246,33 @@ impl LedgerStore {
         self.cells.write(cells.indexes).await?;
         self.cells.write(vec![cells.block]).await?;
         Ok(stats)
+    }
+
+    /// Entries of `address` in an index table keyed like `tx-by-addr`, with
+    /// `oldest <= slot <= newest`, newest first, at most `limit`.
+    async fn index_history(
+        &self,
+        table: Table,
+        address: &Pubkey,
+        newest: Slot,
+        oldest: Slot,
+        limit: usize,
+    ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
+        if oldest > newest || limit == 0 {
+            return Ok(Vec::new());
+        }
+        // One row per slot; a row holds at least one entry, so `limit` rows suffice.
+        let range = KeyRange { start: address_key(address, newest), end: Some(address_key(address, oldest)) };
+        let rows = self.cells.scan(table, range, limit, false).await?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in rows {
+            out.extend(row_entries(&row)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn read_one(&self, table: Table, key: String) -> Result<Option<Row>, StoreError> {
@@ -421,21 +452,7 @@ impl BlockStore for LedgerStore {
         oldest: Slot,
         limit: usize,
     ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
-        if oldest > newest || limit == 0 {
-            return Ok(Vec::new());
-        }
-        // One row per slot; a row holds at least one entry, so `limit` rows suffice.
-        let range = KeyRange { start: address_key(address, newest), end: Some(address_key(address, oldest)) };
-        let rows = self.cells.scan(tables::TX_BY_ADDR, range, limit, false).await?;
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for row in rows {
-            out.extend(row_entries(&row)?);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        out.truncate(limit);
-        Ok(out)
+        self.index_history(tables::TX_BY_ADDR, address, newest, oldest, limit).await
     }
 
     async fn owner_history(
@@ -446,20 +463,11 @@ impl BlockStore for LedgerStore {
         limit: usize,
         changed_only: bool,
     ) -> Result<Vec<ConfirmedTransactionStatusWithSignature>, StoreError> {
-        if oldest > newest || limit == 0 || !self.has_owner_tables().await? {
+        if !self.has_owner_tables().await? {
             return Ok(Vec::new());
         }
         let table = if changed_only { tables::TX_BY_OWNER_CHANGED } else { tables::TX_BY_OWNER };
-        let range = KeyRange { start: address_key(owner, newest), end: Some(address_key(owner, oldest)) };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for row in self.cells.scan(table, range, limit, false).await? {
-            out.extend(row_entries(&row)?);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        out.truncate(limit);
-        Ok(out)
+        self.index_history(table, owner, newest, oldest, limit).await
     }
 
     async fn finalized_slot(&self) -> Result<Option<Slot>, StoreError> {
@@ -474,11 +482,20 @@ impl BlockStore for LedgerStore {
         Ok(Some(Slot::from_be_bytes(bytes)))
     }
 
-    async fn set_finalized_slot(&self, slot: Slot) -> Result<(), StoreError> {
-        if !matches!(*self.meta_table.0.lock().unwrap_or_else(|e| e.into_inner()), Some((_, true))) {
-            self.cells.ensure_tables(&[tables::META]).await?;
-            self.meta_table.set(true);
+    async fn newest_final_block(&self) -> Result<Option<Slot>, StoreError> {
+        let Some(last) = self.last_block().await? else { return Ok(None) };
+        match BlockStore::finalized_slot(self).await? {
+            Some(watermark) if watermark < last => {
+                // A confirmed feed runs a few dozen slots ahead of its watermark.
+                let stored = self.stored_blocks(watermark.saturating_sub(10_000), watermark, usize::MAX).await?;
+                Ok(stored.last().copied())
+            }
+            _ => Ok(Some(last)),
         }
+    }
+
+    async fn set_finalized_slot(&self, slot: Slot) -> Result<(), StoreError> {
+        self.meta_table.ensure(self.cells.as_ref(), tables::META).await?;
         let cell = Cell { key: FINALIZED_KEY.into(), qualifier: "slot", value: slot.to_be_bytes().to_vec() };
         self.cells.write(vec![TableWrite { table: tables::META, cells: vec![cell] }]).await?;
         Ok(())
@@ -534,19 +551,11 @@ impl BlockRowsReader for LedgerStore {
         self.first_available_block().await
     }
 
-    /// The newest stored block that is final: a store fed at `confirmed` may
-    /// still drop blocks above its watermark, so replication copies (and
-    /// retention measures from) final blocks only.
+    /// The newest final block: a store fed at `confirmed` may still drop
+    /// blocks above its watermark, so replication copies (and retention
+    /// measures from) final blocks only.
     async fn newest_block(&self) -> Result<Option<Slot>, StoreError> {
-        let Some(last) = self.last_block().await? else { return Ok(None) };
-        match BlockStore::finalized_slot(self).await? {
-            Some(watermark) if watermark < last => {
-                // A confirmed feed runs a few dozen slots ahead of its watermark.
-                let stored = self.stored_blocks(watermark.saturating_sub(10_000), watermark, usize::MAX).await?;
-                Ok(stored.last().copied())
-            }
-            _ => Ok(Some(last)),
-        }
+        self.newest_final_block().await
     }
 
     async fn block_time(&self, slot: Slot) -> Result<Option<i64>, StoreError> {
