@@ -122,6 +122,7 @@ fn main() {
                 network: "bench".into(),
             }),
             caches: Vec::new(),
+            chain_metrics: None,
         };
         let started = Instant::now();
         let summary = ingest::run(config, CancellationToken::new()).await.unwrap();

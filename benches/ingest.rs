@@ -94,6 +94,7 @@ async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, cou
         targets: vec![chronicle::crd::ingest_job::IngestTarget::Canonical],
         lake: None,
         caches: Vec::new(),
+        chain_metrics: None,
     };
     let start = Instant::now();
     let summary = ingest::run(config, CancellationToken::new()).await.unwrap();

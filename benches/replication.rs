@@ -152,6 +152,7 @@ async fn replicate(
         targets: vec![IngestTarget::Canonical],
         lake: None,
         caches: Vec::new(),
+        chain_metrics: None,
     };
     let start = Instant::now();
     let summary =

@@ -17,6 +17,10 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # The non-Rust client test runs @solana/web3.js from npm.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The chain-metrics sink's tests write to VictoriaMetrics' InfluxDB v2 write
+# API; the shipped alert rules are checked with Prometheus' promtool.
+command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}" >&2

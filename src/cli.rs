@@ -84,8 +84,7 @@ pub enum Command {
     /// Serve the Solana JSON-RPC history methods from a block store, with an optional Redis cache.
     Serve(ServeArgs),
     /// Run a worker mode (what the controller starts in pods; also works by hand).
-    #[command(subcommand)]
-    Worker(WorkerCommand),
+    Worker(WorkerArgs),
     /// Check Chronicle manifests against the CRDs' schemas and CEL rules, as the
     /// API server would, without a cluster. Directories are searched for *.yaml/*.yml.
     Validate {
@@ -181,6 +180,15 @@ pub struct ServeArgs {
     /// `getHealth` fails when the stored tip is more slots than this behind the upstream's.
     #[arg(long, default_value_t = crate::serve::ServeConfig::default().health_max_lag)]
     pub health_max_lag: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Serve the worker's Prometheus metrics on http://ADDR/metrics while it works.
+    #[arg(long, global = true, env = "CHRONICLE_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    #[command(subcommand)]
+    pub command: WorkerCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,6 +309,17 @@ pub struct IngestArgs {
     /// Do not write the canonical store (with --lake: rows only).
     #[arg(long, requires = "lake")]
     pub no_canonical: bool,
+    /// Also write per-block chain metrics to this InfluxDB v2 write API
+    /// (the token, if any, from CHRONICLE_METRICS_TOKEN).
+    #[arg(long, requires_all = ["metrics_org", "metrics_bucket"])]
+    pub metrics_url: Option<String>,
+    #[arg(long)]
+    pub metrics_org: Option<String>,
+    #[arg(long)]
+    pub metrics_bucket: Option<String>,
+    /// Chain-metrics points held while the server is slow or gone; further ones are dropped and counted.
+    #[arg(long, default_value_t = crate::pipeline::sinks::chain_metrics::BUFFER_POINTS)]
+    pub metrics_buffer_points: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -383,9 +402,16 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
-        Command::Worker(WorkerCommand::Ingest(args)) => block_on(ingest(args)),
-        Command::Worker(WorkerCommand::Export(args)) => block_on(export(args)),
-        Command::Worker(WorkerCommand::Run { spec, shard_index }) => block_on(worker_run(spec, shard_index)),
+        Command::Worker(WorkerArgs { metrics_addr, command }) => block_on(async move {
+            let stop_metrics = telemetry::metrics::spawn_metrics(metrics_addr);
+            let done = match command {
+                WorkerCommand::Ingest(args) => ingest(args).await,
+                WorkerCommand::Export(args) => export(args).await,
+                WorkerCommand::Run { spec, shard_index } => worker_run(spec, shard_index).await,
+            };
+            stop_metrics.cancel();
+            done
+        }),
         Command::Serve(args) => block_on(serve(args)),
         Command::Controller(args) => block_on(controller(args)),
         Command::Dev { files, state, once } => block_on(async move {
@@ -512,10 +538,24 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency as usize,
         poll_interval: args.poll_interval.unwrap_or(Duration::from_millis(if dataset { 60_000 } else { 400 })),
         catalog_patience: Duration::from_secs(600),
-        targets: [canonical.then_some(IngestTarget::Canonical), args.lake.as_ref().map(|_| IngestTarget::Lake)]
-            .into_iter()
-            .flatten()
-            .collect(),
+        targets: [
+            canonical.then_some(IngestTarget::Canonical),
+            args.lake.as_ref().map(|_| IngestTarget::Lake),
+            args.metrics_url.as_ref().map(|_| IngestTarget::Metrics),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        chain_metrics: args.metrics_url.map(|url| crate::pipeline::sinks::chain_metrics::ChainMetricsConfig {
+            url,
+            org: args.metrics_org.unwrap_or_default(),
+            bucket: args.metrics_bucket.unwrap_or_default(),
+            token: Secret(std::env::var("CHRONICLE_METRICS_TOKEN").unwrap_or_default()),
+            chain: ChainFamily::Solana.as_str().into(),
+            network: args.network.clone(),
+            hold_until_final: commitment == Commitment::Confirmed,
+            buffer_points: args.metrics_buffer_points,
+        }),
         lake: args.lake.map(|url| worker::ingest::LakeConfig { url, network: args.network }),
         caches: args.cache.into_iter().collect(),
     };

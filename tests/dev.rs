@@ -241,6 +241,7 @@ fn node_spec(
         catalog: FromEnv::new("CHRONICLE_CATALOG"),
         lake: None,
         caches: if cache { vec![cache_url.clone()] } else { Vec::new() },
+        metrics: None,
     };
     let cache = cache.then(|| CacheSpec {
         url: cache_url,

@@ -53,6 +53,7 @@ impl Replication<'_> {
             catalog: FromEnv::new("CHRONICLE_CATALOG_URL"),
             lake: None,
             caches: Vec::new(),
+            metrics: None,
         }))
     }
 

@@ -71,8 +71,14 @@ pub struct Metrics {
     pub leader: Gauge,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("chronicle_controller");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
@@ -91,6 +97,14 @@ impl Metrics {
         let result = if ok { "ok" } else { "error" };
         self.reconciles.get_or_create(&ReconcileLabels { kind: kind.into(), result: result.into() }).inc();
         self.duration.get_or_create(&KindLabels { kind: kind.into() }).observe(took.as_secs_f64());
+    }
+
+    /// A fresh registry's text with one series of every family (the names
+    /// dashboards and rules may use).
+    pub fn descriptors() -> String {
+        let metrics = Self::new();
+        metrics.observe("ChainSource", true, Duration::ZERO);
+        metrics.encode()
     }
 
     /// The OpenMetrics text of every metric.

@@ -209,18 +209,6 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
             condition("Degraded", false, "AsExpected", "", generation, &previous),
         ];
     }
-    // Targets the workers accept but have no sink for are said, not dropped.
-    let unwritten = crate::worker::run::unwritten_targets(&job.spec.targets);
-    if !unwritten.is_empty()
-        && let Some(ready) = conditions.iter_mut().find(|c| c.type_ == "Ready")
-    {
-        let names: Vec<String> = unwritten.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
-        ready.message = format!(
-            "{}; targets {} have no sink in this build yet: only the canonical store is written",
-            ready.message,
-            names.join(", ")
-        );
-    }
     // Status, applied to the status subresource under the same field manager.
     status.common = CommonStatus { observed_generation: generation, conditions };
     status.phase = Some(phase);

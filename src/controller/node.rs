@@ -57,7 +57,9 @@ pub fn node_workload(source: &ChainSource, jobs: &[IngestJob], tiers: &[CacheTie
     }
     let spec = WorkerSpec::new(Work::Node(NodeSpec { works }));
     let mut pod = worker_pod("node", image, &spec, source, secrets, resources(None), 120);
-    pod.containers[0].ports = Some(ports).filter(|p| !p.is_empty());
+    // The tiers' ports first, then the worker metrics port.
+    let all = pod.containers[0].ports.get_or_insert_default();
+    all.splice(0..0, ports);
     let labels = node_labels(source);
     Some(Deployment {
         metadata: ObjectMeta {
@@ -143,6 +145,7 @@ mod tests {
         let job: IngestJob = example("ingestjob-follow.yaml", |v| {
             on_devnet(v);
             v["spec"]["source"]["rpc"]["endpoints"] = serde_json::json!([]);
+            v["spec"]["targets"] = serde_json::json!(["canonical"]); // the devnet source has no metrics sink
         });
         let tier: CacheTier = example("cachetier.yaml", |v| {
             on_devnet(v);

@@ -13,6 +13,7 @@ use kube::runtime::Predicate;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
+use tracing::Instrument;
 
 use super::context::{Context, Error};
 
@@ -111,6 +112,14 @@ pub async fn run<K, F, Fut>(
     let reconcile = Arc::new(reconcile);
     let timed = move |object: Arc<K>, ctx: Arc<Context>| {
         let reconcile = reconcile.clone();
+        // One span per reconcile: every log line of it names the object.
+        let span = tracing::info_span!(
+            "reconcile",
+            kind = %K::kind(&()),
+            namespace = %object.namespace().unwrap_or_default(),
+            name = %object.name_any(),
+            generation = object.meta().generation.unwrap_or_default(),
+        );
         async move {
             let started = Instant::now();
             let result = reconcile(object.clone(), ctx.clone()).await;
@@ -120,6 +129,7 @@ pub async fn run<K, F, Fut>(
             }
             result
         }
+        .instrument(span)
     };
     controller
         .graceful_shutdown_on(shutdown)

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -24,8 +24,8 @@ use crate::crd::chain_source::{ChainSource, Commitment};
 use crate::crd::common::SecretKeyRef;
 use crate::crd::ingest_job::{IngestJob, IngestMode, IngestTarget};
 use crate::worker::spec::{
-    AuthSpec, CacheSpec, ChainSpec, FromEnv, IngestModeSpec, IngestSpec, LakeSpec, RpcEndpointSpec, SPEC_ENV,
-    ServeSpec, SourceSpec, StoreSpec, Work, WorkerSpec,
+    AuthSpec, CacheSpec, ChainMetricsSpec, ChainSpec, FromEnv, IngestModeSpec, IngestSpec, LakeSpec, RpcEndpointSpec,
+    SPEC_ENV, ServeSpec, SourceSpec, StoreSpec, Work, WorkerSpec,
 };
 
 /// Where the service-account key of a Bigtable store is mounted.
@@ -51,6 +51,12 @@ pub enum BuildError {
     NoBigQuery(String),
     #[error("the targets include the lake, but ChainSource {0} declares no spec.lake")]
     NoLake(String),
+    #[error("the targets include metrics, but ChainSource {0} declares no spec.metrics")]
+    NoMetricsSink(String),
+    #[error(
+        "chain metrics are aggregated from whole blocks: a bigQuery source yields rows; write metrics from an rpc ingest"
+    )]
+    MetricsFromRows,
     #[error("the lake keeps finalized blocks only: ChainSource {0} reads at commitment confirmed")]
     LakeNeedsFinalized(String),
     #[error("the origin ChainSource {0} does not exist")]
@@ -78,6 +84,8 @@ impl BuildError {
             BuildError::UnsupportedChain(_) => "ChainUnsupported",
             BuildError::NoEndSlot => "RangeInvalid",
             BuildError::NoLake(_) => "LakeMissing",
+            BuildError::NoMetricsSink(_) => "MetricsSinkMissing",
+            BuildError::MetricsFromRows => "MetricsFromRows",
             BuildError::NoBigQuery(_) => "BigQueryMissing",
             BuildError::LakeNeedsFinalized(_) => "LakeNeedsFinalized",
             BuildError::OriginNotFound(_) => "OriginNotFound",
@@ -266,6 +274,9 @@ impl PodSecrets {
         if spec.lake.is_some() {
             self.lake_credentials(source);
         }
+        if let (Some(metrics), Some(sink)) = (&spec.metrics, &source.spec.metrics) {
+            self.env(&metrics.token.env, &sink.influxdb.token_secret_ref);
+        }
         match &spec.source {
             SourceSpec::Rpc { endpoint } => self.endpoint_token(endpoint, source),
             // The origin's key is mounted by `origin_key`.
@@ -393,6 +404,10 @@ pub(crate) fn worker_pod(
     let mut envs = vec![spec_env(spec)];
     envs.extend(secrets.envs);
     envs.push(env("CHRONICLE_LOG_FORMAT", "json"));
+    envs.push(env("CHRONICLE_METRICS_ADDR", &format!("0.0.0.0:{WORKER_METRICS_PORT}")));
+    // Every worker serves its metrics while it works (`telemetry/metrics.rs`).
+    let metrics_port =
+        ContainerPort { name: Some("metrics".into()), container_port: WORKER_METRICS_PORT, ..ContainerPort::default() };
     PodSpec {
         security_context: Some(restricted_pod()),
         automount_service_account_token: Some(false),
@@ -405,6 +420,7 @@ pub(crate) fn worker_pod(
             volume_mounts: Some(mounts),
             resources: Some(resources),
             security_context: Some(restricted_container()),
+            ports: Some(vec![metrics_port]),
             ..Container::default()
         }],
         volumes: Some(volumes),
@@ -412,10 +428,14 @@ pub(crate) fn worker_pod(
     }
 }
 
+/// The port of every worker pod's `/metrics` (named `metrics`).
+pub const WORKER_METRICS_PORT: i32 = 9090;
+
 /// Env names the pods set from Secrets; the worker spec refers to them.
 pub(crate) const CATALOG_ENV: &str = "CHRONICLE_CATALOG";
 const RPC_TOKEN_ENV: &str = "CHRONICLE_RPC_TOKEN";
 const CACHE_URL_ENV: &str = "CHRONICLE_CACHE_URL";
+const METRICS_TOKEN_ENV: &str = "CHRONICLE_METRICS_TOKEN";
 
 /// `PREFIX_NAME`: a variable of one object, so that one pod can hold many
 /// (an embedded source's node runs all its jobs and tiers).
@@ -552,6 +572,19 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
         }
         (true, Some(lake)) => Some(LakeSpec { url: lake.url.clone() }),
     };
+    let metrics = match (spec.targets.contains(&IngestTarget::Metrics), &source.spec.metrics) {
+        (false, _) => None,
+        (true, None) => return Err(BuildError::NoMetricsSink(source.name_any())),
+        (true, Some(_)) if matches!(source_spec, SourceSpec::BigQuery { .. }) => {
+            return Err(BuildError::MetricsFromRows);
+        }
+        (true, Some(sink)) => Some(ChainMetricsSpec {
+            url: sink.influxdb.url.clone(),
+            org: sink.influxdb.org.clone(),
+            bucket: sink.influxdb.bucket.clone(),
+            token: FromEnv::new(METRICS_TOKEN_ENV),
+        }),
+    };
     Ok(WorkerSpec::new(Work::Ingest(IngestSpec {
         job: catalog_job(job),
         chain: chain_spec(source),
@@ -563,6 +596,7 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
         catalog: FromEnv::new(CATALOG_ENV),
         lake,
         caches: invalidating_tiers(source, tiers).map(|t| FromEnv::new(&cache_url_env(&t.name_any()))).collect(),
+        metrics,
     })))
 }
 
@@ -900,6 +934,30 @@ mod tests {
         confirmed.spec.commitment = Commitment::Confirmed;
         assert_eq!(ingest_spec(&job, &confirmed, &[]), Err(BuildError::LakeNeedsFinalized("solana-mainnet".into())));
     }
+
+    #[test]
+    fn the_metrics_target_reaches_the_worker_with_its_token_by_reference() {
+        let job: IngestJob = load("ingestjob-follow.yaml");
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml");
+        let Work::Ingest(spec) = ingest_spec(&job, &source, &[]).unwrap().work else { panic!("an ingest spec") };
+        let metrics = spec.metrics.clone().unwrap();
+        assert_eq!(
+            (metrics.url.as_str(), metrics.bucket.as_str()),
+            ("https://influx.acme.example.com", "solana-mainnet")
+        );
+        assert_eq!(metrics.token.env, METRICS_TOKEN_ENV);
+        let mut secrets = PodSecrets::default();
+        secrets.ingest(&spec, &source, &[]);
+        let token = secrets.envs.iter().find(|e| e.name == METRICS_TOKEN_ENV).unwrap();
+        let selector = token.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!((selector.name.as_str(), selector.key.as_str()), ("influx-token", "token"));
+        assert!(token.value.is_none(), "the token is never in the pod spec itself");
+        let mut bare = source.clone();
+        bare.spec.metrics = None;
+        let refused = ingest_spec(&job, &bare, &[]).unwrap_err();
+        assert_eq!(refused, BuildError::NoMetricsSink("solana-mainnet".into()));
+        assert_eq!(refused.reason(), "MetricsSinkMissing");
+    }
 }
 
 /// Where a tier's API-key Secret is mounted.
@@ -966,7 +1024,7 @@ pub fn cache_tier_workload(
     source: &ChainSource,
     image: &str,
 ) -> Result<(Option<Deployment>, k8s_openapi::api::core::v1::Service), CacheTierError> {
-    use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, Probe, Service, ServicePort, ServiceSpec};
+    use k8s_openapi::api::core::v1::{HTTPGetAction, Probe, Service, ServicePort, ServiceSpec};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     let spec = &tier.spec;
@@ -1020,8 +1078,8 @@ pub fn cache_tier_workload(
         ..Probe::default()
     };
     let container = &mut pod.containers[0];
-    container.ports =
-        Some(vec![ContainerPort { name: Some("rpc".into()), container_port: port, ..ContainerPort::default() }]);
+    let rpc = ContainerPort { name: Some("rpc".into()), container_port: port, ..ContainerPort::default() };
+    container.ports.get_or_insert_default().insert(0, rpc);
     container.readiness_probe = Some(probe("/health"));
     container.liveness_probe = Some(probe("/health"));
     let deployment = Deployment {

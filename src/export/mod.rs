@@ -37,6 +37,7 @@ use crate::crd::chain_source::ChainFamily;
 use crate::crd::training_export::{ExportFormat, TokenizerEncoding};
 use crate::pipeline::BlockNumber;
 use crate::store;
+use crate::telemetry::metrics::{WORKER, WorkerMetrics};
 
 /// Where a chain's documents come from: its canonical store, read.
 #[async_trait]
@@ -141,6 +142,12 @@ fn check(config: &ExportConfig) -> Result<(), ExportError> {
 
 /// [`run`] over a given source.
 pub async fn run_with(source: Arc<dyn DocumentSource>, config: ExportConfig) -> Result<ExportSummary, ExportError> {
+    let result = build(source, config).await;
+    WorkerMetrics::count(&WORKER.export_runs, if result.is_ok() { "published" } else { "failed" }, 1);
+    result
+}
+
+async fn build(source: Arc<dyn DocumentSource>, config: ExportConfig) -> Result<ExportSummary, ExportError> {
     check(&config)?;
     let tokenizer = match (config.formats.contains(&ExportFormat::Tokens), config.tokenizer) {
         (true, Some(encoding)) => Some(Arc::new(Tokenizer::load(encoding).map_err(ExportError::Invalid)?)),
@@ -193,15 +200,18 @@ pub async fn run_with(source: Arc<dyn DocumentSource>, config: ExportConfig) -> 
             let hash = document.content_hash();
             if config.exact_dedup && !seen.insert(hash) {
                 duplicates += 1;
+                WorkerMetrics::count(&WORKER.export_documents, "duplicate", 1);
                 continue;
             }
             if let (Some(index), Some(signature)) = (near.as_mut(), signature)
                 && index.is_duplicate(signature)
             {
                 near_duplicates += 1;
+                WorkerMetrics::count(&WORKER.export_documents, "near_duplicate", 1);
                 continue;
             }
             documents += 1;
+            WorkerMetrics::count(&WORKER.export_documents, "kept", 1);
             let split = split_of(&hash, config.seed, config.validation_fraction);
             writers[split as usize].push(document, tokens).await.map_err(ExportError::Output)?;
         }
@@ -213,6 +223,9 @@ pub async fn run_with(source: Arc<dyn DocumentSource>, config: ExportConfig) -> 
     let manifest =
         Manifest::new(&config, source.registry_version(), tokenizer.as_deref(), shards, duplicates, near_duplicates);
     let url = manifest.publish(store.as_ref(), &root, &config.output).await.map_err(ExportError::Output)?;
+    WORKER.export_tokens.inc_by(manifest.total_tokens());
+    WORKER.export_shards.inc_by(manifest.shards.len() as u64);
+    WORKER.export_bytes.inc_by(manifest.shards.iter().map(|s| s.bytes).sum());
     Ok(ExportSummary {
         documents,
         duplicates,

@@ -72,8 +72,22 @@ pub async fn run(config: RetentionConfig) -> anyhow::Result<RetentionRecord> {
             record.message = Some(format!("{e:#}"));
         }
     }
+    count_run(&record, outcome.is_ok());
     catalog.record_retention(&config.policy, &record).await?;
     outcome.map(|()| record)
+}
+
+/// The run's figures in the worker metrics (a dry run removes nothing).
+fn count_run(record: &RetentionRecord, ok: bool) {
+    use crate::telemetry::metrics::{WORKER, WorkerMetrics};
+    WorkerMetrics::count(&WORKER.retention_runs, if ok { "succeeded" } else { "failed" }, 1);
+    if !record.dry_run {
+        let removed = &WORKER.retention_removed;
+        WorkerMetrics::count(removed, "blocks", record.blocks_removed);
+        WorkerMetrics::count(removed, "rows", record.rows_removed);
+        WorkerMetrics::count(removed, "bytes", record.bytes_removed);
+        WorkerMetrics::count(removed, "lake_objects", record.lake_objects_removed);
+    }
 }
 
 async fn apply<A: ChainAdapter>(

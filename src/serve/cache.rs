@@ -327,10 +327,19 @@ impl Invalidator {
             Backend::Memory(memory) => {
                 let mut sets: Vec<String> = addresses.iter().map(address_set).collect();
                 sets.push(TIP_SET.into());
+                crate::telemetry::metrics::WorkerMetrics::count(
+                    &crate::telemetry::metrics::WORKER.cache_invalidations,
+                    "ok",
+                    1,
+                );
                 return memory.drop_indexed(&sets);
             }
         };
-        let Some(mut redis) = connection.get().await else { return 0 };
+        use crate::telemetry::metrics::{WORKER, WorkerMetrics};
+        let Some(mut redis) = connection.get().await else {
+            WorkerMetrics::count(&WORKER.cache_invalidations, "error", 1);
+            return 0;
+        };
         let drop_indexed = redis::Script::new(DROP_INDEXED);
         let mut script = drop_indexed.prepare_invoke();
         script.key(GENERATION).key(TIP_SET);
@@ -338,8 +347,12 @@ impl Invalidator {
             script.key(address_set(address));
         }
         match script.invoke_async::<i64>(&mut redis).await {
-            Ok(dropped) => usize::try_from(dropped).unwrap_or(0),
+            Ok(dropped) => {
+                WorkerMetrics::count(&WORKER.cache_invalidations, "ok", 1);
+                usize::try_from(dropped).unwrap_or(0)
+            }
             Err(e) => {
+                WorkerMetrics::count(&WORKER.cache_invalidations, "error", 1);
                 tracing::warn!(error = %e, "cache invalidation failed; stale answers live until their TTL");
                 0
             }

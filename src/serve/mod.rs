@@ -134,6 +134,20 @@ impl Metrics {
     }
 }
 
+/// The OpenMetrics text of serve's own series before any call (their
+/// names and types: what dashboards and alert rules may refer to).
+pub fn metric_descriptors() -> String {
+    let metrics = Metrics::new();
+    let (method, outcome) = ("getBlock".to_string(), "ok".to_string());
+    let _ = metrics.requests.get_or_create(&MethodLabels { method: method.clone(), outcome: outcome.clone() });
+    let _ = metrics.cache.get_or_create(&CacheLabels { method: method.clone(), result: "hit".into() });
+    let _ = metrics.latency.get_or_create(&LatencyLabels { method });
+    let _ = metrics.upstream.get_or_create(&UpstreamLabels { reason: "miss".into(), outcome });
+    let mut text = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut text, &metrics.registry);
+    text
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     /// `unknown_method` or `miss`.
@@ -365,7 +379,26 @@ fn key_is_valid(keys: &[String], presented: &str) -> bool {
     keys.iter().fold(false, |found, key| found | bool::from(key.as_bytes().ct_eq(presented.as_bytes())))
 }
 
+/// One span per HTTP request, with the caller's `x-request-id` (when it is a
+/// short token) or one of ours, so its log lines can be told apart.
 async fn handle_rpc(
+    state: State<Arc<AppState>>,
+    peer: axum::extract::ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use tracing::Instrument;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
+        !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    });
+    let id =
+        given.map_or_else(|| format!("r{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)), String::from);
+    answer_rpc(state, peer, uri, headers, body).instrument(tracing::info_span!("request", id = %id)).await
+}
+
+async fn answer_rpc(
     State(state): State<Arc<AppState>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     uri: axum::http::Uri,
@@ -414,11 +447,16 @@ fn batch_size(text: &str) -> Option<usize> {
 }
 
 async fn handle_metrics(State(state): State<Arc<AppState>>) -> Response {
+    use crate::telemetry::metrics::{CONTENT_TYPE, WORKER};
+    // Serve's own series, then the process's worker series (the store's
+    // calls; a node pod's ingests).
     let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &state.service.metrics.registry).is_err() {
+    if prometheus_client::encoding::text::encode_registry(&mut text, &state.service.metrics.registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    WORKER.encode_series(&mut text);
+    let _ = prometheus_client::encoding::text::encode_eof(&mut text);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
 #[cfg(test)]

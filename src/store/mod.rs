@@ -10,6 +10,7 @@ pub mod cells;
 pub mod embedded;
 pub mod envelope;
 pub mod keys;
+pub mod metered;
 /// Agave's layout, which the Solana adapter owns (`chain/solana/layout.rs`).
 pub use crate::chain::solana::layout as ledger;
 
@@ -255,8 +256,9 @@ pub async fn open_for<A: ChainAdapter>(
 }
 
 /// The cell engine a store URL names, the same for every chain.
+/// Every call is timed into the store metrics ([`metered::MeteredCells`]).
 pub async fn open_cells(url: &str, access: &BigtableAccess) -> Result<Arc<dyn CellStore>, StoreError> {
-    Ok(match StoreUrl::parse(url)? {
+    let engine: Arc<dyn CellStore> = match StoreUrl::parse(url)? {
         StoreUrl::Embedded { path } => Arc::new(EmbeddedCells::open(&path)?),
         StoreUrl::Bigtable { project, instance, app_profile } => Arc::new(
             BigtableCells::connect(BigtableConfig {
@@ -269,7 +271,8 @@ pub async fn open_cells(url: &str, access: &BigtableAccess) -> Result<Arc<dyn Ce
             })
             .await?,
         ),
-    })
+    };
+    Ok(Arc::new(metered::MeteredCells::new(engine)))
 }
 
 #[cfg(test)]

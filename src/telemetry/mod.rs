@@ -1,4 +1,7 @@
-//! Structured logs: JSON in clusters, human-readable at a terminal.
+//! Structured logs (JSON in clusters, human-readable at a terminal) and the
+//! workers' metrics (`metrics.rs`).
+
+pub mod metrics;
 
 use tracing_subscriber::{EnvFilter, fmt};
 

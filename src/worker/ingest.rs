@@ -27,8 +27,10 @@ use crate::crd::chain_source::ChainFamily;
 use crate::crd::ingest_job::IngestTarget;
 use crate::pipeline::config::SourceConfig;
 use crate::pipeline::sinks::Targets;
+use crate::pipeline::sinks::chain_metrics::ChainMetricsConfig;
 use crate::pipeline::{BlockNumber, BlockSink, BlockSource, Flushed, Missing, SinkPolicy};
 use crate::store;
+use crate::telemetry::metrics::{SinkLabels, WORKER, WorkerMetrics};
 
 /// How long a batch waits for the node to list its slots before the run fails.
 const NODE_PATIENCE: Duration = Duration::from_secs(300);
@@ -56,12 +58,14 @@ pub struct IngestConfig {
     pub poll_interval: Duration,
     /// How long a batch waits for the catalog to come back before giving up.
     pub catalog_patience: Duration,
-    /// What the job writes: `canonical`, `lake` (`metrics` has no sink yet).
+    /// What the job writes: `canonical`, `lake`, `metrics`.
     pub targets: Vec<IngestTarget>,
     /// The lake's root URL, with the network its partitions are filed under.
     pub lake: Option<LakeConfig>,
     /// Caches whose answers a new block changes (`redis://…`, or `memory://NAME` in one process).
     pub caches: Vec<String>,
+    /// The chain-metrics server, when the targets include `metrics`.
+    pub chain_metrics: Option<ChainMetricsConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +81,17 @@ pub fn targets(config: &IngestConfig) -> anyhow::Result<Targets> {
         (None, true) => anyhow::bail!("the job's targets include the lake, but no lake is configured"),
         (_, false) => None,
     };
-    Ok(Targets { canonical: config.targets.contains(&IngestTarget::Canonical), lake, caches: config.caches.clone() })
+    let chain_metrics = match (&config.chain_metrics, config.targets.contains(&IngestTarget::Metrics)) {
+        (Some(metrics), true) => Some(metrics.clone()),
+        (None, true) => anyhow::bail!("the job's targets include metrics, but the source has no metrics sink"),
+        (_, false) => None,
+    };
+    Ok(Targets {
+        canonical: config.targets.contains(&IngestTarget::Canonical),
+        lake,
+        caches: config.caches.clone(),
+        chain_metrics,
+    })
 }
 
 /// Told the checkpoint after each committed batch (a progress bar, say).
@@ -189,14 +203,21 @@ pub async fn run_pipeline<B: Send + Sync + 'static>(
     shutdown: CancellationToken,
     progress: Progress,
 ) -> anyhow::Result<Summary> {
+    use tracing::Instrument;
     let summary = Summary::default();
+    // One span per work unit: the job and its shard on every line.
+    let span = tracing::info_span!("ingest", job = %config.job, shard = config.shard, follow = config.follow);
     let mut ingest = Ingest { config, source, sinks, catalog, summary, shutdown: shutdown.clone(), progress };
-    if ingest.config.follow {
-        ingest.follow(shutdown).await?
-    } else {
-        ingest.backfill(shutdown).await?
+    async move {
+        if ingest.config.follow {
+            ingest.follow(shutdown).await?
+        } else {
+            ingest.backfill(shutdown).await?
+        }
+        Ok(ingest.summary)
     }
-    Ok(ingest.summary)
+    .instrument(span)
+    .await
 }
 
 /// Slots below a confirmed follower's checkpoint checked against the
@@ -218,8 +239,10 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             self.progress.committed(checkpoint);
         }
         tracing::info!(job = %self.config.job, shard = range.shard, start = range.start, end = range.end, checkpoint = ?state.checkpoint, "backfill");
+        self.refresh_open_gaps().await;
         self.repair_gaps(range.start, state.checkpoint.unwrap_or(range.start).min(range.end)).await?;
         let mut next = state.checkpoint.map_or(range.start, |c| c + 1);
+        WORKER.ingest_remaining_blocks.set((range.end + 1).saturating_sub(next) as i64);
         self.summary.checkpoint = state.checkpoint;
         while next <= range.end {
             if shutdown.is_cancelled() {
@@ -232,6 +255,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 break;
             }
             next = end + 1;
+            WORKER.ingest_remaining_blocks.set((range.end + 1).saturating_sub(next) as i64);
         }
         self.summary.open_gaps =
             self.catalog.open_gaps(&self.config.job, range.start, range.end).await?.iter().map(|g| g.slot).collect();
@@ -250,6 +274,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         };
         self.summary.range = Some(range);
         self.summary.checkpoint = state.checkpoint;
+        self.refresh_open_gaps().await;
         let wake = Arc::new(tokio::sync::Notify::new());
         let (source, notify, stop) = (self.source.clone(), wake.clone(), shutdown.clone());
         tokio::spawn(async move { source.watch_tip(notify, stop).await });
@@ -270,8 +295,15 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         tracing::info!(job = %self.config.job, next, confirmed, "following the tip");
         let mut watch = FollowWatch::default();
         while !shutdown.is_cancelled() {
-            let tip = match self.source.tip().await {
-                Ok(tip) => tip,
+            let asked = Instant::now();
+            let tip = self.source.tip().await;
+            WORKER.fetch("tip", if tip.is_ok() { "ok" } else { "error" }, asked.elapsed());
+            let tip = match tip {
+                Ok(tip) => {
+                    WORKER.ingest_source_tip.set(tip as i64);
+                    WORKER.ingest_lag_blocks.set(tip.saturating_sub(next.saturating_sub(1)) as i64);
+                    tip
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "tip unknown; retrying");
                     0
@@ -295,7 +327,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                     self.drop_unfinalized(finalized.as_ref(), &mut unfinalized).await?;
                 }
                 next = end + 1;
-                metrics_lag(tip, end);
+                WORKER.ingest_lag_blocks.set(tip.saturating_sub(end) as i64);
                 continue;
             }
             tokio::select! {
@@ -334,6 +366,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             let produced: BTreeSet<BlockNumber> =
                 finalized.produced(first, last).await.map_err(anyhow::Error::msg)?.into_iter().collect();
             let orphans: Vec<BlockNumber> = settled.iter().copied().filter(|s| !produced.contains(s)).collect();
+            WorkerMetrics::count(&WORKER.ingest_blocks, "removed", orphans.len() as u64);
             for slot in &orphans {
                 tracing::warn!(slot, "confirmed block was not finalized; removing it");
                 for sink in &self.sinks {
@@ -377,7 +410,10 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         // NODE_PATIENCE or when asked to stop.
         let deadline = Instant::now() + NODE_PATIENCE;
         let produced = loop {
-            match self.source.produced(start, end).await {
+            let asked = Instant::now();
+            let listed = self.source.produced(start, end).await;
+            WORKER.fetch("produced", if listed.is_ok() { "ok" } else { "error" }, asked.elapsed());
+            match listed {
                 Ok(slots) => break slots,
                 Err(_) if self.shutdown.is_cancelled() => {
                     // Nothing fetched yet: abandon the batch; its checkpoint stays where it was.
@@ -457,7 +493,11 @@ impl<B: Send + Sync + 'static> Ingest<B> {
     async fn flush(&self) -> anyhow::Result<Flushed> {
         let mut flushed = Flushed::default();
         for sink in &self.sinks {
-            match (sink.flush().await, sink.policy()) {
+            let started = Instant::now();
+            let result = sink.flush().await;
+            let labels = SinkLabels { sink: sink.name(), outcome: if result.is_ok() { "ok" } else { "error" } };
+            WORKER.sink_flush_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+            match (result, sink.policy()) {
                 (Ok(done), _) => {
                     flushed.partitions.extend(done.partitions);
                     flushed.replica.merge(done.replica);
@@ -477,14 +517,27 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 let (source, sinks) = (self.source.clone(), self.sinks.clone());
                 async move {
                     let task = tokio::spawn(async move {
-                        let block = match source.block(slot).await {
+                        let asked = Instant::now();
+                        let block = source.block(slot).await;
+                        let outcome = match &block {
+                            Ok(_) => "ok",
+                            Err(Missing::Skipped) => "skipped",
+                            Err(Missing::Gap(_)) => "gap",
+                        };
+                        WORKER.fetch("block", outcome, asked.elapsed());
+                        let block = match block {
                             Ok(block) => block,
                             Err(Missing::Skipped) => return SlotResult::Skipped(slot),
                             Err(Missing::Gap(reason)) => return SlotResult::Gap(slot, reason),
                         };
                         let mut bytes = 0;
                         for sink in &sinks {
-                            match (sink.write(slot, &block).await, sink.policy()) {
+                            let started = Instant::now();
+                            let written = sink.write(slot, &block).await;
+                            let labels =
+                                SinkLabels { sink: sink.name(), outcome: if written.is_ok() { "ok" } else { "error" } };
+                            WORKER.sink_write_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+                            match (written, sink.policy()) {
                                 (Ok(written), _) => bytes += written.bytes,
                                 (Err(e), SinkPolicy::Held) => return SlotResult::Gap(slot, e),
                                 (Err(e), SinkPolicy::BestEffort) => {
@@ -509,14 +562,45 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         let mut delay = Duration::from_millis(200);
         loop {
             match self.catalog.commit(&self.config.job, shard, &outcome).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.committed(&outcome).await;
+                    return Ok(());
+                }
                 Err(e) if Instant::now() < deadline => {
+                    WORKER.ingest_catalog_retries.inc();
                     tracing::warn!(error = %e, checkpoint = ?outcome.checkpoint, "catalog unavailable; checkpoint held, retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e).context("the catalog stayed unavailable; the batch will be redone on restart"),
             }
+        }
+    }
+}
+
+impl<B: Send + Sync + 'static> Ingest<B> {
+    /// The metrics of a committed batch.
+    async fn committed(&self, outcome: &BatchOutcome) {
+        let blocks = &WORKER.ingest_blocks;
+        WorkerMetrics::count(blocks, "written", outcome.written.len() as u64);
+        WorkerMetrics::count(blocks, "skipped", outcome.skipped.len() as u64);
+        WorkerMetrics::count(blocks, "gap", outcome.gaps.len() as u64);
+        WorkerMetrics::count(blocks, "repaired", outcome.repaired.len() as u64);
+        WORKER.ingest_bytes.inc_by(outcome.bytes);
+        if let Some(checkpoint) = outcome.checkpoint {
+            WORKER.ingest_batches.inc();
+            WORKER.ingest_checkpoint.set(checkpoint as i64);
+        }
+        if !outcome.gaps.is_empty() || !outcome.repaired.is_empty() {
+            self.refresh_open_gaps().await;
+        }
+    }
+
+    /// Counts the gaps open in the run's range (a gauge: the catalog knows).
+    async fn refresh_open_gaps(&self) {
+        let Some(range) = self.summary.range else { return };
+        if let Ok(gaps) = self.catalog.open_gaps(&self.config.job, range.start, range.end).await {
+            WORKER.ingest_gaps_open.set(gaps.len() as i64);
         }
     }
 }
@@ -556,10 +640,6 @@ impl FollowWatch {
         }
         due
     }
-}
-
-fn metrics_lag(tip: BlockNumber, checkpoint: BlockNumber) {
-    tracing::debug!(lag = tip.saturating_sub(checkpoint), "follow lag");
 }
 
 #[cfg(test)]

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use super::ingest::{IngestConfig, LakeConfig};
 use super::spec::{
-    ChainSpec, ExportSpec, FromEnv, IngestModeSpec, IngestSpec, RetentionSpec, RpcEndpointSpec, ServeSpec, SourceSpec,
-    SpecError, StoreSpec, duration,
+    ChainMetricsSpec, ChainSpec, ExportSpec, FromEnv, IngestModeSpec, IngestSpec, RetentionSpec, RpcEndpointSpec,
+    ServeSpec, SourceSpec, SpecError, StoreSpec, duration,
 };
 use crate::bigquery::BigQueryAccess;
 use crate::chain::Adapter;
-use crate::crd::ingest_job::IngestTarget;
 use crate::pipeline::config::{BigQueryDataset, RpcEndpoint, Secret, SourceConfig, StoreOrigin};
+use crate::pipeline::sinks::chain_metrics::ChainMetricsConfig;
 
 /// Blocks a replication copies at once: each is a few multi-row reads and writes.
 pub const STORE_CONCURRENCY: usize = 16;
@@ -37,12 +37,6 @@ pub fn store_access(store: &StoreSpec) -> BigtableAccess {
     }
 }
 
-/// Targets an ingest worker accepts but cannot write yet (the controller
-/// reports them in the IngestJob's status; the worker logs them).
-pub fn unwritten_targets(targets: &[IngestTarget]) -> Vec<IngestTarget> {
-    targets.iter().copied().filter(|t| !matches!(t, IngestTarget::Canonical | IngestTarget::Lake)).collect()
-}
-
 /// The ingest run an [`IngestSpec`] describes, for shard `shard` (the pod's
 /// Job completion index), with Secret-backed values from the environment.
 pub fn ingest_config(spec: &IngestSpec, shard: u32) -> Result<IngestConfig, SpecError> {
@@ -56,9 +50,6 @@ pub fn ingest_config_in(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<IngestConfig, SpecError> {
     check_family(&spec.chain)?;
-    for target in unwritten_targets(&spec.targets) {
-        tracing::warn!(?target, "this target has no sink in this binary yet; only the canonical store is written");
-    }
     let (source, concurrency) = match &spec.source {
         SourceSpec::Rpc { endpoint } => {
             let rpc = rpc_endpoint(endpoint, spec.chain.commitment, lookup)?;
@@ -125,6 +116,25 @@ pub fn ingest_config_in(
         targets: spec.targets.clone(),
         lake: spec.lake.as_ref().map(|l| LakeConfig { url: l.url.clone(), network: spec.chain.network.clone() }),
         caches: spec.caches.iter().map(|c| c.resolve_in(lookup)).collect::<Result<_, _>>()?,
+        chain_metrics: spec.metrics.as_ref().map(|m| chain_metrics_config(m, &spec.chain, lookup)).transpose()?,
+    })
+}
+
+/// The chain-metrics server of a spec, its token from the environment.
+fn chain_metrics_config(
+    spec: &ChainMetricsSpec,
+    chain: &ChainSpec,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ChainMetricsConfig, SpecError> {
+    Ok(ChainMetricsConfig {
+        url: spec.url.clone(),
+        org: spec.org.clone(),
+        bucket: spec.bucket.clone(),
+        token: Secret(spec.token.resolve_in(lookup)?),
+        chain: chain.family.as_str().into(),
+        network: chain.network.clone(),
+        hold_until_final: chain.commitment == crate::crd::chain_source::Commitment::Confirmed,
+        buffer_points: crate::pipeline::sinks::chain_metrics::BUFFER_POINTS,
     })
 }
 

@@ -250,6 +250,19 @@ pub struct IngestSpec {
     /// Redis of each cache tier whose answers new blocks change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caches: Vec<FromEnv>,
+    /// The chain-metrics server, when the job's targets include `metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<ChainMetricsSpec>,
+}
+
+/// An InfluxDB v2 write API (the ChainSource's `metrics.influxdb`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainMetricsSpec {
+    pub url: String,
+    pub org: String,
+    pub bucket: String,
+    pub token: FromEnv,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -430,6 +443,7 @@ mod tests {
             catalog: FromEnv::new("CHRONICLE_CATALOG"),
             lake: None,
             caches: Vec::new(),
+            metrics: None,
         }))
     }
 

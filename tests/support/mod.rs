@@ -344,6 +344,66 @@ fn redis_pong(port: u16) -> bool {
         && &reply == b"+PONG\r\n"
 }
 
+// ---------------------------------------------------------------- VictoriaMetrics
+
+/// VictoriaMetrics (Debian `victoria-metrics`): a server speaking the
+/// InfluxDB v2 write API (`/api/v2/write`), read back with `/api/v1/export`.
+pub struct VictoriaMetrics {
+    pub port: u16,
+    process: Option<Process>,
+    dir: PathBuf,
+}
+
+impl VictoriaMetrics {
+    /// A server on a free port keeping its data under `dir`.
+    pub fn start(dir: &std::path::Path) -> Self {
+        let mut server = Self { port: free_port(), process: None, dir: dir.to_path_buf() };
+        server.start_again();
+        server
+    }
+
+    /// Starts the server again on its port and data (after [`Self::stop`]).
+    pub fn start_again(&mut self) {
+        let binary = on_path("victoria-metrics")
+            .unwrap_or_else(|| missing("VictoriaMetrics (victoria-metrics)", "apt-get install -y victoria-metrics"));
+        let port = self.port;
+        let mut process = Process::spawn(
+            "VictoriaMetrics",
+            Command::new(binary)
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .arg(format!("-storageDataPath={}", self.dir.join("data").display()))
+                .arg("-search.latencyOffset=0s")
+                // The recorded blocks are years old: keep every sample.
+                .arg("-retentionPeriod=100y"),
+            self.dir.join(format!(
+                "victoria-metrics-{}.log",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+            )),
+        );
+        process.wait_until(|| http_get(port, "/health").is_some_and(|body| body.trim() == "OK"));
+        self.process = Some(process);
+    }
+
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// The body of `GET http://127.0.0.1:PORT/PATH` when it answers 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_string())
+}
+
 // ---------------------------------------------------------------- test data
 
 /// A file under `tests/data/`.

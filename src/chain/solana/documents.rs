@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::layout::LedgerStore;
-use super::programs::{REGISTRY_VERSION, display_name};
+use super::programs::{REGISTRY_VERSION, VOTE_PROGRAM, display_name};
 use super::rows::{InstructionRow, Rows, TokenTransferRow, TransactionRow};
 use crate::export::DocumentSource;
 use crate::export::document::{Document, Message, Selection, Template};
@@ -52,8 +52,6 @@ impl DocumentSource for StoreDocuments {
 /// The chat forms' system turn and question (part of the template's version).
 const SYSTEM: &str = "You explain Solana transactions from their data.";
 const QUESTION: &str = "What does this Solana transaction do?";
-
-const VOTE_PROGRAM: &str = "Vote111111111111111111111111111111111111111";
 
 /// The selected transactions of one block's rows, as documents, in
 /// transaction order.

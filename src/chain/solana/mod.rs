@@ -5,6 +5,7 @@
 
 pub mod account_rows;
 pub mod bigquery;
+pub mod block_stats;
 pub mod decode;
 pub mod documents;
 pub mod layout;
@@ -27,6 +28,7 @@ use crate::pipeline::config::{BigQueryDataset, SourceConfig};
 use crate::pipeline::sinks::Targets;
 use crate::pipeline::sinks::cache::CacheInvalidation;
 use crate::pipeline::sinks::canonical::CanonicalSink;
+use crate::pipeline::sinks::chain_metrics::ChainMetricsSink;
 use crate::pipeline::sinks::lake::LakeSink;
 use crate::pipeline::{BlockSink, BlockSource};
 use crate::serve::ServeConfig;
@@ -83,6 +85,10 @@ impl ChainAdapter for Solana {
         if let Some(lake) = &targets.lake {
             sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::SolanaTables)));
         }
+        if let Some(config) = &targets.chain_metrics {
+            let sink = ChainMetricsSink::start(config.clone(), block_stats::block_stats).map_err(anyhow::Error::msg)?;
+            sinks.push(Arc::new(sink));
+        }
         for url in &targets.caches {
             let invalidator = Invalidator::new(url).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
             sinks.push(Arc::new(CacheInvalidation::new(invalidator, store.clone())));
@@ -108,6 +114,9 @@ impl ChainAdapter for Solana {
     fn rows_sinks(&self, targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<rows::Rows>>>> {
         if targets.canonical {
             anyhow::bail!("BigQuery rows carry no raw transactions: the canonical store cannot be fed from them");
+        }
+        if targets.chain_metrics.is_some() {
+            anyhow::bail!("chain metrics are aggregated from whole blocks: write them from a node's blocks, not rows");
         }
         let lake = targets
             .lake

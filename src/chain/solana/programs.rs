@@ -6,6 +6,9 @@
 /// Bumped whenever an entry is added or changed.
 pub const REGISTRY_VERSION: &str = "solana-programs-1";
 
+/// The vote program: transactions of only its instructions are votes.
+pub const VOTE_PROGRAM: &str = "Vote111111111111111111111111111111111111111";
+
 const PROGRAMS: &[(&str, &str)] = &[
     ("11111111111111111111111111111111", "System Program"),
     ("Vote111111111111111111111111111111111111111", "Vote Program"),

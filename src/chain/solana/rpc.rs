@@ -115,7 +115,7 @@ impl RpcSource {
     pub async fn produced_slots(&self, start: Slot, end: Slot) -> Result<Vec<Slot>, String> {
         let call = || async {
             self.paced().await;
-            self.client.get_blocks_with_commitment(start, Some(end), self.commitment).await
+            self.client.get_blocks_with_commitment(start, Some(end), self.commitment).await.inspect_err(count_error)
         };
         call.retry(self.backoff())
             .when(is_transient)
@@ -127,7 +127,7 @@ impl RpcSource {
     pub async fn tip(&self) -> Result<Slot, String> {
         let call = || async {
             self.paced().await;
-            self.client.get_slot_with_commitment(self.commitment).await
+            self.client.get_slot_with_commitment(self.commitment).await.inspect_err(count_error)
         };
         call.retry(self.backoff()).when(is_transient).await.map_err(|e| format!("getSlot: {}", describe(&e)))
     }
@@ -143,7 +143,7 @@ impl RpcSource {
         };
         let call = || async {
             self.paced().await;
-            self.client.get_block_with_config(slot, config).await
+            self.client.get_block_with_config(slot, config).await.inspect_err(count_error)
         };
         let block =
             call.retry(self.backoff()).when(|e| is_transient(e) && rpc_code(e) != Some(codes::SLOT_SKIPPED)).await;
@@ -223,6 +223,35 @@ fn rpc_code(error: &ClientError) -> Option<i64> {
         ErrorKind::RpcError(RpcError::RpcResponseError { code, .. }) => Some(*code),
         _ => None,
     }
+}
+
+/// Counts an error the endpoint gave (every try) by a bounded code: the
+/// JSON-RPC codes agave answers with, HTTP classes, transport kinds.
+fn count_error(error: &ClientError) {
+    let code = match error.kind.as_ref() {
+        ErrorKind::RpcError(RpcError::RpcResponseError { code, .. }) => match *code {
+            codes::BLOCK_NOT_AVAILABLE => "-32004",
+            codes::SLOT_SKIPPED => "-32007",
+            codes::LONG_TERM_STORAGE_SLOT_SKIPPED => "-32009",
+            -32099..=-32000 => "server_other",
+            -32700..=-32600 => "invalid_request",
+            _ => "rpc_other",
+        },
+        ErrorKind::Reqwest(e) if e.is_timeout() => "timeout",
+        ErrorKind::Reqwest(e) if e.is_connect() => "connect",
+        ErrorKind::Reqwest(e) => match e.status().map(|s| s.as_u16()) {
+            Some(429) => "http_429",
+            Some(500..=599) => "http_5xx",
+            Some(_) => "http_other",
+            None => "transport",
+        },
+        ErrorKind::SerdeJson(_) => "malformed",
+        _ => "other",
+    };
+    crate::telemetry::metrics::WORKER
+        .endpoint_errors
+        .get_or_create(&crate::telemetry::metrics::CodeLabels { code })
+        .inc();
 }
 
 /// Worth another try: unavailable blocks, transport failures, server errors.

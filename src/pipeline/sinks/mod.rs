@@ -8,11 +8,11 @@
 //! | `lake` | [`lake::LakeSink`]: the chain's normalized rows as Parquet, partitions committed with the checkpoint | held: a failed write is a gap, a failed flush stops before the checkpoint |
 //! | `canonical` of a replication | [`replica::ReplicaSink`]: another store's rows, cell for cell, compared and repaired when verifying | held |
 //! | (a CacheTier's Redis) | [`cache::CacheInvalidation`]: drops cached answers a block changes | best effort: answers expire with their TTL |
-//!
-//! `metrics` has no sink in this build yet (issue 16).
+//! | `metrics` | [`chain_metrics::ChainMetricsSink`]: per-block aggregates to an InfluxDB v2 write API | best effort: a bounded buffer drops and counts |
 
 pub mod cache;
 pub mod canonical;
+pub mod chain_metrics;
 pub mod lake;
 pub mod replica;
 
@@ -27,4 +27,6 @@ pub struct Targets {
     pub lake: Option<Arc<crate::lake::Lake>>,
     /// The caches whose answers new blocks change.
     pub caches: Vec<String>,
+    /// The chain-metrics server (`targets: [metrics]`).
+    pub chain_metrics: Option<chain_metrics::ChainMetricsConfig>,
 }

@@ -156,10 +156,22 @@ impl BlockSink<BlockRows> for ReplicaSink {
     async fn flush(&self) -> Result<Flushed, String> {
         self.target.sync().await.map_err(|e| format!("{}: {e}", self.target.describe()))?;
         let replica = std::mem::take(&mut *self.outcome.lock().expect("replica outcome"));
+        count_rows(&replica.counts);
         Ok(Flushed { replica, ..Flushed::default() })
     }
 
     async fn remove(&self, number: BlockNumber) -> Result<(), String> {
         Err(format!("slot {number}: a replica takes back no block (its origin holds final blocks only)"))
     }
+}
+
+/// A flushed batch's row counts in the worker metrics.
+fn count_rows(counts: &crate::catalog::ReplicaCounts) {
+    use crate::telemetry::metrics::{WORKER, WorkerMetrics};
+    let rows = &WORKER.replication_rows;
+    WorkerMetrics::count(rows, "copied", counts.rows_copied);
+    WorkerMetrics::count(rows, "compared", counts.rows_compared);
+    WorkerMetrics::count(rows, "missing", counts.rows_missing);
+    WorkerMetrics::count(rows, "mismatched", counts.rows_mismatched);
+    WorkerMetrics::count(rows, "repaired", counts.rows_repaired);
 }

@@ -1,0 +1,307 @@
+//! Observability, against real components: a following `chronicle worker
+//! ingest` scraped on its `/metrics` after real work, its chain metrics
+//! written to VictoriaMetrics' InfluxDB v2 write API and read back equal to
+//! values computed here from the recorded node responses, a server outage
+//! that neither blocks nor crashes ingestion (the drop counter says what was
+//! lost), the label-cardinality rule over every series, and the shipped alert
+//! rules (`promtool`) and dashboard (only metrics the code exports).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::rpc_peer::RpcPeer;
+use support::{VictoriaMetrics, data_file, free_port, http_get, real_blocks};
+use tokio::process::Command;
+
+const VOTE_PROGRAM: &str = "Vote111111111111111111111111111111111111111";
+
+/// A block's aggregates, computed from its recorded `getBlock` JSON (not
+/// by Chronicle's code).
+fn expected_fields(file: &str) -> BTreeMap<&'static str, i64> {
+    let text = std::fs::read_to_string(data_file(&format!("solana/{file}"))).unwrap();
+    let block: Value = serde_json::from_str(&text).unwrap();
+    let block = block.get("result").unwrap_or(&block);
+    let mut fields = BTreeMap::new();
+    let txs = block["transactions"].as_array().unwrap();
+    let count = |f: &dyn Fn(&Value) -> bool| txs.iter().filter(|t| f(t)).count() as i64;
+    let is_vote = |t: &Value| {
+        let keys = t["transaction"]["message"]["accountKeys"].as_array().unwrap();
+        let ixs = t["transaction"]["message"]["instructions"].as_array().unwrap();
+        !ixs.is_empty() && ixs.iter().all(|ix| keys[ix["programIdIndex"].as_u64().unwrap() as usize] == VOTE_PROGRAM)
+    };
+    let sum = |f: &dyn Fn(&Value) -> i64| txs.iter().map(f).sum::<i64>();
+    fields.insert("transactions", txs.len() as i64);
+    fields.insert("successful_transactions", count(&|t| t["meta"]["err"].is_null()));
+    fields.insert("failed_transactions", count(&|t| !t["meta"]["err"].is_null()));
+    fields.insert("vote_transactions", count(&is_vote));
+    fields.insert("non_vote_transactions", count(&|t| !is_vote(t)));
+    fields.insert("fees", sum(&|t| t["meta"]["fee"].as_i64().unwrap()));
+    fields.insert(
+        "priority_fees",
+        sum(&|t| {
+            let signatures = t["transaction"]["signatures"].as_array().unwrap().len() as i64;
+            (t["meta"]["fee"].as_i64().unwrap() - 5_000 * signatures).max(0)
+        }),
+    );
+    fields.insert("compute_units", sum(&|t| t["meta"]["computeUnitsConsumed"].as_i64().unwrap_or(0)));
+    fields
+}
+
+/// Every sample of VictoriaMetrics' `chain_blocks_*` series, by field and slot.
+fn exported_points(server: &VictoriaMetrics) -> BTreeMap<(String, i64), i64> {
+    let query = "/api/v1/export?match[]=%7B__name__%3D~%22chain_blocks_.%2A%22%7D";
+    let body = http_get(server.port, query).unwrap_or_default();
+    let series: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Points are matched to slots through the `slot` field at the same timestamp.
+    let mut slot_at = BTreeMap::new();
+    for s in series.iter().filter(|s| s["metric"]["__name__"] == "chain_blocks_slot") {
+        assert_eq!(s["metric"]["chain"], "solana", "{s}");
+        assert_eq!(s["metric"]["network"], "mainnet-beta", "{s}");
+        for (t, v) in s["timestamps"].as_array().unwrap().iter().zip(s["values"].as_array().unwrap()) {
+            slot_at.insert(t.as_i64().unwrap(), v.as_f64().unwrap() as i64);
+        }
+    }
+    let mut points = BTreeMap::new();
+    for s in &series {
+        let field = s["metric"]["__name__"].as_str().unwrap().trim_start_matches("chain_blocks_").to_string();
+        for (t, v) in s["timestamps"].as_array().unwrap().iter().zip(s["values"].as_array().unwrap()) {
+            points.insert((field.clone(), slot_at[&t.as_i64().unwrap()]), v.as_f64().unwrap() as i64);
+        }
+    }
+    points
+}
+
+/// [`exported_points`] once the server shows points of `slots` blocks (it
+/// makes new samples searchable within a few seconds).
+async fn points_of(server: &VictoriaMetrics, slots: usize) -> BTreeMap<(String, i64), i64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let points = exported_points(server);
+        let seen: BTreeSet<i64> = points.keys().map(|(_, slot)| *slot).collect();
+        if seen.len() >= slots {
+            return points;
+        }
+        assert!(Instant::now() < deadline, "the server shows {} of {slots} blocks: {points:?}", seen.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `name{labels} value` of a metrics text, for exact series.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+}
+
+/// The label rule: label names from a fixed set, and values that are
+/// names from the code, never an address, a signature, a slot, a URL, a
+/// path or an object name.
+fn assert_bounded_labels(text: &str, forbidden: &[&str]) {
+    let names: BTreeSet<&str> =
+        ["outcome", "method", "code", "sink", "op", "table", "version", "kind", "result", "reason", "le"].into();
+    for line in text.lines().filter(|l| !l.starts_with('#') && l.contains('{')) {
+        let labels = &line[line.find('{').unwrap() + 1..line.rfind('}').unwrap()];
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap();
+            let value = value.trim_matches('"');
+            assert!(names.contains(name), "label {name} is not one of the bounded labels: {line}");
+            assert!(value.len() <= 32, "label value too long to be a bounded name: {line}");
+            assert!(!value.contains(['/', ':', '.']) || name == "le" || name == "version", "{line}");
+            assert!(name == "le" || value.parse::<u64>().is_err(), "a number as a label value: {line}");
+            assert!(!forbidden.iter().any(|f| value.contains(f)), "an object's name in a label: {line}");
+        }
+    }
+}
+
+async fn wait_for_metric(port: u16, series: &str, want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            let text = response.text().await.unwrap_or_default();
+            if sample(&text, series).is_some_and(|v| v >= want) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {series} >= {want}:\n{text}");
+        }
+        assert!(Instant::now() < deadline, "the worker's /metrics never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_metrics_and_chain_metrics_survive_a_server_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut influx = VictoriaMetrics::start(dir.path());
+    // The two recorded blocks with a JSON response, at slots 5000 and 5001.
+    let recorded: Vec<_> = real_blocks().into_iter().skip(2).map(|(_, b)| b).collect();
+    let files = ["block_100000000_json.json", "block_154808473_v0_json.json"];
+    let blocks: BTreeMap<u64, _> = [(5_000, recorded[0].clone()), (5_001, recorded[1].clone())].into();
+    let peer = RpcPeer::start(blocks).await;
+    let metrics_port = free_port();
+    let store = format!("embedded://{}", dir.path().join("ledger").display());
+    let catalog = format!("embedded://{}", dir.path().join("catalog").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "ingest", "--job", "metrics-job", "--rpc", &peer.url(), "--store", &store])
+        .args(["--catalog", &catalog, "--follow", "--from", "5000", "--poll-interval", "100ms"])
+        .args(["--metrics-url", &influx.url(), "--metrics-org", "chronicle", "--metrics-bucket", "chain"])
+        .args(["--metrics-buffer-points", "2", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .env("CHRONICLE_METRICS_TOKEN", "influx-token-never-logged")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // Real work, then the scrape: every series the ingest should have moved.
+    let text = wait_for_metric(metrics_port, "chronicle_ingest_checkpoint", 5_001.0).await;
+    let text = if sample(&text, r#"chronicle_chain_metrics_points_total{outcome="written"}"#) == Some(2.0) {
+        text
+    } else {
+        wait_for_metric(metrics_port, r#"chronicle_chain_metrics_points_total{outcome="written"}"#, 2.0).await
+    };
+    assert_eq!(sample(&text, r#"chronicle_ingest_blocks_total{outcome="written"}"#), Some(2.0), "{text}");
+    assert_eq!(sample(&text, r#"chronicle_ingest_fetch_seconds_count{method="block",outcome="ok"}"#), Some(2.0));
+    assert!(sample(&text, r#"chronicle_ingest_fetch_seconds_count{method="tip",outcome="ok"}"#) >= Some(1.0));
+    assert_eq!(sample(&text, r#"chronicle_sink_write_seconds_count{sink="canonical",outcome="ok"}"#), Some(2.0));
+    assert_eq!(sample(&text, r#"chronicle_sink_write_seconds_count{sink="metrics",outcome="ok"}"#), Some(2.0));
+    assert_eq!(sample(&text, "chronicle_ingest_gaps_open"), Some(0.0), "{text}");
+    assert!(sample(&text, "chronicle_ingest_written_bytes_total").unwrap() > 5_000.0, "{text}");
+    assert!(sample(&text, r#"chronicle_store_bytes_total{op="write",table="blocks"}"#).unwrap() > 5_000.0);
+    assert!(sample(&text, r#"chronicle_store_seconds_count{op="write",table="tx",outcome="ok"}"#) >= Some(2.0));
+    assert!(sample(&text, r#"chronicle_build_info{version="0.1.0"}"#) == Some(1.0), "{text}");
+    assert_bounded_labels(&text, &["metrics-job", "5000", "5001", "127.0.0.1", "influx-token"]);
+
+    // The points, read back from the server, equal the recorded blocks' aggregates.
+    let points = points_of(&influx, 2).await;
+    for (slot, file) in [(5_000, files[0]), (5_001, files[1])] {
+        for (field, want) in expected_fields(file) {
+            assert_eq!(points.get(&(field.to_string(), slot)), Some(&want), "slot {slot}: {field}: {points:?}");
+        }
+    }
+
+    // The server goes away; blocks keep landing and ingestion keeps pace.
+    influx.stop();
+    for slot in 5_002..5_008 {
+        peer.produce(slot, recorded[(slot % 2) as usize].clone());
+    }
+    let text = wait_for_metric(metrics_port, "chronicle_ingest_checkpoint", 5_007.0).await;
+    assert_eq!(sample(&text, r#"chronicle_ingest_blocks_total{outcome="written"}"#), Some(8.0), "{text}");
+    let dropped = sample(&text, r#"chronicle_chain_metrics_points_total{outcome="dropped"}"#).unwrap_or(0.0);
+    assert!(dropped >= 1.0, "six points for a buffer of two (and one in flight): some must drop\n{text}");
+
+    // Back again: what was buffered is written; written + dropped = every block.
+    influx.start_again();
+    let text =
+        wait_for_metric(metrics_port, r#"chronicle_chain_metrics_points_total{outcome="written"}"#, 8.0 - dropped)
+            .await;
+    assert_eq!(sample(&text, "chronicle_chain_metrics_buffered_points"), Some(0.0), "{text}");
+    let stored = (8.0 - dropped) as usize;
+    let slots: BTreeSet<i64> = points_of(&influx, stored).await.keys().map(|(_, slot)| *slot).collect();
+    assert_eq!(slots.len() as f64, 8.0 - dropped, "points stored: every block but the dropped ones: {slots:?}");
+    assert!(child.try_wait().unwrap().is_none(), "the worker is still running");
+
+    // SAFETY: kill(2) on the worker we spawned.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("chain-metrics server unavailable"), "{log}");
+    assert!(!log.contains("influx-token-never-logged"), "the token is never logged:\n{log}");
+}
+
+/// Metric names an expression refers to (`chronicle_…`, without the
+/// `_bucket`/`_count`/`_sum` of a histogram's series).
+fn referenced_metrics(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("chronicle_") {
+        let start = i + at;
+        let end = start + bytes[start..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
+        let before = start.checked_sub(1).map(|p| bytes[p]);
+        if !before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-') {
+            names.insert(text[start..end].to_string());
+        }
+        i = end;
+    }
+    names
+}
+
+/// Every series name the code exports: `# TYPE` lines of the worker, serve
+/// and controller registries with one series of each family (counters as
+/// `…_total`, histograms with their `_bucket`, `_count` and `_sum`).
+fn exported_metrics() -> BTreeSet<String> {
+    let mut text = chronicle::telemetry::metrics::WorkerMetrics::descriptors();
+    text.push_str(&chronicle::serve::metric_descriptors());
+    text.push_str(&chronicle::controller::context::Metrics::descriptors());
+    let mut names = BTreeSet::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').unwrap();
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                names.extend(["_bucket", "_count", "_sum"].map(|s| format!("{name}{s}")));
+            }
+            _ => {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_and_the_alert_rules_name_only_exported_metrics() {
+    let exported = exported_metrics();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("grafana/chronicle-dashboard.json")).unwrap()).unwrap();
+    let mut expressions = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            expressions.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(expressions.len() > 20, "the dashboard has its panels");
+    let rules: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("prometheus/chronicle-rules.yaml")).unwrap()).unwrap();
+    for group in rules["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            expressions.push(rule["expr"].as_str().unwrap().to_string());
+        }
+    }
+    let mut unknown = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    for expr in &expressions {
+        for name in referenced_metrics(expr) {
+            if !exported.contains(&name) {
+                unknown.insert(name.clone());
+            }
+            used.insert(name);
+        }
+    }
+    assert!(unknown.is_empty(), "not exported by the code: {unknown:?}\nexported: {exported:?}");
+    assert!(used.len() > 25, "{used:?}");
+}
+
+#[test]
+fn the_shipped_alert_rules_pass_promtool() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prometheus");
+    for args in [["check", "rules", "chronicle-rules.yaml"], ["test", "rules", "chronicle-rules.test.yaml"]] {
+        let output = std::process::Command::new("promtool").args(args).current_dir(&dir).output().unwrap_or_else(|e| {
+            panic!("promtool (Debian package prometheus) is not installed: {e} (scripts/install-deps.sh installs it)")
+        });
+        assert!(
+            output.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
