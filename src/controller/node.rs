@@ -49,7 +49,9 @@ pub fn node_workload(source: &ChainSource, jobs: &[IngestJob], tiers: &[CacheTie
         let Ok(WorkerSpec { work: Work::Serve(spec), .. }) = serve_spec(tier, source) else { continue };
         // By index: a volume name is a DNS label (63 characters), a tier name may be longer.
         secrets.serve(&spec, tier, source, &format!("api-keys-{index}"));
-        ports.push(ContainerPort { container_port: spec.port, ..ContainerPort::default() });
+        // Named for scrapers: `rpc` for the first tier (as in a serve pod), `rpc-N` after it.
+        let name = if index == 0 { "rpc".to_string() } else { format!("rpc-{index}") };
+        ports.push(ContainerPort { name: Some(name), container_port: spec.port, ..ContainerPort::default() });
         works.push(NamedWork { name: format!("CacheTier/{namespace}/{}", tier.name_any()), work: Work::Serve(spec) });
     }
     if works.is_empty() {

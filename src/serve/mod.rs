@@ -449,12 +449,14 @@ fn batch_size(text: &str) -> Option<usize> {
 async fn handle_metrics(State(state): State<Arc<AppState>>) -> Response {
     use crate::telemetry::metrics::{CONTENT_TYPE, WORKER};
     // Serve's own series, then the process's worker series (the store's
-    // calls; a node pod's ingests).
+    // calls) unless a worker metrics port of this process has them.
     let mut text = String::new();
     if prometheus_client::encoding::text::encode_registry(&mut text, &state.service.metrics.registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    WORKER.encode_series(&mut text);
+    if !crate::telemetry::metrics::served_separately() {
+        WORKER.encode_series(&mut text);
+    }
     let _ = prometheus_client::encoding::text::encode_eof(&mut text);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }

@@ -2,8 +2,8 @@
 //! filled by the ingest loop, the sinks, the store engines, the node client,
 //! exports, replication and retention, and served on `/metrics`
 //! ([`serve_metrics`]) while a worker runs (`--metrics-addr`; the controller
-//! gives every worker pod a `metrics` port). `serve` appends these to its own
-//! `chronicle_serve_*` series, so a pod that ingests and serves shows both.
+//! gives every worker pod a `metrics` port). A `chronicle serve` without one
+//! appends these to its own `chronicle_serve_*` series on its port.
 //!
 //! Labels are bounded by construction: each is an enum's name or a table,
 //! sink or method of the code, never an address, signature, slot or object
@@ -311,10 +311,20 @@ pub async fn serve_metrics(addr: std::net::SocketAddr, shutdown: CancellationTok
     let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
 }
 
+/// Whether this process serves [`WORKER`] on a port of its own.
+static OWN_PORT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`WORKER`] has a `/metrics` of its own in this process (then
+/// `serve`'s `/metrics` leaves it out, so no series is scraped twice).
+pub fn served_separately() -> bool {
+    OWN_PORT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Starts [`serve_metrics`] in the background when `addr` is given.
 pub fn spawn_metrics(addr: Option<std::net::SocketAddr>) -> CancellationToken {
     let stop = CancellationToken::new();
     if let Some(addr) = addr {
+        OWN_PORT.store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(serve_metrics(addr, stop.clone()));
     }
     stop
