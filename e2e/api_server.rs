@@ -94,9 +94,18 @@ async fn the_controller_runs_a_backfill_as_an_indexed_job() {
     assert_eq!(status.workload.as_deref(), Some("mainnet-epoch-700-ingest"));
     let progressing = status.common.conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
     assert_eq!(progressing.status, "True");
-    // The example's metrics target has no sink yet: the status says so.
-    let ready = status.common.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-    assert!(ready.message.contains("targets metrics have no sink in this build yet"), "{}", ready.message);
+    // The example's metrics target reaches the workers: the InfluxDB token by
+    // reference to its Secret, and every worker serves its metrics port.
+    let pod = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let container = &pod.containers[0];
+    let token = container.env.iter().flatten().find(|e| e.name == "CHRONICLE_METRICS_TOKEN").unwrap();
+    let selector = token.value_from.clone().unwrap().secret_key_ref.unwrap();
+    assert_eq!(
+        (selector.name.as_str(), selector.key.as_str(), token.value.as_deref()),
+        ("influx-token", "token", None)
+    );
+    let port = container.ports.iter().flatten().find(|p| p.name.as_deref() == Some("metrics")).unwrap();
+    assert_eq!(port.container_port, 9090);
 
     // A CacheTier serving the source appears: the job is reconciled again and
     // its workers get the tier's Redis to drop cached answers as blocks land.
