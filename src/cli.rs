@@ -553,7 +553,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
             token: Secret(std::env::var("CHRONICLE_METRICS_TOKEN").unwrap_or_default()),
             chain: ChainFamily::Solana.as_str().into(),
             network: args.network.clone(),
-            hold_until_final: commitment == Commitment::Confirmed,
+            hold_until_final: args.follow && commitment == Commitment::Confirmed,
             buffer_points: args.metrics_buffer_points,
         }),
         lake: args.lake.map(|url| worker::ingest::LakeConfig { url, network: args.network }),

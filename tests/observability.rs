@@ -17,6 +17,9 @@ use support::rpc_peer::RpcPeer;
 use support::{VictoriaMetrics, data_file, free_port, http_get, real_blocks};
 use tokio::process::Command;
 
+/// The IngestJob the test's worker runs.
+const JOB: &str = "metrics-job";
+
 const VOTE_PROGRAM: &str = "Vote111111111111111111111111111111111111111";
 
 /// A block's aggregates, computed from its recorded `getBlock` JSON (not
@@ -69,19 +72,29 @@ fn exported_points(server: &VictoriaMetrics) -> BTreeMap<(String, i64), i64> {
     for s in &series {
         let field = s["metric"]["__name__"].as_str().unwrap().trim_start_matches("chain_blocks_").to_string();
         for (t, v) in s["timestamps"].as_array().unwrap().iter().zip(s["values"].as_array().unwrap()) {
-            points.insert((field.clone(), slot_at[&t.as_i64().unwrap()]), v.as_f64().unwrap() as i64);
+            // A field the server shows before the same point's `slot` is matched on a later look.
+            if let Some(&slot) = slot_at.get(&t.as_i64().unwrap()) {
+                points.insert((field.clone(), slot), v.as_f64().unwrap() as i64);
+            }
         }
     }
     points
 }
 
-/// [`exported_points`] once the server shows points of `slots` blocks (it
-/// makes new samples searchable within a few seconds).
+/// The fields of a point: the aggregates and `slot`.
+const POINT_FIELDS: usize = 9;
+
+/// [`exported_points`] once the server shows every field of `slots` blocks
+/// (it makes new samples searchable within a few seconds).
 async fn points_of(server: &VictoriaMetrics, slots: usize) -> BTreeMap<(String, i64), i64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let points = exported_points(server);
-        let seen: BTreeSet<i64> = points.keys().map(|(_, slot)| *slot).collect();
+        let mut fields_of = BTreeMap::<i64, usize>::new();
+        for (_, slot) in points.keys() {
+            *fields_of.entry(*slot).or_default() += 1;
+        }
+        let seen: Vec<i64> = fields_of.iter().filter(|(_, n)| **n == POINT_FIELDS).map(|(slot, _)| *slot).collect();
         if seen.len() >= slots {
             return points;
         }
@@ -100,12 +113,18 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 /// path or an object name.
 fn assert_bounded_labels(text: &str, forbidden: &[&str]) {
     let names: BTreeSet<&str> =
-        ["outcome", "method", "code", "sink", "op", "table", "version", "kind", "result", "reason", "le"].into();
+        ["outcome", "method", "code", "sink", "op", "table", "version", "kind", "result", "reason", "le", "ingest_job"]
+            .into();
     for line in text.lines().filter(|l| !l.starts_with('#') && l.contains('{')) {
         let labels = &line[line.find('{').unwrap() + 1..line.rfind('}').unwrap()];
         for pair in labels.split(',').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap();
             let value = value.trim_matches('"');
+            if name == "ingest_job" {
+                // The declared job's name, one per job: the only object name allowed.
+                assert_eq!(value, JOB, "{line}");
+                continue;
+            }
             assert!(names.contains(name), "label {name} is not one of the bounded labels: {line}");
             assert!(value.len() <= 32, "label value too long to be a bounded name: {line}");
             assert!(!value.contains(['/', ':', '.']) || name == "le" || name == "version", "{line}");
@@ -142,8 +161,9 @@ async fn ingest_metrics_and_chain_metrics_survive_a_server_outage() {
     let metrics_port = free_port();
     let store = format!("embedded://{}", dir.path().join("ledger").display());
     let catalog = format!("embedded://{}", dir.path().join("catalog").display());
+    let log_path = dir.path().join("worker.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_chronicle"))
-        .args(["worker", "ingest", "--job", "metrics-job", "--rpc", &peer.url(), "--store", &store])
+        .args(["worker", "ingest", "--job", JOB, "--rpc", &peer.url(), "--store", &store])
         .args(["--catalog", &catalog, "--follow", "--from", "5000", "--poll-interval", "100ms"])
         .args(["--metrics-url", &influx.url(), "--metrics-org", "chronicle", "--metrics-bucket", "chain"])
         .args(["--metrics-buffer-points", "2", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
@@ -151,13 +171,14 @@ async fn ingest_metrics_and_chain_metrics_survive_a_server_outage() {
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        // To a file, not a pipe: a pipe nobody reads until the end fills and stalls the worker.
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
 
     // Real work, then the scrape: every series the ingest should have moved.
-    let text = wait_for_metric(metrics_port, "chronicle_ingest_checkpoint", 5_001.0).await;
+    let text = wait_for_metric(metrics_port, "chronicle_ingest_checkpoint{ingest_job=\"metrics-job\"}", 5_001.0).await;
     let text = if sample(&text, r#"chronicle_chain_metrics_points_total{outcome="written"}"#) == Some(2.0) {
         text
     } else {
@@ -168,12 +189,13 @@ async fn ingest_metrics_and_chain_metrics_survive_a_server_outage() {
     assert!(sample(&text, r#"chronicle_ingest_fetch_seconds_count{method="tip",outcome="ok"}"#) >= Some(1.0));
     assert_eq!(sample(&text, r#"chronicle_sink_write_seconds_count{sink="canonical",outcome="ok"}"#), Some(2.0));
     assert_eq!(sample(&text, r#"chronicle_sink_write_seconds_count{sink="metrics",outcome="ok"}"#), Some(2.0));
-    assert_eq!(sample(&text, "chronicle_ingest_gaps_open"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, r#"chronicle_ingest_gaps_open{ingest_job="metrics-job"}"#), Some(0.0), "{text}");
     assert!(sample(&text, "chronicle_ingest_written_bytes_total").unwrap() > 5_000.0, "{text}");
     assert!(sample(&text, r#"chronicle_store_bytes_total{op="write",table="blocks"}"#).unwrap() > 5_000.0);
     assert!(sample(&text, r#"chronicle_store_seconds_count{op="write",table="tx",outcome="ok"}"#) >= Some(2.0));
-    assert!(sample(&text, r#"chronicle_build_info{version="0.1.0"}"#) == Some(1.0), "{text}");
-    assert_bounded_labels(&text, &["metrics-job", "5000", "5001", "127.0.0.1", "influx-token"]);
+    let build = format!(r#"chronicle_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"));
+    assert_eq!(sample(&text, &build), Some(1.0), "{text}");
+    assert_bounded_labels(&text, &["5000", "5001", "127.0.0.1", "influx-token"]);
 
     // The points, read back from the server, equal the recorded blocks' aggregates.
     let points = points_of(&influx, 2).await;
@@ -188,7 +210,7 @@ async fn ingest_metrics_and_chain_metrics_survive_a_server_outage() {
     for slot in 5_002..5_008 {
         peer.produce(slot, recorded[(slot % 2) as usize].clone());
     }
-    let text = wait_for_metric(metrics_port, "chronicle_ingest_checkpoint", 5_007.0).await;
+    let text = wait_for_metric(metrics_port, "chronicle_ingest_checkpoint{ingest_job=\"metrics-job\"}", 5_007.0).await;
     assert_eq!(sample(&text, r#"chronicle_ingest_blocks_total{outcome="written"}"#), Some(8.0), "{text}");
     let dropped = sample(&text, r#"chronicle_chain_metrics_points_total{outcome="dropped"}"#).unwrap_or(0.0);
     assert!(dropped >= 1.0, "six points for a buffer of two (and one in flight): some must drop\n{text}");
@@ -206,9 +228,9 @@ async fn ingest_metrics_and_chain_metrics_survive_a_server_outage() {
 
     // SAFETY: kill(2) on the worker we spawned.
     unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "{log}");
     assert!(log.contains("chain-metrics server unavailable"), "{log}");
     assert!(!log.contains("influx-token-never-logged"), "the token is never logged:\n{log}");
 }
@@ -269,6 +291,11 @@ fn the_dashboard_and_the_alert_rules_name_only_exported_metrics() {
         }
     }
     assert!(expressions.len() > 20, "the dashboard has its panels");
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if variable["type"] == "query" {
+            expressions.push(variable["query"].as_str().unwrap().to_string());
+        }
+    }
     let rules: Value =
         serde_yaml::from_str(&std::fs::read_to_string(root.join("prometheus/chronicle-rules.yaml")).unwrap()).unwrap();
     for group in rules["groups"].as_array().unwrap() {

@@ -94,7 +94,7 @@ impl Metrics {
     }
 
     pub fn observe(&self, kind: &str, ok: bool, took: Duration) {
-        let result = if ok { "ok" } else { "error" };
+        let result = crate::telemetry::metrics::outcome(ok);
         self.reconciles.get_or_create(&ReconcileLabels { kind: kind.into(), result: result.into() }).inc();
         self.duration.get_or_create(&KindLabels { kind: kind.into() }).observe(took.as_secs_f64());
     }

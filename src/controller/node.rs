@@ -181,4 +181,29 @@ mod tests {
         // Nothing to run: no node.
         assert!(node_workload(&source, &[], &[], "x").is_none());
     }
+
+    #[test]
+    fn the_pod_monitor_scrapes_every_metrics_and_rpc_port_of_a_node_pod() {
+        let source: ChainSource = example("chainsource-solana-embedded.yaml", |_| {});
+        let tier = |name: &str, port: i64| -> CacheTier {
+            example("cachetier.yaml", |v| {
+                v["metadata"]["name"] = name.into();
+                v["metadata"]["namespace"] = "chronicle".into();
+                v["spec"]["sourceRef"]["name"] = "solana-devnet".into();
+                v["spec"]["upstream"]["endpoint"] = "devnet".into();
+                v["spec"]["server"]["port"] = port.into();
+            })
+        };
+        let node = node_workload(&source, &[], &[tier("a", 8899), tier("b", 8900)], "x").unwrap();
+        let pod = node.spec.unwrap().template.spec.unwrap();
+        let ports: Vec<String> = pod.containers[0].ports.iter().flatten().filter_map(|p| p.name.clone()).collect();
+        assert_eq!(ports, ["rpc", "rpc-1", "metrics"]);
+        let monitor: serde_json::Value =
+            serde_yaml::from_str(include_str!("../../config/prometheus/podmonitor.yaml")).unwrap();
+        let keep = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["regex"].as_str().unwrap();
+        // Prometheus anchors relabeling regexes at both ends.
+        let keep = regex::Regex::new(&format!("^(?:{keep})$")).unwrap();
+        assert!(ports.iter().all(|p| keep.is_match(p)), "{ports:?} against {keep}");
+        assert!(!keep.is_match("store") && !keep.is_match("rpcx"));
+    }
 }

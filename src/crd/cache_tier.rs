@@ -29,6 +29,7 @@ use super::common::{CommonStatus, DURATION_PATTERN, LocalObjectRef, RateLimit, S
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.methods) || self.methods.all(m, self.methods.exists_one(n, n.name == m.name))").message("each method may be listed only once"))]
+#[x_kube(validation = Rule::new("!has(self.server) || !has(self.server.port) || self.server.port != 9090").message("port 9090 is every worker pod's metrics port; choose another server port"))]
 pub struct CacheTierSpec {
     /// The `ChainSource` whose store is served.
     pub source_ref: LocalObjectRef,
@@ -175,7 +176,8 @@ pub struct ServerSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
-    /// Port of the JSON-RPC listener and its Service.
+    /// Port of the JSON-RPC listener and its Service (not 9090, the pod's
+    /// metrics port).
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,

@@ -216,7 +216,7 @@ impl Service {
             self.count(
                 &name,
                 if cache.is_some() { "miss" } else { "off" },
-                if answer.is_ok() { "ok" } else { "error" },
+                crate::telemetry::metrics::outcome(answer.is_ok()),
                 started,
             );
             return answer;
@@ -231,7 +231,7 @@ impl Service {
             Err(e) => Err(e),
         };
         let cache_result = if cache.is_some() { "miss" } else { "off" };
-        self.count(&name, cache_result, if result.is_ok() { "ok" } else { "error" }, started);
+        self.count(&name, cache_result, crate::telemetry::metrics::outcome(result.is_ok()), started);
         result
     }
 
@@ -298,7 +298,7 @@ impl Middleware<()> for Passthrough {
                         .await
                         .unwrap_or_else(|e| Err(e.into()));
                     // Client-chosen names would make the label unbounded.
-                    service.count("other", "off", if answer.is_ok() { "ok" } else { "error" }, started);
+                    service.count("other", "off", crate::telemetry::metrics::outcome(answer.is_ok()), started);
                     Some(Output::from(answer, call.id, call.jsonrpc))
                 }))
             }

@@ -63,6 +63,24 @@ pub struct StoreBytesLabels {
     pub table: &'static str,
 }
 
+/// The IngestJob a gauge describes: a node pod runs several jobs in one
+/// process, and a gauge (unlike a counter) cannot be summed across them.
+/// Bounded by the jobs declared; never a block, address or object path.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub ingest_job: String,
+}
+
+/// One job's ingest gauges (handles into [`WorkerMetrics`]' families).
+#[derive(Clone, Debug, Default)]
+pub struct JobGauges {
+    pub gaps_open: Gauge,
+    pub checkpoint: Gauge,
+    pub source_tip: Gauge,
+    pub lag_blocks: Gauge,
+    pub remaining_blocks: Gauge,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
@@ -77,15 +95,15 @@ pub struct WorkerMetrics {
     pub ingest_bytes: Counter,
     pub ingest_batches: Counter,
     /// Gaps open in the running shard's range.
-    pub ingest_gaps_open: Gauge,
+    pub ingest_gaps_open: Family<JobLabels, Gauge>,
     /// The last committed checkpoint (every slot up to it is done).
-    pub ingest_checkpoint: Gauge,
+    pub ingest_checkpoint: Family<JobLabels, Gauge>,
     /// The newest block the source can serve, at the last look.
-    pub ingest_source_tip: Gauge,
+    pub ingest_source_tip: Family<JobLabels, Gauge>,
     /// `source_tip - checkpoint` of a follower.
-    pub ingest_lag_blocks: Gauge,
+    pub ingest_lag_blocks: Family<JobLabels, Gauge>,
     /// Slots of a backfill's range after its checkpoint.
-    pub ingest_remaining_blocks: Gauge,
+    pub ingest_remaining_blocks: Family<JobLabels, Gauge>,
     /// Catalog commits that failed and were retried (the catalog unreachable).
     pub ingest_catalog_retries: Counter,
     pub ingest_fetch_seconds: Family<FetchLabels, Histogram>,
@@ -127,11 +145,11 @@ impl WorkerMetrics {
         let ingest_blocks = Family::<OutcomeLabels, Counter>::default();
         let ingest_bytes = Counter::default();
         let ingest_batches = Counter::default();
-        let ingest_gaps_open = Gauge::default();
-        let ingest_checkpoint = Gauge::default();
-        let ingest_source_tip = Gauge::default();
-        let ingest_lag_blocks = Gauge::default();
-        let ingest_remaining_blocks = Gauge::default();
+        let ingest_gaps_open = Family::<JobLabels, Gauge>::default();
+        let ingest_checkpoint = Family::<JobLabels, Gauge>::default();
+        let ingest_source_tip = Family::<JobLabels, Gauge>::default();
+        let ingest_lag_blocks = Family::<JobLabels, Gauge>::default();
+        let ingest_remaining_blocks = Family::<JobLabels, Gauge>::default();
         let ingest_catalog_retries = Counter::default();
         let ingest_fetch_seconds = Family::<FetchLabels, Histogram>::new_with_constructor(latency);
         let endpoint_errors = Family::<CodeLabels, Counter>::default();
@@ -236,6 +254,18 @@ impl WorkerMetrics {
         }
     }
 
+    /// The gauges of IngestJob `job`.
+    pub fn job(&self, job: &str) -> JobGauges {
+        let labels = JobLabels { ingest_job: job.to_string() };
+        JobGauges {
+            gaps_open: self.ingest_gaps_open.get_or_create(&labels).clone(),
+            checkpoint: self.ingest_checkpoint.get_or_create(&labels).clone(),
+            source_tip: self.ingest_source_tip.get_or_create(&labels).clone(),
+            lag_blocks: self.ingest_lag_blocks.get_or_create(&labels).clone(),
+            remaining_blocks: self.ingest_remaining_blocks.get_or_create(&labels).clone(),
+        }
+    }
+
     /// Adds `count` to the counter of `outcome` in `family`.
     pub fn count(family: &Family<OutcomeLabels, Counter>, outcome: &'static str, count: u64) {
         family.get_or_create(&OutcomeLabels { outcome }).inc_by(count);
@@ -246,7 +276,7 @@ impl WorkerMetrics {
     }
 
     pub fn store(&self, op: &'static str, table: &'static str, ok: bool, took: Duration, bytes: u64) {
-        let outcome = if ok { "ok" } else { "error" };
+        let outcome = outcome(ok);
         self.store_seconds.get_or_create(&StoreLabels { op, table, outcome }).observe(took.as_secs_f64());
         if bytes > 0 {
             self.store_bytes.get_or_create(&StoreBytesLabels { op, table }).inc_by(bytes);
@@ -269,6 +299,7 @@ impl WorkerMetrics {
         ] {
             Self::count(family, "ok", 0);
         }
+        m.job("job");
         m.fetch("block", "ok", Duration::ZERO);
         m.store("read", "blocks", true, Duration::ZERO, 1);
         let _ = m.endpoint_errors.get_or_create(&CodeLabels { code: "timeout" });
@@ -289,6 +320,11 @@ impl WorkerMetrics {
         let _ = prometheus_client::encoding::text::encode_eof(&mut text);
         text
     }
+}
+
+/// The `outcome` label of an operation that succeeded or failed.
+pub fn outcome(ok: bool) -> &'static str {
+    if ok { "ok" } else { "error" }
 }
 
 /// The content type of OpenMetrics text.

@@ -30,7 +30,7 @@ use crate::pipeline::sinks::Targets;
 use crate::pipeline::sinks::chain_metrics::ChainMetricsConfig;
 use crate::pipeline::{BlockNumber, BlockSink, BlockSource, Flushed, Missing, SinkPolicy};
 use crate::store;
-use crate::telemetry::metrics::{SinkLabels, WORKER, WorkerMetrics};
+use crate::telemetry::metrics::{self, JobGauges, SinkLabels, WORKER, WorkerMetrics};
 
 /// How long a batch waits for the node to list its slots before the run fails.
 const NODE_PATIENCE: Duration = Duration::from_secs(300);
@@ -142,6 +142,7 @@ struct Ingest<B> {
     summary: Summary,
     shutdown: CancellationToken,
     progress: Progress,
+    gauges: JobGauges,
 }
 
 /// What became of one slot.
@@ -207,7 +208,8 @@ pub async fn run_pipeline<B: Send + Sync + 'static>(
     let summary = Summary::default();
     // One span per work unit: the job and its shard on every line.
     let span = tracing::info_span!("ingest", job = %config.job, shard = config.shard, follow = config.follow);
-    let mut ingest = Ingest { config, source, sinks, catalog, summary, shutdown: shutdown.clone(), progress };
+    let gauges = WORKER.job(&config.job);
+    let mut ingest = Ingest { config, source, sinks, catalog, summary, shutdown: shutdown.clone(), progress, gauges };
     async move {
         if ingest.config.follow {
             ingest.follow(shutdown).await?
@@ -242,7 +244,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         self.refresh_open_gaps().await;
         self.repair_gaps(range.start, state.checkpoint.unwrap_or(range.start).min(range.end)).await?;
         let mut next = state.checkpoint.map_or(range.start, |c| c + 1);
-        WORKER.ingest_remaining_blocks.set((range.end + 1).saturating_sub(next) as i64);
+        self.gauges.remaining_blocks.set((range.end + 1).saturating_sub(next) as i64);
         self.summary.checkpoint = state.checkpoint;
         while next <= range.end {
             if shutdown.is_cancelled() {
@@ -255,7 +257,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 break;
             }
             next = end + 1;
-            WORKER.ingest_remaining_blocks.set((range.end + 1).saturating_sub(next) as i64);
+            self.gauges.remaining_blocks.set((range.end + 1).saturating_sub(next) as i64);
         }
         self.summary.open_gaps =
             self.catalog.open_gaps(&self.config.job, range.start, range.end).await?.iter().map(|g| g.slot).collect();
@@ -297,11 +299,11 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         while !shutdown.is_cancelled() {
             let asked = Instant::now();
             let tip = self.source.tip().await;
-            WORKER.fetch("tip", if tip.is_ok() { "ok" } else { "error" }, asked.elapsed());
+            WORKER.fetch("tip", metrics::outcome(tip.is_ok()), asked.elapsed());
             let tip = match tip {
                 Ok(tip) => {
-                    WORKER.ingest_source_tip.set(tip as i64);
-                    WORKER.ingest_lag_blocks.set(tip.saturating_sub(next.saturating_sub(1)) as i64);
+                    self.gauges.source_tip.set(tip as i64);
+                    self.gauges.lag_blocks.set(tip.saturating_sub(next.saturating_sub(1)) as i64);
                     tip
                 }
                 Err(e) => {
@@ -327,7 +329,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                     self.drop_unfinalized(finalized.as_ref(), &mut unfinalized).await?;
                 }
                 next = end + 1;
-                WORKER.ingest_lag_blocks.set(tip.saturating_sub(end) as i64);
+                self.gauges.lag_blocks.set(tip.saturating_sub(end) as i64);
                 continue;
             }
             tokio::select! {
@@ -366,7 +368,6 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             let produced: BTreeSet<BlockNumber> =
                 finalized.produced(first, last).await.map_err(anyhow::Error::msg)?.into_iter().collect();
             let orphans: Vec<BlockNumber> = settled.iter().copied().filter(|s| !produced.contains(s)).collect();
-            WorkerMetrics::count(&WORKER.ingest_blocks, "removed", orphans.len() as u64);
             for slot in &orphans {
                 tracing::warn!(slot, "confirmed block was not finalized; removing it");
                 for sink in &self.sinks {
@@ -375,7 +376,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             }
             if !orphans.is_empty() {
                 self.flush().await?;
-                self.commit(0, BatchOutcome { skipped: orphans, ..BatchOutcome::default() }).await?;
+                self.commit(0, BatchOutcome { skipped: orphans, ..BatchOutcome::default() }, Pass::Removal).await?;
             }
             for slot in settled {
                 unfinalized.remove(&slot);
@@ -399,7 +400,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         self.write_slots(gaps.iter().map(|g| g.slot).collect(), &mut outcome, true).await?;
         self.summary.repaired += outcome.repaired.len() as u64;
         let shard = self.summary.range.map_or(0, |r| r.shard);
-        self.commit(shard, outcome).await
+        self.commit(shard, outcome, Pass::Repair).await
     }
 
     /// One batch `start..=end`: list, fetch, write, sync, commit. Returns the
@@ -412,7 +413,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         let produced = loop {
             let asked = Instant::now();
             let listed = self.source.produced(start, end).await;
-            WORKER.fetch("produced", if listed.is_ok() { "ok" } else { "error" }, asked.elapsed());
+            WORKER.fetch("produced", metrics::outcome(listed.is_ok()), asked.elapsed());
             match listed {
                 Ok(slots) => break slots,
                 Err(_) if self.shutdown.is_cancelled() => {
@@ -443,7 +444,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         self.summary.written += written.len() as u64;
         self.summary.bytes += outcome.bytes;
         self.summary.skipped += outcome.skipped.len() as u64;
-        self.commit(shard, outcome).await?;
+        self.commit(shard, outcome, Pass::Batch).await?;
         self.summary.checkpoint = Some(end);
         self.progress.committed(end);
         let rate = (end - start + 1) as f64 / began.elapsed().as_secs_f64().max(1e-9);
@@ -495,7 +496,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         for sink in &self.sinks {
             let started = Instant::now();
             let result = sink.flush().await;
-            let labels = SinkLabels { sink: sink.name(), outcome: if result.is_ok() { "ok" } else { "error" } };
+            let labels = SinkLabels { sink: sink.name(), outcome: metrics::outcome(result.is_ok()) };
             WORKER.sink_flush_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
             match (result, sink.policy()) {
                 (Ok(done), _) => {
@@ -534,8 +535,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                         for sink in &sinks {
                             let started = Instant::now();
                             let written = sink.write(slot, &block).await;
-                            let labels =
-                                SinkLabels { sink: sink.name(), outcome: if written.is_ok() { "ok" } else { "error" } };
+                            let labels = SinkLabels { sink: sink.name(), outcome: metrics::outcome(written.is_ok()) };
                             WORKER.sink_write_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
                             match (written, sink.policy()) {
                                 (Ok(written), _) => bytes += written.bytes,
@@ -557,13 +557,13 @@ impl<B: Send + Sync + 'static> Ingest<B> {
 
     /// Commits a batch, waiting out a catalog outage (nothing proceeds
     /// meanwhile, so nothing is lost or done twice).
-    async fn commit(&self, shard: u32, outcome: BatchOutcome) -> anyhow::Result<()> {
+    async fn commit(&self, shard: u32, outcome: BatchOutcome, pass: Pass) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.config.catalog_patience;
         let mut delay = Duration::from_millis(200);
         loop {
             match self.catalog.commit(&self.config.job, shard, &outcome).await {
                 Ok(()) => {
-                    self.committed(&outcome).await;
+                    self.committed(&outcome, pass).await;
                     return Ok(());
                 }
                 Err(e) if Instant::now() < deadline => {
@@ -579,17 +579,24 @@ impl<B: Send + Sync + 'static> Ingest<B> {
 }
 
 impl<B: Send + Sync + 'static> Ingest<B> {
-    /// The metrics of a committed batch.
-    async fn committed(&self, outcome: &BatchOutcome) {
+    /// The metrics of a committed batch. Each slot counts once per thing
+    /// that became of it: a repair pass counts only what it repaired (a gap
+    /// still open was counted when it opened), a removal only the removals.
+    async fn committed(&self, outcome: &BatchOutcome, pass: Pass) {
         let blocks = &WORKER.ingest_blocks;
-        WorkerMetrics::count(blocks, "written", outcome.written.len() as u64);
-        WorkerMetrics::count(blocks, "skipped", outcome.skipped.len() as u64);
-        WorkerMetrics::count(blocks, "gap", outcome.gaps.len() as u64);
-        WorkerMetrics::count(blocks, "repaired", outcome.repaired.len() as u64);
+        match pass {
+            Pass::Batch => {
+                WorkerMetrics::count(blocks, "written", outcome.written.len() as u64);
+                WorkerMetrics::count(blocks, "skipped", outcome.skipped.len() as u64);
+                WorkerMetrics::count(blocks, "gap", outcome.gaps.len() as u64);
+            }
+            Pass::Repair => WorkerMetrics::count(blocks, "repaired", outcome.repaired.len() as u64),
+            Pass::Removal => WorkerMetrics::count(blocks, "removed", outcome.skipped.len() as u64),
+        }
         WORKER.ingest_bytes.inc_by(outcome.bytes);
         if let Some(checkpoint) = outcome.checkpoint {
             WORKER.ingest_batches.inc();
-            WORKER.ingest_checkpoint.set(checkpoint as i64);
+            self.gauges.checkpoint.set(checkpoint as i64);
         }
         if !outcome.gaps.is_empty() || !outcome.repaired.is_empty() {
             self.refresh_open_gaps().await;
@@ -600,9 +607,20 @@ impl<B: Send + Sync + 'static> Ingest<B> {
     async fn refresh_open_gaps(&self) {
         let Some(range) = self.summary.range else { return };
         if let Ok(gaps) = self.catalog.open_gaps(&self.config.job, range.start, range.end).await {
-            WORKER.ingest_gaps_open.set(gaps.len() as i64);
+            self.gauges.gaps_open.set(gaps.len() as i64);
         }
     }
+}
+
+/// What a commit records, for the slot counters.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// A new range: its slots written, skipped or gaps.
+    Batch,
+    /// Gaps of earlier runs retried.
+    Repair,
+    /// Confirmed blocks the finalized chain dropped.
+    Removal,
 }
 
 /// When a follower last recorded its source's head and retried its gaps:

@@ -116,14 +116,21 @@ pub fn ingest_config_in(
         targets: spec.targets.clone(),
         lake: spec.lake.as_ref().map(|l| LakeConfig { url: l.url.clone(), network: spec.chain.network.clone() }),
         caches: spec.caches.iter().map(|c| c.resolve_in(lookup)).collect::<Result<_, _>>()?,
-        chain_metrics: spec.metrics.as_ref().map(|m| chain_metrics_config(m, &spec.chain, lookup)).transpose()?,
+        chain_metrics: spec
+            .metrics
+            .as_ref()
+            .map(|m| chain_metrics_config(m, &spec.chain, follow, lookup))
+            .transpose()?,
     })
 }
 
 /// The chain-metrics server of a spec, its token from the environment.
+/// Only a confirmed follower learns when its blocks turn final, so only it
+/// holds their points until then (a backfill releases every point at once).
 fn chain_metrics_config(
     spec: &ChainMetricsSpec,
     chain: &ChainSpec,
+    follow: bool,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ChainMetricsConfig, SpecError> {
     Ok(ChainMetricsConfig {
@@ -133,7 +140,7 @@ fn chain_metrics_config(
         token: Secret(spec.token.resolve_in(lookup)?),
         chain: chain.family.as_str().into(),
         network: chain.network.clone(),
-        hold_until_final: chain.commitment == crate::crd::chain_source::Commitment::Confirmed,
+        hold_until_final: follow && chain.commitment == crate::crd::chain_source::Commitment::Confirmed,
         buffer_points: crate::pipeline::sinks::chain_metrics::BUFFER_POINTS,
     })
 }

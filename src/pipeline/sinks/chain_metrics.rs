@@ -7,8 +7,10 @@
 //! writer retries its batch with backoff, the buffer fills, and further
 //! points are dropped and counted (`chronicle_chain_metrics_points_total
 //! {outcome="dropped"}`). `flush` waits (at most [`FLUSH_WAIT`]) for the
-//! batch's points only while the server answers, so a backfill's last points
-//! arrive before it exits and an outage costs ingestion nothing.
+//! batch's points only while the server answers and keeps up, so a
+//! backfill's last points arrive before it exits; a server that is down, or
+//! so slow that one wait ran out, is not waited for again until the writer
+//! has caught up, so neither an outage nor a slow server slows ingestion.
 //!
 //! Measurement `chain_blocks`, tags `chain` and `network`, one integer field
 //! per aggregate, at the block's time; the milliseconds below its second are
@@ -86,6 +88,8 @@ pub struct ChainMetricsSink<B> {
     sent: AtomicU64,
     done: watch::Receiver<u64>,
     healthy: Arc<AtomicBool>,
+    /// A flush's wait ran out; cleared once the writer has caught up.
+    lagging: AtomicBool,
     /// Points of blocks not yet final, by number (`hold_until_final`).
     held: Mutex<BTreeMap<BlockNumber, Vec<u8>>>,
 }
@@ -101,7 +105,16 @@ impl<B> ChainMetricsSink<B> {
         let writer =
             Writer { client, org: config.org.clone(), bucket: config.bucket.clone(), healthy: healthy.clone() };
         tokio::spawn(writer.run(points, report));
-        Ok(Self { stats, config, buffer, sent: AtomicU64::new(0), done, healthy, held: Mutex::default() })
+        Ok(Self {
+            stats,
+            config,
+            buffer,
+            sent: AtomicU64::new(0),
+            done,
+            healthy,
+            lagging: AtomicBool::new(false),
+            held: Mutex::default(),
+        })
     }
 
     /// The block's point as line protocol.
@@ -173,9 +186,17 @@ impl<B: Send + Sync + 'static> BlockSink<B> for ChainMetricsSink<B> {
 
     async fn flush(&self) -> Result<Flushed, String> {
         let sent = self.sent.load(Ordering::Relaxed);
-        if self.healthy.load(Ordering::Relaxed) {
-            let mut done = self.done.clone();
-            let _ = tokio::time::timeout(FLUSH_WAIT, done.wait_for(|d| *d >= sent)).await;
+        let mut done = self.done.clone();
+        if self.lagging.load(Ordering::Relaxed) && *done.borrow() >= sent {
+            self.lagging.store(false, Ordering::Relaxed);
+            tracing::info!("chain-metrics writer caught up");
+        }
+        if self.healthy.load(Ordering::Relaxed) && !self.lagging.load(Ordering::Relaxed) {
+            let waited = tokio::time::timeout(FLUSH_WAIT, done.wait_for(|d| *d >= sent)).await;
+            if waited.is_err() {
+                self.lagging.store(true, Ordering::Relaxed);
+                tracing::warn!("chain-metrics server is slower than ingestion; points are buffered, not waited for");
+            }
         }
         Ok(Flushed::default())
     }
@@ -235,10 +256,11 @@ impl Writer {
                 Ok(Err(influxdb2::RequestError::Http { status, text }))
                     if status.is_client_error() && status.as_u16() != 429 =>
                 {
-                    tracing::error!(%status, response = %text, "the chain-metrics server refused a batch; dropped");
+                    let response: String = text.chars().take(300).collect();
+                    tracing::error!(%status, %response, "the chain-metrics server refused a batch; dropped");
                     return "failed";
                 }
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(e)) => describe(&e),
                 Err(_) => format!("no answer within {WRITE_TIMEOUT:?}"),
             };
             if self.healthy.swap(false, Ordering::Relaxed) {
@@ -247,6 +269,18 @@ impl Writer {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
         }
+    }
+}
+
+/// What went wrong, without the request's URL (which `reqwest` errors
+/// print, and which may carry credentials).
+fn describe(error: &influxdb2::RequestError) -> String {
+    match error {
+        influxdb2::RequestError::Http { status, .. } => format!("HTTP {status}"),
+        influxdb2::RequestError::ReqwestProcessing { source } if source.is_timeout() => "timed out".into(),
+        influxdb2::RequestError::ReqwestProcessing { source } if source.is_connect() => "cannot connect".into(),
+        influxdb2::RequestError::ReqwestProcessing { .. } => "transport error".into(),
+        _ => "unexpected client error".into(),
     }
 }
 
