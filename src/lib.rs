@@ -11,6 +11,7 @@ pub mod dev;
 pub mod export;
 pub mod lake;
 pub mod pipeline;
+pub mod plugin;
 pub mod replication;
 pub mod retention;
 pub mod serve;

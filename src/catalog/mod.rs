@@ -239,9 +239,11 @@ pub trait Catalog: Send + Sync {
     /// What `job` has done so far: its shards, its open gaps, its source's head.
     async fn progress(&self, job: &str) -> Result<JobProgress, CatalogError> {
         let shards = self.shards(job).await?;
-        let open_gaps = self.open_gaps(job, 0, i64::MAX as BlockNumber).await?.len() as u64;
+        let mut lowest_gaps = self.open_gaps(job, 0, i64::MAX as BlockNumber).await?;
+        let open_gaps = lowest_gaps.len() as u64;
+        lowest_gaps.truncate(crate::crd::ingest_job::OPEN_GAPS_LISTED);
         let source_head = self.head(job).await?;
-        Ok(JobProgress { shards, open_gaps, source_head })
+        Ok(JobProgress { shards, open_gaps, lowest_gaps, source_head })
     }
 }
 
@@ -304,6 +306,8 @@ pub struct RecordedHead {
 pub struct JobProgress {
     pub shards: Vec<(ShardRange, ShardState)>,
     pub open_gaps: u64,
+    /// The lowest of them (at most `OPEN_GAPS_LISTED`), ascending.
+    pub lowest_gaps: Vec<Gap>,
     /// The newest block the job's source held (follow jobs record it).
     pub source_head: Option<RecordedHead>,
 }

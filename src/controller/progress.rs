@@ -17,7 +17,7 @@ use super::context::Context;
 use super::workload::catalog_job;
 use crate::catalog::{self, Catalog, JobProgress, RecordedHead};
 use crate::crd::ChainSource;
-use crate::crd::ingest_job::{IngestJob, IngestJobStatus, IngestMode, ReplicationStatus, SourceHeadStatus};
+use crate::crd::ingest_job::{GapStatus, IngestJob, IngestJobStatus, IngestMode, ReplicationStatus, SourceHeadStatus};
 
 /// Open catalogs by URL, and recent (slots done, time) samples by job.
 #[derive(Default)]
@@ -82,11 +82,22 @@ pub fn status_fields(
         gaps_repaired: sum(|s| s.gaps_repaired),
         duplicates_dropped: sum(|s| s.duplicates_dropped),
         gaps_open: progress.open_gaps,
+        open_gaps: progress.lowest_gaps.iter().map(gap_status).collect(),
         lag_slots: lag,
         source_head: progress.source_head.map(|recorded| source_head(recorded, chain_head)),
         rate: rate.map(|r| format!("{r:.1}")),
         ..IngestJobStatus::default()
     }
+}
+
+/// A gap as the status lists it; a long reason is cut (the catalog keeps it whole).
+fn gap_status(gap: &catalog::Gap) -> GapStatus {
+    const REASON_CHARS: usize = 200;
+    let mut reason: String = gap.reason.chars().take(REASON_CHARS).collect();
+    if reason.len() < gap.reason.len() {
+        reason.push('…');
+    }
+    GapStatus { slot: gap.slot, reason, attempts: gap.attempts }
 }
 
 /// How far behind the chain head the source's recorded head is.
@@ -179,6 +190,11 @@ mod tests {
         let progress = JobProgress {
             shards: vec![shard(1, 200, 299, Some(250)), shard(0, 100, 199, Some(199)), shard(2, 300, 399, None)],
             open_gaps: 2,
+            lowest_gaps: vec![catalog::Gap {
+                slot: 205,
+                reason: "node error -32009: slot skipped".into(),
+                attempts: 3,
+            }],
             source_head: None,
         };
         let fields = status_fields(&progress, false, Some(10_000), Some(12.345));
@@ -186,6 +202,10 @@ mod tests {
         assert_eq!(fields.slots_done, 100 + 51);
         assert_eq!(fields.blocks_written, 30);
         assert_eq!(fields.gaps_open, 2);
+        assert_eq!(
+            fields.open_gaps[0],
+            GapStatus { slot: 205, reason: "node error -32009: slot skipped".into(), attempts: 3 }
+        );
         assert_eq!(fields.lag_slots, None, "a backfill has no chain lag");
         assert_eq!(fields.rate.as_deref(), Some("12.3"));
         let fields = status_fields(

@@ -251,6 +251,20 @@ pub struct SourceHeadStatus {
     pub observed_time: Option<Timestamp>,
 }
 
+/// How many open gaps a status lists.
+pub const OPEN_GAPS_LISTED: usize = 20;
+
+/// An open gap: a slot that should hold a block but could not be fetched yet.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GapStatus {
+    pub slot: u64,
+    /// The last fetch error, with secrets removed.
+    pub reason: String,
+    /// Fetches tried so far.
+    pub attempts: u32,
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum IngestPhase {
     #[default]
@@ -287,6 +301,11 @@ pub struct IngestJobStatus {
     /// Gaps not yet repaired.
     #[serde(default)]
     pub gaps_open: u64,
+    /// The lowest open gaps, each with why it is open (at most
+    /// [`OPEN_GAPS_LISTED`]; `gapsOpen` counts them all, the catalog holds them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub open_gaps: Vec<GapStatus>,
     /// Rows the source gave more than once, kept once (a dataset's repeats).
     #[serde(default)]
     pub duplicates_dropped: u64,
