@@ -92,7 +92,10 @@ fn main() {
             chain: ChainFamily::Solana,
             store: String::new(),
             store_access: chronicle::store::BigtableAccess::default(),
-            catalog: format!("embedded://{}", dir.path().join("catalog").display()),
+            catalog: chronicle::pipeline::config::Secret::new(format!(
+                "embedded://{}",
+                dir.path().join("catalog").display()
+            )),
             source: SourceConfig::BigQuery(BigQueryDataset {
                 access: BigQueryAccess {
                     endpoint: Some(emulator.endpoint()),

@@ -80,7 +80,7 @@ async fn ingest_rate(peer: &RpcPeer, store: &str, catalog: &str, first: u64, cou
         chain: ChainFamily::Solana,
         store: store.into(),
         store_access: chronicle::store::BigtableAccess::from_env(),
-        catalog: catalog.into(),
+        catalog: chronicle::pipeline::config::Secret::new(catalog),
         source: SourceConfig::Rpc(RpcEndpoint { attempts: 3, ..RpcEndpoint::new(peer.url(), Commitment::Finalized) }),
         from: Some(first),
         to: Some(first + count - 1),

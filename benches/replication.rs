@@ -133,7 +133,7 @@ async fn replicate(
         chain: ChainFamily::Solana,
         store: target.into(),
         store_access: BigtableAccess { emulator_host: target_host.map(String::from), credentials_file: None },
-        catalog: format!("embedded://{}", dir.path().display()),
+        catalog: chronicle::pipeline::config::Secret::new(format!("embedded://{}", dir.path().display())),
         source: SourceConfig::Store(StoreOrigin {
             url: origin.into(),
             access: BigtableAccess { emulator_host: Some(origin_host.into()), credentials_file: None },

@@ -241,7 +241,7 @@ async fn run(emulator: &BigtableEmulator, redis: &Redis) {
         store.clone(),
         ServeConfig {
             cache: Some(CacheConfig {
-                url: redis.url(),
+                url: chronicle::pipeline::config::Secret::new(redis.url()),
                 ttl: Duration::from_secs(600),
                 immutable_ttl: Duration::from_secs(3600),
                 timeout: Duration::from_millis(250),

@@ -402,6 +402,10 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         tokio::time::sleep(Duration::from_millis(100))
     };
 
+    // The endpoint token the controller reads to probe with: never logged.
+    let rpc_token = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "solana-rpc-token"},
+        "stringData": {"token": format!("rpc-token-{}", support::SECRET_MARK)}});
+    assert_eq!(post(&api, "/api/v1/namespaces/e2e/secrets", &rpc_token).await.0, 201);
     for file in
         ["examples/chainsource-solana-mainnet.yaml", "examples/ingestjob-backfill.yaml", "examples/cachetier.yaml"]
     {
@@ -638,6 +642,8 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
     Command::new("kill").args(["-TERM", &controller.id().to_string()]).status().unwrap();
     let exit = controller.wait().unwrap();
     assert!(exit.success(), "{exit:?}; the controller said:\n{}", log());
+    support::assert_no_secret(&log());
+    assert!(!log().contains(token), "the controller's ServiceAccount token was logged");
 }
 
 #[path = "../tests/support/mod.rs"]

@@ -187,6 +187,12 @@ pub struct WorkerArgs {
     /// Serve the worker's Prometheus metrics on http://ADDR/metrics while it works.
     #[arg(long, global = true, env = "CHRONICLE_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// When work that runs to completion (a backfill, an export, a
+    /// replication or retention run) ends, keep serving /metrics this long,
+    /// or until SIGTERM, so a last scrape sees the final figures (which the
+    /// catalog and the resource's status hold either way).
+    #[arg(long, global = true, env = "CHRONICLE_METRICS_LINGER", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub metrics_linger: std::time::Duration,
     #[command(subcommand)]
     pub command: WorkerCommand,
 }
@@ -402,13 +408,16 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
-        Command::Worker(WorkerArgs { metrics_addr, command }) => block_on(async move {
+        Command::Worker(WorkerArgs { metrics_addr, metrics_linger, command }) => block_on(async move {
             let stop_metrics = telemetry::metrics::spawn_metrics(metrics_addr);
             let done = match command {
                 WorkerCommand::Ingest(args) => ingest(args).await,
                 WorkerCommand::Export(args) => export(args).await,
                 WorkerCommand::Run { spec, shard_index } => worker_run(spec, shard_index).await,
             };
+            if metrics_addr.is_some() && !metrics_linger.is_zero() {
+                linger(metrics_linger).await;
+            }
             stop_metrics.cancel();
             done
         }),
@@ -495,7 +504,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         chain: ChainFamily::Solana,
         store: args.store.unwrap_or_default(),
         store_access: crate::store::BigtableAccess::from_env(),
-        catalog: args.catalog,
+        catalog: Secret::new(args.catalog),
         source: match (args.rpc, args.bigquery_dataset) {
             (_, Some(dataset)) => SourceConfig::BigQuery(crate::pipeline::config::BigQueryDataset {
                 access: crate::bigquery::BigQueryAccess {
@@ -518,7 +527,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                     Some(header) => {
                         let token = std::env::var("CHRONICLE_RPC_TOKEN")
                             .map_err(|_| anyhow::anyhow!("--rpc-auth-header needs the token in CHRONICLE_RPC_TOKEN"))?;
-                        Some((header, Secret(token)))
+                        Some((header, Secret::new(token)))
                     }
                     None => None,
                 },
@@ -550,14 +559,14 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
             url,
             org: args.metrics_org.unwrap_or_default(),
             bucket: args.metrics_bucket.unwrap_or_default(),
-            token: Secret(std::env::var("CHRONICLE_METRICS_TOKEN").unwrap_or_default()),
+            token: Secret::new(std::env::var("CHRONICLE_METRICS_TOKEN").unwrap_or_default()),
             chain: ChainFamily::Solana.as_str().into(),
             network: args.network.clone(),
             hold_until_final: args.follow && commitment == Commitment::Confirmed,
             buffer_points: args.metrics_buffer_points,
         }),
         lake: args.lake.map(|url| worker::ingest::LakeConfig { url, network: args.network }),
-        caches: args.cache.into_iter().collect(),
+        caches: args.cache.into_iter().map(Secret::new).collect(),
     };
     run_ingest(config).await
 }
@@ -695,7 +704,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = crate::serve::ServeConfig {
         listen: args.listen,
         cache: args.cache.map(|url| crate::serve::cache::CacheConfig {
-            url,
+            url: crate::pipeline::config::Secret::new(url),
             ttl: args.cache_ttl,
             immutable_ttl: args.immutable_ttl,
             timeout: std::time::Duration::from_millis(250),
@@ -745,6 +754,20 @@ async fn stop_on_signal(shutdown: tokio_util::sync::CancellationToken) {
     }
     tracing::info!("stop requested: finishing the batch in flight");
     shutdown.cancel();
+}
+
+/// Waits out the metrics linger, or until SIGTERM/SIGINT.
+async fn linger(time: std::time::Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tracing::info!(seconds = time.as_secs(), "work done: serving the final metrics until the linger ends or a stop");
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(time) => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 fn print_crds(out_dir: Option<&Path>) -> anyhow::Result<ExitCode> {

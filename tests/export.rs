@@ -27,14 +27,18 @@ async fn store_with_real_blocks(dir: &Path) -> String {
     url
 }
 
-fn export(store: &str, out: &Path, extra: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+fn export_command(store: &str, out: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chronicle"));
+    command
         .args(["worker", "export", "--store", store, "--out", &format!("file://{}", out.display())])
         .args(extra)
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null());
+    command
+}
+
+fn export(store: &str, out: &Path, extra: &[&str]) -> (bool, String) {
+    let output = export_command(store, out, extra).output().unwrap();
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
@@ -134,10 +138,21 @@ async fn an_export_loads_in_python_as_it_is_and_is_the_same_every_time() {
         assert!(loaded["first_keys"].as_array().unwrap().iter().any(|k| k == key), "{key}: {loaded}");
     }
 
-    // Again, one block at a time: the same bytes, the same digest.
+    // Again, one block at a time: the same bytes, the same digest; its
+    // /metrics, scraped once the work is done, count what the manifest lists.
     let again = dir.path().join("again");
-    let (ok, log) = export(&store, &again, &[&RANGE[..], &FULL[..], &["--concurrency", "1"]].concat());
-    assert!(ok, "{log}");
+    let mut command = export_command(&store, &again, &[&RANGE[..], &FULL[..], &["--concurrency", "1"]].concat());
+    let run = tokio::task::block_in_place(|| support::run_and_scrape(&mut command));
+    assert!(run.success, "{}", run.log);
+    let metric = |series: &str| support::sample(&run.metrics, series);
+    assert_eq!(metric(r#"chronicle_export_runs_total{outcome="published"}"#), Some(1.0), "{}", run.metrics);
+    assert_eq!(metric(r#"chronicle_export_documents_total{outcome="kept"}"#), Some((train + validation) as f64));
+    let shards = manifest["shards"].as_array().unwrap();
+    assert_eq!(metric("chronicle_export_shards_total"), Some(shards.len() as f64));
+    let tokens: u64 = shards.iter().filter_map(|s| s["tokens"].as_u64()).sum();
+    assert_eq!(metric("chronicle_export_tokens_total"), Some(tokens as f64), "{}", run.metrics);
+    let bytes: u64 = shards.iter().filter_map(|s| s["bytes"].as_u64()).sum();
+    assert_eq!(metric("chronicle_export_bytes_total"), Some(bytes as f64), "{}", run.metrics);
     assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), std::fs::read(again.join("manifest.json")).unwrap());
     for shard in manifest["shards"].as_array().unwrap() {
         let path = shard["path"].as_str().unwrap();

@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use chronicle::store::BlockStore;
 use serde_json::Value;
 use support::rpc_peer::RpcPeer;
-use support::{VictoriaMetrics, data_file, free_port, http_get, real_blocks};
+use support::{VictoriaMetrics, data_file, free_port, http_get, real_blocks, sample};
 use tokio::process::Command;
 
 /// The IngestJob the test's worker runs.
@@ -103,11 +104,6 @@ async fn points_of(server: &VictoriaMetrics, slots: usize) -> BTreeMap<(String, 
     }
 }
 
-/// `name{labels} value` of a metrics text, for exact series.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
-}
-
 /// The label rule: label names from a fixed set, and values that are
 /// names from the code, never an address, a signature, a slot, a URL, a
 /// path or an object name.
@@ -158,6 +154,9 @@ async fn ingest_metrics_and_chain_metrics_survive_a_server_outage() {
     let files = ["block_100000000_json.json", "block_154808473_v0_json.json"];
     let blocks: BTreeMap<u64, _> = [(5_000, recorded[0].clone()), (5_001, recorded[1].clone())].into();
     let peer = RpcPeer::start(blocks).await;
+    // A paid endpoint: every call carries the token, which no log may show.
+    let rpc_token = format!("rpc-token-{}", support::SECRET_MARK);
+    peer.require_header("x-api-key", &rpc_token);
     let metrics_port = free_port();
     let store = format!("embedded://{}", dir.path().join("ledger").display());
     let catalog = format!("embedded://{}", dir.path().join("catalog").display());
@@ -167,8 +166,11 @@ async fn ingest_metrics_and_chain_metrics_survive_a_server_outage() {
         .args(["--catalog", &catalog, "--follow", "--from", "5000", "--poll-interval", "100ms"])
         .args(["--metrics-url", &influx.url(), "--metrics-org", "chronicle", "--metrics-bucket", "chain"])
         .args(["--metrics-buffer-points", "2", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .env("CHRONICLE_METRICS_TOKEN", "influx-token-never-logged")
-        .env("RUST_LOG", "info")
+        .args(["--rpc-auth-header", "x-api-key"])
+        .env("CHRONICLE_RPC_TOKEN", &rpc_token)
+        .env("CHRONICLE_METRICS_TOKEN", format!("influx-token-{}", support::SECRET_MARK))
+        // Debug too: where a config or request is most likely printed whole.
+        .env("RUST_LOG", "info,chronicle=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         // To a file, not a pipe: a pipe nobody reads until the end fills and stalls the worker.
@@ -232,7 +234,87 @@ async fn ingest_metrics_and_chain_metrics_survive_a_server_outage() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "{log}");
     assert!(log.contains("chain-metrics server unavailable"), "{log}");
-    assert!(!log.contains("influx-token-never-logged"), "the token is never logged:\n{log}");
+    support::assert_no_secret(&log);
+}
+
+/// `chronicle serve` with every secret it takes — a Redis password in the
+/// cache URL, API keys, an upstream URL carrying a provider key — answering
+/// requests with and without a key, then stopped: its log (debug level)
+/// holds none of them. (The other modes' logs are checked where they run:
+/// every worker stopped through `support::terminate` or run through
+/// `support::run_and_scrape`, the ingest above, the controller in `e2e/`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = support::Redis::start_with_password();
+    let store = format!("embedded://{}", dir.path().join("ledger").display());
+    {
+        let opened = chronicle::store::open(&store).await.unwrap();
+        let (slot, block) = real_blocks().remove(0);
+        opened.write_block(slot, &block, &[]).await.unwrap();
+        opened.sync().await.unwrap();
+    }
+    let key = format!("api-key-{}", support::SECRET_MARK);
+    std::fs::write(dir.path().join("keys"), format!("{key}\n")).unwrap();
+    let upstream = RpcPeer::start(BTreeMap::new()).await;
+    let upstream_url = format!("{}/?api-key=upstream-{}", upstream.url(), support::SECRET_MARK);
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["serve", "--store", &store, "--listen", &format!("127.0.0.1:{port}"), "--cache", &redis.url()])
+        .arg("--api-keys-file")
+        .arg(dir.path().join("keys"))
+        .env("CHRONICLE_UPSTREAM_URL", &upstream_url)
+        .env("RUST_LOG", "info,chronicle=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let slot = real_blocks()[0].0;
+    let client = reqwest::Client::new();
+    let call = |method: &str, params: serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent =
+            client.post(&url).header("x-api-key", &key).json(&call("getBlock", serde_json::json!([slot]))).send().await;
+        if let Ok(answer) = sent {
+            let answer: serde_json::Value = answer.json().await.unwrap();
+            assert!(answer["result"].is_object(), "{answer}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Cached now; a method only the upstream answers; a wrong key; no key.
+    client
+        .post(&url)
+        .header("x-api-key", &key)
+        .json(&call("getBlock", serde_json::json!([slot])))
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(&url)
+        .header("x-api-key", &key)
+        .json(&call("getBalance", serde_json::json!(["11111111111111111111111111111111"])))
+        .send()
+        .await
+        .unwrap();
+    let wrong = client
+        .post(&url)
+        .header("x-api-key", format!("{key}-not"))
+        .json(&call("getSlot", serde_json::json!([])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let none = client.post(&url).json(&call("getSlot", serde_json::json!([]))).send().await.unwrap();
+    assert_eq!(none.status().as_u16(), 401);
+    let (status, log) = support::terminate(child).await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("DEBUG") || log.contains("INFO"), "serve logged at all: {log}");
 }
 
 /// Metric names an expression refers to (`chronicle_…`, without the

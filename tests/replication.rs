@@ -146,8 +146,19 @@ async fn a_replica_equals_its_origin_and_verification_finds_and_repairs_damage()
     cells.delete_rows(tables::TX_BY_ADDR, std::slice::from_ref(&by_addr)).await.unwrap();
     assert_ne!(dump(target.cells()).await, origin_rows);
 
-    replication.run(&replication.spec("verify", backfill(first, last), true)).await;
+    // The verifying run, its /metrics scraped once its work is done.
+    let mut worker = replication.worker(&replication.spec("verify", backfill(first, last), true));
+    let run = tokio::task::block_in_place(|| support::run_and_scrape(worker.as_std_mut()));
+    assert!(run.success, "replication failed:\n{}", run.log);
     assert_eq!(dump(target.cells()).await, origin_rows, "verification repaired the replica");
+    let rows = |outcome: &str| {
+        support::sample(&run.metrics, &format!("chronicle_replication_rows_total{{outcome=\"{outcome}\"}}"))
+    };
+    assert_eq!(rows("compared"), Some(origin_rows.len() as f64), "{}", run.metrics);
+    assert_eq!(
+        (rows("missing"), rows("mismatched"), rows("repaired"), rows("copied")),
+        (Some(1.0), Some(1.0), Some(2.0), Some(2.0))
+    );
     let catalog = catalog::open(&pg.url()).await.unwrap();
     let mismatches = catalog.mismatches("verify").await.unwrap();
     let mut found: Vec<(&str, &str, &str, bool)> =

@@ -50,17 +50,20 @@ fn spec(store: StoreSpec, rules: Vec<RetentionRuleSpec>, dry_run: bool, guard: &
 }
 
 /// Runs one retention pod's work; returns whether it succeeded and the record it left.
-async fn run(spec: &WorkerSpec, catalog_url: &str) -> (bool, String, Option<RetentionRecord>) {
-    let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+fn worker(spec: &WorkerSpec, catalog_url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chronicle"));
+    command
         .args(["worker", "run"])
         .env("CHRONICLE_WORKER_SPEC", spec.to_json())
         .env("CHRONICLE_CATALOG_URL", catalog_url)
         .env("RUST_LOG", "info")
         .env_remove("BIGTABLE_EMULATOR_HOST")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
+        .stdin(Stdio::null());
+    command
+}
+
+async fn run(spec: &WorkerSpec, catalog_url: &str) -> (bool, String, Option<RetentionRecord>) {
+    let output = worker(spec, catalog_url).output().await.unwrap();
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     let catalog = catalog::open(catalog_url).await.unwrap();
     (output.status.success(), log, catalog.retention("chronicle/keep-recent").await.unwrap())
@@ -143,10 +146,19 @@ async fn prunes_exactly_below_the_cut(backend: Backend) {
     drop(store);
 
     // The guard holds the cut at what the replica confirmed.
+    // Its /metrics, scraped once its work is done, count what it removed.
     replica_confirmed(catalog.as_ref(), FIRST + 9).await;
-    let (ok, log, record) = run(&spec(backend.spec("ledger"), vec![keep.clone()], false, &guard), &pg.url()).await;
-    assert!(ok, "{log}");
-    let held = record.unwrap();
+    let mut worker = worker(&spec(backend.spec("ledger"), vec![keep.clone()], false, &guard), &pg.url());
+    let scraped = tokio::task::block_in_place(|| support::run_and_scrape(worker.as_std_mut()));
+    assert!(scraped.success, "{}", scraped.log);
+    let held = catalog.retention("chronicle/keep-recent").await.unwrap().unwrap();
+    let metrics = &scraped.metrics;
+    let removed = |outcome: &str| {
+        support::sample(metrics, &format!("chronicle_retention_removed_total{{outcome=\"{outcome}\"}}"))
+    };
+    assert_eq!(support::sample(metrics, r#"chronicle_retention_runs_total{outcome="succeeded"}"#), Some(1.0));
+    assert_eq!((removed("blocks"), removed("rows")), (Some(10.0), Some(held.rows_removed as f64)), "{metrics}");
+    assert_eq!(removed("bytes"), Some(held.bytes_removed as f64));
     assert_eq!((held.cut, held.held_at, held.oldest_kept), (Some(CUT), Some(FIRST + 10), Some(FIRST + 10)));
     assert_eq!(held.blocks_removed, 10);
     let store = backend.open("ledger").await;

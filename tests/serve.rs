@@ -305,7 +305,7 @@ async fn errors_are_agaves() {
 fn cached(redis: &Redis, ttl: Duration) -> ServeConfig {
     ServeConfig {
         cache: Some(CacheConfig {
-            url: redis.url(),
+            url: chronicle::pipeline::config::Secret::new(redis.url()),
             ttl,
             immutable_ttl: Duration::from_secs(3600),
             timeout: Duration::from_millis(200),
@@ -393,7 +393,11 @@ async fn redis_going_away_costs_speed_not_answers() {
 async fn api_keys_and_rate_limits() {
     let dir = tempfile::tempdir().unwrap();
     let store = fixture_store(dir.path()).await;
-    let config = ServeConfig { api_keys: vec!["k-123".into()], rate_limit: Some(3), ..ServeConfig::default() };
+    let config = ServeConfig {
+        api_keys: vec![chronicle::pipeline::config::Secret::new("k-123")],
+        rate_limit: Some(3),
+        ..ServeConfig::default()
+    };
     let (addr, _stop) = serve(store, config).await;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "getFirstAvailableBlock"}).to_string();
     let client = reqwest::Client::new();

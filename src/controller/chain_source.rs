@@ -64,7 +64,7 @@ pub(crate) async fn reconcile(source: Arc<ChainSource>, ctx: Arc<Context>) -> Re
             && let Some(secret) = secrets.get_opt(&auth.secret_ref.name).await?
             && let Some(value) = secret.data.as_ref().and_then(|d| d.get(&auth.secret_ref.key))
         {
-            tokens.insert(endpoint.name.clone(), Token(String::from_utf8_lossy(&value.0).trim().to_string()));
+            tokens.insert(endpoint.name.clone(), Token::new(String::from_utf8_lossy(&value.0).trim()));
         }
     }
     // A chain this build has no adapter for is not probed as if it were Solana.

@@ -83,12 +83,38 @@ impl RpcEndpoint {
     }
 }
 
-/// A credential: shown as `***` by `Debug`, so configs can be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
+/// A credential (a token, or a URL that carries one): `Debug` shows `***`
+/// and there is no `Display`, so a config holding it can be logged whole and
+/// no format string can print it; [`expose`](Self::expose) is the one way to
+/// the value, called only where it is sent.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Secret;
+
+    #[test]
+    fn a_secret_cannot_be_printed() {
+        let secret = Secret::new("postgres://chronicle:hunter2@db/catalog");
+        assert_eq!(format!("{secret:?} {:?}", Some(&secret)), "*** Some(***)");
+        assert_eq!(secret.expose(), "postgres://chronicle:hunter2@db/catalog");
+        // No `Display`: `format!("{secret}")` does not compile.
     }
 }

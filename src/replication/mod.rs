@@ -82,7 +82,7 @@ pub async fn run<A: ChainAdapter>(
     let target =
         store::open_for(adapter, &config.store, &config.store_access).await.context("opening the target store")?;
     let sink = target_sink(adapter, target, origin);
-    let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
+    let catalog = catalog::open(config.catalog.expose()).await.context("opening the catalog")?;
     run_pipeline(config, source, vec![sink], catalog, shutdown, Progress::default()).await
 }
 

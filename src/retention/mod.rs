@@ -28,6 +28,7 @@ use futures::StreamExt;
 use crate::catalog::{self, Catalog, RetentionRecord, unix_now};
 use crate::chain::{self, Adapter, ChainAdapter};
 use crate::crd::retention_policy::{RetentionMethod, RetentionTarget};
+use crate::pipeline::config::Secret;
 use crate::store::block_rows::{self, BlockRowsReader};
 use crate::store::{self, BigtableAccess};
 use crate::worker::spec::{Keep, RetentionRuleSpec};
@@ -40,12 +41,12 @@ pub struct RetentionConfig {
     pub network: String,
     pub store: String,
     pub store_access: BigtableAccess,
-    pub catalog: String,
+    pub catalog: Secret,
     pub lake: Option<String>,
     pub rules: Vec<RetentionRuleSpec>,
     pub dry_run: bool,
     pub guard: Vec<String>,
-    pub caches: Vec<String>,
+    pub caches: Vec<Secret>,
 }
 
 /// Blocks whose rows are read (and removed) at once.
@@ -55,7 +56,7 @@ const CONCURRENCY: usize = 16;
 /// `Succeeded` or `Failed` with the reason).
 pub async fn run(config: RetentionConfig) -> anyhow::Result<RetentionRecord> {
     let Adapter::Solana(solana) = chain::adapter(config.chain).map_err(anyhow::Error::msg)?;
-    let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
+    let catalog = catalog::open(config.catalog.expose()).await.context("opening the catalog")?;
     let mut record = RetentionRecord {
         phase: "Running".into(),
         dry_run: config.dry_run,
@@ -228,9 +229,9 @@ async fn prune_canonical<A: ChainAdapter>(
 }
 
 /// Answers cached as immutable may name pruned blocks: each tier is emptied.
-async fn empty_caches(caches: &[String]) {
+async fn empty_caches(caches: &[Secret]) {
     for url in caches {
-        let dropped = match crate::serve::cache::Invalidator::new(url) {
+        let dropped = match crate::serve::cache::Invalidator::new(url.expose()) {
             Ok(invalidator) => invalidator.drop_all().await,
             Err(e) => Err(e.to_string()),
         };

@@ -27,6 +27,7 @@ use tokio::sync::RwLock;
 
 use super::memory_cache::MemoryCache;
 use super::methods::{Answer, Freshness, Method};
+use crate::pipeline::config::Secret;
 
 const TIP_SET: &str = "chronicle:idx:tip";
 const GENERATION: &str = "chronicle:gen";
@@ -62,7 +63,7 @@ return dropped
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
     /// `redis://` or `rediss://` (TLS) URL, with credentials.
-    pub url: String,
+    pub url: Secret,
     /// TTL of answers that can change.
     pub ttl: Duration,
     /// TTL of answers that cannot.
@@ -83,7 +84,7 @@ impl CacheConfig {
     /// A cache at `url` with serve's defaults (2 s, 24 h, one connection, every method).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: Secret::new(url),
             ttl: Duration::from_secs(2),
             immutable_ttl: Duration::from_secs(24 * 3600),
             timeout: Duration::from_millis(250),
@@ -186,7 +187,7 @@ pub enum Lookup {
 impl Cache {
     pub fn new(config: CacheConfig) -> Result<Arc<Self>, redis::RedisError> {
         Ok(Arc::new(Self {
-            backend: Backend::open(&config.url, config.timeout, config.pool_size)?,
+            backend: Backend::open(config.url.expose(), config.timeout, config.pool_size)?,
             config,
             failures: AtomicU64::new(0),
         }))

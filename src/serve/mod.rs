@@ -45,6 +45,7 @@ use self::cache::{Cache, CacheConfig, Lookup};
 use self::methods::{METHODS, Method, Methods};
 use self::network::Network;
 use self::upstream::{Upstream, UpstreamConfig, UpstreamError};
+use crate::pipeline::config::Secret;
 use crate::store::BlockStore;
 
 #[derive(Clone, Debug)]
@@ -52,7 +53,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub cache: Option<CacheConfig>,
     /// Accepted API keys; empty = no authentication.
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<Secret>,
     /// Requests per second per API key (or per client without keys).
     pub rate_limit: Option<u32>,
     /// Requests a key may send at once above the rate (default: the rate).
@@ -374,9 +375,9 @@ fn api_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|pair| pair.strip_prefix("api-key=")).map(str::to_string)
 }
 
-fn key_is_valid(keys: &[String], presented: &str) -> bool {
+fn key_is_valid(keys: &[Secret], presented: &str) -> bool {
     // Compare with every key, in constant time each, so timing reveals nothing.
-    keys.iter().fold(false, |found, key| found | bool::from(key.as_bytes().ct_eq(presented.as_bytes())))
+    keys.iter().fold(false, |found, key| found | bool::from(key.expose().as_bytes().ct_eq(presented.as_bytes())))
 }
 
 /// One span per HTTP request, with the caller's `x-request-id` (when it is a
@@ -467,7 +468,7 @@ mod tests {
 
     #[test]
     fn api_keys_are_compared_exactly() {
-        let keys = vec!["alpha-key".to_string(), "beta-key".to_string()];
+        let keys = vec![Secret::new("alpha-key"), Secret::new("beta-key")];
         assert!(key_is_valid(&keys, "beta-key"));
         assert!(!key_is_valid(&keys, "beta-ke"));
         assert!(!key_is_valid(&keys, ""));

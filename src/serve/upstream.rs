@@ -140,9 +140,9 @@ impl Upstream {
         let mut request = self.client.post(&self.config.url).json(&body);
         if let Some((header, token)) = &self.config.auth {
             let value = if header.eq_ignore_ascii_case("authorization") {
-                format!("Bearer {}", token.0)
+                format!("Bearer {}", token.expose())
             } else {
-                token.0.clone()
+                token.expose().to_string()
             };
             request = request.header(header, value);
         }

@@ -16,6 +16,7 @@ use super::run::{check_family, ingest_config_in, serve_config_in};
 use super::spec::{IngestModeSpec, IngestSpec, ServeSpec};
 use crate::catalog::Catalog;
 use crate::chain::{Adapter, ChainAdapter};
+use crate::pipeline::config::Secret;
 use crate::pipeline::config::SourceConfig;
 use crate::store::{BlockStore, LedgerStore};
 use futures::future::BoxFuture;
@@ -27,7 +28,7 @@ pub async fn run_node(node: &super::spec::NodeSpec, shutdown: CancellationToken)
     use std::collections::BTreeMap;
     let env = |name: &str| std::env::var(name).ok();
     let mut stores: BTreeMap<String, Arc<LedgerStore>> = BTreeMap::new();
-    let mut catalogs: BTreeMap<String, Arc<dyn Catalog>> = BTreeMap::new();
+    let mut catalogs: BTreeMap<Secret, Arc<dyn Catalog>> = BTreeMap::new();
     let mut host = Host::new(shutdown, |line| tracing::info!("{line}"));
     for named in &node.works {
         let store_spec = match &named.work {
@@ -54,7 +55,7 @@ pub async fn run_node(node: &super::spec::NodeSpec, shutdown: CancellationToken)
                 let catalog = match catalogs.get(&url) {
                     Some(catalog) => catalog.clone(),
                     None => {
-                        let opened = crate::catalog::open(&url)
+                        let opened = crate::catalog::open(url.expose())
                             .await
                             .with_context(|| format!("{}: opening the catalog", named.name))?;
                         catalogs.insert(url, opened.clone());

@@ -25,6 +25,7 @@ use crate::catalog::{self, BatchOutcome, Catalog, ShardRange};
 use crate::chain::{self, Adapter, ChainAdapter};
 use crate::crd::chain_source::ChainFamily;
 use crate::crd::ingest_job::IngestTarget;
+use crate::pipeline::config::Secret;
 use crate::pipeline::config::SourceConfig;
 use crate::pipeline::sinks::Targets;
 use crate::pipeline::sinks::chain_metrics::ChainMetricsConfig;
@@ -45,7 +46,7 @@ pub struct IngestConfig {
     pub store: String,
     /// How to reach a Bigtable store (from the worker spec, or the environment by hand).
     pub store_access: store::BigtableAccess,
-    pub catalog: String,
+    pub catalog: Secret,
     pub source: SourceConfig,
     pub from: Option<BlockNumber>,
     pub to: Option<BlockNumber>,
@@ -63,7 +64,7 @@ pub struct IngestConfig {
     /// The lake's root URL, with the network its partitions are filed under.
     pub lake: Option<LakeConfig>,
     /// Caches whose answers a new block changes (`redis://…`, or `memory://NAME` in one process).
-    pub caches: Vec<String>,
+    pub caches: Vec<Secret>,
     /// The chain-metrics server, when the targets include `metrics`.
     pub chain_metrics: Option<ChainMetricsConfig>,
 }
@@ -175,7 +176,7 @@ pub async fn run_rows<A: ChainAdapter>(
     let connect = adapter.rows_source(dataset);
     let sinks = adapter.rows_sinks(&targets(&config)?)?;
     let source = connect.await.context("connecting to BigQuery")?;
-    let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
+    let catalog = catalog::open(config.catalog.expose()).await.context("opening the catalog")?;
     run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
 }
 
@@ -189,7 +190,7 @@ pub async fn run_with<A: ChainAdapter>(
         store::open_for(adapter, &config.store, &config.store_access).await.context("opening the block store")?;
     let source = adapter.source(&config.source)?;
     let sinks = adapter.sinks(&store, &targets(&config)?)?;
-    let catalog = catalog::open(&config.catalog).await.context("opening the catalog")?;
+    let catalog = catalog::open(config.catalog.expose()).await.context("opening the catalog")?;
     run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
 }
 

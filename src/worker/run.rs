@@ -137,7 +137,7 @@ fn chain_metrics_config(
         url: spec.url.clone(),
         org: spec.org.clone(),
         bucket: spec.bucket.clone(),
-        token: Secret(spec.token.resolve_in(lookup)?),
+        token: spec.token.resolve_in(lookup)?,
         chain: chain.family.as_str().into(),
         network: chain.network.clone(),
         hold_until_final: follow && chain.commitment == crate::crd::chain_source::Commitment::Confirmed,
@@ -197,7 +197,7 @@ pub fn retention_config(spec: &RetentionSpec) -> Result<crate::retention::Retent
 pub async fn run_export(spec: &ExportSpec) -> anyhow::Result<crate::export::ExportSummary> {
     use crate::catalog::ExportRecord;
     let config = export_config(spec)?;
-    let catalog = crate::catalog::open(&spec.catalog.resolve()?).await?;
+    let catalog = crate::catalog::open(spec.catalog.resolve()?.expose()).await?;
     let running = ExportRecord { phase: "Running".into(), ..ExportRecord::default() };
     catalog.record_export(&spec.job, &running).await?;
     let record = match crate::export::run(config).await {
@@ -228,7 +228,7 @@ fn rpc_endpoint(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RpcEndpoint, SpecError> {
     let auth = match &endpoint.auth {
-        Some(auth) => Some((auth.header.clone(), Secret(auth.token.resolve_in(lookup)?))),
+        Some(auth) => Some((auth.header.clone(), auth.token.resolve_in(lookup)?)),
         None => None,
     };
     Ok(RpcEndpoint {
@@ -318,12 +318,12 @@ pub fn serve_config_in(
 
 /// Accepted API keys: a file with one per line, and/or a directory with one
 /// per file (a Secret mounted as a volume).
-pub fn read_api_keys(file: Option<&std::path::Path>, dir: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
-    let mut api_keys: Vec<String> = Vec::new();
+pub fn read_api_keys(file: Option<&std::path::Path>, dir: Option<&std::path::Path>) -> anyhow::Result<Vec<Secret>> {
+    let mut api_keys: Vec<Secret> = Vec::new();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading API keys from {}: {e}", path.display()))?;
-        api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string));
+        api_keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(Secret::new));
     }
     if let Some(dir) = dir {
         for entry in
@@ -334,7 +334,7 @@ pub fn read_api_keys(file: Option<&std::path::Path>, dir: Option<&std::path::Pat
             if path.is_file() && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("..")) {
                 let key = std::fs::read_to_string(&path)?;
                 if !key.trim().is_empty() {
-                    api_keys.push(key.trim().to_string());
+                    api_keys.push(Secret::new(key.trim()));
                 }
             }
         }

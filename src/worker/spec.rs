@@ -16,6 +16,7 @@ use crate::crd::chain_source::{ChainFamily, Commitment};
 use crate::crd::ingest_job::IngestTarget;
 use crate::crd::retention_policy::{RetentionMethod, RetentionTarget};
 use crate::crd::training_export::{BuiltinTemplate, ExportFormat, TokenizerEncoding};
+use crate::pipeline::config::Secret;
 
 /// The version of this format that this binary writes and reads.
 pub const API_VERSION: &str = "chronicle.dev/worker/v1alpha1";
@@ -116,14 +117,14 @@ impl FromEnv {
 
     /// The value from the process environment, or an error naming the
     /// variable (never its value).
-    pub fn resolve(&self) -> Result<String, SpecError> {
+    pub fn resolve(&self) -> Result<Secret, SpecError> {
         self.resolve_in(&|name| std::env::var(name).ok())
     }
 
     /// The value from `lookup` (a pod's environment, or `chronicle dev`'s
     /// Secrets), or an error naming the variable.
-    pub fn resolve_in(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, SpecError> {
-        lookup(&self.env).ok_or_else(|| SpecError::MissingEnv(self.env.clone()))
+    pub fn resolve_in(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Secret, SpecError> {
+        lookup(&self.env).map(Secret::new).ok_or_else(|| SpecError::MissingEnv(self.env.clone()))
     }
 }
 

@@ -17,6 +17,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Part of every secret the tests hand to Chronicle (passwords in URLs,
+/// tokens, API keys): a log holding it has leaked one ([`assert_no_secret`]).
+pub const SECRET_MARK: &str = "never-logged";
+
+/// Fails when `log` holds a secret a test handed over.
+pub fn assert_no_secret(log: &str) {
+    if let Some(at) = log.find(SECRET_MARK) {
+        let line = log[..at].rfind('\n').map_or(0, |n| n + 1);
+        let end = log[at..].find('\n').map_or(log.len(), |n| at + n);
+        panic!("a secret was logged: {}", &log[line..end]);
+    }
+}
+
 /// How long a component may take to answer after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -254,9 +267,11 @@ impl Postgres {
         self.process = None;
     }
 
-    /// A `postgres://` URL for the `postgres` database.
+    /// A `postgres://` URL for the `postgres` database. It carries a
+    /// password (which `trust` authentication never asks for) so that every
+    /// test handing it to Chronicle checks it is never logged.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://postgres:pg-password-{SECRET_MARK}@127.0.0.1:{}/postgres", self.port)
     }
 }
 
@@ -304,6 +319,7 @@ fn unprivileged_user() -> Option<(u32, u32)> {
 /// A Redis server with persistence off.
 pub struct Redis {
     pub port: u16,
+    password: Option<String>,
     _process: Process,
     _dir: tempfile::TempDir,
 }
@@ -313,8 +329,17 @@ impl Redis {
         Self::start_on(free_port())
     }
 
+    /// A Redis that asks for a password (`requirepass`); its [`url`](Self::url) carries it.
+    pub fn start_with_password() -> Self {
+        Self::start_with(free_port(), Some(format!("redis-password-{SECRET_MARK}")))
+    }
+
     /// A Redis on a given port (e.g. the one a stopped server used).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, None)
+    }
+
+    fn start_with(port: u16, password: Option<String>) -> Self {
         let binary = on_path("redis-server")
             .unwrap_or_else(|| missing("Redis (redis-server)", "apt-get install -y redis-server"));
         let dir = tempfile::tempdir().expect("temp dir");
@@ -322,26 +347,34 @@ impl Redis {
             "Redis",
             Command::new(binary)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(password.iter().flat_map(|p| ["--requirepass", p.as_str()]))
                 .arg("--dir")
                 .arg(dir.path()),
             dir.path().join("redis.log"),
         );
-        process.wait_until(|| redis_pong(port));
-        Self { port, _process: process, _dir: dir }
+        process.wait_until(|| redis_pong(port, password.as_deref()));
+        Self { port, password, _process: process, _dir: dir }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 }
 
-fn redis_pong(port: u16) -> bool {
+fn redis_pong(port: u16, password: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let mut reply = [0u8; 7];
+    let (hello, expected) = match password {
+        Some(password) => (format!("AUTH {password}\r\nPING\r\n"), "+OK\r\n+PONG\r\n"),
+        None => ("PING\r\n".to_string(), "+PONG\r\n"),
+    };
+    let mut reply = vec![0u8; expected.len()];
     stream.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
-        && stream.write_all(b"PING\r\n").is_ok()
+        && stream.write_all(hello.as_bytes()).is_ok()
         && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+        && reply == expected.as_bytes()
 }
 
 // ---------------------------------------------------------------- VictoriaMetrics
@@ -402,6 +435,62 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_string())
+}
+
+/// What a worker run to completion logged and served: its exit, its log
+/// (stderr) and its /metrics after the work, before it stopped.
+pub struct ScrapedRun {
+    pub success: bool,
+    pub log: String,
+    pub metrics: String,
+}
+
+/// Runs a `chronicle worker …` command with its metrics on a free port and a
+/// linger (`--metrics-linger`): once it logs that its work is done, scrapes
+/// /metrics as Prometheus would, then stops it with SIGTERM.
+pub fn run_and_scrape(command: &mut Command) -> ScrapedRun {
+    let port = free_port();
+    let mut child = command
+        .env("CHRONICLE_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHRONICLE_METRICS_LINGER", "120s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the worker");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            while let Ok(n @ 1..) = stderr.read(&mut buffer) {
+                log.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let metrics = loop {
+        if log.lock().unwrap().contains("work done: serving the final metrics") {
+            break http_get(port, "/metrics").expect("the lingering worker serves /metrics");
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the worker exited ({status}) before its work was done:\n{}", log.lock().unwrap());
+        }
+        assert!(Instant::now() < deadline, "the worker never finished:\n{}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: kill(2) on a process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_no_secret(&log);
+    ScrapedRun { success: status.success(), log, metrics }
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a /metrics text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
 }
 
 // ---------------------------------------------------------------- test data
@@ -591,7 +680,9 @@ pub async fn terminate(child: tokio::process::Child) -> (std::process::ExitStatu
     unsafe { libc::kill(child.id().expect("running") as i32, libc::SIGTERM) };
     let wait = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output());
     let output = wait.await.expect("the worker stopped in time").unwrap();
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_no_secret(&log);
+    (output.status, log)
 }
 
 /// A ledger on the emulator, tables created.

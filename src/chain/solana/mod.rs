@@ -90,7 +90,7 @@ impl ChainAdapter for Solana {
             sinks.push(Arc::new(sink));
         }
         for url in &targets.caches {
-            let invalidator = Invalidator::new(url).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
+            let invalidator = Invalidator::new(url.expose()).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
             sinks.push(Arc::new(CacheInvalidation::new(invalidator, store.clone())));
         }
         Ok(sinks)

@@ -65,9 +65,9 @@ impl RpcSource {
             None => RpcClient::new_with_timeout_and_commitment(config.url.clone(), config.timeout, commitment),
             Some((header, token)) => {
                 let value = if header.eq_ignore_ascii_case("authorization") {
-                    format!("Bearer {}", token.0)
+                    format!("Bearer {}", token.expose())
                 } else {
-                    token.0.clone()
+                    token.expose().to_string()
                 };
                 let mut headers = reqwest::header::HeaderMap::new();
                 match (

@@ -98,7 +98,7 @@ impl<B> ChainMetricsSink<B> {
     /// Checks the URL and starts the background writer.
     pub fn start(config: ChainMetricsConfig, stats: StatsOf<B>) -> Result<Self, String> {
         url::Url::parse(&config.url).map_err(|e| format!("metrics URL {:?}: {e}", config.url))?;
-        let client = influxdb2::Client::new(&config.url, &config.org, &config.token.0);
+        let client = influxdb2::Client::new(&config.url, &config.org, config.token.expose());
         let (buffer, points) = mpsc::channel(config.buffer_points.max(1));
         let (report, done) = watch::channel(0);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -297,7 +297,7 @@ mod tests {
             url: url.into(),
             org: "o".into(),
             bucket: "b".into(),
-            token: Secret("t".into()),
+            token: Secret::new("t"),
             chain: "solana".into(),
             network: "devnet".into(),
             hold_until_final: true,

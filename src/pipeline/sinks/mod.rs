@@ -26,7 +26,7 @@ pub struct Targets {
     /// The lake (`targets: [lake]`), opened.
     pub lake: Option<Arc<crate::lake::Lake>>,
     /// The caches whose answers new blocks change.
-    pub caches: Vec<String>,
+    pub caches: Vec<crate::pipeline::config::Secret>,
     /// The chain-metrics server (`targets: [metrics]`).
     pub chain_metrics: Option<chain_metrics::ChainMetricsConfig>,
 }
