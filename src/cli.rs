@@ -127,7 +127,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CHRONICLE_LISTEN", default_value = "127.0.0.1:8899")]
     pub listen: std::net::SocketAddr,
     /// Redis cache: `redis://…` or `rediss://…` (TLS).
-    #[arg(long, env = "CHRONICLE_CACHE_URL")]
+    #[arg(long, env = "CHRONICLE_CACHE_URL", hide_env_values = true)]
     pub cache: Option<String>,
     /// TTL of cached answers that can change (e.g. `2s`).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -220,7 +220,7 @@ pub struct IngestArgs {
     #[arg(long, env = "CHRONICLE_JOB", default_value = "manual")]
     pub job: String,
     /// JSON-RPC URL of the node.
-    #[arg(long, env = "CHRONICLE_RPC_URL", required_unless_present = "bigquery_dataset")]
+    #[arg(long, env = "CHRONICLE_RPC_URL", hide_env_values = true, required_unless_present = "bigquery_dataset")]
     pub rpc: Option<String>,
     /// Read the chain's rows from this BigQuery dataset instead (`project.dataset`;
     /// lake only), e.g. `bigquery-public-data.crypto_solana_mainnet_us`.
@@ -266,7 +266,7 @@ pub struct IngestArgs {
     #[arg(long, env = "CHRONICLE_STORE", required_unless_present = "bigquery_dataset")]
     pub store: Option<String>,
     /// Catalog: `postgres://…` or `embedded:///PATH`.
-    #[arg(long, env = "CHRONICLE_CATALOG")]
+    #[arg(long, env = "CHRONICLE_CATALOG", hide_env_values = true)]
     pub catalog: String,
     /// First slot (a follow without it starts at the tip).
     #[arg(long)]
@@ -304,7 +304,7 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 4)]
     pub attempts: usize,
     /// Redis cache tier to update as blocks land (`redis://…`).
-    #[arg(long, env = "CHRONICLE_CACHE_URL")]
+    #[arg(long, env = "CHRONICLE_CACHE_URL", hide_env_values = true)]
     pub cache: Option<String>,
     /// Also write the normalized rows as Parquet to this lake (`file://`, `s3://`, `gs://`).
     #[arg(long)]
@@ -410,13 +410,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate { paths } => validate(&paths),
         Command::Worker(WorkerArgs { metrics_addr, metrics_linger, command }) => block_on(async move {
             let stop_metrics = telemetry::metrics::spawn_metrics(metrics_addr);
+            // Listening from the start: a stop asked during the work ends the linger too.
+            let stop_asked = (metrics_addr.is_some() && !metrics_linger.is_zero()).then(StopSignals::listen);
             let done = match command {
                 WorkerCommand::Ingest(args) => ingest(args).await,
                 WorkerCommand::Export(args) => export(args).await,
                 WorkerCommand::Run { spec, shard_index } => worker_run(spec, shard_index).await,
             };
-            if metrics_addr.is_some() && !metrics_linger.is_zero() {
-                linger(metrics_linger).await;
+            // Only finished work lingers: not a failure (its restart is not held up), not a stop.
+            if let (Some(Some(signals)), Ok(_)) = (stop_asked, &done) {
+                signals.linger(metrics_linger).await;
             }
             stop_metrics.cancel();
             done
@@ -756,17 +759,34 @@ async fn stop_on_signal(shutdown: tokio_util::sync::CancellationToken) {
     shutdown.cancel();
 }
 
-/// Waits out the metrics linger, or until SIGTERM/SIGINT.
-async fn linger(time: std::time::Duration) {
-    use tokio::signal::unix::{SignalKind, signal};
-    tracing::info!(seconds = time.as_secs(), "work done: serving the final metrics until the linger ends or a stop");
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return;
-    };
-    tokio::select! {
-        _ = tokio::time::sleep(time) => {}
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, listened to from the start of the work.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> Option<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(Self { term: signal(SignalKind::terminate()).ok()?, int: signal(SignalKind::interrupt()).ok()? })
+    }
+
+    /// Waits out the metrics linger, unless a stop was asked during the work or comes now.
+    async fn linger(mut self, time: std::time::Duration) {
+        use futures::FutureExt;
+        let asked = |s: &mut tokio::signal::unix::Signal| s.recv().now_or_never().is_some();
+        if asked(&mut self.term) || asked(&mut self.int) {
+            return;
+        }
+        tracing::info!(
+            seconds = time.as_secs(),
+            "work done: serving the final metrics until the linger ends or a stop"
+        );
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = tokio::time::sleep(time) => {}
+        }
     }
 }
 

@@ -317,6 +317,75 @@ async fn serve_logs_no_secret() {
     assert!(log.contains("DEBUG") || log.contains("INFO"), "serve logged at all: {log}");
 }
 
+/// The shipped downsampling rules (`config/victoriametrics/chain-downsampling.yaml`)
+/// run by vmalert over what a backfill's chain-metrics sink wrote: one hourly
+/// and one daily sample per chain and network, on the hour and at midnight,
+/// each the sum of the recorded blocks' aggregates (computed from their JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_metrics_are_downsampled_hourly_and_daily() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = VictoriaMetrics::start(dir.path());
+    // The two recorded blocks with a JSON response at slots 5000 and 5001
+    // (derived positions; the blocks and their recorded times unchanged: both
+    // 2021-10-06 07:18:25 UTC, so in one hour and one day).
+    let recorded: Vec<_> = real_blocks().into_iter().skip(2).map(|(_, b)| b).collect();
+    let files = ["block_100000000_json.json", "block_154808473_v0_json.json"];
+    let peer = RpcPeer::start([(5_000, recorded[0].clone()), (5_001, recorded[1].clone())].into()).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "ingest", "--job", "downsampled", "--rpc", &peer.url(), "--from", "5000", "--to", "5001"])
+        .args(["--store", &format!("embedded://{}", dir.path().join("ledger").display())])
+        .args(["--catalog", &format!("embedded://{}", dir.path().join("catalog").display())])
+        .args(["--metrics-url", &server.url(), "--metrics-org", "chronicle", "--metrics-bucket", "chain"])
+        .env("CHRONICLE_METRICS_TOKEN", format!("influx-token-{}", support::SECRET_MARK))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    support::assert_no_secret(&log);
+    points_of(&server, 2).await;
+
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/victoriametrics/chain-downsampling.yaml");
+    server.replay_rules(&rules, "2021-10-06T00:00:00Z", "2021-10-08T00:00:00Z");
+    let mut want: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let (hour_end, day_end) = (1_633_507_200_000, 1_633_564_800_000); // 08:00 on the 6th, midnight after it
+    for (window, end) in [("1h", hour_end), ("1d", day_end)] {
+        want.insert(format!("chain_network:chain_blocks:count_{window}"), (end, 2));
+        for file in files {
+            for (field, value) in expected_fields(file) {
+                want.entry(format!("chain_network:chain_blocks_{field}:sum_{window}")).or_insert((end, 0)).1 += value;
+            }
+        }
+    }
+    let query = "/api/v1/export?match[]=%7B__name__%3D~%22chain_network%3A.%2A%22%7D";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let body = http_get(server.port, query).unwrap_or_default();
+        let mut got = BTreeMap::new();
+        for series in body.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()) {
+            assert_eq!(
+                (series["metric"]["chain"].as_str(), series["metric"]["network"].as_str()),
+                (Some("solana"), Some("mainnet-beta"))
+            );
+            let samples: Vec<(i64, i64)> = series["timestamps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(series["values"].as_array().unwrap())
+                .map(|(t, v)| (t.as_i64().unwrap(), v.as_f64().unwrap() as i64))
+                .collect();
+            assert_eq!(samples.len(), 1, "one sample per window that holds blocks: {series}");
+            got.insert(series["metric"]["__name__"].as_str().unwrap().to_string(), samples[0]);
+        }
+        if got.len() == want.len() || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(got, want);
+}
+
 /// Metric names an expression refers to (`chronicle_…`, without the
 /// `_bucket`/`_count`/`_sum` of a histogram's series).
 fn referenced_metrics(text: &str) -> BTreeSet<String> {

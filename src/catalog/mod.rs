@@ -345,14 +345,43 @@ pub async fn open(url: &str) -> Result<Arc<dyn Catalog>, CatalogError> {
     }
 }
 
-/// A connection URL with its password replaced, for messages and logs.
+/// A connection URL with its password replaced, for messages and logs: the
+/// `user:password@` part and the query parameters libpq reads one from.
 pub fn redact(url: &str) -> String {
+    const SECRET_PARAMETERS: [&str; 3] = ["password", "sslpassword", "passfile"];
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query_pairs().any(|(k, _)| SECRET_PARAMETERS.contains(&k.as_ref())) {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let hidden = SECRET_PARAMETERS.contains(&k.as_ref());
+                        (k.into_owned(), if hidden { "***".into() } else { v.into_owned() })
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
-        Ok(_) => url.to_string(),
         Err(_) => "<unparsable URL>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn a_catalog_url_is_described_without_its_password() {
+        assert_eq!(redact("postgres://chronicle:hunter2@db:5432/catalog"), "postgres://chronicle:***@db:5432/catalog");
+        assert_eq!(
+            redact("postgres://chronicle@db/catalog?sslmode=require&password=hunter2"),
+            "postgres://chronicle@db/catalog?sslmode=require&password=***"
+        );
+        assert_eq!(redact("postgres://db/catalog"), "postgres://db/catalog");
+        assert_eq!(redact("not a url"), "<unparsable URL>");
     }
 }

@@ -48,8 +48,9 @@ pub struct BigQueryDataset {
     pub settle_slots: u64,
 }
 
-/// How a node is reached and paced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How a node is reached and paced. Its URLs may carry a provider's key
+/// (`?api-key=…`, a path token), so `Debug` shows their host only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RpcEndpoint {
     pub url: String,
     /// WebSocket URL for new-block notifications when following (else the tip is polled).
@@ -65,6 +66,32 @@ pub struct RpcEndpoint {
     pub burst: Option<u32>,
     /// Tries per request before a block is a gap.
     pub attempts: usize,
+}
+
+/// `scheme://host[:port]` of a URL: where it points, without what it carries.
+pub fn url_host(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => match parsed.port() {
+            Some(port) => format!("{}://{}:{port}", parsed.scheme(), parsed.host_str().unwrap_or("?")),
+            None => format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or("?")),
+        },
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+impl std::fmt::Debug for RpcEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcEndpoint")
+            .field("url", &url_host(&self.url))
+            .field("websocket", &self.websocket.as_deref().map(url_host))
+            .field("auth", &self.auth)
+            .field("commitment", &self.commitment)
+            .field("timeout", &self.timeout)
+            .field("requests_per_second", &self.requests_per_second)
+            .field("burst", &self.burst)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
 }
 
 impl RpcEndpoint {
@@ -109,6 +136,18 @@ impl std::fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::Secret;
+
+    #[test]
+    fn an_endpoint_is_printed_without_the_key_its_url_carries() {
+        let mut endpoint = super::RpcEndpoint::new(
+            "https://mainnet.helius-rpc.com/?api-key=hunter2",
+            crate::crd::chain_source::Commitment::Finalized,
+        );
+        endpoint.websocket = Some("wss://node.example.com:8900/hunter2".into());
+        let printed = format!("{endpoint:?}");
+        assert!(printed.contains("https://mainnet.helius-rpc.com") && printed.contains("wss://node.example.com:8900"));
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
 
     #[test]
     fn a_secret_cannot_be_printed() {

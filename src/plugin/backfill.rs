@@ -28,8 +28,8 @@ pub struct BackfillArgs {
     /// Where blocks come from.
     #[arg(long, value_enum, default_value = "rpc")]
     pub via: Via,
-    /// Stores written (repeatable).
-    #[arg(long = "target", value_enum, default_values = ["canonical"])]
+    /// Stores written (repeatable; default: canonical from RPC, the lake from BigQuery).
+    #[arg(long = "target", value_enum)]
     pub targets: Vec<Target>,
     /// Workers: the range is split into this many resumable shards.
     #[arg(long, default_value_t = 1)]
@@ -67,12 +67,35 @@ impl From<Target> for IngestTarget {
     }
 }
 
+/// The longest IngestJob name whose backfill Job (`NAME-ingest`) can be
+/// created: a Job's name is also its pods' `job-name` label (63 characters).
+const MAX_NAME: usize = 63 - "-ingest".len();
+
+/// `SOURCE-backfill-FROM-TO`, with the source's name cut to fit.
+fn default_name(source: &str, from: u64, to: u64) -> String {
+    let suffix = format!("-backfill-{from}-{to}");
+    let keep = MAX_NAME.saturating_sub(suffix.len());
+    let prefix: String = source.chars().take(keep).collect();
+    format!("{}{suffix}", prefix.trim_end_matches(['-', '.']))
+}
+
 /// The IngestJob the arguments describe.
 pub fn job(args: &BackfillArgs) -> Result<IngestJob, PluginError> {
     if args.from > args.to {
         return Err(PluginError::Invalid(format!("--from {} is after --to {}", args.from, args.to)));
     }
-    let name = args.name.clone().unwrap_or_else(|| format!("{}-backfill-{}-{}", args.source, args.from, args.to));
+    let name = args.name.clone().unwrap_or_else(|| default_name(&args.source, args.from, args.to));
+    if name.len() > MAX_NAME {
+        return Err(PluginError::Invalid(format!(
+            "--name {name} is {} characters; its Job's name (NAME-ingest) must fit in 63, so at most {MAX_NAME}",
+            name.len()
+        )));
+    }
+    let targets = match (args.targets.is_empty(), args.via) {
+        (false, _) => args.targets.iter().map(|&t| t.into()).collect(),
+        (true, Via::Rpc) => vec![IngestTarget::Canonical],
+        (true, Via::BigQuery) => vec![IngestTarget::Lake],
+    };
     let source = match args.via {
         Via::Rpc => IngestSource { rpc: Some(RpcSource::default()), big_query: None, store: None },
         // The defaults a manifest's empty `bigQuery: {}` gets.
@@ -88,7 +111,7 @@ pub fn job(args: &BackfillArgs) -> Result<IngestJob, PluginError> {
         range: Some(SlotRange { start_slot: args.from, end_slot: Some(args.to) }),
         parallelism: args.parallelism,
         batch_size: args.batch_size,
-        targets: args.targets.iter().map(|&t| t.into()).collect(),
+        targets,
         suspend: false,
         resources: None,
     };
@@ -120,4 +143,20 @@ pub async fn create(client: &Client, namespace: &str, args: &BackfillArgs) -> Re
         created.spec.parallelism,
         args.source,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_default_name_leaves_room_for_the_job_name() {
+        assert_eq!(
+            default_name("solana-mainnet", 302_832_000, 302_832_063),
+            "solana-mainnet-backfill-302832000-302832063"
+        );
+        let long = default_name("solana-mainnet-beta-archive-primary-us-east", 302_832_000, 302_832_063);
+        assert_eq!(long.len(), MAX_NAME);
+        assert!(long.ends_with("-backfill-302832000-302832063") && !long.contains("--"), "{long}");
+    }
 }

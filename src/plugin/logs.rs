@@ -24,6 +24,9 @@ pub struct LogsArgs {
     /// Lines from the end of each pod's log.
     #[arg(long)]
     pub tail: Option<i64>,
+    /// The previous run's log (of a container that restarted, e.g. crash-looping).
+    #[arg(long, conflicts_with = "follow")]
+    pub previous: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -65,25 +68,30 @@ async fn pods(client: &Client, namespace: &str, args: &LogsArgs) -> Result<(Vec<
     if !pods.is_empty() {
         return Ok((pods, format!("{} {}", resource.kind, args.name)));
     }
-    // Work on an embedded source's node runs in the node's pod.
-    let workload = owner.data["status"]["workload"].as_str().unwrap_or_default().to_string();
+    // The jobs and tiers of an embedded source run in its node's pod.
     let source = owner.data["spec"]["sourceRef"]["name"].as_str().unwrap_or_default().to_string();
-    if !source.is_empty() && workload == format!("{source}-node") {
+    if !source.is_empty() {
         let selector = format!("{}={source},app.kubernetes.io/component=node", owner_label("ChainSource"));
         let pods = api.list(&ListParams::default().labels(&selector)).await?.items;
-        return Ok((pods, format!("node {workload} of ChainSource {source}, shared by its jobs and tiers")));
+        if !pods.is_empty() {
+            return Ok((pods, format!("the node of ChainSource {source}, shared by its jobs and tiers")));
+        }
     }
     Ok((Vec::new(), format!("{} {}", resource.kind, args.name)))
 }
 
-/// Why a pod has no logs to give yet, if it has none.
+/// Why a pod has no logs to give yet, if it has none. A container that
+/// ran before (restarted, crash-looping: waiting again) has a log.
 fn not_started(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
     let scheduled = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
-    let started = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.state.as_ref().is_some_and(|s| s.waiting.is_none())));
+    let ran = |c: &k8s_openapi::api::core::v1::ContainerStatus| {
+        c.restart_count > 0
+            || c.state.as_ref().is_some_and(|s| s.waiting.is_none())
+            || c.last_state.as_ref().is_some_and(|s| s.terminated.is_some())
+    };
+    let started = status.and_then(|s| s.container_statuses.as_ref()).is_some_and(|c| c.iter().any(ran));
     match (scheduled, started) {
         (false, _) => Some(format!("{phase}, not yet scheduled to a node")),
         (true, false) => Some(format!("{phase}, its container has not started")),
@@ -98,7 +106,8 @@ pub async fn print(client: &Client, namespace: &str, args: &LogsArgs) -> Result<
         return Ok(());
     }
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let params = LogParams { follow: args.follow, tail_lines: args.tail, ..LogParams::default() };
+    let params =
+        LogParams { follow: args.follow, tail_lines: args.tail, previous: args.previous, ..LogParams::default() };
     let mut streams = Vec::new();
     let mut unreadable = Vec::new();
     for pod in &pods {

@@ -43,17 +43,28 @@ fn ready(conditions: Option<&Vec<Condition>>) -> (String, String) {
     }
 }
 
-/// What is wrong, if anything: `Degraded` where the kind reports it (a
-/// running backfill is not Ready yet, and nothing is wrong), else not `Ready`.
+/// How long something may be starting (not Ready, not Degraded) before that is a problem.
+const STARTING_GRACE_SECONDS: i64 = 600;
+
+/// Not Ready, and nothing wrong: work under way or paused.
+const UNDER_WAY: [&str; 2] = ["Running", "Suspended"];
+
+/// What is wrong, if anything: `Degraded`; progress that cannot be read; or
+/// not `Ready` for longer than a start takes (a tier with no ready replica, a
+/// follower that never starts), unless the work is under way or paused.
 fn problem(conditions: Option<&Vec<Condition>>) -> Option<String> {
     let find = |kind: &str| conditions.and_then(|c| c.iter().find(|c| c.type_ == kind));
-    match (find("Degraded"), find("Ready")) {
-        (Some(d), _) if d.status == "True" => Some(format!("Degraded ({}): {}", d.reason, d.message)),
-        (Some(_), _) => None,
-        (None, Some(r)) if r.status == "True" => None,
-        (None, Some(r)) => Some(format!("not Ready ({}): {}", r.reason, r.message)),
-        (None, None) => Some("no status yet: the controller has not reported".into()),
+    if let Some(d) = find("Degraded").filter(|d| d.status == "True") {
+        return Some(format!("Degraded ({}): {}", d.reason, d.message));
     }
+    if let Some(p) = find("Progressing").filter(|p| p.message.contains("progress unknown")) {
+        return Some(format!("Progressing ({}): {}", p.reason, p.message));
+    }
+    let ready = find("Ready")?;
+    let minutes = (k8s_openapi::jiff::Timestamp::now().as_second() - ready.last_transition_time.0.as_second()) / 60;
+    let starting_too_long = minutes * 60 >= STARTING_GRACE_SECONDS;
+    (ready.status != "True" && !UNDER_WAY.contains(&ready.reason.as_str()) && starting_too_long)
+        .then(|| format!("not Ready for {minutes}m ({}): {}", ready.reason, ready.message))
 }
 
 fn time(t: Option<&Time>) -> String {
@@ -79,11 +90,14 @@ pub fn render_status(r: &SourceResources) -> String {
     ));
     let mut problems = Vec::new();
     let mut note = |kind: &str, name: String, conditions: Option<&Vec<Condition>>| {
-        if let Some(problem) = problem(conditions) {
-            problems.push(format!("  {kind}/{name}: {problem}"));
+        match (conditions, problem(conditions)) {
+            (_, Some(problem)) => problems.push(format!("  {kind}/{name}: {problem}")),
+            (None, None) => problems.push(format!("  {kind}/{name}: no status yet: the controller has not reported")),
+            _ => {}
         }
         ready(conditions).0
     };
+    note("chainsource", source.name_any(), Some(&status.common.conditions));
 
     if !status.endpoints.is_empty() {
         let mut endpoints = Table::new(&["ENDPOINT", "HEALTHY", "HEAD", "LATENCY", "LAST ERROR"]);

@@ -388,6 +388,23 @@ pub struct VictoriaMetrics {
 }
 
 impl VictoriaMetrics {
+    /// Runs the shipped downsampling rules with `vmalert` over `from..=to`
+    /// (RFC 3339), writing their samples back into this server.
+    pub fn replay_rules(&self, rules: &std::path::Path, from: &str, to: &str) {
+        let binary = on_path("vmalert")
+            .unwrap_or_else(|| missing("vmalert (victoria-metrics)", "apt-get install -y victoria-metrics"));
+        let output = Command::new(binary)
+            .arg(format!("-rule={}", rules.display()))
+            .arg(format!("-datasource.url={}", self.url()))
+            .arg(format!("-remoteWrite.url={}", self.url()))
+            .args(["-datasource.queryStep=0", "-replay.disableProgressBar", "-replay.rulesDelay=0s"])
+            .arg(format!("-replay.timeFrom={from}"))
+            .arg(format!("-replay.timeTo={to}"))
+            .output()
+            .expect("run vmalert");
+        assert!(output.status.success(), "vmalert: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
     /// A server on a free port keeping its data under `dir`.
     pub fn start(dir: &std::path::Path) -> Self {
         let mut server = Self { port: free_port(), process: None, dir: dir.to_path_buf() };
