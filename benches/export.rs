@@ -43,6 +43,7 @@ fn main() {
             store_access: chronicle::store::BigtableAccess::default(),
             from: 1_000_000,
             to: 1_000_000 + count - 1,
+            window: None,
             selection: Selection { include_votes: true, ..Selection::default() },
             template: Template::TransactionSummary,
             tokenizer: Some(TokenizerEncoding::Cl100kBase),

@@ -333,10 +333,18 @@ pub struct ExportArgs {
     /// Block store to read: `bigtable://PROJECT/INSTANCE` or `embedded:///PATH`.
     #[arg(long, env = "CHRONICLE_STORE")]
     pub store: String,
-    #[arg(long)]
+    /// First slot.
+    #[arg(long, default_value_t = 0)]
     pub from: u64,
-    #[arg(long)]
-    pub to: u64,
+    /// Last slot (inclusive); without it, a time window must be given.
+    #[arg(long, required_unless_present = "start_time")]
+    pub to: Option<u64>,
+    /// Only blocks produced at or after this time (RFC 3339, e.g. `2021-10-06T07:00:00Z`).
+    #[arg(long, requires = "end_time", value_parser = unix_seconds)]
+    pub start_time: Option<i64>,
+    /// Only blocks produced before this time (RFC 3339).
+    #[arg(long, requires = "start_time", value_parser = unix_seconds)]
+    pub end_time: Option<i64>,
     /// Where the dataset goes: `file:///DIR`, `s3://…` or `gs://…`.
     #[arg(long)]
     pub out: String,
@@ -631,7 +639,8 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         store: args.store,
         store_access: crate::store::BigtableAccess::from_env(),
         from: args.from,
-        to: args.to,
+        to: args.to.unwrap_or(crate::export::window::NO_END),
+        window: args.start_time.zip(args.end_time).map(|(start, end)| crate::export::window::TimeWindow { start, end }),
         selection: Selection {
             programs: args.programs,
             success_only: args.success_only,
@@ -757,6 +766,13 @@ async fn stop_on_signal(shutdown: tokio_util::sync::CancellationToken) {
     }
     tracing::info!("stop requested: finishing the batch in flight");
     shutdown.cancel();
+}
+
+/// An RFC 3339 time as Unix seconds.
+fn unix_seconds(text: &str) -> Result<i64, String> {
+    let time = humantime::parse_rfc3339_weak(text).map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("{text:?} is before 1970"))?;
+    Ok(since.as_secs() as i64)
 }
 
 /// SIGTERM and SIGINT, listened to from the start of the work.

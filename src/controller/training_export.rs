@@ -3,7 +3,7 @@
 //! [`ExportSpec`]) → server-side apply it → status from the Job and from the
 //! record the worker keeps in the source's catalog (documents, tokens,
 //! shards, manifest, digest, or why it failed). What this build cannot do
-//! yet (a time window, an inline template, an embedded store) is refused
+//! yet (an inline template, an embedded store) is refused
 //! with the reason.
 
 use std::sync::Arc;
@@ -34,8 +34,6 @@ pub const NOT_IN_DEV: &str = "exports run as the operator's Jobs, not in dev's p
 pub enum ExportBuildError {
     #[error("{0}")]
     UnsupportedChain(String),
-    #[error("spec.window is not supported by this build yet (it needs the slots of a time span): set spec.range")]
-    Window,
     #[error("spec.template.inline is not supported by this build yet: use a builtin template")]
     InlineTemplate,
     #[error("ChainSource {0} has an embedded store, which admits one process: exports from it are not built yet")]
@@ -50,7 +48,6 @@ impl ExportBuildError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::UnsupportedChain(_) => "UnsupportedChain",
-            Self::Window => "WindowNotSupported",
             Self::InlineTemplate => "InlineTemplateNotSupported",
             Self::EmbeddedStore(_) => "EmbeddedStoreNotSupported",
             Self::ShardSize(_) => "InvalidShardSize",
@@ -72,7 +69,15 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
     if source.spec.store.embedded.is_some() {
         return Err(ExportBuildError::EmbeddedStore(source.name_any()));
     }
-    let range = spec.range.as_ref().ok_or(ExportBuildError::Window)?;
+    // A range, or a window whose slots the worker finds in the store (the CRD admits exactly one).
+    let (from, to) = match &spec.range {
+        Some(range) => (range.start_slot, range.end_slot.unwrap_or(range.start_slot)),
+        None => (0, crate::export::window::NO_END),
+    };
+    let window = spec
+        .window
+        .as_ref()
+        .map(|w| crate::export::window::TimeWindow { start: w.start.0.as_second(), end: w.end.0.as_second() });
     let template = spec.template.builtin.ok_or(ExportBuildError::InlineTemplate)?;
     let shard_bytes = quantity_bytes(&spec.output.shard_size.0)
         .ok_or_else(|| ExportBuildError::ShardSize(spec.output.shard_size.0.clone()))?;
@@ -81,9 +86,10 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
         chain: chain_spec(source),
         store: store_spec(source),
         catalog: FromEnv::new(CATALOG_ENV),
-        from: range.start_slot,
         // The CRD's CEL rule guarantees an end for a range.
-        to: range.end_slot.unwrap_or(range.start_slot),
+        from,
+        to,
+        window,
         programs: spec.filters.programs.clone(),
         success_only: spec.filters.success_only,
         include_votes: spec.filters.include_votes,
@@ -263,7 +269,10 @@ mod tests {
             start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
             end: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
         });
-        assert_eq!(export_job(&windowed, &source, "x"), Err(ExportBuildError::Window));
+        let Work::Export(spec) = export_spec(&windowed, &source).unwrap().work else { panic!("an export") };
+        assert_eq!((spec.from, spec.to), (0, crate::export::window::NO_END));
+        let window = spec.window.expect("the window reaches the worker");
+        assert_eq!(window.start, 0);
         let embedded: ChainSource = crate::controller::example("chainsource-solana-embedded.yaml", |_| {});
         assert!(matches!(export_job(&export, &embedded, "x"), Err(ExportBuildError::EmbeddedStore(_))));
     }

@@ -73,9 +73,20 @@ pub struct Manifest {
 
 #[derive(Debug, Serialize)]
 pub struct SelectionRecord {
+    /// The time window the slots were chosen by (RFC 3339, `[start, end)`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<[String; 2]>,
     pub programs: Vec<String>,
     pub success_only: bool,
     pub include_votes: bool,
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(seconds: i64) -> String {
+    match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds.max(0) as u64)) {
+        Some(time) => humantime::format_rfc3339_seconds(time).to_string(),
+        None => seconds.to_string(),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -122,6 +133,7 @@ impl Manifest {
             first_slot: config.from,
             last_slot: config.to,
             selection: SelectionRecord {
+                window: config.window.map(|w| [rfc3339(w.start), rfc3339(w.end)]),
                 programs: config.selection.programs.clone(),
                 success_only: config.selection.success_only,
                 include_votes: config.selection.include_votes,

@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod near_duplicates;
 pub mod shards;
 pub mod tokens;
+pub mod window;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -45,6 +46,10 @@ pub trait DocumentSource: Send + Sync {
     /// The stored blocks' numbers within `start..=end`, ascending.
     async fn blocks(&self, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, String>;
 
+    /// The first stored block at or after `number`, with its time (Unix
+    /// seconds) where the block records one.
+    async fn first_block_from(&self, number: BlockNumber) -> Result<Option<(BlockNumber, Option<i64>)>, String>;
+
     /// The selected transactions of block `number`, as documents, in order.
     async fn documents(
         &self,
@@ -65,6 +70,8 @@ pub struct ExportConfig {
     pub store_access: store::BigtableAccess,
     pub from: BlockNumber,
     pub to: BlockNumber,
+    /// Only the blocks of `from..=to` whose time is in this window.
+    pub window: Option<window::TimeWindow>,
     pub selection: Selection,
     pub template: Template,
     /// Needed for the `tokens` format.
@@ -125,6 +132,9 @@ fn check(config: &ExportConfig) -> Result<(), ExportError> {
     if config.from > config.to {
         return invalid(format!("the range {}..={} is empty", config.from, config.to));
     }
+    if let Some(window) = config.window.filter(|w| w.start >= w.end) {
+        return invalid(format!("the window's start {} is not before its end {}", window.start, window.end));
+    }
     if config.formats.contains(&ExportFormat::Tokens) && config.tokenizer.is_none() {
         return invalid("the tokens format needs a tokenizer".into());
     }
@@ -147,8 +157,19 @@ pub async fn run_with(source: Arc<dyn DocumentSource>, config: ExportConfig) -> 
     result
 }
 
-async fn build(source: Arc<dyn DocumentSource>, config: ExportConfig) -> Result<ExportSummary, ExportError> {
+async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Result<ExportSummary, ExportError> {
     check(&config)?;
+    if let Some(window) = config.window {
+        let slots =
+            window::slots_of(source.as_ref(), window, config.from, config.to).await.map_err(ExportError::Source)?;
+        (config.from, config.to) = slots.ok_or_else(|| {
+            ExportError::Invalid(format!(
+                "the store holds no block whose time is in the window [{}, {}): nothing to export",
+                manifest::rfc3339(window.start),
+                manifest::rfc3339(window.end)
+            ))
+        })?;
+    }
     let tokenizer = match (config.formats.contains(&ExportFormat::Tokens), config.tokenizer) {
         (true, Some(encoding)) => Some(Arc::new(Tokenizer::load(encoding).map_err(ExportError::Invalid)?)),
         _ => None,

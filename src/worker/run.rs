@@ -154,6 +154,7 @@ pub fn export_config(spec: &ExportSpec) -> Result<crate::export::ExportConfig, S
         store_access: store_access(&spec.store),
         from: spec.from,
         to: spec.to,
+        window: spec.window,
         selection: crate::export::document::Selection {
             programs: spec.programs.clone(),
             success_only: spec.success_only,

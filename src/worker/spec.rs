@@ -276,6 +276,9 @@ pub struct ExportSpec {
     pub catalog: FromEnv,
     pub from: u64,
     pub to: u64,
+    /// Only the blocks of `from..=to` whose time is in this window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<crate::export::window::TimeWindow>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub programs: Vec<String>,
     pub success_only: bool,

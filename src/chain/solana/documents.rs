@@ -33,6 +33,12 @@ impl DocumentSource for StoreDocuments {
         Ok(numbers)
     }
 
+    async fn first_block_from(&self, number: u64) -> Result<Option<(u64, Option<i64>)>, String> {
+        let Some(&block) = self.0.blocks(number, 1).await.map_err(|e| e.to_string())?.first() else { return Ok(None) };
+        let time = self.0.block_time(block).await.map_err(|e| format!("slot {block}: {e}"))?;
+        Ok(Some((block, time.flatten())))
+    }
+
     async fn documents(&self, number: u64, selection: &Selection, template: Template) -> Result<Vec<Document>, String> {
         let block = self
             .0
