@@ -46,7 +46,7 @@ fn main() {
             window: None,
             selection: Selection { include_votes: true, ..Selection::default() },
             template: Template::TransactionSummary,
-            tokenizer: Some(TokenizerEncoding::Cl100kBase),
+            tokenizer: Some(chronicle::export::tokens::TokenizerChoice::Encoding(TokenizerEncoding::Cl100kBase)),
             sequence_length: 2048,
             output: format!("file://{}", out.display()),
             formats: vec![ExportFormat::Jsonl, ExportFormat::Tokens],
@@ -66,7 +66,7 @@ fn main() {
         let texts = read_texts(&out);
         let tokenizer = Tokenizer::load(TokenizerEncoding::Cl100kBase).unwrap();
         let started = Instant::now();
-        let encoded: usize = texts.iter().map(|t| tokenizer.encode(t).len()).sum();
+        let encoded: usize = texts.iter().map(|t| tokenizer.encode(t).map_or(0, |t| t.len())).sum();
         let ceiling = started.elapsed().as_secs_f64();
         let bytes: usize = texts.iter().map(String::len).sum();
         // What every document costs before rendering: its block's rows, derived (one core).

@@ -79,6 +79,14 @@ if ! python3 -c 'import datasets, tiktoken, zstandard' 2>/dev/null; then
     || python3 -m pip install -q --break-system-packages "${packages[@]}"
 fi
 
+# An export tokenized with a Hugging Face tokenizer.json is checked against
+# the Python `tokenizers` encoding the same file (tests/export.rs).
+if ! python3 -c 'import tokenizers' 2>/dev/null; then
+  echo "install-deps: installing tokenizers from PyPI" >&2
+  python3 -m pip install -q tokenizers==0.23.3 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages tokenizers==0.23.3
+fi
+
 # A Python production client reads `serve` in tests/python_client.rs: PyPI
 # `solana` (solana-py, on `solders`).
 if ! python3 -c 'import solana.rpc.async_api, solders' 2>/dev/null; then

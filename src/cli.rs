@@ -352,8 +352,18 @@ pub struct ExportArgs {
     #[arg(long, default_value = "transaction-summary")]
     pub template: String,
     /// `cl100k_base`, `o200k_base`, `p50k_base` or `r50k_base` (needed for tokens).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tokenizer_json")]
     pub tokenizer: Option<String>,
+    /// A Hugging Face `tokenizer.json` to tokenize with instead: a path or an `http(s)://` URL.
+    #[arg(long, value_name = "FILE_OR_URL")]
+    pub tokenizer_json: Option<String>,
+    /// The tokenizer.json's sha256 (hex): a file that differs is refused.
+    #[arg(long, requires = "tokenizer_json")]
+    pub tokenizer_sha256: Option<String>,
+    /// The tokenizer.json's token put before each document (default: the first
+    /// of `<|endoftext|>`, `</s>`, `<eos>`, `[SEP]` it has).
+    #[arg(long, requires = "tokenizer_json")]
+    pub end_of_text: Option<String>,
     /// Output formats.
     #[arg(long, value_delimiter = ',', default_value = "jsonl", value_parser = ["jsonl", "parquet", "tokens"])]
     pub formats: Vec<String>,
@@ -623,8 +633,16 @@ async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCod
 async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     use crate::crd::training_export::ExportFormat;
     use crate::export::document::{Selection, Template};
-    let tokenizer = args.tokenizer.as_deref().map(crate::export::tokens::encoding_named).transpose();
-    let tokenizer = tokenizer.map_err(anyhow::Error::msg)?;
+    use crate::export::tokens::{HuggingFaceFile, TokenizerChoice, encoding_named};
+    let tokenizer = match (args.tokenizer_json, args.tokenizer.as_deref()) {
+        (Some(path), _) => Some(TokenizerChoice::HuggingFace(HuggingFaceFile {
+            path,
+            sha256: args.tokenizer_sha256,
+            end_of_text: args.end_of_text,
+        })),
+        (None, Some(name)) => Some(TokenizerChoice::Encoding(encoding_named(name).map_err(anyhow::Error::msg)?)),
+        (None, None) => None,
+    };
     let formats = args
         .formats
         .iter()

@@ -193,6 +193,97 @@ async fn a_time_window_selects_the_blocks_produced_in_it() {
     assert!(!empty.join("manifest.json").exists());
 }
 
+/// Compares a token shard with Python's `tokenizers` encoding the same
+/// documents with the same `tokenizer.json` (no truncation, padding or added
+/// special tokens; special-token text encoded as text), each preceded by
+/// end-of-text; prints how many documents matched.
+const HF_CHECK: &str = r#"
+import json, sys, numpy as np, datasets, tokenizers
+out, path = sys.argv[1], sys.argv[2]
+manifest = json.load(open(f"{out}/manifest.json"))
+tok = tokenizers.Tokenizer.from_file(path)
+tok.no_truncation(); tok.no_padding(); tok.encode_special_tokens = True
+eot = manifest["tokenizer"]["end_of_text"]
+assert eot == tok.token_to_id("[SEP]"), eot
+shard = next(s for s in manifest["shards"] if s["format"] == "tokens" and s["split"] == "train")
+header = np.memmap(f"{out}/{shard['path']}", dtype=np.int32, mode="r", shape=(256,))
+assert [int(header[0]), int(header[1])] == [20240520, 1], "llm.c's uint16 header"
+ids = np.memmap(f"{out}/{shard['path']}", dtype=np.uint16, mode="r", offset=1024).tolist()
+train = datasets.load_dataset(out)["train"]
+expected = []
+for i in range(shard["documents"]):
+    expected += [eot] + tok.encode(train[i]["text"], add_special_tokens=False).ids
+expected += [eot] * (len(ids) - len(expected))
+assert ids == expected, (len(ids), len(expected), next(i for i, (a, b) in enumerate(zip(ids, expected)) if a != b))
+print(shard["documents"])
+"#;
+
+/// A Hugging Face `tokenizer.json` (all-MiniLM-L6-v2's, `tests/data/tokenizers/`),
+/// from a file and from a URL pinned by sha256: the token shards equal what
+/// Python's `tokenizers` makes of the same documents with the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hugging_face_tokenizer_json_tokenizes_as_python_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_real_blocks(dir.path()).await;
+    let file = support::data_file("tokenizers/all-MiniLM-L6-v2/tokenizer.json");
+    let sha256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037";
+    let args = |tokenizer: &str| {
+        let mut args: Vec<String> = RANGE.iter().map(|a| a.to_string()).collect();
+        args.extend(
+            ["--formats", "jsonl,tokens", "--sequence-length", "128", "--tokenizer-json", tokenizer].map(String::from),
+        );
+        args.extend(["--tokenizer-sha256", sha256, "--validation-fraction", "0.3", "--seed", "7"].map(String::from));
+        args
+    };
+    let out = dir.path().join("from-file");
+    let from_file = args(file.to_str().unwrap());
+    let (ok, log) = export(&store, &out, &from_file.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{log}");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["tokenizer"]["encoding"], "huggingface");
+    assert_eq!(manifest["tokenizer"]["file_sha256"], sha256);
+    let output = Command::new("python3")
+        .args(["-c", HF_CHECK])
+        .arg(&out)
+        .arg(&file)
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HOME", dir.path().join("hf"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
+    let matched: u64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    assert!(matched > 0, "documents compared");
+
+    // The same file from a URL, pinned: the same dataset; a wrong pin is refused.
+    let port = support::free_port();
+    let mut server = std::process::Command::new("python3")
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .arg(file.parent().unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/tokenizer.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while support::http_get(port, "/tokenizer.json").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the file server never answered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let again = dir.path().join("from-url");
+    let (ok, log) = export(&store, &again, &args(&url).iter().map(String::as_str).collect::<Vec<_>>());
+    let refused_dir = dir.path().join("refused");
+    let mut wrong = args(&url);
+    let pin = wrong.iter().position(|a| a == sha256).unwrap();
+    wrong[pin] = "0".repeat(64);
+    let refused = export(&store, &refused_dir, &wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(ok, "{log}");
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), std::fs::read(again.join("manifest.json")).unwrap());
+    assert!(!refused.0 && refused.1.contains("not the 0000"), "{}", refused.1);
+    assert!(!refused_dir.join("manifest.json").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_fails_with_the_reason_and_publishes_no_manifest() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,6 +337,7 @@ async fn the_export_worker_records_its_outcome_in_the_catalog() {
         include_votes: false,
         template: chronicle::crd::training_export::BuiltinTemplate::TransactionJson,
         tokenizer: Some(chronicle::crd::training_export::TokenizerEncoding::O200kBase),
+        hugging_face_tokenizer: None,
         sequence_length: 512,
         output: format!("file://{}", dir.path().join(job).display()),
         formats: vec![

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, PodTemplateSpec, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -24,6 +24,7 @@ use super::workload::{CATALOG_ENV, PodSecrets, chain_spec, labels, quantity_byte
 use crate::crd::ChainSource;
 use crate::crd::common::CommonStatus;
 use crate::crd::training_export::{ExportPhase, TrainingExport, TrainingExportStatus};
+use crate::export::tokens::HuggingFaceFile;
 use crate::worker::spec::{ExportSpec, FromEnv, Work, WorkerSpec};
 
 /// What `chronicle dev` says of a TrainingExport manifest.
@@ -94,7 +95,15 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
         success_only: spec.filters.success_only,
         include_votes: spec.filters.include_votes,
         template,
-        tokenizer: Some(spec.tokenizer.encoding),
+        tokenizer: spec.tokenizer.encoding,
+        hugging_face_tokenizer: spec.tokenizer.hugging_face.as_ref().map(|hf| HuggingFaceFile {
+            path: match (&hf.url, &hf.config_map_ref) {
+                (Some(url), _) => url.clone(),
+                (None, _) => format!("{TOKENIZER_DIR}/{TOKENIZER_FILE}"),
+            },
+            sha256: hf.sha256.clone(),
+            end_of_text: hf.end_of_text.clone(),
+        }),
         sequence_length: spec.sequence_length,
         output: spec.output.url.clone(),
         formats: spec.output.formats.clone(),
@@ -106,6 +115,10 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
     })))
 }
 
+/// Where a ConfigMap's tokenizer.json is mounted in the export pod.
+const TOKENIZER_DIR: &str = "/etc/chronicle/tokenizer";
+const TOKENIZER_FILE: &str = "tokenizer.json";
+
 /// The export Job: one pod, retried twice; it runs to completion.
 pub fn export_job(export: &TrainingExport, source: &ChainSource, image: &str) -> Result<Job, ExportBuildError> {
     let worker = export_spec(export, source)?;
@@ -114,6 +127,20 @@ pub fn export_job(export: &TrainingExport, source: &ChainSource, image: &str) ->
     secrets.env(CATALOG_ENV, &source.spec.catalog.connection_secret_ref);
     if let Some(secret) = &export.spec.output.credentials_secret_ref {
         secrets.object_store_credentials(&export.spec.output.url, secret);
+    }
+    // A tokenizer.json in a ConfigMap is mounted where the worker spec says.
+    if let Some(map) = export.spec.tokenizer.hugging_face.as_ref().and_then(|hf| hf.config_map_ref.as_ref()) {
+        let items = vec![KeyToPath { key: map.key.clone(), path: TOKENIZER_FILE.into(), mode: None }];
+        let volume =
+            ConfigMapVolumeSource { name: map.name.clone(), items: Some(items), ..ConfigMapVolumeSource::default() };
+        secrets.volumes.push(Volume { name: "tokenizer".into(), config_map: Some(volume), ..Volume::default() });
+        let mount = VolumeMount {
+            name: "tokenizer".into(),
+            mount_path: TOKENIZER_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        };
+        secrets.mounts.push(mount);
     }
     let mut pod = worker_pod("export", image, &worker, source, secrets, resources(export.spec.resources.as_ref()), 30);
     pod.restart_policy = Some("Never".into());
@@ -239,6 +266,26 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 mod tests {
     use super::*;
     use crate::crd::training_export::TokenizerEncoding;
+
+    #[test]
+    fn a_tokenizer_json_in_a_config_map_is_mounted_where_the_worker_reads_it() {
+        let mut export: TrainingExport = crate::controller::example("trainingexport.yaml", |_| {});
+        export.metadata.uid = Some("uid-1".into());
+        let source: ChainSource = crate::controller::example("chainsource-solana-mainnet.yaml", |_| {});
+        export.spec.tokenizer = serde_json::from_value(serde_json::json!({"huggingFace": {
+            "configMapRef": {"name": "minilm", "key": "minilm.json"}, "endOfText": "[SEP]"}}))
+        .unwrap();
+        let pod = export_job(&export, &source, "chronicle:test").unwrap().spec.unwrap().template.spec.unwrap();
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == "tokenizer").expect("the tokenizer volume");
+        let map = volume.config_map.as_ref().unwrap();
+        assert_eq!((map.name.as_str(), map.items.as_ref().unwrap()[0].key.as_str()), ("minilm", "minilm.json"));
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts.iter().any(|m| m.name == "tokenizer" && m.mount_path == TOKENIZER_DIR));
+        let Work::Export(spec) = export_spec(&export, &source).unwrap().work else { panic!("an export") };
+        let file = spec.hugging_face_tokenizer.expect("a Hugging Face tokenizer");
+        assert_eq!(file.path, format!("{TOKENIZER_DIR}/{TOKENIZER_FILE}"));
+        assert_eq!((file.end_of_text.as_deref(), spec.tokenizer), (Some("[SEP]"), None));
+    }
 
     #[test]
     fn an_export_is_a_job_whose_spec_says_what_to_export() {

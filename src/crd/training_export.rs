@@ -121,11 +121,48 @@ pub enum BuiltinTemplate {
     TransactionInstruct,
 }
 
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.encoding) != has(self.huggingFace)").message("tokenizer must set exactly one of encoding or huggingFace"))]
+pub struct Tokenizer {
+    /// A BPE encoding (ranks shipped with Chronicle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<TokenizerEncoding>,
+    /// A Hugging Face `tokenizer.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugging_face: Option<HuggingFaceTokenizer>,
+}
+
+/// A Hugging Face `tokenizer.json`: its truncation and padding are turned
+/// off and no special tokens are added; each document is preceded by `endOfText`.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMapRef) != has(self.url)").message("huggingFace must set exactly one of configMapRef or url"))]
+pub struct HuggingFaceTokenizer {
+    /// The file in a ConfigMap key (a ConfigMap holds at most 1 MiB; larger
+    /// tokenizers by `url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapKeyRef>,
+    /// Or where the worker downloads it (`https://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://.+"))]
+    pub url: Option<String>,
+    /// The file's sha256 (hex): a file that differs is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+    /// The token put before each document. Default: the first of
+    /// `<|endoftext|>`, `</s>`, `<eos>`, `[SEP]` the vocabulary has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub end_of_text: Option<String>,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct Tokenizer {
-    /// A BPE encoding.
-    pub encoding: TokenizerEncoding,
+pub struct ConfigMapKeyRef {
+    pub name: String,
+    pub key: String,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::ExportConfig;
 use super::shards::{hex, under};
-use super::tokens::{self, Tokenizer};
+use super::tokens::Tokenizer;
 use crate::crd::training_export::ExportFormat;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -92,6 +92,9 @@ pub fn rfc3339(seconds: i64) -> String {
 #[derive(Debug, Serialize)]
 pub struct TokenizerRecord {
     pub encoding: &'static str,
+    /// The `tokenizer.json`'s sha256, for a Hugging Face tokenizer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_sha256: Option<String>,
     pub end_of_text: u32,
     pub vocabulary: u32,
     pub token_bytes: usize,
@@ -141,7 +144,8 @@ impl Manifest {
             template: config.template.id(),
             program_registry: registry,
             tokenizer: tokenizer.map(|t| TokenizerRecord {
-                encoding: tokens::name(t.encoding),
+                encoding: t.name(),
+                file_sha256: t.file_sha256.clone(),
                 end_of_text: t.end_of_text,
                 vocabulary: t.vocabulary,
                 token_bytes: t.width(),

@@ -35,7 +35,7 @@ use self::shards::ShardWriter;
 use self::tokens::Tokenizer;
 use crate::chain::{self, Adapter, ChainAdapter};
 use crate::crd::chain_source::ChainFamily;
-use crate::crd::training_export::{ExportFormat, TokenizerEncoding};
+use crate::crd::training_export::ExportFormat;
 use crate::pipeline::BlockNumber;
 use crate::store;
 use crate::telemetry::metrics::{WORKER, WorkerMetrics};
@@ -75,7 +75,7 @@ pub struct ExportConfig {
     pub selection: Selection,
     pub template: Template,
     /// Needed for the `tokens` format.
-    pub tokenizer: Option<TokenizerEncoding>,
+    pub tokenizer: Option<tokens::TokenizerChoice>,
     pub sequence_length: usize,
     /// `file://`, `s3://` or `gs://`: where shards, card and manifest go.
     pub output: String,
@@ -170,8 +170,8 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
             ))
         })?;
     }
-    let tokenizer = match (config.formats.contains(&ExportFormat::Tokens), config.tokenizer) {
-        (true, Some(encoding)) => Some(Arc::new(Tokenizer::load(encoding).map_err(ExportError::Invalid)?)),
+    let tokenizer = match (config.formats.contains(&ExportFormat::Tokens), &config.tokenizer) {
+        (true, Some(choice)) => Some(Arc::new(Tokenizer::open(choice).await.map_err(ExportError::Invalid)?)),
         _ => None,
     };
     let (store, root) = crate::lake::object_store_at(&config.output).map_err(|e| ExportError::Output(e.to_string()))?;
@@ -202,15 +202,16 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
                 (source.clone(), config.selection.clone(), config.template, tokenizer.clone(), signer.clone());
             let task = tokio::spawn(async move {
                 let docs = source.documents(number, &selection, template).await?;
-                Ok::<_, String>(
-                    docs.into_iter()
-                        .map(|doc| {
-                            let tokens = tokenizer.as_ref().map(|t| t.encode(&doc.text)).unwrap_or_default();
-                            let signature = signer.as_ref().map(|s| s.signature(&doc.text));
-                            (doc, tokens, signature)
-                        })
-                        .collect::<Vec<_>>(),
-                )
+                docs.into_iter()
+                    .map(|doc| {
+                        let tokens = match &tokenizer {
+                            Some(t) => t.encode(&doc.text).map_err(|e| format!("slot {number}: {e}"))?,
+                            None => Vec::new(),
+                        };
+                        let signature = signer.as_ref().map(|s| s.signature(&doc.text));
+                        Ok((doc, tokens, signature))
+                    })
+                    .collect::<Result<Vec<_>, String>>()
             });
             async move { task.await.map_err(|e| format!("block {number}: rendering failed: {e}"))? }
         })

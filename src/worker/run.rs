@@ -13,6 +13,7 @@ use super::spec::{
 };
 use crate::bigquery::BigQueryAccess;
 use crate::chain::Adapter;
+use crate::export::tokens::TokenizerChoice;
 use crate::pipeline::config::{BigQueryDataset, RpcEndpoint, Secret, SourceConfig, StoreOrigin};
 use crate::pipeline::sinks::chain_metrics::ChainMetricsConfig;
 
@@ -161,7 +162,10 @@ pub fn export_config(spec: &ExportSpec) -> Result<crate::export::ExportConfig, S
             include_votes: spec.include_votes,
         },
         template: spec.template,
-        tokenizer: spec.tokenizer,
+        tokenizer: match (&spec.hugging_face_tokenizer, spec.tokenizer) {
+            (Some(file), _) => Some(TokenizerChoice::HuggingFace(file.clone())),
+            (None, encoding) => encoding.map(TokenizerChoice::Encoding),
+        },
         sequence_length: spec.sequence_length as usize,
         output: spec.output.clone(),
         formats: spec.formats.clone(),

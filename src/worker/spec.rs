@@ -286,6 +286,9 @@ pub struct ExportSpec {
     pub template: BuiltinTemplate,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<TokenizerEncoding>,
+    /// A Hugging Face `tokenizer.json` instead (its file in the pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugging_face_tokenizer: Option<crate::export::tokens::HuggingFaceFile>,
     pub sequence_length: u32,
     /// Where the dataset goes (credentials from the pod's environment).
     pub output: String,
