@@ -42,6 +42,13 @@ fn export(store: &str, out: &Path, extra: &[&str]) -> (bool, String) {
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
+/// `python3 -c SCRIPT ARGS…` with Hugging Face `datasets` offline, its cache under `dir`.
+fn python(script: &str, args: &[&Path], dir: &Path) -> Command {
+    let mut command = Command::new("python3");
+    command.args(["-c", script]).args(args).env("HF_DATASETS_OFFLINE", "1").env("HF_HOME", dir.join("hf"));
+    command
+}
+
 const FULL: [&str; 14] = [
     "--tokenizer",
     "cl100k_base",
@@ -117,14 +124,8 @@ async fn an_export_loads_in_python_as_it_is_and_is_the_same_every_time() {
     assert!(train > 0 && validation > 0, "both splits: {manifest}");
     assert!(manifest["shards"].as_array().unwrap().len() > 6, "several shards per split and format: {manifest}");
 
-    let output = Command::new("python3")
-        .args(["-c", LOAD])
-        .arg(&out)
-        .env("TIKTOKEN_CACHE_DIR", tiktoken_cache(dir.path()))
-        .env("HF_DATASETS_OFFLINE", "1")
-        .env("HF_HOME", dir.path().join("hf"))
-        .output()
-        .unwrap();
+    let output =
+        python(LOAD, &[&out], dir.path()).env("TIKTOKEN_CACHE_DIR", tiktoken_cache(dir.path())).output().unwrap();
     assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
     let loaded: Value = serde_json::from_slice(&output.stdout).unwrap();
     for config in ["jsonl", "parquet"] {
@@ -242,14 +243,7 @@ async fn a_hugging_face_tokenizer_json_tokenizes_as_python_does() {
     let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["tokenizer"]["encoding"], "huggingface");
     assert_eq!(manifest["tokenizer"]["file_sha256"], sha256);
-    let output = Command::new("python3")
-        .args(["-c", HF_CHECK])
-        .arg(&out)
-        .arg(&file)
-        .env("HF_DATASETS_OFFLINE", "1")
-        .env("HF_HOME", dir.path().join("hf"))
-        .output()
-        .unwrap();
+    let output = python(HF_CHECK, &[&out, &file], dir.path()).output().unwrap();
     assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
     let matched: u64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
     assert!(matched > 0, "documents compared");
@@ -466,13 +460,7 @@ row = d[0]
 print(json.dumps({"rows": d.num_rows, "parquet": p.num_rows, "messages": row["messages"], "prompt": row["prompt"],
     "completion": row["completion"], "text": row["text"]}))
 "#;
-        let output = Command::new("python3")
-            .args(["-c", script])
-            .arg(&out)
-            .env("HF_DATASETS_OFFLINE", "1")
-            .env("HF_HOME", dir.path().join("hf"))
-            .output()
-            .unwrap();
+        let output = python(script, &[&out], dir.path()).output().unwrap();
         assert!(output.status.success(), "{template}: {}", String::from_utf8_lossy(&output.stderr));
         let row: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(row["rows"], row["parquet"], "{template}: {row}");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, PodTemplateSpec, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, PodTemplateSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -97,10 +97,8 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
         template,
         tokenizer: spec.tokenizer.encoding,
         hugging_face_tokenizer: spec.tokenizer.hugging_face.as_ref().map(|hf| HuggingFaceFile {
-            path: match (&hf.url, &hf.config_map_ref) {
-                (Some(url), _) => url.clone(),
-                (None, _) => format!("{TOKENIZER_DIR}/{TOKENIZER_FILE}"),
-            },
+            // From its URL, or from the ConfigMap volume `export_job` mounts.
+            path: hf.url.clone().unwrap_or_else(|| format!("{TOKENIZER_DIR}/{TOKENIZER_FILE}")),
             sha256: hf.sha256.clone(),
             end_of_text: hf.end_of_text.clone(),
         }),
@@ -133,14 +131,10 @@ pub fn export_job(export: &TrainingExport, source: &ChainSource, image: &str) ->
         let items = vec![KeyToPath { key: map.key.clone(), path: TOKENIZER_FILE.into(), mode: None }];
         let volume =
             ConfigMapVolumeSource { name: map.name.clone(), items: Some(items), ..ConfigMapVolumeSource::default() };
-        secrets.volumes.push(Volume { name: "tokenizer".into(), config_map: Some(volume), ..Volume::default() });
-        let mount = VolumeMount {
-            name: "tokenizer".into(),
-            mount_path: TOKENIZER_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        };
-        secrets.mounts.push(mount);
+        secrets.mount_read_only(
+            Volume { name: "tokenizer".into(), config_map: Some(volume), ..Volume::default() },
+            TOKENIZER_DIR,
+        );
     }
     let mut pod = worker_pod("export", image, &worker, source, secrets, resources(export.spec.resources.as_ref()), 30);
     pod.restart_policy = Some("Never".into());

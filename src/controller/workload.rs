@@ -297,14 +297,8 @@ impl PodSecrets {
                     items: Some(items),
                     ..SecretVolumeSource::default()
                 };
-                self.volumes.push(Volume { name: "bigquery-key".into(), secret: Some(secret), ..Volume::default() });
-                let mount = VolumeMount {
-                    name: "bigquery-key".into(),
-                    mount_path: BIGQUERY_KEY_DIR.into(),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                };
-                self.mounts.push(mount);
+                let volume = Volume { name: "bigquery-key".into(), secret: Some(secret), ..Volume::default() };
+                self.mount_read_only(volume, BIGQUERY_KEY_DIR);
             }
         }
     }
@@ -314,14 +308,22 @@ impl PodSecrets {
         let origin = job.spec.source.store.as_ref().and_then(|s| s.bigtable.as_ref());
         let Some(key) = origin.and_then(|b| b.credentials_secret_ref.as_ref()) else { return };
         let secret = SecretVolumeSource { secret_name: Some(key.name.clone()), ..SecretVolumeSource::default() };
-        self.volumes.push(Volume { name: "origin-key".into(), secret: Some(secret), ..Volume::default() });
+        self.mount_read_only(
+            Volume { name: "origin-key".into(), secret: Some(secret), ..Volume::default() },
+            ORIGIN_KEY_DIR,
+        );
+    }
+
+    /// `volume`, mounted read-only at `path` in the worker's container.
+    pub fn mount_read_only(&mut self, volume: Volume, path: &str) {
         let mount = VolumeMount {
-            name: "origin-key".into(),
-            mount_path: ORIGIN_KEY_DIR.into(),
+            name: volume.name.clone(),
+            mount_path: path.into(),
             read_only: Some(true),
             ..VolumeMount::default()
         };
         self.mounts.push(mount);
+        self.volumes.push(volume);
     }
 
     /// The lake's object-store credentials, as the variables the store's SDK
@@ -372,14 +374,7 @@ impl PodSecrets {
         if let (Some(keys), Some(dir)) = (&tier.spec.server.api_keys_secret_ref, &spec.api_keys_dir) {
             let secret =
                 Some(SecretVolumeSource { secret_name: Some(keys.name.clone()), ..SecretVolumeSource::default() });
-            self.volumes.push(Volume { name: volume.into(), secret, ..Volume::default() });
-            let mount = VolumeMount {
-                name: volume.into(),
-                mount_path: dir.clone(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            };
-            self.mounts.push(mount);
+            self.mount_read_only(Volume { name: volume.into(), secret, ..Volume::default() }, dir);
         }
     }
 }

@@ -38,15 +38,6 @@ pub enum OwnerKind {
 }
 
 impl OwnerKind {
-    fn kind(self) -> &'static str {
-        match self {
-            Self::IngestJob => "IngestJob",
-            Self::CacheTier => "CacheTier",
-            Self::RetentionPolicy => "RetentionPolicy",
-            Self::TrainingExport => "TrainingExport",
-        }
-    }
-
     fn resource(self) -> ApiResource {
         match self {
             Self::IngestJob => ApiResource::erase::<IngestJob>(&()),
@@ -61,7 +52,7 @@ impl OwnerKind {
 async fn pods(client: &Client, namespace: &str, args: &LogsArgs) -> Result<(Vec<Pod>, String), PluginError> {
     let resource = args.kind.resource();
     let owners: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let owner = get(&owners, args.kind.kind(), namespace, &args.name).await?;
+    let owner = get(&owners, &resource.kind, namespace, &args.name).await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = format!("{}={}", owner_label(&resource.kind), args.name);
     let pods = api.list(&ListParams::default().labels(&selector)).await?.items;

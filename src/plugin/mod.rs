@@ -78,11 +78,11 @@ pub enum PluginError {
     #[error("cannot reach the cluster: {0}")]
     Connect(String),
     #[error("{kind} {namespace}/{name} not found")]
-    NotFound { kind: &'static str, namespace: String, name: String },
+    NotFound { kind: String, namespace: String, name: String },
     #[error("{0}")]
     Invalid(String),
     #[error(
-        "spec.suspend is declared by the server-side apply of {managers} (a GitOps tool?): its next sync would undo the change; change it there, or pass --force"
+        "spec.suspend is declared by {managers} (a GitOps tool's manifest?): its next sync would undo the change; change it there, or pass --force"
     )]
     Conflict { managers: String },
     #[error("cannot read the logs of {0}")]
@@ -153,12 +153,12 @@ pub fn main(plugin: Plugin) -> ExitCode {
 }
 
 /// Reads one object, or says it does not exist.
-async fn get<K>(api: &kube::Api<K>, kind: &'static str, namespace: &str, name: &str) -> Result<K, PluginError>
+async fn get<K>(api: &kube::Api<K>, kind: &str, namespace: &str, name: &str) -> Result<K, PluginError>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     api.get_opt(name).await?.ok_or_else(|| PluginError::NotFound {
-        kind,
+        kind: kind.to_string(),
         namespace: namespace.to_string(),
         name: name.to_string(),
     })

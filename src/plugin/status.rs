@@ -121,7 +121,7 @@ pub fn render_status(r: &SourceResources) -> String {
             IngestMode::Backfill => "backfill",
             IngestMode::Follow => "follow",
         };
-        let ready = note("ingestjob", job.name_any(), job.status.as_ref().map(|_| &s.common.conditions));
+        let ready = note("ingestjob", job.name_any(), job.status.as_ref().map(|st| &st.common.conditions));
         jobs.row(vec![
             job.name_any(),
             mode.into(),
@@ -136,7 +136,7 @@ pub fn render_status(r: &SourceResources) -> String {
     let mut tiers = Table::new(&["CACHETIER", "REPLICAS", "HIT RATIO", "KEYS", "ENDPOINT", "READY"]);
     for tier in &r.tiers {
         let s = tier.status.clone().unwrap_or_default();
-        let ready = note("cachetier", tier.name_any(), tier.status.as_ref().map(|_| &s.common.conditions));
+        let ready = note("cachetier", tier.name_any(), tier.status.as_ref().map(|st| &st.common.conditions));
         tiers.row(vec![
             tier.name_any(),
             format!("{}/{}", s.ready_replicas, tier.spec.server.replicas),
@@ -150,7 +150,7 @@ pub fn render_status(r: &SourceResources) -> String {
         Table::new(&["RETENTIONPOLICY", "SCHEDULE", "DRY RUN", "LAST RUN", "OLDEST KEPT", "HELD AT", "READY"]);
     for policy in &r.policies {
         let s = policy.status.clone().unwrap_or_default();
-        let ready = note("retentionpolicy", policy.name_any(), policy.status.as_ref().map(|_| &s.common.conditions));
+        let ready = note("retentionpolicy", policy.name_any(), policy.status.as_ref().map(|st| &st.common.conditions));
         policies.row(vec![
             policy.name_any(),
             policy.spec.schedule.clone(),
@@ -164,7 +164,7 @@ pub fn render_status(r: &SourceResources) -> String {
     let mut exports = Table::new(&["TRAININGEXPORT", "PHASE", "DOCUMENTS", "TOKENS", "SHARDS", "DIGEST", "READY"]);
     for export in &r.exports {
         let s = export.status.clone().unwrap_or_default();
-        let ready = note("trainingexport", export.name_any(), export.status.as_ref().map(|_| &s.common.conditions));
+        let ready = note("trainingexport", export.name_any(), export.status.as_ref().map(|st| &st.common.conditions));
         exports.row(vec![
             export.name_any(),
             cell(s.phase.map(|p| format!("{p:?}"))),
