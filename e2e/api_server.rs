@@ -1300,3 +1300,140 @@ async fn catalog_secret(api: &ApiServer, postgres: &support::Postgres) {
         "stringData": {"url": postgres.url()}});
     assert_eq!(post(api, "/api/v1/namespaces/e2e/secrets", &secret).await.0, 201);
 }
+
+/// A real export's dataset in `out` (the real blocks, an embedded store).
+async fn exported_dataset(dir: &Path, out: &Path) {
+    let store_url = format!("embedded://{}", dir.join("ledger").display());
+    let store = chronicle::store::open(&store_url).await.unwrap();
+    for (slot, block) in support::real_blocks() {
+        chronicle::store::BlockStore::write_block(store.as_ref(), slot, &block, &[]).await.unwrap();
+    }
+    chronicle::store::BlockStore::sync(store.as_ref()).await.unwrap();
+    drop(store);
+    let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "export", "--store", &store_url, "--out", &format!("file://{}", out.display())])
+        .args(["--from", "0", "--to", "400000000", "--include-votes", "--shard-bytes", "4096"])
+        .args(["--tokenizer", "cl100k_base", "--formats", "jsonl,tokens"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                pending.push(entry.path());
+            } else {
+                found.push(entry.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Deleting a TrainingExport that has not published removes what it wrote:
+/// the controller holds its finalizer on the export, deletes the export Job
+/// and runs a cleanup Job with the output (the test plays the Job
+/// controller: it runs the cleanup Job's worker spec with the real binary,
+/// then marks the Job complete); the unpublished shards, token files and
+/// card go, an object outside the dataset's layout stays, and the export
+/// is gone. An export that published keeps its dataset when deleted.
+/// (The unpublished output is a real export's with its manifest removed,
+/// as an export killed before publishing leaves it.)
+#[tokio::test]
+async fn a_deleted_export_removes_its_unpublished_output() {
+    use chronicle::controller::context::Context;
+    use chronicle::controller::export_cleanup::OUTPUT_FINALIZER;
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    use kube::{Api, ResourceExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (partial, published) = (dir.path().join("partial"), dir.path().join("published"));
+    exported_dataset(dir.path(), &partial).await;
+    std::fs::remove_file(partial.join("manifest.json")).unwrap();
+    std::fs::write(partial.join("keep.txt"), "not the dataset's").unwrap();
+    exported_dataset(dir.path(), &published).await;
+    let published_files = files_under(&published);
+
+    let api = api_with_crds().await;
+    let client = api.client().await;
+    let source = yaml_documents(&Path::new(ROOT).join("examples/chainsource-solana-mainnet.yaml")).remove(0);
+    assert_eq!(create(&api, source).await.0, 201);
+    for (name, out) in [("partial", &partial), ("published", &published)] {
+        let mut export = yaml_documents(&Path::new(ROOT).join("examples/trainingexport.yaml")).remove(0);
+        export["metadata"]["name"] = json!(name);
+        export["spec"]["output"] = json!({"url": format!("file://{}", out.display()), "formats": ["jsonl", "tokens"]});
+        let (code, answer) = create(&api, export).await;
+        assert_eq!(code, 201, "{answer}");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ctx = std::sync::Arc::new(Context::new(client.clone(), "chronicle:e2e", None));
+    let token = stop.clone();
+    let controller =
+        tokio::spawn(chronicle::controller::training_export::run(ctx, async move { token.cancelled().await }));
+    let exports: Api<chronicle::crd::TrainingExport> = Api::namespaced(client.clone(), "e2e");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "e2e");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in ["partial", "published"] {
+        loop {
+            let held = exports.get(name).await.unwrap().finalizers().contains(&OUTPUT_FINALIZER.to_string());
+            if held && jobs.get_opt(&format!("{name}-export")).await.unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: no finalizer or no export Job: {:?}", exports.get(name).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The Job controller's part: one export published.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let done = |kind: &str| json!({"type": kind, "status": "True", "lastProbeTime": now, "lastTransitionTime": now});
+    let complete = json!({"status": {"conditions": [done("SuccessCriteriaMet"), done("Complete")], "succeeded": 1,
+        "startTime": now, "completionTime": now}});
+    jobs.patch_status("published-export", &PatchParams::default(), &Patch::Merge(&complete)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    exports.delete("published", &DeleteParams::default()).await.unwrap();
+    while exports.get_opt("published").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the published export was never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(jobs.get_opt("published-cleanup").await.unwrap().is_none(), "a published dataset is not cleaned up");
+    assert_eq!(files_under(&published), published_files, "a published dataset stays");
+
+    exports.delete("partial", &DeleteParams::default()).await.unwrap();
+    let cleanup = loop {
+        if let Some(job) = jobs.get_opt("partial-cleanup").await.unwrap() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "no cleanup Job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(jobs.get_opt("partial-export").await.unwrap().is_none(), "the export Job is stopped first");
+    assert!(exports.get_opt("partial").await.unwrap().is_some(), "held until the cleanup is done");
+    // The cleanup Job's pod, run here with its spec.
+    let pod = cleanup.spec.unwrap().template.spec.unwrap();
+    let env = pod.containers[0].env.clone().unwrap();
+    let spec = env.iter().find(|e| e.name == chronicle::worker::spec::SPEC_ENV).unwrap().value.clone().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "run"])
+        .env(chronicle::worker::spec::SPEC_ENV, spec)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && log.contains("unpublished export output removed"), "{log}");
+    assert_eq!(files_under(&partial), ["keep.txt"], "only what is not the dataset's stays");
+    jobs.patch_status("partial-cleanup", &PatchParams::default(), &Patch::Merge(&complete)).await.unwrap();
+    while exports.get_opt("partial").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline + Duration::from_secs(30), "the export was never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    controller.await.unwrap();
+}

@@ -607,6 +607,12 @@ async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCod
             tracing::info!(documents = summary.documents, digest = %summary.digest, manifest = %summary.manifest, "export published");
             Ok(ExitCode::SUCCESS)
         }
+        Work::ExportCleanup(cleanup) => {
+            let removed = crate::export::unpublished::remove(&cleanup.output).await?;
+            tracing::info!(export = %cleanup.job, objects = removed.objects, bytes = removed.bytes,
+                kept = removed.kept, "unpublished export output removed");
+            Ok(ExitCode::SUCCESS)
+        }
         Work::Retention(retention) => {
             let record = crate::retention::run(worker::run::retention_config(retention)?).await?;
             tracing::info!(

@@ -397,12 +397,14 @@ async fn near_duplicates_are_dropped_and_counted_the_same_every_time() {
 }
 
 /// An export killed (SIGKILL) once its first shards are written publishes
-/// nothing; run again, it publishes the same manifest, digest and shards
-/// as an export left alone. (The rerun redoes the export whole: resuming
-/// past finished shards is not built yet.) 400 blocks: the real ones
+/// nothing; run again, it resumes past the shards its checkpoint holds
+/// (they are not written again: same file, same modification time; the
+/// log says where it went on) and publishes the same manifest, digest and
+/// shards as an export left alone, with near-duplicate removal on so that
+/// the dedup state is carried over too. 400 blocks: the real ones
 /// replayed, so that the export runs long enough to be killed midway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_export_run_again_gives_the_same_dataset() {
+async fn a_killed_export_resumes_past_its_finished_shards_and_gives_the_same_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("embedded://{}", dir.path().join("ledger").display());
     let store = chronicle::store::open(&url).await.unwrap();
@@ -411,20 +413,18 @@ async fn a_killed_export_run_again_gives_the_same_dataset() {
     }
     store.sync().await.unwrap();
     drop(store);
-    let args = ["--from", "1000000", "--to", "1000399", "--include-votes", "--no-dedup", "--shard-bytes", "4096"];
+    let args = ["--from", "1000000", "--to", "1000399", "--include-votes", "--shard-bytes", "4096"];
+    let args = [&args[..], &["--near-duplicate", "1.0", "--validation-fraction", "0.2"]].concat();
     let args = [&args[..], &["--tokenizer", "cl100k_base", "--formats", "jsonl,tokens"]].concat();
     let undisturbed = dir.path().join("undisturbed");
     let (ok, log) = export(&url, &undisturbed, &args);
     assert!(ok, "{log}");
+    // (object_store removes files; a local directory may stay, empty.)
+    let resume_files = |dir: &Path| std::fs::read_dir(dir.join("_resume")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(resume_files(&undisturbed), 0, "a published export leaves no resume state");
 
     let killed = dir.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chronicle"))
-        .args(["worker", "export", "--store", &url, "--out", &format!("file://{}", killed.display())])
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = export_command(&url, &killed, &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !killed.join("data/train-00002.jsonl.zst").exists() {
         assert!(std::time::Instant::now() < deadline, "no shard written");
@@ -433,10 +433,17 @@ async fn a_killed_export_run_again_gives_the_same_dataset() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!killed.join("manifest.json").exists(), "a killed export publishes no manifest");
+    // Shard 0 closed a group before shard 2 was written: its checkpoint holds it.
+    let first = killed.join("data/train-00000.jsonl.zst");
+    let written = std::fs::metadata(&first).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let (ok, log) = export(&url, &killed, &args);
     assert!(ok, "{log}");
+    assert!(log.contains("resuming the export past its finished shards"), "{log}");
+    assert_eq!(std::fs::metadata(&first).unwrap().modified().unwrap(), written, "a finished shard is not rewritten");
     let read = |dir: &Path| std::fs::read(dir.join("manifest.json")).unwrap();
     assert_eq!(read(&undisturbed), read(&killed), "the same manifest, digest and shard list");
+    assert_eq!(resume_files(&killed), 0, "resume state removed once published");
 }
 
 /// The chat and instruction forms load as Hugging Face expects them: a

@@ -6,6 +6,7 @@ pub mod cache_tier;
 pub mod chain_source;
 pub mod children;
 pub mod context;
+pub mod export_cleanup;
 pub mod fields;
 pub mod ingest_job;
 pub mod leader;

@@ -2,7 +2,8 @@
 //! build the export Job (one pod running `chronicle worker run` with an
 //! [`ExportSpec`]) → server-side apply it → status from the Job and from the
 //! record the worker keeps in the source's catalog (documents, tokens,
-//! shards, manifest, digest, or why it failed). What this build cannot do
+//! shards, manifest, digest, or why it failed). Deleting an unpublished
+//! export removes what it wrote (`export_cleanup.rs`). What this build cannot do
 //! yet (an inline template, an embedded store) is refused
 //! with the reason.
 
@@ -169,6 +170,13 @@ fn job_phase(job: &Job) -> ExportPhase {
 }
 
 pub(crate) async fn reconcile(export: Arc<TrainingExport>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if export.metadata.deletion_timestamp.is_some() {
+        return super::export_cleanup::finalize(&export, &ctx).await;
+    }
+    // Held before the export Job exists, so that nothing it writes escapes.
+    if !super::export_cleanup::has_finalizer(&export) {
+        super::export_cleanup::hold(&ctx, &export, true).await?;
+    }
     let namespace = export.namespace().unwrap_or_default();
     let generation = export.metadata.generation;
     let previous = export.status.as_ref().map(|s| s.common.conditions.clone()).unwrap_or_default();

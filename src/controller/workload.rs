@@ -391,7 +391,21 @@ pub(crate) fn worker_pod(
     resources: ResourceRequirements,
     grace_seconds: i64,
 ) -> PodSpec {
-    let (_, mut volumes, mut mounts) = store_access(source);
+    let (_, volumes, mounts) = store_access(source);
+    pod_with(name, image, spec, (volumes, mounts), secrets, resources, grace_seconds)
+}
+
+/// A worker pod with these volumes (a store's, or none for a pod that
+/// touches no store).
+pub(crate) fn pod_with(
+    name: &str,
+    image: &str,
+    spec: &WorkerSpec,
+    (mut volumes, mut mounts): (Vec<Volume>, Vec<VolumeMount>),
+    secrets: PodSecrets,
+    resources: ResourceRequirements,
+    grace_seconds: i64,
+) -> PodSpec {
     volumes.extend(secrets.volumes);
     mounts.extend(secrets.mounts);
     volumes.push(Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() });

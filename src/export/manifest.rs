@@ -7,7 +7,7 @@
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ExportConfig;
@@ -15,7 +15,7 @@ use super::shards::{hex, under};
 use super::tokens::Tokenizer;
 use crate::crd::training_export::ExportFormat;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train = 0,
@@ -31,7 +31,7 @@ impl Split {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEntry {
     /// Relative to the dataset's root.
     pub path: String,

@@ -7,27 +7,33 @@
 //! hash and seed, and are written as shards (`shards.rs`): JSONL (zstd),
 //! Parquet and llm.c token files (`tokens.rs`). Then a dataset card and,
 //! last, `manifest.json` (`manifest.rs`): a reader that finds the manifest
-//! finds every shard it lists.
+//! finds every shard it lists. A killed export run again resumes past its
+//! finished shards (`checkpoint.rs`).
 //!
 //! Deterministic: documents are taken in block, then transaction order
 //! whatever the concurrency (blocks are read and rendered in parallel, in
 //! order), shards close at the same documents, and no file records a time;
 //! the same spec over the same blocks gives the same bytes.
 
+pub mod checkpoint;
 pub mod document;
 pub mod manifest;
 pub mod near_duplicates;
 pub mod shards;
 pub mod tokens;
+pub mod unpublished;
 pub mod window;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
+use self::checkpoint::{Checkpoint, GroupState};
 use self::document::{Document, Selection, Template};
 use self::manifest::{Manifest, Split};
 use self::near_duplicates::NearDuplicates;
@@ -175,15 +181,28 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
         _ => None,
     };
     let (store, root) = crate::lake::object_store_at(&config.output).map_err(|e| ExportError::Output(e.to_string()))?;
-    let blocks = source.blocks(config.from, config.to).await.map_err(ExportError::Source)?;
+    let fingerprint = checkpoint::fingerprint(&config, source.registry_version(), tokenizer.as_deref());
+    let resumed = checkpoint::load(store.as_ref(), &root, &fingerprint).await.map_err(ExportError::Output)?;
+    let mut at = resumed.clone().unwrap_or(Checkpoint { fingerprint, ..Checkpoint::default() });
+    let mut blocks = source.blocks(config.from, config.to).await.map_err(ExportError::Source)?;
     if blocks.is_empty() {
         return Err(ExportError::Invalid(format!(
             "the store holds no block in {}..={}: nothing to export",
             config.from, config.to
         )));
     }
-    let mut writers = [Split::Train, Split::Validation]
-        .map(|split| ShardWriter::new(store.clone(), root.clone(), split, &config, tokenizer.clone()));
+    let mut writers = [Split::Train, Split::Validation].map(|split| {
+        let written = at.shards.iter().filter(|s| s.split == split).cloned().collect();
+        ShardWriter::new(
+            store.clone(),
+            root.clone(),
+            split,
+            &config,
+            tokenizer.clone(),
+            at.next_shard[split as usize],
+            written,
+        )
+    });
     let mut seen = HashSet::new();
     let (mut near, signer) = match config.near_duplicate {
         Some(threshold) => {
@@ -192,7 +211,25 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
         }
         None => (None, None),
     };
-    let (mut documents, mut duplicates, mut near_duplicates) = (0u64, 0u64, 0u64);
+    if resumed.is_some() {
+        // The dedup state as it stood, rebuilt in the order it was built.
+        for group in checkpoint::load_groups(store.as_ref(), &root, &at).await.map_err(ExportError::Output)? {
+            seen.extend(group.hashes);
+            if let Some(index) = near.as_mut() {
+                group.signatures.into_iter().for_each(|signature| index.keep(signature));
+            }
+        }
+        blocks.retain(|number| *number >= at.block);
+        tracing::info!(
+            slot = at.block,
+            groups = at.groups,
+            shards = at.shards.len(),
+            documents = at.documents,
+            "resuming the export past its finished shards"
+        );
+    }
+    // What the open group adds to the dedup state, and its text so far.
+    let (mut group, mut group_text) = (GroupState::default(), 0u64);
 
     // Blocks are read, rendered and tokenized in parallel (one task each, so
     // on every core), and taken in order.
@@ -202,7 +239,8 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
                 (source.clone(), config.selection.clone(), config.template, tokenizer.clone(), signer.clone());
             let task = tokio::spawn(async move {
                 let docs = source.documents(number, &selection, template).await?;
-                docs.into_iter()
+                let docs = docs
+                    .into_iter()
                     .map(|doc| {
                         let tokens = match &tokenizer {
                             Some(t) => t.encode(&doc.text).map_err(|e| format!("slot {number}: {e}"))?,
@@ -211,53 +249,93 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
                         let signature = signer.as_ref().map(|s| s.signature(&doc.text));
                         Ok((doc, tokens, signature))
                     })
-                    .collect::<Result<Vec<_>, String>>()
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok::<_, String>((number, docs))
             });
             async move { task.await.map_err(|e| format!("block {number}: rendering failed: {e}"))? }
         })
         .buffered(config.concurrency.max(1));
     futures::pin_mut!(rendered);
     while let Some(block) = rendered.next().await {
-        for (document, tokens, signature) in block.map_err(ExportError::Source)? {
+        let (number, docs) = block.map_err(ExportError::Source)?;
+        // A resumed block's first documents were taken before the checkpoint.
+        let taken = if resumed.is_some() && number == at.block { at.skip } else { 0 };
+        for (index, (document, tokens, signature)) in docs.into_iter().enumerate().skip(taken) {
             let hash = document.content_hash();
-            if config.exact_dedup && !seen.insert(hash) {
-                duplicates += 1;
-                WorkerMetrics::count(&WORKER.export_documents, "duplicate", 1);
-                continue;
+            if config.exact_dedup {
+                if !seen.insert(hash) {
+                    at.duplicates += 1;
+                    WorkerMetrics::count(&WORKER.export_documents, "duplicate", 1);
+                    continue;
+                }
+                group.hashes.push(hash);
             }
-            if let (Some(index), Some(signature)) = (near.as_mut(), signature)
-                && index.is_duplicate(signature)
-            {
-                near_duplicates += 1;
-                WorkerMetrics::count(&WORKER.export_documents, "near_duplicate", 1);
-                continue;
+            if let (Some(index), Some(signature)) = (near.as_mut(), signature) {
+                if index.is_duplicate(&signature) {
+                    at.near_duplicates += 1;
+                    WorkerMetrics::count(&WORKER.export_documents, "near_duplicate", 1);
+                    continue;
+                }
+                group.signatures.push(signature);
             }
-            documents += 1;
+            at.documents += 1;
             WorkerMetrics::count(&WORKER.export_documents, "kept", 1);
-            let split = split_of(&hash, config.seed, config.validation_fraction);
-            writers[split as usize].push(document, tokens).await.map_err(ExportError::Output)?;
+            group_text += document.text.len() as u64;
+            writers[split_of(&hash, config.seed, config.validation_fraction) as usize].push(document, tokens);
+            if group_text >= config.shard_bytes.max(1) {
+                // The group closes: its shards, then what resuming needs.
+                for writer in &mut writers {
+                    writer.flush().await.map_err(ExportError::Output)?;
+                }
+                (at.block, at.skip, at.groups) = (number, index + 1, at.groups + 1);
+                at.next_shard = writers.each_ref().map(|w| w.next());
+                at.shards = writers.iter().flat_map(|w| w.written().iter().cloned()).collect();
+                checkpoint::save(store.as_ref(), &root, &at, &group).await.map_err(ExportError::Output)?;
+                (group, group_text) = (GroupState::default(), 0);
+            }
         }
     }
-    let mut shards = Vec::new();
-    for writer in writers {
-        shards.extend(writer.finish().await.map_err(ExportError::Output)?);
+    for writer in &mut writers {
+        writer.flush().await.map_err(ExportError::Output)?;
     }
-    let manifest =
-        Manifest::new(&config, source.registry_version(), tokenizer.as_deref(), shards, duplicates, near_duplicates);
+    let shards = writers.iter().flat_map(|w| w.written().iter().cloned()).collect();
+    let manifest = Manifest::new(
+        &config,
+        source.registry_version(),
+        tokenizer.as_deref(),
+        shards,
+        at.duplicates,
+        at.near_duplicates,
+    );
     let url = manifest.publish(store.as_ref(), &root, &config.output).await.map_err(ExportError::Output)?;
+    if let Err(e) = checkpoint::remove(store.as_ref(), &root).await {
+        tracing::warn!(error = %e, "the dataset is published; its resume state was not all removed");
+    }
     WORKER.export_tokens.inc_by(manifest.total_tokens());
     WORKER.export_shards.inc_by(manifest.shards.len() as u64);
     WORKER.export_bytes.inc_by(manifest.shards.iter().map(|s| s.bytes).sum());
     Ok(ExportSummary {
-        documents,
-        duplicates,
-        near_duplicates,
+        documents: at.documents,
+        duplicates: at.duplicates,
+        near_duplicates: at.near_duplicates,
         tokens: manifest.total_tokens(),
         shards: manifest.shards.len() as u64,
         bytes: manifest.shards.iter().map(|s| s.bytes).sum(),
         digest: manifest.digest.clone(),
         manifest: url,
     })
+}
+
+/// Deletes every object under `prefix`.
+pub async fn remove_under(store: &dyn ObjectStore, prefix: &Path) -> Result<(), String> {
+    let objects: Vec<_> = store.list(Some(prefix)).try_collect().await.map_err(|e| format!("listing {prefix}: {e}"))?;
+    for object in objects {
+        match store.delete(&object.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(format!("{}: {e}", object.location)),
+        }
+    }
+    Ok(())
 }
 
 /// Train or validation, by the content hash and the seed: the same document

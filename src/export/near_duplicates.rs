@@ -46,13 +46,20 @@ impl NearDuplicates {
     }
 
     /// Whether a kept document is this similar; if not, this one is kept.
-    pub fn is_duplicate(&mut self, signature: Vec<u32>) -> bool {
-        if !self.index.query(&signature).is_empty() {
+    /// (The caller keeps `signature` for the resume state when it is kept.)
+    #[allow(clippy::ptr_arg, reason = "gaoya's query takes a &Vec")]
+    pub fn is_duplicate(&mut self, signature: &Vec<u32>) -> bool {
+        if !self.index.query(signature).is_empty() {
             return true;
         }
+        self.keep(signature.clone());
+        false
+    }
+
+    /// Adds a kept document's signature (rebuilding the index on resume).
+    pub fn keep(&mut self, signature: Vec<u32>) {
         self.index.insert(self.kept, signature);
         self.kept += 1;
-        false
     }
 }
 
@@ -66,9 +73,9 @@ mod tests {
         let base: String = (0..200).map(|i| format!("word{i} ")).collect();
         let edited = base.replace("word100 ", "changed ");
         let other: String = (0..200).map(|i| format!("other{i} ")).collect();
-        assert!(!index.is_duplicate(signer.signature(&base)));
-        assert!(index.is_duplicate(signer.signature(&edited)), "one word of 200 changed");
-        assert!(!index.is_duplicate(signer.signature(&other)));
+        assert!(!index.is_duplicate(&signer.signature(&base)));
+        assert!(index.is_duplicate(&signer.signature(&edited)), "one word of 200 changed");
+        assert!(!index.is_duplicate(&signer.signature(&other)));
         assert_eq!(signer.signature(&base), signer.signature(&base), "deterministic");
     }
 }

@@ -1,5 +1,6 @@
-//! A split's shards: documents gathered until their text reaches the shard
-//! size, then written in every requested format under the same name —
+//! A split's shards: documents gathered until the export closes the shard
+//! group (`checkpoint.rs`), then written in every requested format under
+//! the same name —
 //! `data/<split>-NNNNN.jsonl.zst`, `data/<split>-NNNNN.parquet`,
 //! `tokens/<split>-NNNNN.bin` — so a token shard holds exactly its text
 //! shard's documents. Each object is written whole (one `put`).
@@ -24,12 +25,10 @@ pub struct ShardWriter {
     root: Path,
     split: Split,
     formats: Vec<ExportFormat>,
-    shard_bytes: u64,
     sequence_length: usize,
     tokenizer: Option<Arc<Tokenizer>>,
     documents: Vec<Document>,
     tokens: Vec<Vec<u32>>,
-    text_bytes: u64,
     next: u32,
     written: Vec<ShardEntry>,
 }
@@ -41,6 +40,8 @@ impl ShardWriter {
         split: Split,
         config: &ExportConfig,
         tokenizer: Option<Arc<Tokenizer>>,
+        next: u32,
+        written: Vec<ShardEntry>,
     ) -> Self {
         let mut formats = config.formats.clone();
         formats.sort_by_key(|f| *f as u8);
@@ -50,37 +51,38 @@ impl ShardWriter {
             root,
             split,
             formats,
-            shard_bytes: config.shard_bytes.max(1),
             sequence_length: config.sequence_length,
             tokenizer,
             documents: Vec::new(),
             tokens: Vec::new(),
-            text_bytes: 0,
-            next: 0,
-            written: Vec::new(),
+            next,
+            written,
         }
     }
 
-    pub async fn push(&mut self, document: Document, tokens: Vec<u32>) -> Result<(), String> {
-        self.text_bytes += document.text.len() as u64;
+    pub fn push(&mut self, document: Document, tokens: Vec<u32>) {
         self.documents.push(document);
         self.tokens.push(tokens);
-        if self.text_bytes >= self.shard_bytes { self.flush().await } else { Ok(()) }
     }
 
-    /// Writes what is left; returns every shard written.
-    pub async fn finish(mut self) -> Result<Vec<ShardEntry>, String> {
-        if !self.documents.is_empty() {
-            self.flush().await?;
+    /// The next shard's number.
+    pub fn next(&self) -> u32 {
+        self.next
+    }
+
+    /// Every shard written, in order.
+    pub fn written(&self) -> &[ShardEntry] {
+        &self.written
+    }
+
+    /// Writes the documents gathered as the next shard (none: nothing).
+    pub async fn flush(&mut self) -> Result<(), String> {
+        if self.documents.is_empty() {
+            return Ok(());
         }
-        Ok(self.written)
-    }
-
-    async fn flush(&mut self) -> Result<(), String> {
         let name = format!("{}-{:05}", self.split.name(), self.next);
         let documents = std::mem::take(&mut self.documents);
         let tokens = std::mem::take(&mut self.tokens);
-        self.text_bytes = 0;
         self.next += 1;
         for format in self.formats.clone() {
             let (path, bytes, counts) = match format {

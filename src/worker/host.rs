@@ -35,7 +35,9 @@ pub async fn run_node(node: &super::spec::NodeSpec, shutdown: CancellationToken)
             Work::Ingest(spec) => &spec.store,
             Work::Serve(spec) => &spec.store,
             Work::Node(_) => anyhow::bail!("{}: a node spec does not nest", named.name),
-            Work::Export(_) => anyhow::bail!("{}: an export does not run on a node in this build", named.name),
+            Work::Export(_) | Work::ExportCleanup(_) => {
+                anyhow::bail!("{}: an export does not run on a node in this build", named.name)
+            }
             Work::Retention(_) => anyhow::bail!("{}: retention does not run on a node in this build", named.name),
         };
         let store = match stores.get(&store_spec.url) {
@@ -67,7 +69,9 @@ pub async fn run_node(node: &super::spec::NodeSpec, shutdown: CancellationToken)
             Work::Serve(spec) => {
                 host.serve(&named.name, spec, store, [0, 0, 0, 0].into(), &env)?;
             }
-            Work::Node(_) | Work::Export(_) | Work::Retention(_) => unreachable!("refused above"),
+            Work::Node(_) | Work::Export(_) | Work::ExportCleanup(_) | Work::Retention(_) => {
+                unreachable!("refused above")
+            }
         }
     }
     let ok = host.wait(false).await;

@@ -44,6 +44,9 @@ pub enum Work {
     Node(NodeSpec),
     /// A training dataset from the store's blocks (`TrainingExport`).
     Export(ExportSpec),
+    /// Removing what a deleted `TrainingExport` wrote and did not publish
+    /// (its finalizer's Job).
+    ExportCleanup(ExportCleanupSpec),
     /// One pruning run of a `RetentionPolicy` (its CronJob's pods).
     Retention(RetentionSpec),
 }
@@ -300,6 +303,15 @@ pub struct ExportSpec {
     /// Near-duplicate threshold (MinHash); none: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub near_duplicate: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportCleanupSpec {
+    /// The deleted export's identity in the catalog (`namespace/name#gN`).
+    pub job: String,
+    /// Its output (credentials from the pod's environment).
+    pub output: String,
 }
 
 /// The lake's root (`file://`, `s3://`, `gs://`); credentials come from the

@@ -1,0 +1,157 @@
+//! The `TrainingExport` finalizer: deleting an export that has not
+//! published removes what it wrote. The reconciler holds
+//! [`OUTPUT_FINALIZER`] on every export; when one is deleted:
+//!
+//! 1. published (its Job completed, or its status says Succeeded): the
+//!    dataset is the user's and stays; the finalizer goes;
+//! 2. otherwise the export Job is deleted and, once none of its pods is
+//!    left (nothing may write after the cleanup), a cleanup Job
+//!    (`<name>-cleanup`, `chronicle worker run` with an
+//!    [`ExportCleanupSpec`], the output's credentials, ten minutes at most)
+//!    removes the unpublished shards, token files, resume state and card
+//!    (`export/unpublished.rs`); when it completes the finalizer goes, with
+//!    an Event saying what happened. A cleanup that fails or cannot start
+//!    (a namespace being deleted admits no new Job) leaves the output as it
+//!    is and says so in a Warning Event: deletion never hangs on it.
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use std::time::Duration;
+
+use super::children::{delete, selector_of};
+use super::context::{Context, Error};
+use super::status::{JobState, job_state, publish};
+use super::training_export::{ExportBuildError, catalog_export};
+use super::workload::{PodSecrets, labels, pod_with, resources};
+use crate::crd::TrainingExport;
+use crate::crd::training_export::ExportPhase;
+use crate::worker::spec::{ExportCleanupSpec, Work, WorkerSpec};
+
+/// Held on every TrainingExport until its unpublished output is removed.
+pub const OUTPUT_FINALIZER: &str = "chronicle.dev/unpublished-output";
+/// The finalizer's own field manager: it owns that one list item.
+const FINALIZER_MANAGER: &str = "chronicle-controller-finalizer";
+/// A cleanup that has not finished by then has failed.
+const CLEANUP_DEADLINE_SECONDS: i64 = 600;
+
+pub fn has_finalizer(export: &TrainingExport) -> bool {
+    export.finalizers().iter().any(|f| f == OUTPUT_FINALIZER)
+}
+
+/// Adds (`true`) or releases (`false`) the finalizer by server-side apply
+/// of that list item alone: the user's own fields and finalizers are untouched.
+pub async fn hold(ctx: &Context, export: &TrainingExport, held: bool) -> Result<(), Error> {
+    let api: Api<TrainingExport> = Api::namespaced(ctx.client.clone(), &export.namespace().unwrap_or_default());
+    let finalizers: &[&str] = if held { &[OUTPUT_FINALIZER] } else { &[] };
+    let body = serde_json::json!({
+        "apiVersion": TrainingExport::api_version(&()),
+        "kind": TrainingExport::kind(&()),
+        "metadata": {"name": export.name_any(), "finalizers": finalizers},
+    });
+    match api.patch(&export.name_any(), &PatchParams::apply(FINALIZER_MANAGER), &Patch::Apply(&body)).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        result => result.map(drop).map_err(Error::from),
+    }
+}
+
+/// The cleanup Job: one pod that touches no store, only the output.
+pub fn cleanup_job(export: &TrainingExport, image: &str) -> Result<Job, ExportBuildError> {
+    let name = export.name_any();
+    let worker = WorkerSpec::new(Work::ExportCleanup(ExportCleanupSpec {
+        job: catalog_export(export),
+        output: export.spec.output.url.clone(),
+    }));
+    let mut secrets = PodSecrets::default();
+    if let Some(secret) = &export.spec.output.credentials_secret_ref {
+        secrets.object_store_credentials(&export.spec.output.url, secret);
+    }
+    let mut pod = pod_with("cleanup", image, &worker, Default::default(), secrets, resources(None), 30);
+    pod.restart_policy = Some("Never".into());
+    let labels = labels("TrainingExport", &name, "cleanup");
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-cleanup")),
+            namespace: export.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![export.controller_owner_ref(&()).ok_or(ExportBuildError::NoUid)?]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            active_deadline_seconds: Some(CLEANUP_DEADLINE_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// One step of a deleted export's cleanup; requeues until it is done.
+pub async fn finalize(export: &TrainingExport, ctx: &Context) -> Result<Action, Error> {
+    if !has_finalizer(export) {
+        return Ok(Action::await_change());
+    }
+    let (namespace, name) = (export.namespace().unwrap_or_default(), export.name_any());
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let export_job = format!("{name}-export");
+    let found = jobs.get_opt(&export_job).await?;
+    let published = found.as_ref().is_some_and(|job| job_state(Some(job)) == JobState::Complete)
+        || export.status.as_ref().and_then(|s| s.phase) == Some(ExportPhase::Succeeded);
+    if published {
+        hold(ctx, export, false).await?;
+        return Ok(Action::await_change());
+    }
+    // Stop the export first: no pod may write after the cleanup.
+    if found.is_some() {
+        delete(&jobs, &export_job).await?;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let exporting = format!("{},app.kubernetes.io/component=export", selector_of(export));
+    if !pods.list(&ListParams::default().labels(&exporting)).await?.items.is_empty() {
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let desired = match cleanup_job(export, &ctx.image) {
+        Ok(job) => job,
+        Err(e) => return give_up(ctx, export, &format!("cannot build the cleanup Job: {e}")).await,
+    };
+    let params = PatchParams::apply(super::status::FIELD_MANAGER).force();
+    let applied = match jobs.patch(&format!("{name}-cleanup"), &params, &Patch::Apply(&desired)).await {
+        Ok(job) => job,
+        // A namespace being deleted admits no new object.
+        Err(kube::Error::Api(status)) if status.code == 403 || status.code == 404 => {
+            return give_up(ctx, export, &format!("cannot create the cleanup Job: {}", status.message)).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match job_state(Some(&applied)) {
+        JobState::Complete => {
+            let note = format!("removed the unpublished output at {}", export.spec.output.url);
+            event(ctx, export, EventType::Normal, "UnpublishedOutputRemoved", note).await;
+            hold(ctx, export, false).await?;
+            Ok(Action::await_change())
+        }
+        JobState::Failed => give_up(ctx, export, "the cleanup Job failed (see its pods' logs)").await,
+        JobState::Running | JobState::Pending => Ok(Action::requeue(Duration::from_secs(5))),
+    }
+}
+
+/// Releases the finalizer, leaving the output as it is, and says why.
+async fn give_up(ctx: &Context, export: &TrainingExport, why: &str) -> Result<Action, Error> {
+    let note = format!("{why}: the unpublished output at {} is left in place", export.spec.output.url);
+    event(ctx, export, EventType::Warning, "CleanupFailed", note).await;
+    hold(ctx, export, false).await?;
+    Ok(Action::await_change())
+}
+
+async fn event(ctx: &Context, export: &TrainingExport, type_: EventType, reason: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Finalize".into(), secondary: None };
+    publish(ctx, &event, &export.object_ref(&())).await;
+}
