@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use chronicle::crd::chain_source::ChainFamily;
 use chronicle::crd::training_export::{ExportFormat, TokenizerEncoding};
-use chronicle::export::document::{Selection, Template};
+use chronicle::export::document::{Rendering, Selection, Template};
 use chronicle::export::tokens::Tokenizer;
 use chronicle::export::{ExportConfig, run};
 use chronicle::store::BlockStore;
@@ -45,7 +45,7 @@ fn main() {
             to: 1_000_000 + count - 1,
             window: None,
             selection: Selection { include_votes: true, ..Selection::default() },
-            template: Template::TransactionSummary,
+            template: Rendering::Builtin(Template::TransactionSummary),
             tokenizer: Some(chronicle::export::tokens::TokenizerChoice::Encoding(TokenizerEncoding::Cl100kBase)),
             sequence_length: 2048,
             output: format!("file://{}", out.display()),

@@ -1408,10 +1408,13 @@ async fn a_deleted_export_removes_its_unpublished_output() {
 
     exports.delete("partial", &DeleteParams::default()).await.unwrap();
     let cleanup = loop {
-        if let Some(job) = jobs.get_opt("partial-cleanup").await.unwrap() {
+        // Created suspended, resumed once the export's pods are gone.
+        if let Some(job) = jobs.get_opt("partial-cleanup").await.unwrap()
+            && job.spec.as_ref().unwrap().suspend == Some(false)
+        {
             break job;
         }
-        assert!(Instant::now() < deadline, "no cleanup Job");
+        assert!(Instant::now() < deadline, "no cleanup Job resumed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(jobs.get_opt("partial-export").await.unwrap().is_none(), "the export Job is stopped first");

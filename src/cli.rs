@@ -348,9 +348,14 @@ pub struct ExportArgs {
     /// Where the dataset goes: `file:///DIR`, `s3://…` or `gs://…`.
     #[arg(long)]
     pub out: String,
-    /// `transaction-summary`, `transaction-json` or `program-logs`.
+    /// `transaction-summary`, `transaction-json`, `program-logs`,
+    /// `transaction-chat` or `transaction-instruct`.
     #[arg(long, default_value = "transaction-summary")]
     pub template: String,
+    /// A template of your own instead (minijinja over each transaction's
+    /// normalized data, as `transaction-json` writes it).
+    #[arg(long, value_name = "FILE", conflicts_with = "template")]
+    pub template_file: Option<PathBuf>,
     /// `cl100k_base`, `o200k_base`, `p50k_base` or `r50k_base` (needed for tokens).
     #[arg(long, conflicts_with = "tokenizer_json")]
     pub tokenizer: Option<String>,
@@ -369,7 +374,8 @@ pub struct ExportArgs {
     pub formats: Vec<String>,
     #[arg(long, default_value_t = 2048)]
     pub sequence_length: usize,
-    /// A shard closes once its documents' text reaches this many bytes.
+    /// Shards close (both splits at once) once the documents' text since the
+    /// last ones reaches this many bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub shard_bytes: u64,
     #[arg(long, default_value_t = 0.01)]
@@ -638,7 +644,8 @@ async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCod
 
 async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     use crate::crd::training_export::ExportFormat;
-    use crate::export::document::{Selection, Template};
+    use crate::export::document::{Rendering, Selection, Template};
+    use crate::export::inline_template::InlineTemplate;
     use crate::export::tokens::{HuggingFaceFile, TokenizerChoice, encoding_named};
     let tokenizer = match (args.tokenizer_json, args.tokenizer.as_deref()) {
         (Some(path), _) => Some(TokenizerChoice::HuggingFace(HuggingFaceFile {
@@ -670,7 +677,14 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
             success_only: args.success_only,
             include_votes: args.include_votes,
         },
-        template: Template::named(&args.template).map_err(anyhow::Error::msg)?,
+        template: match &args.template_file {
+            Some(file) => {
+                let source =
+                    std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+                Rendering::Inline(std::sync::Arc::new(InlineTemplate::compile(&source).map_err(anyhow::Error::msg)?))
+            }
+            None => Rendering::Builtin(Template::named(&args.template).map_err(anyhow::Error::msg)?),
+        },
         tokenizer,
         sequence_length: args.sequence_length,
         output: args.out,

@@ -329,7 +329,10 @@ async fn the_export_worker_records_its_outcome_in_the_catalog() {
         programs: Vec::new(),
         success_only: false,
         include_votes: false,
-        template: chronicle::crd::training_export::BuiltinTemplate::TransactionJson,
+        template: chronicle::crd::training_export::RenderTemplate {
+            builtin: Some(chronicle::crd::training_export::BuiltinTemplate::TransactionJson),
+            inline: None,
+        },
         tokenizer: Some(chronicle::crd::training_export::TokenizerEncoding::O200kBase),
         hugging_face_tokenizer: None,
         sequence_length: 512,
@@ -414,7 +417,8 @@ async fn a_killed_export_resumes_past_its_finished_shards_and_gives_the_same_dat
     store.sync().await.unwrap();
     drop(store);
     let args = ["--from", "1000000", "--to", "1000399", "--include-votes", "--shard-bytes", "4096"];
-    let args = [&args[..], &["--near-duplicate", "1.0", "--validation-fraction", "0.2"]].concat();
+    // The replayed blocks' documents differ by their slot alone: near-duplicates of the first four blocks'.
+    let args = [&args[..], &["--near-duplicate", "0.6", "--validation-fraction", "0.2"]].concat();
     let args = [&args[..], &["--tokenizer", "cl100k_base", "--formats", "jsonl,tokens"]].concat();
     let undisturbed = dir.path().join("undisturbed");
     let (ok, log) = export(&url, &undisturbed, &args);
@@ -443,7 +447,75 @@ async fn a_killed_export_resumes_past_its_finished_shards_and_gives_the_same_dat
     assert_eq!(std::fs::metadata(&first).unwrap().modified().unwrap(), written, "a finished shard is not rewritten");
     let read = |dir: &Path| std::fs::read(dir.join("manifest.json")).unwrap();
     assert_eq!(read(&undisturbed), read(&killed), "the same manifest, digest and shard list");
+    let manifest: Value = serde_json::from_slice(&read(&killed)).unwrap();
+    assert!(manifest["near_duplicates"].as_u64().unwrap() > 0, "the carried-over index dropped documents");
     assert_eq!(resume_files(&killed), 0, "resume state removed once published");
+}
+
+/// A template of the user's own (`--template-file`, the CRD's
+/// `spec.template.inline`): each document is the template rendered over the
+/// transaction's normalized data — checked against the same data as the
+/// `transaction-json` export of the same blocks writes it — and a
+/// transaction it renders empty for gives no document. A template with a
+/// syntax error or an unknown field fails with the line, publishing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_template_renders_each_transactions_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_real_blocks(dir.path()).await;
+    let template = dir.path().join("template.j2");
+    std::fs::write(
+        &template,
+        "{% if fee and fee > 5000 %}{{ signature }} in slot {{ slot }} paid {{ fee }} lamports for \
+         {{ instructions | length }} instructions: {{ instructions | map(attribute='program') | join(', ') }}{% endif %}",
+    )
+    .unwrap();
+    let plain = [&RANGE[..], &["--include-votes", "--no-dedup", "--formats", "jsonl", "--validation-fraction", "0"]];
+    let (json_out, inline_out) = (dir.path().join("json"), dir.path().join("inline"));
+    let (ok, log) = export(&store, &json_out, &[&plain.concat()[..], &["--template", "transaction-json"]].concat());
+    assert!(ok, "{log}");
+    let file = template.display().to_string();
+    let (ok, log) = export(&store, &inline_out, &[&plain.concat()[..], &["--template-file", &file]].concat());
+    assert!(ok, "{log}");
+    let documents = |out: &Path| -> Vec<Value> {
+        let shard = std::fs::read(out.join("data/train-00000.jsonl.zst")).unwrap();
+        let text = zstd::decode_all(shard.as_slice()).unwrap();
+        text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+    };
+    let expected: Vec<(String, String)> = documents(&json_out)
+        .iter()
+        .map(|doc| serde_json::from_str::<Value>(doc["text"].as_str().unwrap()).unwrap())
+        .filter(|tx| tx["fee"].as_u64().is_some_and(|fee| fee > 5000))
+        .map(|tx| {
+            let programs: Vec<&str> =
+                tx["instructions"].as_array().unwrap().iter().map(|i| i["program"].as_str().unwrap()).collect();
+            let text = format!(
+                "{} in slot {} paid {} lamports for {} instructions: {}",
+                tx["signature"].as_str().unwrap(),
+                tx["slot"],
+                tx["fee"],
+                programs.len(),
+                programs.join(", ")
+            );
+            (tx["signature"].as_str().unwrap().to_string(), text)
+        })
+        .collect();
+    let rendered = documents(&inline_out);
+    assert!(!expected.is_empty() && rendered.len() < documents(&json_out).len(), "some, not all, pay above 5000");
+    let got: Vec<(String, String)> =
+        rendered.iter().map(|d| (d["id"].as_str().unwrap().into(), d["text"].as_str().unwrap().into())).collect();
+    assert_eq!(got, expected);
+    let template_id = rendered[0]["template"].as_str().unwrap();
+    assert!(template_id.starts_with("inline@"), "{template_id}");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(inline_out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["template"], template_id);
+
+    for (source, says) in [("{% if fee %}unclosed", "line 1"), ("{{ signature }}\n{{ feee }}", "line 2")] {
+        std::fs::write(&template, source).unwrap();
+        let out = dir.path().join("bad");
+        let (ok, log) = export(&store, &out, &[&plain.concat()[..], &["--template-file", &file]].concat());
+        assert!(!ok && log.contains(says), "{source:?}: {log}");
+        assert!(!out.join("manifest.json").exists());
+    }
 }
 
 /// The chat and instruction forms load as Hugging Face expects them: a

@@ -4,20 +4,21 @@
 //!
 //! 1. published (its Job completed, or its status says Succeeded): the
 //!    dataset is the user's and stays; the finalizer goes;
-//! 2. otherwise the export Job is deleted and, once none of its pods is
-//!    left (nothing may write after the cleanup), a cleanup Job
-//!    (`<name>-cleanup`, `chronicle worker run` with an
+//! 2. otherwise a cleanup Job is created, suspended, the export Job is
+//!    deleted and, once none of its pods is left (nothing may write after
+//!    the cleanup), the cleanup Job (`<name>-cleanup`, `chronicle worker run` with an
 //!    [`ExportCleanupSpec`], the output's credentials, ten minutes at most)
 //!    removes the unpublished shards, token files, resume state and card
 //!    (`export/unpublished.rs`); when it completes the finalizer goes, with
-//!    an Event saying what happened. A cleanup that fails or cannot start
+//!    an Event saying what happened. An export that never ran (a refused
+//!    spec has no Job) has nothing to remove. A cleanup that fails or cannot start
 //!    (a namespace being deleted admits no new Job) leaves the output as it
 //!    is and says so in a Warning Event: deletion never hangs on it.
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -36,6 +37,8 @@ use crate::worker::spec::{ExportCleanupSpec, Work, WorkerSpec};
 pub const OUTPUT_FINALIZER: &str = "chronicle.dev/unpublished-output";
 /// The finalizer's own field manager: it owns that one list item.
 const FINALIZER_MANAGER: &str = "chronicle-controller-finalizer";
+/// The cleanup Job's annotation: the uid of the export it cleans up after.
+const EXPORT_UID: &str = "chronicle.dev/export-uid";
 /// A cleanup that has not finished by then has failed.
 const CLEANUP_DEADLINE_SECONDS: i64 = 600;
 
@@ -59,7 +62,10 @@ pub async fn hold(ctx: &Context, export: &TrainingExport, held: bool) -> Result<
     }
 }
 
-/// The cleanup Job: one pod that touches no store, only the output.
+/// The cleanup Job: one pod that touches no store, only the output. It
+/// has no owner (a foreground deletion of the export would delete it as
+/// soon as it is created): the export's uid is an annotation, and the
+/// finalizer deletes the Job once it has read the outcome (or the TTL does).
 pub fn cleanup_job(export: &TrainingExport, image: &str) -> Result<Job, ExportBuildError> {
     let name = export.name_any();
     let worker = WorkerSpec::new(Work::ExportCleanup(ExportCleanupSpec {
@@ -78,12 +84,15 @@ pub fn cleanup_job(export: &TrainingExport, image: &str) -> Result<Job, ExportBu
             name: Some(format!("{name}-cleanup")),
             namespace: export.namespace(),
             labels: Some(labels.clone()),
-            owner_references: Some(vec![export.controller_owner_ref(&()).ok_or(ExportBuildError::NoUid)?]),
+            annotations: Some([(EXPORT_UID.to_string(), export.uid().ok_or(ExportBuildError::NoUid)?)].into()),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
             backoff_limit: Some(2),
             active_deadline_seconds: Some(CLEANUP_DEADLINE_SECONDS),
+            ttl_seconds_after_finished: Some(3600),
+            // Resumed once the export's pods are gone.
+            suspend: Some(true),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
                 spec: Some(pod),
@@ -101,15 +110,39 @@ pub async fn finalize(export: &TrainingExport, ctx: &Context) -> Result<Action, 
     }
     let (namespace, name) = (export.namespace().unwrap_or_default(), export.name_any());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let export_job = format!("{name}-export");
+    let (export_job, cleanup) = (format!("{name}-export"), format!("{name}-cleanup"));
     let found = jobs.get_opt(&export_job).await?;
+    // A cleanup Job of this export (not of an earlier one of the same name).
+    let running =
+        jobs.get_opt(&cleanup).await?.filter(|job| job.annotations().get(EXPORT_UID) == export.uid().as_ref());
     let published = found.as_ref().is_some_and(|job| job_state(Some(job)) == JobState::Complete)
         || export.status.as_ref().and_then(|s| s.phase) == Some(ExportPhase::Succeeded);
-    if published {
+    // Published, or never run (a refused spec has no Job): nothing to remove.
+    if published || (found.is_none() && running.is_none()) {
         hold(ctx, export, false).await?;
         return Ok(Action::await_change());
     }
-    // Stop the export first: no pod may write after the cleanup.
+    // The cleanup Job first, suspended: it marks the cleanup as due, whatever happens next.
+    let Some(job) = running else {
+        let desired = match cleanup_job(export, &ctx.image) {
+            Ok(job) => job,
+            Err(e) => return give_up(ctx, export, &format!("cannot build the cleanup Job: {e}")).await,
+        };
+        // An earlier export's cleanup Job of the same name goes first.
+        delete(&jobs, &cleanup).await?;
+        return match jobs.create(&PostParams::default(), &desired).await {
+            Ok(_) => Ok(Action::requeue(Duration::from_secs(1))),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Action::requeue(Duration::from_secs(2))),
+            // A namespace being deleted admits no new object.
+            Err(kube::Error::Api(status))
+                if (status.code == 403 && status.message.contains("being terminated")) || status.code == 404 =>
+            {
+                give_up(ctx, export, &format!("cannot create the cleanup Job: {}", status.message)).await
+            }
+            Err(e) => Err(e.into()),
+        };
+    };
+    // Then stop the export: no pod may write after the cleanup.
     if found.is_some() {
         delete(&jobs, &export_job).await?;
     }
@@ -118,29 +151,23 @@ pub async fn finalize(export: &TrainingExport, ctx: &Context) -> Result<Action, 
     if !pods.list(&ListParams::default().labels(&exporting)).await?.items.is_empty() {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    let desired = match cleanup_job(export, &ctx.image) {
-        Ok(job) => job,
-        Err(e) => return give_up(ctx, export, &format!("cannot build the cleanup Job: {e}")).await,
-    };
-    let params = PatchParams::apply(super::status::FIELD_MANAGER).force();
-    let applied = match jobs.patch(&format!("{name}-cleanup"), &params, &Patch::Apply(&desired)).await {
-        Ok(job) => job,
-        // A namespace being deleted admits no new object.
-        Err(kube::Error::Api(status)) if status.code == 403 || status.code == 404 => {
-            return give_up(ctx, export, &format!("cannot create the cleanup Job: {}", status.message)).await;
-        }
-        Err(e) => return Err(e.into()),
-    };
-    match job_state(Some(&applied)) {
-        JobState::Complete => {
-            let note = format!("removed the unpublished output at {}", export.spec.output.url);
-            event(ctx, export, EventType::Normal, "UnpublishedOutputRemoved", note).await;
-            hold(ctx, export, false).await?;
-            Ok(Action::await_change())
-        }
-        JobState::Failed => give_up(ctx, export, "the cleanup Job failed (see its pods' logs)").await,
-        JobState::Running | JobState::Pending => Ok(Action::requeue(Duration::from_secs(5))),
+    if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+        let resume = serde_json::json!({"spec": {"suspend": false}});
+        jobs.patch(&cleanup, &PatchParams::default(), &Patch::Merge(&resume)).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
+    let state = job_state(Some(&job));
+    if matches!(state, JobState::Running | JobState::Pending) {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    delete(&jobs, &cleanup).await?;
+    if state == JobState::Failed {
+        return give_up(ctx, export, "the cleanup Job failed (see its pods' logs)").await;
+    }
+    let note = format!("removed the unpublished output at {}", export.spec.output.url);
+    event(ctx, export, EventType::Normal, "UnpublishedOutputRemoved", note).await;
+    hold(ctx, export, false).await?;
+    Ok(Action::await_change())
 }
 
 /// Releases the finalizer, leaving the output as it is, and says why.

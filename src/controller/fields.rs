@@ -121,7 +121,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("TrainingExport.spec.filters.successOnly", Worker),
     ("TrainingExport.spec.filters.includeVotes", Worker),
     ("TrainingExport.spec.template.builtin", Worker),
-    ("TrainingExport.spec.template.inline", NotYet("inline templates (refused: InlineTemplateNotSupported)")),
+    ("TrainingExport.spec.template.inline", Worker),
     ("TrainingExport.spec.tokenizer.encoding", Worker),
     ("TrainingExport.spec.tokenizer.huggingFace.configMapRef.name", Controller("the tokenizer's ConfigMap volume")),
     ("TrainingExport.spec.tokenizer.huggingFace.configMapRef.key", Controller("the tokenizer's ConfigMap volume")),

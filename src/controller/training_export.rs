@@ -4,7 +4,7 @@
 //! record the worker keeps in the source's catalog (documents, tokens,
 //! shards, manifest, digest, or why it failed). Deleting an unpublished
 //! export removes what it wrote (`export_cleanup.rs`). What this build cannot do
-//! yet (an inline template, an embedded store) is refused
+//! yet (an embedded store) is refused
 //! with the reason.
 
 use std::sync::Arc;
@@ -36,8 +36,8 @@ pub const NOT_IN_DEV: &str = "exports run as the operator's Jobs, not in dev's p
 pub enum ExportBuildError {
     #[error("{0}")]
     UnsupportedChain(String),
-    #[error("spec.template.inline is not supported by this build yet: use a builtin template")]
-    InlineTemplate,
+    #[error("spec.template: {0}")]
+    Template(String),
     #[error("ChainSource {0} has an embedded store, which admits one process: exports from it are not built yet")]
     EmbeddedStore(String),
     #[error("spec.output.shardSize {0:?} is not a byte quantity")]
@@ -50,7 +50,7 @@ impl ExportBuildError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::UnsupportedChain(_) => "UnsupportedChain",
-            Self::InlineTemplate => "InlineTemplateNotSupported",
+            Self::Template(_) => "InvalidTemplate",
             Self::EmbeddedStore(_) => "EmbeddedStoreNotSupported",
             Self::ShardSize(_) => "InvalidShardSize",
             Self::NoUid => "NoUid",
@@ -80,7 +80,9 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
         .window
         .as_ref()
         .map(|w| crate::export::window::TimeWindow { start: w.start.0.as_second(), end: w.end.0.as_second() });
-    let template = spec.template.builtin.ok_or(ExportBuildError::InlineTemplate)?;
+    // Compiled here too, so that a syntax error is the status, not a failed Job.
+    crate::export::document::Rendering::of(&spec.template).map_err(ExportBuildError::Template)?;
+    let template = spec.template.clone();
     let shard_bytes = quantity_bytes(&spec.output.shard_size.0)
         .ok_or_else(|| ExportBuildError::ShardSize(spec.output.shard_size.0.clone()))?;
     Ok(WorkerSpec::new(Work::Export(ExportSpec {
@@ -304,8 +306,8 @@ mod tests {
         };
         assert_eq!((spec.from, spec.to, spec.job.as_str()), (100, 200, "chronicle/defi-2025-01#g3"));
         assert_eq!(
-            (spec.template.name(), spec.tokenizer),
-            ("transaction-summary", Some(TokenizerEncoding::Cl100kBase))
+            (spec.template.builtin.map(|t| t.name()), spec.tokenizer),
+            (Some("transaction-summary"), Some(TokenizerEncoding::Cl100kBase))
         );
         assert_eq!(spec.shard_bytes, 512 << 20);
         assert!(spec.success_only && !spec.include_votes && spec.exact_dedup);
@@ -322,6 +324,16 @@ mod tests {
         assert_eq!((spec.from, spec.to), (0, crate::export::window::NO_END));
         let window = spec.window.expect("the window reaches the worker");
         assert_eq!(window.start, 0);
+        let mut inline = export.clone();
+        inline.spec.template = crate::crd::training_export::RenderTemplate {
+            builtin: None,
+            inline: Some("{{ signature }}: {{ fee }}".into()),
+        };
+        let Work::Export(spec) = export_spec(&inline, &source).unwrap().work else { panic!("an export") };
+        assert_eq!(spec.template.inline.as_deref(), Some("{{ signature }}: {{ fee }}"));
+        inline.spec.template.inline = Some("{% for %}".into());
+        let refused = export_spec(&inline, &source).unwrap_err();
+        assert_eq!(refused.reason(), "InvalidTemplate", "a syntax error is the status: {refused}");
         let embedded: ChainSource = crate::controller::example("chainsource-solana-embedded.yaml", |_| {});
         assert!(matches!(export_job(&export, &embedded, "x"), Err(ExportBuildError::EmbeddedStore(_))));
     }

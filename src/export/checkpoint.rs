@@ -7,7 +7,7 @@
 //!
 //! - `group-NNNNN.bin`: the group's dedup state (the content hashes it
 //!   added to the exact-dedup set and the MinHash signatures it added to
-//!   the near-duplicate index), bincode, zstd — written once;
+//!   the near-duplicate index), bincode, zstd — written once, even empty;
 //! - `checkpoint.json`: where to go on (the next block and how many of its
 //!   documents are taken), the counts and every shard entry so far, and
 //!   the export's fingerprint — rewritten, last.
@@ -61,12 +61,6 @@ pub struct GroupState {
     pub signatures: Vec<Vec<u32>>,
 }
 
-impl GroupState {
-    pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty() && self.signatures.is_empty()
-    }
-}
-
 /// What defines the dataset: the manifest's description of it (chain,
 /// resolved range, selection, template, registry, tokenizer and its file,
 /// sequence length, split, dedup, Chronicle's version), the store, the
@@ -111,12 +105,8 @@ pub async fn load_groups(
         let location = under(root, &group_path(group));
         let bytes = match store.get(&location).await {
             Ok(found) => found.bytes().await.map_err(|e| format!("{location}: {e}"))?,
-            // Written before the checkpoint that counts it; absent only when that group added nothing.
-            Err(object_store::Error::NotFound { .. }) => {
-                groups.push(GroupState::default());
-                continue;
-            }
-            Err(e) => return Err(format!("{location}: {e}")),
+            // Written before the checkpoint that counts it, even when empty.
+            Err(e) => return Err(format!("{location}: {e} (the checkpoint counts it: remove _resume/ to start over)")),
         };
         let raw = zstd::decode_all(bytes.as_ref()).map_err(|e| format!("{location}: {e}"))?;
         groups.push(bincode::deserialize(&raw).map_err(|e| format!("{location}: {e}"))?);
@@ -131,19 +121,23 @@ pub async fn save(
     checkpoint: &Checkpoint,
     group: &GroupState,
 ) -> Result<(), String> {
-    if !group.is_empty() {
-        let location = under(root, &group_path(checkpoint.groups - 1));
-        let raw = bincode::serialize(group).map_err(|e| format!("{location}: {e}"))?;
-        let bytes = zstd::encode_all(raw.as_slice(), STATE_ZSTD_LEVEL).map_err(|e| format!("{location}: {e}"))?;
-        store.put(&location, bytes.into()).await.map_err(|e| format!("{location}: {e}"))?;
-    }
+    let location = under(root, &group_path(checkpoint.groups - 1));
+    let raw = bincode::serialize(group).map_err(|e| format!("{location}: {e}"))?;
+    let bytes = zstd::encode_all(raw.as_slice(), STATE_ZSTD_LEVEL).map_err(|e| format!("{location}: {e}"))?;
+    store.put(&location, bytes.into()).await.map_err(|e| format!("{location}: {e}"))?;
     let location = under(root, CHECKPOINT);
     let bytes = serde_json::to_vec(checkpoint).map_err(|e| format!("{location}: {e}"))?;
     store.put(&location, bytes.into()).await.map(drop).map_err(|e| format!("{location}: {e}"))
 }
 
-/// Removes `_resume/` (after the manifest is published).
+/// Removes `_resume/`: the checkpoint first, so that a removal cut short
+/// never leaves a checkpoint whose group files are gone.
 pub async fn remove(store: &dyn ObjectStore, root: &Path) -> Result<(), String> {
+    let checkpoint = under(root, CHECKPOINT);
+    match store.delete(&checkpoint).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(format!("{checkpoint}: {e}")),
+    }
     super::remove_under(store, &under(root, DIR)).await
 }
 

@@ -3,8 +3,13 @@
 //! which transactions are selected. Chain-neutral: each chain renders its
 //! own (`chain/solana/documents.rs`).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::inline_template::InlineTemplate;
+use crate::crd::training_export::RenderTemplate;
 
 /// One training document and its metadata, as a JSONL line and a Parquet row.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +89,35 @@ impl Template {
     /// `name@version`, as documents and the manifest record it.
     pub fn id(self) -> String {
         format!("{}@1", self.name())
+    }
+}
+
+/// How documents are rendered: a built-in template, or the user's own
+/// (`spec.template.inline`, `inline_template.rs`).
+#[derive(Clone, Debug)]
+pub enum Rendering {
+    Builtin(Template),
+    Inline(Arc<InlineTemplate>),
+}
+
+impl Rendering {
+    /// What the spec names: exactly one of a built-in or an inline template
+    /// (the CRD's rule); an inline one is compiled here, so a syntax error
+    /// is reported before anything is read.
+    pub fn of(template: &RenderTemplate) -> Result<Self, String> {
+        match (&template.inline, template.builtin) {
+            (Some(source), _) => Ok(Self::Inline(Arc::new(InlineTemplate::compile(source)?))),
+            (None, Some(builtin)) => Ok(Self::Builtin(builtin)),
+            (None, None) => Err("the template names neither a builtin nor an inline template".into()),
+        }
+    }
+
+    /// `name@version` (`inline@<sha256 prefix>`), as documents and the manifest record it.
+    pub fn id(&self) -> String {
+        match self {
+            Self::Builtin(template) => template.id(),
+            Self::Inline(template) => template.id().to_string(),
+        }
     }
 }
 

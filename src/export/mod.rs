@@ -17,6 +17,7 @@
 
 pub mod checkpoint;
 pub mod document;
+pub mod inline_template;
 pub mod manifest;
 pub mod near_duplicates;
 pub mod shards;
@@ -34,7 +35,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
 use self::checkpoint::{Checkpoint, GroupState};
-use self::document::{Document, Selection, Template};
+use self::document::{Document, Rendering, Selection};
 use self::manifest::{Manifest, Split};
 use self::near_duplicates::NearDuplicates;
 use self::shards::ShardWriter;
@@ -61,7 +62,7 @@ pub trait DocumentSource: Send + Sync {
         &self,
         number: BlockNumber,
         selection: &Selection,
-        template: Template,
+        template: &Rendering,
     ) -> Result<Vec<Document>, String>;
 
     /// The version of the program-name registry documents are rendered with.
@@ -79,14 +80,15 @@ pub struct ExportConfig {
     /// Only the blocks of `from..=to` whose time is in this window.
     pub window: Option<window::TimeWindow>,
     pub selection: Selection,
-    pub template: Template,
+    pub template: Rendering,
     /// Needed for the `tokens` format.
     pub tokenizer: Option<tokens::TokenizerChoice>,
     pub sequence_length: usize,
     /// `file://`, `s3://` or `gs://`: where shards, card and manifest go.
     pub output: String,
     pub formats: Vec<ExportFormat>,
-    /// A shard closes once its documents' text reaches this many bytes.
+    /// Shards close (both splits at once) once the documents' text since
+    /// the last ones reaches this many bytes.
     pub shard_bytes: u64,
     pub validation_fraction: f64,
     pub seed: u64,
@@ -183,6 +185,10 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
     let (store, root) = crate::lake::object_store_at(&config.output).map_err(|e| ExportError::Output(e.to_string()))?;
     let fingerprint = checkpoint::fingerprint(&config, source.registry_version(), tokenizer.as_deref());
     let resumed = checkpoint::load(store.as_ref(), &root, &fingerprint).await.map_err(ExportError::Output)?;
+    if resumed.is_none() {
+        // Another definition's resume state must not outlive the shards this run overwrites.
+        checkpoint::remove(store.as_ref(), &root).await.map_err(ExportError::Output)?;
+    }
     let mut at = resumed.clone().unwrap_or(Checkpoint { fingerprint, ..Checkpoint::default() });
     let mut blocks = source.blocks(config.from, config.to).await.map_err(ExportError::Source)?;
     if blocks.is_empty() {
@@ -236,9 +242,9 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
     let rendered = futures::stream::iter(blocks)
         .map(|number| {
             let (source, selection, template, tokenizer, signer) =
-                (source.clone(), config.selection.clone(), config.template, tokenizer.clone(), signer.clone());
+                (source.clone(), config.selection.clone(), config.template.clone(), tokenizer.clone(), signer.clone());
             let task = tokio::spawn(async move {
-                let docs = source.documents(number, &selection, template).await?;
+                let docs = source.documents(number, &selection, &template).await?;
                 let docs = docs
                     .into_iter()
                     .map(|doc| {

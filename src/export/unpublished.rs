@@ -4,10 +4,12 @@
 //! `chronicle worker run` with [`ExportCleanupSpec`]) so that deleting an
 //! export mid-run does not leave half a dataset in the bucket.
 //!
-//! Only the dataset's own layout is touched (`data/`, `tokens/`,
-//! `_resume/`, `README.md` under the output): an object a published
-//! `manifest.json` lists stays (a dataset an earlier generation published
-//! there), and so does anything else in the bucket.
+//! Only names an export writes are touched — `data/{train,validation}-NNNNN.{jsonl.zst,parquet}`,
+//! `tokens/{train,validation}-NNNNN.bin`, `_resume/checkpoint.json`,
+//! `_resume/group-NNNNN.bin`, and a `README.md` Chronicle wrote when no
+//! manifest is published: an object a published `manifest.json` lists
+//! stays (a dataset an earlier generation published there), and so does
+//! anything else at the output (another tool's files under `data/` too).
 //!
 //! [`ExportCleanupSpec`]: crate::worker::spec::ExportCleanupSpec
 
@@ -21,6 +23,27 @@ use super::shards::under;
 
 /// The dataset layout's prefixes under the output.
 const LAYOUT: [&str; 3] = ["data", "tokens", "_resume"];
+
+/// What every card Chronicle writes says (`manifest.rs`).
+const CARD_MARK: &str = "Exported by Chronicle";
+
+/// Whether `path` (relative to the output) is a name an export writes.
+fn is_written_by_an_export(path: &str) -> bool {
+    let numbered = |name: &str, prefix: &str, suffix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let shard = |name: &str, suffixes: &[&str]| {
+        ["train-", "validation-"].iter().any(|split| suffixes.iter().any(|suffix| numbered(name, split, suffix)))
+    };
+    match path.split_once('/') {
+        Some(("data", name)) => shard(name, &[".jsonl.zst", ".parquet"]),
+        Some(("tokens", name)) => shard(name, &[".bin"]),
+        Some(("_resume", name)) => name == "checkpoint.json" || numbered(name, "group-", ".bin"),
+        _ => false,
+    }
+}
 
 #[derive(Deserialize)]
 struct PublishedShards {
@@ -65,14 +88,23 @@ pub async fn remove(output: &str) -> Result<Removed, ExportError> {
         candidates.extend(objects);
     }
     // The card describes the published dataset; without one it is partial.
+    let card = under(&root, "README.md");
     if listed.is_none()
-        && let Ok(card) = store.head(&under(&root, "README.md")).await
+        && let Ok(found) = store.get(&card).await
     {
-        candidates.push(card);
+        let meta = found.meta.clone();
+        let text = found.bytes().await.map_err(|e| fail(format!("{card}: {e}")))?;
+        if String::from_utf8_lossy(&text).contains(CARD_MARK) {
+            candidates.push(meta);
+        }
     }
     for object in candidates {
         let relative = object.location.as_ref().strip_prefix(root.as_ref()).unwrap_or(object.location.as_ref());
-        if listed.as_ref().is_some_and(|paths| paths.contains(relative.trim_start_matches('/'))) {
+        let relative = relative.trim_start_matches('/');
+        if relative != "README.md" && !is_written_by_an_export(relative) {
+            continue;
+        }
+        if listed.as_ref().is_some_and(|paths| paths.contains(relative)) {
             removed.kept += 1;
             continue;
         }
@@ -100,12 +132,13 @@ mod tests {
             std::fs::write(file, text).unwrap();
         };
         write("manifest.json", r#"{"shards": [{"path": "data/train-00000.jsonl.zst"}]}"#);
-        write("README.md", "the published dataset's card");
+        write("README.md", "Exported by Chronicle: the published dataset's card");
         write("data/train-00000.jsonl.zst", "listed");
         write("data/train-00001.jsonl.zst", "not listed");
         write("tokens/train-00001.bin", "not listed");
         write("_resume/checkpoint.json", "{}");
         write("notes.txt", "not the dataset's");
+        write("data/someone-else.parquet", "not an export's name");
         let removed = remove(&format!("file://{}", dir.path().display())).await.unwrap();
         assert_eq!((removed.objects, removed.kept), (3, 1));
         for (path, stays) in [
@@ -116,6 +149,7 @@ mod tests {
             ("tokens/train-00001.bin", false),
             ("_resume/checkpoint.json", false),
             ("notes.txt", true),
+            ("data/someone-else.parquet", true),
         ] {
             assert_eq!(dir.path().join(path).exists(), stays, "{path}");
         }

@@ -89,7 +89,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::export::document::{Document, Selection, Template};
+    use crate::export::document::{Document, Rendering, Selection};
 
     /// Stored blocks by slot, with their times.
     struct Times(BTreeMap<u64, Option<i64>>);
@@ -104,7 +104,7 @@ mod tests {
             Ok(self.0.range(slot..).next().map(|(s, t)| (*s, *t)))
         }
 
-        async fn documents(&self, _: u64, _: &Selection, _: Template) -> Result<Vec<Document>, String> {
+        async fn documents(&self, _: u64, _: &Selection, _: &Rendering) -> Result<Vec<Document>, String> {
             Ok(Vec::new())
         }
 

@@ -161,7 +161,8 @@ pub fn export_config(spec: &ExportSpec) -> Result<crate::export::ExportConfig, S
             success_only: spec.success_only,
             include_votes: spec.include_votes,
         },
-        template: spec.template,
+        template: crate::export::document::Rendering::of(&spec.template)
+            .map_err(|reason| SpecError::Invalid { field: "template", reason })?,
         tokenizer: match (&spec.hugging_face_tokenizer, spec.tokenizer) {
             (Some(file), _) => Some(TokenizerChoice::HuggingFace(file.clone())),
             (None, encoding) => encoding.map(TokenizerChoice::Encoding),

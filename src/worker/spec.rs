@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::crd::chain_source::{ChainFamily, Commitment};
 use crate::crd::ingest_job::IngestTarget;
 use crate::crd::retention_policy::{RetentionMethod, RetentionTarget};
-use crate::crd::training_export::{BuiltinTemplate, ExportFormat, TokenizerEncoding};
+use crate::crd::training_export::{ExportFormat, RenderTemplate, TokenizerEncoding};
 use crate::pipeline::config::Secret;
 
 /// The version of this format that this binary writes and reads.
@@ -286,7 +286,8 @@ pub struct ExportSpec {
     pub programs: Vec<String>,
     pub success_only: bool,
     pub include_votes: bool,
-    pub template: BuiltinTemplate,
+    /// A built-in template or an inline one (its text).
+    pub template: RenderTemplate,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<TokenizerEncoding>,
     /// A Hugging Face `tokenizer.json` instead (its file in the pod).

@@ -13,7 +13,7 @@ use super::layout::LedgerStore;
 use super::programs::{REGISTRY_VERSION, VOTE_PROGRAM, display_name};
 use super::rows::{InstructionRow, Rows, TokenTransferRow, TransactionRow};
 use crate::export::DocumentSource;
-use crate::export::document::{Document, Message, Selection, Template};
+use crate::export::document::{Document, Message, Rendering, Selection, Template};
 use crate::store::BlockStore;
 
 /// Documents from the canonical store's blocks.
@@ -39,7 +39,12 @@ impl DocumentSource for StoreDocuments {
         Ok(Some((block, time.flatten())))
     }
 
-    async fn documents(&self, number: u64, selection: &Selection, template: Template) -> Result<Vec<Document>, String> {
+    async fn documents(
+        &self,
+        number: u64,
+        selection: &Selection,
+        template: &Rendering,
+    ) -> Result<Vec<Document>, String> {
         let block = self
             .0
             .block(number)
@@ -47,7 +52,7 @@ impl DocumentSource for StoreDocuments {
             .map_err(|e| format!("slot {number}: {e}"))?
             .ok_or_else(|| format!("slot {number}: listed but not stored"))?;
         let rows = super::rows::block_rows(number, &block).map_err(|e| format!("slot {number}: {e}"))?;
-        Ok(documents(&rows, selection, template))
+        documents(&rows, selection, template).map_err(|e| format!("slot {number}: {e}"))
     }
 
     fn registry_version(&self) -> &'static str {
@@ -61,7 +66,7 @@ const QUESTION: &str = "What does this Solana transaction do?";
 
 /// The selected transactions of one block's rows, as documents, in
 /// transaction order.
-pub fn documents(rows: &Rows, selection: &Selection, template: Template) -> Vec<Document> {
+pub fn documents(rows: &Rows, selection: &Selection, template: &Rendering) -> Result<Vec<Document>, String> {
     let mut transactions: Vec<&TransactionRow> = rows.transactions.iter().collect();
     transactions.sort_by_key(|t| t.index);
     transactions
@@ -72,7 +77,7 @@ pub fn documents(rows: &Rows, selection: &Selection, template: Template) -> Vec<
             let transfers: Vec<&TokenTransferRow> =
                 rows.token_transfers.iter().filter(|t| t.tx_signature == tx.signature).collect();
             let parts = Transaction { tx, instructions, transfers };
-            parts.selected(selection).then(|| parts.document(template)).flatten()
+            parts.selected(selection).then(|| parts.document(template)).transpose().map(Option::flatten).transpose()
         })
         .collect()
 }
@@ -101,14 +106,25 @@ impl Transaction<'_> {
             && (selection.programs.is_empty() || selection.programs.iter().any(|p| programs.contains(p.as_str())))
     }
 
-    fn document(&self, template: Template) -> Option<Document> {
+    fn document(&self, rendering: &Rendering) -> Result<Option<Document>, String> {
+        let template = match rendering {
+            Rendering::Builtin(template) => *template,
+            Rendering::Inline(inline) => {
+                let text =
+                    inline.render(&self.structured()).map_err(|e| format!("transaction {}: {e}", self.tx.signature))?;
+                return Ok(text.map(|text| self.with_metadata(text, rendering.id(), Vec::new(), None, None)));
+            }
+        };
         let json = || serde_json::to_string(&self.structured()).expect("plain data serializes");
         let question = || format!("{QUESTION}\n{}", json());
         let (mut messages, mut prompt, mut completion) = (Vec::new(), None, None);
         let text = match template {
             Template::TransactionSummary => self.summary(),
             Template::TransactionJson => json(),
-            Template::ProgramLogs => self.logs()?,
+            Template::ProgramLogs => match self.logs() {
+                Some(logs) => logs,
+                None => return Ok(None),
+            },
             Template::TransactionChat => {
                 let turn = |role: &str, content: String| Message { role: role.into(), content };
                 messages =
@@ -122,6 +138,18 @@ impl Transaction<'_> {
                 text
             }
         };
+        Ok(Some(self.with_metadata(text, template.id(), messages, prompt, completion)))
+    }
+
+    /// A document of `text` with the transaction's metadata.
+    fn with_metadata(
+        &self,
+        text: String,
+        template: String,
+        messages: Vec<Message>,
+        prompt: Option<String>,
+        completion: Option<String>,
+    ) -> Document {
         let mut programs: Vec<String> = self.program_ids().into_iter().map(display_name).collect();
         programs.sort();
         let mints: BTreeSet<String> = self
@@ -130,7 +158,7 @@ impl Transaction<'_> {
             .filter_map(|t| t.mint.clone())
             .chain(self.tx.pre_token_balances.iter().chain(&self.tx.post_token_balances).map(|b| b.mint.clone()))
             .collect();
-        Some(Document {
+        Document {
             id: self.tx.signature.clone(),
             text,
             slot: self.tx.block_slot,
@@ -139,11 +167,11 @@ impl Transaction<'_> {
             fee: self.tx.fee,
             programs,
             mints: mints.into_iter().collect(),
-            template: template.id(),
+            template,
             messages,
             prompt,
             completion,
-        })
+        }
     }
 
     fn signers(&self) -> Vec<&str> {
