@@ -1,9 +1,11 @@
 //! Training export throughput: Chronicle's export (read each block from the
-//! embedded store, derive its rows, render each transaction, tokenize with
-//! cl100k_base, deduplicate, split, write JSONL and token shards) next to a
-//! ceiling measured in the same run on the same documents: tiktoken-rs
-//! encoding their text alone on one core. Per core, since the export
-//! renders and tokenizes on every core.
+//! embedded store, derive its rows, render each transaction, tokenize,
+//! deduplicate, split, write JSONL and token shards) next to a ceiling
+//! measured in the same run on the same documents: the tokenizer encoding
+//! their text alone on one core. Both tokenizers: tiktoken-rs (cl100k_base)
+//! and Hugging Face `tokenizers` (all-MiniLM-L6-v2's tokenizer.json, the
+//! offline one in tests/data). Per core, since the export renders and
+//! tokenizes on every core.
 //!
 //! `cargo bench --bench export` (BLOCKS sets the count; 400 by default).
 //! The real fixture blocks are replayed at consecutive slots (real
@@ -17,7 +19,7 @@ use std::time::Instant;
 use chronicle::crd::chain_source::ChainFamily;
 use chronicle::crd::training_export::{ExportFormat, TokenizerEncoding};
 use chronicle::export::document::{Rendering, Selection, Template};
-use chronicle::export::tokens::Tokenizer;
+use chronicle::export::tokens::{HuggingFaceFile, Tokenizer, TokenizerChoice};
 use chronicle::export::{ExportConfig, run};
 use chronicle::store::BlockStore;
 
@@ -36,96 +38,106 @@ fn main() {
         }
         store.sync().await.unwrap();
         drop(store);
-        let out = dir.path().join("out");
-        let config = ExportConfig {
-            chain: ChainFamily::Solana,
-            store: url,
-            store_access: chronicle::store::BigtableAccess::default(),
-            from: 1_000_000,
-            to: 1_000_000 + count - 1,
-            window: None,
-            selection: Selection { include_votes: true, ..Selection::default() },
-            template: Rendering::Builtin(Template::TransactionSummary),
-            tokenizer: Some(chronicle::export::tokens::TokenizerChoice::Encoding(TokenizerEncoding::Cl100kBase)),
-            sequence_length: 2048,
-            output: format!("file://{}", out.display()),
-            formats: vec![ExportFormat::Jsonl, ExportFormat::Tokens],
-            shard_bytes: 64 << 20,
-            validation_fraction: 0.01,
-            seed: 0,
-            // Replayed blocks repeat their transactions: keep them all, so every block counts.
-            exact_dedup: false,
-            near_duplicate: None,
-            concurrency: cores * 2,
-        };
-        let started = Instant::now();
-        let summary = run(config).await.unwrap();
-        let ours = started.elapsed().as_secs_f64();
+        let tokenizers = [
+            ("tiktoken-rs cl100k_base", TokenizerChoice::Encoding(TokenizerEncoding::Cl100kBase)),
+            (
+                "HF tokenizers MiniLM",
+                TokenizerChoice::HuggingFace(HuggingFaceFile {
+                    path: concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tokenizers/all-MiniLM-L6-v2/tokenizer.json")
+                        .into(),
+                    sha256: None,
+                    end_of_text: None,
+                }),
+            ),
+        ];
+        println!("export: {count} blocks, {cores} cores");
+        for (name, choice) in tokenizers {
+            let out = dir.path().join(name.replace(' ', "-"));
+            let config = ExportConfig {
+                chain: ChainFamily::Solana,
+                store: url.clone(),
+                store_access: chronicle::store::BigtableAccess::default(),
+                from: 1_000_000,
+                to: 1_000_000 + count - 1,
+                window: None,
+                selection: Selection { include_votes: true, ..Selection::default() },
+                template: Rendering::Builtin(Template::TransactionSummary),
+                tokenizer: Some(choice.clone()),
+                sequence_length: 2048,
+                output: format!("file://{}", out.display()),
+                formats: vec![ExportFormat::Jsonl, ExportFormat::Tokens],
+                shard_bytes: 64 << 20,
+                validation_fraction: 0.01,
+                seed: 0,
+                // Replayed blocks repeat their transactions: keep them all, so every block counts.
+                exact_dedup: false,
+                near_duplicate: None,
+                concurrency: cores * 2,
+            };
+            let started = Instant::now();
+            let summary = run(config).await.unwrap();
+            let ours = started.elapsed().as_secs_f64();
 
-        // The ceiling: the same documents' text, encoded alone on one core.
-        let texts = read_texts(&out);
-        let tokenizer = Tokenizer::load(TokenizerEncoding::Cl100kBase).unwrap();
-        let started = Instant::now();
-        let encoded: usize = texts.iter().map(|t| tokenizer.encode(t).map_or(0, |t| t.len())).sum();
-        let ceiling = started.elapsed().as_secs_f64();
-        let bytes: usize = texts.iter().map(String::len).sum();
-        // What every document costs before rendering: its block's rows, derived (one core).
-        let started = Instant::now();
-        for (slot, block) in &blocks {
-            std::hint::black_box(chronicle::chain::solana::rows::block_rows(*slot, block).unwrap());
+            // The ceiling: the same documents' text, encoded alone on one core.
+            let texts = read_texts(&out);
+            let tokenizer = Tokenizer::open(&choice).await.unwrap();
+            let started = Instant::now();
+            let encoded: usize = texts.iter().map(|t| tokenizer.encode(t).map_or(0, |t| t.len())).sum();
+            let ceiling = started.elapsed().as_secs_f64();
+            let bytes: usize = texts.iter().map(String::len).sum();
+            let per_core = |n: f64| n / ours / cores as f64;
+            println!("{name}: {} documents, {} tokens (padding included)", summary.documents, summary.tokens);
+            println!(
+                "  chronicle export         {:>10.0} docs/s {:>12.0} tokens/s  per core {:>9.0} docs/s {:>11.0} tokens/s",
+                summary.documents as f64 / ours,
+                encoded as f64 / ours,
+                per_core(summary.documents as f64),
+                per_core(encoded as f64)
+            );
+            println!(
+                "  ceiling: tokenizer alone {:>10.0} docs/s {:>12.0} tokens/s  one core, {:.2} MB/s of text",
+                texts.len() as f64 / ceiling,
+                encoded as f64 / ceiling,
+                bytes as f64 / 1e6 / ceiling
+            );
+            // What every document costs before tokenizing: reading its block and deriving its rows (one core).
+            let (read, derive) = read_and_derive(&url, &blocks).await;
+            println!(
+                "  ceiling: rows derived alone {:.1} blocks/s, blocks read alone {:.1} blocks/s (one core)",
+                count as f64 / derive,
+                count as f64 / read
+            );
+            let all = ceiling + derive + read;
+            println!(
+                "  ceiling: read + derive + tokenize, one core {:>8.0} docs/s -> ratio per core {:.2}",
+                summary.documents as f64 / all,
+                per_core(summary.documents as f64) / (summary.documents as f64 / all)
+            );
+            println!(
+                "  ratio (per core, tokens/s) {:.2} of the tokenizer alone",
+                per_core(encoded as f64) / (encoded as f64 / ceiling)
+            );
         }
-        let derive = started.elapsed().as_secs_f64();
-        // And reading the blocks back from the store (one at a time).
-        let store =
-            chronicle::store::open(&format!("embedded://{}", dir.path().join("ledger").display())).await.unwrap();
-        let started = Instant::now();
-        for slot in blocks.keys() {
-            std::hint::black_box(store.block(*slot).await.unwrap().unwrap());
-        }
-        let read = started.elapsed().as_secs_f64();
-
-        println!(
-            "export: {count} blocks, {} documents, {} tokens (padding included), {cores} cores",
-            summary.documents, summary.tokens
-        );
-        let per_core = |n: f64| n / ours / cores as f64;
-        println!(
-            "chronicle export            {:>10.0} docs/s {:>12.0} tokens/s  per core {:>9.0} docs/s {:>11.0} tokens/s",
-            summary.documents as f64 / ours,
-            encoded as f64 / ours,
-            per_core(summary.documents as f64),
-            per_core(encoded as f64)
-        );
-        println!(
-            "ceiling: tiktoken-rs alone  {:>10.0} docs/s {:>12.0} tokens/s  one core, {:.2} MB/s of text",
-            texts.len() as f64 / ceiling,
-            encoded as f64 / ceiling,
-            bytes as f64 / 1e6 / ceiling
-        );
-        println!(
-            "ceiling: rows derived alone {:>10.0} docs/s {:>12.0} tokens/s  one core, {:.1} blocks/s",
-            summary.documents as f64 / derive,
-            encoded as f64 / derive,
-            count as f64 / derive
-        );
-        println!(
-            "ceiling: blocks read alone  {:>10.0} docs/s {:>12.0} tokens/s  one core, {:.1} blocks/s",
-            summary.documents as f64 / read,
-            encoded as f64 / read,
-            count as f64 / read
-        );
-        let all = ceiling + derive + read;
-        println!(
-            "ceiling: read + derive + tokenize, one core {:>8.0} docs/s -> ratio per core {:.2}",
-            summary.documents as f64 / all,
-            per_core(summary.documents as f64) / (summary.documents as f64 / all)
-        );
-        println!(
-            "ratio (per core, tokens/s)  {:.2} of the tokenizer, {:.2} of deriving the rows",
-            per_core(encoded as f64) / (encoded as f64 / ceiling),
-            per_core(encoded as f64) / (encoded as f64 / derive)
-        );
     });
+}
+
+/// Seconds to read every block back from the store (one at a time), and to
+/// derive their rows.
+async fn read_and_derive(
+    url: &str,
+    blocks: &std::collections::BTreeMap<u64, solana_transaction_status::ConfirmedBlock>,
+) -> (f64, f64) {
+    let started = Instant::now();
+    for (slot, block) in blocks {
+        std::hint::black_box(chronicle::chain::solana::rows::block_rows(*slot, block).unwrap());
+    }
+    let derive = started.elapsed().as_secs_f64();
+    let store = chronicle::store::open(url).await.unwrap();
+    let started = Instant::now();
+    for slot in blocks.keys() {
+        std::hint::black_box(store.block(*slot).await.unwrap().unwrap());
+    }
+    (started.elapsed().as_secs_f64(), derive)
 }
 
 /// Every document's text from the JSONL shards, in order.

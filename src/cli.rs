@@ -389,6 +389,19 @@ pub struct ExportArgs {
     pub success_only: bool,
     #[arg(long)]
     pub include_votes: bool,
+    /// Only transactions with an instruction of one of these parsed types
+    /// (`transfer,transferChecked,…`, as jsonParsed names them).
+    #[arg(long, value_delimiter = ',')]
+    pub instruction_types: Vec<String>,
+    /// Only documents whose text has at least this many bytes.
+    #[arg(long)]
+    pub min_bytes: Option<u64>,
+    /// Only documents whose text has at most this many bytes.
+    #[arg(long)]
+    pub max_bytes: Option<u64>,
+    /// Keep this fraction of the documents (0–1], drawn by content hash and --seed.
+    #[arg(long)]
+    pub sample: Option<f64>,
     /// Keep documents with the same text.
     #[arg(long)]
     pub no_dedup: bool,
@@ -676,6 +689,10 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
             programs: args.programs,
             success_only: args.success_only,
             include_votes: args.include_votes,
+            instruction_types: args.instruction_types,
+            min_bytes: args.min_bytes,
+            max_bytes: args.max_bytes,
+            sample: args.sample,
         },
         template: match &args.template_file {
             Some(file) => {

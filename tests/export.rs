@@ -329,6 +329,10 @@ async fn the_export_worker_records_its_outcome_in_the_catalog() {
         programs: Vec::new(),
         success_only: false,
         include_votes: false,
+        instruction_types: Vec::new(),
+        min_bytes: None,
+        max_bytes: None,
+        sample: None,
         template: chronicle::crd::training_export::RenderTemplate {
             builtin: Some(chronicle::crd::training_export::BuiltinTemplate::TransactionJson),
             inline: None,
@@ -516,6 +520,64 @@ async fn an_inline_template_renders_each_transactions_data() {
         assert!(!ok && log.contains(says), "{source:?}: {log}");
         assert!(!out.join("manifest.json").exists());
     }
+}
+
+/// The selection's finer filters, each checked against the unfiltered
+/// export of the same blocks: instruction types (a transaction with an
+/// instruction of a listed parsed type), size bounds on the document's
+/// text, and a deterministic sample (sha256("sample" ‖ seed ‖ sha256(text))
+/// below the fraction, recomputed here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instruction_types_size_bounds_and_samples_select_documents() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_real_blocks(dir.path()).await;
+    let plain =
+        [&RANGE[..], &["--include-votes", "--no-dedup", "--template", "transaction-json", "--formats", "jsonl"]];
+    let plain = [&plain.concat()[..], &["--validation-fraction", "0", "--seed", "7"]].concat();
+    let run = |name: &str, extra: &[&str]| -> Vec<Value> {
+        let out = dir.path().join(name);
+        let (ok, log) = export(&store, &out, &[&plain[..], extra].concat());
+        assert!(ok, "{name}: {log}");
+        let shard = std::fs::read(out.join("data/train-00000.jsonl.zst")).unwrap();
+        let text = zstd::decode_all(shard.as_slice()).unwrap();
+        text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+    };
+    let ids = |docs: &[Value]| -> Vec<String> { docs.iter().map(|d| d["id"].as_str().unwrap().to_string()).collect() };
+    let all = run("all", &[]);
+    let pick = |keep: &dyn Fn(&Value) -> bool| ids(&all.iter().filter(|d| keep(d)).cloned().collect::<Vec<_>>());
+
+    let transfers = run("transfers", &["--instruction-types", "transfer,transferChecked"]);
+    let has_transfer = |d: &Value| {
+        let tx: Value = serde_json::from_str(d["text"].as_str().unwrap()).unwrap();
+        tx["instructions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| ["transfer", "transferChecked"].contains(&i["type"].as_str().unwrap_or("")))
+    };
+    assert_eq!(ids(&transfers), pick(&has_transfer));
+    assert!(!transfers.is_empty() && transfers.len() < all.len(), "some, not all, transfer");
+
+    let mut sizes: Vec<usize> = all.iter().map(|d| d["text"].as_str().unwrap().len()).collect();
+    sizes.sort();
+    let (low, high) = (sizes[sizes.len() / 4], sizes[sizes.len() * 3 / 4]);
+    let bounded = run("bounded", &["--min-bytes", &low.to_string(), "--max-bytes", &high.to_string()]);
+    let within = |d: &Value| (low..=high).contains(&d["text"].as_str().unwrap().len());
+    assert_eq!(ids(&bounded), pick(&within));
+
+    let sampled = run("sampled", &["--sample", "0.5"]);
+    let drawn = |d: &Value| {
+        let mut hasher = Sha256::new();
+        hasher.update(b"sample");
+        hasher.update(7u64.to_le_bytes());
+        hasher.update(Sha256::digest(d["text"].as_str().unwrap().as_bytes()));
+        let bits: [u8; 8] = hasher.finalize()[..8].try_into().unwrap();
+        (u64::from_le_bytes(bits) as f64 / (u64::MAX as f64 + 1.0)) < 0.5
+    };
+    assert_eq!(ids(&sampled), pick(&drawn));
+    assert!(sampled.len() * 3 > all.len() && sampled.len() * 3 < all.len() * 2, "about half: {}", sampled.len());
+    assert_eq!(ids(&run("sampled-again", &["--sample", "0.5"])), ids(&sampled), "the same sample every time");
 }
 
 /// The chat and instruction forms load as Hugging Face expects them: a

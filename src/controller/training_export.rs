@@ -97,6 +97,10 @@ pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<Work
         programs: spec.filters.programs.clone(),
         success_only: spec.filters.success_only,
         include_votes: spec.filters.include_votes,
+        instruction_types: spec.filters.instruction_types.clone(),
+        min_bytes: spec.filters.min_bytes.map(u64::from),
+        max_bytes: spec.filters.max_bytes.map(u64::from),
+        sample: spec.filters.sample,
         template,
         tokenizer: spec.tokenizer.encoding,
         hugging_face_tokenizer: spec.tokenizer.hugging_face.as_ref().map(|hf| HuggingFaceFile {

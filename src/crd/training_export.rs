@@ -71,8 +71,9 @@ pub struct TimeWindow {
     pub end: Timestamp,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.minBytes) || !has(self.maxBytes) || self.minBytes <= self.maxBytes").message("filters.minBytes must not exceed filters.maxBytes"))]
 pub struct ExportFilters {
     /// Keep only transactions that invoke one of these programs (base58). Empty: all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -84,6 +85,24 @@ pub struct ExportFilters {
     /// Keep vote transactions (most of Solana's volume; usually noise).
     #[serde(default)]
     pub include_votes: bool,
+    /// Keep only transactions with an instruction (top level or inner) of
+    /// one of these parsed types, as the node's jsonParsed names them
+    /// (`transfer`, `transferChecked`, `createAccount`, …). Empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 64)))]
+    pub instruction_types: Vec<String>,
+    /// Keep only documents whose text is at least this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bytes: Option<u32>,
+    /// Keep only documents whose text is at most this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_bytes: Option<u32>,
+    /// Keep this fraction of the documents, drawn by content hash and
+    /// `split.seed`: the same documents every time. None: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.000001, max = 1.0))]
+    pub sample: Option<f64>,
 }
 
 /// Exactly one of a built-in template or an inline one.

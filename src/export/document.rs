@@ -122,11 +122,40 @@ impl Rendering {
 }
 
 /// Which transactions become documents.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Selection {
     /// Only transactions that invoke one of these programs (ids); empty: any.
     pub programs: Vec<String>,
     pub success_only: bool,
     /// Vote transactions (the bulk of Solana's) are left out unless asked for.
     pub include_votes: bool,
+    /// Only transactions with an instruction of one of these parsed types; empty: any.
+    pub instruction_types: Vec<String>,
+    /// Only documents whose text has at least / at most this many bytes.
+    pub min_bytes: Option<u64>,
+    pub max_bytes: Option<u64>,
+    /// This fraction of the documents, drawn by content hash and the seed.
+    pub sample: Option<f64>,
+}
+
+impl Selection {
+    /// The document-level part of the selection (size and sample), the
+    /// same for every chain: applied after rendering, before tokenizing.
+    pub fn keeps(&self, document: &Document, seed: u64) -> bool {
+        let size = document.text.len() as u64;
+        self.min_bytes.is_none_or(|min| size >= min)
+            && self.max_bytes.is_none_or(|max| size <= max)
+            && self.sample.is_none_or(|fraction| draw(b"sample", seed, &document.content_hash()) < fraction)
+    }
+}
+
+/// A uniform draw in [0, 1) from sha256(domain ‖ seed ‖ hash): deterministic
+/// per document, independent across domains (the sample and the split).
+pub fn draw(domain: &[u8], seed: u64, hash: &[u8; 32]) -> f64 {
+    let mut hasher = Sha256::new();
+    hasher.update(domain);
+    hasher.update(seed.to_le_bytes());
+    hasher.update(hash);
+    let bits: [u8; 8] = hasher.finalize()[..8].try_into().expect("8 bytes");
+    u64::from_le_bytes(bits) as f64 / (u64::MAX as f64 + 1.0)
 }

@@ -76,9 +76,7 @@ mod tests {
         assert_eq!(template.render(&data).unwrap().as_deref(), Some("5x paid 5000 via System Program"));
         assert_eq!(
             template.id(),
-            InlineTemplate::compile(&"{{ signature }} paid {{ fee }} via {{ programs | join(', ') }}".to_string())
-                .unwrap()
-                .id()
+            InlineTemplate::compile("{{ signature }} paid {{ fee }} via {{ programs | join(', ') }}").unwrap().id()
         );
 
         let unknown = InlineTemplate::compile("{{ signature }}\n{{ feee }}").unwrap().render(&data).unwrap_err();

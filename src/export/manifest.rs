@@ -79,6 +79,15 @@ pub struct SelectionRecord {
     pub programs: Vec<String>,
     pub success_only: bool,
     pub include_votes: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instruction_types: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// The fraction of documents kept (by content hash and the seed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<f64>,
 }
 
 /// Unix seconds as RFC 3339 (UTC).
@@ -140,6 +149,10 @@ impl Manifest {
                 programs: config.selection.programs.clone(),
                 success_only: config.selection.success_only,
                 include_votes: config.selection.include_votes,
+                instruction_types: config.selection.instruction_types.clone(),
+                min_bytes: config.selection.min_bytes,
+                max_bytes: config.selection.max_bytes,
+                sample: config.selection.sample,
             },
             template: config.template.id(),
             program_registry: registry,

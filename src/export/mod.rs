@@ -32,7 +32,6 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use sha2::{Digest, Sha256};
 
 use self::checkpoint::{Checkpoint, GroupState};
 use self::document::{Document, Rendering, Selection};
@@ -152,6 +151,14 @@ fn check(config: &ExportConfig) -> Result<(), ExportError> {
     if config.near_duplicate.is_some_and(|t| !(0.5..=1.0).contains(&t)) {
         return invalid(format!("a near-duplicate threshold of {:?} is not in [0.5, 1]", config.near_duplicate));
     }
+    if config.selection.sample.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
+        return invalid(format!("a sample of {:?} is not in (0, 1]", config.selection.sample));
+    }
+    if let (Some(min), Some(max)) = (config.selection.min_bytes, config.selection.max_bytes)
+        && min > max
+    {
+        return invalid(format!("minBytes {min} exceeds maxBytes {max}"));
+    }
     if !(0.0..0.5).contains(&config.validation_fraction) {
         return invalid(format!("validationFraction {} is not in [0, 0.5)", config.validation_fraction));
     }
@@ -243,10 +250,12 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
         .map(|number| {
             let (source, selection, template, tokenizer, signer) =
                 (source.clone(), config.selection.clone(), config.template.clone(), tokenizer.clone(), signer.clone());
+            let seed = config.seed;
             let task = tokio::spawn(async move {
                 let docs = source.documents(number, &selection, &template).await?;
                 let docs = docs
                     .into_iter()
+                    .filter(|doc| selection.keeps(doc, seed))
                     .map(|doc| {
                         let tokens = match &tokenizer {
                             Some(t) => t.encode(&doc.text).map_err(|e| format!("slot {number}: {e}"))?,
@@ -347,16 +356,14 @@ pub async fn remove_under(store: &dyn ObjectStore, prefix: &Path) -> Result<(), 
 /// Train or validation, by the content hash and the seed: the same document
 /// lands in the same split whatever else is exported with it.
 pub fn split_of(hash: &[u8; 32], seed: u64, validation_fraction: f64) -> Split {
-    let mut hasher = Sha256::new();
-    hasher.update(seed.to_le_bytes());
-    hasher.update(hash);
-    let draw: [u8; 8] = hasher.finalize()[..8].try_into().expect("8 bytes");
-    let unit = u64::from_le_bytes(draw) as f64 / (u64::MAX as f64 + 1.0);
-    if unit < validation_fraction { Split::Validation } else { Split::Train }
+    // sha256(seed ‖ hash): no domain, as datasets made before sampling existed drew it.
+    if document::draw(b"", seed, hash) < validation_fraction { Split::Validation } else { Split::Train }
 }
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     #[test]

@@ -160,6 +160,10 @@ pub fn export_config(spec: &ExportSpec) -> Result<crate::export::ExportConfig, S
             programs: spec.programs.clone(),
             success_only: spec.success_only,
             include_votes: spec.include_votes,
+            instruction_types: spec.instruction_types.clone(),
+            min_bytes: spec.min_bytes,
+            max_bytes: spec.max_bytes,
+            sample: spec.sample,
         },
         template: crate::export::document::Rendering::of(&spec.template)
             .map_err(|reason| SpecError::Invalid { field: "template", reason })?,

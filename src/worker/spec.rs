@@ -286,6 +286,15 @@ pub struct ExportSpec {
     pub programs: Vec<String>,
     pub success_only: bool,
     pub include_votes: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instruction_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// The fraction of documents kept, drawn by content hash and `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<f64>,
     /// A built-in template or an inline one (its text).
     pub template: RenderTemplate,
     #[serde(default, skip_serializing_if = "Option::is_none")]

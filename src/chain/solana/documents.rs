@@ -104,6 +104,11 @@ impl Transaction<'_> {
         (selection.include_votes || !vote)
             && (!selection.success_only || self.succeeded())
             && (selection.programs.is_empty() || selection.programs.iter().any(|p| programs.contains(p.as_str())))
+            && (selection.instruction_types.is_empty()
+                || self
+                    .instructions
+                    .iter()
+                    .any(|i| i.instruction_type.as_ref().is_some_and(|t| selection.instruction_types.contains(t))))
     }
 
     fn document(&self, rendering: &Rendering) -> Result<Option<Document>, String> {
