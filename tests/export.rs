@@ -513,7 +513,9 @@ async fn an_inline_template_renders_each_transactions_data() {
     let manifest: Value = serde_json::from_slice(&std::fs::read(inline_out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["template"], template_id);
 
-    for (source, says) in [("{% if fee %}unclosed", "line 1"), ("{{ signature }}\n{{ feee }}", "line 2")] {
+    for (source, says) in
+        [("{% if fee %}unclosed", "line 1"), ("{{ signature }}\n{{ feee }}", "line 2: undefined value (`feee`)")]
+    {
         std::fs::write(&template, source).unwrap();
         let out = dir.path().join("bad");
         let (ok, log) = export(&store, &out, &[&plain.concat()[..], &["--template-file", &file]].concat());

@@ -10,10 +10,11 @@
 //!    [`ExportCleanupSpec`], the output's credentials, ten minutes at most)
 //!    removes the unpublished shards, token files, resume state and card
 //!    (`export/unpublished.rs`); when it completes the finalizer goes, with
-//!    an Event saying what happened. An export that never ran (a refused
-//!    spec has no Job) has nothing to remove. A cleanup that fails or cannot start
+//!    an Event saying what happened. A cleanup that fails or cannot start
 //!    (a namespace being deleted admits no new Job) leaves the output as it
-//!    is and says so in a Warning Event: deletion never hangs on it.
+//!    is and says so in a Warning Event. An export pod stuck terminating
+//!    (a lost node) holds the deletion until it is gone or force-deleted,
+//!    as it must: it could still write.
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
@@ -117,8 +118,14 @@ pub async fn finalize(export: &TrainingExport, ctx: &Context) -> Result<Action, 
         jobs.get_opt(&cleanup).await?.filter(|job| job.annotations().get(EXPORT_UID) == export.uid().as_ref());
     let published = found.as_ref().is_some_and(|job| job_state(Some(job)) == JobState::Complete)
         || export.status.as_ref().and_then(|s| s.phase) == Some(ExportPhase::Succeeded);
-    // Published, or never run (a refused spec has no Job): nothing to remove.
-    if published || (found.is_none() && running.is_none()) {
+    // Published: nothing to remove (a cleanup begun meanwhile is called off).
+    // Anything else is cleaned: a missing export Job proves nothing (a
+    // refused later generation prunes it; a foreground deletion takes it
+    // first), and cleaning what is not there is cheap.
+    if published {
+        if running.is_some() {
+            delete(&jobs, &cleanup).await?;
+        }
         hold(ctx, export, false).await?;
         return Ok(Action::await_change());
     }

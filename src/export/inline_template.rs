@@ -25,6 +25,7 @@ const NAME: &str = "inline";
 
 pub struct InlineTemplate {
     environment: Environment<'static>,
+    source: String,
     id: String,
 }
 
@@ -40,9 +41,11 @@ impl InlineTemplate {
         let mut environment = Environment::new();
         environment.set_undefined_behavior(UndefinedBehavior::Strict);
         environment.set_fuel(Some(FUEL));
-        environment.add_template_owned(NAME, source.to_string()).map_err(|e| describe("the inline template", &e))?;
+        environment
+            .add_template_owned(NAME, source.to_string())
+            .map_err(|e| describe("the inline template", source, &e))?;
         let id = format!("inline@{}", &hex(&Sha256::digest(source.as_bytes()))[..16]);
-        Ok(Self { environment, id })
+        Ok(Self { environment, source: source.to_string(), id })
     }
 
     pub fn id(&self) -> &str {
@@ -51,15 +54,20 @@ impl InlineTemplate {
 
     /// The text for one transaction's data; none when it renders empty.
     pub fn render(&self, data: &impl Serialize) -> Result<Option<String>, String> {
+        let describe = |what: &str, e: &minijinja::Error| describe(what, &self.source, e);
         let template = self.environment.get_template(NAME).map_err(|e| describe("the inline template", &e))?;
         let text = template.render(data).map_err(|e| describe("rendering the inline template", &e))?;
         Ok(Some(text).filter(|t| !t.trim().is_empty()))
     }
 }
 
-fn describe(what: &str, error: &minijinja::Error) -> String {
+/// The error with its line and, where minijinja knows it, the text it is
+/// about (an undefined field's error carries no name of its own).
+fn describe(what: &str, source: &str, error: &minijinja::Error) -> String {
+    let reason = error.detail().map_or_else(|| error.kind().to_string(), str::to_string);
+    let at = error.range().and_then(|range| source.get(range)).map(|text| format!(" (`{text}`)")).unwrap_or_default();
     match error.line() {
-        Some(line) => format!("{what}, line {line}: {}", error.detail().unwrap_or(&error.kind().to_string())),
+        Some(line) => format!("{what}, line {line}: {reason}{at}"),
         None => format!("{what}: {error}"),
     }
 }
@@ -80,7 +88,7 @@ mod tests {
         );
 
         let unknown = InlineTemplate::compile("{{ signature }}\n{{ feee }}").unwrap().render(&data).unwrap_err();
-        assert!(unknown.contains("line 2"), "{unknown}");
+        assert!(unknown.contains("line 2") && unknown.contains("feee"), "{unknown}");
         let syntax = InlineTemplate::compile("{% if fee %}unclosed").unwrap_err();
         assert!(syntax.starts_with("the inline template, line 1"), "{syntax}");
         let empty = InlineTemplate::compile("{% if fee > 10000 %}{{ signature }}{% endif %}").unwrap();

@@ -32,7 +32,7 @@ fn is_written_by_an_export(path: &str) -> bool {
     let numbered = |name: &str, prefix: &str, suffix: &str| {
         name.strip_prefix(prefix)
             .and_then(|rest| rest.strip_suffix(suffix))
-            .is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
+            .is_some_and(|n| n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit()))
     };
     let shard = |name: &str, suffixes: &[&str]| {
         ["train-", "validation-"].iter().any(|split| suffixes.iter().any(|suffix| numbered(name, split, suffix)))

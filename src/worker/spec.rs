@@ -19,7 +19,7 @@ use crate::crd::training_export::{ExportFormat, RenderTemplate, TokenizerEncodin
 use crate::pipeline::config::Secret;
 
 /// The version of this format that this binary writes and reads.
-pub const API_VERSION: &str = "chronicle.dev/worker/v1alpha1";
+pub const API_VERSION: &str = "chronicle.dev/worker/v1alpha2";
 /// The pod variable that carries the spec as JSON.
 pub const SPEC_ENV: &str = "CHRONICLE_WORKER_SPEC";
 
@@ -480,7 +480,7 @@ mod tests {
     fn a_spec_round_trips_and_other_versions_are_refused() {
         let spec = ingest();
         let json = spec.to_json();
-        assert!(json.starts_with(r#"{"apiVersion":"chronicle.dev/worker/v1alpha1","kind":"ingest""#), "{json}");
+        assert!(json.starts_with(r#"{"apiVersion":"chronicle.dev/worker/v1alpha2","kind":"ingest""#), "{json}");
         assert_eq!(WorkerSpec::from_json(&json).unwrap(), spec);
         let other = json.replace("v1alpha1", "v9");
         assert_eq!(WorkerSpec::from_json(&other), Err(SpecError::Version { found: "chronicle.dev/worker/v9".into() }));
