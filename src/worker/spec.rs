@@ -482,7 +482,7 @@ mod tests {
         let json = spec.to_json();
         assert!(json.starts_with(r#"{"apiVersion":"chronicle.dev/worker/v1alpha2","kind":"ingest""#), "{json}");
         assert_eq!(WorkerSpec::from_json(&json).unwrap(), spec);
-        let other = json.replace("v1alpha1", "v9");
+        let other = json.replace("v1alpha2", "v9");
         assert_eq!(WorkerSpec::from_json(&other), Err(SpecError::Version { found: "chronicle.dev/worker/v9".into() }));
         assert!(matches!(WorkerSpec::from_json("{"), Err(SpecError::Malformed(_))));
     }
