@@ -74,6 +74,7 @@ pub struct TimeWindow {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.minBytes) || !has(self.maxBytes) || self.minBytes <= self.maxBytes").message("filters.minBytes must not exceed filters.maxBytes"))]
+#[x_kube(validation = Rule::new("!has(self.sample) || self.sample > 0.0").message("filters.sample must be above 0"))]
 pub struct ExportFilters {
     /// Keep only transactions that invoke one of these programs (base58). Empty: all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -101,7 +102,7 @@ pub struct ExportFilters {
     /// Keep this fraction of the documents, drawn by content hash and
     /// `split.seed`: the same documents every time. None: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.000001, max = 1.0))]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub sample: Option<f64>,
 }
 
