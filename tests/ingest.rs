@@ -181,6 +181,10 @@ async fn errors_become_gaps_and_a_later_run_repairs_them() {
     let catalog = catalog::open(&pg.url()).await.unwrap();
     let gaps = catalog.open_gaps("gaps", 2_000, 2_019).await.unwrap();
     assert_eq!(gaps.iter().map(|g| g.slot).collect::<Vec<_>>(), vec![2_003, 2_007, 2_011]);
+    // What a status shows: the count of all, the lowest listed (one query, limited).
+    let (open, lowest) = catalog.open_gap_summary("gaps", 2).await.unwrap();
+    assert_eq!((open, lowest.iter().map(|g| g.slot).collect::<Vec<_>>()), (3, vec![2_003, 2_007]));
+    assert_eq!(catalog.progress("gaps").await.unwrap().open_gaps, 3);
     assert!(
         gaps[0].reason.contains("-32004") && gaps[1].reason.contains("-32009") && gaps[2].reason.contains("timed out"),
         "{gaps:?}"
@@ -202,6 +206,7 @@ async fn errors_become_gaps_and_a_later_run_repairs_them() {
         (2_000..2_020).filter(|s| peer.count("getBlock", *s) > before[(*s - 2_000) as usize]).collect();
     assert_eq!(refetched, vec![2_003, 2_007, 2_011]);
     assert!(catalog.open_gaps("gaps", 2_000, 2_019).await.unwrap().is_empty());
+    assert_eq!(catalog.open_gap_summary("gaps", 2).await.unwrap(), (0, Vec::new()));
     let state = catalog.shard("gaps", ShardRange { shard: 0, start: 2_000, end: 2_019 }).await.unwrap();
     assert_eq!((state.gaps_found, state.gaps_repaired, state.blocks_written, state.slots_skipped), (3, 3, 19, 1));
     let store = chronicle::store::open(&store_url).await.unwrap();

@@ -199,6 +199,15 @@ pub trait Catalog: Send + Sync {
     /// Gaps not yet repaired within `start..=end`, ascending.
     async fn open_gaps(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<Gap>, CatalogError>;
 
+    /// How many gaps of `job` are open, and the lowest `listed` of them
+    /// (what a status shows, without reading every gap where the store can count).
+    async fn open_gap_summary(&self, job: &str, listed: usize) -> Result<(u64, Vec<Gap>), CatalogError> {
+        let mut gaps = self.open_gaps(job, 0, i64::MAX as BlockNumber).await?;
+        let open = gaps.len() as u64;
+        gaps.truncate(listed);
+        Ok((open, gaps))
+    }
+
     /// Slots recorded as skipped within `start..=end`, ascending.
     async fn skipped(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, CatalogError>;
 
@@ -239,9 +248,7 @@ pub trait Catalog: Send + Sync {
     /// What `job` has done so far: its shards, its open gaps, its source's head.
     async fn progress(&self, job: &str) -> Result<JobProgress, CatalogError> {
         let shards = self.shards(job).await?;
-        let mut lowest_gaps = self.open_gaps(job, 0, i64::MAX as BlockNumber).await?;
-        let open_gaps = lowest_gaps.len() as u64;
-        lowest_gaps.truncate(crate::crd::ingest_job::OPEN_GAPS_LISTED);
+        let (open_gaps, lowest_gaps) = self.open_gap_summary(job, crate::crd::ingest_job::OPEN_GAPS_LISTED).await?;
         let source_head = self.head(job).await?;
         Ok(JobProgress { shards, open_gaps, lowest_gaps, source_head })
     }

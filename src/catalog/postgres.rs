@@ -527,6 +527,27 @@ impl Catalog for PostgresCatalog {
             .collect())
     }
 
+    /// One query: the lowest `listed` open gaps, each row carrying the count
+    /// of all of them (the window is counted before the limit).
+    async fn open_gap_summary(&self, job: &str, listed: usize) -> Result<(u64, Vec<Gap>), CatalogError> {
+        let limit = listed as i64;
+        let rows = self
+            .with_client(async |c| {
+                c.query(
+                    "SELECT slot, reason, attempts, count(*) OVER () FROM gaps WHERE job = $1 AND repaired_at IS NULL ORDER BY slot LIMIT $2",
+                    &[&job, &limit],
+                )
+                .await
+            })
+            .await?;
+        let open = rows.first().map_or(0, |r| r.get::<_, i64>(3) as u64);
+        let gaps = rows
+            .iter()
+            .map(|r| Gap { slot: r.get::<_, i64>(0) as u64, reason: r.get(1), attempts: r.get::<_, i32>(2) as u32 })
+            .collect();
+        Ok((open, gaps))
+    }
+
     async fn skipped(&self, job: &str, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, CatalogError> {
         let rows = self
             .with_client(async |c| {
