@@ -448,14 +448,31 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Worker(WorkerArgs { metrics_addr, metrics_linger, command }) => block_on(async move {
             let stop_metrics = telemetry::metrics::spawn_metrics(metrics_addr);
             // Listening from the start: a stop asked during the work ends the linger too.
-            let stop_asked = (metrics_addr.is_some() && !metrics_linger.is_zero()).then(StopSignals::listen);
-            let done = match command {
-                WorkerCommand::Ingest(args) => ingest(args).await,
-                WorkerCommand::Export(args) => export(args).await,
-                WorkerCommand::Run { spec, shard_index } => worker_run(spec, shard_index).await,
+            let mut stop_asked =
+                (metrics_addr.is_some() && !metrics_linger.is_zero()).then(StopSignals::listen).flatten();
+            let one_shot = command.is_one_shot();
+            let work = async move {
+                match command {
+                    WorkerCommand::Ingest(args) => ingest(args).await,
+                    WorkerCommand::Export(args) => export(args).await,
+                    WorkerCommand::Run { spec, shard_index } => worker_run(spec, shard_index).await,
+                }
+            };
+            // Listening replaced the default handler, so a one-shot run (which
+            // has no stop of its own) must still end at a stop, unfinished: an
+            // export resumes from its checkpoint, a retention run is redone.
+            let (done, stopped) = match stop_asked.as_mut() {
+                Some(signals) if one_shot => tokio::select! {
+                    done = work => (done, false),
+                    () = signals.next() => {
+                        tracing::warn!("stop requested: the run ends unfinished");
+                        (Ok(ExitCode::from(143)), true)
+                    }
+                },
+                _ => (work.await, false),
             };
             // Only finished work lingers: not a failure (its restart is not held up), not a stop.
-            if let (Some(Some(signals)), Ok(_)) = (stop_asked, &done) {
+            if let (Some(signals), Ok(_), false) = (stop_asked, &done, stopped) {
                 signals.linger(metrics_linger).await;
             }
             stop_metrics.cancel();
@@ -830,6 +847,21 @@ fn unix_seconds(text: &str) -> Result<i64, String> {
     Ok(since.as_secs() as i64)
 }
 
+impl WorkerCommand {
+    /// Work that runs to its end with no stop of its own (an export, an
+    /// export's cleanup, a retention run), as opposed to ingest, serve and
+    /// a node, which stop gracefully at a signal.
+    fn is_one_shot(&self) -> bool {
+        use crate::worker::spec::{Work, WorkerSpec};
+        match self {
+            Self::Ingest(_) => false,
+            Self::Export(_) => true,
+            Self::Run { spec, .. } => WorkerSpec::load(spec.as_deref())
+                .is_ok_and(|s| matches!(s.work, Work::Export(_) | Work::ExportCleanup(_) | Work::Retention(_))),
+        }
+    }
+}
+
 /// SIGTERM and SIGINT, listened to from the start of the work.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
@@ -840,6 +872,14 @@ impl StopSignals {
     fn listen() -> Option<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Some(Self { term: signal(SignalKind::terminate()).ok()?, int: signal(SignalKind::interrupt()).ok()? })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 
     /// Waits out the metrics linger, unless a stop was asked during the work or comes now.

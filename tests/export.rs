@@ -454,6 +454,28 @@ async fn a_killed_export_resumes_past_its_finished_shards_and_gives_the_same_dat
     let manifest: Value = serde_json::from_slice(&read(&killed)).unwrap();
     assert!(manifest["near_duplicates"].as_u64().unwrap() > 0, "the carried-over index dropped documents");
     assert_eq!(resume_files(&killed), 0, "resume state removed once published");
+
+    // With a metrics linger (which listens for signals), a SIGTERM still ends the run unfinished.
+    let stopped = dir.path().join("stopped");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = export_command(&url, &stopped, &args)
+        .env("CHRONICLE_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHRONICLE_METRICS_LINGER", "120s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !stopped.join("data/train-00001.jsonl.zst").exists() {
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(120), "no shard written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on a process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{log}");
+    assert!(log.contains("stop requested: the run ends unfinished"), "{log}");
+    assert!(!stopped.join("manifest.json").exists(), "a stopped export publishes nothing");
 }
 
 /// A template of the user's own (`--template-file`, the CRD's
