@@ -196,7 +196,9 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
         // Another definition's resume state must not outlive the shards this run overwrites.
         checkpoint::remove(store.as_ref(), &root).await.map_err(ExportError::Output)?;
     }
-    let mut at = resumed.clone().unwrap_or(Checkpoint { fingerprint, ..Checkpoint::default() });
+    // Where a resumed run starts: a block, and how many of its documents are taken.
+    let start = resumed.as_ref().map(|c| (c.block, c.skip));
+    let mut at = resumed.unwrap_or(Checkpoint { fingerprint, ..Checkpoint::default() });
     let mut blocks = source.blocks(config.from, config.to).await.map_err(ExportError::Source)?;
     if blocks.is_empty() {
         return Err(ExportError::Invalid(format!(
@@ -224,7 +226,7 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
         }
         None => (None, None),
     };
-    if resumed.is_some() {
+    if start.is_some() {
         // The dedup state as it stood, rebuilt in the order it was built.
         for group in checkpoint::load_groups(store.as_ref(), &root, &at).await.map_err(ExportError::Output)? {
             seen.extend(group.hashes);
@@ -274,7 +276,10 @@ async fn build(source: Arc<dyn DocumentSource>, mut config: ExportConfig) -> Res
     while let Some(block) = rendered.next().await {
         let (number, docs) = block.map_err(ExportError::Source)?;
         // A resumed block's first documents were taken before the checkpoint.
-        let taken = if resumed.is_some() && number == at.block { at.skip } else { 0 };
+        let taken = match start {
+            Some((block, skip)) if block == number => skip,
+            _ => 0,
+        };
         for (index, (document, tokens, signature)) in docs.into_iter().enumerate().skip(taken) {
             let hash = document.content_hash();
             if config.exact_dedup {
