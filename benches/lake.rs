@@ -89,6 +89,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Arc::new(Lake::open(&format!("file://{}", dir.path().display()), "solana", "bench").unwrap());
     let sink = LakeSink::new(lake, SolanaTables);
+    let blocks: Vec<(u64, chronicle::chain::solana::SolanaBlock)> =
+        blocks.iter().map(|(slot, block)| (*slot, block.clone().into())).collect();
     let started = Instant::now();
     let mut written = 0;
     runtime.block_on(async {

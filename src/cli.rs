@@ -49,6 +49,25 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Write a store's blocks out as an Old Faithful-compatible epoch archive
+    /// (CAR): a whole epoch (`--epoch`) or a slot range.
+    Archive {
+        #[arg(long, env = "CHRONICLE_STORE", value_name = "URL")]
+        store: String,
+        /// The whole epoch (its root is the Epoch node).
+        #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present_any = ["from"])]
+        epoch: Option<u64>,
+        #[arg(long, requires = "to")]
+        from: Option<u64>,
+        #[arg(long, requires = "from")]
+        to: Option<u64>,
+        /// Largest section written, in bytes (larger payloads split into frames).
+        #[arg(long, default_value_t = 1 << 20)]
+        max_section: usize,
+        /// The CAR file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Print one stored block as a Solana RPC node answers `getBlock`.
     GetBlock {
         #[arg(long, env = "CHRONICLE_STORE", value_name = "URL")]
@@ -220,8 +239,17 @@ pub struct IngestArgs {
     #[arg(long, env = "CHRONICLE_JOB", default_value = "manual")]
     pub job: String,
     /// JSON-RPC URL of the node.
-    #[arg(long, env = "CHRONICLE_RPC_URL", hide_env_values = true, required_unless_present = "bigquery_dataset")]
+    #[arg(
+        long,
+        env = "CHRONICLE_RPC_URL",
+        hide_env_values = true,
+        required_unless_present_any = ["bigquery_dataset", "archive"]
+    )]
     pub rpc: Option<String>,
+    /// Read blocks from epoch archives (Old Faithful CARs) instead: a URL with
+    /// `{epoch}` for each epoch's file (`file:///archives/epoch-{epoch}.car`).
+    #[arg(long, conflicts_with_all = ["rpc", "bigquery_dataset"], requires = "to")]
+    pub archive: Option<String>,
     /// Read the chain's rows from this BigQuery dataset instead (`project.dataset`;
     /// lake only), e.g. `bigquery-public-data.crypto_solana_mainnet_us`.
     #[arg(long, conflicts_with = "rpc", requires = "lake")]
@@ -488,6 +516,30 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }),
         Command::Import { store, slot, files } => block_on(import::run(&store, slot, &files)),
+        Command::Archive { store, epoch, from, to, max_section, out } => block_on(async move {
+            let limits = crate::chain::solana::archive::block::Limits { max_section: max_section.max(4096) };
+            let range = match epoch {
+                Some(epoch) => {
+                    let slots = solana_clock::DEFAULT_SLOTS_PER_EPOCH;
+                    crate::chain::solana::archive::ArchiveRange {
+                        first: epoch * slots,
+                        last: (epoch + 1) * slots - 1,
+                        epoch: Some(epoch),
+                        limits,
+                    }
+                }
+                None => crate::chain::solana::archive::ArchiveRange {
+                    first: from.unwrap_or_default(),
+                    last: to.unwrap_or_default(),
+                    epoch: None,
+                    limits,
+                },
+            };
+            let store = crate::store::open_existing(&store).await?;
+            let written = crate::chain::solana::archive::write_archive(&store, &range, &out).await?;
+            println!("{}", serde_json::to_string(&written)?);
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::GetBlock {
             store,
             slot,
@@ -563,6 +615,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         store_access: crate::store::BigtableAccess::from_env(),
         catalog: Secret::new(args.catalog),
         source: match (args.rpc, args.bigquery_dataset) {
+            (None, None) if args.archive.is_some() => SourceConfig::Archive(crate::pipeline::config::ArchiveLocation {
+                url: args.archive.clone().unwrap_or_default(),
+                epoch_slots: solana_clock::DEFAULT_SLOTS_PER_EPOCH,
+            }),
             (_, Some(dataset)) => SourceConfig::BigQuery(crate::pipeline::config::BigQueryDataset {
                 access: crate::bigquery::BigQueryAccess {
                     endpoint: args.bigquery_endpoint,

@@ -45,8 +45,14 @@ pub trait ChainAdapter: Send + Sync + 'static {
     /// Blocks per epoch: the span each replication digest covers.
     fn epoch_slots(&self) -> u64;
 
-    /// The block source a worker spec names.
-    fn source(&self, config: &SourceConfig) -> anyhow::Result<Arc<dyn BlockSource<Self::Block>>>;
+    /// The block source a worker spec names; `store`, where given, is the
+    /// store the blocks go to (an archive's reader looks up there what an
+    /// earlier archive held: an epoch's first block's parent).
+    fn source(
+        &self,
+        config: &SourceConfig,
+        store: Option<&Arc<Self::Store>>,
+    ) -> anyhow::Result<Arc<dyn BlockSource<Self::Block>>>;
 
     /// The sinks of an ingest's targets, in flush order: the canonical
     /// store, the lake, then invalidation of the answers a block changes in

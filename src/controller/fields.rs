@@ -79,6 +79,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("IngestJob.spec.source.store.bigtable.credentialsSecretRef.name", Controller("the origin key's Secret volume")),
     ("IngestJob.spec.source.store.bigtable.credentialsSecretRef.key", Worker),
     ("IngestJob.spec.source.store.verify", Worker),
+    ("IngestJob.spec.source.archive.url", Worker),
     ("IngestJob.spec.source.store.repair", Worker),
     ("IngestJob.spec.mode", Worker),
     ("IngestJob.spec.range.startSlot", Worker),

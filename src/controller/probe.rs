@@ -39,7 +39,7 @@ pub async fn probe_endpoints(
         });
         let started = Instant::now();
         let answer = match adapter {
-            Adapter::Solana(solana) => match solana.source(&config) {
+            Adapter::Solana(solana) => match solana.source(&config, None) {
                 Ok(rpc) => tokio::time::timeout(timeout, rpc.tip()).await,
                 Err(e) => Ok(Err(format!("{e:#}"))),
             },

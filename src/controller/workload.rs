@@ -280,7 +280,7 @@ impl PodSecrets {
         match &spec.source {
             SourceSpec::Rpc { endpoint } => self.endpoint_token(endpoint, source),
             // The origin's key is mounted by `origin_key`.
-            SourceSpec::Store { .. } => {}
+            SourceSpec::Store { .. } | SourceSpec::Archive { .. } => {}
             SourceSpec::BigQuery { credentials_file, check, .. } => {
                 if let Some(endpoint) = check {
                     self.endpoint_token(endpoint, source);
@@ -535,6 +535,10 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
         return Err(BuildError::EmbeddedParallelism(spec.parallelism));
     }
     let (source_spec, batch_size) = match (&spec.source.rpc, &spec.source.big_query) {
+        (None, None) if spec.source.archive.is_some() => {
+            let archive = spec.source.archive.as_ref().expect("checked above");
+            (SourceSpec::Archive { url: archive.url.clone() }, spec.batch_size)
+        }
         (Some(rpc), _) => (rpc_source_spec(source, &rpc.endpoints)?, spec.batch_size),
         (None, Some(query)) => {
             let dataset = source.spec.big_query.as_ref().ok_or_else(|| BuildError::NoBigQuery(source.name_any()))?;

@@ -56,6 +56,7 @@ use super::common::{BigtableInstance, CommonStatus, DURATION_PATTERN, LocalObjec
 #[x_kube(validation = Rule::new("self.mode != 'backfill' || !has(self.range) || !has(self.range.endSlot) || self.range.endSlot < self.range.startSlot || self.parallelism <= self.range.endSlot - self.range.startSlot + 1").message("parallelism must not exceed the number of slots in range"))]
 #[x_kube(validation = Rule::new("!has(self.source.store) || self.targets.all(t, t == 'canonical')").message("replication copies the canonical store's rows: targets must be [canonical]"))]
 #[x_kube(validation = Rule::new("!has(self.source.bigQuery) || !self.targets.exists(t, t == 'canonical')").message("a bigQuery source fills the lake only: its rows carry no raw transactions for the canonical store (targets: [lake])"))]
+#[x_kube(validation = Rule::new("!has(self.source.archive) || self.mode == 'backfill'").message("an archive source holds history: mode must be backfill over a range"))]
 pub struct IngestJobSpec {
     /// The `ChainSource` whose stores this job fills.
     pub source_ref: LocalObjectRef,
@@ -122,7 +123,7 @@ pub enum IngestTarget {
 /// Exactly one source.
 #[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.rpc) ? 1 : 0) + (has(self.bigQuery) ? 1 : 0) + (has(self.store) ? 1 : 0) == 1").message("source must set exactly one of rpc, bigQuery or store"))]
+#[x_kube(validation = Rule::new("(has(self.rpc) ? 1 : 0) + (has(self.bigQuery) ? 1 : 0) + (has(self.store) ? 1 : 0) + (has(self.archive) ? 1 : 0) == 1").message("source must set exactly one of rpc, bigQuery, store or archive"))]
 pub struct IngestSource {
     /// The ChainSource's RPC/WebSocket endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +134,23 @@ pub struct IngestSource {
     /// Another store: replication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreSource>,
+    /// Epoch archives (for Solana, Old Faithful CAR files): bulk history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveSource>,
+}
+
+/// One archive file per epoch, read as a stream and verified as it is read.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.url.contains('{epoch}')").message("source.archive.url must name each epoch's file with {epoch}"))]
+pub struct ArchiveSource {
+    /// Each epoch's file, `{epoch}` standing for its number:
+    /// `file:///archives/epoch-{epoch}.car`,
+    /// `https://files.old-faithful.net/{epoch}/epoch-{epoch}.car`,
+    /// `s3://bucket/epoch-{epoch}.car` or `gs://…` (object-store credentials
+    /// from the worker's workload identity).
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(file|https?|s3|gs)://.+"))]
+    pub url: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]

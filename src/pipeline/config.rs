@@ -16,6 +16,33 @@ pub enum SourceConfig {
     BigQuery(BigQueryDataset),
     /// Another canonical store: replication (`replication/`).
     Store(StoreOrigin),
+    /// Epoch archives (Old Faithful CARs for Solana).
+    Archive(ArchiveLocation),
+}
+
+/// Where a chain's epoch archives are: one file per epoch.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ArchiveLocation {
+    /// `file://`, `http(s)://`, `s3://` or `gs://` URL with `{epoch}` where
+    /// the epoch number goes, e.g. `https://files.old-faithful.net/{epoch}/epoch-{epoch}.car`.
+    pub url: String,
+    pub epoch_slots: u64,
+}
+
+impl ArchiveLocation {
+    pub fn url_of(&self, epoch: u64) -> String {
+        self.url.replace("{epoch}", &epoch.to_string())
+    }
+}
+
+/// Shows where the archives are, not what a presigned URL carries.
+impl std::fmt::Debug for ArchiveLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveLocation")
+            .field("url", &url_host(&self.url))
+            .field("epoch_slots", &self.epoch_slots)
+            .finish()
+    }
 }
 
 /// The store a replication copies from.

@@ -52,6 +52,14 @@ pub trait BlockSource<B>: Send + Sync {
     /// source that can only be polled returns at once.
     async fn watch_tip(&self, _wake: Arc<Notify>, _shutdown: CancellationToken) {}
 
+    /// How long a batch keeps asking [`produced`](Self::produced) before the
+    /// run fails (nothing is lost: the next run resumes from the checkpoint).
+    /// A node may be briefly unreachable; a file that is not a valid archive
+    /// will not heal by waiting.
+    fn patience(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(300)
+    }
+
     /// Rows the source gave more than once and kept once since it was last
     /// asked (a dataset's repeated rows), for the job's counters.
     fn take_duplicates(&self) -> u64 {

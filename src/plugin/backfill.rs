@@ -97,11 +97,11 @@ pub fn job(args: &BackfillArgs) -> Result<IngestJob, PluginError> {
         (true, Via::BigQuery) => vec![IngestTarget::Lake],
     };
     let source = match args.via {
-        Via::Rpc => IngestSource { rpc: Some(RpcSource::default()), big_query: None, store: None },
+        Via::Rpc => IngestSource { rpc: Some(RpcSource::default()), big_query: None, store: None, archive: None },
         // The defaults a manifest's empty `bigQuery: {}` gets.
         Via::BigQuery => {
             let defaults: BigQueryIngest = serde_json::from_str("{}").expect("every field has a default");
-            IngestSource { rpc: None, big_query: Some(defaults), store: None }
+            IngestSource { rpc: None, big_query: Some(defaults), store: None, archive: None }
         }
     };
     let spec = IngestJobSpec {

@@ -202,8 +202,9 @@ impl Host {
                         (label, run.await)
                     })
                 }
-                SourceConfig::Rpc(_) => {
-                    let source = solana.source(&config.source).with_context(|| name.to_string())?;
+                SourceConfig::Rpc(_) | SourceConfig::Archive(_) => {
+                    let source =
+                        solana.source(&config.source, Some(&opened.store)).with_context(|| name.to_string())?;
                     let sinks = solana.sinks(&opened.store, &targets).with_context(|| name.to_string())?;
                     Box::pin(async move { (label, run_pipeline(config, source, sinks, catalog, stop, progress).await) })
                 }

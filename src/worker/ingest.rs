@@ -33,9 +33,6 @@ use crate::pipeline::{BlockNumber, BlockSink, BlockSource, Flushed, Missing, Sin
 use crate::store;
 use crate::telemetry::metrics::{self, JobGauges, SinkLabels, WORKER, WorkerMetrics};
 
-/// How long a batch waits for the node to list its slots before the run fails.
-const NODE_PATIENCE: Duration = Duration::from_secs(300);
-
 /// Everything a run needs; the controller passes the same settings.
 #[derive(Clone, Debug)]
 pub struct IngestConfig {
@@ -159,7 +156,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     let Adapter::Solana(solana) = chain::adapter(config.chain).map_err(anyhow::Error::msg)?;
     match &config.source {
         SourceConfig::BigQuery(_) => run_rows(&solana, config, shutdown).await,
-        SourceConfig::Rpc(_) => run_with(&solana, config, shutdown).await,
+        SourceConfig::Rpc(_) | SourceConfig::Archive(_) => run_with(&solana, config, shutdown).await,
         SourceConfig::Store(_) => crate::replication::run(&solana, config, shutdown).await,
     }
 }
@@ -188,7 +185,7 @@ pub async fn run_with<A: ChainAdapter>(
 ) -> anyhow::Result<Summary> {
     let store =
         store::open_for(adapter, &config.store, &config.store_access).await.context("opening the block store")?;
-    let source = adapter.source(&config.source)?;
+    let source = adapter.source(&config.source, Some(&store))?;
     let sinks = adapter.sinks(&store, &targets(&config)?)?;
     let catalog = catalog::open(config.catalog.expose()).await.context("opening the catalog")?;
     run_pipeline(config, source, sinks, catalog, shutdown, Progress::default()).await
@@ -408,9 +405,9 @@ impl<B: Send + Sync + 'static> Ingest<B> {
     /// slots written.
     async fn batch(&mut self, shard: u32, start: BlockNumber, end: BlockNumber) -> anyhow::Result<Vec<BlockNumber>> {
         let began = Instant::now();
-        // The node may be briefly unreachable; give up (nothing is lost) after
-        // NODE_PATIENCE or when asked to stop.
-        let deadline = Instant::now() + NODE_PATIENCE;
+        // The source may be briefly unreachable; give up (nothing is lost) after
+        // its patience or when asked to stop.
+        let deadline = Instant::now() + self.source.patience();
         let produced = loop {
             let asked = Instant::now();
             let listed = self.source.produced(start, end).await;
@@ -427,7 +424,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => anyhow::bail!(
-                    "the node did not answer: {e}; progress up to slot {} is saved",
+                    "the source did not answer: {e}; progress up to slot {} is saved",
                     start.saturating_sub(1)
                 ),
             }

@@ -14,7 +14,7 @@ use super::spec::{
 use crate::bigquery::BigQueryAccess;
 use crate::chain::Adapter;
 use crate::export::tokens::TokenizerChoice;
-use crate::pipeline::config::{BigQueryDataset, RpcEndpoint, Secret, SourceConfig, StoreOrigin};
+use crate::pipeline::config::{ArchiveLocation, BigQueryDataset, RpcEndpoint, Secret, SourceConfig, StoreOrigin};
 use crate::pipeline::sinks::chain_metrics::ChainMetricsConfig;
 
 /// Blocks a replication copies at once: each is a few multi-row reads and writes.
@@ -84,6 +84,14 @@ pub fn ingest_config_in(
             // A batch's blocks come from its prefetched queries: a few at once suffice.
             (SourceConfig::BigQuery(dataset), 4)
         }
+        SourceSpec::Archive { url } => {
+            let epoch_slots = match crate::chain::adapter(spec.chain.family) {
+                Ok(Adapter::Solana(solana)) => crate::chain::ChainAdapter::epoch_slots(&solana),
+                Err(reason) => return Err(SpecError::Invalid { field: "chain.family", reason }),
+            };
+            // One reader streams the file; the batch's blocks are decoded as it reads.
+            (SourceConfig::Archive(ArchiveLocation { url: url.clone(), epoch_slots }), 1)
+        }
         SourceSpec::Store { origin, verify, repair } => {
             let origin =
                 StoreOrigin { url: origin.url.clone(), access: store_access(origin), verify: *verify, repair: *repair };
@@ -112,6 +120,7 @@ pub fn ingest_config_in(
             SourceSpec::BigQuery { poll_interval, .. } => duration("source.pollInterval", poll_interval)?,
             SourceSpec::Rpc { .. } => Duration::from_millis(400),
             SourceSpec::Store { .. } => STORE_POLL,
+            SourceSpec::Archive { .. } => STORE_POLL,
         },
         catalog_patience: Duration::from_secs(600),
         targets: spec.targets.clone(),

@@ -212,6 +212,11 @@ pub enum SourceSpec {
         /// Slots a follower stays behind the dataset's newest block.
         settle_slots: u64,
     },
+    /// Epoch archives, one file per epoch (`{epoch}` in the URL).
+    #[serde(rename_all = "camelCase")]
+    Archive {
+        url: String,
+    },
     /// Another canonical store, copied row for row (replication).
     #[serde(rename_all = "camelCase")]
     Store {

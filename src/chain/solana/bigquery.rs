@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use solana_transaction_status::ConfirmedBlock;
 
 use super::account_rows::decimal_as_text;
 use super::rows::Rows;
@@ -41,7 +40,7 @@ const PUBLIC_TABLES: [(&str, &str); 7] = [
 
 /// The node the dataset is checked against.
 pub struct Completeness {
-    pub node: Arc<dyn BlockSource<ConfirmedBlock>>,
+    pub node: Arc<dyn BlockSource<super::SolanaBlock>>,
     pub repair: bool,
 }
 

@@ -4,6 +4,7 @@
 //! (`serve/`).
 
 pub mod account_rows;
+pub mod archive;
 pub mod bigquery;
 pub mod block_stats;
 pub mod decode;
@@ -19,7 +20,7 @@ pub mod token_transfers;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use solana_transaction_status::ConfirmedBlock;
+use solana_transaction_status::{ConfirmedBlock, EntrySummary};
 use tokio_util::sync::CancellationToken;
 
 use super::ChainAdapter;
@@ -36,12 +37,42 @@ use crate::serve::cache::Invalidator;
 use crate::store::cells::{CellStore, Table};
 use layout::LedgerStore;
 
+/// A block as Solana's sources yield it and its sinks take it: agave's
+/// confirmed block, with its PoH entries where the source has them (an
+/// epoch archive does; a node's `getBlock` does not). Derefs to the block.
+#[derive(Clone)]
+pub struct SolanaBlock {
+    pub confirmed: ConfirmedBlock,
+    /// Stored in agave's `entries` table when not empty.
+    pub entries: Vec<EntrySummary>,
+}
+
+impl From<ConfirmedBlock> for SolanaBlock {
+    fn from(confirmed: ConfirmedBlock) -> Self {
+        Self { confirmed, entries: Vec::new() }
+    }
+}
+
+impl std::ops::Deref for SolanaBlock {
+    type Target = ConfirmedBlock;
+
+    fn deref(&self) -> &ConfirmedBlock {
+        &self.confirmed
+    }
+}
+
+impl std::fmt::Debug for SolanaBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SolanaBlock").field("confirmed", &self.confirmed).field("entries", &self.entries.len()).finish()
+    }
+}
+
 /// The Solana adapter.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Solana;
 
 impl ChainAdapter for Solana {
-    type Block = ConfirmedBlock;
+    type Block = SolanaBlock;
     type Store = LedgerStore;
     type Rows = rows::Rows;
 
@@ -57,9 +88,16 @@ impl ChainAdapter for Solana {
         LedgerStore::new(cells)
     }
 
-    fn source(&self, config: &SourceConfig) -> anyhow::Result<Arc<dyn BlockSource<ConfirmedBlock>>> {
+    fn source(
+        &self,
+        config: &SourceConfig,
+        store: Option<&Arc<LedgerStore>>,
+    ) -> anyhow::Result<Arc<dyn BlockSource<SolanaBlock>>> {
         match config {
             SourceConfig::Rpc(endpoint) => Ok(Arc::new(rpc::RpcSource::new(endpoint.clone()))),
+            SourceConfig::Archive(location) => {
+                Ok(Arc::new(archive::ArchiveSource::new(location.clone(), store.cloned())))
+            }
             SourceConfig::BigQuery(_) => anyhow::bail!("a BigQuery dataset yields rows, not blocks: use rows_source"),
             SourceConfig::Store(_) => anyhow::bail!("another store yields rows as stored: see replication::run"),
         }
@@ -77,7 +115,7 @@ impl ChainAdapter for Solana {
         &self,
         store: &Arc<LedgerStore>,
         targets: &Targets,
-    ) -> anyhow::Result<Vec<Arc<dyn BlockSink<ConfirmedBlock>>>> {
+    ) -> anyhow::Result<Vec<Arc<dyn BlockSink<SolanaBlock>>>> {
         let mut sinks: Vec<Arc<dyn BlockSink<_>>> = Vec::new();
         if targets.canonical {
             sinks.push(Arc::new(CanonicalSink::new(store.clone())));
@@ -86,7 +124,8 @@ impl ChainAdapter for Solana {
             sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::SolanaTables)));
         }
         if let Some(config) = &targets.chain_metrics {
-            let sink = ChainMetricsSink::start(config.clone(), block_stats::block_stats).map_err(anyhow::Error::msg)?;
+            let stats = |block: &SolanaBlock| block_stats::block_stats(block);
+            let sink = ChainMetricsSink::start(config.clone(), stats).map_err(anyhow::Error::msg)?;
             sinks.push(Arc::new(sink));
         }
         for url in &targets.caches {
@@ -102,7 +141,7 @@ impl ChainAdapter for Solana {
     ) -> BoxFuture<'static, anyhow::Result<Arc<dyn BlockSource<rows::Rows>>>> {
         let dataset = dataset.clone();
         let check = dataset.check.clone().map(|endpoint| bigquery::Completeness {
-            node: Arc::new(rpc::RpcSource::new(endpoint)) as Arc<dyn BlockSource<ConfirmedBlock>>,
+            node: Arc::new(rpc::RpcSource::new(endpoint)) as Arc<dyn BlockSource<SolanaBlock>>,
             repair: dataset.repair,
         });
         Box::pin(async move {

@@ -453,10 +453,10 @@ impl crate::pipeline::sinks::lake::LakeRows for Rows {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SolanaTables;
 
-impl crate::pipeline::sinks::lake::LakeTables<ConfirmedBlock> for SolanaTables {
+impl crate::pipeline::sinks::lake::LakeTables<super::SolanaBlock> for SolanaTables {
     type Rows = Rows;
 
-    fn rows(&self, number: u64, block: &ConfirmedBlock) -> Result<Rows, String> {
+    fn rows(&self, number: u64, block: &super::SolanaBlock) -> Result<Rows, String> {
         block_rows(number, block)
     }
 }

@@ -22,6 +22,7 @@ use solana_transaction_status::{ConfirmedBlock, TransactionDetails, UiTransactio
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::SolanaBlock;
 use super::decode::block_from_ui;
 use crate::crd::chain_source::Commitment;
 pub use crate::pipeline::config::{RpcEndpoint, Secret};
@@ -156,13 +157,14 @@ impl RpcSource {
 }
 
 #[async_trait::async_trait]
-impl crate::pipeline::BlockSource<ConfirmedBlock> for RpcSource {
+impl crate::pipeline::BlockSource<SolanaBlock> for RpcSource {
     async fn produced(&self, start: Slot, end: Slot) -> Result<Vec<Slot>, String> {
         self.produced_slots(start, end).await
     }
 
-    async fn block(&self, slot: Slot) -> Result<ConfirmedBlock, Missing> {
-        RpcSource::block(self, slot).await
+    /// A node's `getBlock` has no entries.
+    async fn block(&self, slot: Slot) -> Result<SolanaBlock, Missing> {
+        RpcSource::block(self, slot).await.map(SolanaBlock::from)
     }
 
     async fn tip(&self) -> Result<Slot, String> {
@@ -177,7 +179,7 @@ impl crate::pipeline::BlockSource<ConfirmedBlock> for RpcSource {
     }
 
     /// Below `finalized` the cluster may still skip a stored block.
-    fn finalized(&self) -> Option<Arc<dyn crate::pipeline::BlockSource<ConfirmedBlock>>> {
+    fn finalized(&self) -> Option<Arc<dyn crate::pipeline::BlockSource<SolanaBlock>>> {
         (self.commitment != CommitmentConfig::finalized()).then(|| {
             let config = RpcEndpoint { commitment: Commitment::Finalized, ..self.config.clone() };
             Arc::new(RpcSource::new(config)) as Arc<dyn crate::pipeline::BlockSource<_>>

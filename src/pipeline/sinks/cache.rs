@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use crate::chain::solana::SolanaBlock;
 use async_trait::async_trait;
 use solana_pubkey::Pubkey;
-use solana_transaction_status::ConfirmedBlock;
 
 use crate::pipeline::{BlockNumber, BlockSink, Flushed, SinkPolicy, Written};
 use crate::serve::cache::Invalidator;
@@ -29,7 +29,7 @@ impl CacheInvalidation {
 }
 
 #[async_trait]
-impl BlockSink<ConfirmedBlock> for CacheInvalidation {
+impl BlockSink<SolanaBlock> for CacheInvalidation {
     fn name(&self) -> &'static str {
         "cache"
     }
@@ -38,7 +38,7 @@ impl BlockSink<ConfirmedBlock> for CacheInvalidation {
         SinkPolicy::BestEffort
     }
 
-    async fn write(&self, _: BlockNumber, block: &ConfirmedBlock) -> Result<Written, String> {
+    async fn write(&self, _: BlockNumber, block: &SolanaBlock) -> Result<Written, String> {
         let addresses = self.layout.indexed_addresses(block);
         self.touched.lock().expect("touched addresses").extend(addresses);
         *self.written.lock().expect("written flag") = true;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use solana_transaction_status::ConfirmedBlock;
 
+use crate::chain::solana::SolanaBlock;
 use crate::pipeline::{BlockNumber, BlockSink, Flushed, SinkPolicy, Written};
 use crate::store::{BlockStore, LedgerStore};
 
@@ -20,7 +20,7 @@ impl CanonicalSink {
 }
 
 #[async_trait]
-impl BlockSink<ConfirmedBlock> for CanonicalSink {
+impl BlockSink<SolanaBlock> for CanonicalSink {
     fn name(&self) -> &'static str {
         "canonical"
     }
@@ -29,8 +29,8 @@ impl BlockSink<ConfirmedBlock> for CanonicalSink {
         SinkPolicy::Held
     }
 
-    async fn write(&self, number: BlockNumber, block: &ConfirmedBlock) -> Result<Written, String> {
-        let stats = self.store.write_block(number, block, &[]).await.map_err(|e| format!("store: {e}"))?;
+    async fn write(&self, number: BlockNumber, block: &SolanaBlock) -> Result<Written, String> {
+        let stats = self.store.write_block(number, block, &block.entries).await.map_err(|e| format!("store: {e}"))?;
         Ok(Written { bytes: stats.bytes })
     }
 
