@@ -22,7 +22,9 @@ fn node_modules() -> PathBuf {
     std::fs::create_dir_all(&cache).unwrap();
     let manifest = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/package.json")).unwrap();
     let installed = std::fs::read(cache.join("package.json")).ok();
-    let present = ["@solana/web3.js", "@solana/kit"].iter().all(|m| cache.join("node_modules").join(m).exists());
+    let present = ["@solana/web3.js", "@solana/kit", "@ipld/car", "@ipld/dag-cbor"]
+        .iter()
+        .all(|m| cache.join("node_modules").join(m).exists());
     if installed.as_deref() != Some(&manifest[..]) || !present {
         std::fs::write(cache.join("package.json"), &manifest).unwrap();
         let status = Command::new("npm")
@@ -30,7 +32,7 @@ fn node_modules() -> PathBuf {
             .current_dir(&cache)
             .status()
             .unwrap_or_else(|e| panic!("npm is not installed ({e}): apt-get install -y nodejs npm"));
-        assert!(status.success(), "npm install of @solana/web3.js and @solana/kit failed");
+        assert!(status.success(), "npm install of tests/js/package.json failed");
     }
     cache.join("node_modules")
 }
@@ -68,5 +70,55 @@ async fn web3_js_reads_chronicle_like_a_node() {
         let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
         assert!(stdout.contains(done), "{script}: {stdout}");
+    }
+}
+
+/// An independent CAR and DAG-CBOR implementation (`@ipld/car`,
+/// `@ipld/dag-cbor`) reads the epoch archive Chronicle writes from the
+/// recorded mainnet blocks: every CID matches its bytes, every node is strict
+/// DAG-CBOR, the root is the last section, and the blocks, their entries and
+/// transactions are where Old Faithful's schema puts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_car_reader_reads_chronicles_archives() {
+    let modules = tokio::task::spawn_blocking(node_modules).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = chronicle::store::open(&format!("embedded://{}", dir.path().join("ledger").display())).await.unwrap();
+    let blocks = support::real_blocks();
+    for (slot, block) in &blocks {
+        store.write_block(*slot, block, &[]).await.unwrap();
+    }
+    let path = dir.path().join("range.car");
+    let range = chronicle::chain::solana::archive::ArchiveRange {
+        first: blocks[0].0,
+        last: blocks[blocks.len() - 1].0,
+        epoch: None,
+        // Small sections: the 10,185 rewards of slot 64800004 span several frames.
+        limits: chronicle::chain::solana::archive::block::Limits { max_section: 64 << 10 },
+    };
+    chronicle::chain::solana::archive::write_archive(&store, &range, &path).await.unwrap();
+
+    let copy = modules.parent().unwrap().join("car_check.mjs");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/car_check.mjs"), &copy).unwrap();
+    let output = tokio::process::Command::new("node")
+        .arg(&copy)
+        .arg(&path)
+        .current_dir(modules.parent().unwrap())
+        .output()
+        .await
+        .expect("node is installed (apt-get install -y nodejs)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "car_check.mjs failed:\n{stderr}");
+    let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(read["rootIsLast"], true, "{read}");
+    let transactions: usize = blocks.iter().map(|(_, b)| b.transactions.len()).sum();
+    assert_eq!(read["transactions"], transactions, "{read}");
+    assert_eq!(read["kinds"]["2"], blocks.len(), "one Block node per block: {read}");
+    assert_eq!(read["kinds"]["3"], 1, "one Subset: {read}");
+    assert!(read["kinds"]["6"].as_u64().unwrap_or(0) > 0, "the rewards span DataFrames: {read}");
+    for ((slot, block), node) in blocks.iter().zip(read["blocks"].as_array().unwrap()) {
+        assert_eq!(node["slot"], *slot);
+        assert_eq!(node["parent"], block.parent_slot);
+        assert_eq!(node["entries"], 1, "a block stored without entries is written as one entry");
+        assert_eq!(node["rewards"].is_null(), block.rewards.is_empty(), "slot {slot}");
     }
 }

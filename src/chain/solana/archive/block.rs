@@ -43,10 +43,12 @@ fn invalid(what: impl Into<String>, reason: impl std::fmt::Display) -> BlockErro
 pub struct Assembler {
     frames: HashMap<Cid, DataFrame>,
     nodes: HashMap<Cid, Node>,
+    bytes: usize,
 }
 
 impl Assembler {
-    pub fn hold(&mut self, cid: Cid, node: Node) {
+    pub fn hold(&mut self, cid: Cid, node: Node, bytes: usize) {
+        self.bytes += bytes;
         match node {
             Node::DataFrame(frame) => {
                 self.frames.insert(cid, frame);
@@ -70,9 +72,14 @@ impl Assembler {
         self.frames.len() + self.nodes.len()
     }
 
+    pub fn held_bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn clear(&mut self) {
         self.frames.clear();
         self.nodes.clear();
+        self.bytes = 0;
     }
 
     /// The block `node` links, from the held sections. `previous_blockhash`:
@@ -110,6 +117,13 @@ impl Assembler {
         }
         let last = entries.last().ok_or_else(|| invalid("block", "has no entries"))?;
         let blockhash = last.hash.to_string();
+        // The stand-in entry `encode` writes for a block stored without entries
+        // (a block of one entry without hashes: no real slot's PoH looks so) is not kept as one.
+        if let [entry] = entries.as_slice() {
+            if entry.num_hashes == 0 {
+                entries.clear();
+            }
+        }
         let RewardsAndNumPartitions { rewards, num_partitions } = match node.rewards {
             None => RewardsAndNumPartitions { rewards: Vec::new(), num_partitions: None },
             Some(cid) => match self.nodes.get(&cid) {
@@ -145,8 +159,7 @@ impl Assembler {
                 .map(TransactionWithStatusMeta::MissingMetadata)
                 .ok_or_else(|| invalid(what, "a versioned transaction without status metadata (agave keeps none)"));
         }
-        let raw = zstd::stream::decode_all(metadata.as_slice())
-            .map_err(|e| invalid(what, format!("metadata is not zstd: {e}")))?;
+        let raw = unzstd(&metadata).map_err(|e| invalid(what, format!("metadata: {e}")))?;
         let meta = decode_meta(&raw).map_err(|reason| invalid(what, reason))?;
         Ok(TransactionWithStatusMeta::Complete(VersionedTransactionWithStatusMeta { transaction, meta }))
     }
@@ -158,11 +171,43 @@ impl Assembler {
         if let Ok(proto) = generated::Rewards::decode(raw.as_slice()) {
             return Ok(proto.into());
         }
-        // Old archives: bincode `StoredExtendedRewards`.
-        let stored: solana_storage_proto::StoredExtendedRewards =
+        // Old archives: bincode `StoredExtendedRewards`, or the earliest form, (pubkey, lamports) only.
+        if let Ok(stored) = bincode::deserialize::<solana_storage_proto::StoredExtendedRewards>(&raw) {
+            return Ok(RewardsAndNumPartitions {
+                rewards: stored.into_iter().map(Into::into).collect(),
+                num_partitions: None,
+            });
+        }
+        let earliest: Vec<(String, i64)> =
             bincode::deserialize(&raw).map_err(|e| invalid("rewards", format!("neither protobuf nor bincode: {e}")))?;
-        Ok(RewardsAndNumPartitions { rewards: stored.into_iter().map(Into::into).collect(), num_partitions: None })
+        let rewards = earliest
+            .into_iter()
+            .map(|(pubkey, lamports)| solana_transaction_status::Reward {
+                pubkey,
+                lamports,
+                post_balance: 0,
+                reward_type: None,
+                commission: None,
+                commission_bps: None,
+            })
+            .collect();
+        Ok(RewardsAndNumPartitions { rewards, num_partitions: None })
     }
+}
+
+/// Decompressed payloads beyond this are refused (a zstd bomb, not a block).
+const MAX_DECOMPRESSED: u64 = 512 << 20;
+
+/// A zstd payload (streaming: Old Faithful's frames may lack the content size), bounded.
+fn unzstd(data: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let decoder = zstd::stream::Decoder::new(data).map_err(|e| format!("not zstd: {e}"))?;
+    let mut raw = Vec::new();
+    decoder.take(MAX_DECOMPRESSED + 1).read_to_end(&mut raw).map_err(|e| format!("not zstd: {e}"))?;
+    if raw.len() as u64 > MAX_DECOMPRESSED {
+        return Err(format!("decompresses to over {MAX_DECOMPRESSED} bytes"));
+    }
+    Ok(raw)
 }
 
 /// Status metadata as the validator stored it: protobuf, or the legacy
@@ -201,7 +246,8 @@ const ZSTD_LEVEL: i32 = 3;
 /// transaction, with `numHashes` 0 and the blockhash as its hash: readable,
 /// but not a PoH proof.
 pub fn encode(slot: u64, block: &SolanaBlock, limits: Limits) -> Result<(Vec<(Cid, Vec<u8>)>, Cid), BlockError> {
-    let max = limits.max_section;
+    // Room for a node's own fields beside its frame (format note §4).
+    let max = limits.max_section.max(4096);
     let confirmed = &block.confirmed;
     let entries = if block.entries.is_empty() {
         let hash: Hash = confirmed.blockhash.parse().map_err(|e| invalid("blockhash", e))?;

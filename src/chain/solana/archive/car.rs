@@ -45,11 +45,13 @@ pub enum CarError {
     Io(String),
 }
 
-/// One section as read.
+/// One section as read. A section whose CID does not match its bytes is
+/// still returned (the reader attributes it to its block), with `mismatch` set.
 pub struct Section {
     pub offset: u64,
     pub cid: Cid,
     pub node: Vec<u8>,
+    pub mismatch: Option<CarError>,
 }
 
 pub struct CarReader<R> {
@@ -74,7 +76,7 @@ impl<R: AsyncBufRead + Unpin> CarReader<R> {
         self.position
     }
 
-    /// The next section with its CID checked (`verify`), or `None` at the end.
+    /// The next section with its CID checked (`verify`: `mismatch`), or `None` at the end.
     pub async fn next(&mut self, verify: bool) -> Result<Option<Section>, CarError> {
         let offset = self.position;
         let Some((prefix, bytes)) = read_frame(&mut self.reader, offset).await? else {
@@ -85,13 +87,14 @@ impl<R: AsyncBufRead + Unpin> CarReader<R> {
         let cid = Cid::read_bytes(&mut cursor).map_err(|e| CarError::BadCid { offset, reason: e.to_string() })?;
         let start = cursor.position() as usize;
         let node = bytes[start..].to_vec();
+        let mut mismatch = None;
         if verify {
             let actual = cid_of(&node);
             if actual != cid {
-                return Err(CarError::CidMismatch { offset, cid, actual });
+                mismatch = Some(CarError::CidMismatch { offset, cid, actual });
             }
         }
-        Ok(Some(Section { offset, cid, node }))
+        Ok(Some(Section { offset, cid, node, mismatch }))
     }
 }
 
@@ -182,9 +185,14 @@ impl<W: AsyncWrite + AsyncSeek + Unpin> CarWriter<W> {
 
     /// Rewrites the header with `root` (the last section written); returns the file's size.
     pub async fn finish(mut self, root: Cid) -> std::io::Result<u64> {
+        let header = header_bytes(root);
+        // The header is rewritten in place: it must keep the placeholder's length.
+        if header.len() != header_bytes(cid_of(b"")).len() {
+            return Err(std::io::Error::other(format!("root {root} is not a 36-byte CIDv1")));
+        }
         self.writer.flush().await?;
         self.writer.seek(std::io::SeekFrom::Start(0)).await?;
-        write_frame(&mut self.writer, &[&header_bytes(root)]).await?;
+        write_frame(&mut self.writer, &[&header]).await?;
         self.writer.flush().await?;
         Ok(self.written)
     }
@@ -205,7 +213,10 @@ async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, parts: &[&[u8]]) -> 
 pub async fn read_all(bytes: &[u8]) -> Result<(Vec<Cid>, Vec<Section>), CarError> {
     let mut reader = CarReader::open(bytes).await?;
     let mut sections = Vec::new();
-    while let Some(section) = reader.next(true).await? {
+    while let Some(mut section) = reader.next(true).await? {
+        if let Some(mismatch) = section.mismatch.take() {
+            return Err(mismatch);
+        }
         sections.push(section);
     }
     Ok((reader.roots, sections))

@@ -93,7 +93,10 @@ pub enum FrameError {
 /// The whole payload of `first`, fetching extra frames from `frames` by CID.
 pub fn reassemble(first: &DataFrame, frames: &HashMap<Cid, DataFrame>) -> Result<Vec<u8>, FrameError> {
     let Some(next) = first.next.as_ref().filter(|next| !next.is_empty()) else {
-        return Ok(first.data.clone());
+        return match first.total {
+            Some(total) if total > 1 => Err(FrameError::Incomplete { found: 1, total }),
+            _ => Ok(first.data.clone()),
+        };
     };
     let mut collected = vec![first];
     let mut pending: Vec<Cid> = next.iter().rev().copied().collect();

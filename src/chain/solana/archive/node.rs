@@ -169,7 +169,8 @@ impl Node {
                         let m = Fields { name: "SlotMeta", fields: meta };
                         SlotMeta {
                             parent_slot: m.uint(0)?,
-                            blocktime: m.int(1)?,
+                            // Missing or null in early archives: unknown.
+                            blocktime: m.opt_int(1)?.unwrap_or(0),
                             block_height: m.opt_uint(2)?,
                             block_height_absent: meta.len() < 3,
                         }
@@ -327,6 +328,13 @@ impl<'a> Fields<'a> {
             Some(Ipld::Integer(value)) => i64::try_from(*value).map_err(|_| self.error(position, "out of range")),
             Some(_) => Err(self.error(position, "not an integer")),
             None => Err(self.error(position, "missing")),
+        }
+    }
+
+    fn opt_int(&self, position: usize) -> Result<Option<i64>, NodeError> {
+        match self.get(position) {
+            None | Some(Ipld::Null) => Ok(None),
+            Some(_) => self.int(position).map(Some),
         }
     }
 

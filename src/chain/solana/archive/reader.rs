@@ -6,7 +6,7 @@
 //! read, checked and passed over (a stream cannot seek; the archive's
 //! offset indexes, which could, are not read yet).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use cid::Cid;
 use tokio::io::AsyncBufRead;
@@ -74,18 +74,25 @@ pub struct BlockReader<R> {
     car: CarReader<R>,
     file: String,
     assembler: Assembler,
-    /// The previous block's slot and blockhash.
-    previous: Option<(u64, String)>,
-    /// The first bad section since the last block: it spoils that block.
+    /// The previous block's slot, and its blockhash when its last entry was readable.
+    previous: Option<(u64, Option<String>)>,
+    /// The first bad section since the last block: it spoils the next block.
     spoiled: Option<(u64, ArchiveErrorKind)>,
     /// A block whose parent is not in this file, held (with its sections)
     /// until [`resolve_parent`](Self::resolve_parent) gives the parent's blockhash.
     unresolved: Option<(u64, BlockNode)>,
+    /// Blocks read and not yet returned (a missing block found with the next one).
+    pending: VecDeque<ReadBlock>,
     seen_blocks: HashSet<Cid>,
+    /// Blocks reported whose Block node the file does not hold.
+    lost_blocks: usize,
     subsets: Vec<SubsetNode>,
     epoch: Option<EpochNode>,
     epoch_slots: u64,
 }
+
+/// Sections held without a Block node beyond this are not an archive.
+const MAX_HELD_BYTES: usize = 4 << 30;
 
 impl<R: AsyncBufRead + Unpin> BlockReader<R> {
     pub async fn open(reader: R, file: String, epoch_slots: u64) -> Result<Self, ArchiveError> {
@@ -102,7 +109,9 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
             previous: None,
             spoiled: None,
             unresolved: None,
+            pending: VecDeque::new(),
             seen_blocks: HashSet::new(),
+            lost_blocks: 0,
             subsets: Vec::new(),
             epoch: None,
             epoch_slots,
@@ -113,9 +122,9 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
         &self.file
     }
 
-    /// The slot of the last block read.
-    pub fn last_slot(&self) -> Option<u64> {
-        self.previous.as_ref().map(|(slot, _)| *slot)
+    /// The last block read: its slot and blockhash (when readable).
+    pub fn last_block(&self) -> Option<(u64, Option<String>)> {
+        self.previous.clone()
     }
 
     fn error(&self, offset: u64, slot: Option<u64>, kind: impl Into<ArchiveErrorKind>) -> ArchiveError {
@@ -129,44 +138,44 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
             self.assembler.clear();
         }
         loop {
+            if let Some(read) = self.pending.pop_front() {
+                return Ok(Next::Block(read));
+            }
             let offset = self.car.position();
-            let section = match self.car.next(true).await {
-                Ok(Some(section)) => section,
-                Ok(None) => return Ok(Next::End(self.coverage())),
-                Err(e @ CarError::CidMismatch { .. }) => {
-                    self.spoiled.get_or_insert((offset, e.into()));
-                    continue;
-                }
-                Err(e) => return Err(self.error(offset, None, e)),
+            let Some(mut section) = self.car.next(true).await.map_err(|e| self.error(offset, None, e))? else {
+                return Ok(Next::End(self.coverage()));
             };
-            let node = match Node::decode(&section.node) {
-                Ok(node) => node,
-                Err(e) => {
-                    self.spoiled.get_or_insert((offset, e.into()));
-                    continue;
-                }
-            };
-            match node {
-                Node::Block(block) => {
+            let mismatch = section.mismatch.take();
+            match Node::decode(&section.node) {
+                Ok(Node::Block(block)) => {
                     self.seen_blocks.insert(section.cid);
-                    if block.slot >= from {
-                        return Ok(Next::Block(self.finish_block(offset, &block)));
+                    if let Some(mismatch) = mismatch {
+                        // The Block node itself is damaged: its slot (as read) is a gap.
+                        self.spoiled.get_or_insert((offset, mismatch.into()));
                     }
-                    self.pass_over(&block);
+                    self.on_block(offset, &block, from);
                 }
-                Node::Subset(subset) => self.subsets.push(subset),
-                Node::Epoch(epoch) => self.epoch = Some(epoch),
-                node => self.assembler.hold(section.cid, node),
+                Ok(Node::Subset(subset)) if mismatch.is_none() => self.subsets.push(subset),
+                Ok(Node::Epoch(epoch)) if mismatch.is_none() => self.epoch = Some(epoch),
+                Ok(node) if mismatch.is_none() => {
+                    self.assembler.hold(section.cid, node, section.node.len());
+                    if self.assembler.held_bytes() > MAX_HELD_BYTES {
+                        let reason = format!("over {MAX_HELD_BYTES} bytes of sections without a Block node");
+                        return Err(self.error(offset, None, ArchiveErrorKind::Chain(reason)));
+                    }
+                }
+                Ok(_) => {
+                    self.spoiled.get_or_insert((offset, mismatch.expect("matched above").into()));
+                }
+                Err(e) => {
+                    let kind = match mismatch {
+                        Some(mismatch) => mismatch.into(),
+                        None => e.into(),
+                    };
+                    self.spoiled.get_or_insert((offset, kind));
+                }
             }
         }
-    }
-
-    /// A block below the start: only its blockhash is kept, for the next block's previous blockhash.
-    fn pass_over(&mut self, node: &BlockNode) {
-        let hash = node.entries.last().and_then(|cid| self.assembler.entry_hash(cid));
-        self.previous = hash.map(|hash| (node.slot, solana_hash::Hash::new_from_array(hash).to_string()));
-        self.assembler.clear();
-        self.spoiled = None;
     }
 
     /// The parent slot of the block just read, when its blockhash is needed
@@ -180,74 +189,99 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
         let (offset, node) = self.unresolved.take()?;
         let block = self.assembler.assemble(&node, Some(blockhash)).map_err(|e| self.error(offset, Some(node.slot), e));
         self.assembler.clear();
-        self.previous = block.as_ref().ok().map(|b| (node.slot, b.confirmed.blockhash.clone()));
         Some(ReadBlock { slot: node.slot, offset, block })
     }
 
-    fn finish_block(&mut self, offset: u64, node: &BlockNode) -> ReadBlock {
+    /// A Block node: the block (or why it is unusable) joins `pending`, after
+    /// the gap of a block the file should hold between it and the previous one.
+    fn on_block(&mut self, offset: u64, node: &BlockNode, from: u64) {
         let slot = node.slot;
-        let spoiled = self.spoiled.is_some();
-        let block = self.block(offset, node);
-        if self.previous.is_none() && slot != 0 && !spoiled && block.is_err() {
-            // Kept for resolve_parent: the sections stay held until the next read.
-            self.unresolved = Some((offset, node.clone()));
-            return ReadBlock { slot, offset, block };
+        let own_hash = node
+            .entries
+            .last()
+            .and_then(|cid| self.assembler.entry_hash(cid))
+            .map(|hash| solana_hash::Hash::new_from_array(hash).to_string());
+        let previous = self.previous.replace((slot, own_hash));
+        let spoiled = self.spoiled.take();
+        if slot < from {
+            self.assembler.clear();
+            return;
         }
-        // A spoiled block still links the next one when its last entry is intact.
-        let hash = match &block {
-            Ok(block) => Some(block.confirmed.blockhash.clone()),
-            Err(_) => node
-                .entries
-                .last()
-                .and_then(|cid| self.assembler.entry_hash(cid))
-                .map(|hash| solana_hash::Hash::new_from_array(hash).to_string()),
-        };
-        self.previous = hash.map(|hash| (slot, hash));
-        self.assembler.clear();
-        self.spoiled = None;
-        ReadBlock { slot, offset, block }
-    }
-
-    fn block(&mut self, offset: u64, node: &BlockNode) -> Result<SolanaBlock, ArchiveError> {
-        let slot = node.slot;
-        if let Some((at, kind)) = self.spoiled.take() {
-            return Err(self.error(at, Some(slot), kind));
-        }
-        let previous_blockhash = match &self.previous {
-            Some((previous, hash)) => {
-                if node.meta.parent_slot != *previous || slot <= *previous {
-                    let reason = format!(
-                        "parent slot {} does not follow the previous block, slot {previous}",
-                        node.meta.parent_slot
-                    );
-                    return Err(self.error(offset, Some(slot), ArchiveErrorKind::Chain(reason)));
-                }
-                Some(hash.clone())
+        let chain = |reason: String| ArchiveErrorKind::Chain(reason);
+        let previous_blockhash = match (&previous, spoiled) {
+            (_, Some((at, kind))) => Err((at, kind)),
+            (Some((previous, _)), None) if slot <= *previous => {
+                Err((offset, chain(format!("slot {slot} does not come after the previous block, slot {previous}"))))
             }
-            None if slot == 0 => None,
-            None => {
+            (Some((previous, hash)), None) if node.meta.parent_slot == *previous => match hash {
+                Some(hash) => Ok(Some(hash.clone())),
+                None => Err((
+                    offset,
+                    chain(format!("the previous block, slot {previous}, is damaged: its blockhash is unknown")),
+                )),
+            },
+            (Some((previous, _)), None) if node.meta.parent_slot > *previous && node.meta.parent_slot < slot => {
+                // The file lacks the parent's block: a produced slot, so a gap, never "skipped".
+                let parent = node.meta.parent_slot;
+                if parent >= from {
+                    self.lost_blocks += 1;
+                    let reason =
+                        format!("the block at slot {parent}, the parent of slot {slot}, is not in this archive");
+                    self.pending.push_back(ReadBlock {
+                        slot: parent,
+                        offset,
+                        block: Err(self.error(offset, Some(parent), chain(reason))),
+                    });
+                }
+                Err((offset, chain(format!("the parent, slot {parent}, is missing from this archive"))))
+            }
+            (Some((previous, _)), None) => Err((
+                offset,
+                chain(format!(
+                    "parent slot {} does not follow the previous block, slot {previous}",
+                    node.meta.parent_slot
+                )),
+            )),
+            (None, None) if slot == 0 => Ok(None),
+            (None, None) => {
+                // The file's first block: its parent is in the previous epoch's archive.
                 let reason = format!(
                     "the parent, slot {}, is not in this archive: its blockhash is unknown",
                     node.meta.parent_slot
                 );
-                return Err(self.error(offset, Some(slot), ArchiveErrorKind::Chain(reason)));
+                self.unresolved = Some((offset, node.clone()));
+                self.pending.push_back(ReadBlock {
+                    slot,
+                    offset,
+                    block: Err(self.error(offset, Some(slot), chain(reason))),
+                });
+                return; // sections stay held for resolve_parent
             }
         };
-        self.assembler.assemble(node, previous_blockhash).map_err(|e| self.error(offset, Some(slot), e))
+        let block = match previous_blockhash {
+            Ok(hash) => self.assembler.assemble(node, hash).map_err(|e| self.error(offset, Some(slot), e)),
+            Err((at, kind)) => Err(self.error(at, Some(slot), kind)),
+        };
+        self.assembler.clear();
+        self.pending.push_back(ReadBlock { slot, offset, block });
     }
 
     fn coverage(&self) -> Coverage {
         let linked: Vec<&Cid> = self.subsets.iter().flat_map(|s| &s.blocks).collect();
-        let missing_blocks = linked.iter().filter(|cid| !self.seen_blocks.contains(cid)).count();
+        let unseen = linked.iter().filter(|cid| !self.seen_blocks.contains(cid)).count();
         let slots = match &self.epoch {
-            Some(epoch) => Some((epoch.epoch * self.epoch_slots, (epoch.epoch + 1) * self.epoch_slots - 1)),
+            Some(epoch) => Some((
+                epoch.epoch.saturating_mul(self.epoch_slots),
+                epoch.epoch.saturating_add(1).saturating_mul(self.epoch_slots).saturating_sub(1),
+            )),
             None => {
                 let first = self.subsets.iter().map(|s| s.first).min();
                 let last = self.subsets.iter().map(|s| s.last).max();
                 first.zip(last)
             }
         };
-        Coverage { slots, missing_blocks }
+        // Blocks already reported as gaps (found missing from the chain) are not counted twice.
+        Coverage { slots, missing_blocks: unseen.saturating_sub(self.lost_blocks) }
     }
 }
 

@@ -33,12 +33,18 @@ struct State {
     open: Option<Open>,
     /// Blocks read and not yet taken, or why each is unusable.
     ready: BTreeMap<BlockNumber, Result<SolanaBlock, String>>,
+    /// The highest slot taken from (or dropped out of) `ready` since the reader opened:
+    /// a range at or below it must be read again.
+    removed_max: Option<BlockNumber>,
+    /// The last block of the last epoch file read to its end: the parent of the next epoch's first block.
+    tail: Option<(BlockNumber, String)>,
 }
 
 struct Open {
     epoch: u64,
     reader: Reader,
-    /// Every block below this slot has been read.
+    /// Every block in `collected_from..read_to` has been put in `ready`.
+    collected_from: BlockNumber,
     read_to: BlockNumber,
     /// Set at the end of the file.
     end: Option<Coverage>,
@@ -50,18 +56,26 @@ impl ArchiveSource {
     }
 
     fn epoch_of(&self, slot: BlockNumber) -> u64 {
-        slot / self.location.epoch_slots
+        slot / self.location.epoch_slots.max(1)
     }
 
-    async fn open(&self, epoch: u64) -> Result<Open, String> {
+    /// The first and last slot of `epoch`.
+    fn epoch_bounds(&self, epoch: u64) -> (BlockNumber, BlockNumber) {
+        let slots = self.location.epoch_slots.max(1);
+        (epoch.saturating_mul(slots), epoch.saturating_add(1).saturating_mul(slots).saturating_sub(1))
+    }
+
+    async fn open(&self, epoch: u64, start: BlockNumber) -> Result<Open, String> {
         let url = self.location.url_of(epoch);
+        tracing::info!(url = %crate::pipeline::config::url_host(&url), epoch, start, "reading epoch archive");
         let stream = open_object(&url).await?;
         let reader = BlockReader::open(stream, url, self.location.epoch_slots).await.map_err(|e| e.to_string())?;
-        Ok(Open { epoch, reader, read_to: 0, end: None })
+        Ok(Open { epoch, reader, collected_from: start, read_to: 0, end: None })
     }
 
     /// Reads epoch `epoch`'s file up to `end` (or its end), filling `ready`
-    /// with the blocks of `start..=end`; returns their slots.
+    /// with the blocks of `start..=end`; returns their slots. On an error the
+    /// reader is dropped (a stream that failed mid-section cannot go on).
     async fn read_range(
         &self,
         state: &mut State,
@@ -69,29 +83,53 @@ impl ArchiveSource {
         start: BlockNumber,
         end: BlockNumber,
     ) -> Result<Vec<BlockNumber>, String> {
+        let result = self.read_open(state, epoch, start, end).await;
+        if result.is_err() {
+            state.open = None;
+        }
+        result
+    }
+
+    async fn read_open(
+        &self,
+        state: &mut State,
+        epoch: u64,
+        start: BlockNumber,
+        end: BlockNumber,
+    ) -> Result<Vec<BlockNumber>, String> {
         let reopen = match &state.open {
-            Some(open) => open.epoch != epoch || open.read_to > start,
+            Some(open) => {
+                open.epoch != epoch || start < open.collected_from || state.removed_max.is_some_and(|m| m >= start)
+            }
             None => true,
         };
         if reopen {
-            state.open = Some(self.open(epoch).await?);
+            state.open = Some(self.open(epoch, start).await?);
+            state.removed_max = None;
+            state.ready.retain(|slot, _| self.epoch_of(*slot) != epoch);
         }
         let open = state.open.as_mut().expect("opened above");
-        let mut produced: Vec<BlockNumber> = state.ready.range(start..=end).map(|(slot, _)| *slot).collect();
+        if start > open.read_to && open.end.is_none() {
+            // What lies between is passed over, not collected.
+            open.collected_from = open.collected_from.max(start);
+        }
         while open.end.is_none() && open.read_to <= end {
             match open.reader.next(start).await.map_err(|e| e.to_string())? {
                 Next::Block(mut read) => {
                     if let Some(parent) = open.reader.unresolved_parent() {
-                        if let Some(hash) = self.stored_blockhash(parent).await? {
+                        let known = match state.ready.get(&parent) {
+                            Some(Ok(block)) => Some(block.confirmed.blockhash.clone()),
+                            _ => match &state.tail {
+                                Some((slot, hash)) if *slot == parent => Some(hash.clone()),
+                                _ => self.stored_blockhash(parent).await?,
+                            },
+                        };
+                        if let Some(hash) = known {
                             read = open.reader.resolve_parent(hash).expect("a block is unresolved");
                         }
                     }
-                    open.read_to = read.slot + 1;
-                    let block = read.block.map_err(|e| e.to_string());
-                    if (start..=end).contains(&read.slot) {
-                        produced.push(read.slot);
-                    }
-                    state.ready.insert(read.slot, block);
+                    open.read_to = read.slot.saturating_add(1);
+                    state.ready.insert(read.slot, read.block.map_err(|e| e.to_string()));
                 }
                 Next::End(coverage) => {
                     if coverage.missing_blocks > 0 {
@@ -101,12 +139,15 @@ impl ArchiveSource {
                             coverage.missing_blocks
                         ));
                     }
+                    if let Some((slot, Some(hash))) = open.reader.last_block() {
+                        state.tail = Some((slot, hash));
+                    }
                     open.end = Some(coverage);
                 }
             }
         }
         if let Some(coverage) = &open.end {
-            let last = end.min((epoch + 1) * self.location.epoch_slots - 1);
+            let last = end.min(self.epoch_bounds(epoch).1);
             match coverage.slots {
                 Some((first, covered)) if first <= start && last <= covered => {}
                 slots => {
@@ -120,9 +161,7 @@ impl ArchiveSource {
                 }
             }
         }
-        produced.sort_unstable();
-        produced.dedup();
-        Ok(produced)
+        Ok(state.ready.range(start..=end).map(|(slot, _)| *slot).collect())
     }
 
     /// The blockhash of a stored block (an epoch's first block's parent,
@@ -147,6 +186,12 @@ pub async fn open_object(url: &str) -> Result<Box<dyn AsyncBufRead + Unpin + Sen
         return Ok(Box::new(tokio::io::BufReader::with_capacity(capacity, file)));
     }
     let (store, path): (Arc<dyn object_store::ObjectStore>, object_store::path::Path) = match parsed.scheme() {
+        "http" | "https" if parsed.query().is_some() || !parsed.username().is_empty() => {
+            return Err(format!(
+                "archive URL {}: a query string or user info is not sent by the HTTP reader (use a plain URL, or s3:// / gs://)",
+                crate::pipeline::config::url_host(url)
+            ));
+        }
         "http" | "https" => {
             let base = format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or_default())
                 + &parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
@@ -169,12 +214,15 @@ impl BlockSource<SolanaBlock> for ArchiveSource {
     async fn produced(&self, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, String> {
         let mut state = self.state.lock().await;
         // Blocks the loop did not take (a shorter batch, a stop) are dropped below the range.
-        state.ready = state.ready.split_off(&start);
+        let kept = state.ready.split_off(&start);
+        let dropped = std::mem::replace(&mut state.ready, kept);
+        if let Some((slot, _)) = dropped.last_key_value() {
+            state.removed_max = state.removed_max.max(Some(*slot));
+        }
         let mut produced = Vec::new();
         for epoch in self.epoch_of(start)..=self.epoch_of(end) {
-            let first = start.max(epoch * self.location.epoch_slots);
-            let last = end.min((epoch + 1) * self.location.epoch_slots - 1);
-            produced.extend(self.read_range(&mut state, epoch, first, last).await?);
+            let (first, last) = self.epoch_bounds(epoch);
+            produced.extend(self.read_range(&mut state, epoch, start.max(first), end.min(last)).await?);
         }
         Ok(produced)
     }
@@ -188,7 +236,11 @@ impl BlockSource<SolanaBlock> for ArchiveSource {
                 return Err(Missing::Skipped);
             }
         }
-        match state.ready.remove(&number) {
+        let taken = state.ready.remove(&number);
+        if taken.is_some() {
+            state.removed_max = state.removed_max.max(Some(number));
+        }
+        match taken {
             Some(Ok(block)) => Ok(block),
             Some(Err(reason)) => Err(Missing::Gap(reason)),
             None => Err(Missing::Skipped),
