@@ -811,6 +811,28 @@ mod tests {
     }
 
     #[test]
+    fn an_archive_backfill_runs_the_archive_source_in_an_indexed_job() {
+        let job: IngestJob = load("ingestjob-archive.yaml");
+        let source: ChainSource = load("chainsource-solana-mainnet.yaml");
+        let IngestWorkload::Backfill(built) = ingest_workload(&job, &source, &[], "chronicle:test").unwrap() else {
+            panic!("a Job")
+        };
+        let spec = built.spec.unwrap();
+        assert_eq!(spec.completions, Some(4));
+        let Work::Ingest(ingest) = worker_spec(&spec.template.spec.unwrap().containers[0]).work else {
+            panic!("an ingest spec")
+        };
+        let SourceSpec::Archive { url } = &ingest.source else { panic!("an archive source: {:?}", ingest.source) };
+        assert_eq!(url, "https://files.old-faithful.net/{epoch}/epoch-{epoch}.car");
+        let config = crate::worker::run::ingest_config_in(&ingest, 1, &|_| Some("postgres://catalog".into())).unwrap();
+        let crate::pipeline::config::SourceConfig::Archive(location) = &config.source else { panic!("{config:?}") };
+        assert_eq!(
+            (location.url_of(700).as_str(), location.epoch_slots),
+            ("https://files.old-faithful.net/700/epoch-700.car", 432_000)
+        );
+    }
+
+    #[test]
     fn a_follower_is_one_recreated_replica() {
         let job: IngestJob = load("ingestjob-follow.yaml");
         let source: ChainSource = load("chainsource-solana-mainnet.yaml");

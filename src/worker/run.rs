@@ -89,8 +89,9 @@ pub fn ingest_config_in(
                 Ok(Adapter::Solana(solana)) => crate::chain::ChainAdapter::epoch_slots(&solana),
                 Err(reason) => return Err(SpecError::Invalid { field: "chain.family", reason }),
             };
-            // One reader streams the file; the batch's blocks are decoded as it reads.
-            (SourceConfig::Archive(ArchiveLocation { url: url.clone(), epoch_slots }), 1)
+            // One reader streams the file; blocks are assembled a core each.
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16);
+            (SourceConfig::Archive(ArchiveLocation { url: url.clone(), epoch_slots }), cores)
         }
         SourceSpec::Store { origin, verify, repair } => {
             let origin =

@@ -198,16 +198,73 @@ impl Assembler {
 /// Decompressed payloads beyond this are refused (a zstd bomb, not a block).
 const MAX_DECOMPRESSED: u64 = 512 << 20;
 
+thread_local! {
+    /// One zstd context per thread, reused: creating one per payload was the
+    /// reader's largest cost (18% of an archive ingest's cycles, `perf`).
+    static DECOMPRESSOR: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+    static COMPRESSOR: std::cell::RefCell<zstd::bulk::Compressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("a zstd level in range"));
+}
+
 /// A zstd payload (streaming: Old Faithful's frames may lack the content size), bounded.
 fn unzstd(data: &[u8]) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let decoder = zstd::stream::Decoder::new(data).map_err(|e| format!("not zstd: {e}"))?;
-    let mut raw = Vec::new();
-    decoder.take(MAX_DECOMPRESSED + 1).read_to_end(&mut raw).map_err(|e| format!("not zstd: {e}"))?;
-    if raw.len() as u64 > MAX_DECOMPRESSED {
-        return Err(format!("decompresses to over {MAX_DECOMPRESSED} bytes"));
+    DECOMPRESSOR.with(|context| {
+        let mut context = context.borrow_mut();
+        context
+            .reset(zstd::zstd_safe::ResetDirective::SessionOnly)
+            .map_err(|code| format!("zstd: {}", zstd::zstd_safe::get_error_name(code)))?;
+        let decoder = zstd::stream::read::Decoder::with_context(data, &mut context);
+        let mut raw = Vec::new();
+        decoder.take(MAX_DECOMPRESSED + 1).read_to_end(&mut raw).map_err(|e| format!("not zstd: {e}"))?;
+        if raw.len() as u64 > MAX_DECOMPRESSED {
+            return Err(format!("decompresses to over {MAX_DECOMPRESSED} bytes"));
+        }
+        Ok(raw)
+    })
+}
+
+fn compress(data: &[u8]) -> Vec<u8> {
+    COMPRESSOR.with(|compressor| compressor.borrow_mut().compress(data).expect("compressing to memory"))
+}
+
+/// The previous blockhash of a block being read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Previous {
+    /// The previous block's last entry hash.
+    Known(String),
+    /// Slot 0: its own blockhash.
+    Genesis,
+    /// The parent (this slot) is not in the file: the source looks it up.
+    Unknown(u64),
+}
+
+/// A block's node with the sections it links, taken from the reader so that
+/// the costly part (frames, zstd, protobuf, transactions) runs off the
+/// reader's thread, several blocks at once.
+pub struct Unassembled {
+    pub node: BlockNode,
+    pub sections: Assembler,
+    pub previous: Previous,
+}
+
+impl Unassembled {
+    pub fn assemble(&self) -> Result<SolanaBlock, BlockError> {
+        let previous = match &self.previous {
+            Previous::Known(hash) => Some(hash.clone()),
+            Previous::Genesis => None,
+            Previous::Unknown(parent) => {
+                return Err(invalid(
+                    "block",
+                    format!(
+                        "the parent, slot {parent}, is not in this archive nor in the store: its blockhash is unknown (ingest the epoch holding it first)"
+                    ),
+                ));
+            }
+        };
+        self.sections.assemble(&self.node, previous)
     }
-    Ok(raw)
 }
 
 /// Status metadata as the validator stored it: protobuf, or the legacy
@@ -306,7 +363,7 @@ pub fn encode(slot: u64, block: &SolanaBlock, limits: Limits) -> Result<(Vec<(Ci
             rewards: confirmed.rewards.clone(),
             num_partitions: confirmed.num_partitions,
         });
-        let data = zstd::bulk::compress(&proto.encode_to_vec(), ZSTD_LEVEL).expect("compressing to memory");
+        let data = compress(&proto.encode_to_vec());
         let data = frames::split(&data, max - 563, max - 300, cid_of);
         sections.extend(data.extra);
         Some(push(&mut sections, &Node::Rewards(RewardsNode { slot, data: data.first })))
@@ -344,7 +401,7 @@ fn transaction_payloads(tx: &TransactionWithStatusMeta) -> (Vec<u8>, Vec<u8>) {
         TransactionWithStatusMeta::Complete(complete) => {
             let data = bincode::serialize(&complete.transaction).expect("a transaction serializes");
             let meta = generated::TransactionStatusMeta::from(complete.meta.clone()).encode_to_vec();
-            (data, zstd::bulk::compress(&meta, ZSTD_LEVEL).expect("compressing to memory"))
+            (data, compress(&meta))
         }
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{HashSet, VecDeque};
 use cid::Cid;
 use tokio::io::AsyncBufRead;
 
-use super::block::{Assembler, BlockError};
+use super::block::{Assembler, BlockError, Previous, Unassembled};
 use super::car::{CarError, CarReader};
 use super::node::{BlockNode, EpochNode, Node, NodeError, SubsetNode};
 use crate::chain::solana::SolanaBlock;
@@ -54,11 +54,52 @@ impl ArchiveErrorKind {
     }
 }
 
-/// One block read: its slot, where its Block node sits, and the block or why it is unusable.
+/// One block read: its slot, where its Block node sits, and the block (still
+/// to assemble, [`Pending::assemble`]) or why it is unusable.
 pub struct ReadBlock {
     pub slot: u64,
     pub offset: u64,
-    pub block: Result<SolanaBlock, ArchiveError>,
+    pub block: Result<Pending, ArchiveError>,
+}
+
+/// A block whose sections are all read and checked, to assemble.
+pub struct Pending {
+    pub file: String,
+    pub offset: u64,
+    pub unassembled: Unassembled,
+}
+
+impl Pending {
+    pub fn slot(&self) -> u64 {
+        self.unassembled.node.slot
+    }
+
+    /// The slot whose blockhash this block still needs (its parent, in an earlier archive).
+    pub fn unknown_parent(&self) -> Option<u64> {
+        match self.unassembled.previous {
+            Previous::Unknown(parent) => Some(parent),
+            _ => None,
+        }
+    }
+
+    /// Its blockhash (its last entry's hash), without assembling it.
+    pub fn blockhash(&self) -> Option<String> {
+        let last = self.unassembled.node.entries.last()?;
+        self.unassembled.sections.entry_hash(last).map(|hash| solana_hash::Hash::new_from_array(hash).to_string())
+    }
+
+    pub fn set_previous_blockhash(&mut self, hash: String) {
+        self.unassembled.previous = Previous::Known(hash);
+    }
+
+    pub fn assemble(&self) -> Result<SolanaBlock, ArchiveError> {
+        self.unassembled.assemble().map_err(|e| ArchiveError {
+            file: self.file.clone(),
+            offset: Some(self.offset),
+            slot: Some(self.slot()),
+            kind: e.into(),
+        })
+    }
 }
 
 /// What the archive says it holds, read from its Subset and Epoch nodes at the end.
@@ -78,9 +119,6 @@ pub struct BlockReader<R> {
     previous: Option<(u64, Option<String>)>,
     /// The first bad section since the last block: it spoils the next block.
     spoiled: Option<(u64, ArchiveErrorKind)>,
-    /// A block whose parent is not in this file, held (with its sections)
-    /// until [`resolve_parent`](Self::resolve_parent) gives the parent's blockhash.
-    unresolved: Option<(u64, BlockNode)>,
     /// Blocks read and not yet returned (a missing block found with the next one).
     pending: VecDeque<ReadBlock>,
     seen_blocks: HashSet<Cid>,
@@ -108,7 +146,6 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
             assembler: Assembler::default(),
             previous: None,
             spoiled: None,
-            unresolved: None,
             pending: VecDeque::new(),
             seen_blocks: HashSet::new(),
             lost_blocks: 0,
@@ -134,9 +171,6 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
     /// The next block at or above `from` (blocks below are passed over), or
     /// the archive's coverage at its end.
     pub async fn next(&mut self, from: u64) -> Result<Next, ArchiveError> {
-        if self.unresolved.take().is_some() {
-            self.assembler.clear();
-        }
         loop {
             if let Some(read) = self.pending.pop_front() {
                 return Ok(Next::Block(read));
@@ -178,20 +212,6 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
         }
     }
 
-    /// The parent slot of the block just read, when its blockhash is needed
-    /// from elsewhere (the parent is in the previous epoch's archive).
-    pub fn unresolved_parent(&self) -> Option<u64> {
-        self.unresolved.as_ref().map(|(_, node)| node.meta.parent_slot)
-    }
-
-    /// The block just read, assembled with its parent's blockhash.
-    pub fn resolve_parent(&mut self, blockhash: String) -> Option<ReadBlock> {
-        let (offset, node) = self.unresolved.take()?;
-        let block = self.assembler.assemble(&node, Some(blockhash)).map_err(|e| self.error(offset, Some(node.slot), e));
-        self.assembler.clear();
-        Some(ReadBlock { slot: node.slot, offset, block })
-    }
-
     /// A Block node: the block (or why it is unusable) joins `pending`, after
     /// the gap of a block the file should hold between it and the previous one.
     fn on_block(&mut self, offset: u64, node: &BlockNode, from: u64) {
@@ -214,7 +234,7 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
                 Err((offset, chain(format!("slot {slot} does not come after the previous block, slot {previous}"))))
             }
             (Some((previous, hash)), None) if node.meta.parent_slot == *previous => match hash {
-                Some(hash) => Ok(Some(hash.clone())),
+                Some(hash) => Ok(Previous::Known(hash.clone())),
                 None => Err((
                     offset,
                     chain(format!("the previous block, slot {previous}, is damaged: its blockhash is unknown")),
@@ -242,24 +262,20 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
                     node.meta.parent_slot
                 )),
             )),
-            (None, None) if slot == 0 => Ok(None),
-            (None, None) => {
-                // The file's first block: its parent is in the previous epoch's archive.
-                let reason = format!(
-                    "the parent, slot {}, is not in this archive: its blockhash is unknown",
-                    node.meta.parent_slot
-                );
-                self.unresolved = Some((offset, node.clone()));
-                self.pending.push_back(ReadBlock {
-                    slot,
-                    offset,
-                    block: Err(self.error(offset, Some(slot), chain(reason))),
-                });
-                return; // sections stay held for resolve_parent
-            }
+            (None, None) if slot == 0 => Ok(Previous::Genesis),
+            // The file's first block: its parent is in the previous epoch's archive.
+            (None, None) => Ok(Previous::Unknown(node.meta.parent_slot)),
         };
         let block = match previous_blockhash {
-            Ok(hash) => self.assembler.assemble(node, hash).map_err(|e| self.error(offset, Some(slot), e)),
+            Ok(previous) => Ok(Pending {
+                file: self.file.clone(),
+                offset,
+                unassembled: Unassembled {
+                    node: node.clone(),
+                    sections: std::mem::take(&mut self.assembler),
+                    previous,
+                },
+            }),
             Err((at, kind)) => Err(self.error(at, Some(slot), kind)),
         };
         self.assembler.clear();

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::io::AsyncBufRead;
 use tokio::sync::Mutex;
 
-use super::reader::{BlockReader, Coverage, Next};
+use super::reader::{BlockReader, Coverage, Next, Pending};
 use crate::chain::solana::SolanaBlock;
 use crate::pipeline::config::ArchiveLocation;
 use crate::pipeline::{BlockNumber, BlockSource, Missing};
@@ -31,8 +31,8 @@ pub struct ArchiveSource {
 #[derive(Default)]
 struct State {
     open: Option<Open>,
-    /// Blocks read and not yet taken, or why each is unusable.
-    ready: BTreeMap<BlockNumber, Result<SolanaBlock, String>>,
+    /// Blocks read (to assemble) and not yet taken, or why each is unusable.
+    ready: BTreeMap<BlockNumber, Result<Pending, String>>,
     /// The highest slot taken from (or dropped out of) `ready` since the reader opened:
     /// a range at or below it must be read again.
     removed_max: Option<BlockNumber>,
@@ -115,21 +115,22 @@ impl ArchiveSource {
         }
         while open.end.is_none() && open.read_to <= end {
             match open.reader.next(start).await.map_err(|e| e.to_string())? {
-                Next::Block(mut read) => {
-                    if let Some(parent) = open.reader.unresolved_parent() {
+                Next::Block(read) => {
+                    let mut block = read.block.map_err(|e| e.to_string());
+                    if let Some(parent) = block.as_ref().ok().and_then(Pending::unknown_parent) {
                         let known = match state.ready.get(&parent) {
-                            Some(Ok(block)) => Some(block.confirmed.blockhash.clone()),
+                            Some(Ok(parent)) => parent.blockhash(),
                             _ => match &state.tail {
                                 Some((slot, hash)) if *slot == parent => Some(hash.clone()),
                                 _ => self.stored_blockhash(parent).await?,
                             },
                         };
-                        if let Some(hash) = known {
-                            read = open.reader.resolve_parent(hash).expect("a block is unresolved");
+                        if let (Some(hash), Ok(pending)) = (known, block.as_mut()) {
+                            pending.set_previous_blockhash(hash);
                         }
                     }
                     open.read_to = read.slot.saturating_add(1);
-                    state.ready.insert(read.slot, read.block.map_err(|e| e.to_string()));
+                    state.ready.insert(read.slot, block);
                 }
                 Next::End(coverage) => {
                     if coverage.missing_blocks > 0 {
@@ -240,8 +241,14 @@ impl BlockSource<SolanaBlock> for ArchiveSource {
         if taken.is_some() {
             state.removed_max = state.removed_max.max(Some(number));
         }
+        drop(state);
         match taken {
-            Some(Ok(block)) => Ok(block),
+            // Frames, zstd, protobuf and transactions: on a blocking thread, several blocks at once.
+            Some(Ok(pending)) => match tokio::task::spawn_blocking(move || pending.assemble()).await {
+                Ok(Ok(block)) => Ok(block),
+                Ok(Err(e)) => Err(Missing::Gap(e.to_string())),
+                Err(e) => Err(Missing::Gap(format!("assembling slot {number}: {e}"))),
+            },
             Some(Err(reason)) => Err(Missing::Gap(reason)),
             None => Err(Missing::Skipped),
         }
