@@ -227,7 +227,7 @@ async fn a_bad_archive_names_the_offset_and_slot_stores_nothing_half_written_and
     let catalog = dir.path().join("catalog");
     let (code, log) = ingest(&bad, &seed, &catalog, EPOCH, 2 * EPOCH - 1);
     assert_ne!(code, 0, "a gap is left: {log}");
-    let expected = format!("offset {}, slot {}", sections[victim].offset, EPOCH + 1);
+    let expected = format!("slot {}: offset {}", EPOCH + 1, sections[victim].offset);
     assert!(log.contains(&expected) && log.contains("does not match its node's bytes"), "{expected}:\n{log}");
     let store = open(&seed);
     assert!(store.block(EPOCH + 1).await.unwrap().is_none(), "nothing of the bad block is stored");

@@ -17,13 +17,29 @@ use super::node::{BlockNode, EpochNode, Node, NodeError, SubsetNode};
 use crate::chain::solana::SolanaBlock;
 
 /// What is wrong, where: the file, the offset of the section, and the slot.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("archive {file}: {}{}: {kind}", offset.map(|o| format!("offset {o}")).unwrap_or_default(), slot.map(|s| format!(", slot {s}")).unwrap_or_default())]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveError {
     pub file: String,
     pub offset: Option<u64>,
     pub slot: Option<u64>,
     pub kind: ArchiveErrorKind,
+}
+
+impl std::error::Error for ArchiveError {}
+
+/// `archive FILE: offset N, slot S: what` (a CAR error names its own offset).
+impl std::fmt::Display for ArchiveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "archive {}: ", self.file)?;
+        match (&self.kind, self.offset) {
+            (ArchiveErrorKind::Car(_), _) | (_, None) => {}
+            (_, Some(offset)) => write!(f, "offset {offset}, ")?,
+        }
+        if let Some(slot) = self.slot {
+            write!(f, "slot {slot}: ")?;
+        }
+        write!(f, "{}", self.kind)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
