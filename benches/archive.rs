@@ -34,29 +34,12 @@ use support::BigtableEmulator;
 const TRANSACTIONS_PER_BLOCK: usize = 1_000;
 const EPOCH: u64 = 432_000;
 
+/// A mainnet-size block whose blockhash is its own (a chain needs distinct ones).
 fn mainnet_size_block(slot: u64, template: &ConfirmedBlock, real: &[TransactionWithStatusMeta]) -> ConfirmedBlock {
-    let transactions = (0..TRANSACTIONS_PER_BLOCK)
-        .map(|i| {
-            let mut tx = real[i % real.len()].clone();
-            let signature = match &mut tx {
-                TransactionWithStatusMeta::Complete(tx) => &mut tx.transaction.signatures[0],
-                TransactionWithStatusMeta::MissingMetadata(tx) => &mut tx.signatures[0],
-            };
-            let mut bytes: [u8; 64] = signature.as_ref().try_into().unwrap();
-            bytes[..8].copy_from_slice(&slot.to_be_bytes());
-            bytes[8..12].copy_from_slice(&(i as u32).to_be_bytes());
-            *signature = solana_signature::Signature::from(bytes);
-            tx
-        })
-        .collect();
     use sha2::Digest;
     let blockhash = solana_hash::Hash::new_from_array(sha2::Sha256::digest(slot.to_le_bytes()).into());
-    ConfirmedBlock {
-        transactions,
-        parent_slot: slot.saturating_sub(1),
-        blockhash: blockhash.to_string(),
-        ..template.clone()
-    }
+    let block = support::mainnet_size_block(slot, template, real, TRANSACTIONS_PER_BLOCK);
+    ConfirmedBlock { blockhash: blockhash.to_string(), ..block }
 }
 
 /// CPU seconds this process has used (user + system, every thread).

@@ -35,25 +35,6 @@ const CONCURRENCY: usize = 16;
 const TRANSACTIONS_PER_BLOCK: usize = 1_000;
 const FIRST: u64 = 9_000_000;
 
-/// A mainnet-size block from the recorded transactions, made unique per slot.
-fn mainnet_size_block(slot: u64, template: &ConfirmedBlock, real: &[TransactionWithStatusMeta]) -> ConfirmedBlock {
-    let transactions = (0..TRANSACTIONS_PER_BLOCK)
-        .map(|i| {
-            let mut tx = real[i % real.len()].clone();
-            let signature = match &mut tx {
-                TransactionWithStatusMeta::Complete(tx) => &mut tx.transaction.signatures[0],
-                TransactionWithStatusMeta::MissingMetadata(tx) => &mut tx.signatures[0],
-            };
-            let mut bytes: [u8; 64] = signature.as_ref().try_into().unwrap();
-            bytes[..8].copy_from_slice(&slot.to_be_bytes());
-            bytes[8..12].copy_from_slice(&(i as u32).to_be_bytes());
-            *signature = solana_signature::Signature::from(bytes);
-            tx
-        })
-        .collect();
-    ConfirmedBlock { transactions, parent_slot: slot - 1, ..template.clone() }
-}
-
 struct Figure {
     blocks: u64,
     bytes: u64,
@@ -185,8 +166,9 @@ async fn main() {
     let real = support::real_blocks();
     let transactions: Vec<TransactionWithStatusMeta> =
         real.iter().flat_map(|(_, b)| b.transactions.iter().cloned()).collect();
-    let blocks: Vec<(u64, ConfirmedBlock)> =
-        (0..count).map(|i| (FIRST + i, mainnet_size_block(FIRST + i, &real[0].1, &transactions))).collect();
+    let blocks: Vec<(u64, ConfirmedBlock)> = (0..count)
+        .map(|i| (FIRST + i, support::mainnet_size_block(FIRST + i, &real[0].1, &transactions, TRANSACTIONS_PER_BLOCK)))
+        .collect();
 
     let origin_emulator = BigtableEmulator::start();
     let target_emulator = BigtableEmulator::start();

@@ -459,6 +459,14 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
     assert_eq!(spec.storage_class_name.as_deref(), Some("fast-ssd"));
     assert_eq!(spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "200Gi");
     assert!(claim.metadata.owner_references.is_none());
+    // An epoch-archive backfill runs as an Indexed Job, one shard per worker.
+    loop {
+        if let Some(job) = jobs.get_opt("mainnet-epoch-700-archive-ingest").await.unwrap() {
+            assert_eq!(job.spec.unwrap().completions, Some(4));
+            break;
+        }
+        waiting("no Job for the archive backfill").await;
+    }
     // A BigQuery history job runs as a backfill Job reading the source's dataset.
     loop {
         if let Some(job) = jobs.get_opt("mainnet-bigquery-history-ingest").await.unwrap() {
@@ -493,7 +501,7 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
     }
     // Every reconciled resource reports its generation.
     let reported_kinds =
-        [("chainsources", 3), ("ingestjobs", 5), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
+        [("chainsources", 3), ("ingestjobs", 6), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
     for (plural, count) in reported_kinds {
         loop {
             let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);

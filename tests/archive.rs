@@ -275,6 +275,28 @@ async fn a_bad_archive_names_the_offset_and_slot_stores_nothing_half_written_and
     assert_ne!(code, 0);
     assert!(log.contains("unknown node kind 9") && log.contains(&format!("offset {}", section.offset)), "{log}");
 
+    // A damaged Block node: nothing in it is trusted; the next block's parent
+    // names the lost slot, a gap (never a skipped slot), and the chain goes on.
+    let block_section = sections.iter().find(|s| s.offset == block_at(EPOCH + 1)).unwrap();
+    let mut damaged = bytes.clone();
+    damaged[block_section.offset as usize + section_prefix(block_section) + 36 + 1] = 0x02 ^ 0x40;
+    std::fs::write(bad.join("epoch-1.car"), &damaged).unwrap();
+    let store = seeded(dir.path(), "damaged-block", &blocks).await;
+    let (code, log) = ingest(&bad, &store, &dir.path().join("c5"), EPOCH, 2 * EPOCH - 1);
+    assert_eq!(code, 3, "gaps remain: {log}");
+    assert!(
+        log.contains(&format!(
+            "the block at slot {}, the parent of slot {}, is not in this archive",
+            EPOCH + 1,
+            EPOCH + 3
+        )),
+        "{log}"
+    );
+    let store = open(&store);
+    assert!(store.block(EPOCH + 1).await.unwrap().is_none() && store.block(EPOCH + 3).await.unwrap().is_none());
+    assert!(same(store.block(EPOCH + 4).await.unwrap(), &blocks[&(EPOCH + 4)]), "the chain goes on past the gap");
+    drop(store);
+
     let frame = sections.iter().position(|s| matches!(Node::decode(&s.node), Ok(Node::DataFrame(_)))).unwrap();
     let mut missing = Vec::new();
     missing.extend_from_slice(&bytes[..sections[frame].offset as usize]);

@@ -672,6 +672,34 @@ pub fn replayed(first: u64, count: u64) -> std::collections::BTreeMap<u64, solan
     (0..count).map(|i| (first + i, real[i as usize % real.len()].clone())).collect()
 }
 
+/// A mainnet-size block (benchmarks): `count` of the recorded transactions
+/// `real`, cycled, each copy's first signature made unique to `slot` and its
+/// position (so every transaction has its own `tx` row, as on mainnet); the
+/// header is `template`'s with the parent `slot - 1`. DERIVED data: say so where used.
+pub fn mainnet_size_block(
+    slot: u64,
+    template: &solana_transaction_status::ConfirmedBlock,
+    real: &[solana_transaction_status::TransactionWithStatusMeta],
+    count: usize,
+) -> solana_transaction_status::ConfirmedBlock {
+    use solana_transaction_status::TransactionWithStatusMeta;
+    let transactions = (0..count)
+        .map(|i| {
+            let mut tx = real[i % real.len()].clone();
+            let signature = match &mut tx {
+                TransactionWithStatusMeta::Complete(tx) => &mut tx.transaction.signatures[0],
+                TransactionWithStatusMeta::MissingMetadata(tx) => &mut tx.signatures[0],
+            };
+            let mut bytes: [u8; 64] = signature.as_ref().try_into().unwrap();
+            bytes[..8].copy_from_slice(&slot.to_be_bytes());
+            bytes[8..12].copy_from_slice(&(i as u32).to_be_bytes());
+            *signature = solana_signature::Signature::from(bytes);
+            tx
+        })
+        .collect();
+    solana_transaction_status::ConfirmedBlock { transactions, parent_slot: slot.saturating_sub(1), ..template.clone() }
+}
+
 /// `chronicle serve`'s router on a free loopback port, until the token is cancelled.
 pub async fn serve_on_free_port(
     store: std::sync::Arc<dyn chronicle::store::BlockStore>,

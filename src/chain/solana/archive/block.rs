@@ -166,8 +166,7 @@ impl Assembler {
 
     fn rewards(&self, node: &RewardsNode) -> Result<RewardsAndNumPartitions, BlockError> {
         let data = self.payload(&node.data, "rewards")?;
-        let raw =
-            zstd::stream::decode_all(data.as_slice()).map_err(|e| invalid("rewards", format!("not zstd: {e}")))?;
+        let raw = unzstd(&data).map_err(|e| invalid("rewards", e))?;
         if let Ok(proto) = generated::Rewards::decode(raw.as_slice()) {
             return Ok(proto.into());
         }
@@ -272,6 +271,12 @@ impl Unassembled {
 fn decode_meta(raw: &[u8]) -> Result<TransactionStatusMeta, String> {
     if !matches!(raw.first(), Some(0 | 1)) {
         if let Ok(proto) = generated::TransactionStatusMeta::decode(raw) {
+            // agave's conversion unwraps a return-data program id of any other length.
+            if let Some(data) = proto.return_data.as_ref().filter(|_| !proto.return_data_none) {
+                if data.program_id.len() != 32 {
+                    return Err(format!("return data program id is {} bytes, not 32", data.program_id.len()));
+                }
+            }
             return TransactionStatusMeta::try_from(proto).map_err(|e| format!("protobuf metadata: {e}"));
         }
     }

@@ -125,6 +125,10 @@ pub struct Coverage {
     pub slots: Option<(u64, u64)>,
     /// Blocks its Subsets link that the file did not hold.
     pub missing_blocks: usize,
+    /// Subsets its Epoch node links that the file did not hold.
+    pub missing_subsets: usize,
+    /// A bad section after the last block (a damaged Subset or Epoch node).
+    pub damaged_tail: Option<String>,
 }
 
 pub struct BlockReader<R> {
@@ -141,6 +145,7 @@ pub struct BlockReader<R> {
     /// Blocks reported whose Block node the file does not hold.
     lost_blocks: usize,
     subsets: Vec<SubsetNode>,
+    subset_cids: HashSet<Cid>,
     epoch: Option<EpochNode>,
     epoch_slots: u64,
 }
@@ -166,6 +171,7 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
             seen_blocks: HashSet::new(),
             lost_blocks: 0,
             subsets: Vec::new(),
+            subset_cids: HashSet::new(),
             epoch: None,
             epoch_slots,
         })
@@ -197,15 +203,22 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
             };
             let mismatch = section.mismatch.take();
             match Node::decode(&section.node) {
+                Ok(Node::Block(_)) if mismatch.is_some() => {
+                    // A damaged Block node: nothing in it is trusted (not even its slot). The next
+                    // block's parent names the slot that is missing, and that block is spoiled.
+                    self.spoiled.get_or_insert((offset, mismatch.expect("matched above").into()));
+                }
+                Ok(Node::Block(_)) if self.seen_blocks.contains(&section.cid) => {
+                    // A duplicate section of a block already read (tolerated, format note §1).
+                }
                 Ok(Node::Block(block)) => {
                     self.seen_blocks.insert(section.cid);
-                    if let Some(mismatch) = mismatch {
-                        // The Block node itself is damaged: its slot (as read) is a gap.
-                        self.spoiled.get_or_insert((offset, mismatch.into()));
-                    }
                     self.on_block(offset, &block, from);
                 }
-                Ok(Node::Subset(subset)) if mismatch.is_none() => self.subsets.push(subset),
+                Ok(Node::Subset(subset)) if mismatch.is_none() => {
+                    self.subset_cids.insert(section.cid);
+                    self.subsets.push(subset);
+                }
                 Ok(Node::Epoch(epoch)) if mismatch.is_none() => self.epoch = Some(epoch),
                 Ok(node) if mismatch.is_none() => {
                     self.assembler.hold(section.cid, node, section.node.len());
@@ -239,11 +252,25 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
             .map(|hash| solana_hash::Hash::new_from_array(hash).to_string());
         let previous = self.previous.replace((slot, own_hash));
         let spoiled = self.spoiled.take();
+        let chain = |reason: String| ArchiveErrorKind::Chain(reason);
+        let parent = node.meta.parent_slot;
+        let parent_lost = previous.as_ref().is_some_and(|(previous, _)| parent > *previous && parent < slot);
+        if parent_lost {
+            // The file lacks the parent's block: a produced slot, so a gap, never "skipped".
+            self.lost_blocks += 1;
+            if parent >= from {
+                let reason = format!("the block at slot {parent}, the parent of slot {slot}, is not in this archive");
+                self.pending.push_back(ReadBlock {
+                    slot: parent,
+                    offset,
+                    block: Err(self.error(offset, Some(parent), chain(reason))),
+                });
+            }
+        }
         if slot < from {
             self.assembler.clear();
             return;
         }
-        let chain = |reason: String| ArchiveErrorKind::Chain(reason);
         let previous_blockhash = match (&previous, spoiled) {
             (_, Some((at, kind))) => Err((at, kind)),
             (Some((previous, _)), None) if slot <= *previous => {
@@ -256,19 +283,7 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
                     chain(format!("the previous block, slot {previous}, is damaged: its blockhash is unknown")),
                 )),
             },
-            (Some((previous, _)), None) if node.meta.parent_slot > *previous && node.meta.parent_slot < slot => {
-                // The file lacks the parent's block: a produced slot, so a gap, never "skipped".
-                let parent = node.meta.parent_slot;
-                if parent >= from {
-                    self.lost_blocks += 1;
-                    let reason =
-                        format!("the block at slot {parent}, the parent of slot {slot}, is not in this archive");
-                    self.pending.push_back(ReadBlock {
-                        slot: parent,
-                        offset,
-                        block: Err(self.error(offset, Some(parent), chain(reason))),
-                    });
-                }
+            (Some(_), None) if parent_lost => {
                 Err((offset, chain(format!("the parent, slot {parent}, is missing from this archive"))))
             }
             (Some((previous, _)), None) => Err((
@@ -312,8 +327,15 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
                 first.zip(last)
             }
         };
+        let missing_subsets =
+            self.epoch.iter().flat_map(|e| &e.subsets).filter(|c| !self.subset_cids.contains(c)).count();
         // Blocks already reported as gaps (found missing from the chain) are not counted twice.
-        Coverage { slots, missing_blocks: unseen.saturating_sub(self.lost_blocks) }
+        Coverage {
+            slots,
+            missing_blocks: unseen.saturating_sub(self.lost_blocks),
+            missing_subsets,
+            damaged_tail: self.spoiled.as_ref().map(|(offset, kind)| format!("offset {offset}: {kind}")),
+        }
     }
 }
 

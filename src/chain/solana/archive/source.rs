@@ -73,9 +73,9 @@ impl ArchiveSource {
         Ok(Open { epoch, reader, collected_from: start, read_to: 0, end: None })
     }
 
-    /// Reads epoch `epoch`'s file up to `end` (or its end), filling `ready`
-    /// with the blocks of `start..=end`; returns their slots. On an error the
-    /// reader is dropped (a stream that failed mid-section cannot go on).
+    /// Reads epoch `epoch`'s file up to `end` (to its end when `end` is the
+    /// epoch's last slot, so that its Subsets are checked), filling `ready`
+    /// with the blocks of `start..=end`; returns their slots.
     async fn read_range(
         &self,
         state: &mut State,
@@ -83,11 +83,7 @@ impl ArchiveSource {
         start: BlockNumber,
         end: BlockNumber,
     ) -> Result<Vec<BlockNumber>, String> {
-        let result = self.read_open(state, epoch, start, end).await;
-        if result.is_err() {
-            state.open = None;
-        }
-        result
+        self.read_open(state, epoch, start, end).await
     }
 
     async fn read_open(
@@ -104,7 +100,9 @@ impl ArchiveSource {
             None => true,
         };
         if reopen {
-            state.open = Some(self.open(epoch, start).await?);
+            // Replaced only once the new file opens: a failure leaves the reader it had.
+            let opened = self.open(epoch, start).await?;
+            state.open = Some(opened);
             state.removed_max = None;
             state.ready.retain(|slot, _| self.epoch_of(*slot) != epoch);
         }
@@ -113,8 +111,22 @@ impl ArchiveSource {
             // What lies between is passed over, not collected.
             open.collected_from = open.collected_from.max(start);
         }
-        while open.end.is_none() && open.read_to <= end {
-            match open.reader.next(start).await.map_err(|e| e.to_string())? {
+        let (epoch_first, epoch_last) = self.epoch_bounds(epoch);
+        while open.end.is_none() && (open.read_to <= end || end == epoch_last) {
+            let next = match open.reader.next(start).await {
+                Ok(next) => next,
+                Err(e) => {
+                    // A stream that failed mid-section cannot go on: the next read reopens.
+                    state.open = None;
+                    return Err(e.to_string());
+                }
+            };
+            match next {
+                Next::Block(read) if !(epoch_first..=epoch_last).contains(&read.slot) => {
+                    let file = open.reader.file().to_string();
+                    state.open = None;
+                    return Err(format!("archive {file} holds slot {}, which is not in epoch {epoch}", read.slot));
+                }
                 Next::Block(read) => {
                     let mut block = read.block.map_err(|e| e.to_string());
                     if let Some(parent) = block.as_ref().ok().and_then(Pending::unknown_parent) {
@@ -133,12 +145,21 @@ impl ArchiveSource {
                     state.ready.insert(read.slot, block);
                 }
                 Next::End(coverage) => {
+                    let file = open.reader.file();
                     if coverage.missing_blocks > 0 {
                         return Err(format!(
-                            "archive {}: its Subsets link {} blocks the file does not hold",
-                            open.reader.file(),
+                            "archive {file}: its Subsets link {} blocks the file does not hold",
                             coverage.missing_blocks
                         ));
+                    }
+                    if coverage.missing_subsets > 0 {
+                        return Err(format!(
+                            "archive {file}: its Epoch node links {} Subsets the file does not hold",
+                            coverage.missing_subsets
+                        ));
+                    }
+                    if let Some(damage) = &coverage.damaged_tail {
+                        return Err(format!("archive {file}: after its last block, {damage}"));
                     }
                     if let Some((slot, Some(hash))) = open.reader.last_block() {
                         state.tail = Some((slot, hash));
@@ -148,7 +169,7 @@ impl ArchiveSource {
             }
         }
         if let Some(coverage) = &open.end {
-            let last = end.min(self.epoch_bounds(epoch).1);
+            let last = end.min(epoch_last);
             match coverage.slots {
                 Some((first, covered)) if first <= start && last <= covered => {}
                 slots => {
