@@ -83,16 +83,6 @@ impl ArchiveSource {
         start: BlockNumber,
         end: BlockNumber,
     ) -> Result<Vec<BlockNumber>, String> {
-        self.read_open(state, epoch, start, end).await
-    }
-
-    async fn read_open(
-        &self,
-        state: &mut State,
-        epoch: u64,
-        start: BlockNumber,
-        end: BlockNumber,
-    ) -> Result<Vec<BlockNumber>, String> {
         let reopen = match &state.open {
             Some(open) => {
                 open.epoch != epoch || start < open.collected_from || state.removed_max.is_some_and(|m| m >= start)
