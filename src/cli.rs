@@ -520,13 +520,9 @@ pub fn run(cli: Cli) -> ExitCode {
             let limits = crate::chain::solana::archive::block::Limits { max_section: max_section.max(4096) };
             let range = match epoch {
                 Some(epoch) => {
-                    let slots = solana_clock::DEFAULT_SLOTS_PER_EPOCH;
-                    crate::chain::solana::archive::ArchiveRange {
-                        first: epoch * slots,
-                        last: (epoch + 1) * slots - 1,
-                        epoch: Some(epoch),
-                        limits,
-                    }
+                    let (first, last) =
+                        crate::chain::solana::archive::epoch_bounds(epoch, solana_clock::DEFAULT_SLOTS_PER_EPOCH);
+                    crate::chain::solana::archive::ArchiveRange { first, last, epoch: Some(epoch), limits }
                 }
                 None => crate::chain::solana::archive::ArchiveRange {
                     first: from.unwrap_or_default(),
@@ -614,12 +610,12 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         store: args.store.unwrap_or_default(),
         store_access: crate::store::BigtableAccess::from_env(),
         catalog: Secret::new(args.catalog),
-        source: match (args.rpc, args.bigquery_dataset) {
-            (None, None) if args.archive.is_some() => SourceConfig::Archive(crate::pipeline::config::ArchiveLocation {
-                url: args.archive.clone().unwrap_or_default(),
+        source: match (args.rpc, args.bigquery_dataset, args.archive) {
+            (None, None, Some(url)) => SourceConfig::Archive(crate::pipeline::config::ArchiveLocation {
+                url,
                 epoch_slots: solana_clock::DEFAULT_SLOTS_PER_EPOCH,
             }),
-            (_, Some(dataset)) => SourceConfig::BigQuery(crate::pipeline::config::BigQueryDataset {
+            (_, Some(dataset), _) => SourceConfig::BigQuery(crate::pipeline::config::BigQueryDataset {
                 access: crate::bigquery::BigQueryAccess {
                     endpoint: args.bigquery_endpoint,
                     project: args.bigquery_project,
@@ -633,7 +629,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 repair: args.bigquery_repair,
                 settle_slots: args.bigquery_settle_slots,
             }),
-            (rpc, None) => SourceConfig::Rpc(RpcEndpoint {
+            (rpc, None, _) => SourceConfig::Rpc(RpcEndpoint {
                 url: rpc.unwrap_or_default(),
                 websocket: args.ws,
                 auth: match args.rpc_auth_header {

@@ -534,13 +534,9 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
     if source.spec.store.embedded.is_some() && spec.parallelism > 1 {
         return Err(BuildError::EmbeddedParallelism(spec.parallelism));
     }
-    let (source_spec, batch_size) = match (&spec.source.rpc, &spec.source.big_query) {
-        (None, None) if spec.source.archive.is_some() => {
-            let archive = spec.source.archive.as_ref().expect("checked above");
-            (SourceSpec::Archive { url: archive.url.clone() }, spec.batch_size)
-        }
-        (Some(rpc), _) => (rpc_source_spec(source, &rpc.endpoints)?, spec.batch_size),
-        (None, Some(query)) => {
+    let (source_spec, batch_size) = match (&spec.source.rpc, &spec.source.big_query, &spec.source.archive) {
+        (Some(rpc), _, _) => (rpc_source_spec(source, &rpc.endpoints)?, spec.batch_size),
+        (None, Some(query), _) => {
             let dataset = source.spec.big_query.as_ref().ok_or_else(|| BuildError::NoBigQuery(source.name_any()))?;
             let spec = SourceSpec::BigQuery {
                 dataset: format!("{}.{}", dataset.project, dataset.dataset),
@@ -563,7 +559,8 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
             // A batch is one query per table over `slotsPerQuery` slots.
             (spec, query.slots_per_query)
         }
-        (None, None) => (origin_source_spec(job)?, spec.batch_size),
+        (None, None, Some(archive)) => (SourceSpec::Archive { url: archive.url.clone() }, spec.batch_size),
+        (None, None, None) => (origin_source_spec(job)?, spec.batch_size),
     };
     let range = spec.range.clone().unwrap_or_default();
     let mode = match spec.mode {

@@ -67,9 +67,10 @@ impl Assembler {
         }
     }
 
-    /// Sections held that no block has used (left over when the next block arrives).
-    pub fn held(&self) -> usize {
-        self.frames.len() + self.nodes.len()
+    /// The blockhash of `node` (its last entry's hash), if that entry is held.
+    pub fn blockhash(&self, node: &BlockNode) -> Option<String> {
+        let last = node.entries.last()?;
+        self.entry_hash(last).map(|hash| Hash::new_from_array(hash).to_string())
     }
 
     pub fn held_bytes(&self) -> usize {
@@ -310,6 +311,7 @@ const ZSTD_LEVEL: i32 = 3;
 pub fn encode(slot: u64, block: &SolanaBlock, limits: Limits) -> Result<(Vec<(Cid, Vec<u8>)>, Cid), BlockError> {
     // Room for a node's own fields beside its frame (format note §4).
     let max = limits.max_section.max(4096);
+    let (first_tx_frame, other_frame) = ((max - 400) / 2, max - 300);
     let confirmed = &block.confirmed;
     let entries = if block.entries.is_empty() {
         let hash: Hash = confirmed.blockhash.parse().map_err(|e| invalid("blockhash", e))?;
@@ -337,9 +339,8 @@ pub fn encode(slot: u64, block: &SolanaBlock, limits: Limits) -> Result<(Vec<(Ci
         for (offset, tx) in txs.iter().enumerate() {
             let index = start + offset;
             let (data, metadata) = transaction_payloads(tx);
-            let first_max = (max - 400) / 2;
-            let data = frames::split(&data, first_max, max - 300, cid_of);
-            let metadata = frames::split(&metadata, first_max, max - 300, cid_of);
+            let data = frames::split(&data, first_tx_frame, other_frame, cid_of);
+            let metadata = frames::split(&metadata, first_tx_frame, other_frame, cid_of);
             sections.extend(data.extra);
             sections.extend(metadata.extra);
             let node = Node::Transaction(TransactionNode {
@@ -369,7 +370,7 @@ pub fn encode(slot: u64, block: &SolanaBlock, limits: Limits) -> Result<(Vec<(Ci
             num_partitions: confirmed.num_partitions,
         });
         let data = compress(&proto.encode_to_vec());
-        let data = frames::split(&data, max - 563, max - 300, cid_of);
+        let data = frames::split(&data, max - 563, other_frame, cid_of);
         sections.extend(data.extra);
         Some(push(&mut sections, &Node::Rewards(RewardsNode { slot, data: data.first })))
     };

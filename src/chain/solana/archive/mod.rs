@@ -21,5 +21,11 @@ pub mod source;
 pub mod writer;
 
 pub use reader::{ArchiveError, ArchiveErrorKind};
+
+/// The first and last slot of `epoch`, `epoch_slots` slots long (saturating: a hostile epoch number cannot overflow).
+pub fn epoch_bounds(epoch: u64, epoch_slots: u64) -> (u64, u64) {
+    let slots = epoch_slots.max(1);
+    (epoch.saturating_mul(slots), epoch.saturating_add(1).saturating_mul(slots).saturating_sub(1))
+}
 pub use source::ArchiveSource;
 pub use writer::{ArchiveRange, ArchiveWritten, write_archive};

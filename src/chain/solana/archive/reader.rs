@@ -54,22 +54,6 @@ pub enum ArchiveErrorKind {
     Chain(String),
 }
 
-impl ArchiveErrorKind {
-    /// The reason as a status or Event reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ArchiveErrorKind::Car(CarError::Truncated { .. }) => "ArchiveTruncated",
-            ArchiveErrorKind::Car(CarError::CidMismatch { .. }) => "ArchiveCidMismatch",
-            ArchiveErrorKind::Car(_) => "ArchiveUnreadable",
-            ArchiveErrorKind::Node(NodeError::UnknownKind(_)) => "ArchiveUnknownNode",
-            ArchiveErrorKind::Node(_) => "ArchiveMalformedNode",
-            ArchiveErrorKind::Block(BlockError::MissingNode { .. }) => "ArchiveMissingNode",
-            ArchiveErrorKind::Block(_) => "ArchiveInvalidBlock",
-            ArchiveErrorKind::Chain(_) => "ArchiveBrokenChain",
-        }
-    }
-}
-
 /// One block read: its slot, where its Block node sits, and the block (still
 /// to assemble, [`Pending::assemble`]) or why it is unusable.
 pub struct ReadBlock {
@@ -100,8 +84,7 @@ impl Pending {
 
     /// Its blockhash (its last entry's hash), without assembling it.
     pub fn blockhash(&self) -> Option<String> {
-        let last = self.unassembled.node.entries.last()?;
-        self.unassembled.sections.entry_hash(last).map(|hash| solana_hash::Hash::new_from_array(hash).to_string())
+        self.unassembled.sections.blockhash(&self.unassembled.node)
     }
 
     pub fn set_previous_blockhash(&mut self, hash: String) {
@@ -245,12 +228,7 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
     /// the gap of a block the file should hold between it and the previous one.
     fn on_block(&mut self, offset: u64, node: &BlockNode, from: u64) {
         let slot = node.slot;
-        let own_hash = node
-            .entries
-            .last()
-            .and_then(|cid| self.assembler.entry_hash(cid))
-            .map(|hash| solana_hash::Hash::new_from_array(hash).to_string());
-        let previous = self.previous.replace((slot, own_hash));
+        let previous = self.previous.replace((slot, self.assembler.blockhash(node)));
         let spoiled = self.spoiled.take();
         let chain = |reason: String| ArchiveErrorKind::Chain(reason);
         let parent = node.meta.parent_slot;
@@ -317,10 +295,7 @@ impl<R: AsyncBufRead + Unpin> BlockReader<R> {
         let linked: Vec<&Cid> = self.subsets.iter().flat_map(|s| &s.blocks).collect();
         let unseen = linked.iter().filter(|cid| !self.seen_blocks.contains(cid)).count();
         let slots = match &self.epoch {
-            Some(epoch) => Some((
-                epoch.epoch.saturating_mul(self.epoch_slots),
-                epoch.epoch.saturating_add(1).saturating_mul(self.epoch_slots).saturating_sub(1),
-            )),
+            Some(epoch) => Some(super::epoch_bounds(epoch.epoch, self.epoch_slots)),
             None => {
                 let first = self.subsets.iter().map(|s| s.first).min();
                 let last = self.subsets.iter().map(|s| s.last).max();

@@ -59,10 +59,8 @@ impl ArchiveSource {
         slot / self.location.epoch_slots.max(1)
     }
 
-    /// The first and last slot of `epoch`.
     fn epoch_bounds(&self, epoch: u64) -> (BlockNumber, BlockNumber) {
-        let slots = self.location.epoch_slots.max(1);
-        (epoch.saturating_mul(slots), epoch.saturating_add(1).saturating_mul(slots).saturating_sub(1))
+        super::epoch_bounds(epoch, self.location.epoch_slots)
     }
 
     async fn open(&self, epoch: u64, start: BlockNumber) -> Result<Open, String> {
