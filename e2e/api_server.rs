@@ -499,9 +499,22 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         }
         waiting("no Job for the replication").await;
     }
+    // An EVM backfill: the same Indexed Job, its worker told the chain and its id.
+    loop {
+        if let Some(job) = jobs.get_opt("ethereum-history-ingest").await.unwrap() {
+            let job = job.spec.unwrap();
+            assert_eq!(job.completions, Some(4));
+            let pod = job.template.spec.unwrap();
+            let spec = pod.containers[0].env.iter().flatten().find(|e| e.name == "CHRONICLE_WORKER_SPEC").unwrap();
+            let spec = spec.value.as_deref().unwrap();
+            assert!(spec.contains(r#""family":"evm""#) && spec.contains(r#""chainId":1"#), "{spec}");
+            break;
+        }
+        waiting("no Job for the EVM backfill").await;
+    }
     // Every reconciled resource reports its generation.
     let reported_kinds =
-        [("chainsources", 3), ("ingestjobs", 6), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
+        [("chainsources", 3), ("ingestjobs", 7), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
     for (plural, count) in reported_kinds {
         loop {
             let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);

@@ -4,9 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::crd::chain_source::ChainFamily;
 use crate::crd::{
     self,
     validate::{Validator, Verdict},
@@ -187,6 +189,12 @@ pub struct ServeArgs {
     /// Genesis hash of a network Chronicle does not know (checked against a known one's).
     #[arg(long)]
     pub genesis_hash: Option<String>,
+    /// The chain family the store holds: `solana` (agave's layout) or `evm`.
+    #[arg(long, default_value = "solana", value_parser = parse_family)]
+    pub chain: ChainFamily,
+    /// EIP-155 chain id an evm chain's `eth_chainId` answers.
+    #[arg(long)]
+    pub chain_id: Option<u64>,
     /// Upstream node for methods `serve` does not answer; may carry a provider key, never logged.
     #[arg(long, env = "CHRONICLE_UPSTREAM_URL", hide_env_values = true)]
     pub upstream: Option<String>,
@@ -323,6 +331,9 @@ pub struct IngestArgs {
     /// Requests allowed at once above --rate-limit (default: the rate).
     #[arg(long, requires = "rate_limit")]
     pub rate_burst: Option<u32>,
+    /// The chain family: `solana` or `evm` (an evm node is read at `finalized`).
+    #[arg(long, default_value = "solana", value_parser = parse_family)]
+    pub chain: ChainFamily,
     #[arg(long, value_enum, default_value = "finalized")]
     pub commitment: CommitmentArg,
     /// Per-request timeout in seconds.
@@ -593,7 +604,7 @@ fn parse_table(text: &str) -> Result<(String, String), String> {
 }
 
 async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
-    use crate::crd::chain_source::{ChainFamily, Commitment};
+    use crate::crd::chain_source::Commitment;
     use crate::crd::ingest_job::IngestTarget;
     use crate::pipeline::config::{RpcEndpoint, Secret, SourceConfig};
     use std::time::Duration;
@@ -606,7 +617,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let canonical = !args.no_canonical && !dataset;
     let config = worker::ingest::IngestConfig {
         job: args.job,
-        chain: ChainFamily::Solana,
+        chain: args.chain,
         store: args.store.unwrap_or_default(),
         store_access: crate::store::BigtableAccess::from_env(),
         catalog: Secret::new(args.catalog),
@@ -688,7 +699,7 @@ async fn worker_run(file: Option<PathBuf>, shard: u32) -> anyhow::Result<ExitCod
         Work::Ingest(ingest) => run_ingest(worker::run::ingest_config(ingest, shard)?).await,
         Work::Serve(serve) => {
             let (access, config) = worker::run::serve_config(serve)?;
-            run_serve(&serve.store.url, &access, config).await
+            run_serve(serve.chain.family, &serve.store.url, &access, config).await
         }
         Work::Export(export) => {
             let summary = worker::run::run_export(export).await?;
@@ -862,19 +873,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..crate::serve::upstream::UpstreamConfig::new(url)
         }),
         health_max_lag: args.health_max_lag,
+        chain_id: args.chain_id,
     };
-    run_serve(&args.store, &crate::store::BigtableAccess::from_env(), config).await
+    run_serve(args.chain, &args.store, &crate::store::BigtableAccess::from_env(), config).await
 }
 
+fn parse_family(text: &str) -> Result<ChainFamily, String> {
+    [ChainFamily::Solana, ChainFamily::Evm]
+        .into_iter()
+        .find(|family| family.as_str() == text)
+        .ok_or_else(|| format!("unknown chain family {text:?} (known: solana, evm)"))
+}
+
+/// Serves the chain's history API from the store, read-only (no admin calls).
 async fn run_serve(
+    family: ChainFamily,
     store: &str,
     access: &crate::store::BigtableAccess,
     config: crate::serve::ServeConfig,
 ) -> anyhow::Result<ExitCode> {
-    let store = crate::store::open_existing_with(store, access).await?;
+    use crate::chain::ChainAdapter;
+    let cells = crate::store::open_cells(store, access).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    crate::serve::run(store, config, shutdown).await?;
+    let adapter = crate::chain::adapter(family).map_err(anyhow::Error::msg)?;
+    crate::with_adapter!(adapter, |chain| chain.serve(Arc::new(chain.layout(cells)), config, shutdown).await)?;
     Ok(ExitCode::SUCCESS)
 }
 

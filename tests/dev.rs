@@ -217,8 +217,12 @@ fn node_spec(
     use chronicle::crd::ingest_job::IngestTarget;
     use chronicle::worker::spec::*;
     let store = StoreSpec { url: format!("embedded://{}", dir.join("ledger").display()), ..StoreSpec::default() };
-    let chain =
-        ChainSpec { family: ChainFamily::Solana, network: "mainnet-beta".into(), commitment: Commitment::Finalized };
+    let chain = ChainSpec {
+        family: ChainFamily::Solana,
+        network: "mainnet-beta".into(),
+        commitment: Commitment::Finalized,
+        chain_id: None,
+    };
     let cache_url = FromEnv::new("CHRONICLE_CACHE_URL_T");
     let ingest = IngestSpec {
         job: "node-test".into(),

@@ -320,6 +320,7 @@ async fn the_export_worker_records_its_outcome_in_the_catalog() {
             family: chronicle::crd::chain_source::ChainFamily::Solana,
             network: "mainnet-beta".into(),
             commitment: chronicle::crd::chain_source::Commitment::Finalized,
+            chain_id: None,
         },
         store: StoreSpec { url: store.clone(), ..StoreSpec::default() },
         catalog: FromEnv::new("CHRONICLE_CATALOG"),

@@ -7,39 +7,14 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use chronicle::serve::{ServeConfig, router};
 use chronicle::store::BlockStore;
 
-/// Installs the client's npm dependencies once, in a cache outside the clone.
-fn node_modules() -> PathBuf {
-    let cache = std::env::var_os("CHRONICLE_NPM_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/chronicle/js")
-    });
-    std::fs::create_dir_all(&cache).unwrap();
-    let manifest = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/package.json")).unwrap();
-    let installed = std::fs::read(cache.join("package.json")).ok();
-    let present = ["@solana/web3.js", "@solana/kit", "@ipld/car", "@ipld/dag-cbor"]
-        .iter()
-        .all(|m| cache.join("node_modules").join(m).exists());
-    if installed.as_deref() != Some(&manifest[..]) || !present {
-        std::fs::write(cache.join("package.json"), &manifest).unwrap();
-        let status = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&cache)
-            .status()
-            .unwrap_or_else(|e| panic!("npm is not installed ({e}): apt-get install -y nodejs npm"));
-        assert!(status.success(), "npm install of tests/js/package.json failed");
-    }
-    cache.join("node_modules")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web3_js_reads_chronicle_like_a_node() {
-    let modules = tokio::task::spawn_blocking(node_modules).await.unwrap();
+    let modules = tokio::task::spawn_blocking(support::node_modules).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (store, expected_path) = support::client_fixture(dir.path()).await;
 
@@ -80,7 +55,7 @@ async fn web3_js_reads_chronicle_like_a_node() {
 /// transactions are where Old Faithful's schema puts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_car_reader_reads_chronicles_archives() {
-    let modules = tokio::task::spawn_blocking(node_modules).await.unwrap();
+    let modules = tokio::task::spawn_blocking(support::node_modules).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = chronicle::store::open(&format!("embedded://{}", dir.path().join("ledger").display())).await.unwrap();
     let blocks = support::real_blocks();

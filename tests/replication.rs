@@ -44,6 +44,7 @@ impl Replication<'_> {
                 family: ChainFamily::Solana,
                 network: "mainnet-beta".into(),
                 commitment: Commitment::Finalized,
+                chain_id: None,
             },
             source: SourceSpec::Store { origin: store(self.origin, "origin"), verify, repair: true },
             mode,

@@ -38,6 +38,7 @@ fn spec(store: StoreSpec, rules: Vec<RetentionRuleSpec>, dry_run: bool, guard: &
             family: ChainFamily::Solana,
             network: "mainnet-beta".into(),
             commitment: Commitment::Finalized,
+            chain_id: None,
         },
         store,
         catalog: FromEnv::new("CHRONICLE_CATALOG_URL"),

@@ -5,9 +5,11 @@
 //! its sources, its canonical store layout, what a new block changes in a
 //! cache, and its serve methods.
 //!
-//! A new chain is one folder here (`chain/evm/` next, issue 17) with a type
-//! that implements [`ChainAdapter`], and one arm in [`adapter`].
+//! A new chain is one folder here (`solana/`, `evm/`) with a type that
+//! implements [`ChainAdapter`], one variant of [`Adapter`] and one arm in
+//! [`adapter`]; callers reach it through [`with_adapter!`](crate::with_adapter).
 
+pub mod evm;
 pub mod solana;
 
 use std::sync::Arc;
@@ -75,6 +77,12 @@ pub trait ChainAdapter: Send + Sync + 'static {
     /// The store's blocks as training documents (`export/`).
     fn document_source(&self, store: Arc<Self::Store>) -> Arc<dyn crate::export::DocumentSource>;
 
+    /// Why this adapter cannot do `feature` yet (a status message), or
+    /// `None` when it can. The controller asks before it builds a worker.
+    fn lacks(&self, _feature: Feature) -> Option<&'static str> {
+        None
+    }
+
     /// Serves the chain's history API from the store until `shutdown`.
     fn serve(
         &self,
@@ -88,13 +96,48 @@ pub trait ChainAdapter: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug)]
 pub enum Adapter {
     Solana(solana::Solana),
+    Evm(evm::Evm),
 }
 
 /// The adapter for `family`, or why there is none (a status message: the
-/// controller reports it instead of treating the chain as Solana).
+/// controller reports it instead of treating the chain as another).
 pub fn adapter(family: ChainFamily) -> Result<Adapter, String> {
     match family {
         ChainFamily::Solana => Ok(Adapter::Solana(solana::Solana)),
-        ChainFamily::Evm => Err("this Chronicle build has no evm chain adapter yet".into()),
+        ChainFamily::Evm => Ok(Adapter::Evm(evm::Evm)),
     }
+}
+
+/// What a manifest may ask of a chain that not every adapter does yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feature {
+    /// Normalized rows into the lake (and BigQuery datasets, read into it).
+    Lake,
+    ChainMetrics,
+    Archive,
+    /// Answers cached in Redis and dropped as blocks land.
+    Cache,
+    TrainingExport,
+}
+
+/// The adapter for `family`, refused with the reason when it lacks one of `wanted`.
+pub fn adapter_with(family: ChainFamily, wanted: &[Feature]) -> Result<Adapter, String> {
+    let adapter = adapter(family)?;
+    let lacking = wanted.iter().find_map(|f| crate::with_adapter!(adapter, |chain| chain.lacks(*f)));
+    match lacking {
+        Some(reason) => Err(reason.to_string()),
+        None => Ok(adapter),
+    }
+}
+
+/// Runs `$body` with `$name` bound to the adapter `$adapter` holds, whatever
+/// its chain: the one place generic code meets the list of chains.
+#[macro_export]
+macro_rules! with_adapter {
+    ($adapter:expr, |$name:ident| $body:expr) => {
+        match $adapter {
+            $crate::chain::Adapter::Solana($name) => $body,
+            $crate::chain::Adapter::Evm($name) => $body,
+        }
+    };
 }

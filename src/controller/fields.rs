@@ -27,7 +27,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     // ChainSource
     ("ChainSource.spec.chain.family", Worker),
     ("ChainSource.spec.chain.network", Worker),
-    ("ChainSource.spec.chain.chainId", NotYet("the EVM adapter (issue 17)")),
+    ("ChainSource.spec.chain.chainId", Worker),
     ("ChainSource.spec.chain.genesisHash", Worker),
     ("ChainSource.spec.commitment", Worker),
     ("ChainSource.spec.endpoints[].name", Worker),

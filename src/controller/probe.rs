@@ -38,12 +38,10 @@ pub async fn probe_endpoints(
             ..RpcEndpoint::new(endpoint.url.clone(), commitment)
         });
         let started = Instant::now();
-        let answer = match adapter {
-            Adapter::Solana(solana) => match solana.source(&config, None) {
-                Ok(rpc) => tokio::time::timeout(timeout, rpc.tip()).await,
-                Err(e) => Ok(Err(format!("{e:#}"))),
-            },
-        };
+        let answer = crate::with_adapter!(adapter, |chain| match chain.source(&config, None) {
+            Ok(rpc) => tokio::time::timeout(timeout, rpc.tip()).await,
+            Err(e) => Ok(Err(format!("{e:#}"))),
+        });
         let latency_ms = Some(started.elapsed().as_millis() as u64);
         match answer {
             Ok(Ok(head)) => EndpointStatus {

@@ -67,7 +67,8 @@ pub fn catalog_export(export: &TrainingExport) -> String {
 /// What the export's worker does.
 pub fn export_spec(export: &TrainingExport, source: &ChainSource) -> Result<WorkerSpec, ExportBuildError> {
     let spec = &export.spec;
-    crate::chain::adapter(source.spec.chain.family).map_err(ExportBuildError::UnsupportedChain)?;
+    crate::chain::adapter_with(source.spec.chain.family, &[crate::chain::Feature::TrainingExport])
+        .map_err(ExportBuildError::UnsupportedChain)?;
     if source.spec.store.embedded.is_some() {
         return Err(ExportBuildError::EmbeddedStore(source.name_any()));
     }

@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
+use crate::chain::{ChainAdapter, Feature};
 use crate::crd::CacheTier;
 use crate::crd::chain_source::{ChainSource, Commitment};
 use crate::crd::common::SecretKeyRef;
@@ -242,6 +243,7 @@ pub fn chain_spec(source: &ChainSource) -> ChainSpec {
         family: source.spec.chain.family,
         network: source.spec.chain.network.clone(),
         commitment: source.spec.commitment,
+        chain_id: source.spec.chain.chain_id,
     }
 }
 
@@ -530,7 +532,20 @@ pub fn invalidating_tiers<'a>(
 /// cached answers dropped as blocks land).
 pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -> Result<WorkerSpec, BuildError> {
     let spec = &job.spec;
-    crate::chain::adapter(source.spec.chain.family).map_err(BuildError::UnsupportedChain)?;
+    let mut wanted = Vec::new();
+    if spec.targets.contains(&IngestTarget::Lake) || spec.source.big_query.is_some() {
+        wanted.push(Feature::Lake);
+    }
+    if spec.targets.contains(&IngestTarget::Metrics) {
+        wanted.push(Feature::ChainMetrics);
+    }
+    if spec.source.archive.is_some() {
+        wanted.push(Feature::Archive);
+    }
+    let adapter =
+        crate::chain::adapter_with(source.spec.chain.family, &wanted).map_err(BuildError::UnsupportedChain)?;
+    // A chain without a cache tier has no cached answers to drop (its tiers report why they build nothing).
+    let caches_served = crate::with_adapter!(adapter, |chain| chain.lacks(Feature::Cache).is_none());
     if source.spec.store.embedded.is_some() && spec.parallelism > 1 {
         return Err(BuildError::EmbeddedParallelism(spec.parallelism));
     }
@@ -605,7 +620,10 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
         store: store_access(source).0,
         catalog: FromEnv::new(CATALOG_ENV),
         lake,
-        caches: invalidating_tiers(source, tiers).map(|t| FromEnv::new(&cache_url_env(&t.name_any()))).collect(),
+        caches: invalidating_tiers(source, tiers)
+            .filter(|_| caches_served)
+            .map(|t| FromEnv::new(&cache_url_env(&t.name_any())))
+            .collect(),
         metrics,
     })))
 }
@@ -1003,7 +1021,9 @@ fn manifest_name(value: impl serde::Serialize) -> String {
 /// What a `CacheTier`'s serve replicas do, as they read it.
 pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<WorkerSpec, CacheTierError> {
     let spec = &tier.spec;
-    crate::chain::adapter(source.spec.chain.family).map_err(CacheTierError::UnsupportedChain)?;
+    // Every tier caches its answers in Redis.
+    crate::chain::adapter_with(source.spec.chain.family, &[Feature::Cache])
+        .map_err(CacheTierError::UnsupportedChain)?;
     let max_memory_bytes = match &spec.max_memory {
         Some(memory) => Some(quantity_bytes(&memory.0).ok_or_else(|| CacheTierError::BadQuantity(memory.0.clone()))?),
         None => None,

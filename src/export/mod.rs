@@ -39,7 +39,7 @@ use self::manifest::{Manifest, Split};
 use self::near_duplicates::NearDuplicates;
 use self::shards::ShardWriter;
 use self::tokens::Tokenizer;
-use crate::chain::{self, Adapter, ChainAdapter};
+use crate::chain::{self, ChainAdapter};
 use crate::crd::chain_source::ChainFamily;
 use crate::crd::training_export::ExportFormat;
 use crate::pipeline::BlockNumber;
@@ -127,11 +127,14 @@ pub enum ExportError {
 /// Runs an export with the chain's adapter.
 pub async fn run(config: ExportConfig) -> Result<ExportSummary, ExportError> {
     check(&config)?;
-    let Adapter::Solana(solana) = chain::adapter(config.chain).map_err(ExportError::Invalid)?;
-    let store = store::open_for(&solana, &config.store, &config.store_access)
-        .await
-        .map_err(|e| ExportError::Source(e.to_string()))?;
-    run_with(solana.document_source(store), config).await
+    let adapter = chain::adapter(config.chain).map_err(ExportError::Invalid)?;
+    let documents = crate::with_adapter!(adapter, |chain| {
+        let store = store::open_for(&chain, &config.store, &config.store_access)
+            .await
+            .map_err(|e| ExportError::Source(e.to_string()))?;
+        chain.document_source(store)
+    });
+    run_with(documents, config).await
 }
 
 fn check(config: &ExportConfig) -> Result<(), ExportError> {

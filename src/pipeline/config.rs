@@ -122,6 +122,32 @@ impl std::fmt::Debug for RpcEndpoint {
 }
 
 impl RpcEndpoint {
+    /// The header every request carries (`Authorization` sends `Bearer
+    /// <token>`), marked sensitive; an error names the header, never the token.
+    pub fn auth_header(&self) -> Result<Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>, String> {
+        let Some((header, token)) = &self.auth else { return Ok(None) };
+        let value = if header.eq_ignore_ascii_case("authorization") {
+            format!("Bearer {}", token.expose())
+        } else {
+            token.expose().to_string()
+        };
+        let name = reqwest::header::HeaderName::try_from(header.as_str())
+            .map_err(|_| format!("auth header {header:?} is not a valid HTTP header name"))?;
+        let mut value = reqwest::header::HeaderValue::try_from(value)
+            .map_err(|_| format!("the token for header {header:?} is not a valid HTTP header value"))?;
+        value.set_sensitive(true);
+        Ok(Some((name, value)))
+    }
+
+    /// Backoff with jitter between the tries of one request (`attempts` in all).
+    pub fn backoff(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(self.attempts.max(1) - 1)
+            .with_jitter()
+    }
+
     /// An endpoint at `url` with the defaults a worker uses.
     pub fn new(url: impl Into<String>, commitment: Commitment) -> Self {
         Self {

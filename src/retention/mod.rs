@@ -26,7 +26,7 @@ use anyhow::Context;
 use futures::StreamExt;
 
 use crate::catalog::{self, Catalog, RetentionRecord, unix_now};
-use crate::chain::{self, Adapter, ChainAdapter};
+use crate::chain::{self, ChainAdapter};
 use crate::crd::retention_policy::{RetentionMethod, RetentionTarget};
 use crate::pipeline::config::Secret;
 use crate::store::block_rows::{self, BlockRowsReader};
@@ -55,7 +55,7 @@ const CONCURRENCY: usize = 16;
 /// Runs the policy once and records the run in the catalog (`Running`, then
 /// `Succeeded` or `Failed` with the reason).
 pub async fn run(config: RetentionConfig) -> anyhow::Result<RetentionRecord> {
-    let Adapter::Solana(solana) = chain::adapter(config.chain).map_err(anyhow::Error::msg)?;
+    let adapter = chain::adapter(config.chain).map_err(anyhow::Error::msg)?;
     let catalog = catalog::open(config.catalog.expose()).await.context("opening the catalog")?;
     let mut record = RetentionRecord {
         phase: "Running".into(),
@@ -64,7 +64,7 @@ pub async fn run(config: RetentionConfig) -> anyhow::Result<RetentionRecord> {
         ..RetentionRecord::default()
     };
     catalog.record_retention(&config.policy, &record).await?;
-    let outcome = apply(&solana, &config, catalog.as_ref(), &mut record).await;
+    let outcome = crate::with_adapter!(adapter, |chain| apply(&chain, &config, catalog.as_ref(), &mut record).await);
     record.finished_at = Some(unix_now());
     match &outcome {
         Ok(()) => record.phase = "Succeeded".into(),

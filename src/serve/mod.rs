@@ -10,6 +10,7 @@
 pub mod address_history;
 pub mod cache;
 mod commitment;
+pub mod front;
 mod inflation_reward;
 pub mod memory_cache;
 pub mod methods;
@@ -19,17 +20,10 @@ mod recent_blocks;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use jsonrpc_core::futures_util::future::Either;
 use jsonrpc_core::middleware::{Middleware, NoopCallFuture, NoopFuture};
 use jsonrpc_core::{Call, MetaIoHandler, Output, Params, Value};
@@ -38,7 +32,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use self::cache::{Cache, CacheConfig, Lookup};
@@ -68,6 +61,8 @@ pub struct ServeConfig {
     pub upstream: Option<UpstreamConfig>,
     /// `getHealth` fails once the stored tip is more slots than this behind the upstream.
     pub health_max_lag: u64,
+    /// EIP-155 chain id, for EVM chains (`eth_chainId`).
+    pub chain_id: Option<u64>,
 }
 
 impl Default for ServeConfig {
@@ -84,6 +79,7 @@ impl Default for ServeConfig {
             network: Network::default(),
             upstream: None,
             health_max_lag: node_methods::DEFAULT_HEALTH_MAX_LAG,
+            chain_id: None,
         }
     }
 }
@@ -106,7 +102,7 @@ struct LatencyLabels {
 }
 
 /// Prometheus metrics; labels are bounded (method names, outcomes).
-struct Metrics {
+pub struct Metrics {
     registry: Registry,
     requests: Family<MethodLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
@@ -114,8 +110,14 @@ struct Metrics {
     upstream: Family<UpstreamLabels, Counter>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("chronicle_serve");
         let requests = Family::<MethodLabels, Counter>::default();
         let cache = Family::<CacheLabels, Counter>::default();
@@ -132,6 +134,16 @@ impl Metrics {
             upstream.clone(),
         );
         Self { registry, requests, cache, latency, upstream }
+    }
+
+    /// Counts one answered call and its time (`cache`: `hit`, `miss` or `off`).
+    pub fn count(&self, method: &str, cache: &str, outcome: &str, started: Instant) {
+        let m = self.requests.get_or_create(&MethodLabels { method: method.into(), outcome: outcome.into() });
+        m.inc();
+        if cache != "off" {
+            self.cache.get_or_create(&CacheLabels { method: method.into(), result: cache.into() }).inc();
+        }
+        self.latency.get_or_create(&LatencyLabels { method: method.into() }).observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -160,7 +172,7 @@ struct UpstreamLabels {
 struct Service {
     methods: Methods,
     cache: Option<Arc<Cache>>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
 }
 
 /// A history miss the upstream may answer: a block older than the first
@@ -198,7 +210,7 @@ impl Service {
         if let Some(cache) = cache {
             match cache.lookup(&key).await {
                 Lookup::Hit(value) => {
-                    self.count(&name, "hit", "ok", started);
+                    self.metrics.count(&name, "hit", "ok", started);
                     return Ok(value);
                 }
                 Lookup::Miss { generation: g } => generation = g,
@@ -214,7 +226,7 @@ impl Service {
                 Ok(answer) => answer,
                 Err(_) => result.map(|a| a.value),
             };
-            self.count(
+            self.metrics.count(
                 &name,
                 if cache.is_some() { "miss" } else { "off" },
                 crate::telemetry::metrics::outcome(answer.is_ok()),
@@ -232,7 +244,7 @@ impl Service {
             Err(e) => Err(e),
         };
         let cache_result = if cache.is_some() { "miss" } else { "off" };
-        self.count(&name, cache_result, crate::telemetry::metrics::outcome(result.is_ok()), started);
+        self.metrics.count(&name, cache_result, crate::telemetry::metrics::outcome(result.is_ok()), started);
         result
     }
 
@@ -256,18 +268,6 @@ impl Service {
         };
         self.metrics.upstream.get_or_create(&UpstreamLabels { reason: reason.into(), outcome: outcome.into() }).inc();
         answer
-    }
-
-    fn count(&self, method: &str, cache: &str, outcome: &str, started: Instant) {
-        let m = self.metrics.requests.get_or_create(&MethodLabels { method: method.into(), outcome: outcome.into() });
-        m.inc();
-        if cache != "off" {
-            self.metrics.cache.get_or_create(&CacheLabels { method: method.into(), result: cache.into() }).inc();
-        }
-        self.metrics
-            .latency
-            .get_or_create(&LatencyLabels { method: method.into() })
-            .observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -299,20 +299,13 @@ impl Middleware<()> for Passthrough {
                         .await
                         .unwrap_or_else(|e| Err(e.into()));
                     // Client-chosen names would make the label unbounded.
-                    service.count("other", "off", crate::telemetry::metrics::outcome(answer.is_ok()), started);
+                    service.metrics.count("other", "off", crate::telemetry::metrics::outcome(answer.is_ok()), started);
                     Some(Output::from(answer, call.id, call.jsonrpc))
                 }))
             }
             call => Either::Right(next(call, meta)),
         }
     }
-}
-
-struct AppState {
-    rpc: MetaIoHandler<(), Passthrough>,
-    service: Arc<Service>,
-    config: ServeConfig,
-    limiter: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 /// The router of a serve replica.
@@ -323,7 +316,7 @@ pub fn router(store: Arc<dyn BlockStore>, config: ServeConfig) -> Result<Router,
     }
     let upstream = config.upstream.clone().map(|u| Arc::new(Upstream::new(u)));
     let methods = Methods::new(store, config.network.clone(), upstream, config.health_max_lag);
-    let service = Arc::new(Service { methods, cache, metrics: Metrics::new() });
+    let service = Arc::new(Service { methods, cache, metrics: Arc::new(Metrics::new()) });
     let mut rpc = MetaIoHandler::with_middleware(Passthrough { service: service.clone() });
     for (name, method) in METHODS {
         let service = service.clone();
@@ -333,151 +326,11 @@ pub fn router(store: Arc<dyn BlockStore>, config: ServeConfig) -> Result<Router,
             async move { service.call(method, params).await }
         });
     }
-    let limiter = config.rate_limit.and_then(NonZeroU32::new).map(|rps| {
-        let burst = config.rate_burst.and_then(NonZeroU32::new).unwrap_or(rps).max(rps);
-        RateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
-    });
-    let max_body = config.max_body_bytes;
-    let state = Arc::new(AppState { rpc, service, config, limiter });
-    Ok(Router::new()
-        .route("/", post(handle_rpc))
-        .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(handle_metrics))
-        .layer(DefaultBodyLimit::max(max_body))
-        // Defense in depth: a bug that panics answers 500 instead of dropping the connection.
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
-        .with_state(state))
+    Ok(front::router(rpc, service.metrics.clone(), config))
 }
 
 /// Serves until `shutdown`, then drains open requests.
 pub async fn run(store: Arc<dyn BlockStore>, config: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listen = config.listen;
-    let app = router(store, config)?;
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("listen on {listen}: {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, "serving JSON-RPC");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
-    Ok(())
-}
-
-fn json_error(status: StatusCode, code: i64, message: &str) -> Response {
-    let body = serde_json::json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": null});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-}
-
-/// The caller's API key: `x-api-key` header, or `?api-key=` as many providers accept.
-fn api_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(value) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(value.to_string());
-    }
-    query?.split('&').find_map(|pair| pair.strip_prefix("api-key=")).map(str::to_string)
-}
-
-fn key_is_valid(keys: &[Secret], presented: &str) -> bool {
-    // Compare with every key, in constant time each, so timing reveals nothing.
-    keys.iter().fold(false, |found, key| found | bool::from(key.expose().as_bytes().ct_eq(presented.as_bytes())))
-}
-
-/// One span per HTTP request, with the caller's `x-request-id` (when it is a
-/// short token) or one of ours, so its log lines can be told apart.
-async fn handle_rpc(
-    state: State<Arc<AppState>>,
-    peer: axum::extract::ConnectInfo<SocketAddr>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    use tracing::Instrument;
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
-        !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    });
-    let id =
-        given.map_or_else(|| format!("r{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)), String::from);
-    answer_rpc(state, peer, uri, headers, body).instrument(tracing::info_span!("request", id = %id)).await
-}
-
-async fn answer_rpc(
-    State(state): State<Arc<AppState>>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let presented = api_key(&headers, uri.query());
-    if !state.config.api_keys.is_empty() {
-        match &presented {
-            Some(key) if key_is_valid(&state.config.api_keys, key) => {}
-            _ => return json_error(StatusCode::UNAUTHORIZED, -32000, "Unauthorized: missing or unknown API key"),
-        }
-    }
-    if let Some(limiter) = &state.limiter {
-        let who = presented.unwrap_or_else(|| peer.ip().to_string());
-        if limiter.check_key(&who).is_err() {
-            return json_error(StatusCode::TOO_MANY_REQUESTS, -32005, "Too many requests for a specific RPC call");
-        }
-    }
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return json_error(StatusCode::OK, -32700, "Parse error");
-    };
-    if let Some(size) = batch_size(text)
-        && size > state.config.max_batch
-    {
-        return json_error(
-            StatusCode::OK,
-            -32600,
-            &format!("Batch too large: {size} requests; max {}", state.config.max_batch),
-        );
-    }
-    let answer = tokio::time::timeout(state.config.request_timeout, state.rpc.handle_request(text, ())).await;
-    match answer {
-        Ok(Some(response)) => ([(header::CONTENT_TYPE, "application/json")], response).into_response(),
-        Ok(None) => StatusCode::NO_CONTENT.into_response(), // notifications only
-        Err(_) => json_error(StatusCode::OK, -32000, "Request timed out"),
-    }
-}
-
-/// The number of calls in a batch, without parsing them.
-fn batch_size(text: &str) -> Option<usize> {
-    if !text.trim_start().starts_with('[') {
-        return None;
-    }
-    serde_json::from_str::<Vec<serde::de::IgnoredAny>>(text).ok().map(|calls| calls.len())
-}
-
-async fn handle_metrics(State(state): State<Arc<AppState>>) -> Response {
-    use crate::telemetry::metrics::{CONTENT_TYPE, WORKER};
-    // Serve's own series, then the process's worker series (the store's
-    // calls) unless a worker metrics port of this process has them.
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode_registry(&mut text, &state.service.metrics.registry).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    if !crate::telemetry::metrics::served_separately() {
-        WORKER.encode_series(&mut text);
-    }
-    let _ = prometheus_client::encoding::text::encode_eof(&mut text);
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_keys_are_compared_exactly() {
-        let keys = vec![Secret::new("alpha-key"), Secret::new("beta-key")];
-        assert!(key_is_valid(&keys, "beta-key"));
-        assert!(!key_is_valid(&keys, "beta-ke"));
-        assert!(!key_is_valid(&keys, ""));
-    }
-
-    #[test]
-    fn batches_are_counted_without_parsing_calls() {
-        assert_eq!(batch_size(r#"[{"a":1},{"b":[1,2]}]"#), Some(2));
-        assert_eq!(batch_size(r#"{"a":1}"#), None);
-        assert_eq!(batch_size("[ not json"), None);
-    }
+    front::listen(router(store, config)?, listen, shutdown).await
 }

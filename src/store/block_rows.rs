@@ -119,7 +119,7 @@ fn table_writes(rows: &[(Table, Row)]) -> Result<Vec<TableWrite>, StoreError> {
                 table: *table,
                 key: row.key.clone(),
                 slot: None,
-                reason: format!("cell qualifier {qualifier:?} is not one agave writes (proto, bin)"),
+                reason: format!("cell qualifier {qualifier:?} is not one a layout writes (proto, bin, json)"),
             })?;
             by_table.entry(*table).or_default().push(Cell { key: row.key.clone(), qualifier, value: value.clone() });
         }
@@ -127,9 +127,10 @@ fn table_writes(rows: &[(Table, Row)]) -> Result<Vec<TableWrite>, StoreError> {
     Ok(by_table.into_iter().map(|(table, cells)| TableWrite { table, cells }).collect())
 }
 
-/// The qualifiers agave's layout uses, as the `'static` names cells carry.
+/// The qualifiers the layouts use (agave's `proto` and `bin`; EVM's `json`
+/// and `bin`), as the `'static` names cells carry.
 fn known_qualifier(name: &str) -> Option<&'static str> {
-    ["proto", "bin"].into_iter().find(|q| *q == name)
+    ["proto", "bin", "json"].into_iter().find(|q| *q == name)
 }
 
 /// A row's digest: SHA-256 over its table, key and cells (qualifiers in

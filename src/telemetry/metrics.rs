@@ -271,6 +271,11 @@ impl WorkerMetrics {
         family.get_or_create(&OutcomeLabels { outcome }).inc_by(count);
     }
 
+    /// Counts one error a node endpoint gave, by a bounded code.
+    pub fn endpoint_error(&self, code: &'static str) {
+        self.endpoint_errors.get_or_create(&CodeLabels { code }).inc();
+    }
+
     pub fn fetch(&self, method: &'static str, outcome: &'static str, took: Duration) {
         self.ingest_fetch_seconds.get_or_create(&FetchLabels { method, outcome }).observe(took.as_secs_f64());
     }

@@ -24,6 +24,9 @@ pub fn init(format: LogFormat) {
 /// its terminal shows progress instead).
 pub fn init_with(format: LogFormat, default_filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // alloy's HTTP transport puts the node URL (which may carry an API key)
+    // in its debug spans: never below info, whatever RUST_LOG asks.
+    let filter = filter.add_directive("alloy_transport_http=info".parse().expect("a valid directive"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

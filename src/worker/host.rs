@@ -172,7 +172,9 @@ impl Host {
         for shard in 0..shards {
             let config = ingest_config_in(spec, shard, lookup).with_context(|| name.to_string())?;
             // The stores a host opens are Solana's; a second adapter makes `Opened` per chain.
-            let Adapter::Solana(solana) = check_family(&spec.chain)?;
+            let Adapter::Solana(solana) = check_family(&spec.chain)? else {
+                anyhow::bail!("{name}: chronicle dev runs solana chains only so far");
+            };
             let targets = super::ingest::targets(&config).with_context(|| name.to_string())?;
             let (catalog, stop) = (opened.catalog.clone(), self.shutdown.clone());
             let label = format!("{name} shard {shard}");
@@ -230,7 +232,9 @@ impl Host {
         let (_, mut config) = serve_config_in(spec, lookup).with_context(|| name.to_string())?;
         config.listen = SocketAddr::new(ip, config.listen.port());
         let listen = config.listen;
-        let Adapter::Solana(solana) = check_family(&spec.chain)?;
+        let Adapter::Solana(solana) = check_family(&spec.chain)? else {
+            anyhow::bail!("{name}: chronicle dev serves solana chains only so far");
+        };
         let served = solana.serve(store, config, self.shutdown.clone());
         let name = name.to_string();
         self.services.spawn(async move { served.await.with_context(|| name) });

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, BatchOutcome, Catalog, ShardRange};
-use crate::chain::{self, Adapter, ChainAdapter};
+use crate::chain::{self, ChainAdapter};
 use crate::crd::chain_source::ChainFamily;
 use crate::crd::ingest_job::IngestTarget;
 use crate::pipeline::config::Secret;
@@ -153,12 +153,12 @@ enum SlotResult {
 /// Runs an ingest with the chain's adapter: its source, and the sinks of
 /// the job's targets over its canonical store.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<Summary> {
-    let Adapter::Solana(solana) = chain::adapter(config.chain).map_err(anyhow::Error::msg)?;
-    match &config.source {
-        SourceConfig::BigQuery(_) => run_rows(&solana, config, shutdown).await,
-        SourceConfig::Rpc(_) | SourceConfig::Archive(_) => run_with(&solana, config, shutdown).await,
-        SourceConfig::Store(_) => crate::replication::run(&solana, config, shutdown).await,
-    }
+    let adapter = chain::adapter(config.chain).map_err(anyhow::Error::msg)?;
+    crate::with_adapter!(adapter, |chain| match &config.source {
+        SourceConfig::BigQuery(_) => run_rows(&chain, config, shutdown).await,
+        SourceConfig::Rpc(_) | SourceConfig::Archive(_) => run_with(&chain, config, shutdown).await,
+        SourceConfig::Store(_) => crate::replication::run(&chain, config, shutdown).await,
+    })
 }
 
 /// [`run`] of a dataset's rows into the lake.

@@ -87,6 +87,12 @@ pub fn ingest_config_in(
         SourceSpec::Archive { url } => {
             let epoch_slots = match crate::chain::adapter(spec.chain.family) {
                 Ok(Adapter::Solana(solana)) => crate::chain::ChainAdapter::epoch_slots(&solana),
+                Ok(Adapter::Evm(_)) => {
+                    return Err(SpecError::Invalid {
+                        field: "source.archive",
+                        reason: "there are no epoch archives for evm chains".into(),
+                    });
+                }
                 Err(reason) => return Err(SpecError::Invalid { field: "chain.family", reason }),
             };
             // One reader streams the file; blocks are assembled a core each.
@@ -331,6 +337,7 @@ pub fn serve_config_in(
         network,
         health_max_lag: spec.upstream.as_ref().map_or(defaults.health_max_lag, |u| u.max_slots_behind),
         upstream,
+        chain_id: spec.chain.chain_id,
         ..defaults
     };
     Ok((store_access(&spec.store), config))

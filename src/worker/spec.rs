@@ -138,6 +138,9 @@ pub struct ChainSpec {
     pub family: ChainFamily,
     pub network: String,
     pub commitment: Commitment,
+    /// EIP-155 chain id (EVM chains).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
 }
 
 /// The canonical store and how to reach it. The emulator host and key file
@@ -458,6 +461,7 @@ mod tests {
                 family: ChainFamily::Solana,
                 network: "mainnet-beta".into(),
                 commitment: Commitment::Confirmed,
+                chain_id: None,
             },
             source: SourceSpec::Rpc {
                 endpoint: RpcEndpointSpec {

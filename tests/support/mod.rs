@@ -803,3 +803,27 @@ pub async fn dump(
     }
     rows
 }
+
+/// Installs the client's npm dependencies once, in a cache outside the clone.
+pub fn node_modules() -> PathBuf {
+    let cache = std::env::var_os("CHRONICLE_NPM_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/chronicle/js")
+    });
+    std::fs::create_dir_all(&cache).unwrap();
+    let manifest = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/package.json")).unwrap();
+    let installed = std::fs::read(cache.join("package.json")).ok();
+    let present =
+        ["@solana/web3.js", "@solana/kit", "@ipld/car", "@ipld/dag-cbor", "viem", "solc", "@foundry-rs/anvil"]
+            .iter()
+            .all(|m| cache.join("node_modules").join(m).exists());
+    if installed.as_deref() != Some(&manifest[..]) || !present {
+        std::fs::write(cache.join("package.json"), &manifest).unwrap();
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&cache)
+            .status()
+            .unwrap_or_else(|e| panic!("npm is not installed ({e}): apt-get install -y nodejs npm"));
+        assert!(status.success(), "npm install of tests/js/package.json failed");
+    }
+    cache.join("node_modules")
+}

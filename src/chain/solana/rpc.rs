@@ -7,7 +7,6 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
@@ -52,7 +51,6 @@ pub struct RpcSource {
     client: RpcClient,
     limiter: Option<DefaultDirectRateLimiter>,
     commitment: CommitmentConfig,
-    attempts: usize,
 }
 
 impl RpcSource {
@@ -62,27 +60,15 @@ impl RpcSource {
             let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(rps).max(rps);
             RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
         });
-        let client = match &config.auth {
+        let header = config.auth_header().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "sending no auth header");
+            None
+        });
+        let client = match header {
             None => RpcClient::new_with_timeout_and_commitment(config.url.clone(), config.timeout, commitment),
-            Some((header, token)) => {
-                let value = if header.eq_ignore_ascii_case("authorization") {
-                    format!("Bearer {}", token.expose())
-                } else {
-                    token.expose().to_string()
-                };
+            Some((name, value)) => {
                 let mut headers = reqwest::header::HeaderMap::new();
-                match (
-                    reqwest::header::HeaderName::try_from(header.as_str()),
-                    reqwest::header::HeaderValue::try_from(value),
-                ) {
-                    (Ok(name), Ok(mut value)) => {
-                        value.set_sensitive(true);
-                        headers.insert(name, value);
-                    }
-                    _ => {
-                        tracing::error!(header = %header, "the auth header or token is not a valid HTTP header; sending none")
-                    }
-                }
+                headers.insert(name, value);
                 let http = reqwest::Client::builder()
                     .default_headers(headers)
                     .timeout(config.timeout)
@@ -94,16 +80,11 @@ impl RpcSource {
                 )
             }
         };
-        let attempts = config.attempts.max(1);
-        Self { config, client, limiter, commitment, attempts }
+        Self { config, client, limiter, commitment }
     }
 
     fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_max_times(self.attempts - 1)
-            .with_jitter()
+        self.config.backoff()
     }
 
     async fn paced(&self) {
@@ -250,10 +231,7 @@ fn count_error(error: &ClientError) {
         ErrorKind::SerdeJson(_) => "malformed",
         _ => "other",
     };
-    crate::telemetry::metrics::WORKER
-        .endpoint_errors
-        .get_or_create(&crate::telemetry::metrics::CodeLabels { code })
-        .inc();
+    crate::telemetry::metrics::WORKER.endpoint_error(code);
 }
 
 /// Worth another try: unavailable blocks, transport failures, server errors.

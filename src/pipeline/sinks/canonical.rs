@@ -1,5 +1,6 @@
 //! The `canonical` target: blocks into the block store, in the chain's
-//! layout (agave's for Solana), durable at `flush`.
+//! layout (agave's for Solana, `chain/evm/layout.rs` for EVM), durable at
+//! `flush`.
 
 use std::sync::Arc;
 
@@ -7,20 +8,35 @@ use async_trait::async_trait;
 
 use crate::chain::solana::SolanaBlock;
 use crate::pipeline::{BlockNumber, BlockSink, Flushed, SinkPolicy, Written};
-use crate::store::{BlockStore, LedgerStore};
+use crate::store::{BlockStore, LedgerStore, StoreError, WriteStats};
 
-pub struct CanonicalSink {
-    store: Arc<LedgerStore>,
+/// What the canonical sink needs of a chain's store.
+#[async_trait]
+pub trait CanonicalStore<B>: Send + Sync + 'static {
+    async fn write(&self, number: BlockNumber, block: &B) -> Result<WriteStats, StoreError>;
+
+    async fn sync(&self) -> Result<(), StoreError>;
+
+    async fn remove(&self, number: BlockNumber) -> Result<(), StoreError>;
+
+    /// Records the finalized watermark (stores fed ahead of finality).
+    async fn finalized(&self, _number: BlockNumber) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
-impl CanonicalSink {
-    pub fn new(store: Arc<LedgerStore>) -> Self {
+pub struct CanonicalSink<S> {
+    store: Arc<S>,
+}
+
+impl<S> CanonicalSink<S> {
+    pub fn new(store: Arc<S>) -> Self {
         Self { store }
     }
 }
 
 #[async_trait]
-impl BlockSink<SolanaBlock> for CanonicalSink {
+impl<B: Send + Sync + 'static, S: CanonicalStore<B>> BlockSink<B> for CanonicalSink<S> {
     fn name(&self) -> &'static str {
         "canonical"
     }
@@ -29,8 +45,8 @@ impl BlockSink<SolanaBlock> for CanonicalSink {
         SinkPolicy::Held
     }
 
-    async fn write(&self, number: BlockNumber, block: &SolanaBlock) -> Result<Written, String> {
-        let stats = self.store.write_block(number, block, &block.entries).await.map_err(|e| format!("store: {e}"))?;
+    async fn write(&self, number: BlockNumber, block: &B) -> Result<Written, String> {
+        let stats = self.store.write(number, block).await.map_err(|e| format!("store: {e}"))?;
         Ok(Written { bytes: stats.bytes })
     }
 
@@ -40,11 +56,30 @@ impl BlockSink<SolanaBlock> for CanonicalSink {
     }
 
     async fn remove(&self, number: BlockNumber) -> Result<(), String> {
-        self.store.delete_range(number, number).await.map(|_| ()).map_err(|e| format!("store: {e}"))
+        self.store.remove(number).await.map_err(|e| format!("store: {e}"))
     }
 
     /// `serve` shows blocks above the watermark only to `confirmed` readers.
     async fn finalized(&self, number: BlockNumber) -> Result<(), String> {
-        self.store.set_finalized_slot(number).await.map_err(|e| format!("store: {e}"))
+        self.store.finalized(number).await.map_err(|e| format!("store: {e}"))
+    }
+}
+
+#[async_trait]
+impl CanonicalStore<SolanaBlock> for LedgerStore {
+    async fn write(&self, number: BlockNumber, block: &SolanaBlock) -> Result<WriteStats, StoreError> {
+        self.write_block(number, block, &block.entries).await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        BlockStore::sync(self).await
+    }
+
+    async fn remove(&self, number: BlockNumber) -> Result<(), StoreError> {
+        self.delete_range(number, number).await.map(|_| ())
+    }
+
+    async fn finalized(&self, number: BlockNumber) -> Result<(), StoreError> {
+        self.set_finalized_slot(number).await
     }
 }

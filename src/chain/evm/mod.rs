@@ -1,0 +1,190 @@
+//! EVM chains (Ethereum and its kin): the node's `eth_` answers in, kept as
+//! sent, under Chronicle's EVM layout — the node as a block source
+//! (`rpc.rs`), the block and its typed index (`block.rs`), the store layout
+//! (`layout.rs`), the history API (`serve.rs`).
+//!
+//! Not built yet, each refused with its reason where a manifest asks for it:
+//! the lake's ethereum-etl rows (and so BigQuery's `crypto_ethereum`,
+//! training export), the Redis cache tier, ingest ahead of finality (and so
+//! reorg repair: only finalized blocks are read), epoch archives.
+
+pub mod block;
+pub mod layout;
+pub mod rpc;
+pub mod serve;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::ChainAdapter;
+use crate::crd::chain_source::ChainFamily;
+use crate::pipeline::config::{BigQueryDataset, SourceConfig};
+use crate::pipeline::sinks::Targets;
+use crate::pipeline::sinks::canonical::{CanonicalSink, CanonicalStore};
+use crate::pipeline::{BlockNumber, BlockSink, BlockSource};
+use crate::serve::ServeConfig;
+use crate::store::cells::{CellStore, Table};
+use crate::store::{StoreError, WriteStats};
+pub use block::EvmBlock;
+pub use layout::EvmStore;
+
+/// Blocks per replication digest (EVM chains have no epochs; ~1.4 days of Ethereum).
+pub const DIGEST_BLOCKS: u64 = 10_000;
+
+/// The EVM adapter.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Evm;
+
+/// EVM rows for the lake are not built yet: nothing is ever one.
+pub enum NoRows {}
+
+const NO_LAKE: &str = "the lake's ethereum-etl rows for evm chains are not built yet";
+
+impl ChainAdapter for Evm {
+    type Block = EvmBlock;
+    type Store = EvmStore;
+    type Rows = NoRows;
+
+    fn family(&self) -> ChainFamily {
+        ChainFamily::Evm
+    }
+
+    fn tables(&self) -> &'static [Table] {
+        &layout::tables::ALL
+    }
+
+    fn layout(&self, cells: Arc<dyn CellStore>) -> EvmStore {
+        EvmStore::new(cells)
+    }
+
+    fn rows_reader(&self, store: Arc<EvmStore>) -> Arc<dyn crate::store::block_rows::BlockRowsReader> {
+        store
+    }
+
+    fn epoch_slots(&self) -> u64 {
+        DIGEST_BLOCKS
+    }
+
+    fn source(
+        &self,
+        config: &SourceConfig,
+        _store: Option<&Arc<EvmStore>>,
+    ) -> anyhow::Result<Arc<dyn BlockSource<EvmBlock>>> {
+        match config {
+            SourceConfig::Rpc(endpoint) => {
+                if endpoint.commitment != crate::crd::chain_source::Commitment::Finalized {
+                    anyhow::bail!("evm chains are read at finalized only");
+                }
+                Ok(Arc::new(rpc::EvmRpcSource::new(endpoint)?))
+            }
+            SourceConfig::Archive(_) => anyhow::bail!("there are no epoch archives for evm chains"),
+            SourceConfig::BigQuery(_) => anyhow::bail!("a BigQuery dataset yields rows, not blocks: use rows_source"),
+            SourceConfig::Store(_) => anyhow::bail!("another store yields rows as stored: see replication::run"),
+        }
+    }
+
+    fn sinks(&self, store: &Arc<EvmStore>, targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<EvmBlock>>>> {
+        if targets.lake.is_some() {
+            anyhow::bail!("{NO_LAKE}: remove the lake target");
+        }
+        if targets.chain_metrics.is_some() {
+            anyhow::bail!("chain metrics for evm chains are not built yet: remove chainMetrics");
+        }
+        if !targets.caches.is_empty() {
+            anyhow::bail!("cache invalidation for evm chains is not built yet");
+        }
+        let mut sinks: Vec<Arc<dyn BlockSink<_>>> = Vec::new();
+        if targets.canonical {
+            sinks.push(Arc::new(CanonicalSink::new(store.clone())));
+        }
+        Ok(sinks)
+    }
+
+    fn rows_source(
+        &self,
+        _dataset: &BigQueryDataset,
+    ) -> BoxFuture<'static, anyhow::Result<Arc<dyn BlockSource<NoRows>>>> {
+        Box::pin(async { anyhow::bail!("BigQuery's crypto_ethereum rows: {NO_LAKE}") })
+    }
+
+    fn rows_sinks(&self, _targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<NoRows>>>> {
+        anyhow::bail!("{NO_LAKE}")
+    }
+
+    fn document_source(&self, _store: Arc<EvmStore>) -> Arc<dyn crate::export::DocumentSource> {
+        Arc::new(NoDocuments)
+    }
+
+    fn lacks(&self, feature: super::Feature) -> Option<&'static str> {
+        use super::Feature::*;
+        Some(match feature {
+            Lake => "the lake's ethereum-etl rows (and BigQuery's crypto_ethereum) are not built for evm chains yet",
+            ChainMetrics => "chain metrics are not built for evm chains yet",
+            Archive => "there are no epoch archives for evm chains",
+            Cache => "serving evm chains from a CacheTier (Redis-cached answers) is not built yet",
+            TrainingExport => "training documents are not rendered from evm chains yet",
+        })
+    }
+
+    fn serve(
+        &self,
+        store: Arc<EvmStore>,
+        config: ServeConfig,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(serve::run(store, config, shutdown))
+    }
+}
+
+#[async_trait]
+impl CanonicalStore<EvmBlock> for EvmStore {
+    async fn write(&self, number: BlockNumber, block: &EvmBlock) -> Result<WriteStats, StoreError> {
+        if block.index.number != number {
+            return Err(StoreError::InvalidBlock {
+                slot: number,
+                reason: format!("the block is number {}", block.index.number),
+            });
+        }
+        self.write_block(block).await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        EvmStore::sync(self).await
+    }
+
+    async fn remove(&self, number: BlockNumber) -> Result<(), StoreError> {
+        self.delete_range(number, number).await.map(|_| ())
+    }
+}
+
+/// Training documents are rendered from Solana's blocks only so far.
+struct NoDocuments;
+
+const NO_DOCUMENTS: &str = "training documents for evm chains are not built yet";
+
+#[async_trait]
+impl crate::export::DocumentSource for NoDocuments {
+    async fn blocks(&self, _start: BlockNumber, _end: BlockNumber) -> Result<Vec<BlockNumber>, String> {
+        Err(NO_DOCUMENTS.into())
+    }
+
+    async fn first_block_from(&self, _number: BlockNumber) -> Result<Option<(BlockNumber, Option<i64>)>, String> {
+        Err(NO_DOCUMENTS.into())
+    }
+
+    async fn documents(
+        &self,
+        _number: BlockNumber,
+        _selection: &crate::export::document::Selection,
+        _template: &crate::export::document::Rendering,
+    ) -> Result<Vec<crate::export::document::Document>, String> {
+        Err(NO_DOCUMENTS.into())
+    }
+
+    fn registry_version(&self) -> &'static str {
+        "none"
+    }
+}

@@ -1,0 +1,258 @@
+//! The EVM history API a history node serves, from the store, behind the
+//! same HTTP front as Solana's (API keys, rate limits, size limits,
+//! `/metrics`): `eth_blockNumber`, `eth_chainId`, `eth_getBlockByNumber`,
+//! `eth_getBlockByHash`, `eth_getTransactionByHash`,
+//! `eth_getTransactionReceipt`, `eth_getLogs` over a bounded range. Answers
+//! are the node's own JSON as stored; what the store does not hold is `null`,
+//! as a node answers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::B256;
+use alloy::rpc::types::{Filter, FilterBlockOption, Log};
+use jsonrpc_core::{Error, ErrorCode, MetaIoHandler, Params, Value};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use super::block::EvmBlock;
+use super::layout::EvmStore;
+use crate::serve::{Metrics, ServeConfig, front};
+
+/// Blocks one `eth_getLogs` may cover (providers bound it likewise).
+pub const MAX_LOG_RANGE: u64 = 2_000;
+/// Logs one `eth_getLogs` may return.
+pub const MAX_LOGS: usize = 10_000;
+
+struct Methods {
+    store: Arc<EvmStore>,
+    /// EIP-155 chain id (`eth_chainId`; ChainSource `chain.chainId`).
+    chain_id: Option<u64>,
+}
+
+/// The router of an EVM serve replica.
+pub fn router(store: Arc<EvmStore>, config: ServeConfig) -> anyhow::Result<axum::Router> {
+    if config.cache.is_some() {
+        anyhow::bail!("the Redis cache tier does not serve evm chains yet: run the CacheTier without spec.redis");
+    }
+    if config.upstream.is_some() {
+        anyhow::bail!("forwarding to an upstream node is not built for evm chains yet: remove spec.upstream");
+    }
+    let methods = Arc::new(Methods { store, chain_id: config.chain_id });
+    let metrics = Arc::new(Metrics::new());
+    let mut rpc = MetaIoHandler::default();
+    macro_rules! method {
+        ($name:literal, $call:ident) => {{
+            let (methods, metrics) = (methods.clone(), metrics.clone());
+            rpc.add_method($name, move |params: Params| {
+                let (methods, metrics) = (methods.clone(), metrics.clone());
+                async move {
+                    let started = Instant::now();
+                    let answer = methods.$call(params).await;
+                    metrics.count($name, "off", crate::telemetry::metrics::outcome(answer.is_ok()), started);
+                    answer
+                }
+            });
+        }};
+    }
+    method!("eth_blockNumber", block_number);
+    method!("eth_chainId", chain_id);
+    method!("eth_getBlockByNumber", block_by_number);
+    method!("eth_getBlockByHash", block_by_hash);
+    method!("eth_getTransactionByHash", transaction_by_hash);
+    method!("eth_getTransactionReceipt", transaction_receipt);
+    method!("eth_getLogs", logs);
+    Ok(front::router(rpc, metrics, config))
+}
+
+/// Serves until `shutdown`, then drains open requests.
+pub async fn run(store: Arc<EvmStore>, config: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listen = config.listen;
+    front::listen(router(store, config)?, listen, shutdown).await
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error { code: ErrorCode::InvalidParams, message: message.into(), data: None }
+}
+
+fn store_error(e: crate::store::StoreError) -> Error {
+    tracing::error!(error = %e, "store read failed");
+    Error { code: ErrorCode::InternalError, message: format!("store: {e}"), data: None }
+}
+
+fn hex(n: u64) -> Value {
+    Value::String(format!("{n:#x}"))
+}
+
+/// The positional parameters, typed: `arity` of them (a tuple when more
+/// than one), `required` of them at least; optional trailing ones may be left out.
+fn positional<T: DeserializeOwned>(params: Params, arity: usize, required: usize) -> Result<T, Error> {
+    let mut list = match params {
+        Params::Array(list) => list,
+        Params::None => Vec::new(),
+        Params::Map(_) => return Err(invalid("parameters are positional: pass an array")),
+    };
+    if list.len() < required {
+        return Err(invalid(format!("missing value for required argument {}", list.len())));
+    }
+    if list.len() > arity {
+        return Err(invalid(format!("expected at most {arity} parameters, got {}", list.len())));
+    }
+    while list.len() < arity {
+        list.push(Value::Null);
+    }
+    let value = if arity == 1 { list.remove(0) } else { Value::Array(list) };
+    serde_json::from_value(value).map_err(|e| invalid(format!("invalid parameters: {e}")))
+}
+
+fn server_error(message: impl Into<String>) -> Error {
+    Error { code: ErrorCode::ServerError(-32000), message: message.into(), data: None }
+}
+
+/// Blocks read at once by `eth_getLogs` (a mainnet block with its receipts is megabytes).
+const LOG_SCAN_BLOCKS: usize = 32;
+
+impl Methods {
+    async fn newest(&self) -> Result<Option<u64>, Error> {
+        self.store.newest().await.map_err(store_error)
+    }
+
+    /// A block number or tag, resolved against the store (`latest`, `safe`
+    /// and `finalized` are the newest stored block: everything stored is
+    /// final; `earliest` is block 0, as on a node).
+    async fn resolve(&self, tag: BlockNumberOrTag) -> Result<Option<u64>, Error> {
+        Ok(match tag {
+            BlockNumberOrTag::Number(n) => Some(n),
+            BlockNumberOrTag::Earliest => Some(0),
+            BlockNumberOrTag::Latest | BlockNumberOrTag::Safe | BlockNumberOrTag::Finalized => self.newest().await?,
+            BlockNumberOrTag::Pending => None,
+        })
+    }
+
+    async fn block(&self, number: u64) -> Result<Option<Value>, Error> {
+        self.store.block(number).await.map_err(store_error)
+    }
+
+    async fn block_number(&self, _params: Params) -> Result<Value, Error> {
+        let newest = self.newest().await?.ok_or_else(|| server_error("the store holds no block yet"))?;
+        Ok(hex(newest))
+    }
+
+    async fn chain_id(&self, _params: Params) -> Result<Value, Error> {
+        let id = self.chain_id.ok_or_else(|| server_error("this serve was started without chain.chainId"))?;
+        Ok(hex(id))
+    }
+
+    fn block_answer(block: Option<Value>, full: bool) -> Value {
+        match block {
+            Some(block) if full => block,
+            Some(block) => EvmBlock::with_hashes(&block),
+            None => Value::Null,
+        }
+    }
+
+    async fn block_by_number(&self, params: Params) -> Result<Value, Error> {
+        let (tag, full): (BlockNumberOrTag, Option<bool>) = positional(params, 2, 1)?;
+        let Some(number) = self.resolve(tag).await? else { return Ok(Value::Null) };
+        Ok(Self::block_answer(self.block(number).await?, full.unwrap_or(false)))
+    }
+
+    async fn block_by_hash(&self, params: Params) -> Result<Value, Error> {
+        let (hash, full): (B256, Option<bool>) = positional(params, 2, 1)?;
+        let Some(number) = self.store.block_number_by_hash(&hash).await.map_err(store_error)? else {
+            return Ok(Value::Null);
+        };
+        Ok(Self::block_answer(self.block(number).await?, full.unwrap_or(false)))
+    }
+
+    async fn location(&self, params: Params) -> Result<Option<(u64, usize)>, Error> {
+        let hash: B256 = positional(params, 1, 1)?;
+        let found = self.store.transaction_location(&hash).await.map_err(store_error)?;
+        Ok(found.map(|(number, index)| (number, index as usize)))
+    }
+
+    async fn transaction_by_hash(&self, params: Params) -> Result<Value, Error> {
+        let Some((number, index)) = self.location(params).await? else { return Ok(Value::Null) };
+        let block = self.block(number).await?;
+        Ok(block.and_then(|b| b.get("transactions")?.get(index).cloned()).unwrap_or(Value::Null))
+    }
+
+    async fn transaction_receipt(&self, params: Params) -> Result<Value, Error> {
+        let Some((number, index)) = self.location(params).await? else { return Ok(Value::Null) };
+        let receipts = self.store.receipts(number).await.map_err(store_error)?;
+        Ok(receipts.and_then(|r| r.get(index).cloned()).unwrap_or(Value::Null))
+    }
+
+    /// The logs of the stored blocks in the filter's range (at most
+    /// [`MAX_LOG_RANGE`] blocks) that match its addresses and topics, as the
+    /// receipts hold them. Blocks are read a few at a time; the receipts of
+    /// a block whose bloom excludes the filter are not read.
+    async fn logs(&self, params: Params) -> Result<Value, Error> {
+        let filter: Filter = positional(params, 1, 1)?;
+        let (from, to) = match filter.block_option {
+            FilterBlockOption::AtBlockHash(hash) => {
+                match self.store.block_number_by_hash(&hash).await.map_err(store_error)? {
+                    Some(number) => (number, number),
+                    None => return Err(server_error("unknown block")),
+                }
+            }
+            FilterBlockOption::Range { from_block, to_block } => {
+                let latest = BlockNumberOrTag::Latest;
+                let from = self.resolve(from_block.unwrap_or(latest)).await?;
+                let to = self.resolve(to_block.unwrap_or(latest)).await?;
+                match (from, to) {
+                    (Some(from), Some(to)) => (from, to),
+                    _ => return Ok(Value::Array(Vec::new())),
+                }
+            }
+        };
+        if from > to {
+            return Err(invalid(format!("fromBlock {from:#x} is after toBlock {to:#x}")));
+        }
+        if to - from >= MAX_LOG_RANGE {
+            return Err(Error {
+                code: ErrorCode::ServerError(-32005),
+                message: format!("query exceeds max block range {MAX_LOG_RANGE}"),
+                data: None,
+            });
+        }
+        let mut found = Vec::new();
+        let mut next = from;
+        while next <= to {
+            let blocks = self.store.blocks(next, to, LOG_SCAN_BLOCKS).await.map_err(store_error)?;
+            let Some(&(last, _)) = blocks.last() else { break };
+            for (number, block) in blocks {
+                let bloom = block.get("logsBloom").and_then(|b| serde_json::from_value(b.clone()).ok());
+                if bloom.is_some_and(|bloom| !filter.matches_bloom(bloom)) {
+                    continue;
+                }
+                let receipts = self.store.receipts(number).await.map_err(store_error)?;
+                for receipt in receipts.iter().filter_map(Value::as_array).flatten() {
+                    for log in receipt.get("logs").and_then(Value::as_array).into_iter().flatten() {
+                        let typed: Log = serde_json::from_value(log.clone()).map_err(|e| {
+                            store_error(crate::store::StoreError::Corrupt {
+                                table: super::layout::tables::RECEIPTS,
+                                key: format!("{number:016x}"),
+                                slot: Some(number),
+                                reason: format!("a stored log does not parse: {e}"),
+                            })
+                        })?;
+                        if filter.matches(&typed.inner) {
+                            if found.len() == MAX_LOGS {
+                                return Err(Error {
+                                    code: ErrorCode::ServerError(-32005),
+                                    message: format!("query returned more than {MAX_LOGS} results"),
+                                    data: None,
+                                });
+                            }
+                            found.push(log.clone());
+                        }
+                    }
+                }
+            }
+            next = last + 1;
+        }
+        Ok(Value::Array(found))
+    }
+}

@@ -1,0 +1,371 @@
+//! EVM chains end to end: real Ethereum mainnet blocks through the EVM
+//! layout on both engines and back out of `serve` as the node sent them; a
+//! real EVM node (anvil, driven by viem: transfers, an ERC-20 deployed and
+//! called, a reverted call) backfilled and followed by `chronicle worker
+//! ingest --chain evm`, its history served equal to the node's answers, and
+//! read by viem (a stock client) unchanged.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chronicle::chain::ChainAdapter;
+use chronicle::chain::evm::{Evm, EvmBlock, EvmStore};
+use chronicle::serve::ServeConfig;
+use serde_json::{Value, json};
+use support::BigtableEmulator;
+
+/// A chainstorage `raw_block` fixture: the node's block and receipts answers.
+fn mainnet_block(file: &str) -> (u64, Value, Value) {
+    let raw: Value =
+        serde_json::from_slice(&std::fs::read(support::data_file(&format!("evm/{file}"))).unwrap()).unwrap();
+    let decode = |text: &Value| -> Value {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text.as_str().unwrap()).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let block = decode(&raw["ethereum"]["header"]);
+    let receipts: Vec<Value> = raw["ethereum"]["transactionReceipts"]
+        .as_array()
+        .map(|list| list.iter().map(decode).collect())
+        .unwrap_or_default();
+    let number = raw["metadata"]["height"].as_str().map_or(0, |h| h.parse().unwrap());
+    (number, block, Value::Array(receipts))
+}
+
+const MAINNET: [&str; 5] = [
+    "raw_block_0.json",
+    "raw_block_468179.json",
+    "raw_block_4370006.json",
+    "raw_block_13998626.json",
+    "raw_block_17053184.json",
+];
+
+async fn serve(store: Arc<EvmStore>, config: ServeConfig) -> SocketAddr {
+    let app = chronicle::chain::evm::serve::router(store, config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap()
+    });
+    addr
+}
+
+/// One JSON-RPC call; the whole response (result or error).
+async fn call(url: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let response = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+    response.json::<Value>().await.unwrap()
+}
+
+async fn result(url: &str, method: &str, params: Value) -> Value {
+    let answer = call(url, method, params.clone()).await;
+    assert!(answer.get("error").is_none(), "{method} {params}: {answer}");
+    answer["result"].clone()
+}
+
+/// Every log of the receipts, in block order.
+fn logs_of(receipts: &Value) -> Vec<Value> {
+    receipts.as_array().unwrap().iter().flat_map(|r| r["logs"].as_array().unwrap().clone()).collect()
+}
+
+async fn open_embedded(dir: &Path) -> Arc<EvmStore> {
+    let url = format!("embedded://{}", dir.display());
+    chronicle::store::open_for(&Evm, &url, &Default::default()).await.unwrap()
+}
+
+async fn open_bigtable(emulator: &BigtableEmulator, instance: &str) -> Arc<EvmStore> {
+    let access = chronicle::store::BigtableAccess { emulator_host: Some(emulator.host()), credentials_file: None };
+    chronicle::store::open_for(&Evm, &format!("bigtable://chronicle-test/{instance}"), &access).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mainnet_blocks_round_trip_through_both_engines_and_serve_as_the_node_sent_them() {
+    let emulator = BigtableEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stores =
+        [("embedded", open_embedded(dir.path()).await), ("bigtable", open_bigtable(&emulator, "mainnet").await)];
+    let blocks: Vec<(u64, Value, Value)> = MAINNET.iter().map(|f| mainnet_block(f)).collect();
+    for (engine, store) in stores {
+        let (mut json_bytes, mut stored_bytes) = (0, 0);
+        for (number, block, receipts) in &blocks {
+            let evm = EvmBlock::from_json(*number, block.clone(), receipts.clone())
+                .unwrap_or_else(|e| panic!("block {number}: {e}"));
+            json_bytes += serde_json::to_vec(block).unwrap().len() + serde_json::to_vec(receipts).unwrap().len();
+            stored_bytes += store.write_block(&evm).await.unwrap().bytes;
+            // Writing the same block again changes nothing.
+            store.write_block(&evm).await.unwrap();
+        }
+        println!("{engine}: {stored_bytes} bytes stored for {json_bytes} bytes of the node's JSON (compact)");
+        let config = ServeConfig { chain_id: Some(1), ..ServeConfig::default() };
+        let url = format!("http://{}", serve(store.clone(), config).await);
+        assert_eq!(result(&url, "eth_blockNumber", json!([])).await, json!("0x1043600"), "{engine}");
+        assert_eq!(result(&url, "eth_chainId", json!([])).await, json!("0x1"));
+        let mut transactions = 0;
+        for (number, block, receipts) in &blocks {
+            let tag = format!("{number:#x}");
+            assert_eq!(
+                &result(&url, "eth_getBlockByNumber", json!([tag, true])).await,
+                block,
+                "{engine} block {number}"
+            );
+            let hash = block["hash"].clone();
+            assert_eq!(&result(&url, "eth_getBlockByHash", json!([hash, true])).await, block, "{engine} {hash}");
+            let short = result(&url, "eth_getBlockByNumber", json!([tag, false])).await;
+            let hashes: Vec<Value> =
+                block["transactions"].as_array().unwrap().iter().map(|t| t["hash"].clone()).collect();
+            assert_eq!(short["transactions"], Value::Array(hashes));
+            assert_eq!(short["stateRoot"], block["stateRoot"]);
+            for (tx, receipt) in block["transactions"].as_array().unwrap().iter().zip(receipts.as_array().unwrap()) {
+                let hash = tx["hash"].clone();
+                assert_eq!(&result(&url, "eth_getTransactionByHash", json!([hash])).await, tx, "{engine} tx {hash}");
+                assert_eq!(&result(&url, "eth_getTransactionReceipt", json!([hash])).await, receipt, "{engine} {hash}");
+                transactions += 1;
+            }
+            let logs = result(&url, "eth_getLogs", json!([{"fromBlock": tag, "toBlock": tag}])).await;
+            assert_eq!(logs, Value::Array(logs_of(receipts)), "{engine} logs of block {number}");
+        }
+        assert_eq!(transactions, 197, "every fixture transaction was asked for");
+        // Filters: one contract's logs, one topic, in the post-Shanghai block.
+        let (_, _, receipts) = &blocks[4];
+        let all = logs_of(receipts);
+        let first = &all[0];
+        let by_address: Vec<Value> = all.iter().filter(|l| l["address"] == first["address"]).cloned().collect();
+        let filter = json!([{"fromBlock": "0x1043600", "toBlock": "0x1043600", "address": first["address"]}]);
+        assert_eq!(result(&url, "eth_getLogs", filter).await, Value::Array(by_address));
+        let topic = first["topics"][0].clone();
+        let by_topic: Vec<Value> = all.iter().filter(|l| l["topics"][0] == topic).cloned().collect();
+        let filter = json!([{"blockHash": blocks[4].1["hash"], "topics": [topic]}]);
+        assert_eq!(result(&url, "eth_getLogs", filter).await, Value::Array(by_topic));
+        // What the store does not hold is null, as a node answers.
+        assert_eq!(result(&url, "eth_getBlockByNumber", json!(["0x5", false])).await, Value::Null);
+        let unknown = format!("0x{}", "ab".repeat(32));
+        assert_eq!(result(&url, "eth_getTransactionByHash", json!([unknown])).await, Value::Null);
+        assert_eq!(result(&url, "eth_getTransactionReceipt", json!([unknown])).await, Value::Null);
+        assert_eq!(result(&url, "eth_getBlockByHash", json!([unknown, false])).await, Value::Null);
+        // Bad requests: a clear error, nothing else.
+        let bad = call(&url, "eth_getBlockByNumber", json!(["0xzz", true])).await;
+        assert_eq!(bad["error"]["code"], -32602, "{bad}");
+        let wide = call(&url, "eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "0x1043600"}])).await;
+        assert_eq!(wide["error"]["code"], -32005, "{wide}");
+        assert!(wide["error"]["message"].as_str().unwrap().contains("max block range"), "{wide}");
+        let backwards = call(&url, "eth_getLogs", json!([{"fromBlock": "0x10", "toBlock": "0x1"}])).await;
+        assert_eq!(backwards["error"]["code"], -32602, "{backwards}");
+        let hash = call(&url, "eth_getTransactionByHash", json!(["0x12"])).await;
+        assert_eq!(hash["error"]["code"], -32602, "{hash}");
+        // Replication, verification and retention see a block's rows through the layout.
+        let rows = Evm.rows_reader(store.clone()).block_rows(17053184).await.unwrap().unwrap();
+        assert!(rows.rows.len() > 125, "{} rows", rows.rows.len());
+        assert_eq!(rows.rows.last().unwrap().0, chronicle::chain::evm::layout::tables::BLOCKS, "the block row last");
+        let deleted = store.delete_range(4370006, 4370006).await.unwrap();
+        assert_eq!(deleted.blocks, 1);
+        assert_eq!(result(&url, "eth_getBlockByNumber", json!(["0x42ae56", false])).await, Value::Null);
+        let moved = &blocks[2].1["transactions"][0]["hash"];
+        assert_eq!(result(&url, "eth_getTransactionByHash", json!([moved])).await, Value::Null);
+        assert_eq!(&result(&url, "eth_getBlockByNumber", json!(["0x1043600", true])).await, &blocks[4].1);
+    }
+}
+
+#[test]
+fn malformed_blocks_are_refused_with_what_is_wrong() {
+    let (number, block, receipts) = mainnet_block("raw_block_13998626.json");
+    let wrong = EvmBlock::from_json(number + 1, block.clone(), receipts.clone()).unwrap_err();
+    assert!(wrong.to_string().contains("the node answered block 13998626"), "{wrong}");
+    let mut fewer = receipts.clone();
+    fewer.as_array_mut().unwrap().pop();
+    let missing = EvmBlock::from_json(number, block.clone(), fewer).unwrap_err();
+    assert!(missing.to_string().contains("6 receipts for 7 transactions"), "{missing}");
+    let mut swapped = receipts.clone();
+    swapped.as_array_mut().unwrap().swap(0, 1);
+    let other = EvmBlock::from_json(number, block.clone(), swapped).unwrap_err();
+    assert!(other.to_string().contains("receipt 0 is for"), "{other}");
+    let mut broken = block.clone();
+    broken["transactions"][2]["hash"] = json!("0x1234");
+    let undecodable = EvmBlock::from_json(number, broken, receipts.clone()).unwrap_err();
+    assert!(undecodable.to_string().starts_with("block 13998626: not an EVM block"), "{undecodable}");
+    let mut hashes_only = block.clone();
+    hashes_only["transactions"] = json!([]);
+    let empty = EvmBlock::from_json(number, hashes_only, receipts).unwrap_err();
+    assert!(empty.to_string().contains("0 transactions"), "{empty}");
+}
+
+/// A real anvil node from npm (`@foundry-rs/anvil`), killed when dropped.
+struct Anvil {
+    url: String,
+    child: std::process::Child,
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(dir: &Path, tail: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find(&path, tail) {
+                return Some(found);
+            }
+        } else if path.ends_with(tail) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+impl Anvil {
+    fn start(modules: &Path) -> Self {
+        // The package's `anvil` command is a node wrapper; run the real binary.
+        let binary = find(&modules.join("@foundry-rs"), "anvil-linux-amd64/bin/anvil")
+            .expect("the anvil binary (npm @foundry-rs/anvil-linux-amd64) is not installed");
+        let port = support::free_port();
+        let child = std::process::Command::new(binary)
+            .args(["--port", &port.to_string(), "--host", "127.0.0.1", "--silent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start anvil");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "anvil did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { url: format!("http://127.0.0.1:{port}"), child }
+    }
+}
+
+fn node_script(modules: &Path, script: &str, args: &[&str]) -> String {
+    // ES modules resolve packages from the script's own directory: run a copy beside node_modules.
+    let copy = modules.parent().unwrap().join(script);
+    std::fs::copy(format!("{}/tests/js/{script}", env!("CARGO_MANIFEST_DIR")), &copy).unwrap();
+    let output = std::process::Command::new("node").arg(&copy).args(args).output().expect("node is installed");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{script}: {stdout}\n{stderr}");
+    stdout.trim().to_string()
+}
+
+fn ingest(
+    job: &str,
+    node: &str,
+    store: &str,
+    catalog: &str,
+    emulator: &BigtableEmulator,
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"));
+    command
+        .args(["worker", "ingest", "--chain", "evm", "--job", job, "--rpc", node, "--store", store])
+        .args(["--catalog", catalog, "--batch-size", "16"])
+        .args(args)
+        .env("BIGTABLE_EMULATOR_HOST", emulator.host())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn finalized(node: &str) -> u64 {
+    let block = result(node, "eth_getBlockByNumber", json!(["finalized", false])).await;
+    u64::from_str_radix(block["number"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Every block in `from..=to` and its transactions and receipts, as serve and the node answer them.
+async fn assert_served_like_the_node(serve: &str, node: &str, from: u64, to: u64) -> usize {
+    let mut transactions = 0;
+    for number in from..=to {
+        let tag = format!("{number:#x}");
+        for full in [true, false] {
+            let ours = result(serve, "eth_getBlockByNumber", json!([tag, full])).await;
+            assert_eq!(ours, result(node, "eth_getBlockByNumber", json!([tag, full])).await, "block {number}");
+        }
+        let block = result(node, "eth_getBlockByNumber", json!([tag, true])).await;
+        assert_eq!(result(serve, "eth_getBlockByHash", json!([block["hash"], true])).await, block);
+        for tx in block["transactions"].as_array().unwrap() {
+            for method in ["eth_getTransactionByHash", "eth_getTransactionReceipt"] {
+                let ours = result(serve, method, json!([tx["hash"]])).await;
+                assert_eq!(ours, result(node, method, json!([tx["hash"]])).await, "{method} {}", tx["hash"]);
+            }
+            transactions += 1;
+        }
+    }
+    let range = json!([{"fromBlock": format!("{from:#x}"), "toBlock": format!("{to:#x}")}]);
+    assert_eq!(result(serve, "eth_getLogs", range.clone()).await, result(node, "eth_getLogs", range).await);
+    transactions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it() {
+    let modules = tokio::task::spawn_blocking(support::node_modules).await.unwrap();
+    let anvil = Anvil::start(&modules);
+    let token_sol = format!("{}/tests/evm/Token.sol", env!("CARGO_MANIFEST_DIR"));
+    let driven: Value =
+        serde_json::from_str(&node_script(&modules, "evm_drive.mjs", &[&anvil.url, &token_sol])).unwrap();
+    assert_eq!(driven["failed"], "reverted");
+    let token = driven["token"].as_str().unwrap().to_string();
+    let emulator = BigtableEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (store_url, catalog) =
+        ("bigtable://chronicle-test/anvil", format!("embedded://{}/catalog", dir.path().display()));
+
+    // Backfill to the finalized block.
+    let last = finalized(&anvil.url).await;
+    assert!(last > 10, "finalized {last}");
+    let to = last.to_string();
+    let out = ingest("anvil-history", &anvil.url, store_url, &catalog, &emulator, &["--from", "0", "--to", &to])
+        .output()
+        .await
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    support::assert_no_secret(&log);
+
+    let store = open_bigtable(&emulator, "anvil").await;
+    let config = ServeConfig { chain_id: Some(31337), ..ServeConfig::default() };
+    let serve_url = format!("http://{}", serve(store.clone(), config).await);
+    assert_eq!(result(&serve_url, "eth_blockNumber", json!([])).await, json!(format!("{last:#x}")));
+    let transactions = assert_served_like_the_node(&serve_url, &anvil.url, 0, last).await;
+    assert_eq!(transactions, driven["transactions"].as_array().unwrap().len());
+
+    // A stock client reads serve unchanged.
+    let said = node_script(&modules, "evm_client.mjs", &[&serve_url, &anvil.url, "0", &to, &token]);
+    assert!(said.contains("as the node answers them"), "{said}");
+
+    // Follow: new blocks land as they are finalized.
+    let next = (last + 1).to_string();
+    let follow = ["--follow", "--from", next.as_str(), "--poll-interval", "200ms"];
+    let mut follower = ingest("anvil-follow", &anvil.url, store_url, &catalog, &emulator, &follow).spawn().unwrap();
+    node_script(&modules, "evm_drive.mjs", &[&anvil.url, &token_sol]);
+    let newer = finalized(&anvil.url).await;
+    assert!(newer > last);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.newest().await.unwrap() != Some(newer) {
+        if Instant::now() > deadline || follower.try_wait().unwrap().is_some() {
+            follower.start_kill().unwrap();
+            let out = follower.wait_with_output().await.unwrap();
+            panic!(
+                "the follower did not reach block {newer}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let followed = assert_served_like_the_node(&serve_url, &anvil.url, last + 1, newer).await;
+    assert!(followed >= 10, "{followed} transactions followed");
+    // SIGTERM: the follower stops cleanly at a checkpoint.
+    let pid = follower.id().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = tokio::time::timeout(Duration::from_secs(30), follower.wait_with_output()).await.unwrap().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+}
