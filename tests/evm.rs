@@ -329,9 +329,29 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
     assert!(out.status.success(), "{log}");
     support::assert_no_secret(&log);
 
+    // `chronicle serve --chain evm`, as a CacheTier's replica runs it, over the same store.
     let store = open_bigtable(&emulator, "anvil").await;
-    let config = ServeConfig { chain_id: Some(31337), ..ServeConfig::default() };
-    let serve_url = format!("http://{}", serve(store.clone(), config).await);
+    let port = support::free_port();
+    let mut served = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["serve", "--chain", "evm", "--chain-id", "31337", "--store", store_url])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("BIGTABLE_EMULATOR_HOST", emulator.host())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline || served.try_wait().unwrap().is_some() {
+            served.start_kill().ok();
+            let out = served.wait_with_output().await.unwrap();
+            panic!("chronicle serve did not listen: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let serve_url = format!("http://127.0.0.1:{port}");
     assert_eq!(result(&serve_url, "eth_blockNumber", json!([])).await, json!(format!("{last:#x}")));
     let transactions = assert_served_like_the_node(&serve_url, &anvil.url, 0, last).await;
     assert_eq!(transactions, driven["transactions"].as_array().unwrap().len());
