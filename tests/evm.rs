@@ -321,10 +321,10 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
     let last = finalized(&anvil.url).await;
     assert!(last > 10, "finalized {last}");
     let to = last.to_string();
-    let out = ingest("anvil-history", &anvil.url, store_url, &catalog, &emulator, &["--from", "0", "--to", &to])
-        .output()
-        .await
-        .unwrap();
+    let lake = dir.path().join("lake");
+    let lake_url = format!("file://{}", lake.display());
+    let backfill = ["--from", "0", "--to", &to, "--lake", &lake_url, "--network", "anvil"];
+    let out = ingest("anvil-history", &anvil.url, store_url, &catalog, &emulator, &backfill).output().await.unwrap();
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{log}");
     support::assert_no_secret(&log);
@@ -355,6 +355,40 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
     assert_eq!(result(&serve_url, "eth_blockNumber", json!([])).await, json!(format!("{last:#x}")));
     let transactions = assert_served_like_the_node(&serve_url, &anvil.url, 0, last).await;
     assert_eq!(transactions, driven["transactions"].as_array().unwrap().len());
+
+    // The lake's rows, read back by pyarrow: a row per transaction, and a
+    // token transfer per Transfer log the node reports, with its amount.
+    let parquet = |table: &str| -> Vec<Value> {
+        let mut files = Vec::new();
+        let mut dirs = vec![lake.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "parquet")
+                    && path.parent().is_some_and(|p| p.ends_with(table))
+                {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(!files.is_empty(), "no {table} partition under {}", lake.display());
+        files.iter().flat_map(|f| support::pyarrow_read(f)["rows"].as_array().unwrap().clone()).collect()
+    };
+    assert_eq!(parquet("transactions").len(), transactions);
+    let topic = chronicle::chain::evm::rows::TRANSFER_TOPIC;
+    let filter = json!([{"fromBlock": "0x0", "toBlock": format!("{last:#x}"), "topics": [topic]}]);
+    let transfer_logs = result(&anvil.url, "eth_getLogs", filter).await;
+    let transfers = parquet("token_transfers");
+    assert_eq!(transfers.len(), transfer_logs.as_array().unwrap().len());
+    for log in transfer_logs.as_array().unwrap() {
+        let hash = log["transactionHash"].as_str().unwrap();
+        let row = transfers.iter().find(|t| t["transaction_hash"] == hash).unwrap();
+        let amount = u128::from_str_radix(log["data"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+        assert_eq!(row["value"], json!(amount.to_string()), "{hash}");
+        assert_eq!(row["token_address"], json!(token));
+    }
 
     // A stock client reads serve unchanged.
     let said = node_script(&modules, "evm_client.mjs", &[&serve_url, &anvil.url, "0", &to, &token]);
@@ -388,4 +422,120 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
     let out = tokio::time::timeout(Duration::from_secs(30), follower.wait_with_output()).await.unwrap().unwrap();
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{log}");
+}
+
+/// An ethereum-etl test input: the node's answer inside its JSON-RPC envelope.
+fn etl_answer(file: &str) -> Value {
+    let path = support::data_file(&format!("evm/ethereum-etl/{file}"));
+    let envelope: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    envelope["result"].clone()
+}
+
+type Cells = std::collections::BTreeMap<String, String>;
+
+/// An ethereum-etl expected CSV, a map of column to cell per row.
+fn etl_expected(file: &str) -> Vec<Cells> {
+    let mut reader = csv::Reader::from_path(support::data_file(&format!("evm/ethereum-etl/{file}"))).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(str::to_string)).collect()).collect()
+}
+
+/// Our row as ethereum-etl's CSV writer prints one: null empty, lists joined by commas.
+fn cells(row: &impl serde::Serialize) -> Cells {
+    let text = |value: &Value| match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let Value::Object(fields) = serde_json::to_value(row).unwrap() else { panic!("a row is an object") };
+    fields
+        .into_iter()
+        .map(|(column, value)| {
+            let cell = match &value {
+                Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+                other => text(other),
+            };
+            (column, cell)
+        })
+        .collect()
+}
+
+/// Every expected row has its equal among ours (by `key`), column by column; as many rows.
+fn assert_rows_match(table: &str, expected: &[Cells], ours: &[Cells], key: &str) {
+    assert_eq!(ours.len(), expected.len(), "{table}: row count");
+    for want in expected {
+        let have = ours
+            .iter()
+            .find(|row| row.get(key) == want.get(key))
+            .unwrap_or_else(|| panic!("{table}: no row {key}={}", want[key]));
+        for (column, cell) in want {
+            let ours = have.get(column).map(String::as_str).unwrap_or_default();
+            assert_eq!(ours, cell, "{table} {key}={}: column {column}", want[key]);
+        }
+    }
+}
+
+#[test]
+fn lake_rows_equal_ethereum_etl_for_its_own_test_blocks() {
+    use chronicle::chain::evm::rows;
+    let mut blocks = Vec::new();
+    let mut transactions = Vec::new();
+    for (number, file) in [
+        (483920, "eth_getBlockByNumber_483920.json"),
+        (47218, "eth_getBlockByNumber_47218.json"),
+        (47219, "eth_getBlockByNumber_47219.json"),
+    ] {
+        let (block, txs) = rows::block_rows(number, &etl_answer(file)).unwrap();
+        blocks.push(block);
+        transactions.extend(txs);
+    }
+    let ours_blocks: Vec<Cells> = blocks.iter().map(cells).collect();
+    // The lake's block_timestamp is a TIMESTAMP in microseconds; ethereum-etl's CSV prints seconds.
+    let ours_txs: Vec<Cells> = transactions
+        .iter()
+        .map(|tx| {
+            let mut row = cells(tx);
+            row.insert("block_timestamp".into(), (tx.block_timestamp / 1_000_000).to_string());
+            row
+        })
+        .collect();
+    let mut want_blocks = etl_expected("expected_blocks_483920.csv");
+    want_blocks.extend(etl_expected("expected_blocks_47218_47219.csv"));
+    assert_rows_match("blocks", &want_blocks, &ours_blocks, "number");
+    let mut want_txs = etl_expected("expected_transactions_483920.csv");
+    want_txs.extend(etl_expected("expected_transactions_47218_47219.csv"));
+    assert_rows_match("transactions", &want_txs, &ours_txs, "hash");
+
+    // The block's four receipts: their rows, their logs, the token transfers in those logs.
+    let receipts: Vec<Value> = ["0x04cbcb23", "0xcea6f897", "0x463d53f0", "0x05287a56"]
+        .iter()
+        .map(|h| etl_answer(&format!("eth_getTransactionReceipt_{h}.json")))
+        .collect();
+    let (mut receipt_rows, mut log_rows) = (Vec::new(), Vec::new());
+    for receipt in &receipts {
+        let (row, logs) = rows::receipt_rows(483920, receipt).unwrap();
+        receipt_rows.push(cells(&row));
+        log_rows.extend(logs);
+    }
+    assert_rows_match("receipts", &etl_expected("expected_receipts_483920.csv"), &receipt_rows, "transaction_hash");
+    let logs: Vec<Cells> = log_rows.iter().map(cells).collect();
+    assert_rows_match("logs", &etl_expected("expected_logs_483920.csv"), &logs, "log_index");
+    let transfers: Vec<Cells> = log_rows.iter().filter_map(rows::token_transfer).map(|t| cells(&t)).collect();
+    assert_rows_match("token_transfers", &etl_expected("expected_token_transfers_483920.csv"), &transfers, "log_index");
+
+    // Whole blocks: the mainnet fixtures' rows, one per transaction, receipt and log.
+    for file in MAINNET {
+        let (number, block, receipts) = mainnet_block(file);
+        let evm = EvmBlock::from_json(number, block.clone(), receipts.clone()).unwrap();
+        let rows = rows::rows_of(&evm).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(rows.blocks[0].hash, block["hash"].as_str().unwrap());
+        assert_eq!(rows.transactions.len(), block["transactions"].as_array().unwrap().len(), "{file}");
+        assert_eq!(rows.receipts.len(), rows.transactions.len(), "{file}");
+        assert_eq!(rows.logs.len(), logs_of(&receipts).len(), "{file}");
+    }
+    // A value that is not a quantity names the block and the field.
+    let mut broken = etl_answer("eth_getBlockByNumber_47218.json");
+    broken["transactions"][1]["gas"] = json!("0xnope");
+    let error = rows::block_rows(47218, &broken).unwrap_err();
+    assert!(error.starts_with("block 47218: transaction field gas:"), "{error}");
 }

@@ -111,8 +111,10 @@ pub fn adapter(family: ChainFamily) -> Result<Adapter, String> {
 /// What a manifest may ask of a chain that not every adapter does yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Feature {
-    /// Normalized rows into the lake (and BigQuery datasets, read into it).
+    /// Normalized rows into the lake.
     Lake,
+    /// The chain's public BigQuery dataset as a source (of the lake).
+    BigQuery,
     ChainMetrics,
     Archive,
     /// Answers cached in Redis and dropped as blocks land.

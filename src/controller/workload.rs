@@ -533,8 +533,11 @@ pub fn invalidating_tiers<'a>(
 pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -> Result<WorkerSpec, BuildError> {
     let spec = &job.spec;
     let mut wanted = Vec::new();
-    if spec.targets.contains(&IngestTarget::Lake) || spec.source.big_query.is_some() {
+    if spec.targets.contains(&IngestTarget::Lake) {
         wanted.push(Feature::Lake);
+    }
+    if spec.source.big_query.is_some() {
+        wanted.push(Feature::BigQuery);
     }
     if spec.targets.contains(&IngestTarget::Metrics) {
         wanted.push(Feature::ChainMetrics);

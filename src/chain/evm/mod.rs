@@ -1,15 +1,18 @@
 //! EVM chains (Ethereum and its kin): the node's `eth_` answers in, kept as
 //! sent, under Chronicle's EVM layout — the node as a block source
 //! (`rpc.rs`), the block and its typed index (`block.rs`), the store layout
-//! (`layout.rs`), the history API (`serve.rs`).
+//! (`layout.rs`), the lake's ethereum-etl rows (`rows.rs`), the history API
+//! (`serve.rs`).
 //!
-//! Not built yet, each refused with its reason where a manifest asks for it:
-//! the lake's ethereum-etl rows (and so BigQuery's `crypto_ethereum`,
-//! training export), the Redis cache tier, ingest ahead of finality (and so
-//! reorg repair: only finalized blocks are read), epoch archives.
+//! Not built yet, each refused with its reason where a manifest asks for it
+//! ([`ChainAdapter::lacks`]): BigQuery's `crypto_ethereum` as a source,
+//! training export, chain metrics, the Redis cache tier, ingest ahead of
+//! finality (and so reorg repair: only finalized blocks are read), epoch
+//! archives.
 
 pub mod block;
 pub mod layout;
+pub mod rows;
 pub mod rpc;
 pub mod serve;
 
@@ -24,6 +27,7 @@ use crate::crd::chain_source::ChainFamily;
 use crate::pipeline::config::{BigQueryDataset, SourceConfig};
 use crate::pipeline::sinks::Targets;
 use crate::pipeline::sinks::canonical::{CanonicalSink, CanonicalStore};
+use crate::pipeline::sinks::lake::LakeSink;
 use crate::pipeline::{BlockNumber, BlockSink, BlockSource};
 use crate::serve::ServeConfig;
 use crate::store::cells::{CellStore, Table};
@@ -38,15 +42,12 @@ pub const DIGEST_BLOCKS: u64 = 10_000;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Evm;
 
-/// EVM rows for the lake are not built yet: nothing is ever one.
-pub enum NoRows {}
-
-const NO_LAKE: &str = "the lake's ethereum-etl rows for evm chains are not built yet";
+const NO_BIGQUERY: &str = "reading BigQuery's crypto_ethereum is not built for evm chains yet";
 
 impl ChainAdapter for Evm {
     type Block = EvmBlock;
     type Store = EvmStore;
-    type Rows = NoRows;
+    type Rows = rows::EvmRows;
 
     fn family(&self) -> ChainFamily {
         ChainFamily::Evm
@@ -87,9 +88,6 @@ impl ChainAdapter for Evm {
     }
 
     fn sinks(&self, store: &Arc<EvmStore>, targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<EvmBlock>>>> {
-        if targets.lake.is_some() {
-            anyhow::bail!("{NO_LAKE}: remove the lake target");
-        }
         if targets.chain_metrics.is_some() {
             anyhow::bail!("chain metrics for evm chains are not built yet: remove chainMetrics");
         }
@@ -100,18 +98,21 @@ impl ChainAdapter for Evm {
         if targets.canonical {
             sinks.push(Arc::new(CanonicalSink::new(store.clone())));
         }
+        if let Some(lake) = &targets.lake {
+            sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::EvmTables)));
+        }
         Ok(sinks)
     }
 
     fn rows_source(
         &self,
         _dataset: &BigQueryDataset,
-    ) -> BoxFuture<'static, anyhow::Result<Arc<dyn BlockSource<NoRows>>>> {
-        Box::pin(async { anyhow::bail!("BigQuery's crypto_ethereum rows: {NO_LAKE}") })
+    ) -> BoxFuture<'static, anyhow::Result<Arc<dyn BlockSource<rows::EvmRows>>>> {
+        Box::pin(async { anyhow::bail!("{NO_BIGQUERY}") })
     }
 
-    fn rows_sinks(&self, _targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<NoRows>>>> {
-        anyhow::bail!("{NO_LAKE}")
+    fn rows_sinks(&self, _targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<rows::EvmRows>>>> {
+        anyhow::bail!("{NO_BIGQUERY}")
     }
 
     fn document_source(&self, _store: Arc<EvmStore>) -> Arc<dyn crate::export::DocumentSource> {
@@ -121,7 +122,8 @@ impl ChainAdapter for Evm {
     fn lacks(&self, feature: super::Feature) -> Option<&'static str> {
         use super::Feature::*;
         Some(match feature {
-            Lake => "the lake's ethereum-etl rows (and BigQuery's crypto_ethereum) are not built for evm chains yet",
+            Lake => return None,
+            BigQuery => NO_BIGQUERY,
             ChainMetrics => "chain metrics are not built for evm chains yet",
             Archive => "there are no epoch archives for evm chains",
             Cache => "serving evm chains from a CacheTier (Redis-cached answers) is not built yet",
