@@ -270,8 +270,12 @@ impl PodSecrets {
 
     /// The ingest work's endpoint token and the Redis URLs of the tiers it invalidates.
     pub fn ingest(&mut self, spec: &IngestSpec, source: &ChainSource, tiers: &[CacheTier]) {
+        // Only the tiers the spec invalidates (a chain without a cache tier lists none).
         for tier in invalidating_tiers(source, tiers) {
-            self.env(&cache_url_env(&tier.name_any()), &tier.spec.redis.url_secret_ref);
+            let env = cache_url_env(&tier.name_any());
+            if spec.caches.iter().any(|cache| cache.env == env) {
+                self.env(&env, &tier.spec.redis.url_secret_ref);
+            }
         }
         if spec.lake.is_some() {
             self.lake_credentials(source);

@@ -2,12 +2,11 @@
 //! behind BigQuery's `crypto_ethereum`): blocks, transactions, receipts,
 //! logs and token transfers, derived from the node's answers as
 //! ethereum-etl's mappers derive them (quantities from hex to integers;
-//! amounts that can pass 2^64 — value, difficulty — as decimal strings;
+//! amounts and prices that can pass 2^64 — value, difficulty, gas prices and
+//! fees — as decimal strings;
 //! addresses lowercased, a log's address as the node printed it). A value
 //! that does not parse is an error naming the block and the field: the block
 //! becomes a gap, and no row of it is written.
-
-use std::str::FromStr;
 
 use alloy::primitives::U256;
 use futures::future::BoxFuture;
@@ -44,7 +43,8 @@ pub struct BlockRow {
     pub gas_used: u64,
     pub timestamp: u64,
     pub transaction_count: u64,
-    pub base_fee_per_gas: Option<u64>,
+    /// Wei per gas, decimal (as every price and fee here: no chain bounds them to 64 bits).
+    pub base_fee_per_gas: Option<String>,
     pub withdrawals_root: Option<String>,
     pub withdrawals: Vec<Withdrawal>,
 }
@@ -69,19 +69,19 @@ pub struct TransactionRow {
     /// None: a contract creation.
     pub to_address: Option<String>,
     /// Wei, decimal.
-    pub value: String,
+    pub value: Option<String>,
     pub gas: u64,
-    pub gas_price: Option<u64>,
+    pub gas_price: Option<String>,
     pub input: String,
     /// Microseconds since the epoch: a TIMESTAMP (UTC) in the lake, as in
     /// BigQuery's `crypto_ethereum` (ethereum-etl's CSV prints seconds).
     pub block_timestamp: i64,
-    pub max_fee_per_gas: Option<u64>,
-    pub max_priority_fee_per_gas: Option<u64>,
+    pub max_fee_per_gas: Option<String>,
+    pub max_priority_fee_per_gas: Option<String>,
     pub transaction_type: Option<u64>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReceiptRow {
     pub transaction_hash: String,
     pub transaction_index: u64,
@@ -93,7 +93,12 @@ pub struct ReceiptRow {
     /// The post-state root (before Byzantium); later receipts carry `status`.
     pub root: Option<String>,
     pub status: Option<u64>,
-    pub effective_gas_price: Option<u64>,
+    pub effective_gas_price: Option<String>,
+    /// OP-stack L2s: the L1 data fee and its inputs (none on Ethereum).
+    pub l1_fee: Option<String>,
+    pub l1_gas_used: Option<u64>,
+    pub l1_gas_price: Option<String>,
+    pub l1_fee_scalar: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +126,7 @@ pub struct TokenTransferRow {
 }
 
 /// One or more blocks' rows of every table.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EvmRows {
     pub blocks: Vec<BlockRow>,
     pub transactions: Vec<TransactionRow>,
@@ -157,12 +162,24 @@ impl At<'_> {
         Ok(self.text(value, field)?.map(|a| a.to_lowercase()))
     }
 
+    /// A `0x`-prefixed hex quantity (never read as decimal, binary or octal).
     fn u256(&self, value: &Value, field: &str) -> Result<Option<U256>, String> {
         self.text(value, field)?
-            .map(|text| {
-                U256::from_str(&text).map_err(|e| self.error(field, format!("{text:?} is not a quantity: {e}")))
-            })
+            .map(|text| hex_quantity(&text).ok_or_else(|| self.error(field, format!("{text:?} is not a hex quantity"))))
             .transpose()
+    }
+
+    /// A float the node prints as a string or number (`l1FeeScalar`).
+    fn float(&self, value: &Value, field: &str) -> Result<Option<f64>, String> {
+        match value.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => {
+                s.parse().map(Some).map_err(|_| self.error(field, format!("{s:?} is not a number")))
+            }
+            Some(other) => Err(self.error(field, format!("expected a number, got {other}"))),
+        }
     }
 
     fn decimal(&self, value: &Value, field: &str) -> Result<Option<String>, String> {
@@ -178,6 +195,15 @@ impl At<'_> {
     fn required_quantity(&self, value: &Value, field: &str) -> Result<u64, String> {
         self.quantity(value, field)?.ok_or_else(|| self.error(field, "missing"))
     }
+}
+
+/// `0x` then hex digits, as JSON-RPC prints quantities and words.
+fn hex_quantity(text: &str) -> Option<U256> {
+    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X"))?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    U256::from_str_radix(digits, 16).ok()
 }
 
 /// The block's row and its transactions' rows (`block`: `eth_getBlockByNumber(n, true)`).
@@ -224,7 +250,7 @@ pub fn block_rows(number: u64, block: &Value) -> Result<(BlockRow, Vec<Transacti
         gas_used: at.required_quantity(block, "gasUsed")?,
         timestamp,
         transaction_count: transactions.len() as u64,
-        base_fee_per_gas: at.quantity(block, "baseFeePerGas")?,
+        base_fee_per_gas: at.decimal(block, "baseFeePerGas")?,
         withdrawals_root: at.text(block, "withdrawalsRoot")?,
         withdrawals,
     };
@@ -241,13 +267,13 @@ pub fn block_rows(number: u64, block: &Value) -> Result<(BlockRow, Vec<Transacti
                 transaction_index: at.required_quantity(tx, "transactionIndex")?,
                 from_address: at.address(tx, "from")?.ok_or_else(|| at.error("from", "missing"))?,
                 to_address: at.address(tx, "to")?,
-                value: at.decimal(tx, "value")?.unwrap_or_else(|| "0".into()),
+                value: at.decimal(tx, "value")?,
                 gas: at.required_quantity(tx, "gas")?,
-                gas_price: at.quantity(tx, "gasPrice")?,
+                gas_price: at.decimal(tx, "gasPrice")?,
                 input: at.text(tx, "input")?.unwrap_or_else(|| "0x".into()),
                 block_timestamp: micros,
-                max_fee_per_gas: at.quantity(tx, "maxFeePerGas")?,
-                max_priority_fee_per_gas: at.quantity(tx, "maxPriorityFeePerGas")?,
+                max_fee_per_gas: at.decimal(tx, "maxFeePerGas")?,
+                max_priority_fee_per_gas: at.decimal(tx, "maxPriorityFeePerGas")?,
                 transaction_type: at.quantity(tx, "type")?,
             })
         })
@@ -268,7 +294,11 @@ pub fn receipt_rows(number: u64, receipt: &Value) -> Result<(ReceiptRow, Vec<Log
         contract_address: at.address(receipt, "contractAddress")?,
         root: at.text(receipt, "root")?,
         status: at.quantity(receipt, "status")?,
-        effective_gas_price: at.quantity(receipt, "effectiveGasPrice")?,
+        effective_gas_price: at.decimal(receipt, "effectiveGasPrice")?,
+        l1_fee: at.decimal(receipt, "l1Fee")?,
+        l1_gas_used: at.quantity(receipt, "l1GasUsed")?,
+        l1_gas_price: at.decimal(receipt, "l1GasPrice")?,
+        l1_fee_scalar: at.float(receipt, "l1FeeScalar")?,
     };
     let logs = receipt
         .get("logs")
@@ -322,7 +352,10 @@ pub fn token_transfer(log: &LogRow) -> Option<TokenTransferRow> {
         let hex = word.strip_prefix("0x").unwrap_or(word);
         format!("0x{}", hex.get(hex.len().saturating_sub(40)..).unwrap_or(hex).to_lowercase())
     };
-    let value = U256::from_str(&parts[3]).ok()?;
+    let Some(value) = hex_quantity(&parts[3]) else {
+        tracing::warn!(transaction = %log.transaction_hash, log_index = log.log_index, "a Transfer log's amount is not hex; no token transfer row");
+        return None;
+    };
     Some(TokenTransferRow {
         token_address: log.address.to_lowercase(),
         from_address: address(&parts[1]),

@@ -34,7 +34,7 @@ struct Methods {
 /// The router of an EVM serve replica.
 pub fn router(store: Arc<EvmStore>, config: ServeConfig) -> anyhow::Result<axum::Router> {
     if config.cache.is_some() {
-        anyhow::bail!("the Redis cache tier does not serve evm chains yet: run the CacheTier without spec.redis");
+        anyhow::bail!("serving evm chains with the Redis cache tier is not built yet");
     }
     if config.upstream.is_some() {
         anyhow::bail!("forwarding to an upstream node is not built for evm chains yet: remove spec.upstream");
@@ -201,8 +201,9 @@ impl Methods {
                 let latest = BlockNumberOrTag::Latest;
                 let from = self.resolve(from_block.unwrap_or(latest)).await?;
                 let to = self.resolve(to_block.unwrap_or(latest)).await?;
-                match (from, to) {
-                    (Some(from), Some(to)) => (from, to),
+                match (from, to, self.newest().await?) {
+                    // Past the newest stored block there is nothing: the range ends there, as on a node.
+                    (Some(from), Some(to), Some(newest)) => (from, to.min(newest.max(from))),
                     _ => return Ok(Value::Array(Vec::new())),
                 }
             }
@@ -251,7 +252,10 @@ impl Methods {
                     }
                 }
             }
-            next = last + 1;
+            match last.checked_add(1) {
+                Some(after) => next = after,
+                None => break,
+            }
         }
         Ok(Value::Array(found))
     }
