@@ -139,6 +139,16 @@ impl RpcEndpoint {
         Ok(Some((name, value)))
     }
 
+    /// The client-side pace: `requests_per_second`, with `burst` at once
+    /// (default: the rate); `None` leaves pacing to the node's 429s.
+    pub fn limiter(&self) -> Option<governor::DefaultDirectRateLimiter> {
+        use std::num::NonZeroU32;
+        self.requests_per_second.and_then(NonZeroU32::new).map(|rps| {
+            let burst = self.burst.and_then(NonZeroU32::new).unwrap_or(rps).max(rps);
+            governor::RateLimiter::direct(governor::Quota::per_second(rps).allow_burst(burst))
+        })
+    }
+
     /// Backoff with jitter between the tries of one request (`attempts` in all).
     pub fn backoff(&self) -> backon::ExponentialBuilder {
         backon::ExponentialBuilder::default()

@@ -1,17 +1,21 @@
 //! A block's rows as stored, across every table of a layout: the unit that
 //! replication copies cell for cell, verification digests on both sides and
 //! retention counts and removes. Which rows a block owns is the layout's
-//! knowledge ([`BlockRowsReader`], implemented by `chain/solana/layout.rs`);
-//! everything here works on rows alone, the same for every chain.
+//! knowledge ([`BlockRowsReader`], implemented by `chain/solana/layout.rs`
+//! and `chain/evm/layout.rs`); everything here works on rows alone, the same
+//! for every chain, as do the scans of a blocks table keyed by
+//! [`slot_key`](super::keys::slot_key) that both layouts share.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use sha2::{Digest as _, Sha256};
 
-use super::StoreError;
-use super::cells::{BackendError, Cell, CellStore, Row, Table, TableWrite};
+use super::cells::{BackendError, Cell, CellStore, KeyRange, Row, Table, TableWrite};
+use super::keys::{parse_slot_key, slot_key};
+use super::{DeleteStats, StoreError};
 
 /// Every row one block owns, as stored. The block's own row (the one that
 /// makes it visible to readers: agave's `blocks` row) comes last.
@@ -109,6 +113,79 @@ pub async fn delete_rows(store: &dyn CellStore, rows: &BlockRows) -> Result<(), 
     }
     store.delete_rows(*own_table, std::slice::from_ref(&own.key)).await?;
     Ok(())
+}
+
+/// Up to `limit` block numbers in `start..=end` of a blocks table keyed by
+/// `slot_key`, ascending (a keys-only scan).
+pub async fn block_numbers(
+    cells: &dyn CellStore,
+    table: Table,
+    start: u64,
+    end: u64,
+    limit: usize,
+) -> Result<Vec<u64>, StoreError> {
+    let range = KeyRange { start: slot_key(start), end: Some(slot_key(end)) };
+    let rows = cells.scan(table, range, limit, true).await?;
+    Ok(rows.iter().filter_map(|r| parse_slot_key(&r.key)).collect())
+}
+
+/// The newest block of a blocks table keyed by `slot_key`, with forward
+/// scans only (the Bigtable emulator has no reverse scans): from `seen`, the
+/// last answer (0: none), page forward (one read when nothing landed);
+/// without one, binary-search for the highest block at or above which one exists.
+pub async fn newest_block_number(
+    cells: &dyn CellStore,
+    table: Table,
+    seen: &AtomicU64,
+) -> Result<Option<u64>, StoreError> {
+    let hint = seen.load(Ordering::Relaxed);
+    let mut last = if hint > 0 && block_numbers(cells, table, hint, u64::MAX, 1).await?.first() == Some(&hint) {
+        hint
+    } else {
+        let Some(&first) = block_numbers(cells, table, 0, u64::MAX, 1).await?.first() else { return Ok(None) };
+        let (mut low, mut high) = (first, u64::MAX);
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            if block_numbers(cells, table, mid, u64::MAX, 1).await?.is_empty() { high = mid - 1 } else { low = mid }
+        }
+        low
+    };
+    loop {
+        let page = block_numbers(cells, table, last.saturating_add(1), u64::MAX, 1024).await?;
+        match page.last() {
+            Some(&newest) if newest > last => last = newest,
+            _ => break,
+        }
+        if page.len() < 1024 {
+            break;
+        }
+    }
+    seen.store(last, Ordering::Relaxed);
+    Ok(Some(last))
+}
+
+/// Removes every block `reader` holds in `start..=end` with all its rows,
+/// each block's own row last (an interrupted delete leaves a block that is
+/// still found, and deleted again).
+pub async fn delete_blocks(reader: &dyn BlockRowsReader, start: u64, end: u64) -> Result<DeleteStats, StoreError> {
+    let mut stats = DeleteStats::default();
+    let mut next = start;
+    while next <= end {
+        let numbers = reader.stored_blocks(next, end, 256).await?;
+        let Some(&last) = numbers.last() else { break };
+        for number in numbers {
+            if let Some(rows) = reader.block_rows(number).await? {
+                delete_rows(reader.cells().as_ref(), &rows).await?;
+                stats.blocks += 1;
+                stats.rows += rows.rows.len();
+            }
+        }
+        if last == u64::MAX {
+            break;
+        }
+        next = last + 1;
+    }
+    Ok(stats)
 }
 
 fn table_writes(rows: &[(Table, Row)]) -> Result<Vec<TableWrite>, StoreError> {

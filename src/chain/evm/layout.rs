@@ -16,7 +16,7 @@
 //! agave writes `tx` rows before `blocks`), and deleted after it goes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use alloy::primitives::{Address, B256};
 use async_trait::async_trait;
@@ -47,8 +47,7 @@ const BIN: &str = "bin";
 /// The EVM layout over a cell engine.
 pub struct EvmStore {
     cells: Arc<dyn CellStore>,
-    /// The newest block seen stored, plus one (0: none yet): where the
-    /// next search for the newest starts.
+    /// The newest block last found (0: none yet): where the next search starts.
     newest_seen: AtomicU64,
 }
 
@@ -145,9 +144,7 @@ impl EvmStore {
 
     /// Up to `limit` stored block numbers in `start..=end`, ascending.
     pub async fn numbers(&self, start: u64, end: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        let range = KeyRange { start: slot_key(start), end: Some(slot_key(end)) };
-        let rows = self.cells.scan(tables::BLOCKS, range, limit, true).await?;
-        Ok(rows.iter().filter_map(|r| parse_slot_key(&r.key)).collect())
+        block_rows::block_numbers(self.cells.as_ref(), tables::BLOCKS, start, end, limit).await
     }
 
     /// Stored blocks in `start..=end`, ascending, at most `limit`, with their numbers.
@@ -167,61 +164,14 @@ impl EvmStore {
         Ok(self.numbers(0, u64::MAX, 1).await?.first().copied())
     }
 
-    /// The newest stored block. The engines scan forwards only: from the
-    /// newest seen before, one page of keys finds the blocks written since
-    /// (usually one scan); the first time, or when that block is gone, a
-    /// binary search over the sorted keys (at most 64 short scans).
+    /// The newest stored block (`block_rows::newest_block_number`: forward scans from the last answer).
     pub async fn newest(&self) -> Result<Option<u64>, StoreError> {
-        const PAGE: usize = 1024;
-        if let Some(seen) = self.newest_seen.load(Ordering::Relaxed).checked_sub(1) {
-            let (mut from, mut newest) = (seen, None);
-            loop {
-                let page = self.numbers(from, u64::MAX, PAGE).await?;
-                let Some(&last) = page.last() else { break };
-                newest = Some(last);
-                if page.len() < PAGE || last == u64::MAX {
-                    break;
-                }
-                from = last + 1;
-            }
-            if let Some(newest) = newest.filter(|n| *n >= seen) {
-                self.newest_seen.store(newest.saturating_add(1), Ordering::Relaxed);
-                return Ok(Some(newest));
-            }
-        }
-        let Some(oldest) = self.oldest().await? else { return Ok(None) };
-        let (mut low, mut high) = (oldest, u64::MAX);
-        // Invariant: a block exists at or above `low`; none above `high`.
-        while low < high {
-            let mid = low + (high - low).div_ceil(2);
-            if self.numbers(mid, high, 1).await?.is_empty() { high = mid - 1 } else { low = mid }
-        }
-        self.newest_seen.store(low.saturating_add(1), Ordering::Relaxed);
-        Ok(Some(low))
+        block_rows::newest_block_number(self.cells.as_ref(), tables::BLOCKS, &self.newest_seen).await
     }
 
-    /// Removes the blocks in `start..=end` and their index rows.
+    /// Removes the blocks in `start..=end` and all their rows, each block's `evm-blocks` row last.
     pub async fn delete_range(&self, start: u64, end: u64) -> Result<DeleteStats, StoreError> {
-        let mut stats = DeleteStats::default();
-        let mut next = start;
-        while next <= end {
-            let numbers = self.numbers(next, end, 256).await?;
-            let Some(&last) = numbers.last() else { break };
-            for number in numbers {
-                if let Some(rows) = self.block_rows(number).await? {
-                    stats.blocks += 1;
-                    stats.rows += rows.rows.len();
-                    // Its other rows first, the block row last: an interrupted
-                    // delete leaves a block that can still be found, and deleted.
-                    block_rows::delete_rows(self.cells.as_ref(), &rows).await?;
-                }
-            }
-            if last == u64::MAX {
-                break;
-            }
-            next = last + 1;
-        }
-        Ok(stats)
+        block_rows::delete_blocks(self, start, end).await
     }
 
     pub async fn sync(&self) -> Result<(), StoreError> {
@@ -279,8 +229,7 @@ impl BlockRowsReader for EvmStore {
 
     async fn block_time(&self, number: u64) -> Result<Option<i64>, StoreError> {
         let Some(block) = self.block(number).await? else { return Ok(None) };
-        let time = block.get("timestamp").and_then(Value::as_str).and_then(|t| t.strip_prefix("0x"));
-        Ok(time.and_then(|t| i64::from_str_radix(t, 16).ok()))
+        Ok(super::rpc::quantity(block.get("timestamp")).and_then(|t| i64::try_from(t).ok()))
     }
 
     /// The block's other rows, found from its own stored answers (exact

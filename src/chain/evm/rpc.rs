@@ -6,14 +6,12 @@
 //! limit keeps us polite; transport failures, 429 and 5xx answers are retried
 //! with backoff and jitter, then the block is a gap.
 
-use std::num::NonZeroU32;
-
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::client::RpcClient;
 use alloy::transports::http::Http;
 use alloy::transports::{RpcError, TransportErrorKind};
 use backon::{ExponentialBuilder, Retryable};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use serde_json::Value;
 
 use super::block::EvmBlock;
@@ -41,10 +39,7 @@ impl EvmRpcSource {
         let http = reqwest::Client::builder().default_headers(headers).timeout(config.timeout).build()?;
         let is_local = url.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost");
         let provider = RootProvider::new(RpcClient::new(Http::with_client(http, url), is_local));
-        let limiter = config.requests_per_second.and_then(NonZeroU32::new).map(|rps| {
-            let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(rps).max(rps);
-            RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
-        });
+        let limiter = config.limiter();
         Ok(Self { provider, limiter, backoff: config.backoff() })
     }
 

@@ -323,35 +323,9 @@ impl BlockStore for LedgerStore {
         Ok(rows.first().and_then(|r| parse_slot_key(&r.key)))
     }
 
-    /// Forward scans only (the Bigtable emulator has no reverse scans): from
-    /// the last answer, page forward (one read when nothing landed); without
-    /// one, binary-search for the highest slot with a block at or above it.
+    /// The newest stored slot (`block_rows::newest_block_number`: forward scans from the last answer).
     async fn last_block(&self) -> Result<Option<Slot>, StoreError> {
-        use std::sync::atomic::Ordering;
-        let hint = self.last_seen.load(Ordering::Relaxed);
-        let mut last = if hint > 0 && self.blocks(hint, 1).await?.first() == Some(&hint) {
-            hint
-        } else {
-            let Some(first) = self.first_available_block().await? else { return Ok(None) };
-            let (mut low, mut high) = (first, Slot::MAX);
-            while low < high {
-                let mid = low + (high - low).div_ceil(2);
-                if self.blocks(mid, 1).await?.is_empty() { high = mid - 1 } else { low = mid }
-            }
-            low
-        };
-        loop {
-            let page = self.blocks(last.saturating_add(1), 1024).await?;
-            match page.last() {
-                Some(&newest) if newest > last => last = newest,
-                _ => break,
-            }
-            if page.len() < 1024 {
-                break;
-            }
-        }
-        self.last_seen.store(last, Ordering::Relaxed);
-        Ok(Some(last))
+        crate::store::block_rows::newest_block_number(self.cells.as_ref(), tables::BLOCKS, &self.last_seen).await
     }
 
     async fn block_time(&self, slot: Slot) -> Result<Option<Option<UnixTimestamp>>, StoreError> {
@@ -501,37 +475,14 @@ impl BlockStore for LedgerStore {
         Ok(())
     }
 
+    /// Agave's `delete-slots`, block by block: index rows of every account
+    /// key, `tx` rows that still point at the slot, `entries`, the `blocks` row last.
     async fn delete_range(&self, start: Slot, end: Slot) -> Result<DeleteStats, StoreError> {
-        let mut stats = DeleteStats::default();
-        let mut next = start;
-        while next <= end {
-            let slots: Vec<Slot> = self.blocks(next, 256).await?.into_iter().take_while(|s| *s <= end).collect();
-            let Some(&last) = slots.last() else { break };
-            for slot in slots {
-                self.delete_slot(slot, &mut stats).await?;
-            }
-            next = last.saturating_add(1);
-            if last == Slot::MAX {
-                break;
-            }
-        }
-        Ok(stats)
+        crate::store::block_rows::delete_blocks(self, start, end).await
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
         Ok(self.cells.sync().await?)
-    }
-}
-
-impl LedgerStore {
-    /// Agave's `delete-slots`: index rows of every account key, `tx` rows that
-    /// still point at this slot, `entries`, and the `blocks` row last.
-    async fn delete_slot(&self, slot: Slot, stats: &mut DeleteStats) -> Result<(), StoreError> {
-        let Some(rows) = self.block_rows(slot).await? else { return Ok(()) };
-        crate::store::block_rows::delete_rows(self.cells.as_ref(), &rows).await?;
-        stats.blocks += 1;
-        stats.rows += rows.rows.len();
-        Ok(())
     }
 }
 
@@ -542,9 +493,7 @@ impl BlockRowsReader for LedgerStore {
     }
 
     async fn stored_blocks(&self, start: Slot, end: Slot, limit: usize) -> Result<Vec<Slot>, StoreError> {
-        let range = KeyRange { start: slot_key(start), end: Some(slot_key(end)) };
-        let rows = self.cells.scan(tables::BLOCKS, range, limit, true).await?;
-        Ok(rows.iter().filter_map(|r| parse_slot_key(&r.key)).collect())
+        crate::store::block_rows::block_numbers(self.cells.as_ref(), tables::BLOCKS, start, end, limit).await
     }
 
     async fn oldest_block(&self) -> Result<Option<Slot>, StoreError> {

@@ -5,12 +5,11 @@
 //! errors are sorted into "the chain skipped this slot" and "not available now"
 //! (a gap, retried with backoff and jitter).
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use solana_clock::Slot;
 use solana_commitment_config::CommitmentConfig;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
@@ -56,10 +55,7 @@ pub struct RpcSource {
 impl RpcSource {
     pub fn new(config: RpcEndpoint) -> Self {
         let commitment = commitment_config(config.commitment);
-        let limiter = config.requests_per_second.and_then(NonZeroU32::new).map(|rps| {
-            let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(rps).max(rps);
-            RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
-        });
+        let limiter = config.limiter();
         let header = config.auth_header().unwrap_or_else(|e| {
             tracing::error!(error = %e, "sending no auth header");
             None
