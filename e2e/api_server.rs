@@ -512,9 +512,23 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         }
         waiting("no Job for the EVM backfill").await;
     }
+    // An EVM follower ahead of finality: a Deployment, told the commitment and its lake.
+    loop {
+        if let Some(deployment) = deployments.get_opt("ethereum-follow-ingest").await.unwrap() {
+            let pod = deployment.spec.unwrap().template.spec.unwrap();
+            let spec = pod.containers[0].env.iter().flatten().find(|e| e.name == "CHRONICLE_WORKER_SPEC").unwrap();
+            let spec = spec.value.as_deref().unwrap();
+            assert!(
+                spec.contains(r#""commitment":"confirmed""#) && spec.contains("acme-chain-lake/ethereum"),
+                "{spec}"
+            );
+            break;
+        }
+        waiting("no Deployment following Ethereum").await;
+    }
     // Every reconciled resource reports its generation.
     let reported_kinds =
-        [("chainsources", 3), ("ingestjobs", 7), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
+        [("chainsources", 3), ("ingestjobs", 8), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
     for (plural, count) in reported_kinds {
         loop {
             let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);

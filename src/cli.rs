@@ -331,11 +331,16 @@ pub struct IngestArgs {
     /// Requests allowed at once above --rate-limit (default: the rate).
     #[arg(long, requires = "rate_limit")]
     pub rate_burst: Option<u32>,
-    /// The chain family: `solana` or `evm` (an evm node is read at `finalized`).
+    /// The chain family: `solana` or `evm`.
     #[arg(long, default_value = "solana", value_parser = parse_family)]
     pub chain: ChainFamily,
+    /// `confirmed` stores blocks before they are final and repairs what the
+    /// final chain drops or replaces (an evm chain: from its newest block).
     #[arg(long, value_enum, default_value = "finalized")]
     pub commitment: CommitmentArg,
+    /// An evm chain without the `finalized` tag: a block is final this many blocks below the newest.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub confirmations: Option<u64>,
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -652,6 +657,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                     None => None,
                 },
                 commitment,
+                confirmations: args.confirmations,
                 timeout: Duration::from_secs(args.timeout),
                 requests_per_second: args.rate_limit,
                 burst: args.rate_burst,

@@ -222,6 +222,7 @@ fn node_spec(
         network: "mainnet-beta".into(),
         commitment: Commitment::Finalized,
         chain_id: None,
+        confirmations: None,
     };
     let cache_url = FromEnv::new("CHRONICLE_CACHE_URL_T");
     let ingest = IngestSpec {

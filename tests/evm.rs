@@ -8,10 +8,8 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chronicle::chain::ChainAdapter;
@@ -19,6 +17,7 @@ use chronicle::chain::evm::{Evm, EvmBlock, EvmStore};
 use chronicle::serve::ServeConfig;
 use serde_json::{Value, json};
 use support::BigtableEmulator;
+use support::evm::*;
 
 /// A chainstorage `raw_block` fixture: the node's block and receipts answers.
 fn mainnet_block(file: &str) -> (u64, Value, Value) {
@@ -55,19 +54,6 @@ async fn serve(store: Arc<EvmStore>, config: ServeConfig) -> SocketAddr {
     addr
 }
 
-/// One JSON-RPC call; the whole response (result or error).
-async fn call(url: &str, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let response = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
-    response.json::<Value>().await.unwrap()
-}
-
-async fn result(url: &str, method: &str, params: Value) -> Value {
-    let answer = call(url, method, params.clone()).await;
-    assert!(answer.get("error").is_none(), "{method} {params}: {answer}");
-    answer["result"].clone()
-}
-
 /// Every log of the receipts, in block order.
 fn logs_of(receipts: &Value) -> Vec<Value> {
     receipts.as_array().unwrap().iter().flat_map(|r| r["logs"].as_array().unwrap().clone()).collect()
@@ -76,11 +62,6 @@ fn logs_of(receipts: &Value) -> Vec<Value> {
 async fn open_embedded(dir: &Path) -> Arc<EvmStore> {
     let url = format!("embedded://{}", dir.display());
     chronicle::store::open_for(&Evm, &url, &Default::default()).await.unwrap()
-}
-
-async fn open_bigtable(emulator: &BigtableEmulator, instance: &str) -> Arc<EvmStore> {
-    let access = chronicle::store::BigtableAccess { emulator_host: Some(emulator.host()), credentials_file: None };
-    chronicle::store::open_for(&Evm, &format!("bigtable://chronicle-test/{instance}"), &access).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,116 +177,6 @@ fn malformed_blocks_are_refused_with_what_is_wrong() {
     assert!(empty.to_string().contains("0 transactions"), "{empty}");
 }
 
-/// A real anvil node from npm (`@foundry-rs/anvil`), killed when dropped.
-struct Anvil {
-    url: String,
-    child: std::process::Child,
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn find(dir: &Path, tail: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(found) = find(&path, tail) {
-                return Some(found);
-            }
-        } else if path.ends_with(tail) {
-            return Some(path);
-        }
-    }
-    None
-}
-
-impl Anvil {
-    fn start(modules: &Path) -> Self {
-        // The package's `anvil` command is a node wrapper; run the real binary.
-        let binary = find(&modules.join("@foundry-rs"), "anvil-linux-amd64/bin/anvil")
-            .expect("the anvil binary (npm @foundry-rs/anvil-linux-amd64) is not installed");
-        let port = support::free_port();
-        let child = std::process::Command::new(binary)
-            .args(["--port", &port.to_string(), "--host", "127.0.0.1", "--silent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start anvil");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "anvil did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { url: format!("http://127.0.0.1:{port}"), child }
-    }
-}
-
-fn node_script(modules: &Path, script: &str, args: &[&str]) -> String {
-    // ES modules resolve packages from the script's own directory: run a copy beside node_modules.
-    let copy = modules.parent().unwrap().join(script);
-    std::fs::copy(format!("{}/tests/js/{script}", env!("CARGO_MANIFEST_DIR")), &copy).unwrap();
-    let output = std::process::Command::new("node").arg(&copy).args(args).output().expect("node is installed");
-    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "{script}: {stdout}\n{stderr}");
-    stdout.trim().to_string()
-}
-
-fn ingest(
-    job: &str,
-    node: &str,
-    store: &str,
-    catalog: &str,
-    emulator: &BigtableEmulator,
-    args: &[&str],
-) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"));
-    command
-        .args(["worker", "ingest", "--chain", "evm", "--job", job, "--rpc", node, "--store", store])
-        .args(["--catalog", catalog, "--batch-size", "16"])
-        .args(args)
-        .env("BIGTABLE_EMULATOR_HOST", emulator.host())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-async fn finalized(node: &str) -> u64 {
-    let block = result(node, "eth_getBlockByNumber", json!(["finalized", false])).await;
-    u64::from_str_radix(block["number"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-}
-
-/// Every block in `from..=to` and its transactions and receipts, as serve and the node answer them.
-async fn assert_served_like_the_node(serve: &str, node: &str, from: u64, to: u64) -> usize {
-    let mut transactions = 0;
-    for number in from..=to {
-        let tag = format!("{number:#x}");
-        for full in [true, false] {
-            let ours = result(serve, "eth_getBlockByNumber", json!([tag, full])).await;
-            assert_eq!(ours, result(node, "eth_getBlockByNumber", json!([tag, full])).await, "block {number}");
-        }
-        let block = result(node, "eth_getBlockByNumber", json!([tag, true])).await;
-        assert_eq!(result(serve, "eth_getBlockByHash", json!([block["hash"], true])).await, block);
-        for tx in block["transactions"].as_array().unwrap() {
-            for method in ["eth_getTransactionByHash", "eth_getTransactionReceipt"] {
-                let ours = result(serve, method, json!([tx["hash"]])).await;
-                assert_eq!(ours, result(node, method, json!([tx["hash"]])).await, "{method} {}", tx["hash"]);
-            }
-            transactions += 1;
-        }
-    }
-    let range = json!([{"fromBlock": format!("{from:#x}"), "toBlock": format!("{to:#x}")}]);
-    assert_eq!(result(serve, "eth_getLogs", range.clone()).await, result(node, "eth_getLogs", range).await);
-    transactions
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it() {
     let modules = tokio::task::spawn_blocking(support::node_modules).await.unwrap();
@@ -336,50 +207,17 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
 
     // `chronicle serve --chain evm`, as a CacheTier's replica runs it, over the same store.
     let store = open_bigtable(&emulator, "anvil").await;
-    let port = support::free_port();
-    let mut served = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
-        .args(["serve", "--chain", "evm", "--chain-id", "31337", "--store", store_url])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("BIGTABLE_EMULATOR_HOST", emulator.host())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline || served.try_wait().unwrap().is_some() {
-            served.start_kill().ok();
-            let out = served.wait_with_output().await.unwrap();
-            panic!("chronicle serve did not listen: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let serve_url = format!("http://127.0.0.1:{port}");
+    let (_served, serve_url) = serve_binary(store_url, &emulator).await;
     assert_eq!(result(&serve_url, "eth_blockNumber", json!([])).await, json!(format!("{last:#x}")));
     let transactions = assert_served_like_the_node(&serve_url, &anvil.url, 0, last).await;
     assert_eq!(transactions, driven["transactions"].as_array().unwrap().len());
 
     // The lake's rows, read back by pyarrow: a row per transaction, and a
     // token transfer per Transfer log the node reports, with its amount.
-    let parquet = |table: &str| -> Vec<Value> {
-        let mut files = Vec::new();
-        let mut dirs = vec![lake.clone()];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "parquet")
-                    && path.parent().is_some_and(|p| p.ends_with(table))
-                {
-                    files.push(path);
-                }
-            }
-        }
-        assert!(!files.is_empty(), "no {table} partition under {}", lake.display());
-        files.iter().flat_map(|f| support::pyarrow_read(f)["rows"].as_array().unwrap().clone()).collect()
+    let parquet = |table: &str| {
+        let rows = lake_rows(&lake, table);
+        assert!(!rows.is_empty(), "no {table} rows under {}", lake.display());
+        rows
     };
     assert_eq!(parquet("transactions").len(), transactions);
     let topic = chronicle::chain::evm::rows::TRANSFER_TOPIC;
@@ -406,27 +244,12 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
     node_script(&modules, "evm_drive.mjs", &[&anvil.url, &token_sol]);
     let newer = finalized(&anvil.url).await;
     assert!(newer > last);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.newest().await.unwrap() != Some(newer) {
-        if Instant::now() > deadline || follower.try_wait().unwrap().is_some() {
-            follower.start_kill().unwrap();
-            let out = follower.wait_with_output().await.unwrap();
-            panic!(
-                "the follower did not reach block {newer}:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let reached = format!("the follower did not reach block {newer}");
+    wait_for_worker(&mut follower, &reached, || async { store.newest().await.unwrap() == Some(newer) }).await;
     let followed = assert_served_like_the_node(&serve_url, &anvil.url, last + 1, newer).await;
     assert!(followed >= 10, "{followed} transactions followed");
     // SIGTERM: the follower stops cleanly at a checkpoint.
-    let pid = follower.id().unwrap() as i32;
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let out = tokio::time::timeout(Duration::from_secs(30), follower.wait_with_output()).await.unwrap().unwrap();
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{log}");
+    stop_worker(follower).await;
 }
 
 /// An ethereum-etl test input: the node's answer inside its JSON-RPC envelope.

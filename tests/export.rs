@@ -321,6 +321,7 @@ async fn the_export_worker_records_its_outcome_in_the_catalog() {
             network: "mainnet-beta".into(),
             commitment: chronicle::crd::chain_source::Commitment::Finalized,
             chain_id: None,
+            confirmations: None,
         },
         store: StoreSpec { url: store.clone(), ..StoreSpec::default() },
         catalog: FromEnv::new("CHRONICLE_CATALOG"),

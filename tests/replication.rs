@@ -45,6 +45,7 @@ impl Replication<'_> {
                 network: "mainnet-beta".into(),
                 commitment: Commitment::Finalized,
                 chain_id: None,
+                confirmations: None,
             },
             source: SourceSpec::Store { origin: store(self.origin, "origin"), verify, repair: true },
             mode,

@@ -39,6 +39,7 @@ fn spec(store: StoreSpec, rules: Vec<RetentionRuleSpec>, dry_run: bool, guard: &
             network: "mainnet-beta".into(),
             commitment: Commitment::Finalized,
             chain_id: None,
+            confirmations: None,
         },
         store,
         catalog: FromEnv::new("CHRONICLE_CATALOG_URL"),

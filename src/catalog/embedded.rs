@@ -10,8 +10,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BatchOutcome, Catalog, CatalogError, EpochDigest, ExportRecord, Gap, LakePartition, RecordedHead, RetentionRecord,
-    RowMismatch, ShardRange, ShardState, unix_now,
+    BatchOutcome, Catalog, CatalogError, EpochDigest, ExportRecord, Gap, LakePartition, RecordedHead, Reorg,
+    RetentionRecord, RowMismatch, ShardRange, ShardState, unix_now,
 };
 use crate::pipeline::SourceHead;
 
@@ -33,6 +33,8 @@ pub struct EmbeddedCatalog {
     digests: Keyspace,
     /// `policy` → its last [`RetentionRecord`].
     retention: Keyspace,
+    /// `job NUL sequence` → a [`Reorg`], in the order repaired.
+    reorgs: Keyspace,
     /// Commits read-modify-write shard records; one at a time.
     commit_lock: Mutex<()>,
 }
@@ -84,6 +86,7 @@ impl EmbeddedCatalog {
             mismatches: open("replica_mismatches")?,
             digests: open("replica_digests")?,
             retention: open("retention_runs")?,
+            reorgs: open("reorgs")?,
             db,
             commit_lock: Mutex::new(()),
         })
@@ -309,6 +312,25 @@ impl Catalog for EmbeddedCatalog {
     async fn export(&self, job: &str) -> Result<Option<ExportRecord>, CatalogError> {
         let Some(bytes) = self.exports.get(job).map_err(|e| self.fail(e))? else { return Ok(None) };
         serde_json::from_slice(&bytes).map(Some).map_err(|e| self.fail(format!("export record of {job}: {e}")))
+    }
+
+    async fn record_reorg(&self, job: &str, reorg: &Reorg) -> Result<(), CatalogError> {
+        let _commits = self.commit_lock.lock().expect("commit lock");
+        let next = self.scan(&self.reorgs, job, 0, u64::MAX)?.last().map_or(0, |(n, _)| n + 1);
+        let bytes = serde_json::to_vec(reorg).expect("records serialize");
+        self.reorgs.insert(key(job, next), bytes).map_err(|e| self.fail(e))?;
+        self.db.persist(PersistMode::SyncAll).map_err(|e| self.fail(e))
+    }
+
+    async fn reorgs(&self, job: &str) -> Result<(u64, Option<Reorg>), CatalogError> {
+        let recorded = self.scan(&self.reorgs, job, 0, u64::MAX)?;
+        let last = match recorded.last() {
+            Some((_, bytes)) => {
+                Some(serde_json::from_slice(bytes).map_err(|e| self.fail(format!("reorg record of {job}: {e}")))?)
+            }
+            None => None,
+        };
+        Ok((recorded.len() as u64, last))
     }
 
     async fn head(&self, job: &str) -> Result<Option<RecordedHead>, CatalogError> {

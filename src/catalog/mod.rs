@@ -245,12 +245,19 @@ pub trait Catalog: Send + Sync {
     /// The epoch digests of `job`'s copies, by epoch.
     async fn digests(&self, job: &str) -> Result<Vec<EpochDigest>, CatalogError>;
 
+    /// Records a reorganization `job` repaired.
+    async fn record_reorg(&self, job: &str, reorg: &Reorg) -> Result<(), CatalogError>;
+
+    /// How many reorganizations `job` repaired, and the last.
+    async fn reorgs(&self, job: &str) -> Result<(u64, Option<Reorg>), CatalogError>;
+
     /// What `job` has done so far: its shards, its open gaps, its source's head.
     async fn progress(&self, job: &str) -> Result<JobProgress, CatalogError> {
         let shards = self.shards(job).await?;
         let (open_gaps, lowest_gaps) = self.open_gap_summary(job, crate::crd::ingest_job::OPEN_GAPS_LISTED).await?;
         let source_head = self.head(job).await?;
-        Ok(JobProgress { shards, open_gaps, lowest_gaps, source_head })
+        let (reorgs, last_reorg) = self.reorgs(job).await?;
+        Ok(JobProgress { shards, open_gaps, lowest_gaps, source_head, reorgs, last_reorg })
     }
 }
 
@@ -300,6 +307,21 @@ pub struct ExportRecord {
     pub message: Option<String>,
 }
 
+/// A reorganization a follower repaired: the blocks it had stored above
+/// `base` were not the chain's any more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reorg {
+    /// The newest block the stored chain and the source's still shared.
+    pub base: BlockNumber,
+    /// Blocks taken back from every sink above it, and fetched again.
+    pub depth: u64,
+    /// The hash of the first block replaced, and of the block now in its place.
+    pub replaced: String,
+    pub replacement: Option<String>,
+    /// Unix seconds.
+    pub repaired_at: i64,
+}
+
 /// A source's head as a worker saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedHead {
@@ -317,6 +339,9 @@ pub struct JobProgress {
     pub lowest_gaps: Vec<Gap>,
     /// The newest block the job's source held (follow jobs record it).
     pub source_head: Option<RecordedHead>,
+    /// Reorganizations repaired (followers ahead of finality), and the last.
+    pub reorgs: u64,
+    pub last_reorg: Option<Reorg>,
 }
 
 /// Now, in Unix seconds.

@@ -8,8 +8,8 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    BatchOutcome, Catalog, CatalogError, EpochDigest, ExportRecord, Gap, LakePartition, RecordedHead, ReplicaCounts,
-    RetentionRecord, RowMismatch, ShardRange, ShardState, redact, unix_now,
+    BatchOutcome, Catalog, CatalogError, EpochDigest, ExportRecord, Gap, LakePartition, RecordedHead, Reorg,
+    ReplicaCounts, RetentionRecord, RowMismatch, ShardRange, ShardState, redact, unix_now,
 };
 
 mod embedded_migrations {
@@ -495,6 +495,39 @@ impl Catalog for PostgresCatalog {
             manifest: row.get(5),
             digest: row.get(6),
             message: row.get(7),
+        }))
+    }
+
+    async fn record_reorg(&self, job: &str, reorg: &Reorg) -> Result<(), CatalogError> {
+        let (base, depth) = (slot_to_sql(reorg.base), count(reorg.depth));
+        self.with_client(async |c| {
+            c.execute(
+                "INSERT INTO reorgs (job, base, depth, replaced, replacement, repaired_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&job, &base, &depth, &reorg.replaced, &reorg.replacement, &reorg.repaired_at],
+            )
+            .await
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn reorgs(&self, job: &str) -> Result<(u64, Option<Reorg>), CatalogError> {
+        let rows = self
+            .query_migrated(
+                "SELECT (SELECT count(*) FROM reorgs WHERE job = $1), base, depth, replaced, replacement, repaired_at
+                 FROM reorgs WHERE job = $1 ORDER BY id DESC LIMIT 1",
+                &[&job],
+            )
+            .await?;
+        Ok(rows.into_iter().next().map_or((0, None), |row| {
+            let last = Reorg {
+                base: row.get::<_, i64>(1) as u64,
+                depth: row.get::<_, i64>(2) as u64,
+                replaced: row.get(3),
+                replacement: row.get(4),
+                repaired_at: row.get(5),
+            };
+            (row.get::<_, i64>(0) as u64, Some(last))
         }))
     }
 

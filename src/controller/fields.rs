@@ -28,6 +28,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("ChainSource.spec.chain.family", Worker),
     ("ChainSource.spec.chain.network", Worker),
     ("ChainSource.spec.chain.chainId", Worker),
+    ("ChainSource.spec.chain.confirmations", Worker),
     ("ChainSource.spec.chain.genesisHash", Worker),
     ("ChainSource.spec.commitment", Worker),
     ("ChainSource.spec.endpoints[].name", Worker),

@@ -209,6 +209,7 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
             condition("Degraded", false, "AsExpected", "", generation, &previous),
         ];
     }
+    announce_reorgs(&ctx, &job, &status).await;
     // Status, applied to the status subresource under the same field manager.
     status.common = CommonStatus { observed_generation: generation, conditions };
     status.phase = Some(phase);
@@ -222,6 +223,25 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
     };
     report(&ctx, job.as_ref(), &status).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// A Warning Event when the catalog records reorganizations the status did not show yet.
+async fn announce_reorgs(ctx: &Context, job: &IngestJob, status: &IngestJobStatus) {
+    let shown = job.status.as_ref().map_or(0, |s| s.reorgs);
+    let Some(last) = status.last_reorg.as_ref().filter(|_| status.reorgs > shown) else { return };
+    let note = format!(
+        "the chain was reorganized above block {}: {} stored blocks taken back from every target and fetched again \
+         (replaced {}; {} repaired in all)",
+        last.base_block, last.depth, last.replaced_hash, status.reorgs
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "ChainReorganized".into(),
+        note: Some(note),
+        action: "Ingest".into(),
+        secondary: None,
+    };
+    publish(ctx, &event, &job.object_ref(&())).await;
 }
 
 /// A backfill's Job, applied; a Job whose template or completions changed

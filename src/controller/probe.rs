@@ -35,6 +35,7 @@ pub async fn probe_endpoints(
                 .and_then(|a| tokens.get(&endpoint.name).map(|t| (a.header.clone(), t.clone()))),
             timeout,
             attempts: 1,
+            confirmations: source.spec.chain.confirmations.map(u64::from),
             ..RpcEndpoint::new(endpoint.url.clone(), commitment)
         });
         let started = Instant::now();

@@ -17,7 +17,9 @@ use super::context::Context;
 use super::workload::catalog_job;
 use crate::catalog::{self, Catalog, JobProgress, RecordedHead};
 use crate::crd::ChainSource;
-use crate::crd::ingest_job::{GapStatus, IngestJob, IngestJobStatus, IngestMode, ReplicationStatus, SourceHeadStatus};
+use crate::crd::ingest_job::{
+    GapStatus, IngestJob, IngestJobStatus, IngestMode, ReorgStatus, ReplicationStatus, SourceHeadStatus,
+};
 
 /// Open catalogs by URL, and recent (slots done, time) samples by job.
 #[derive(Default)]
@@ -85,6 +87,8 @@ pub fn status_fields(
         open_gaps: progress.lowest_gaps.iter().map(gap_status).collect(),
         lag_slots: lag,
         source_head: progress.source_head.map(|recorded| source_head(recorded, chain_head)),
+        reorgs: progress.reorgs,
+        last_reorg: progress.last_reorg.as_ref().map(reorg_status),
         rate: rate.map(|r| format!("{r:.1}")),
         ..IngestJobStatus::default()
     }
@@ -98,6 +102,16 @@ fn gap_status(gap: &catalog::Gap) -> GapStatus {
         reason.push('…');
     }
     GapStatus { slot: gap.slot, reason, attempts: gap.attempts }
+}
+
+fn reorg_status(reorg: &catalog::Reorg) -> ReorgStatus {
+    ReorgStatus {
+        base_block: reorg.base,
+        depth: reorg.depth,
+        replaced_hash: reorg.replaced.clone(),
+        replacement_hash: reorg.replacement.clone(),
+        repaired_time: k8s_openapi::jiff::Timestamp::from_second(reorg.repaired_at).ok().map(Time),
+    }
 }
 
 /// How far behind the chain head the source's recorded head is.
@@ -196,6 +210,7 @@ mod tests {
                 attempts: 3,
             }],
             source_head: None,
+            ..JobProgress::default()
         };
         let fields = status_fields(&progress, false, Some(10_000), Some(12.345));
         assert_eq!(fields.checkpoint, Some(250));

@@ -58,7 +58,9 @@ pub enum BuildError {
         "chain metrics are aggregated from whole blocks: a bigQuery source yields rows; write metrics from an rpc ingest"
     )]
     MetricsFromRows,
-    #[error("the lake keeps finalized blocks only: ChainSource {0} reads at commitment confirmed")]
+    #[error(
+        "the lake keeps finalized blocks only: ChainSource {0} reads at commitment confirmed, and a backfill has no finality to wait for (a follow job holds rows until final)"
+    )]
     LakeNeedsFinalized(String),
     #[error("the origin ChainSource {0} does not exist")]
     OriginNotFound(String),
@@ -244,6 +246,7 @@ pub fn chain_spec(source: &ChainSource) -> ChainSpec {
         network: source.spec.chain.network.clone(),
         commitment: source.spec.commitment,
         chain_id: source.spec.chain.chain_id,
+        confirmations: source.spec.chain.confirmations.map(u64::from),
     }
 }
 
@@ -595,11 +598,11 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
         IngestMode::Follow => IngestModeSpec::Follow { from: spec.range.as_ref().map(|r| r.start_slot) },
     };
     // Rows in a committed partition cannot be taken back: the lake takes
-    // finalized blocks only.
+    // finalized blocks only (a confirmed follower's lake holds rows until final).
     let lake = match (spec.targets.contains(&IngestTarget::Lake), &source.spec.lake) {
         (false, _) => None,
         (true, None) => return Err(BuildError::NoLake(source.name_any())),
-        (true, Some(_)) if source.spec.commitment == Commitment::Confirmed => {
+        (true, Some(_)) if source.spec.commitment == Commitment::Confirmed && spec.mode == IngestMode::Backfill => {
             return Err(BuildError::LakeNeedsFinalized(source.name_any()));
         }
         (true, Some(lake)) => Some(LakeSpec { url: lake.url.clone() }),
@@ -990,6 +993,11 @@ mod tests {
         let mut confirmed = source.clone();
         confirmed.spec.commitment = Commitment::Confirmed;
         assert_eq!(ingest_spec(&job, &confirmed, &[]), Err(BuildError::LakeNeedsFinalized("solana-mainnet".into())));
+        // A follower ahead of finality holds the lake's rows until their blocks are final.
+        let mut follow = job.clone();
+        follow.spec.mode = IngestMode::Follow;
+        let Work::Ingest(spec) = ingest_spec(&follow, &confirmed, &[]).unwrap().work else { panic!("an ingest spec") };
+        assert!(spec.lake.is_some());
     }
 
     #[test]

@@ -37,12 +37,13 @@ use super::common::{BigtableInstance, CommonStatus, RateLimit, SecretKeyRef, Tim
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.endpoints.all(e, self.endpoints.exists_one(f, f.name == e.name))").message("endpoint names must be unique"))]
-#[x_kube(validation = Rule::new("self.chain.family != 'evm' || self.commitment != 'confirmed'").message("commitment 'confirmed' is only defined for solana; evm chains use 'finalized'"))]
 pub struct ChainSourceSpec {
     /// Which chain and network.
     pub chain: ChainId,
     /// Lowest commitment a block must reach before it is stored. `confirmed`
-    /// stores earlier and repairs on reorg or skip.
+    /// stores earlier and repairs on reorg or skip: Solana's confirmed blocks,
+    /// an EVM chain's newest block (a reorganization is taken back from every
+    /// target and fetched again; the lake takes blocks once final).
     #[serde(default)]
     pub commitment: Commitment,
     /// RPC (and WebSocket) endpoints, tried in order.
@@ -66,6 +67,7 @@ pub struct ChainSourceSpec {
 #[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.family != 'evm' || has(self.chainId)").message("an evm chain needs chain.chainId"))]
+#[x_kube(validation = Rule::new("self.family == 'evm' || !has(self.confirmations)").message("chain.confirmations is for evm chains (solana's finality is its commitment)"))]
 pub struct ChainId {
     /// Chain family; decides the adapter and the store layout.
     pub family: ChainFamily,
@@ -82,6 +84,11 @@ pub struct ChainId {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub chain_id: Option<u64>,
+    /// EVM chains whose nodes have no `finalized` tag: a block counts as
+    /// final this many blocks below the newest. Absent: the node's `finalized` tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub confirmations: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]

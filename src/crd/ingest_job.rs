@@ -269,6 +269,24 @@ pub struct SourceHeadStatus {
     pub observed_time: Option<Timestamp>,
 }
 
+/// A reorganization a follower repaired: the blocks it had stored above
+/// `baseBlock` were replaced on the chain, so they were taken back from every
+/// target and fetched again.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReorgStatus {
+    /// The newest block the stored chain and the node's still shared.
+    pub base_block: u64,
+    /// Blocks replaced above it.
+    pub depth: u64,
+    /// Hash of the first block replaced, and of the block now in its place.
+    pub replaced_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_time: Option<Timestamp>,
+}
+
 /// How many open gaps a status lists.
 pub const OPEN_GAPS_LISTED: usize = 20;
 
@@ -327,6 +345,13 @@ pub struct IngestJobStatus {
     /// Rows the source gave more than once, kept once (a dataset's repeats).
     #[serde(default)]
     pub duplicates_dropped: u64,
+    /// Reorganizations of blocks stored ahead of finality, repaired (follow
+    /// jobs at commitment `confirmed` on chains that replace blocks: EVM).
+    #[serde(default)]
+    pub reorgs: u64,
+    /// The last of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reorg: Option<ReorgStatus>,
     /// Slots behind the chain head (follow jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_slots: Option<u64>,

@@ -86,6 +86,9 @@ pub struct RpcEndpoint {
     pub auth: Option<(String, Secret)>,
     /// How final a block must be before it is read.
     pub commitment: Commitment,
+    /// EVM chains whose nodes have no `finalized` tag: a block is final this
+    /// many blocks below the newest.
+    pub confirmations: Option<u64>,
     pub timeout: Duration,
     /// Requests per second; `None` leaves pacing to the node's 429s.
     pub requests_per_second: Option<u32>,
@@ -113,6 +116,7 @@ impl std::fmt::Debug for RpcEndpoint {
             .field("websocket", &self.websocket.as_deref().map(url_host))
             .field("auth", &self.auth)
             .field("commitment", &self.commitment)
+            .field("confirmations", &self.confirmations)
             .field("timeout", &self.timeout)
             .field("requests_per_second", &self.requests_per_second)
             .field("burst", &self.burst)
@@ -165,6 +169,7 @@ impl RpcEndpoint {
             websocket: None,
             auth: None,
             commitment,
+            confirmations: None,
             timeout: Duration::from_secs(30),
             requests_per_second: None,
             burst: None,

@@ -71,6 +71,34 @@ pub trait BlockSource<B>: Send + Sync {
     fn finalized(&self) -> Option<Arc<dyn BlockSource<B>>> {
         None
     }
+
+    /// The block's hash and its parent's, for a chain whose blocks name
+    /// their parent (EVM): how a follower ahead of finality sees that the
+    /// chain it stored was reorganized (`worker/reorg.rs`). `None`: the chain
+    /// drops blocks rather than replacing them (Solana's skipped slots,
+    /// which [`finalized`](Self::finalized) finds).
+    fn link(&self, _block: &B) -> Option<Link> {
+        None
+    }
+
+    /// Blocks this source serves may later be replaced by others at the same
+    /// number (it serves them before they are final, and [`link`](Self::link)s them).
+    fn reorganizes(&self) -> bool {
+        false
+    }
+
+    /// The hash of the source's block at `number` now (a header read), to
+    /// find where a fork began; `None` when it has none.
+    async fn hash_at(&self, number: BlockNumber) -> Result<Option<String>, String> {
+        Err(format!("this source cannot name the hash of block {number}"))
+    }
+}
+
+/// A block's place in its chain: its hash and its parent's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub hash: String,
+    pub parent: String,
 }
 
 /// The newest block of a source.
@@ -114,6 +142,14 @@ pub trait BlockSink<B>: Send + Sync {
     /// reads): targets that tell readers what is final record it.
     async fn finalized(&self, _number: BlockNumber) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Takes a block ahead of finality only once it is final (the lake:
+    /// rows in a committed partition are not taken back). A follower whose
+    /// sinks hold commits its checkpoint no further than the final tip, so a
+    /// restart refetches what they had not yet taken.
+    fn holds_until_final(&self) -> bool {
+        false
     }
 }
 

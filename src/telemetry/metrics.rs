@@ -106,6 +106,8 @@ pub struct WorkerMetrics {
     pub ingest_remaining_blocks: Family<JobLabels, Gauge>,
     /// Catalog commits that failed and were retried (the catalog unreachable).
     pub ingest_catalog_retries: Counter,
+    /// Reorganizations of blocks stored ahead of finality, repaired.
+    pub ingest_reorgs: Counter,
     pub ingest_fetch_seconds: Family<FetchLabels, Histogram>,
     /// Errors the node answered or the transport gave, by code.
     pub endpoint_errors: Family<CodeLabels, Counter>,
@@ -151,6 +153,7 @@ impl WorkerMetrics {
         let ingest_lag_blocks = Family::<JobLabels, Gauge>::default();
         let ingest_remaining_blocks = Family::<JobLabels, Gauge>::default();
         let ingest_catalog_retries = Counter::default();
+        let ingest_reorgs = Counter::default();
         let ingest_fetch_seconds = Family::<FetchLabels, Histogram>::new_with_constructor(latency);
         let endpoint_errors = Family::<CodeLabels, Counter>::default();
         let sink_write_seconds = Family::<SinkLabels, Histogram>::new_with_constructor(latency);
@@ -195,6 +198,11 @@ impl WorkerMetrics {
             ingest_catalog_retries.clone(),
         );
         r.register(
+            "chronicle_ingest_reorgs",
+            "Reorganizations of blocks stored ahead of finality, repaired (taken back and fetched again)",
+            ingest_reorgs.clone(),
+        );
+        r.register(
             "chronicle_ingest_fetch_seconds",
             "Time of a source call, by method and outcome",
             ingest_fetch_seconds.clone(),
@@ -234,6 +242,7 @@ impl WorkerMetrics {
             ingest_lag_blocks,
             ingest_remaining_blocks,
             ingest_catalog_retries,
+            ingest_reorgs,
             ingest_fetch_seconds,
             endpoint_errors,
             sink_write_seconds,

@@ -23,15 +23,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, BatchOutcome, Catalog, ShardRange};
 use crate::chain::{self, ChainAdapter};
-use crate::crd::chain_source::ChainFamily;
+use crate::crd::chain_source::{ChainFamily, Commitment};
 use crate::crd::ingest_job::IngestTarget;
 use crate::pipeline::config::Secret;
 use crate::pipeline::config::SourceConfig;
 use crate::pipeline::sinks::Targets;
 use crate::pipeline::sinks::chain_metrics::ChainMetricsConfig;
-use crate::pipeline::{BlockNumber, BlockSink, BlockSource, Flushed, Missing, SinkPolicy};
+use crate::pipeline::{BlockNumber, BlockSink, BlockSource, Flushed, Link, Missing, SinkPolicy};
 use crate::store;
 use crate::telemetry::metrics::{self, JobGauges, SinkLabels, WORKER, WorkerMetrics};
+use crate::worker::reorg::ForkWatch;
 
 /// Everything a run needs; the controller passes the same settings.
 #[derive(Clone, Debug)]
@@ -89,6 +90,8 @@ pub fn targets(config: &IngestConfig) -> anyhow::Result<Targets> {
         lake,
         caches: config.caches.clone(),
         chain_metrics,
+        hold_until_final: config.follow
+            && matches!(&config.source, SourceConfig::Rpc(rpc) if rpc.commitment == Commitment::Confirmed),
     })
 }
 
@@ -131,21 +134,27 @@ pub fn shard_range(from: BlockNumber, to: BlockNumber, index: u32, count: u32) -
     (start <= to).then(|| ShardRange { shard: index, start, end: to.min(start + per - 1) })
 }
 
-struct Ingest<B> {
-    config: IngestConfig,
-    source: Arc<dyn BlockSource<B>>,
+pub(super) struct Ingest<B> {
+    pub(super) config: IngestConfig,
+    pub(super) source: Arc<dyn BlockSource<B>>,
     /// In flush order: the canonical store before cache invalidation.
-    sinks: Vec<Arc<dyn BlockSink<B>>>,
-    catalog: Arc<dyn Catalog>,
+    pub(super) sinks: Vec<Arc<dyn BlockSink<B>>>,
+    pub(super) catalog: Arc<dyn Catalog>,
     summary: Summary,
     shutdown: CancellationToken,
     progress: Progress,
     gauges: JobGauges,
+    /// A follower ahead of finality whose sinks hold blocks until final, or
+    /// whose chain replaces blocks: its checkpoint moves no further than the
+    /// final tip, so a restart refetches (and rechecks) every block above.
+    hold_checkpoint: bool,
+    /// The final tip the sinks were last told of.
+    final_tip: Option<BlockNumber>,
 }
 
 /// What became of one slot.
 enum SlotResult {
-    Written { slot: BlockNumber, bytes: u64 },
+    Written { slot: BlockNumber, bytes: u64, link: Option<Link> },
     Skipped(BlockNumber),
     Gap(BlockNumber, String),
 }
@@ -207,7 +216,21 @@ pub async fn run_pipeline<B: Send + Sync + 'static>(
     // One span per work unit: the job and its shard on every line.
     let span = tracing::info_span!("ingest", job = %config.job, shard = config.shard, follow = config.follow);
     let gauges = WORKER.job(&config.job);
-    let mut ingest = Ingest { config, source, sinks, catalog, summary, shutdown: shutdown.clone(), progress, gauges };
+    let hold_checkpoint = config.follow
+        && source.finalized().is_some()
+        && (source.reorganizes() || sinks.iter().any(|sink| sink.holds_until_final()));
+    let mut ingest = Ingest {
+        config,
+        source,
+        sinks,
+        catalog,
+        summary,
+        shutdown: shutdown.clone(),
+        progress,
+        gauges,
+        hold_checkpoint,
+        final_tip: None,
+    };
     async move {
         if ingest.config.follow {
             ingest.follow(shutdown).await?
@@ -281,6 +304,12 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         let finalized = self.source.finalized();
         let confirmed = finalized.is_some();
         let mut unfinalized = BTreeSet::new();
+        let mut forks = ForkWatch::default();
+        if self.hold_checkpoint {
+            // Blocks an earlier run stored above its checkpoint were not final:
+            // taken back, to be fetched again from the chain as it is now.
+            self.take_back_above(next, &mut forks, state.checkpoint).await?;
+        }
         if let Some(finalized) = &finalized {
             // An earlier run may have stopped with blocks stored ahead of
             // finality: check the last stretch below the checkpoint again
@@ -290,7 +319,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 let first = range.start.max(self.config.from.unwrap_or(0));
                 unfinalized.extend(next.saturating_sub(RECHECK_AFTER_RESTART).max(first)..next);
             }
-            self.drop_unfinalized(finalized.as_ref(), &mut unfinalized).await?;
+            self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks).await?;
         }
         tracing::info!(job = %self.config.job, next, confirmed, "following the tip");
         let mut watch = FollowWatch::default();
@@ -314,7 +343,8 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             }
             if watch.gaps_due() {
                 // Late rows, a node back up: gaps below the checkpoint are retried as the tip moves on.
-                self.repair_gaps(range.start, next.saturating_sub(1)).await?;
+                let repaired = self.repair_gaps(range.start, next.saturating_sub(1)).await?;
+                forks.record(repaired.into_iter().filter_map(|(number, link)| Some((number, link?))));
             }
             if next <= tip {
                 let end = tip.min(next.saturating_add(self.config.batch_size as u64 - 1));
@@ -323,8 +353,10 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                     break;
                 }
                 if let Some(finalized) = &finalized {
-                    unfinalized.extend(written);
-                    self.drop_unfinalized(finalized.as_ref(), &mut unfinalized).await?;
+                    unfinalized.extend(written.iter().map(|(number, _)| *number));
+                    forks.record(written.into_iter().filter_map(|(number, link)| Some((number, link?))));
+                    self.repair_reorgs(&mut forks, end).await?;
+                    self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks).await?;
                 }
                 next = end + 1;
                 self.gauges.lag_blocks.set(tip.saturating_sub(end) as i64);
@@ -359,6 +391,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         &mut self,
         finalized: &dyn BlockSource<B>,
         unfinalized: &mut BTreeSet<BlockNumber>,
+        forks: &mut ForkWatch,
     ) -> anyhow::Result<()> {
         let Ok(tip) = finalized.tip().await else { return Ok(()) };
         let settled: Vec<BlockNumber> = unfinalized.range(..=tip).copied().collect();
@@ -384,26 +417,38 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         for sink in &self.sinks {
             sink.finalized(tip).await.map_err(|e| anyhow::anyhow!("finalized through {tip}: {}: {e}", sink.name()))?;
         }
+        self.final_tip = Some(self.final_tip.map_or(tip, |known| known.max(tip)));
+        forks.settle(tip);
         Ok(())
     }
 
     /// Retries the gaps recorded by earlier runs below the checkpoint.
-    async fn repair_gaps(&mut self, start: BlockNumber, end: BlockNumber) -> anyhow::Result<()> {
+    async fn repair_gaps(
+        &mut self,
+        start: BlockNumber,
+        end: BlockNumber,
+    ) -> anyhow::Result<Vec<(BlockNumber, Option<Link>)>> {
         let gaps = self.catalog.open_gaps(&self.config.job, start, end).await?;
         if gaps.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         tracing::info!(count = gaps.len(), "retrying gaps from earlier runs");
         let mut outcome = BatchOutcome::default();
-        self.write_slots(gaps.iter().map(|g| g.slot).collect(), &mut outcome, true).await?;
+        let written = self.write_slots(gaps.iter().map(|g| g.slot).collect(), &mut outcome, true).await?;
         self.summary.repaired += outcome.repaired.len() as u64;
         let shard = self.summary.range.map_or(0, |r| r.shard);
-        self.commit(shard, outcome, Pass::Repair).await
+        self.commit(shard, outcome, Pass::Repair).await?;
+        Ok(written)
     }
 
     /// One batch `start..=end`: list, fetch, write, sync, commit. Returns the
-    /// slots written.
-    async fn batch(&mut self, shard: u32, start: BlockNumber, end: BlockNumber) -> anyhow::Result<Vec<BlockNumber>> {
+    /// slots written, each with its place in the chain where the source names it.
+    async fn batch(
+        &mut self,
+        shard: u32,
+        start: BlockNumber,
+        end: BlockNumber,
+    ) -> anyhow::Result<Vec<(BlockNumber, Option<Link>)>> {
         let began = Instant::now();
         // The source may be briefly unreachable; give up (nothing is lost) after
         // its patience or when asked to stop.
@@ -432,37 +477,51 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         let produced_set: BTreeSet<BlockNumber> =
             produced.iter().copied().filter(|s| (start..=end).contains(s)).collect();
         let mut outcome = BatchOutcome {
-            checkpoint: Some(end),
+            checkpoint: self.checkpoint_at(end),
             skipped: (start..=end).filter(|s| !produced_set.contains(s)).collect(),
             ..BatchOutcome::default()
         };
-        self.write_slots(produced_set.into_iter().collect(), &mut outcome, false).await?;
+        let written = self.write_slots(produced_set.into_iter().collect(), &mut outcome, false).await?;
         outcome.duplicates = self.source.take_duplicates();
-        let written = outcome.written.clone();
         self.summary.written += written.len() as u64;
         self.summary.bytes += outcome.bytes;
         self.summary.skipped += outcome.skipped.len() as u64;
+        let checkpoint = outcome.checkpoint;
         self.commit(shard, outcome, Pass::Batch).await?;
-        self.summary.checkpoint = Some(end);
-        self.progress.committed(end);
+        if let Some(checkpoint) = checkpoint {
+            self.summary.checkpoint = Some(checkpoint);
+            self.progress.committed(checkpoint);
+        }
         let rate = (end - start + 1) as f64 / began.elapsed().as_secs_f64().max(1e-9);
         tracing::info!(start, end, blocks = written.len(), slots_per_second = format!("{rate:.1}"), "batch committed");
         Ok(written)
+    }
+
+    /// The checkpoint a batch ending at `end` commits: `end`, or no further
+    /// than the final tip for a follower that holds it (`None`: it stays).
+    fn checkpoint_at(&self, end: BlockNumber) -> Option<BlockNumber> {
+        if !self.hold_checkpoint {
+            return Some(end);
+        }
+        let held = self.final_tip?.min(end);
+        self.summary.checkpoint.is_none_or(|committed| held > committed).then_some(held)
     }
 
     /// Fetches and writes `slots` and tallies the results into `outcome`
     /// (a slot retried from an earlier run's gap counts as repaired once it is
     /// written or found skipped). Every sink is flushed before the checkpoint
     /// that covers the blocks: durable in the store, cached answers dropped.
-    async fn write_slots(
+    pub(super) async fn write_slots(
         &self,
         slots: Vec<BlockNumber>,
         outcome: &mut BatchOutcome,
         repairing: bool,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<(BlockNumber, Option<Link>)>> {
+        let mut written = Vec::new();
         for result in self.fetch_and_write(slots).await {
             match result {
-                SlotResult::Written { slot, bytes } => {
+                SlotResult::Written { slot, bytes, link } => {
+                    written.push((slot, link));
                     outcome.written.push(slot);
                     outcome.bytes += bytes;
                     if repairing {
@@ -484,12 +543,13 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         let flushed = self.flush().await?;
         outcome.partitions.extend(flushed.partitions);
         outcome.replica.merge(flushed.replica);
-        Ok(())
+        written.sort_by_key(|(slot, _)| *slot);
+        Ok(written)
     }
 
     /// Flushes every sink in order; a held sink's failure stops the batch
     /// before its checkpoint, a best-effort sink's is logged.
-    async fn flush(&self) -> anyhow::Result<Flushed> {
+    pub(super) async fn flush(&self) -> anyhow::Result<Flushed> {
         let mut flushed = Flushed::default();
         for sink in &self.sinks {
             let started = Instant::now();
@@ -543,7 +603,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                                 }
                             }
                         }
-                        SlotResult::Written { slot, bytes }
+                        SlotResult::Written { slot, bytes, link: source.link(&block) }
                     });
                     task.await.unwrap_or_else(|e| SlotResult::Gap(slot, format!("worker task failed: {e}")))
                 }
@@ -555,7 +615,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
 
     /// Commits a batch, waiting out a catalog outage (nothing proceeds
     /// meanwhile, so nothing is lost or done twice).
-    async fn commit(&self, shard: u32, outcome: BatchOutcome, pass: Pass) -> anyhow::Result<()> {
+    pub(super) async fn commit(&self, shard: u32, outcome: BatchOutcome, pass: Pass) -> anyhow::Result<()> {
         let deadline = Instant::now() + self.config.catalog_patience;
         let mut delay = Duration::from_millis(200);
         loop {
@@ -590,6 +650,10 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             }
             Pass::Repair => WorkerMetrics::count(blocks, "repaired", outcome.repaired.len() as u64),
             Pass::Removal => WorkerMetrics::count(blocks, "removed", outcome.skipped.len() as u64),
+            Pass::Reorg => {
+                WorkerMetrics::count(blocks, "reorganized", outcome.written.len() as u64);
+                WorkerMetrics::count(blocks, "gap", outcome.gaps.len() as u64);
+            }
         }
         WORKER.ingest_bytes.inc_by(outcome.bytes);
         if let Some(checkpoint) = outcome.checkpoint {
@@ -612,13 +676,15 @@ impl<B: Send + Sync + 'static> Ingest<B> {
 
 /// What a commit records, for the slot counters.
 #[derive(Clone, Copy)]
-enum Pass {
+pub(super) enum Pass {
     /// A new range: its slots written, skipped or gaps.
     Batch,
     /// Gaps of earlier runs retried.
     Repair,
     /// Confirmed blocks the finalized chain dropped.
     Removal,
+    /// Blocks fetched again in place of those a reorganization replaced.
+    Reorg,
 }
 
 /// When a follower last recorded its source's head and retried its gaps:

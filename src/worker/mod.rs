@@ -3,5 +3,6 @@
 pub mod host;
 pub mod import;
 pub mod ingest;
+pub mod reorg;
 pub mod run;
 pub mod spec;

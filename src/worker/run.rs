@@ -53,7 +53,7 @@ pub fn ingest_config_in(
     check_family(&spec.chain)?;
     let (source, concurrency) = match &spec.source {
         SourceSpec::Rpc { endpoint } => {
-            let rpc = rpc_endpoint(endpoint, spec.chain.commitment, lookup)?;
+            let rpc = rpc_endpoint(endpoint, &spec.chain, lookup)?;
             (SourceConfig::Rpc(rpc), endpoint.max_concurrent.max(1) as usize)
         }
         SourceSpec::BigQuery {
@@ -77,7 +77,7 @@ pub fn ingest_config_in(
                 },
                 dataset: dataset.clone(),
                 tables: Default::default(),
-                check: check.as_ref().map(|e| rpc_endpoint(e, spec.chain.commitment, lookup)).transpose()?,
+                check: check.as_ref().map(|e| rpc_endpoint(e, &spec.chain, lookup)).transpose()?,
                 repair: *repair,
                 settle_slots: *settle_slots,
             };
@@ -250,7 +250,7 @@ pub async fn run_export(spec: &ExportSpec) -> anyhow::Result<crate::export::Expo
 /// A node endpoint of a spec, its token read from `lookup`.
 fn rpc_endpoint(
     endpoint: &RpcEndpointSpec,
-    commitment: crate::crd::chain_source::Commitment,
+    chain: &super::spec::ChainSpec,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RpcEndpoint, SpecError> {
     let auth = match &endpoint.auth {
@@ -262,7 +262,8 @@ fn rpc_endpoint(
         auth,
         requests_per_second: endpoint.requests_per_second,
         burst: endpoint.burst,
-        ..RpcEndpoint::new(endpoint.url.clone(), commitment)
+        confirmations: chain.confirmations,
+        ..RpcEndpoint::new(endpoint.url.clone(), chain.commitment)
     })
 }
 
@@ -317,7 +318,7 @@ pub fn serve_config_in(
         .map_err(|e| SpecError::Invalid { field: "genesisHash", reason: e.to_string() })?;
     let upstream = match &spec.upstream {
         Some(upstream) => {
-            let endpoint = rpc_endpoint(&upstream.endpoint, spec.chain.commitment, lookup)?;
+            let endpoint = rpc_endpoint(&upstream.endpoint, &spec.chain, lookup)?;
             Some(crate::serve::upstream::UpstreamConfig {
                 auth: endpoint.auth,
                 forward_misses: upstream.forward_misses,

@@ -141,6 +141,9 @@ pub struct ChainSpec {
     /// EIP-155 chain id (EVM chains).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_id: Option<u64>,
+    /// EVM chains without the `finalized` tag: blocks below the newest at which one is final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmations: Option<u64>,
 }
 
 /// The canonical store and how to reach it. The emulator host and key file
@@ -462,6 +465,7 @@ mod tests {
                 network: "mainnet-beta".into(),
                 commitment: Commitment::Confirmed,
                 chain_id: None,
+                confirmations: None,
             },
             source: SourceSpec::Rpc {
                 endpoint: RpcEndpointSpec {

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod bigquery;
+pub mod evm;
 pub mod rpc_peer;
 
 use std::io::{Read, Write};

@@ -6,9 +6,7 @@
 //!
 //! Not built yet, each refused with its reason where a manifest asks for it
 //! ([`ChainAdapter::lacks`]): BigQuery's `crypto_ethereum` as a source,
-//! training export, chain metrics, the Redis cache tier, ingest ahead of
-//! finality (and so reorg repair: only finalized blocks are read), epoch
-//! archives.
+//! training export, chain metrics, the Redis cache tier, epoch archives.
 
 pub mod block;
 pub mod layout;
@@ -75,12 +73,7 @@ impl ChainAdapter for Evm {
         _store: Option<&Arc<EvmStore>>,
     ) -> anyhow::Result<Arc<dyn BlockSource<EvmBlock>>> {
         match config {
-            SourceConfig::Rpc(endpoint) => {
-                if endpoint.commitment != crate::crd::chain_source::Commitment::Finalized {
-                    anyhow::bail!("evm chains are read at finalized only");
-                }
-                Ok(Arc::new(rpc::EvmRpcSource::new(endpoint)?))
-            }
+            SourceConfig::Rpc(endpoint) => Ok(Arc::new(rpc::EvmRpcSource::new(endpoint)?)),
             SourceConfig::Archive(_) => anyhow::bail!("there are no epoch archives for evm chains"),
             SourceConfig::BigQuery(_) => anyhow::bail!("a BigQuery dataset yields rows, not blocks: use rows_source"),
             SourceConfig::Store(_) => anyhow::bail!("another store yields rows as stored: see replication::run"),
@@ -99,7 +92,7 @@ impl ChainAdapter for Evm {
             sinks.push(Arc::new(CanonicalSink::new(store.clone())));
         }
         if let Some(lake) = &targets.lake {
-            sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::EvmTables)));
+            sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::EvmTables).holding(targets.hold_until_final)));
         }
         Ok(sinks)
     }

@@ -1,11 +1,15 @@
 //! An EVM node as a block source, through alloy's JSON-RPC client: each
 //! block with its full transactions (`eth_getBlockByNumber(n, true)`), its
 //! receipts (`eth_getBlockReceipts`, or `eth_getTransactionReceipt` for each
-//! transaction where the node lacks it), the tip at the `finalized` tag.
+//! transaction where the node lacks it). The tip is the final block (the
+//! `finalized` tag, or `confirmations` below the newest), or with
+//! `confirmed` commitment the newest block: such a source links each block
+//! to its parent, so the follower sees a reorganization (`worker/reorg.rs`).
 //! Answers are kept as the node sent them ([`EvmBlock`]); a client-side rate
 //! limit keeps us polite; transport failures, 429 and 5xx answers are retried
 //! with backoff and jitter, then the block is a gap.
 
+use alloy::primitives::hex;
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::client::RpcClient;
 use alloy::transports::http::Http;
@@ -14,23 +18,51 @@ use backon::{ExponentialBuilder, Retryable};
 use governor::DefaultDirectRateLimiter;
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use super::block::EvmBlock;
+use crate::crd::chain_source::Commitment;
 use crate::pipeline::config::RpcEndpoint;
-use crate::pipeline::{BlockNumber, BlockSource, Missing};
+use crate::pipeline::{BlockNumber, BlockSource, Link, Missing};
 
 type ClientError = RpcError<TransportErrorKind>;
 
 /// JSON-RPC "method not found": the node has no `eth_getBlockReceipts`.
 const METHOD_NOT_FOUND: i64 = -32601;
 
+/// The node, read at its final block or at its newest.
 pub struct EvmRpcSource {
+    node: Arc<Node>,
+    /// The tip is the newest block, not the final one (`confirmed`).
+    newest: bool,
+}
+
+struct Node {
     provider: RootProvider,
     limiter: Option<DefaultDirectRateLimiter>,
     backoff: ExponentialBuilder,
+    /// Final means this many blocks below the newest (no `finalized` tag).
+    confirmations: Option<u64>,
 }
 
 impl EvmRpcSource {
     pub fn new(config: &RpcEndpoint) -> anyhow::Result<Self> {
+        let newest = config.commitment == Commitment::Confirmed;
+        Ok(Self { node: Arc::new(Node::new(config)?), newest })
+    }
+
+    pub async fn block(&self, number: BlockNumber) -> Result<EvmBlock, Missing> {
+        self.node.block(number).await
+    }
+
+    /// The newest final block.
+    pub async fn finalized(&self) -> Result<BlockNumber, String> {
+        self.node.finalized().await
+    }
+}
+
+impl Node {
+    fn new(config: &RpcEndpoint) -> anyhow::Result<Self> {
         let url = url::Url::parse(&config.url).map_err(|e| anyhow::anyhow!("node URL: {e}"))?;
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some((name, value)) = config.auth_header().map_err(anyhow::Error::msg)? {
@@ -40,7 +72,7 @@ impl EvmRpcSource {
         let is_local = url.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost");
         let provider = RootProvider::new(RpcClient::new(Http::with_client(http, url), is_local));
         let limiter = config.limiter();
-        Ok(Self { provider, limiter, backoff: config.backoff() })
+        Ok(Self { provider, limiter, backoff: config.backoff(), confirmations: config.confirmations })
     }
 
     /// One call, paced and retried while the failure is transient.
@@ -57,8 +89,11 @@ impl EvmRpcSource {
         once.retry(self.backoff).when(is_transient).await
     }
 
-    /// The newest block at the `finalized` tag.
-    pub async fn finalized(&self) -> Result<BlockNumber, String> {
+    /// The newest final block: at the `finalized` tag, or `confirmations` below the newest.
+    async fn finalized(&self) -> Result<BlockNumber, String> {
+        if let Some(depth) = self.confirmations {
+            return Ok(self.newest().await?.saturating_sub(depth));
+        }
         let block = self
             .call("eth_getBlockByNumber", ("finalized", false))
             .await
@@ -67,7 +102,22 @@ impl EvmRpcSource {
             .ok_or_else(|| "eth_getBlockByNumber(finalized): the node names no finalized block".to_string())
     }
 
-    pub async fn block(&self, number: BlockNumber) -> Result<EvmBlock, Missing> {
+    async fn newest(&self) -> Result<BlockNumber, String> {
+        let number =
+            self.call("eth_blockNumber", ()).await.map_err(|e| format!("eth_blockNumber: {}", describe(&e)))?;
+        quantity(Some(&number)).ok_or_else(|| format!("eth_blockNumber: not a quantity: {number}"))
+    }
+
+    /// The hash of the node's block `number` now (its header only).
+    async fn hash_at(&self, number: BlockNumber) -> Result<Option<String>, String> {
+        let header = self
+            .call("eth_getBlockByNumber", (format!("{number:#x}"), false))
+            .await
+            .map_err(|e| format!("eth_getBlockByNumber({number}, false): {}", describe(&e)))?;
+        Ok(header.get("hash").and_then(Value::as_str).map(str::to_ascii_lowercase))
+    }
+
+    async fn block(&self, number: BlockNumber) -> Result<EvmBlock, Missing> {
         let tag = format!("{number:#x}");
         let block = self
             .call("eth_getBlockByNumber", (tag.clone(), true))
@@ -111,22 +161,45 @@ pub fn quantity(value: Option<&Value>) -> Option<u64> {
 
 #[async_trait::async_trait]
 impl BlockSource<EvmBlock> for EvmRpcSource {
-    /// Every number has a block on an EVM chain; past the finalized tip it
-    /// is not final yet (the batch waits, within its patience).
+    /// Every number has a block on an EVM chain; past the tip it is not
+    /// there (or not final) yet: the batch waits, within its patience.
     async fn produced(&self, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, String> {
-        let tip = self.finalized().await?;
+        let tip = self.tip().await?;
         if end > tip {
-            return Err(format!("block {end} is not finalized yet (finalized: {tip})"));
+            let which = if self.newest { "the newest block" } else { "finalized" };
+            return Err(format!("block {end} is not there yet ({which}: {tip})"));
         }
         Ok((start..=end).collect())
     }
 
     async fn block(&self, number: BlockNumber) -> Result<EvmBlock, Missing> {
-        EvmRpcSource::block(self, number).await
+        self.node.block(number).await
     }
 
     async fn tip(&self) -> Result<BlockNumber, String> {
-        self.finalized().await
+        match self.newest {
+            true => self.node.newest().await,
+            false => self.node.finalized().await,
+        }
+    }
+
+    fn finalized(&self) -> Option<Arc<dyn BlockSource<EvmBlock>>> {
+        self.newest.then(|| Arc::new(EvmRpcSource { node: self.node.clone(), newest: false }) as Arc<_>)
+    }
+
+    fn link(&self, block: &EvmBlock) -> Option<Link> {
+        Some(Link {
+            hash: hex::encode_prefixed(block.index.hash),
+            parent: hex::encode_prefixed(block.index.parent_hash),
+        })
+    }
+
+    fn reorganizes(&self) -> bool {
+        self.newest
+    }
+
+    async fn hash_at(&self, number: BlockNumber) -> Result<Option<String>, String> {
+        self.node.hash_at(number).await
     }
 }
 

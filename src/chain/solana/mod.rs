@@ -121,7 +121,7 @@ impl ChainAdapter for Solana {
             sinks.push(Arc::new(CanonicalSink::new(store.clone())));
         }
         if let Some(lake) = &targets.lake {
-            sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::SolanaTables)));
+            sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::SolanaTables).holding(targets.hold_until_final)));
         }
         if let Some(config) = &targets.chain_metrics {
             let stats = |block: &SolanaBlock| block_stats::block_stats(block);

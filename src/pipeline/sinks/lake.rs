@@ -3,7 +3,9 @@
 //! written and kept until `flush`, which writes each table's partition for
 //! the batch's blocks; the partitions are committed with the checkpoint
 //! (`Flushed`), so readers see a batch's rows when, and only when, its
-//! checkpoint moves. A block removed before the flush leaves no row.
+//! checkpoint moves. A block removed before the flush leaves no row. A
+//! follower ahead of finality (`confirmed`) has the sink hold each block's
+//! rows until the block is final, so no reorganized block reaches the lake.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -42,12 +44,28 @@ pub struct LakeSink<B, T: LakeTables<B>> {
     lake: Arc<Lake>,
     tables: T,
     pending: Mutex<BTreeMap<BlockNumber, T::Rows>>,
+    /// Rows wait until their block is final ([`holding`](Self::holding)).
+    hold_until_final: bool,
+    final_through: Mutex<Option<BlockNumber>>,
     _block: std::marker::PhantomData<fn(&B)>,
 }
 
 impl<B, T: LakeTables<B>> LakeSink<B, T> {
     pub fn new(lake: Arc<Lake>, tables: T) -> Self {
-        Self { lake, tables, pending: Mutex::default(), _block: std::marker::PhantomData }
+        Self {
+            lake,
+            tables,
+            pending: Mutex::default(),
+            hold_until_final: false,
+            final_through: Mutex::default(),
+            _block: std::marker::PhantomData,
+        }
+    }
+
+    /// The sink of a follower that stores blocks before they are final.
+    pub fn holding(mut self, hold_until_final: bool) -> Self {
+        self.hold_until_final = hold_until_final;
+        self
     }
 }
 
@@ -68,7 +86,18 @@ impl<B: Send + Sync + 'static, T: LakeTables<B>> BlockSink<B> for LakeSink<B, T>
     }
 
     async fn flush(&self) -> Result<Flushed, String> {
-        let pending = std::mem::take(&mut *self.pending.lock().expect("pending rows"));
+        let pending = {
+            let mut pending = self.pending.lock().expect("pending rows");
+            match (self.hold_until_final, *self.final_through.lock().expect("final block")) {
+                (false, _) => std::mem::take(&mut *pending),
+                (true, None) => BTreeMap::new(),
+                // What is above the final tip waits for the next flush.
+                (true, Some(last)) => {
+                    let later = pending.split_off(&(last + 1));
+                    std::mem::replace(&mut *pending, later)
+                }
+            }
+        };
         let (Some(&first), Some(&last)) = (pending.keys().next(), pending.keys().next_back()) else {
             return Ok(Flushed::default());
         };
@@ -83,5 +112,15 @@ impl<B: Send + Sync + 'static, T: LakeTables<B>> BlockSink<B> for LakeSink<B, T>
     async fn remove(&self, number: BlockNumber) -> Result<(), String> {
         self.pending.lock().expect("pending rows").remove(&number);
         Ok(())
+    }
+
+    async fn finalized(&self, number: BlockNumber) -> Result<(), String> {
+        let mut through = self.final_through.lock().expect("final block");
+        *through = Some(through.map_or(number, |t| t.max(number)));
+        Ok(())
+    }
+
+    fn holds_until_final(&self) -> bool {
+        self.hold_until_final
     }
 }

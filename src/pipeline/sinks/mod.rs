@@ -29,4 +29,6 @@ pub struct Targets {
     pub caches: Vec<crate::pipeline::config::Secret>,
     /// The chain-metrics server (`targets: [metrics]`).
     pub chain_metrics: Option<chain_metrics::ChainMetricsConfig>,
+    /// The job follows ahead of finality: the lake holds rows until blocks are final.
+    pub hold_until_final: bool,
 }
