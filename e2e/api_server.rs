@@ -526,9 +526,29 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
         }
         waiting("no Deployment following Ethereum").await;
     }
+    // An Ethereum CacheTier: serve replicas of the EVM chain with its Redis,
+    // and the follower of the same source told to update that cache.
+    loop {
+        if let Some(deployment) = deployments.get_opt("ethereum-rpc-rpc").await.unwrap() {
+            let pod = deployment.spec.unwrap().template.spec.unwrap();
+            let spec = pod.containers[0].env.iter().flatten().find(|e| e.name == "CHRONICLE_WORKER_SPEC").unwrap();
+            let spec = spec.value.as_deref().unwrap();
+            assert!(spec.contains(r#""family":"evm""#) && spec.contains(r#""cache":{"#), "{spec}");
+            break;
+        }
+        waiting("no serve Deployment for the Ethereum CacheTier").await;
+    }
+    loop {
+        let follower = deployments.get_opt("ethereum-follow-ingest").await.unwrap().and_then(|d| d.spec);
+        let env = follower.and_then(|s| s.template.spec).map(|p| p.containers[0].env.clone().unwrap_or_default());
+        if env.is_some_and(|env| env.iter().any(|e| e.name.starts_with("CHRONICLE_CACHE_URL"))) {
+            break;
+        }
+        waiting("the Ethereum follower does not update the tier's cache").await;
+    }
     // Every reconciled resource reports its generation.
     let reported_kinds =
-        [("chainsources", 3), ("ingestjobs", 8), ("cachetiers", 1), ("retentionpolicies", 1), ("trainingexports", 1)];
+        [("chainsources", 3), ("ingestjobs", 8), ("cachetiers", 2), ("retentionpolicies", 1), ("trainingexports", 1)];
     for (plural, count) in reported_kinds {
         loop {
             let url = format!("{}/apis/chronicle.dev/v1alpha1/namespaces/e2e/{plural}", api.server);

@@ -207,7 +207,7 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
 
     // `chronicle serve --chain evm`, as a CacheTier's replica runs it, over the same store.
     let store = open_bigtable(&emulator, "anvil").await;
-    let (_served, serve_url) = serve_binary(store_url, &emulator).await;
+    let (_served, serve_url) = serve_binary(store_url, &emulator, &[]).await;
     assert_eq!(result(&serve_url, "eth_blockNumber", json!([])).await, json!(format!("{last:#x}")));
     let transactions = assert_served_like_the_node(&serve_url, &anvil.url, 0, last).await;
     assert_eq!(transactions, driven["transactions"].as_array().unwrap().len());

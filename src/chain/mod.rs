@@ -119,6 +119,8 @@ pub enum Feature {
     Archive,
     /// Answers cached in Redis and dropped as blocks land.
     Cache,
+    /// A node serve passes what it does not answer to (a CacheTier's `upstream`).
+    Upstream,
     TrainingExport,
 }
 

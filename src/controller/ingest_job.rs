@@ -209,6 +209,12 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
             condition("Degraded", false, "AsExpected", "", generation, &previous),
         ];
     }
+    if status.last_reorg.is_none() {
+        // Progress not read this time: the reorganizations known stay in status (and are not announced again).
+        let known = job.status.as_ref();
+        status.reorgs = known.map_or(0, |s| s.reorgs).max(status.reorgs);
+        status.last_reorg = known.and_then(|s| s.last_reorg.clone());
+    }
     announce_reorgs(&ctx, &job, &status).await;
     // Status, applied to the status subresource under the same field manager.
     status.common = CommonStatus { observed_generation: generation, conditions };
@@ -225,10 +231,10 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
     Ok(Action::requeue(requeue))
 }
 
-/// A Warning Event when the catalog records reorganizations the status did not show yet.
+/// A Warning Event when the catalog records a reorganization the status did not show yet.
 async fn announce_reorgs(ctx: &Context, job: &IngestJob, status: &IngestJobStatus) {
-    let shown = job.status.as_ref().map_or(0, |s| s.reorgs);
-    let Some(last) = status.last_reorg.as_ref().filter(|_| status.reorgs > shown) else { return };
+    let shown = job.status.as_ref().and_then(|s| s.last_reorg.as_ref());
+    let Some(last) = status.last_reorg.as_ref().filter(|last| Some(*last) != shown) else { return };
     let note = format!(
         "the chain was reorganized above block {}: {} stored blocks taken back from every target and fetched again \
          (replaced {}; {} repaired in all)",

@@ -1037,8 +1037,15 @@ fn manifest_name(value: impl serde::Serialize) -> String {
 pub fn serve_spec(tier: &crate::crd::CacheTier, source: &ChainSource) -> Result<WorkerSpec, CacheTierError> {
     let spec = &tier.spec;
     // Every tier caches its answers in Redis.
-    crate::chain::adapter_with(source.spec.chain.family, &[Feature::Cache])
-        .map_err(CacheTierError::UnsupportedChain)?;
+    let mut wanted = vec![Feature::Cache];
+    if spec.upstream.is_some() {
+        wanted.push(Feature::Upstream);
+    }
+    crate::chain::adapter_with(source.spec.chain.family, &wanted).map_err(CacheTierError::UnsupportedChain)?;
+    // The methods a tier may list are Solana's history methods (the CRD's enum).
+    if !spec.methods.is_empty() && source.spec.chain.family != crate::crd::chain_source::ChainFamily::Solana {
+        return Err(CacheTierError::MethodsOfAnotherChain(source.name_any()));
+    }
     let max_memory_bytes = match &spec.max_memory {
         Some(memory) => Some(quantity_bytes(&memory.0).ok_or_else(|| CacheTierError::BadQuantity(memory.0.clone()))?),
         None => None,
@@ -1175,6 +1182,10 @@ pub enum CacheTierError {
     UnsupportedChain(String),
     #[error("upstream endpoint {endpoint:?} is not one of ChainSource {source_name}'s endpoints")]
     UnknownEndpoint { source_name: String, endpoint: String },
+    #[error(
+        "spec.methods lists Solana history methods; ChainSource {0} is not a Solana chain and its tier caches every history method it serves: leave methods empty"
+    )]
+    MethodsOfAnotherChain(String),
 }
 
 impl CacheTierError {
@@ -1185,6 +1196,7 @@ impl CacheTierError {
             CacheTierError::BadQuantity(_) => "InvalidQuantity",
             CacheTierError::UnsupportedChain(_) => "ChainUnsupported",
             CacheTierError::UnknownEndpoint { .. } => "UnknownEndpoint",
+            CacheTierError::MethodsOfAnotherChain(_) => "MethodsNotServed",
         }
     }
 }

@@ -87,9 +87,10 @@ pub trait BlockSource<B>: Send + Sync {
         false
     }
 
-    /// The hash of the source's block at `number` now (a header read), to
-    /// find where a fork began; `None` when it has none.
-    async fn hash_at(&self, number: BlockNumber) -> Result<Option<String>, String> {
+    /// The place in the chain of the source's block at `number` now (a
+    /// header read), to check a stored block and find where a fork began;
+    /// `None` when it has no such block.
+    async fn link_at(&self, number: BlockNumber) -> Result<Option<Link>, String> {
         Err(format!("this source cannot name the hash of block {number}"))
     }
 }

@@ -213,8 +213,13 @@ impl Cache {
 
     /// The key of an answer: method and normalized params (JSON with sorted keys).
     pub fn key(method: Method, params: &Value) -> String {
+        Self::key_named(method.name(), params)
+    }
+
+    /// [`key`](Self::key) of any chain's method, by its name.
+    pub fn key_named(method: &str, params: &Value) -> String {
         let digest = Sha256::digest(params.to_string().as_bytes());
-        format!("chronicle:rpc:{}:{}", method.name(), hex(&digest[..16]))
+        format!("chronicle:rpc:{method}:{}", hex(&digest[..16]))
     }
 
     fn failed(&self, what: &str, error: &redis::RedisError) {
@@ -256,8 +261,14 @@ impl Cache {
 
     /// Stores `method`'s answer computed under `generation` (if no block landed since).
     pub async fn store(&self, key: &str, method: Method, generation: Option<String>, answer: &Answer) {
-        let Some(generation) = generation else { return };
         let Some(ttl_override) = self.config.policy(method) else { return };
+        self.put(key, generation, answer, ttl_override).await
+    }
+
+    /// Stores an answer computed under `generation` (if no block landed
+    /// since), with the TTL its freshness gives or `ttl_override`.
+    pub async fn put(&self, key: &str, generation: Option<String>, answer: &Answer, ttl_override: Option<Duration>) {
+        let Some(generation) = generation else { return };
         let (ttl, sets) = match &answer.freshness {
             Freshness::Uncacheable => return,
             Freshness::Immutable => (self.config.immutable_ttl, Vec::new()),

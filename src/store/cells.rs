@@ -135,3 +135,36 @@ pub trait CellStore: Send + Sync {
         })
     }
 }
+
+/// Whether one of Chronicle's own tables exists: once found it stays found;
+/// an absent one is asked again every 10 s (another process may create it).
+#[derive(Default)]
+pub struct TableCheck(std::sync::Mutex<Option<(std::time::Instant, bool)>>);
+
+impl TableCheck {
+    pub async fn exists(&self, cells: &dyn CellStore, table: Table) -> Result<bool, crate::store::StoreError> {
+        let known = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match known {
+            Some((_, true)) => Ok(true),
+            Some((asked, false)) if asked.elapsed() < std::time::Duration::from_secs(10) => Ok(false),
+            _ => {
+                let exists = cells.has_table(table).await?;
+                self.set(exists);
+                Ok(exists)
+            }
+        }
+    }
+
+    /// Creates the table unless it is known to exist.
+    pub async fn ensure(&self, cells: &dyn CellStore, table: Table) -> Result<(), crate::store::StoreError> {
+        if !matches!(*self.0.lock().unwrap_or_else(|e| e.into_inner()), Some((_, true))) {
+            cells.ensure_tables(&[table]).await?;
+            self.set(true);
+        }
+        Ok(())
+    }
+
+    fn set(&self, exists: bool) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), exists));
+    }
+}

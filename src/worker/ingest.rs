@@ -149,7 +149,7 @@ pub(super) struct Ingest<B> {
     /// final tip, so a restart refetches (and rechecks) every block above.
     hold_checkpoint: bool,
     /// The final tip the sinks were last told of.
-    final_tip: Option<BlockNumber>,
+    pub(super) final_tip: Option<BlockNumber>,
 }
 
 /// What became of one slot.
@@ -216,6 +216,12 @@ pub async fn run_pipeline<B: Send + Sync + 'static>(
     // One span per work unit: the job and its shard on every line.
     let span = tracing::info_span!("ingest", job = %config.job, shard = config.shard, follow = config.follow);
     let gauges = WORKER.job(&config.job);
+    // Only a follower repairs reorganizations: a backfill of a chain that
+    // replaces blocks reads at finality.
+    let source = match source.finalized() {
+        Some(at_finality) if !config.follow && source.reorganizes() => at_finality,
+        _ => source,
+    };
     let hold_checkpoint = config.follow
         && source.finalized().is_some()
         && (source.reorganizes() || sinks.iter().any(|sink| sink.holds_until_final()));
@@ -319,7 +325,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 let first = range.start.max(self.config.from.unwrap_or(0));
                 unfinalized.extend(next.saturating_sub(RECHECK_AFTER_RESTART).max(first)..next);
             }
-            self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks).await?;
+            self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks, None).await?;
         }
         tracing::info!(job = %self.config.job, next, confirmed, "following the tip");
         let mut watch = FollowWatch::default();
@@ -331,13 +337,16 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 Ok(tip) => {
                     self.gauges.source_tip.set(tip as i64);
                     self.gauges.lag_blocks.set(tip.saturating_sub(next.saturating_sub(1)) as i64);
-                    tip
+                    Some(tip)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "tip unknown; retrying");
-                    0
+                    None
                 }
             };
+            // The node's chain ends below ours: a reorganization no new block will show.
+            let shorter = tip.is_some_and(|tip| tip + 1 < next) && self.source.reorganizes();
+            let tip = tip.unwrap_or(0);
             if watch.head_due(tip) {
                 self.record_head().await;
             }
@@ -346,8 +355,30 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 let repaired = self.repair_gaps(range.start, next.saturating_sub(1)).await?;
                 forks.record(repaired.into_iter().filter_map(|(number, link)| Some((number, link?))));
             }
-            if next <= tip {
-                let end = tip.min(next.saturating_add(self.config.batch_size as u64 - 1));
+            // A follower that holds its checkpoint stores no further ahead of
+            // finality than it can take back after a restart.
+            let ahead = self.ahead_limit(next);
+            if let (Some(limit), Some(finalized)) = (ahead.filter(|limit| next > *limit && next <= tip), &finalized) {
+                if watch.held_due() {
+                    tracing::warn!(next, limit, final_tip = ?self.final_tip, "waiting for finality to move before storing further ahead");
+                }
+                let top = Some(next - 1);
+                if let Some(repaired) =
+                    self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks, top).await?
+                {
+                    next = repaired + 1;
+                }
+            } else if let (true, Some(finalized)) = (shorter, &finalized) {
+                let top = Some(next - 1);
+                if let Some(repaired) =
+                    self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks, top).await?
+                {
+                    next = repaired + 1;
+                    continue;
+                }
+            } else if next <= tip {
+                let mut end = tip.min(next.saturating_add(self.config.batch_size as u64 - 1));
+                end = ahead.map_or(end, |limit| end.min(limit));
                 let written = self.batch(0, next, end).await?;
                 if self.summary.interrupted {
                     break;
@@ -355,8 +386,13 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                 if let Some(finalized) = &finalized {
                     unfinalized.extend(written.iter().map(|(number, _)| *number));
                     forks.record(written.into_iter().filter_map(|(number, link)| Some((number, link?))));
-                    self.repair_reorgs(&mut forks, end).await?;
-                    self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks).await?;
+                    let top = Some(end);
+                    if let Some(repaired) =
+                        self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks, top).await?
+                    {
+                        // The node's chain now ends there (it may be shorter than ours was).
+                        end = repaired;
+                    }
                 }
                 next = end + 1;
                 self.gauges.lag_blocks.set(tip.saturating_sub(end) as i64);
@@ -386,14 +422,28 @@ impl<B: Send + Sync + 'static> Ingest<B> {
 
     /// With `confirmed` commitment a stored block may yet be skipped by the
     /// cluster: once the finalized tip passes it, blocks the finalized chain
-    /// does not list are removed again and recorded as skipped.
+    /// does not list are removed again and recorded as skipped. On a chain
+    /// that replaces blocks, the blocks stored up to `top` are checked first
+    /// (`worker/reorg.rs`); returns the newest block stored after a repair.
     async fn drop_unfinalized(
         &mut self,
         finalized: &dyn BlockSource<B>,
         unfinalized: &mut BTreeSet<BlockNumber>,
         forks: &mut ForkWatch,
-    ) -> anyhow::Result<()> {
-        let Ok(tip) = finalized.tip().await else { return Ok(()) };
+        top: Option<BlockNumber>,
+    ) -> anyhow::Result<Option<BlockNumber>> {
+        let tip = match finalized.tip().await {
+            Ok(tip) => tip,
+            Err(e) => {
+                tracing::debug!(error = %e, "the final tip is unknown this time");
+                return Ok(None);
+            }
+        };
+        let mut repaired = None;
+        if let Some(top) = top.filter(|_| self.source.reorganizes()) {
+            repaired = self.repair_reorgs(forks, top, tip).await?;
+            unfinalized.retain(|number| repaired.is_none_or(|newest| *number <= newest));
+        }
         let settled: Vec<BlockNumber> = unfinalized.range(..=tip).copied().collect();
         if let (Some(&first), Some(&last)) = (settled.first(), settled.last()) {
             let produced: BTreeSet<BlockNumber> =
@@ -419,7 +469,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         }
         self.final_tip = Some(self.final_tip.map_or(tip, |known| known.max(tip)));
         forks.settle(tip);
-        Ok(())
+        Ok(repaired)
     }
 
     /// Retries the gaps recorded by earlier runs below the checkpoint.
@@ -504,7 +554,17 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             return Some(end);
         }
         let held = self.final_tip?.min(end);
-        self.summary.checkpoint.is_none_or(|committed| held > committed).then_some(held)
+        let started = self.summary.range.is_none_or(|range| held >= range.start);
+        (started && self.summary.checkpoint.is_none_or(|committed| held > committed)).then_some(held)
+    }
+
+    /// The newest block a follower that holds its checkpoint may store now
+    /// (`None`: no limit); with the final tip unknown, none past `next`.
+    fn ahead_limit(&self, next: BlockNumber) -> Option<BlockNumber> {
+        if !self.hold_checkpoint {
+            return None;
+        }
+        Some(self.final_tip.map_or(next.saturating_sub(1), |tip| tip + crate::worker::reorg::MAX_AHEAD))
     }
 
     /// Fetches and writes `slots` and tallies the results into `outcome`
@@ -695,6 +755,7 @@ struct FollowWatch {
     head: Option<Instant>,
     tip: Option<BlockNumber>,
     gaps: Option<Instant>,
+    held: Option<Instant>,
 }
 
 const HEAD_EVERY: Duration = Duration::from_secs(10);
@@ -713,6 +774,11 @@ impl FollowWatch {
 
     fn gaps_due(&mut self) -> bool {
         Self::due(&mut self.gaps, GAPS_EVERY)
+    }
+
+    /// When to say again that the follower waits for finality.
+    fn held_due(&mut self) -> bool {
+        Self::due(&mut self.held, GAPS_EVERY)
     }
 
     fn due(last: &mut Option<Instant>, every: Duration) -> bool {

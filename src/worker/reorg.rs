@@ -2,15 +2,28 @@
 //! whose blocks name their parent (EVM: [`BlockSource::link`]).
 //!
 //! The follower remembers the hash and parent hash of each block it stored
-//! above the final tip, and of the newest final one (the anchor). After each
-//! batch every remembered block must name the one below it as its parent.
-//! The first that does not shows that the stored chain and the source's
-//! parted: walking down from there, the source is asked for the hash it now
-//! has at each remembered number until one agrees, the fork's base. Every
-//! block stored above the base is taken back from every sink (store, cache,
-//! the lake's held rows), the source's blocks are fetched and written in
-//! their place, and the reorganization is recorded in the catalog, which the
-//! IngestJob's status and an Event report.
+//! above the final tip, and of the newest final one (the anchor). Two checks
+//! find a reorganization, both before the final tip moves (so no block is
+//! taken as final, told to the sinks as final or committed in the lake
+//! before it was checked):
+//!
+//! - after each batch every remembered block must name the one below it as
+//!   its parent;
+//! - the newest stored block, the remembered block at the new final tip (or
+//!   the newest below it), and the top of every run of remembered blocks
+//!   below it that a gap cuts off, must have the hash the node now has at
+//!   their numbers: a stretch of blocks that name each other may all be on a
+//!   fork the node left (also while the node's chain is shorter than ours,
+//!   when no new block comes to show it).
+//!
+//! A block that fails either shows where the stored chain and the node's
+//! parted: walking down, the node is asked for its hash at each remembered
+//! number until one agrees, the fork's base. Every block stored above the
+//! base is taken back from every sink (store, cache, the lake's held rows),
+//! the node's blocks up to its newest are fetched and written in their
+//! place, and the reorganization is recorded in the catalog, which the
+//! IngestJob's status and an Event report. A fork below the final tip the
+//! follower already took stops it with that reason: nothing final is undone.
 //!
 //! A restart forgets what was remembered: a follower that holds its
 //! checkpoint at the final tip (`Ingest::hold_checkpoint`) takes back every
@@ -22,9 +35,14 @@ use crate::catalog::{BatchOutcome, Reorg, unix_now};
 use crate::pipeline::{BlockNumber, BlockSource, Link};
 use crate::worker::ingest::{Ingest, Pass};
 
-/// Blocks above a held checkpoint taken back when a follower starts: far
-/// more than any chain runs ahead of its finality (Ethereum: 64 to 96).
-pub const TAKE_BACK_AFTER_RESTART: u64 = 1_024;
+/// How far above the final tip a follower that holds its checkpoint may
+/// store (Ethereum runs 64 to 96 blocks ahead of finality; `confirmations`
+/// is at most 1,000): past it the follower waits for finality to move.
+pub const MAX_AHEAD: u64 = 1_024;
+
+/// Blocks above a held checkpoint taken back when a follower starts: all it
+/// can have stored (the checkpoint trails the final tip by at most a batch).
+pub const TAKE_BACK_AFTER_RESTART: u64 = 2 * MAX_AHEAD;
 
 /// Repairs in a row before the follower gives up (a chain reorganizing
 /// faster than it can be read); the next run starts again from its checkpoint.
@@ -53,25 +71,30 @@ impl ForkWatch {
         self.links.get(&number)
     }
 
+    /// The blocks to check against the node before the final tip moves to
+    /// `through`, with `top` the newest stored: `top`, the newest remembered
+    /// at or below `through`, and below that the top of every run a gap cuts
+    /// off (the blocks under each are proven by the parent links up to it).
+    pub fn to_check(&self, through: BlockNumber, top: BlockNumber) -> Vec<BlockNumber> {
+        let newest = self.links.range(..=through).next_back().map(|(n, _)| *n);
+        let tops = self.links.range(..through).map(|(n, _)| *n).filter(|n| !self.links.contains_key(&(n + 1)));
+        let stored_top = self.links.contains_key(&top).then_some(top);
+        let mut checks: Vec<BlockNumber> = tops.chain(newest).chain(stored_top).collect();
+        checks.sort_unstable();
+        checks.dedup();
+        checks
+    }
+
     /// Forgets `number` and every block above it (taken back).
     pub fn forget_from(&mut self, number: BlockNumber) {
         self.links.split_off(&number);
     }
 
-    /// The chain is final through `tip`: blocks below the newest final one
-    /// are forgotten once the block above each names it (one whose successor
-    /// was a gap stays, to be checked when the gap is repaired).
+    /// The chain is final through `tip` (and the blocks up to it checked):
+    /// blocks below the newest final one, the anchor, are forgotten.
     pub fn settle(&mut self, tip: BlockNumber) {
         let Some(anchor) = self.links.range(..=tip).next_back().map(|(n, _)| *n) else { return };
-        let checked: Vec<BlockNumber> = self
-            .links
-            .range(..anchor)
-            .filter(|(number, link)| self.links.get(&(*number + 1)).is_some_and(|above| above.parent == link.hash))
-            .map(|(number, _)| *number)
-            .collect();
-        for number in checked {
-            self.links.remove(&number);
-        }
+        self.links = self.links.split_off(&anchor);
     }
 }
 
@@ -93,24 +116,45 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         tracing::info!(from = next, to = last, "taking back blocks an earlier run stored ahead of finality");
         self.remove_range(next, last).await?;
         if let Some(anchor) = checkpoint.filter(|_| self.source.reorganizes())
-            && let Some(hash) = self.source.hash_at(anchor).await.map_err(anyhow::Error::msg)?
+            && let Some(link) = self.source.link_at(anchor).await.map_err(anyhow::Error::msg)?
         {
-            forks.record([(anchor, Link { hash, parent: String::new() })]);
+            forks.record([(anchor, link)]);
         }
         Ok(())
     }
 
-    /// Repairs every reorganization the remembered links show, up to the
-    /// newest stored block `top`.
-    pub(super) async fn repair_reorgs(&mut self, forks: &mut ForkWatch, top: BlockNumber) -> anyhow::Result<()> {
+    /// Repairs every reorganization of the blocks stored up to `top` that
+    /// the remembered links, or the node's hashes up to `final_tip`, show.
+    /// Returns the newest block stored after a repair (the node's chain may
+    /// now be shorter), or `None` when nothing was wrong.
+    pub(super) async fn repair_reorgs(
+        &mut self,
+        forks: &mut ForkWatch,
+        top: BlockNumber,
+        final_tip: BlockNumber,
+    ) -> anyhow::Result<Option<BlockNumber>> {
+        let (mut top, mut repaired) = (top, None);
         for _ in 0..REPAIRS_IN_A_ROW {
-            let Some(broken) = forks.first_break() else { return Ok(()) };
+            let broken = match forks.first_break() {
+                Some(broken) => Some(broken),
+                None => self.first_stale(forks, top.min(final_tip), top).await?,
+            };
+            let Some(broken) = broken else { return Ok(repaired) };
             let base = fork_base(self.source.as_ref(), forks, broken).await?;
+            if let Some(taken) = self.final_tip.filter(|taken| base < *taken) {
+                anyhow::bail!(
+                    "the chain was reorganized above block {base}, below block {taken} the node had already called final; \
+                     nothing final is undone: check the node"
+                );
+            }
             let replaced = forks.get(base + 1).map(|link| link.hash.clone()).unwrap_or_default();
             let depth = top - base;
             tracing::warn!(base, depth, %replaced, "the chain was reorganized above block {base}; replacing {depth} blocks");
             self.remove_range(base + 1, top).await?;
             forks.forget_from(base + 1);
+            // The node's chain may now end lower than ours did.
+            let newest = self.source.tip().await.map_err(anyhow::Error::msg)?;
+            top = top.min(newest).max(base);
             let mut outcome = BatchOutcome::default();
             let written = self.write_slots((base + 1..=top).collect(), &mut outcome, false).await?;
             forks.record(written.into_iter().filter_map(|(number, link)| Some((number, link?))));
@@ -124,8 +168,26 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             };
             self.catalog.record_reorg(&self.config.job, &reorg).await?;
             crate::telemetry::metrics::WORKER.ingest_reorgs.inc();
+            repaired = Some(top);
         }
         anyhow::bail!("the chain reorganized {REPAIRS_IN_A_ROW} times in a row; progress up to the checkpoint is saved")
+    }
+
+    /// The lowest block to check before the final tip moves to `through`
+    /// whose hash the node no longer has there.
+    async fn first_stale(
+        &self,
+        forks: &ForkWatch,
+        through: BlockNumber,
+        top: BlockNumber,
+    ) -> anyhow::Result<Option<BlockNumber>> {
+        for number in forks.to_check(through, top) {
+            let theirs = self.source.link_at(number).await.map_err(anyhow::Error::msg)?;
+            if theirs.map(|link| link.hash).as_deref() != forks.get(number).map(|link| link.hash.as_str()) {
+                return Ok(Some(number));
+            }
+        }
+        Ok(None)
     }
 
     /// Takes `first..=last` back from every sink, newest first, and makes it effective.
@@ -153,8 +215,8 @@ async fn fork_base<B>(
                 number + 1
             )
         };
-        let theirs = source.hash_at(number).await.map_err(anyhow::Error::msg)?;
-        if theirs.as_deref() == Some(ours.hash.as_str()) {
+        let theirs = source.link_at(number).await.map_err(anyhow::Error::msg)?;
+        if theirs.is_some_and(|link| link.hash == ours.hash) {
             return Ok(number);
         }
         number = number.checked_sub(1).ok_or_else(|| anyhow::anyhow!("the chain was reorganized down to block 0"))?;
@@ -183,13 +245,22 @@ mod tests {
     }
 
     #[test]
-    fn settling_keeps_the_anchor_and_blocks_not_yet_checked_from_above() {
+    fn settling_keeps_the_anchor_and_what_is_above_it() {
         let mut forks = ForkWatch::default();
         forks.record([(10, link("a", "")), (11, link("b", "a")), (12, link("c", "b")), (14, link("e", "d"))]);
-        forks.settle(12);
+        forks.settle(13);
         assert_eq!(forks.links.keys().copied().collect::<Vec<_>>(), [12, 14]);
-        forks.record([(13, link("d", "c"))]);
-        forks.settle(14);
-        assert_eq!(forks.links.keys().copied().collect::<Vec<_>>(), [14]);
+    }
+
+    #[test]
+    fn the_node_is_asked_about_the_final_tip_and_every_run_a_gap_cuts_off() {
+        let mut forks = ForkWatch::default();
+        let blocks = [(10, "a", ""), (11, "b", "a"), (13, "d", "c"), (14, "e", "d"), (15, "f", "e"), (16, "g", "f")];
+        forks.record(blocks.map(|(n, hash, parent)| (n, link(hash, parent))));
+        // Final through 15: block 15 itself, and 11 (12 is a gap); and the newest stored.
+        assert_eq!(forks.to_check(15, 16), [11, 15, 16]);
+        // Final through 12, a gap: the newest below it.
+        assert_eq!(forks.to_check(12, 16), [11, 16]);
+        assert_eq!(forks.to_check(9, 16), [16]);
     }
 }

@@ -142,12 +142,13 @@ pub async fn assert_served_like_the_node(serve: &str, node: &str, from: u64, to:
 }
 
 /// `chronicle serve --chain evm` over `store` (a Bigtable URL), as a CacheTier's
-/// replica runs it, listening; its URL.
-pub async fn serve_binary(store: &str, emulator: &BigtableEmulator) -> (tokio::process::Child, String) {
+/// replica runs it (with `args`, e.g. its cache), listening; its URL.
+pub async fn serve_binary(store: &str, emulator: &BigtableEmulator, args: &[&str]) -> (tokio::process::Child, String) {
     let port = super::free_port();
     let mut served = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
         .args(["serve", "--chain", "evm", "--chain-id", "31337", "--store", store])
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
         .env("BIGTABLE_EMULATOR_HOST", emulator.host())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

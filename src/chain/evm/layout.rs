@@ -10,6 +10,7 @@
 //! | `evm-block-hash` | `0x…` block hash | `bin`: the number, u64 big-endian |
 //! | `evm-tx` | `0x…` transaction hash | `bin`: block number u64 + index u32, big-endian |
 //! | `evm-tx-by-addr` | `0x…address/` + 16 hex of `!number` | `bin`: the block's transaction indexes that touched the address, u32 big-endian each |
+//! | `evm-meta` | `finalized` | `bin`: the final watermark, u64 big-endian (written by a follower ahead of finality; absent: every stored block is final) |
 //!
 //! One cell per row, as the engines hold them. A block's other rows are
 //! written before its `evm-blocks` row, which makes it visible to readers (as
@@ -24,7 +25,7 @@ use serde_json::Value;
 
 use super::block::EvmBlock;
 use crate::store::block_rows::{self, BlockRows, BlockRowsReader};
-use crate::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
+use crate::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableCheck, TableWrite};
 use crate::store::envelope;
 use crate::store::keys::{parse_slot_key, slot_key};
 use crate::store::{DeleteStats, StoreError, WriteStats};
@@ -38,7 +39,11 @@ pub mod tables {
     pub const TX: Table = Table::new("evm-tx");
     pub const TX_BY_ADDR: Table = Table::new("evm-tx-by-addr");
     pub const ALL: [Table; 5] = [BLOCKS, RECEIPTS, BLOCK_HASH, TX, TX_BY_ADDR];
+    /// Created by the first follower ahead of finality (no block rows).
+    pub const META: Table = Table::new("evm-meta");
 }
+
+const FINALIZED_KEY: &str = "finalized";
 
 /// The qualifier of the JSON cells, and of the binary index cells.
 const JSON: &str = "json";
@@ -49,6 +54,7 @@ pub struct EvmStore {
     cells: Arc<dyn CellStore>,
     /// The newest block last found (0: none yet): where the next search starts.
     newest_seen: AtomicU64,
+    meta_table: TableCheck,
 }
 
 /// `evm-tx-by-addr` key: the address, `/`, then the key of `!number`, so an
@@ -63,7 +69,7 @@ fn hash_key(hash: &B256) -> String {
 
 impl EvmStore {
     pub fn new(cells: Arc<dyn CellStore>) -> Self {
-        Self { cells, newest_seen: AtomicU64::new(0) }
+        Self { cells, newest_seen: AtomicU64::new(0), meta_table: TableCheck::default() }
     }
 
     pub fn describe(&self) -> String {
@@ -167,6 +173,29 @@ impl EvmStore {
     /// The newest stored block (`block_rows::newest_block_number`: forward scans from the last answer).
     pub async fn newest(&self) -> Result<Option<u64>, StoreError> {
         block_rows::newest_block_number(self.cells.as_ref(), tables::BLOCKS, &self.newest_seen).await
+    }
+
+    /// The final watermark a follower ahead of finality records; `None`:
+    /// every stored block is final (read every time: the follower moves it).
+    pub async fn finalized(&self) -> Result<Option<u64>, StoreError> {
+        if !self.meta_table.exists(self.cells.as_ref(), tables::META).await? {
+            return Ok(None);
+        }
+        let key = FINALIZED_KEY.to_string();
+        let Some(row) = self.cells.read_rows(tables::META, std::slice::from_ref(&key)).await?.pop() else {
+            return Ok(None);
+        };
+        let bytes = row.cell(BIN).ok_or_else(|| corrupt(tables::META, &key, None, "no bin cell"))?;
+        let number: [u8; 8] =
+            bytes.try_into().map_err(|_| corrupt(tables::META, &key, None, "the watermark is not 8 bytes"))?;
+        Ok(Some(u64::from_be_bytes(number)))
+    }
+
+    pub async fn set_finalized(&self, number: u64) -> Result<(), StoreError> {
+        self.meta_table.ensure(self.cells.as_ref(), tables::META).await?;
+        let cell = Cell { key: FINALIZED_KEY.into(), qualifier: BIN, value: number.to_be_bytes().to_vec() };
+        self.cells.write(vec![TableWrite { table: tables::META, cells: vec![cell] }]).await?;
+        Ok(())
     }
 
     /// Removes the blocks in `start..=end` and all their rows, each block's `evm-blocks` row last.

@@ -6,9 +6,10 @@
 //!
 //! Not built yet, each refused with its reason where a manifest asks for it
 //! ([`ChainAdapter::lacks`]): BigQuery's `crypto_ethereum` as a source,
-//! training export, chain metrics, the Redis cache tier, epoch archives.
+//! training export, chain metrics, epoch archives.
 
 pub mod block;
+mod cache;
 pub mod layout;
 pub mod rows;
 pub mod rpc;
@@ -24,10 +25,12 @@ use super::ChainAdapter;
 use crate::crd::chain_source::ChainFamily;
 use crate::pipeline::config::{BigQueryDataset, SourceConfig};
 use crate::pipeline::sinks::Targets;
+use crate::pipeline::sinks::cache::CacheInvalidation;
 use crate::pipeline::sinks::canonical::{CanonicalSink, CanonicalStore};
 use crate::pipeline::sinks::lake::LakeSink;
 use crate::pipeline::{BlockNumber, BlockSink, BlockSource};
 use crate::serve::ServeConfig;
+use crate::serve::cache::Invalidator;
 use crate::store::cells::{CellStore, Table};
 use crate::store::{StoreError, WriteStats};
 pub use block::EvmBlock;
@@ -84,15 +87,17 @@ impl ChainAdapter for Evm {
         if targets.chain_metrics.is_some() {
             anyhow::bail!("chain metrics for evm chains are not built yet: remove chainMetrics");
         }
-        if !targets.caches.is_empty() {
-            anyhow::bail!("cache invalidation for evm chains is not built yet");
-        }
         let mut sinks: Vec<Arc<dyn BlockSink<_>>> = Vec::new();
         if targets.canonical {
             sinks.push(Arc::new(CanonicalSink::new(store.clone())));
         }
         if let Some(lake) = &targets.lake {
             sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::EvmTables).holding(targets.hold_until_final)));
+        }
+        for url in &targets.caches {
+            let invalidator = Invalidator::new(url.expose()).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
+            // No address histories: every answer that can change goes with the tip (`serve.rs`).
+            sinks.push(Arc::new(CacheInvalidation::new(invalidator, Box::new(|_: &EvmBlock| Vec::new()))));
         }
         Ok(sinks)
     }
@@ -115,11 +120,11 @@ impl ChainAdapter for Evm {
     fn lacks(&self, feature: super::Feature) -> Option<&'static str> {
         use super::Feature::*;
         Some(match feature {
-            Lake => return None,
+            Lake | Cache => return None,
             BigQuery => NO_BIGQUERY,
             ChainMetrics => "chain metrics are not built for evm chains yet",
             Archive => "there are no epoch archives for evm chains",
-            Cache => "serving evm chains from a CacheTier (Redis-cached answers) is not built yet",
+            Upstream => "forwarding to an upstream node is not built for evm chains yet: remove spec.upstream",
             TrainingExport => "training documents are not rendered from evm chains yet",
         })
     }
@@ -152,6 +157,10 @@ impl CanonicalStore<EvmBlock> for EvmStore {
 
     async fn remove(&self, number: BlockNumber) -> Result<(), StoreError> {
         self.delete_range(number, number).await.map(|_| ())
+    }
+
+    async fn finalized(&self, number: BlockNumber) -> Result<(), StoreError> {
+        self.set_finalized(number).await
     }
 }
 

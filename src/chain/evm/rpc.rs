@@ -108,13 +108,14 @@ impl Node {
         quantity(Some(&number)).ok_or_else(|| format!("eth_blockNumber: not a quantity: {number}"))
     }
 
-    /// The hash of the node's block `number` now (its header only).
-    async fn hash_at(&self, number: BlockNumber) -> Result<Option<String>, String> {
+    /// The hash and parent hash of the node's block `number` now (its header only).
+    async fn link_at(&self, number: BlockNumber) -> Result<Option<Link>, String> {
         let header = self
             .call("eth_getBlockByNumber", (format!("{number:#x}"), false))
             .await
             .map_err(|e| format!("eth_getBlockByNumber({number}, false): {}", describe(&e)))?;
-        Ok(header.get("hash").and_then(Value::as_str).map(str::to_ascii_lowercase))
+        let field = |name: &str| header.get(name).and_then(Value::as_str).map(str::to_ascii_lowercase);
+        Ok(field("hash").zip(field("parentHash")).map(|(hash, parent)| Link { hash, parent }))
     }
 
     async fn block(&self, number: BlockNumber) -> Result<EvmBlock, Missing> {
@@ -198,8 +199,8 @@ impl BlockSource<EvmBlock> for EvmRpcSource {
         self.newest
     }
 
-    async fn hash_at(&self, number: BlockNumber) -> Result<Option<String>, String> {
-        self.node.hash_at(number).await
+    async fn link_at(&self, number: BlockNumber) -> Result<Option<Link>, String> {
+        self.node.link_at(number).await
     }
 }
 

@@ -4,10 +4,9 @@
 //! `eth_getBlockByHash`, `eth_getTransactionByHash`,
 //! `eth_getTransactionReceipt`, `eth_getLogs` over a bounded range. Answers
 //! are the node's own JSON as stored; what the store does not hold is `null`,
-//! as a node answers.
+//! as a node answers. With a cache tier, answers go through `cache.rs`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::B256;
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::block::EvmBlock;
 use super::layout::EvmStore;
+use crate::serve::cache::Cache;
 use crate::serve::{Metrics, ServeConfig, front};
 
 /// Blocks one `eth_getLogs` may cover (providers bound it likewise).
@@ -25,7 +25,7 @@ pub const MAX_LOG_RANGE: u64 = 2_000;
 /// Logs one `eth_getLogs` may return.
 pub const MAX_LOGS: usize = 10_000;
 
-struct Methods {
+pub(super) struct Methods {
     store: Arc<EvmStore>,
     /// EIP-155 chain id (`eth_chainId`; ChainSource `chain.chainId`).
     chain_id: Option<u64>,
@@ -33,25 +33,27 @@ struct Methods {
 
 /// The router of an EVM serve replica.
 pub fn router(store: Arc<EvmStore>, config: ServeConfig) -> anyhow::Result<axum::Router> {
-    if config.cache.is_some() {
-        anyhow::bail!("serving evm chains with the Redis cache tier is not built yet");
+    if config.cache.as_ref().is_some_and(|c| !c.methods.is_empty()) {
+        anyhow::bail!("an evm cache tier caches every eth_ method: cache.methods names Solana methods; leave it empty");
     }
     if config.upstream.is_some() {
         anyhow::bail!("forwarding to an upstream node is not built for evm chains yet: remove spec.upstream");
+    }
+    let cache = config.cache.clone().map(Cache::new).transpose()?;
+    if let Some(cache) = cache.clone() {
+        tokio::spawn(async move { cache.configure().await });
     }
     let methods = Arc::new(Methods { store, chain_id: config.chain_id });
     let metrics = Arc::new(Metrics::new());
     let mut rpc = MetaIoHandler::default();
     macro_rules! method {
         ($name:literal, $call:ident) => {{
-            let (methods, metrics) = (methods.clone(), metrics.clone());
+            let (methods, metrics, cache) = (methods.clone(), metrics.clone(), cache.clone());
             rpc.add_method($name, move |params: Params| {
-                let (methods, metrics) = (methods.clone(), metrics.clone());
+                let (methods, metrics, cache) = (methods.clone(), metrics.clone(), cache.clone());
                 async move {
-                    let started = Instant::now();
-                    let answer = methods.$call(params).await;
-                    metrics.count($name, "off", crate::telemetry::metrics::outcome(answer.is_ok()), started);
-                    answer
+                    let call = |params| methods.$call(params);
+                    super::cache::through(cache.as_deref(), &methods, &metrics, $name, params, call).await
                 }
             });
         }};
@@ -118,14 +120,27 @@ impl Methods {
         self.store.newest().await.map_err(store_error)
     }
 
-    /// A block number or tag, resolved against the store (`latest`, `safe`
-    /// and `finalized` are the newest stored block: everything stored is
-    /// final; `earliest` is block 0, as on a node).
+    /// The newest final stored block: the final watermark a follower ahead
+    /// of finality records, or the newest stored block when there is none
+    /// (only final blocks were stored).
+    pub(super) async fn final_through(&self) -> Result<Option<u64>, Error> {
+        let newest = self.newest().await?;
+        let watermark = self.store.finalized().await.map_err(store_error)?;
+        Ok(match watermark {
+            Some(watermark) => newest.map(|n| n.min(watermark)),
+            None => newest,
+        })
+    }
+
+    /// A block number or tag, resolved against the store: `latest` is the
+    /// newest stored block; `finalized` and `safe` the newest final one (we
+    /// do not know what is safe short of final); `earliest` is block 0, as on a node.
     async fn resolve(&self, tag: BlockNumberOrTag) -> Result<Option<u64>, Error> {
         Ok(match tag {
             BlockNumberOrTag::Number(n) => Some(n),
             BlockNumberOrTag::Earliest => Some(0),
-            BlockNumberOrTag::Latest | BlockNumberOrTag::Safe | BlockNumberOrTag::Finalized => self.newest().await?,
+            BlockNumberOrTag::Latest => self.newest().await?,
+            BlockNumberOrTag::Safe | BlockNumberOrTag::Finalized => self.final_through().await?,
             BlockNumberOrTag::Pending => None,
         })
     }

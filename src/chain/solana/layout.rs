@@ -26,7 +26,7 @@ use solana_transaction_status::{
 
 use super::token_owners;
 use crate::store::block_rows::{BlockRows, BlockRowsReader};
-use crate::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableWrite};
+use crate::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableCheck, TableWrite};
 use crate::store::envelope;
 use crate::store::keys::{address_key, parse_address_key, parse_slot_key, slot_key};
 use crate::store::{BlockStore, DeleteStats, StoreError, WriteStats};
@@ -74,39 +74,6 @@ pub struct LedgerStore {
     owner_tables: TableCheck,
     /// Whether `chronicle-meta` exists (created by the first watermark write).
     meta_table: TableCheck,
-}
-
-/// Whether one of Chronicle's own tables exists: once found it stays found;
-/// an absent one is asked again every 10 s (another process may create it).
-#[derive(Default)]
-struct TableCheck(std::sync::Mutex<Option<(std::time::Instant, bool)>>);
-
-impl TableCheck {
-    async fn exists(&self, cells: &dyn CellStore, table: Table) -> Result<bool, StoreError> {
-        let known = *self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match known {
-            Some((_, true)) => Ok(true),
-            Some((asked, false)) if asked.elapsed() < std::time::Duration::from_secs(10) => Ok(false),
-            _ => {
-                let exists = cells.has_table(table).await?;
-                self.set(exists);
-                Ok(exists)
-            }
-        }
-    }
-
-    /// Creates the table unless it is known to exist.
-    async fn ensure(&self, cells: &dyn CellStore, table: Table) -> Result<(), StoreError> {
-        if !matches!(*self.0.lock().unwrap_or_else(|e| e.into_inner()), Some((_, true))) {
-            cells.ensure_tables(&[table]).await?;
-            self.set(true);
-        }
-        Ok(())
-    }
-
-    fn set(&self, exists: bool) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), exists));
-    }
 }
 
 /// The cells of one block: the index tables, written first, then `blocks`.

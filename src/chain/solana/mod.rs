@@ -130,7 +130,10 @@ impl ChainAdapter for Solana {
         }
         for url in &targets.caches {
             let invalidator = Invalidator::new(url.expose()).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
-            sinks.push(Arc::new(CacheInvalidation::new(invalidator, store.clone())));
+            // The layout knows which addresses a block indexes (reserved keys are not).
+            let layout = store.clone();
+            let touched_by = Box::new(move |block: &SolanaBlock| layout.indexed_addresses(block));
+            sinks.push(Arc::new(CacheInvalidation::new(invalidator, touched_by)));
         }
         Ok(sinks)
     }

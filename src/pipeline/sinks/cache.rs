@@ -1,35 +1,38 @@
 //! Cache invalidation: the answers a new block changes (the tip, and every
 //! address it indexes) are dropped from a cache tier's Redis at `flush`,
 //! after the canonical store made the block durable and before the
-//! checkpoint moves, so the next call through any replica sees it.
+//! checkpoint moves, so the next call through any replica sees it. The same
+//! for every chain: what differs is which addresses' answers a block changes
+//! (Solana's address histories; none on EVM, whose answers about blocks
+//! ahead of finality all go with the tip).
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use crate::chain::solana::SolanaBlock;
 use async_trait::async_trait;
 use solana_pubkey::Pubkey;
 
 use crate::pipeline::{BlockNumber, BlockSink, Flushed, SinkPolicy, Written};
 use crate::serve::cache::Invalidator;
-use crate::store::LedgerStore;
 
-pub struct CacheInvalidation {
+/// The addresses whose cached history a block changes.
+pub type TouchedBy<B> = Box<dyn Fn(&B) -> Vec<Pubkey> + Send + Sync>;
+
+pub struct CacheInvalidation<B> {
     invalidator: Invalidator,
-    /// Knows which addresses a block indexes (reserved keys are not).
-    layout: Arc<LedgerStore>,
+    touched_by: TouchedBy<B>,
     touched: Mutex<BTreeSet<Pubkey>>,
     written: Mutex<bool>,
 }
 
-impl CacheInvalidation {
-    pub fn new(invalidator: Invalidator, layout: Arc<LedgerStore>) -> Self {
-        Self { invalidator, layout, touched: Mutex::default(), written: Mutex::new(false) }
+impl<B> CacheInvalidation<B> {
+    pub fn new(invalidator: Invalidator, touched_by: TouchedBy<B>) -> Self {
+        Self { invalidator, touched_by, touched: Mutex::default(), written: Mutex::new(false) }
     }
 }
 
 #[async_trait]
-impl BlockSink<SolanaBlock> for CacheInvalidation {
+impl<B: Send + Sync + 'static> BlockSink<B> for CacheInvalidation<B> {
     fn name(&self) -> &'static str {
         "cache"
     }
@@ -38,8 +41,8 @@ impl BlockSink<SolanaBlock> for CacheInvalidation {
         SinkPolicy::BestEffort
     }
 
-    async fn write(&self, _: BlockNumber, block: &SolanaBlock) -> Result<Written, String> {
-        let addresses = self.layout.indexed_addresses(block);
+    async fn write(&self, _: BlockNumber, block: &B) -> Result<Written, String> {
+        let addresses = (self.touched_by)(block);
         self.touched.lock().expect("touched addresses").extend(addresses);
         *self.written.lock().expect("written flag") = true;
         Ok(Written::default())

@@ -1,0 +1,95 @@
+//! The cache tier for EVM answers: the same Redis (or `memory://`) cache and
+//! generation-checked writes as Solana's (`serve/cache.rs`), keyed by method
+//! and params. What differs is how long an answer holds:
+//!
+//! - about a block at or below the final watermark (`evm-meta`; every stored
+//!   block when no follower runs ahead of finality): immutable;
+//! - about a newer block, about the tip (`eth_blockNumber`, tags, a log range
+//!   reaching past the final blocks) or about what is not stored yet (`null`):
+//!   with the tip answers, dropped by the ingest's cache sink whenever a block
+//!   is written, taken back by a reorganization, or becomes final;
+//! - `eth_chainId`: immutable.
+
+use std::future::Future;
+use std::time::Instant;
+
+use jsonrpc_core::{Error, Params, Value};
+
+use super::rpc::quantity;
+use super::serve::Methods;
+use crate::serve::Metrics;
+use crate::serve::cache::{Cache, Lookup};
+use crate::serve::methods::{Answer, Freshness};
+
+/// Answers `method` from the cache, or by `call` and then into the cache, counted.
+pub(super) async fn through<F, Fut>(
+    cache: Option<&Cache>,
+    methods: &Methods,
+    metrics: &Metrics,
+    method: &'static str,
+    params: Params,
+    call: F,
+) -> Result<Value, Error>
+where
+    F: FnOnce(Params) -> Fut,
+    Fut: Future<Output = Result<Value, Error>>,
+{
+    let started = Instant::now();
+    let Some(cache) = cache else {
+        let answer = call(params).await;
+        metrics.count(method, "off", crate::telemetry::metrics::outcome(answer.is_ok()), started);
+        return answer;
+    };
+    let params_value = match &params {
+        Params::None => Value::Null,
+        Params::Array(list) => Value::Array(list.clone()),
+        Params::Map(map) => Value::Object(map.clone()),
+    };
+    let key = Cache::key_named(method, &params_value);
+    let generation = match cache.lookup(&key).await {
+        Lookup::Hit(value) => {
+            metrics.count(method, "hit", "ok", started);
+            return Ok(value);
+        }
+        Lookup::Miss { generation } => generation,
+    };
+    let answer = call(params).await;
+    let answer = match answer {
+        Ok(value) => {
+            let freshness = methods.freshness(method, &params_value, &value).await;
+            let answer = Answer { value, freshness };
+            cache.put(&key, generation, &answer, None).await;
+            Ok(answer.value)
+        }
+        Err(e) => Err(e),
+    };
+    metrics.count(method, "miss", crate::telemetry::metrics::outcome(answer.is_ok()), started);
+    answer
+}
+
+impl Methods {
+    /// How long `answer` to `method` with `params` holds.
+    async fn freshness(&self, method: &str, params: &Value, answer: &Value) -> Freshness {
+        let tip = Freshness::Mutable { addresses: Vec::new(), tip: true };
+        let Ok(final_through) = self.final_through().await else { return Freshness::Uncacheable };
+        let final_block = |number: Option<u64>| number.is_some_and(|n| final_through.is_some_and(|f| n <= f));
+        let first_param = params.get(0);
+        let immutable = match method {
+            "eth_chainId" => true,
+            // A number, not a tag: the same question always has the same answer once final.
+            "eth_getBlockByNumber" => quantity(first_param).is_some() && final_block(quantity(answer.get("number"))),
+            "eth_getBlockByHash" => final_block(quantity(answer.get("number"))),
+            "eth_getTransactionByHash" | "eth_getTransactionReceipt" => {
+                final_block(quantity(answer.get("blockNumber")))
+            }
+            "eth_getLogs" => {
+                let filter = first_param.unwrap_or(&Value::Null);
+                filter.get("blockHash").is_none()
+                    && quantity(filter.get("fromBlock")).is_some()
+                    && final_block(quantity(filter.get("toBlock")))
+            }
+            _ => false,
+        };
+        if immutable { Freshness::Immutable } else { tip }
+    }
+}
