@@ -611,8 +611,9 @@ async fn the_chart_installs_and_the_controller_works_under_its_rbac() {
 
     // Printer columns, as `kubectl get` shows them.
     let rows = table(&client, "e2e", "cachetiers").await;
-    assert_eq!((rows[0]["Name"].as_str(), rows[0]["Ready"].as_i64()), (Some("mainnet-rpc"), Some(3)));
-    assert_eq!(rows[0]["Replicas"].as_i64(), Some(3));
+    let row = rows.iter().find(|r| r["Name"] == "mainnet-rpc").expect("the Solana tier's row");
+    assert_eq!(row["Ready"].as_i64(), Some(3));
+    assert_eq!(row["Replicas"].as_i64(), Some(3));
     loop {
         let rows = table(&client, "e2e", "chainsources").await;
         if rows.iter().all(|r| r["Ready"] == "False") {

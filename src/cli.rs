@@ -377,6 +377,9 @@ pub struct ExportArgs {
     /// Block store to read: `bigtable://PROJECT/INSTANCE` or `embedded:///PATH`.
     #[arg(long, env = "CHRONICLE_STORE")]
     pub store: String,
+    /// The chain family of the store: `solana` or `evm`.
+    #[arg(long, default_value = "solana", value_parser = parse_family)]
+    pub chain: ChainFamily,
     /// First slot.
     #[arg(long, default_value_t = 0)]
     pub from: u64,
@@ -686,7 +689,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
             org: args.metrics_org.unwrap_or_default(),
             bucket: args.metrics_bucket.unwrap_or_default(),
             token: Secret::new(std::env::var("CHRONICLE_METRICS_TOKEN").unwrap_or_default()),
-            chain: ChainFamily::Solana.as_str().into(),
+            chain: args.chain.as_str().into(),
             network: args.network.clone(),
             hold_until_final: args.follow && commitment == Commitment::Confirmed,
             buffer_points: args.metrics_buffer_points,
@@ -765,7 +768,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let config = crate::export::ExportConfig {
-        chain: crate::crd::chain_source::ChainFamily::Solana,
+        chain: args.chain,
         store: args.store,
         store_access: crate::store::BigtableAccess::from_env(),
         from: args.from,

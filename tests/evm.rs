@@ -197,13 +197,36 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
     let to = last.to_string();
     let lake = dir.path().join("lake");
     let lake_url = format!("file://{}", lake.display());
+    std::fs::create_dir_all(dir.path().join("metrics")).unwrap();
+    let metrics = support::VictoriaMetrics::start(&dir.path().join("metrics"));
+    let metrics_url = metrics.url();
     let backfill = ["--from", "0", "--to", &to, "--lake", &lake_url, "--network", "anvil"];
+    let backfill =
+        [&backfill[..], &["--metrics-url", &metrics_url, "--metrics-org", "chronicle", "--metrics-bucket", "anvil"]]
+            .concat();
     // The node URL as providers hand them out, with a key in it: never logged.
     let keyed = format!("{}/?api-key=key-{}", anvil.url, support::SECRET_MARK);
     let out = ingest("anvil-history", &keyed, store_url, &catalog, &emulator, &backfill).output().await.unwrap();
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{log}");
     support::assert_no_secret(&log);
+
+    // Chain metrics: a point per block, its aggregates equal to the node's header and receipts.
+    let points = chain_points(&metrics, last).await;
+    for number in 0..=last {
+        let tag = format!("{number:#x}");
+        let block = result(&anvil.url, "eth_getBlockByNumber", json!([tag, false])).await;
+        let receipts = result(&anvil.url, "eth_getBlockReceipts", json!([tag])).await;
+        let receipts = receipts.as_array().unwrap();
+        let quantity = |v: &Value| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+        let fees: u128 = receipts.iter().map(|r| quantity(&r["gasUsed"]) * quantity(&r["effectiveGasPrice"])).sum();
+        let failed = receipts.iter().filter(|r| r["status"] == "0x0").count() as i64;
+        let point = |field: &str| points.get(&(field.to_string(), number as i64)).copied();
+        assert_eq!(point("transactions"), Some(receipts.len() as i64), "block {number}");
+        assert_eq!(point("failed_transactions"), Some(failed), "block {number}");
+        assert_eq!(point("compute_units"), Some(quantity(&block["gasUsed"]) as i64), "block {number}: gas used");
+        assert_eq!(point("fees"), Some((fees / 1_000_000_000) as i64), "block {number}: fees in gwei");
+    }
 
     // `chronicle serve --chain evm`, as a CacheTier's replica runs it, over the same store.
     let store = open_bigtable(&emulator, "anvil").await;
@@ -233,6 +256,34 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
         assert_eq!(row["token_address"], json!(token));
     }
 
+    // A training export of the chain: a document per transaction, the
+    // reverted one a failure, the token transfers named in the summaries.
+    let out = dir.path().join("dataset");
+    let exported = tokio::process::Command::new(env!("CARGO_BIN_EXE_chronicle"))
+        .args(["worker", "export", "--chain", "evm", "--store", store_url, "--from", "0", "--to", &to])
+        .args(["--out", &format!("file://{}", out.display()), "--validation-fraction", "0", "--no-dedup"])
+        .env("BIGTABLE_EMULATOR_HOST", emulator.host())
+        .output()
+        .await
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&exported.stdout), String::from_utf8_lossy(&exported.stderr));
+    assert!(exported.status.success(), "{log}");
+    let shard = std::fs::read(out.join("data/train-00000.jsonl.zst")).unwrap();
+    let text = zstd::decode_all(shard.as_slice()).unwrap();
+    let documents: Vec<Value> =
+        text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    let mut ids: Vec<&str> = documents.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let mut driven_ids: Vec<&str> =
+        driven["transactions"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    (ids.sort(), driven_ids.sort());
+    assert_eq!(ids, driven_ids, "a document per transaction");
+    let failed: Vec<&Value> = documents.iter().filter(|d| d["status"] == "failure").collect();
+    assert_eq!(failed.len(), 1, "the reverted call");
+    assert!(failed[0]["text"].as_str().unwrap().contains("It failed (reverted)"), "{}", failed[0]);
+    let transfers = documents.iter().filter(|d| d["text"].as_str().unwrap().contains(&format!("of token {token}")));
+    assert_eq!(transfers.count(), 3, "the mint at deployment and the two ERC-20 transfers");
+    assert!(documents.iter().all(|d| d["template"] == "transaction-summary@1" && d["block_time"].is_i64()));
+
     // A stock client reads serve unchanged.
     let said = node_script(&modules, "evm_client.mjs", &[&serve_url, &anvil.url, "0", &to, &token]);
     assert!(said.contains("as the node answers them"), "{said}");
@@ -250,6 +301,40 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
     assert!(followed >= 10, "{followed} transactions followed");
     // SIGTERM: the follower stops cleanly at a checkpoint.
     stop_worker(follower).await;
+}
+
+/// Every `chain_blocks_*` sample of the evm chain, by field and block (matched
+/// through the `slot` field at the same timestamp), once blocks `0..=last` all show.
+async fn chain_points(server: &support::VictoriaMetrics, last: u64) -> std::collections::BTreeMap<(String, i64), i64> {
+    let query = "/api/v1/export?match[]=%7B__name__%3D~%22chain_blocks_.%2A%22,chain%3D%22evm%22%7D";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let body = support::http_get(server.port, query).unwrap_or_default();
+        let series: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let samples = |s: &Value| {
+            let times = s["timestamps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap());
+            times.zip(s["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as i64)).collect::<Vec<_>>()
+        };
+        let mut block_at = std::collections::BTreeMap::new();
+        for s in series.iter().filter(|s| s["metric"]["__name__"] == "chain_blocks_slot") {
+            assert_eq!(s["metric"]["network"], "anvil", "{s}");
+            block_at.extend(samples(s));
+        }
+        let mut points = std::collections::BTreeMap::new();
+        for s in &series {
+            let field = s["metric"]["__name__"].as_str().unwrap().trim_start_matches("chain_blocks_").to_string();
+            for (time, value) in samples(s) {
+                if let Some(&number) = block_at.get(&time) {
+                    points.insert((field.clone(), number), value);
+                }
+            }
+        }
+        if (0..=last as i64).all(|n| points.contains_key(&("compute_units".to_string(), n))) {
+            return points;
+        }
+        assert!(std::time::Instant::now() < deadline, "not every block's point shows: {points:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// An ethereum-etl test input: the node's answer inside its JSON-RPC envelope.

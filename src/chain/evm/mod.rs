@@ -2,14 +2,17 @@
 //! sent, under Chronicle's EVM layout — the node as a block source
 //! (`rpc.rs`), the block and its typed index (`block.rs`), the store layout
 //! (`layout.rs`), the lake's ethereum-etl rows (`rows.rs`), the history API
-//! (`serve.rs`).
+//! (`serve.rs`) and its cache (`cache.rs`), chain metrics
+//! (`block_stats.rs`), training documents (`documents.rs`).
 //!
 //! Not built yet, each refused with its reason where a manifest asks for it
 //! ([`ChainAdapter::lacks`]): BigQuery's `crypto_ethereum` as a source,
-//! training export, chain metrics, epoch archives.
+//! epoch archives.
 
 pub mod block;
+pub mod block_stats;
 mod cache;
+pub mod documents;
 pub mod layout;
 pub mod rows;
 pub mod rpc;
@@ -27,6 +30,7 @@ use crate::pipeline::config::{BigQueryDataset, SourceConfig};
 use crate::pipeline::sinks::Targets;
 use crate::pipeline::sinks::cache::CacheInvalidation;
 use crate::pipeline::sinks::canonical::{CanonicalSink, CanonicalStore};
+use crate::pipeline::sinks::chain_metrics::ChainMetricsSink;
 use crate::pipeline::sinks::lake::LakeSink;
 use crate::pipeline::{BlockNumber, BlockSink, BlockSource};
 use crate::serve::ServeConfig;
@@ -84,15 +88,16 @@ impl ChainAdapter for Evm {
     }
 
     fn sinks(&self, store: &Arc<EvmStore>, targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<EvmBlock>>>> {
-        if targets.chain_metrics.is_some() {
-            anyhow::bail!("chain metrics for evm chains are not built yet: remove chainMetrics");
-        }
         let mut sinks: Vec<Arc<dyn BlockSink<_>>> = Vec::new();
         if targets.canonical {
             sinks.push(Arc::new(CanonicalSink::new(store.clone())));
         }
         if let Some(lake) = &targets.lake {
             sinks.push(Arc::new(LakeSink::new(lake.clone(), rows::EvmTables).holding(targets.hold_until_final)));
+        }
+        if let Some(config) = &targets.chain_metrics {
+            let sink = ChainMetricsSink::start(config.clone(), block_stats::block_stats).map_err(anyhow::Error::msg)?;
+            sinks.push(Arc::new(sink));
         }
         for url in &targets.caches {
             let invalidator = Invalidator::new(url.expose()).map_err(|e| anyhow::anyhow!("cache URL: {e}"))?;
@@ -113,19 +118,17 @@ impl ChainAdapter for Evm {
         anyhow::bail!("{NO_BIGQUERY}")
     }
 
-    fn document_source(&self, _store: Arc<EvmStore>) -> Arc<dyn crate::export::DocumentSource> {
-        Arc::new(NoDocuments)
+    fn document_source(&self, store: Arc<EvmStore>) -> Arc<dyn crate::export::DocumentSource> {
+        Arc::new(documents::EvmDocuments(store))
     }
 
     fn lacks(&self, feature: super::Feature) -> Option<&'static str> {
         use super::Feature::*;
         Some(match feature {
-            Lake | Cache => return None,
+            Lake | Cache | ChainMetrics | TrainingExport => return None,
             BigQuery => NO_BIGQUERY,
-            ChainMetrics => "chain metrics are not built for evm chains yet",
             Archive => "there are no epoch archives for evm chains",
             Upstream => "forwarding to an upstream node is not built for evm chains yet: remove spec.upstream",
-            TrainingExport => "training documents are not rendered from evm chains yet",
         })
     }
 
@@ -161,34 +164,5 @@ impl CanonicalStore<EvmBlock> for EvmStore {
 
     async fn finalized(&self, number: BlockNumber) -> Result<(), StoreError> {
         self.set_finalized(number).await
-    }
-}
-
-/// Training documents are rendered from Solana's blocks only so far.
-struct NoDocuments;
-
-const NO_DOCUMENTS: &str = "training documents for evm chains are not built yet";
-
-#[async_trait]
-impl crate::export::DocumentSource for NoDocuments {
-    async fn blocks(&self, _start: BlockNumber, _end: BlockNumber) -> Result<Vec<BlockNumber>, String> {
-        Err(NO_DOCUMENTS.into())
-    }
-
-    async fn first_block_from(&self, _number: BlockNumber) -> Result<Option<(BlockNumber, Option<i64>)>, String> {
-        Err(NO_DOCUMENTS.into())
-    }
-
-    async fn documents(
-        &self,
-        _number: BlockNumber,
-        _selection: &crate::export::document::Selection,
-        _template: &crate::export::document::Rendering,
-    ) -> Result<Vec<crate::export::document::Document>, String> {
-        Err(NO_DOCUMENTS.into())
-    }
-
-    fn registry_version(&self) -> &'static str {
-        "none"
     }
 }
