@@ -139,6 +139,15 @@ pub trait BlockSink<B>: Send + Sync {
     /// Takes back a block the final chain dropped (after `confirmed` reads).
     async fn remove(&self, number: BlockNumber) -> Result<(), String>;
 
+    /// Takes back every block of `first..=last`, newest first (most of them
+    /// may never have been stored: a store overrides this with one scan).
+    async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> Result<(), String> {
+        for number in (first..=last).rev() {
+            self.remove(number).await?;
+        }
+        Ok(())
+    }
+
     /// The chain finalized every block through `number` (after `confirmed`
     /// reads): targets that tell readers what is final record it.
     async fn finalized(&self, _number: BlockNumber) -> Result<(), String> {

@@ -155,6 +155,19 @@ impl TableCheck {
         }
     }
 
+    /// Whether the table exists, asking again every time until it does (for
+    /// a table whose appearance changes what readers may assume).
+    pub async fn exists_yet(&self, cells: &dyn CellStore, table: Table) -> Result<bool, crate::store::StoreError> {
+        if matches!(*self.0.lock().unwrap_or_else(|e| e.into_inner()), Some((_, true))) {
+            return Ok(true);
+        }
+        let exists = cells.has_table(table).await?;
+        if exists {
+            self.set(true);
+        }
+        Ok(exists)
+    }
+
     /// Creates the table unless it is known to exist.
     pub async fn ensure(&self, cells: &dyn CellStore, table: Table) -> Result<(), crate::store::StoreError> {
         if !matches!(*self.0.lock().unwrap_or_else(|e| e.into_inner()), Some((_, true))) {

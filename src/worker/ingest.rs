@@ -32,7 +32,7 @@ use crate::pipeline::sinks::chain_metrics::ChainMetricsConfig;
 use crate::pipeline::{BlockNumber, BlockSink, BlockSource, Flushed, Link, Missing, SinkPolicy};
 use crate::store;
 use crate::telemetry::metrics::{self, JobGauges, SinkLabels, WORKER, WorkerMetrics};
-use crate::worker::reorg::ForkWatch;
+use crate::worker::reorg::{Checked, ForkWatch};
 
 /// Everything a run needs; the controller passes the same settings.
 #[derive(Clone, Debug)]
@@ -441,8 +441,17 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         };
         let mut repaired = None;
         if let Some(top) = top.filter(|_| self.source.reorganizes()) {
-            repaired = self.repair_reorgs(forks, top, tip).await?;
-            unfinalized.retain(|number| repaired.is_none_or(|newest| *number <= newest));
+            match self.repair_reorgs(forks, top, tip).await? {
+                Checked::Sound => {}
+                Checked::Repaired(newest) => {
+                    repaired = Some(newest);
+                    unfinalized.retain(|number| *number <= newest);
+                }
+                Checked::Unknown(why, repaired) => {
+                    tracing::warn!(error = %why, "cannot check the stored blocks against the node; the final tip waits");
+                    return Ok(repaired);
+                }
+            }
         }
         let settled: Vec<BlockNumber> = unfinalized.range(..=tip).copied().collect();
         if let (Some(&first), Some(&last)) = (settled.first(), settled.last()) {

@@ -36,9 +36,11 @@ use crate::pipeline::{BlockNumber, BlockSource, Link};
 use crate::worker::ingest::{Ingest, Pass};
 
 /// How far above the final tip a follower that holds its checkpoint may
-/// store (Ethereum runs 64 to 96 blocks ahead of finality; `confirmations`
-/// is at most 1,000): past it the follower waits for finality to move.
-pub const MAX_AHEAD: u64 = 1_024;
+/// store: past it the follower waits for finality to move. Ethereum runs 64
+/// to 96 blocks ahead of finality, `confirmations` is at most 1,000; an
+/// Arbitrum or OP-stack node's `finalized` tag trails its head by thousands
+/// (hours when its parent chain's batches are late).
+pub const MAX_AHEAD: u64 = 65_536;
 
 /// Blocks above a held checkpoint taken back when a follower starts: all it
 /// can have stored (the checkpoint trails the final tip by at most a batch).
@@ -47,6 +49,27 @@ pub const TAKE_BACK_AFTER_RESTART: u64 = 2 * MAX_AHEAD;
 /// Repairs in a row before the follower gives up (a chain reorganizing
 /// faster than it can be read); the next run starts again from its checkpoint.
 const REPAIRS_IN_A_ROW: usize = 8;
+
+/// What checking the stored blocks against the node found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Every block checked is the node's.
+    Sound,
+    /// A reorganization was repaired; the newest block stored now.
+    Repaired(BlockNumber),
+    /// The node could not be asked: the final tip stays where it was until
+    /// the next check. With the newest block stored now when a repair came first.
+    Unknown(String, Option<BlockNumber>),
+}
+
+impl Checked {
+    fn unknown(self, why: String) -> Self {
+        match self {
+            Checked::Repaired(newest) => Checked::Unknown(why, Some(newest)),
+            _ => Checked::Unknown(why, None),
+        }
+    }
+}
 
 /// The remembered links of blocks stored above the final tip, and the anchor.
 #[derive(Debug, Default)]
@@ -109,7 +132,8 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         forks: &mut ForkWatch,
         checkpoint: Option<BlockNumber>,
     ) -> anyhow::Result<()> {
-        if checkpoint.is_none() {
+        // A follower started at `from` has no checkpoint until finality reaches it.
+        if checkpoint.is_none() && self.config.from.is_none() {
             return Ok(());
         }
         let last = next.saturating_add(TAKE_BACK_AFTER_RESTART - 1);
@@ -125,22 +149,29 @@ impl<B: Send + Sync + 'static> Ingest<B> {
 
     /// Repairs every reorganization of the blocks stored up to `top` that
     /// the remembered links, or the node's hashes up to `final_tip`, show.
-    /// Returns the newest block stored after a repair (the node's chain may
-    /// now be shorter), or `None` when nothing was wrong.
     pub(super) async fn repair_reorgs(
         &mut self,
         forks: &mut ForkWatch,
         top: BlockNumber,
         final_tip: BlockNumber,
-    ) -> anyhow::Result<Option<BlockNumber>> {
-        let (mut top, mut repaired) = (top, None);
+    ) -> anyhow::Result<Checked> {
+        let (mut top, mut checked) = (top, Checked::Sound);
         for _ in 0..REPAIRS_IN_A_ROW {
             let broken = match forks.first_break() {
                 Some(broken) => Some(broken),
-                None => self.first_stale(forks, top.min(final_tip), top).await?,
+                None => match self.first_stale(forks, top.min(final_tip), top).await {
+                    Ok(stale) => stale,
+                    Err(e) => return Ok(checked.unknown(e)),
+                },
             };
-            let Some(broken) = broken else { return Ok(repaired) };
-            let base = fork_base(self.source.as_ref(), forks, broken).await?;
+            let Some(broken) = broken else { return Ok(checked) };
+            let base = match fork_base(self.source.as_ref(), forks, broken).await {
+                Ok(Some(base)) => base,
+                Ok(None) => anyhow::bail!(
+                    "the chain was reorganized below block {broken}, deeper than the blocks stored ahead of finality"
+                ),
+                Err(e) => return Ok(checked.unknown(e)),
+            };
             if let Some(taken) = self.final_tip.filter(|taken| base < *taken) {
                 anyhow::bail!(
                     "the chain was reorganized above block {base}, below block {taken} the node had already called final; \
@@ -152,9 +183,10 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             tracing::warn!(base, depth, %replaced, "the chain was reorganized above block {base}; replacing {depth} blocks");
             self.remove_range(base + 1, top).await?;
             forks.forget_from(base + 1);
-            // The node's chain may now end lower than ours did.
-            let newest = self.source.tip().await.map_err(anyhow::Error::msg)?;
-            top = top.min(newest).max(base);
+            // The node's chain may now end lower than ours did (unknown: what it lacks becomes gaps).
+            if let Ok(newest) = self.source.tip().await {
+                top = top.min(newest).max(base);
+            }
             let mut outcome = BatchOutcome::default();
             let written = self.write_slots((base + 1..=top).collect(), &mut outcome, false).await?;
             forks.record(written.into_iter().filter_map(|(number, link)| Some((number, link?))));
@@ -168,22 +200,34 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             };
             self.catalog.record_reorg(&self.config.job, &reorg).await?;
             crate::telemetry::metrics::WORKER.ingest_reorgs.inc();
-            repaired = Some(top);
+            checked = Checked::Repaired(top);
         }
         anyhow::bail!("the chain reorganized {REPAIRS_IN_A_ROW} times in a row; progress up to the checkpoint is saved")
     }
 
     /// The lowest block to check before the final tip moves to `through`
-    /// whose hash the node no longer has there.
+    /// whose hash the node no longer has there. A number the node does not
+    /// have yet proves nothing (a lagging backend answers so too); while the
+    /// node's newest block is below ours, its block there is compared
+    /// instead: the same hash, the node is behind; another, it forked.
     async fn first_stale(
         &self,
         forks: &ForkWatch,
         through: BlockNumber,
         top: BlockNumber,
-    ) -> anyhow::Result<Option<BlockNumber>> {
-        for number in forks.to_check(through, top) {
-            let theirs = self.source.link_at(number).await.map_err(anyhow::Error::msg)?;
-            if theirs.map(|link| link.hash).as_deref() != forks.get(number).map(|link| link.hash.as_str()) {
+    ) -> Result<Option<BlockNumber>, String> {
+        let newest = self.source.tip().await?;
+        let mut checks = forks.to_check(through.min(newest), top.min(newest));
+        if newest < top
+            && let Some(below) = forks.links.range(..=newest).next_back().map(|(n, _)| *n)
+        {
+            checks.push(below);
+            checks.sort_unstable();
+            checks.dedup();
+        }
+        for number in checks {
+            let Some(theirs) = self.source.link_at(number).await? else { continue };
+            if Some(theirs.hash.as_str()) != forks.get(number).map(|link| link.hash.as_str()) {
                 return Ok(Some(number));
             }
         }
@@ -192,35 +236,28 @@ impl<B: Send + Sync + 'static> Ingest<B> {
 
     /// Takes `first..=last` back from every sink, newest first, and makes it effective.
     async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> anyhow::Result<()> {
-        for number in (first..=last).rev() {
-            for sink in &self.sinks {
-                sink.remove(number).await.map_err(|e| anyhow::anyhow!("block {number}: {}: {e}", sink.name()))?;
-            }
+        for sink in &self.sinks {
+            let removed = sink.remove_range(first, last).await;
+            removed.map_err(|e| anyhow::anyhow!("blocks {first}..={last}: {}: {e}", sink.name()))?;
         }
         self.flush().await.map(drop)
     }
 }
 
-/// The newest remembered block below `broken` whose hash the source still has.
+/// The newest remembered block below `broken` whose hash the source still
+/// has (gaps are stepped over); `None` when no remembered block is; `Err`
+/// when the source could not be asked.
 async fn fork_base<B>(
     source: &dyn BlockSource<B>,
     forks: &ForkWatch,
     broken: BlockNumber,
-) -> anyhow::Result<BlockNumber> {
-    let mut number = broken - 1;
-    loop {
-        let Some(ours) = forks.get(number) else {
-            anyhow::bail!(
-                "the chain was reorganized below block {}, deeper than the blocks stored ahead of finality",
-                number + 1
-            )
-        };
-        let theirs = source.link_at(number).await.map_err(anyhow::Error::msg)?;
-        if theirs.is_some_and(|link| link.hash == ours.hash) {
-            return Ok(number);
+) -> Result<Option<BlockNumber>, String> {
+    for (number, ours) in forks.links.range(..broken).rev() {
+        if source.link_at(*number).await?.is_some_and(|theirs| theirs.hash == ours.hash) {
+            return Ok(Some(*number));
         }
-        number = number.checked_sub(1).ok_or_else(|| anyhow::anyhow!("the chain was reorganized down to block 0"))?;
     }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -53,10 +53,15 @@ where
         }
         Lookup::Miss { generation } => generation,
     };
+    // What was final before the answer was read: a block final then stays so.
+    let final_through = methods.final_through().await;
     let answer = call(params).await;
     let answer = match answer {
         Ok(value) => {
-            let freshness = methods.freshness(method, &params_value, &value).await;
+            let freshness = match final_through {
+                Ok(final_through) => methods.freshness(method, &params_value, &value, final_through).await,
+                Err(_) => Freshness::Uncacheable,
+            };
             let answer = Answer { value, freshness };
             cache.put(&key, generation, &answer, None).await;
             Ok(answer.value)
@@ -68,10 +73,10 @@ where
 }
 
 impl Methods {
-    /// How long `answer` to `method` with `params` holds.
-    async fn freshness(&self, method: &str, params: &Value, answer: &Value) -> Freshness {
+    /// How long `answer` to `method` with `params` holds, given the newest
+    /// block that was final when it was read.
+    async fn freshness(&self, method: &str, params: &Value, answer: &Value, final_through: Option<u64>) -> Freshness {
         let tip = Freshness::Mutable { addresses: Vec::new(), tip: true };
-        let Ok(final_through) = self.final_through().await else { return Freshness::Uncacheable };
         let final_block = |number: Option<u64>| number.is_some_and(|n| final_through.is_some_and(|f| n <= f));
         let first_param = params.get(0);
         let immutable = match method {
@@ -82,11 +87,15 @@ impl Methods {
             "eth_getTransactionByHash" | "eth_getTransactionReceipt" => {
                 final_block(quantity(answer.get("blockNumber")))
             }
+            // A final range, every block of it stored (a gap repaired later would add logs).
             "eth_getLogs" => {
                 let filter = first_param.unwrap_or(&Value::Null);
-                filter.get("blockHash").is_none()
-                    && quantity(filter.get("fromBlock")).is_some()
-                    && final_block(quantity(filter.get("toBlock")))
+                match (filter.get("blockHash"), quantity(filter.get("fromBlock")), quantity(filter.get("toBlock"))) {
+                    (None, Some(from), Some(to)) if from <= to && final_block(Some(to)) => {
+                        self.stored_count(from, to).await == Some(to - from + 1)
+                    }
+                    _ => false,
+                }
             }
             _ => false,
         };

@@ -176,9 +176,11 @@ impl EvmStore {
     }
 
     /// The final watermark a follower ahead of finality records; `None`:
-    /// every stored block is final (read every time: the follower moves it).
+    /// every stored block is final (read every time: the follower moves it;
+    /// the table's absence too, as the first such follower creates it before
+    /// it stores a block that is not final).
     pub async fn finalized(&self) -> Result<Option<u64>, StoreError> {
-        if !self.meta_table.exists(self.cells.as_ref(), tables::META).await? {
+        if !self.meta_table.exists_yet(self.cells.as_ref(), tables::META).await? {
             return Ok(None);
         }
         let key = FINALIZED_KEY.to_string();

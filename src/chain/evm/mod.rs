@@ -162,6 +162,10 @@ impl CanonicalStore<EvmBlock> for EvmStore {
         self.delete_range(number, number).await.map(|_| ())
     }
 
+    async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> Result<(), StoreError> {
+        self.delete_range(first, last).await.map(|_| ())
+    }
+
     async fn finalized(&self, number: BlockNumber) -> Result<(), StoreError> {
         self.set_finalized(number).await
     }

@@ -132,6 +132,12 @@ impl Methods {
         })
     }
 
+    /// How many blocks of `from..=to` are stored (`None`: the store could not say).
+    pub(super) async fn stored_count(&self, from: u64, to: u64) -> Option<u64> {
+        let limit = usize::try_from(to - from + 1).ok()?;
+        self.store.numbers(from, to, limit).await.ok().map(|n| n.len() as u64)
+    }
+
     /// A block number or tag, resolved against the store: `latest` is the
     /// newest stored block; `finalized` and `safe` the newest final one (we
     /// do not know what is safe short of final); `earliest` is block 0, as on a node.

@@ -19,6 +19,9 @@ pub trait CanonicalStore<B>: Send + Sync + 'static {
 
     async fn remove(&self, number: BlockNumber) -> Result<(), StoreError>;
 
+    /// Removes every stored block of `first..=last`.
+    async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> Result<(), StoreError>;
+
     /// Records the finalized watermark (stores fed ahead of finality).
     async fn finalized(&self, _number: BlockNumber) -> Result<(), StoreError> {
         Ok(())
@@ -59,6 +62,10 @@ impl<B: Send + Sync + 'static, S: CanonicalStore<B>> BlockSink<B> for CanonicalS
         self.store.remove(number).await.map_err(|e| format!("store: {e}"))
     }
 
+    async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> Result<(), String> {
+        self.store.remove_range(first, last).await.map_err(|e| format!("store: {e}"))
+    }
+
     /// `serve` shows blocks above the watermark only to `confirmed` readers.
     async fn finalized(&self, number: BlockNumber) -> Result<(), String> {
         self.store.finalized(number).await.map_err(|e| format!("store: {e}"))
@@ -77,6 +84,10 @@ impl CanonicalStore<SolanaBlock> for LedgerStore {
 
     async fn remove(&self, number: BlockNumber) -> Result<(), StoreError> {
         self.delete_range(number, number).await.map(|_| ())
+    }
+
+    async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> Result<(), StoreError> {
+        self.delete_range(first, last).await.map(|_| ())
     }
 
     async fn finalized(&self, number: BlockNumber) -> Result<(), StoreError> {
