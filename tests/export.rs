@@ -460,7 +460,7 @@ async fn a_killed_export_resumes_past_its_finished_shards_and_gives_the_same_dat
     // With a metrics linger (which listens for signals), a SIGTERM still ends the run unfinished.
     let stopped = dir.path().join("stopped");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = export_command(&url, &stopped, &args)
+    let child = export_command(&url, &stopped, &args)
         .env("CHRONICLE_METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("CHRONICLE_METRICS_LINGER", "120s")
         .stdout(Stdio::null())

@@ -1,7 +1,8 @@
 //! What an export is made of: documents (one per transaction), rendered
 //! through a named, versioned template, with their metadata alongside; and
-//! which transactions are selected. Chain-neutral: each chain renders its
-//! own (`chain/solana/documents.rs`).
+//! which transactions are selected. Chain-neutral: each chain says what a
+//! transaction's summary, data and logs are (`chain/solana/documents.rs`,
+//! `chain/evm/documents.rs`); [`render`] makes every template of them.
 
 use std::sync::Arc;
 
@@ -119,6 +120,75 @@ impl Rendering {
             Self::Inline(template) => template.id().to_string(),
         }
     }
+}
+
+/// What one chain's transaction gives the templates.
+pub trait Renderable {
+    /// What `transaction-json` writes and an inline template sees.
+    type Data<'a>: Serialize
+    where
+        Self: 'a;
+
+    /// The transaction's id, for errors.
+    fn id(&self) -> &str;
+    fn data(&self) -> Self::Data<'_>;
+    /// A readable paragraph (`transaction-summary`, the chat forms' answer).
+    fn summary(&self) -> String;
+    /// `program-logs`: none for a transaction without logs.
+    fn logs(&self) -> Option<String>;
+    /// A document of `text` with the transaction's metadata columns.
+    fn document(&self, text: String, template: String, forms: Forms) -> Document;
+}
+
+/// The chat and instruction forms' fields (empty for the other templates).
+#[derive(Default)]
+pub struct Forms {
+    pub messages: Vec<Message>,
+    pub prompt: Option<String>,
+    pub completion: Option<String>,
+}
+
+/// The chat forms' system turn and the question asked of each transaction
+/// (part of the templates' version).
+pub struct Chat {
+    pub system: &'static str,
+    pub question: &'static str,
+}
+
+/// The document `rendering` makes of `tx`, or none (`program-logs` of a
+/// transaction without logs; an inline template that renders only whitespace).
+pub fn render<T: Renderable>(tx: &T, rendering: &Rendering, chat: &Chat) -> Result<Option<Document>, String> {
+    let template = match rendering {
+        Rendering::Builtin(template) => *template,
+        Rendering::Inline(inline) => {
+            let text = inline.render(&tx.data()).map_err(|e| format!("transaction {}: {e}", tx.id()))?;
+            return Ok(text.map(|text| tx.document(text, rendering.id(), Forms::default())));
+        }
+    };
+    let json = || serde_json::to_string(&tx.data()).expect("plain data serializes");
+    let question = || format!("{}\n{}", chat.question, json());
+    let mut forms = Forms::default();
+    let text = match template {
+        Template::TransactionSummary => tx.summary(),
+        Template::TransactionJson => json(),
+        Template::ProgramLogs => match tx.logs() {
+            Some(logs) => logs,
+            None => return Ok(None),
+        },
+        Template::TransactionChat => {
+            let turn = |role: &str, content: String| Message { role: role.into(), content };
+            forms.messages =
+                vec![turn("system", chat.system.into()), turn("user", question()), turn("assistant", tx.summary())];
+            forms.messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n\n")
+        }
+        Template::TransactionInstruct => {
+            let (asked, answer) = (question(), tx.summary());
+            let text = format!("{asked}\n\n{answer}");
+            (forms.prompt, forms.completion) = (Some(asked), Some(answer));
+            text
+        }
+    };
+    Ok(Some(tx.document(text, template.id(), forms)))
 }
 
 /// Which transactions become documents.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::layout::EvmStore;
 use super::rows::{self, LogRow, ReceiptRow, TokenTransferRow, TransactionRow};
 use crate::export::DocumentSource;
-use crate::export::document::{Document, Message, Rendering, Selection, Template};
+use crate::export::document::{Chat, Document, Forms, Renderable, Rendering, Selection, render};
 
 /// Documents from the canonical store's blocks.
 pub struct EvmDocuments(pub Arc<EvmStore>);
@@ -67,7 +67,7 @@ impl DocumentSource for EvmDocuments {
                 transfers: rows.token_transfers.iter().filter(|t| t.transaction_hash == tx.hash).collect(),
             };
             if parts.selected(selection)
-                && let Some(document) = parts.document(template).map_err(|e| format!("block {number}: {e}"))?
+                && let Some(document) = render(&parts, template, &CHAT).map_err(|e| format!("block {number}: {e}"))?
             {
                 documents.push(document);
             }
@@ -80,9 +80,9 @@ impl DocumentSource for EvmDocuments {
     }
 }
 
-/// The chat forms' system turn and question (part of the template's version).
-const SYSTEM: &str = "You explain EVM transactions from their data.";
-const QUESTION: &str = "What does this EVM transaction do?";
+/// The chat forms' system turn and question (part of the templates' version).
+const CHAT: Chat =
+    Chat { system: "You explain EVM transactions from their data.", question: "What does this EVM transaction do?" };
 
 /// A transaction's rows across the tables.
 struct Transaction<'a> {
@@ -126,64 +126,47 @@ impl Transaction<'_> {
                     .selector()
                     .is_some_and(|s| selection.instruction_types.iter().any(|t| t.eq_ignore_ascii_case(s))))
     }
+}
 
-    fn document(&self, rendering: &Rendering) -> Result<Option<Document>, String> {
-        let template = match rendering {
-            Rendering::Builtin(template) => *template,
-            Rendering::Inline(inline) => {
-                let text =
-                    inline.render(&self.structured()).map_err(|e| format!("transaction {}: {e}", self.tx.hash))?;
-                return Ok(text.map(|text| self.with_metadata(text, rendering.id(), Vec::new(), None, None)));
-            }
-        };
-        let json = || serde_json::to_string(&self.structured()).expect("plain data serializes");
-        let question = || format!("{QUESTION}\n{}", json());
-        let (mut messages, mut prompt, mut completion) = (Vec::new(), None, None);
-        let text = match template {
-            Template::TransactionSummary => self.summary(),
-            Template::TransactionJson => json(),
-            Template::ProgramLogs => match self.logs_text() {
-                Some(logs) => logs,
-                None => return Ok(None),
-            },
-            Template::TransactionChat => {
-                let turn = |role: &str, content: String| Message { role: role.into(), content };
-                messages =
-                    vec![turn("system", SYSTEM.into()), turn("user", question()), turn("assistant", self.summary())];
-                messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n\n")
-            }
-            Template::TransactionInstruct => {
-                let (asked, answer) = (question(), self.summary());
-                let text = format!("{asked}\n\n{answer}");
-                (prompt, completion) = (Some(asked), Some(answer));
-                text
-            }
-        };
-        Ok(Some(self.with_metadata(text, template.id(), messages, prompt, completion)))
+impl Renderable for Transaction<'_> {
+    type Data<'b>
+        = StructuredTransaction<'b>
+    where
+        Self: 'b;
+
+    fn id(&self) -> &str {
+        &self.tx.hash
     }
 
-    fn with_metadata(
-        &self,
-        text: String,
-        template: String,
-        messages: Vec<Message>,
-        prompt: Option<String>,
-        completion: Option<String>,
-    ) -> Document {
-        let tokens: BTreeSet<String> = self.transfers.iter().map(|t| t.token_address.clone()).collect();
-        Document {
-            id: self.tx.hash.clone(),
-            text,
-            slot: self.tx.block_number,
-            block_time: Some(self.tx.block_timestamp / 1_000_000),
-            status: if self.succeeded() { "success" } else { "failure" }.into(),
-            fee: self.fee_wei().and_then(|wei| u64::try_from(wei).ok()),
-            programs: self.contracts().into_iter().collect(),
-            mints: tokens.into_iter().collect(),
-            template,
-            messages,
-            prompt,
-            completion,
+    fn data(&self) -> StructuredTransaction<'_> {
+        let tx = self.tx;
+        StructuredTransaction {
+            hash: &tx.hash,
+            block_number: tx.block_number,
+            block_time: tx.block_timestamp / 1_000_000,
+            status: if self.succeeded() { "success" } else { "failure" },
+            from: &tx.from_address,
+            to: tx.to_address.as_deref(),
+            contract_created: self.receipt.and_then(|r| r.contract_address.as_deref()),
+            value: tx.value.as_deref(),
+            gas_used: self.receipt.map(|r| r.gas_used),
+            fee: self.fee_wei().map(|wei| wei.to_string()),
+            function: self.selector(),
+            logs: self
+                .logs
+                .iter()
+                .map(|l| StructuredLog { address: &l.address, topics: &l.topics, data: &l.data })
+                .collect(),
+            token_transfers: self
+                .transfers
+                .iter()
+                .map(|t| StructuredTransfer {
+                    token: &t.token_address,
+                    from: &t.from_address,
+                    to: &t.to_address,
+                    value: &t.value,
+                })
+                .collect(),
         }
     }
 
@@ -226,7 +209,7 @@ impl Transaction<'_> {
     }
 
     /// The logs, or none for a transaction without any.
-    fn logs_text(&self) -> Option<String> {
+    fn logs(&self) -> Option<String> {
         if self.logs.is_empty() {
             return None;
         }
@@ -238,35 +221,21 @@ impl Transaction<'_> {
         Some(text)
     }
 
-    fn structured(&self) -> StructuredTransaction<'_> {
-        let tx = self.tx;
-        StructuredTransaction {
-            hash: &tx.hash,
-            block_number: tx.block_number,
-            block_time: tx.block_timestamp / 1_000_000,
-            status: if self.succeeded() { "success" } else { "failure" },
-            from: &tx.from_address,
-            to: tx.to_address.as_deref(),
-            contract_created: self.receipt.and_then(|r| r.contract_address.as_deref()),
-            value: tx.value.as_deref(),
-            gas_used: self.receipt.map(|r| r.gas_used),
-            fee: self.fee_wei().map(|wei| wei.to_string()),
-            function: self.selector(),
-            logs: self
-                .logs
-                .iter()
-                .map(|l| StructuredLog { address: &l.address, topics: &l.topics, data: &l.data })
-                .collect(),
-            token_transfers: self
-                .transfers
-                .iter()
-                .map(|t| StructuredTransfer {
-                    token: &t.token_address,
-                    from: &t.from_address,
-                    to: &t.to_address,
-                    value: &t.value,
-                })
-                .collect(),
+    fn document(&self, text: String, template: String, forms: Forms) -> Document {
+        let tokens: BTreeSet<String> = self.transfers.iter().map(|t| t.token_address.clone()).collect();
+        Document {
+            id: self.tx.hash.clone(),
+            text,
+            slot: self.tx.block_number,
+            block_time: Some(self.tx.block_timestamp / 1_000_000),
+            status: if self.succeeded() { "success" } else { "failure" }.into(),
+            fee: self.fee_wei().and_then(|wei| u64::try_from(wei).ok()),
+            programs: self.contracts().into_iter().collect(),
+            mints: tokens.into_iter().collect(),
+            template,
+            messages: forms.messages,
+            prompt: forms.prompt,
+            completion: forms.completion,
         }
     }
 }

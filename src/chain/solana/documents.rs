@@ -13,7 +13,7 @@ use super::layout::LedgerStore;
 use super::programs::{REGISTRY_VERSION, VOTE_PROGRAM, display_name};
 use super::rows::{InstructionRow, Rows, TokenTransferRow, TransactionRow};
 use crate::export::DocumentSource;
-use crate::export::document::{Document, Message, Rendering, Selection, Template};
+use crate::export::document::{Chat, Document, Forms, Renderable, Rendering, Selection, render};
 use crate::store::BlockStore;
 
 /// Documents from the canonical store's blocks.
@@ -60,9 +60,11 @@ impl DocumentSource for StoreDocuments {
     }
 }
 
-/// The chat forms' system turn and question (part of the template's version).
-const SYSTEM: &str = "You explain Solana transactions from their data.";
-const QUESTION: &str = "What does this Solana transaction do?";
+/// The chat forms' system turn and question (part of the templates' version).
+const CHAT: Chat = Chat {
+    system: "You explain Solana transactions from their data.",
+    question: "What does this Solana transaction do?",
+};
 
 /// The selected transactions of one block's rows, as documents, in
 /// transaction order.
@@ -77,7 +79,12 @@ pub fn documents(rows: &Rows, selection: &Selection, template: &Rendering) -> Re
             let transfers: Vec<&TokenTransferRow> =
                 rows.token_transfers.iter().filter(|t| t.tx_signature == tx.signature).collect();
             let parts = Transaction { tx, instructions, transfers };
-            parts.selected(selection).then(|| parts.document(template)).transpose().map(Option::flatten).transpose()
+            parts
+                .selected(selection)
+                .then(|| render(&parts, template, &CHAT))
+                .transpose()
+                .map(Option::flatten)
+                .transpose()
         })
         .collect()
 }
@@ -111,76 +118,60 @@ impl Transaction<'_> {
                     .any(|i| i.instruction_type.as_ref().is_some_and(|t| selection.instruction_types.contains(t))))
     }
 
-    fn document(&self, rendering: &Rendering) -> Result<Option<Document>, String> {
-        let template = match rendering {
-            Rendering::Builtin(template) => *template,
-            Rendering::Inline(inline) => {
-                let text =
-                    inline.render(&self.structured()).map_err(|e| format!("transaction {}: {e}", self.tx.signature))?;
-                return Ok(text.map(|text| self.with_metadata(text, rendering.id(), Vec::new(), None, None)));
-            }
-        };
-        let json = || serde_json::to_string(&self.structured()).expect("plain data serializes");
-        let question = || format!("{QUESTION}\n{}", json());
-        let (mut messages, mut prompt, mut completion) = (Vec::new(), None, None);
-        let text = match template {
-            Template::TransactionSummary => self.summary(),
-            Template::TransactionJson => json(),
-            Template::ProgramLogs => match self.logs() {
-                Some(logs) => logs,
-                None => return Ok(None),
-            },
-            Template::TransactionChat => {
-                let turn = |role: &str, content: String| Message { role: role.into(), content };
-                messages =
-                    vec![turn("system", SYSTEM.into()), turn("user", question()), turn("assistant", self.summary())];
-                messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n\n")
-            }
-            Template::TransactionInstruct => {
-                let (asked, answer) = (question(), self.summary());
-                let text = format!("{asked}\n\n{answer}");
-                (prompt, completion) = (Some(asked), Some(answer));
-                text
-            }
-        };
-        Ok(Some(self.with_metadata(text, template.id(), messages, prompt, completion)))
-    }
-
-    /// A document of `text` with the transaction's metadata.
-    fn with_metadata(
-        &self,
-        text: String,
-        template: String,
-        messages: Vec<Message>,
-        prompt: Option<String>,
-        completion: Option<String>,
-    ) -> Document {
-        let mut programs: Vec<String> = self.program_ids().into_iter().map(display_name).collect();
-        programs.sort();
-        let mints: BTreeSet<String> = self
-            .transfers
-            .iter()
-            .filter_map(|t| t.mint.clone())
-            .chain(self.tx.pre_token_balances.iter().chain(&self.tx.post_token_balances).map(|b| b.mint.clone()))
-            .collect();
-        Document {
-            id: self.tx.signature.clone(),
-            text,
-            slot: self.tx.block_slot,
-            block_time: self.tx.block_timestamp.map(|micros| micros / 1_000_000),
-            status: if self.succeeded() { "success" } else { "failure" }.into(),
-            fee: self.tx.fee,
-            programs,
-            mints: mints.into_iter().collect(),
-            template,
-            messages,
-            prompt,
-            completion,
-        }
-    }
-
     fn signers(&self) -> Vec<&str> {
         self.tx.accounts.iter().filter(|a| a.signer).map(|a| a.pubkey.as_str()).collect()
+    }
+}
+
+impl Renderable for Transaction<'_> {
+    type Data<'b>
+        = StructuredTransaction<'b>
+    where
+        Self: 'b;
+
+    fn id(&self) -> &str {
+        &self.tx.signature
+    }
+
+    fn data(&self) -> StructuredTransaction<'_> {
+        let tx = self.tx;
+        StructuredTransaction {
+            signature: &tx.signature,
+            slot: tx.block_slot,
+            block_time: tx.block_timestamp.map(|m| m / 1_000_000),
+            status: if self.succeeded() { "success" } else { "failure" },
+            err: tx.err.as_deref(),
+            fee: tx.fee,
+            signers: self.signers(),
+            instructions: self
+                .instructions
+                .iter()
+                .map(|i| StructuredInstruction {
+                    index: i.index,
+                    parent_index: i.parent_index,
+                    program: display_name(&i.program_id),
+                    kind: i.instruction_type.as_deref(),
+                    params: i.params.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect(),
+                })
+                .collect(),
+            token_transfers: self
+                .transfers
+                .iter()
+                .map(|t| StructuredTransfer {
+                    kind: &t.transfer_type,
+                    mint: t.mint.as_deref(),
+                    amount: t.value.map(|v| amount_text(v, t.decimals)),
+                    source: t.source.as_deref(),
+                    destination: t.destination.as_deref(),
+                })
+                .collect(),
+            balance_changes: tx
+                .balance_changes
+                .iter()
+                .filter(|b| b.before != b.after)
+                .map(|b| StructuredBalance { account: &b.account, before: b.before, after: b.after })
+                .collect(),
+        }
     }
 
     /// A readable paragraph.
@@ -225,47 +216,6 @@ impl Transaction<'_> {
         text.trim_end().to_string()
     }
 
-    fn structured(&self) -> StructuredTransaction<'_> {
-        let tx = self.tx;
-        StructuredTransaction {
-            signature: &tx.signature,
-            slot: tx.block_slot,
-            block_time: tx.block_timestamp.map(|m| m / 1_000_000),
-            status: if self.succeeded() { "success" } else { "failure" },
-            err: tx.err.as_deref(),
-            fee: tx.fee,
-            signers: self.signers(),
-            instructions: self
-                .instructions
-                .iter()
-                .map(|i| StructuredInstruction {
-                    index: i.index,
-                    parent_index: i.parent_index,
-                    program: display_name(&i.program_id),
-                    kind: i.instruction_type.as_deref(),
-                    params: i.params.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect(),
-                })
-                .collect(),
-            token_transfers: self
-                .transfers
-                .iter()
-                .map(|t| StructuredTransfer {
-                    kind: &t.transfer_type,
-                    mint: t.mint.as_deref(),
-                    amount: t.value.map(|v| amount_text(v, t.decimals)),
-                    source: t.source.as_deref(),
-                    destination: t.destination.as_deref(),
-                })
-                .collect(),
-            balance_changes: tx
-                .balance_changes
-                .iter()
-                .filter(|b| b.before != b.after)
-                .map(|b| StructuredBalance { account: &b.account, before: b.before, after: b.after })
-                .collect(),
-        }
-    }
-
     /// The program logs, or none for a transaction without any.
     fn logs(&self) -> Option<String> {
         if self.tx.log_messages.is_empty() {
@@ -281,6 +231,31 @@ impl Transaction<'_> {
         text += ":\n";
         text += &self.tx.log_messages.join("\n");
         Some(text)
+    }
+
+    fn document(&self, text: String, template: String, forms: Forms) -> Document {
+        let mut programs: Vec<String> = self.program_ids().into_iter().map(display_name).collect();
+        programs.sort();
+        let mints: BTreeSet<String> = self
+            .transfers
+            .iter()
+            .filter_map(|t| t.mint.clone())
+            .chain(self.tx.pre_token_balances.iter().chain(&self.tx.post_token_balances).map(|b| b.mint.clone()))
+            .collect();
+        Document {
+            id: self.tx.signature.clone(),
+            text,
+            slot: self.tx.block_slot,
+            block_time: self.tx.block_timestamp.map(|micros| micros / 1_000_000),
+            status: if self.succeeded() { "success" } else { "failure" }.into(),
+            fee: self.tx.fee,
+            programs,
+            mints: mints.into_iter().collect(),
+            template,
+            messages: forms.messages,
+            prompt: forms.prompt,
+            completion: forms.completion,
+        }
     }
 }
 
