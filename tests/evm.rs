@@ -154,6 +154,39 @@ async fn mainnet_blocks_round_trip_through_both_engines_and_serve_as_the_node_se
     }
 }
 
+/// The mainnet blocks through the lake sink, read back by pyarrow equal to the node's JSON:
+/// each block once, every transaction with its sender and value, every log.
+#[tokio::test]
+async fn mainnet_blocks_round_trip_through_the_lake() {
+    use chronicle::pipeline::BlockSink;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = chronicle::lake::Lake::open(&format!("file://{}", dir.path().display()), "evm", "mainnet").unwrap();
+    let sink = chronicle::pipeline::sinks::lake::LakeSink::new(Arc::new(lake), chronicle::chain::evm::rows::EvmTables);
+    let blocks: Vec<(u64, Value, Value)> = MAINNET.iter().map(|f| mainnet_block(f)).collect();
+    for (number, block, receipts) in &blocks {
+        sink.write(*number, &EvmBlock::from_json(*number, block.clone(), receipts.clone()).unwrap()).await.unwrap();
+    }
+    let flushed = sink.flush().await.unwrap();
+    assert_eq!(flushed.partitions.len(), 5, "one partition per table");
+    let quantity = |v: &Value| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let rows = |table: &str| lake_rows(dir.path(), table);
+    let mut numbers: Vec<u64> = rows("blocks").iter().map(|b| b["number"].as_u64().unwrap()).collect();
+    numbers.sort();
+    assert_eq!(numbers, blocks.iter().map(|(n, ..)| *n).collect::<Vec<_>>());
+    let transactions = rows("transactions");
+    let node_transactions: Vec<&Value> =
+        blocks.iter().flat_map(|(_, block, _)| block["transactions"].as_array().unwrap()).collect();
+    assert_eq!(transactions.len(), node_transactions.len());
+    for tx in node_transactions {
+        let row = transactions.iter().find(|t| t["hash"] == tx["hash"]).unwrap_or_else(|| panic!("{}", tx["hash"]));
+        assert_eq!(row["from_address"], tx["from"], "{}", tx["hash"]);
+        assert_eq!(row["value"], json!(quantity(&tx["value"]).to_string()), "{}", tx["hash"]);
+    }
+    let logs: usize = blocks.iter().map(|(_, _, receipts)| logs_of(receipts).len()).sum();
+    assert_eq!(rows("logs").len(), logs);
+    assert_eq!(rows("receipts").len(), transactions.len());
+}
+
 #[test]
 fn malformed_blocks_are_refused_with_what_is_wrong() {
     let (number, block, receipts) = mainnet_block("raw_block_13998626.json");
