@@ -210,7 +210,8 @@ pub(crate) async fn reconcile(job: Arc<IngestJob>, ctx: Arc<Context>) -> Result<
         ];
     }
     if status.last_reorg.is_none() {
-        // Progress not read this time: the reorganizations known stay in status (and are not announced again).
+        // No reorganization in what was read (the source or workload is missing, or the
+        // catalog lost its records): the ones status already shows stay, and are not announced again.
         let known = job.status.as_ref();
         status.reorgs = known.map_or(0, |s| s.reorgs).max(status.reorgs);
         status.last_reorg = known.and_then(|s| s.last_reorg.clone());

@@ -168,6 +168,15 @@ struct UpstreamLabels {
     outcome: String,
 }
 
+/// A call's params as one JSON value (what a cache key is made of).
+pub fn params_json(params: &Params) -> Value {
+    match params {
+        Params::None => Value::Null,
+        Params::Array(list) => Value::Array(list.clone()),
+        Params::Map(map) => Value::Object(map.clone()),
+    }
+}
+
 /// Everything a request needs.
 struct Service {
     methods: Methods,
@@ -199,11 +208,7 @@ impl Service {
     async fn call(&self, method: Method, params: Params) -> jsonrpc_core::Result<Value> {
         let started = Instant::now();
         let name = method.name().to_string();
-        let params_value = match &params {
-            Params::None => Value::Null,
-            Params::Array(a) => Value::Array(a.clone()),
-            Params::Map(m) => Value::Object(m.clone()),
-        };
+        let params_value = params_json(&params);
         let key = Cache::key(method, &params_value);
         let mut generation = None;
         let cache = self.cache.as_ref().filter(|c| c.caches(method));

@@ -321,7 +321,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             // finality: check the last stretch below the checkpoint again
             // (slots never stored are removed as no-ops), then write the
             // watermark, so no block written ahead of it reads as final.
-            if state.checkpoint.is_some() {
+            if state.checkpoint.is_some() && !self.source.reorganizes() {
                 let first = range.start.max(self.config.from.unwrap_or(0));
                 unfinalized.extend(next.saturating_sub(RECHECK_AFTER_RESTART).max(first)..next);
             }
@@ -353,22 +353,17 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             if watch.gaps_due() {
                 // Late rows, a node back up: gaps below the checkpoint are retried as the tip moves on.
                 let repaired = self.repair_gaps(range.start, next.saturating_sub(1)).await?;
-                forks.record(repaired.into_iter().filter_map(|(number, link)| Some((number, link?))));
+                forks.record_written(repaired);
             }
             // A follower that holds its checkpoint stores no further ahead of
             // finality than it can take back after a restart.
             let ahead = self.ahead_limit(next);
-            if let (Some(limit), Some(finalized)) = (ahead.filter(|limit| next > *limit && next <= tip), &finalized) {
-                if watch.held_due() {
-                    tracing::warn!(next, limit, final_tip = ?self.final_tip, "waiting for finality to move before storing further ahead");
-                }
-                let top = Some(next - 1);
-                if let Some(repaired) =
-                    self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks, top).await?
-                {
-                    next = repaired + 1;
-                }
-            } else if let (true, Some(finalized)) = (shorter, &finalized) {
+            let held = ahead.is_some_and(|limit| next > limit && next <= tip);
+            if held && watch.held_due() {
+                tracing::warn!(next, limit = ?ahead, final_tip = ?self.final_tip, "waiting for finality to move before storing further ahead");
+            }
+            if let (true, Some(finalized)) = (held || shorter, &finalized) {
+                // No batch to run: check what is stored, and let finality move.
                 let top = Some(next - 1);
                 if let Some(repaired) =
                     self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks, top).await?
@@ -384,8 +379,12 @@ impl<B: Send + Sync + 'static> Ingest<B> {
                     break;
                 }
                 if let Some(finalized) = &finalized {
-                    unfinalized.extend(written.iter().map(|(number, _)| *number));
-                    forks.record(written.into_iter().filter_map(|(number, link)| Some((number, link?))));
+                    // A chain that replaces blocks is checked by their links; one that drops them, by what it produced.
+                    if self.source.reorganizes() {
+                        forks.record_written(written);
+                    } else {
+                        unfinalized.extend(written.iter().map(|(number, _)| *number));
+                    }
                     let top = Some(end);
                     if let Some(repaired) =
                         self.drop_unfinalized(finalized.as_ref(), &mut unfinalized, &mut forks, top).await?
@@ -443,10 +442,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         if let Some(top) = top.filter(|_| self.source.reorganizes()) {
             match self.repair_reorgs(forks, top, tip).await? {
                 Checked::Sound => {}
-                Checked::Repaired(newest) => {
-                    repaired = Some(newest);
-                    unfinalized.retain(|number| *number <= newest);
-                }
+                Checked::Repaired(newest) => repaired = Some(newest),
                 Checked::Unknown(why, repaired) => {
                     tracing::warn!(error = %why, "cannot check the stored blocks against the node; the final tip waits");
                     return Ok(repaired);

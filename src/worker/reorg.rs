@@ -82,6 +82,11 @@ impl ForkWatch {
         self.links.extend(links);
     }
 
+    /// Records the blocks a pass wrote whose source named their place in the chain.
+    pub fn record_written(&mut self, written: Vec<(BlockNumber, Option<Link>)>) {
+        self.record(written.into_iter().filter_map(|(number, link)| Some((number, link?))));
+    }
+
     /// The lowest remembered block that does not name the remembered block
     /// below it as its parent.
     pub fn first_break(&self) -> Option<BlockNumber> {
@@ -95,13 +100,14 @@ impl ForkWatch {
     }
 
     /// The blocks to check against the node before the final tip moves to
-    /// `through`, with `top` the newest stored: `top`, the newest remembered
-    /// at or below `through`, and below that the top of every run a gap cuts
-    /// off (the blocks under each are proven by the parent links up to it).
+    /// `through`: the newest remembered at or below `top`, the newest at or
+    /// below `through`, and below that the top of every run a gap cuts off
+    /// (the blocks under each are proven by the parent links up to it).
     pub fn to_check(&self, through: BlockNumber, top: BlockNumber) -> Vec<BlockNumber> {
-        let newest = self.links.range(..=through).next_back().map(|(n, _)| *n);
+        let newest_to = |last: BlockNumber| self.links.range(..=last).next_back().map(|(n, _)| *n);
+        let newest = newest_to(through);
         let tops = self.links.range(..through).map(|(n, _)| *n).filter(|n| !self.links.contains_key(&(n + 1)));
-        let stored_top = self.links.contains_key(&top).then_some(top);
+        let stored_top = newest_to(top);
         let mut checks: Vec<BlockNumber> = tops.chain(newest).chain(stored_top).collect();
         checks.sort_unstable();
         checks.dedup();
@@ -189,7 +195,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
             }
             let mut outcome = BatchOutcome::default();
             let written = self.write_slots((base + 1..=top).collect(), &mut outcome, false).await?;
-            forks.record(written.into_iter().filter_map(|(number, link)| Some((number, link?))));
+            forks.record_written(written);
             self.commit(0, outcome, Pass::Reorg).await?;
             let reorg = Reorg {
                 base,
@@ -217,15 +223,7 @@ impl<B: Send + Sync + 'static> Ingest<B> {
         top: BlockNumber,
     ) -> Result<Option<BlockNumber>, String> {
         let newest = self.source.tip().await?;
-        let mut checks = forks.to_check(through.min(newest), top.min(newest));
-        if newest < top
-            && let Some(below) = forks.links.range(..=newest).next_back().map(|(n, _)| *n)
-        {
-            checks.push(below);
-            checks.sort_unstable();
-            checks.dedup();
-        }
-        for number in checks {
+        for number in forks.to_check(through.min(newest), top.min(newest)) {
             let Some(theirs) = self.source.link_at(number).await? else { continue };
             if Some(theirs.hash.as_str()) != forks.get(number).map(|link| link.hash.as_str()) {
                 return Ok(Some(number));

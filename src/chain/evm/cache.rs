@@ -40,11 +40,7 @@ where
         metrics.count(method, "off", crate::telemetry::metrics::outcome(answer.is_ok()), started);
         return answer;
     };
-    let params_value = match &params {
-        Params::None => Value::Null,
-        Params::Array(list) => Value::Array(list.clone()),
-        Params::Map(map) => Value::Object(map.clone()),
-    };
+    let params_value = crate::serve::params_json(&params);
     let key = Cache::key_named(method, &params_value);
     let generation = match cache.lookup(&key).await {
         Lookup::Hit(value) => {

@@ -158,10 +158,6 @@ impl CanonicalStore<EvmBlock> for EvmStore {
         EvmStore::sync(self).await
     }
 
-    async fn remove(&self, number: BlockNumber) -> Result<(), StoreError> {
-        self.delete_range(number, number).await.map(|_| ())
-    }
-
     async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> Result<(), StoreError> {
         self.delete_range(first, last).await.map(|_| ())
     }

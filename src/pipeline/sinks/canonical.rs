@@ -17,9 +17,7 @@ pub trait CanonicalStore<B>: Send + Sync + 'static {
 
     async fn sync(&self) -> Result<(), StoreError>;
 
-    async fn remove(&self, number: BlockNumber) -> Result<(), StoreError>;
-
-    /// Removes every stored block of `first..=last`.
+    /// Removes every stored block of `first..=last` (one block: `first == last`).
     async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> Result<(), StoreError>;
 
     /// Records the finalized watermark (stores fed ahead of finality).
@@ -59,7 +57,7 @@ impl<B: Send + Sync + 'static, S: CanonicalStore<B>> BlockSink<B> for CanonicalS
     }
 
     async fn remove(&self, number: BlockNumber) -> Result<(), String> {
-        self.store.remove(number).await.map_err(|e| format!("store: {e}"))
+        self.store.remove_range(number, number).await.map_err(|e| format!("store: {e}"))
     }
 
     async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> Result<(), String> {
@@ -80,10 +78,6 @@ impl CanonicalStore<SolanaBlock> for LedgerStore {
 
     async fn sync(&self) -> Result<(), StoreError> {
         BlockStore::sync(self).await
-    }
-
-    async fn remove(&self, number: BlockNumber) -> Result<(), StoreError> {
-        self.delete_range(number, number).await.map(|_| ())
     }
 
     async fn remove_range(&self, first: BlockNumber, last: BlockNumber) -> Result<(), StoreError> {
