@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::crd::chain_source::ChainFamily;
+use crate::crd::chain_source::{ChainFamily, Traces};
 use crate::crd::{
     self,
     validate::{Validator, Verdict},
@@ -341,6 +341,10 @@ pub struct IngestArgs {
     /// An evm chain without the `finalized` tag: a block is final this many blocks below the newest.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub confirmations: Option<u64>,
+    /// An evm chain: store each block's traces where the node serves them
+    /// (`auto`), always (`required`: a node without them leaves gaps) or never (`off`).
+    #[arg(long, default_value = "auto", value_parser = parse_traces)]
+    pub traces: Traces,
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -661,6 +665,7 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 },
                 commitment,
                 confirmations: args.confirmations,
+                traces: args.traces,
                 timeout: Duration::from_secs(args.timeout),
                 requests_per_second: args.rate_limit,
                 burst: args.rate_burst,
@@ -892,6 +897,11 @@ fn parse_family(text: &str) -> Result<ChainFamily, String> {
         .into_iter()
         .find(|family| family.as_str() == text)
         .ok_or_else(|| format!("unknown chain family {text:?} (known: solana, evm)"))
+}
+
+fn parse_traces(text: &str) -> Result<Traces, String> {
+    serde_json::from_value(serde_json::Value::String(text.into()))
+        .map_err(|_| format!("unknown traces mode {text:?} (known: auto, required, off)"))
 }
 
 /// Serves the chain's history API from the store, read-only (no admin calls).

@@ -223,6 +223,7 @@ fn node_spec(
         commitment: Commitment::Finalized,
         chain_id: None,
         confirmations: None,
+        traces: None,
     };
     let cache_url = FromEnv::new("CHRONICLE_CACHE_URL_T");
     let ingest = IngestSpec {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use chronicle::chain::ChainAdapter;
+use chronicle::chain::evm::traces::BlockTraces;
 use chronicle::chain::evm::{Evm, EvmBlock, EvmStore};
 use chronicle::serve::ServeConfig;
 use serde_json::{Value, json};
@@ -34,6 +35,36 @@ fn mainnet_block(file: &str) -> (u64, Value, Value) {
         .unwrap_or_default();
     let number = raw["metadata"]["height"].as_str().map_or(0, |h| h.parse().unwrap());
     (number, block, Value::Array(receipts))
+}
+
+/// The fixture's traces (geth `callTracer` frames, one per transaction) as
+/// geth's `debug_traceBlockByNumber` lists them: each inside `{"result": …}`.
+/// The frames are the recorded ones; only that list around them is ours.
+fn mainnet_traces(file: &str) -> BlockTraces {
+    let raw: Value =
+        serde_json::from_slice(&std::fs::read(support::data_file(&format!("evm/{file}"))).unwrap()).unwrap();
+    let frames = raw["ethereum"]["transactionTraces"].as_array().cloned().unwrap_or_default();
+    let decode = |text: &Value| -> Value {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text.as_str().unwrap()).unwrap();
+        json!({ "result": serde_json::from_slice::<Value>(&bytes).unwrap() })
+    };
+    BlockTraces::CallTracer(Value::Array(frames.iter().map(decode).collect()))
+}
+
+/// A mainnet fixture block with its traces, checked.
+fn mainnet_evm_block(file: &str) -> EvmBlock {
+    let (number, block, receipts) = mainnet_block(file);
+    EvmBlock::from_json(number, block, receipts)
+        .and_then(|b| b.with_traces(Some(mainnet_traces(file))))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// Frames in a `callTracer` answer, children included.
+fn frames(traces: &Value) -> usize {
+    fn count(frame: &Value) -> usize {
+        1 + frame["calls"].as_array().map_or(0, |calls| calls.iter().map(count).sum())
+    }
+    traces.as_array().unwrap().iter().map(|item| count(&item["result"])).sum()
 }
 
 const MAINNET: [&str; 5] = [
@@ -73,10 +104,10 @@ async fn mainnet_blocks_round_trip_through_both_engines_and_serve_as_the_node_se
     let blocks: Vec<(u64, Value, Value)> = MAINNET.iter().map(|f| mainnet_block(f)).collect();
     for (engine, store) in stores {
         let (mut json_bytes, mut stored_bytes) = (0, 0);
-        for (number, block, receipts) in &blocks {
-            let evm = EvmBlock::from_json(*number, block.clone(), receipts.clone())
-                .unwrap_or_else(|e| panic!("block {number}: {e}"));
-            json_bytes += serde_json::to_vec(block).unwrap().len() + serde_json::to_vec(receipts).unwrap().len();
+        for (file, (_, block, receipts)) in MAINNET.iter().zip(&blocks) {
+            let evm = mainnet_evm_block(file);
+            let traces = evm.traces.as_ref().unwrap().answer();
+            json_bytes += [block, receipts, traces].iter().map(|v| serde_json::to_vec(v).unwrap().len()).sum::<usize>();
             stored_bytes += store.write_block(&evm).await.unwrap().bytes;
             // Writing the same block again changes nothing.
             store.write_block(&evm).await.unwrap();
@@ -109,6 +140,17 @@ async fn mainnet_blocks_round_trip_through_both_engines_and_serve_as_the_node_se
             }
             let logs = result(&url, "eth_getLogs", json!([{"fromBlock": tag, "toBlock": tag}])).await;
             assert_eq!(logs, Value::Array(logs_of(receipts)), "{engine} logs of block {number}");
+            let traced = result(&url, "debug_traceBlockByNumber", json!([tag, {"tracer": "callTracer"}])).await;
+            let file = MAINNET.iter().find(|f| f.contains(&format!("_{number}."))).unwrap();
+            assert_eq!(&traced, mainnet_traces(file).answer(), "{engine} traces of block {number}");
+            let top = result(
+                &url,
+                "debug_traceBlockByNumber",
+                json!([tag, {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": true}}]),
+            )
+            .await;
+            assert!(top.as_array().unwrap().iter().all(|t| t["result"].get("calls").is_none()), "{engine} {number}");
+            assert_eq!(top.as_array().unwrap().len(), block["transactions"].as_array().unwrap().len());
         }
         assert_eq!(transactions, 197, "every fixture transaction was asked for");
         // Filters: one contract's logs, one topic, in the post-Shanghai block.
@@ -122,8 +164,17 @@ async fn mainnet_blocks_round_trip_through_both_engines_and_serve_as_the_node_se
         let by_topic: Vec<Value> = all.iter().filter(|l| l["topics"][0] == topic).cloned().collect();
         let filter = json!([{"blockHash": blocks[4].1["hash"], "topics": [topic]}]);
         assert_eq!(result(&url, "eth_getLogs", filter).await, Value::Array(by_topic));
+        // Traces are served in the format they were stored in, and only with the tracer stored.
+        let parity = call(&url, "trace_block", json!(["0x1043600"])).await;
+        assert!(parity["error"]["message"].as_str().unwrap().contains("ask debug_traceBlockByNumber"), "{parity}");
+        let other = call(&url, "debug_traceBlockByNumber", json!(["0x1043600", {"tracer": "prestateTracer"}])).await;
+        assert_eq!(other["error"]["code"], -32602, "{other}");
+        let logs = json!(["0x1043600", {"tracer": "callTracer", "tracerConfig": {"withLog": true}}]);
+        let with_logs = call(&url, "debug_traceBlockByNumber", logs).await;
+        assert!(with_logs["error"]["message"].as_str().unwrap().contains("withLog"), "{with_logs}");
         // What the store does not hold is null, as a node answers.
         assert_eq!(result(&url, "eth_getBlockByNumber", json!(["0x5", false])).await, Value::Null);
+        assert_eq!(result(&url, "trace_block", json!(["0x5"])).await, Value::Null);
         let unknown = format!("0x{}", "ab".repeat(32));
         assert_eq!(result(&url, "eth_getTransactionByHash", json!([unknown])).await, Value::Null);
         assert_eq!(result(&url, "eth_getTransactionReceipt", json!([unknown])).await, Value::Null);
@@ -144,12 +195,14 @@ async fn mainnet_blocks_round_trip_through_both_engines_and_serve_as_the_node_se
         // Replication, verification and retention see a block's rows through the layout.
         let rows = Evm.rows_reader(store.clone()).block_rows(17053184).await.unwrap().unwrap();
         assert!(rows.rows.len() > 125, "{} rows", rows.rows.len());
+        assert!(rows.rows.iter().any(|(table, _)| *table == chronicle::chain::evm::layout::tables::TRACES));
         assert_eq!(rows.rows.last().unwrap().0, chronicle::chain::evm::layout::tables::BLOCKS, "the block row last");
         let deleted = store.delete_range(4370006, 4370006).await.unwrap();
         assert_eq!(deleted.blocks, 1);
         assert_eq!(result(&url, "eth_getBlockByNumber", json!(["0x42ae56", false])).await, Value::Null);
         let moved = &blocks[2].1["transactions"][0]["hash"];
         assert_eq!(result(&url, "eth_getTransactionByHash", json!([moved])).await, Value::Null);
+        assert_eq!(store.traces(4370006).await.unwrap(), None, "the traces went with the block");
         assert_eq!(&result(&url, "eth_getBlockByNumber", json!(["0x1043600", true])).await, &blocks[4].1);
     }
 }
@@ -163,11 +216,11 @@ async fn mainnet_blocks_round_trip_through_the_lake() {
     let lake = chronicle::lake::Lake::open(&format!("file://{}", dir.path().display()), "evm", "mainnet").unwrap();
     let sink = chronicle::pipeline::sinks::lake::LakeSink::new(Arc::new(lake), chronicle::chain::evm::rows::EvmTables);
     let blocks: Vec<(u64, Value, Value)> = MAINNET.iter().map(|f| mainnet_block(f)).collect();
-    for (number, block, receipts) in &blocks {
-        sink.write(*number, &EvmBlock::from_json(*number, block.clone(), receipts.clone()).unwrap()).await.unwrap();
+    for (file, (number, ..)) in MAINNET.iter().zip(&blocks) {
+        sink.write(*number, &mainnet_evm_block(file)).await.unwrap();
     }
     let flushed = sink.flush().await.unwrap();
-    assert_eq!(flushed.partitions.len(), 5, "one partition per table");
+    assert_eq!(flushed.partitions.len(), 6, "one partition per table");
     let quantity = |v: &Value| u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     let rows = |table: &str| lake_rows(dir.path(), table);
     let mut numbers: Vec<u64> = rows("blocks").iter().map(|b| b["number"].as_u64().unwrap()).collect();
@@ -185,6 +238,19 @@ async fn mainnet_blocks_round_trip_through_the_lake() {
     let logs: usize = blocks.iter().map(|(_, _, receipts)| logs_of(receipts).len()).sum();
     assert_eq!(rows("logs").len(), logs);
     assert_eq!(rows("receipts").len(), transactions.len());
+    // A trace row per call frame, each transaction's top call first, named by its transaction.
+    let traces = rows("traces");
+    let frames: usize = MAINNET.iter().map(|f| frames(mainnet_traces(f).answer())).sum();
+    assert_eq!(traces.len(), frames);
+    for tx in transactions.iter() {
+        let top = format!("call_{}_", tx["hash"].as_str().unwrap());
+        let row = traces
+            .iter()
+            .find(|t| t["trace_id"] == top.as_str() || t["trace_id"] == top.replacen("call", "create", 1).as_str());
+        let row = row.unwrap_or_else(|| panic!("no top trace for {}", tx["hash"]));
+        assert_eq!(row["from_address"], tx["from_address"], "{}", tx["hash"]);
+        assert_eq!(row["block_hash"], tx["block_hash"]);
+    }
 }
 
 #[test]
@@ -206,8 +272,62 @@ fn malformed_blocks_are_refused_with_what_is_wrong() {
     assert!(undecodable.to_string().starts_with("block 13998626: not an EVM block"), "{undecodable}");
     let mut hashes_only = block.clone();
     hashes_only["transactions"] = json!([]);
-    let empty = EvmBlock::from_json(number, hashes_only, receipts).unwrap_err();
+    let empty = EvmBlock::from_json(number, hashes_only, receipts.clone()).unwrap_err();
     assert!(empty.to_string().contains("0 transactions"), "{empty}");
+    // Traces that are not this block's.
+    let traced = || EvmBlock::from_json(number, block.clone(), receipts.clone()).unwrap();
+    let BlockTraces::CallTracer(mut fewer) = mainnet_traces("raw_block_13998626.json") else { unreachable!() };
+    fewer.as_array_mut().unwrap().pop();
+    let short = traced().with_traces(Some(BlockTraces::CallTracer(fewer))).unwrap_err();
+    assert!(short.to_string().contains("6 traces for 7 transactions"), "{short}");
+    let elsewhere = support::evm::etl_answer("trace_block_1000000.json");
+    let foreign = traced().with_traces(Some(BlockTraces::Parity(elsewhere))).unwrap_err();
+    assert!(foreign.to_string().contains("is of block 1000000"), "{foreign}");
+}
+
+/// ethereum-etl's four traced mainnet blocks, each traced by `trace_block`
+/// and by geth's `callTracer`: our rows from each equal ethereum-etl's, and
+/// where its geth path leaves a transaction hash, status and id empty, ours
+/// equal those its `trace_block` path gives for the same call.
+#[test]
+fn trace_rows_equal_ethereum_etl_for_both_trace_formats() {
+    use chronicle::chain::evm::trace_rows::{BlockContext, trace_rows};
+    for number in [1000000u64, 1000690, 1000895, 1011973] {
+        let parity = etl_answer(&format!("trace_block_{number}.json"));
+        let hash = parity[0]["blockHash"].as_str().unwrap().to_string();
+        let mut transactions: Vec<String> = Vec::new();
+        for hash in parity.as_array().unwrap().iter().filter_map(|t| t["transactionHash"].as_str()) {
+            if !transactions.iter().any(|h| h == hash) {
+                transactions.push(hash.to_string());
+            }
+        }
+        let block = BlockContext { number, hash: &hash, timestamp: 0, transactions: &transactions };
+        let parity = BlockTraces::Parity(parity);
+        parity.check(number, &transactions).unwrap();
+        let ours: Vec<Cells> = trace_rows(&block, &parity).unwrap().iter().map(cells).collect();
+        let want = etl_expected(&format!("expected_traces_{number}.csv"));
+        assert_rows_match(&format!("traces of {number}"), &want, &ours, "trace_id");
+
+        let geth = BlockTraces::CallTracer(etl_answer(&format!("debug_traceBlockByNumber_{number}.json")));
+        geth.check(number, &transactions).unwrap();
+        let ours = trace_rows(&block, &geth).unwrap();
+        let want_geth = etl_expected(&format!("expected_geth_traces_{number}.csv"));
+        assert_eq!(ours.len(), want_geth.len(), "geth traces of {number}");
+        for (row, expected) in ours.iter().zip(&want_geth) {
+            let have = cells(row);
+            for (column, cell) in expected {
+                if ["transaction_hash", "status", "trace_id"].contains(&column.as_str()) {
+                    assert_eq!(cell, "", "ethereum-etl's geth path leaves {column} empty");
+                    continue;
+                }
+                assert_eq!(&have[column], cell, "geth traces of {number}, {}: column {column}", row.trace_id);
+            }
+            let same_call = want.iter().find(|w| w["trace_id"] == row.trace_id);
+            let same_call = same_call.unwrap_or_else(|| panic!("{number}: no trace_block trace {}", row.trace_id));
+            assert_eq!(have["transaction_hash"], same_call["transaction_hash"]);
+            assert_eq!(have["status"], same_call["status"], "{}", row.trace_id);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,6 +409,19 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
         assert_eq!(row["token_address"], json!(token));
     }
 
+    // A trace row per trace the node reports: the ERC-20's creation among them.
+    let mut node_traces = Vec::new();
+    for number in 0..=last {
+        node_traces.extend(
+            result(&anvil.url, "trace_block", json!([format!("{number:#x}")])).await.as_array().unwrap().clone(),
+        );
+    }
+    let traces = parquet("traces");
+    assert_eq!(traces.len(), node_traces.len());
+    let created = traces.iter().find(|t| t["trace_type"] == "create").expect("the token's creation");
+    assert_eq!(created["to_address"], json!(token.to_lowercase()));
+    assert!(traces.iter().all(|t| t["status"] == 1 || t["error"].is_string()));
+
     // A training export of the chain: a document per transaction, the
     // reverted one a failure, the token transfers named in the summaries.
     let out = dir.path().join("dataset");
@@ -367,57 +500,6 @@ async fn chain_points(server: &support::VictoriaMetrics, last: u64) -> std::coll
         }
         assert!(std::time::Instant::now() < deadline, "not every block's point shows: {points:?}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-/// An ethereum-etl test input: the node's answer inside its JSON-RPC envelope.
-fn etl_answer(file: &str) -> Value {
-    let path = support::data_file(&format!("evm/ethereum-etl/{file}"));
-    let envelope: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    envelope["result"].clone()
-}
-
-type Cells = std::collections::BTreeMap<String, String>;
-
-/// An ethereum-etl expected CSV, a map of column to cell per row.
-fn etl_expected(file: &str) -> Vec<Cells> {
-    let mut reader = csv::Reader::from_path(support::data_file(&format!("evm/ethereum-etl/{file}"))).unwrap();
-    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
-    reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(str::to_string)).collect()).collect()
-}
-
-/// Our row as ethereum-etl's CSV writer prints one: null empty, lists joined by commas.
-fn cells(row: &impl serde::Serialize) -> Cells {
-    let text = |value: &Value| match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let Value::Object(fields) = serde_json::to_value(row).unwrap() else { panic!("a row is an object") };
-    fields
-        .into_iter()
-        .map(|(column, value)| {
-            let cell = match &value {
-                Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
-                other => text(other),
-            };
-            (column, cell)
-        })
-        .collect()
-}
-
-/// Every expected row has its equal among ours (by `key`), column by column; as many rows.
-fn assert_rows_match(table: &str, expected: &[Cells], ours: &[Cells], key: &str) {
-    assert_eq!(ours.len(), expected.len(), "{table}: row count");
-    for want in expected {
-        let have = ours
-            .iter()
-            .find(|row| row.get(key) == want.get(key))
-            .unwrap_or_else(|| panic!("{table}: no row {key}={}", want[key]));
-        for (column, cell) in want {
-            let ours = have.get(column).unwrap_or_else(|| panic!("{table}: we have no column {column}"));
-            assert_eq!(ours, cell, "{table} {key}={}: column {column}", want[key]);
-        }
     }
 }
 

@@ -40,6 +40,7 @@ fn spec(store: StoreSpec, rules: Vec<RetentionRuleSpec>, dry_run: bool, guard: &
             commitment: Commitment::Finalized,
             chain_id: None,
             confirmations: None,
+            traces: None,
         },
         store,
         catalog: FromEnv::new("CHRONICLE_CATALOG_URL"),

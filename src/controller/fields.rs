@@ -29,6 +29,7 @@ pub const FIELDS: &[(&str, FieldUse)] = &[
     ("ChainSource.spec.chain.network", Worker),
     ("ChainSource.spec.chain.chainId", Worker),
     ("ChainSource.spec.chain.confirmations", Worker),
+    ("ChainSource.spec.chain.traces", Worker),
     ("ChainSource.spec.chain.genesisHash", Worker),
     ("ChainSource.spec.commitment", Worker),
     ("ChainSource.spec.endpoints[].name", Worker),

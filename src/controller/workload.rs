@@ -247,6 +247,7 @@ pub fn chain_spec(source: &ChainSource) -> ChainSpec {
         commitment: source.spec.commitment,
         chain_id: source.spec.chain.chain_id,
         confirmations: source.spec.chain.confirmations.map(u64::from),
+        traces: source.spec.chain.traces,
     }
 }
 

@@ -68,6 +68,7 @@ pub struct ChainSourceSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.family != 'evm' || has(self.chainId)").message("an evm chain needs chain.chainId"))]
 #[x_kube(validation = Rule::new("self.family == 'evm' || !has(self.confirmations)").message("chain.confirmations is for evm chains (solana's finality is its commitment)"))]
+#[x_kube(validation = Rule::new("self.family == 'evm' || !has(self.traces)").message("chain.traces is for evm chains (solana's blocks carry their log messages)"))]
 pub struct ChainId {
     /// Chain family; decides the adapter and the store layout.
     pub family: ChainFamily,
@@ -89,6 +90,25 @@ pub struct ChainId {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub confirmations: Option<u32>,
+    /// EVM chains: whether blocks are stored with their traces (internal
+    /// calls, creations, self-destructs, rewards). Absent: `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<Traces>,
+}
+
+/// Whether an EVM worker asks its node for each block's traces.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Traces {
+    /// Where the node serves them (`trace_block`, else geth's
+    /// `debug_traceBlockByNumber` with `callTracer`); from a node with
+    /// neither, blocks are stored without traces (the worker says so once).
+    #[default]
+    Auto,
+    /// Every block with its traces: a node that serves none leaves gaps that say so.
+    Required,
+    /// Never asked (tracing is the costliest call most providers bill).
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::crd::chain_source::Commitment;
+use crate::crd::chain_source::{Commitment, Traces};
 
 /// The source of one ingest.
 #[derive(Clone, Debug)]
@@ -89,6 +89,8 @@ pub struct RpcEndpoint {
     /// EVM chains whose nodes have no `finalized` tag: a block is final this
     /// many blocks below the newest.
     pub confirmations: Option<u64>,
+    /// EVM chains: whether each block's traces are asked for.
+    pub traces: Traces,
     pub timeout: Duration,
     /// Requests per second; `None` leaves pacing to the node's 429s.
     pub requests_per_second: Option<u32>,
@@ -117,6 +119,7 @@ impl std::fmt::Debug for RpcEndpoint {
             .field("auth", &self.auth)
             .field("commitment", &self.commitment)
             .field("confirmations", &self.confirmations)
+            .field("traces", &self.traces)
             .field("timeout", &self.timeout)
             .field("requests_per_second", &self.requests_per_second)
             .field("burst", &self.burst)
@@ -170,6 +173,7 @@ impl RpcEndpoint {
             auth: None,
             commitment,
             confirmations: None,
+            traces: Traces::Auto,
             timeout: Duration::from_secs(30),
             requests_per_second: None,
             burst: None,

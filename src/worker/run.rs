@@ -263,6 +263,7 @@ fn rpc_endpoint(
         requests_per_second: endpoint.requests_per_second,
         burst: endpoint.burst,
         confirmations: chain.confirmations,
+        traces: chain.traces.unwrap_or_default(),
         ..RpcEndpoint::new(endpoint.url.clone(), chain.commitment)
     })
 }

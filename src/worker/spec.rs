@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crd::chain_source::{ChainFamily, Commitment};
+use crate::crd::chain_source::{ChainFamily, Commitment, Traces};
 use crate::crd::ingest_job::IngestTarget;
 use crate::crd::retention_policy::{RetentionMethod, RetentionTarget};
 use crate::crd::training_export::{ExportFormat, RenderTemplate, TokenizerEncoding};
@@ -144,6 +144,9 @@ pub struct ChainSpec {
     /// EVM chains without the `finalized` tag: blocks below the newest at which one is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmations: Option<u64>,
+    /// EVM chains: whether blocks are stored with their traces (absent: auto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<Traces>,
 }
 
 /// The canonical store and how to reach it. The emulator host and key file
@@ -466,6 +469,7 @@ mod tests {
                 commitment: Commitment::Confirmed,
                 chain_id: None,
                 confirmations: None,
+                traces: None,
             },
             source: SourceSpec::Rpc {
                 endpoint: RpcEndpointSpec {

@@ -128,6 +128,9 @@ pub async fn assert_served_like_the_node(serve: &str, node: &str, from: u64, to:
         }
         let block = result(node, "eth_getBlockByNumber", json!([tag, true])).await;
         assert_eq!(result(serve, "eth_getBlockByHash", json!([block["hash"], true])).await, block);
+        // Its traces, as the node traces it (anvil serves `trace_block`, which the worker prefers).
+        let traces = result(node, "trace_block", json!([tag])).await;
+        assert_eq!(result(serve, "trace_block", json!([tag])).await, traces, "traces of block {number}");
         for tx in block["transactions"].as_array().unwrap() {
             for method in ["eth_getTransactionByHash", "eth_getTransactionReceipt"] {
                 let ours = result(serve, method, json!([tx["hash"]])).await;
@@ -220,4 +223,55 @@ pub async fn stop_worker(worker: tokio::process::Child) -> String {
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{log}");
     log
+}
+
+/// An ethereum-etl test input: the node's answer inside its JSON-RPC envelope.
+pub fn etl_answer(file: &str) -> Value {
+    let path = super::data_file(&format!("evm/ethereum-etl/{file}"));
+    let envelope: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    envelope["result"].clone()
+}
+
+pub type Cells = std::collections::BTreeMap<String, String>;
+
+/// An ethereum-etl expected CSV, a map of column to cell per row.
+pub fn etl_expected(file: &str) -> Vec<Cells> {
+    let mut reader = csv::Reader::from_path(super::data_file(&format!("evm/ethereum-etl/{file}"))).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(str::to_string)).collect()).collect()
+}
+
+/// Our row as ethereum-etl's CSV writer prints one: null empty, lists joined by commas.
+pub fn cells(row: &impl serde::Serialize) -> Cells {
+    let text = |value: &Value| match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let Value::Object(fields) = serde_json::to_value(row).unwrap() else { panic!("a row is an object") };
+    fields
+        .into_iter()
+        .map(|(column, value)| {
+            let cell = match &value {
+                Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+                other => text(other),
+            };
+            (column, cell)
+        })
+        .collect()
+}
+
+/// Every expected row has its equal among ours (by `key`), column by column; as many rows.
+pub fn assert_rows_match(table: &str, expected: &[Cells], ours: &[Cells], key: &str) {
+    assert_eq!(ours.len(), expected.len(), "{table}: row count");
+    for want in expected {
+        let have = ours
+            .iter()
+            .find(|row| row.get(key) == want.get(key))
+            .unwrap_or_else(|| panic!("{table}: no row {key}={}", want[key]));
+        for (column, cell) in want {
+            let ours = have.get(column).unwrap_or_else(|| panic!("{table}: we have no column {column}"));
+            assert_eq!(ours, cell, "{table} {key}={}: column {column}", want[key]);
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! An EVM block as Chronicle moves it: the node's own JSON answers
-//! (`eth_getBlockByNumber(n, true)` and the block's receipts), kept as sent
+//! (`eth_getBlockByNumber(n, true)`, the block's receipts and, where the
+//! node traces, its traces: `traces.rs`), kept as sent
 //! so that what `serve` answers is what the node answered, with alloy's typed
 //! view of the same answers for what the layout indexes (hashes, senders,
 //! recipients, logs). Parsing the typed view is also the check that a
@@ -12,6 +13,8 @@ use alloy::primitives::{Address, B256};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::traces::BlockTraces;
+
 /// One block with its receipts.
 #[derive(Clone, Debug)]
 pub struct EvmBlock {
@@ -19,6 +22,8 @@ pub struct EvmBlock {
     pub block: Value,
     /// The receipts, in transaction order, as the node sent them.
     pub receipts: Value,
+    /// The block's traces, if the node was asked for them and serves them.
+    pub traces: Option<BlockTraces>,
     /// What the layout needs of it, typed.
     pub index: BlockIndex,
 }
@@ -48,6 +53,8 @@ pub enum BlockError {
     Block { number: u64, reason: String },
     #[error("block {number}: receipts: {reason}")]
     Receipts { number: u64, reason: String },
+    #[error("block {number}: traces: {reason}")]
+    Traces { number: u64, reason: String },
     #[error("block {number}: the node answered block {answered}")]
     WrongNumber { number: u64, answered: u64 },
 }
@@ -103,7 +110,22 @@ impl EvmBlock {
             timestamp: header.timestamp,
             transactions: indexed,
         };
-        Ok(Self { block, receipts, index })
+        Ok(Self { block, receipts, traces: None, index })
+    }
+
+    /// The block with its traces, checked to be this block's.
+    pub fn with_traces(mut self, traces: Option<BlockTraces>) -> Result<Self, BlockError> {
+        if let Some(traces) = &traces {
+            let number = self.index.number;
+            traces.check(number, &self.transaction_hashes()).map_err(|reason| BlockError::Traces { number, reason })?;
+        }
+        self.traces = traces;
+        Ok(self)
+    }
+
+    /// The transactions' hashes, in block order (`0x…`).
+    pub fn transaction_hashes(&self) -> Vec<String> {
+        self.index.transactions.iter().map(|tx| format!("{:#x}", tx.hash)).collect()
     }
 
     /// The block as `eth_getBlockByNumber(n, false)` answers it: transaction hashes only.

@@ -80,6 +80,8 @@ impl Methods {
             // A number, not a tag: the same question always has the same answer once final.
             "eth_getBlockByNumber" => quantity(first_param).is_some() && final_block(quantity(answer.get("number"))),
             "eth_getBlockByHash" => final_block(quantity(answer.get("number"))),
+            // A number, and the block stored (a `null` may be filled later).
+            "trace_block" | "debug_traceBlockByNumber" => !answer.is_null() && final_block(quantity(first_param)),
             "eth_getTransactionByHash" | "eth_getTransactionReceipt" => {
                 final_block(quantity(answer.get("blockNumber")))
             }

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `evm-blocks` | block number, 16 hex digits | `json`: the block with full transactions (the node's JSON, zstd in agave's envelope) |
 //! | `evm-receipts` | block number, 16 hex digits | `json`: the block's receipts, in transaction order |
+//! | `evm-traces` | block number, 16 hex digits | `trace_block` or `callTracer`: the node's traces of the block in that format (`traces.rs`); no row: stored without traces |
 //! | `evm-block-hash` | `0x…` block hash | `bin`: the number, u64 big-endian |
 //! | `evm-tx` | `0x…` transaction hash | `bin`: block number u64 + index u32, big-endian |
 //! | `evm-tx-by-addr` | `0x…address/` + 16 hex of `!number` | `bin`: the block's transaction indexes that touched the address, u32 big-endian each |
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::block::EvmBlock;
+use super::traces::{BlockTraces, CALL_TRACER, TRACE_BLOCK};
 use crate::store::block_rows::{self, BlockRows, BlockRowsReader};
 use crate::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableCheck, TableWrite};
 use crate::store::envelope;
@@ -35,10 +37,11 @@ pub mod tables {
 
     pub const BLOCKS: Table = Table::new("evm-blocks");
     pub const RECEIPTS: Table = Table::new("evm-receipts");
+    pub const TRACES: Table = Table::new("evm-traces");
     pub const BLOCK_HASH: Table = Table::new("evm-block-hash");
     pub const TX: Table = Table::new("evm-tx");
     pub const TX_BY_ADDR: Table = Table::new("evm-tx-by-addr");
-    pub const ALL: [Table; 5] = [BLOCKS, RECEIPTS, BLOCK_HASH, TX, TX_BY_ADDR];
+    pub const ALL: [Table; 6] = [BLOCKS, RECEIPTS, TRACES, BLOCK_HASH, TX, TX_BY_ADDR];
     /// Created by the first follower ahead of finality (no block rows).
     pub const META: Table = Table::new("evm-meta");
 }
@@ -55,6 +58,8 @@ pub struct EvmStore {
     /// The newest block last found (0: none yet): where the next search starts.
     newest_seen: AtomicU64,
     meta_table: TableCheck,
+    /// A store written before traces were kept has no `evm-traces` table.
+    traces_table: TableCheck,
 }
 
 /// `evm-tx-by-addr` key: the address, `/`, then the key of `!number`, so an
@@ -69,7 +74,12 @@ fn hash_key(hash: &B256) -> String {
 
 impl EvmStore {
     pub fn new(cells: Arc<dyn CellStore>) -> Self {
-        Self { cells, newest_seen: AtomicU64::new(0), meta_table: TableCheck::default() }
+        Self {
+            cells,
+            newest_seen: AtomicU64::new(0),
+            meta_table: TableCheck::default(),
+            traces_table: TableCheck::default(),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -97,7 +107,7 @@ impl EvmStore {
             .collect();
         let blocks = vec![Cell { key: slot_key(number), qualifier: JSON, value: compress_json(&block.block) }];
         let receipts = vec![Cell { key: slot_key(number), qualifier: JSON, value: compress_json(&block.receipts) }];
-        let writes = vec![
+        let mut writes = vec![
             TableWrite { table: tables::RECEIPTS, cells: receipts },
             TableWrite { table: tables::TX, cells: txs },
             TableWrite { table: tables::TX_BY_ADDR, cells: addresses },
@@ -106,6 +116,11 @@ impl EvmStore {
                 cells: vec![Cell { key: hash_key(&index.hash), qualifier: BIN, value: number.to_be_bytes().to_vec() }],
             },
         ];
+        if let Some(traces) = &block.traces {
+            let cell =
+                Cell { key: slot_key(number), qualifier: traces.qualifier(), value: compress_json(traces.answer()) };
+            writes.push(TableWrite { table: tables::TRACES, cells: vec![cell] });
+        }
         let stats = stats_of(writes.iter().flat_map(|w| &w.cells).chain(&blocks));
         self.cells.write(writes).await?;
         // Last: the block row makes the block visible.
@@ -121,6 +136,22 @@ impl EvmStore {
     /// The receipts of the block at `number`, in transaction order.
     pub async fn receipts(&self, number: u64) -> Result<Option<Value>, StoreError> {
         self.json(tables::RECEIPTS, number).await
+    }
+
+    /// The traces of the block at `number` as the node sent them (`None`:
+    /// no such block, or stored without traces).
+    pub async fn traces(&self, number: u64) -> Result<Option<BlockTraces>, StoreError> {
+        Ok(match self.traces_row(number).await? {
+            Some(row) => Some(decode_traces(&row, number)?),
+            None => None,
+        })
+    }
+
+    async fn traces_row(&self, number: u64) -> Result<Option<Row>, StoreError> {
+        if !self.traces_table.exists(self.cells.as_ref(), tables::TRACES).await? {
+            return Ok(None);
+        }
+        Ok(self.cells.read_rows(tables::TRACES, &[slot_key(number)]).await?.pop())
     }
 
     async fn json(&self, table: Table, number: u64) -> Result<Option<Value>, StoreError> {
@@ -227,6 +258,19 @@ fn decode_json(table: Table, row: &Row, number: Option<u64>) -> Result<Value, St
     serde_json::from_slice(&bytes).map_err(|e| corrupt(table, &row.key, number, format!("json: {e}")))
 }
 
+fn decode_traces(row: &Row, number: u64) -> Result<BlockTraces, StoreError> {
+    let (qualifier, cell) = row
+        .cells
+        .iter()
+        .find(|(qualifier, _)| [TRACE_BLOCK, CALL_TRACER].contains(&qualifier.as_str()))
+        .ok_or_else(|| corrupt(tables::TRACES, &row.key, Some(number), "no trace_block or callTracer cell"))?;
+    let bytes =
+        envelope::decompress(cell).map_err(|e| corrupt(tables::TRACES, &row.key, Some(number), e.to_string()))?;
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| corrupt(tables::TRACES, &row.key, Some(number), format!("json: {e}")))?;
+    Ok(BlockTraces::from_cell(qualifier, value).expect("a known qualifier"))
+}
+
 fn decode_location(row: &Row) -> Result<(u64, u32), StoreError> {
     let loc = row.cell(BIN).ok_or_else(|| corrupt(tables::TX, &row.key, None, "no bin cell"))?;
     let (number, index) = loc
@@ -280,6 +324,7 @@ impl BlockRowsReader for EvmStore {
         let typed = EvmBlock::from_json(number, block, receipts)
             .map_err(|e| corrupt(tables::BLOCKS, &key, Some(number), e.to_string()))?;
         let mut rows: Vec<(Table, Row)> = receipts_row.into_iter().map(|row| (tables::RECEIPTS, row)).collect();
+        rows.extend(self.traces_row(number).await?.map(|row| (tables::TRACES, row)));
         let tx_keys: Vec<String> = typed.index.transactions.iter().map(|t| hash_key(&t.hash)).collect();
         for row in self.cells.read_rows(tables::TX, &tx_keys).await? {
             if decode_location(&row)?.0 == number {

@@ -17,6 +17,8 @@ pub mod layout;
 pub mod rows;
 pub mod rpc;
 pub mod serve;
+pub mod trace_rows;
+pub mod traces;
 
 use std::sync::Arc;
 

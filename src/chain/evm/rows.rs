@@ -1,6 +1,7 @@
 //! EVM's normalized rows, in ethereum-etl's export schema (the tables
 //! behind BigQuery's `crypto_ethereum`): blocks, transactions, receipts,
-//! logs and token transfers, derived from the node's answers as
+//! logs, token transfers and, for blocks stored with traces, traces
+//! (`trace_rows.rs`), derived from the node's answers as
 //! ethereum-etl's mappers derive them (quantities from hex to integers;
 //! amounts and prices that can pass 2^64 — value, difficulty, gas prices and
 //! fees — as decimal strings;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::block::EvmBlock;
+use super::trace_rows::{BlockContext, TraceRow, trace_rows};
 use crate::catalog::LakePartition;
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::sinks::lake::{LakeRows, LakeTables};
@@ -133,20 +135,22 @@ pub struct EvmRows {
     pub receipts: Vec<ReceiptRow>,
     pub logs: Vec<LogRow>,
     pub token_transfers: Vec<TokenTransferRow>,
+    /// None: no block of these was stored with traces (no `traces` partition is written).
+    pub traces: Option<Vec<TraceRow>>,
 }
 
 /// Where a field of the node's answer is, for errors.
-struct At<'a> {
-    number: u64,
-    what: &'a str,
+pub(super) struct At<'a> {
+    pub number: u64,
+    pub what: &'a str,
 }
 
 impl At<'_> {
-    fn error(&self, field: &str, reason: impl std::fmt::Display) -> String {
+    pub(super) fn error(&self, field: &str, reason: impl std::fmt::Display) -> String {
         format!("block {}: {} field {field}: {reason}", self.number, self.what)
     }
 
-    fn text(&self, value: &Value, field: &str) -> Result<Option<String>, String> {
+    pub(super) fn text(&self, value: &Value, field: &str) -> Result<Option<String>, String> {
         match value.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(text)) => Ok(Some(text.clone())),
@@ -154,23 +158,23 @@ impl At<'_> {
         }
     }
 
-    fn required_text(&self, value: &Value, field: &str) -> Result<String, String> {
+    pub(super) fn required_text(&self, value: &Value, field: &str) -> Result<String, String> {
         self.text(value, field)?.ok_or_else(|| self.error(field, "missing"))
     }
 
-    fn address(&self, value: &Value, field: &str) -> Result<Option<String>, String> {
+    pub(super) fn address(&self, value: &Value, field: &str) -> Result<Option<String>, String> {
         Ok(self.text(value, field)?.map(|a| a.to_lowercase()))
     }
 
     /// A `0x`-prefixed hex quantity (never read as decimal, binary or octal).
-    fn u256(&self, value: &Value, field: &str) -> Result<Option<U256>, String> {
+    pub(super) fn u256(&self, value: &Value, field: &str) -> Result<Option<U256>, String> {
         self.text(value, field)?
             .map(|text| hex_quantity(&text).ok_or_else(|| self.error(field, format!("{text:?} is not a hex quantity"))))
             .transpose()
     }
 
     /// A float the node prints as a string or number (`l1FeeScalar`).
-    fn float(&self, value: &Value, field: &str) -> Result<Option<f64>, String> {
+    pub(super) fn float(&self, value: &Value, field: &str) -> Result<Option<f64>, String> {
         match value.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -182,17 +186,17 @@ impl At<'_> {
         }
     }
 
-    fn decimal(&self, value: &Value, field: &str) -> Result<Option<String>, String> {
+    pub(super) fn decimal(&self, value: &Value, field: &str) -> Result<Option<String>, String> {
         Ok(self.u256(value, field)?.map(|n| n.to_string()))
     }
 
-    fn quantity(&self, value: &Value, field: &str) -> Result<Option<u64>, String> {
+    pub(super) fn quantity(&self, value: &Value, field: &str) -> Result<Option<u64>, String> {
         self.u256(value, field)?
             .map(|n| u64::try_from(n).map_err(|_| self.error(field, format!("{n} does not fit 64 bits"))))
             .transpose()
     }
 
-    fn required_quantity(&self, value: &Value, field: &str) -> Result<u64, String> {
+    pub(super) fn required_quantity(&self, value: &Value, field: &str) -> Result<u64, String> {
         self.quantity(value, field)?.ok_or_else(|| self.error(field, "missing"))
     }
 }
@@ -371,7 +375,20 @@ pub fn token_transfer(log: &LogRow) -> Option<TokenTransferRow> {
 pub fn rows_of(block: &EvmBlock) -> Result<EvmRows, String> {
     let number = block.index.number;
     let (block_row, transactions) = block_rows(number, &block.block)?;
-    let mut rows = EvmRows { blocks: vec![block_row], transactions, ..EvmRows::default() };
+    let traces = match &block.traces {
+        Some(traces) => {
+            let context = BlockContext {
+                number,
+                hash: &block_row.hash,
+                // Checked to fit by block_rows.
+                timestamp: block_row.timestamp as i64 * 1_000_000,
+                transactions: &block.transaction_hashes(),
+            };
+            Some(trace_rows(&context, traces)?)
+        }
+        None => None,
+    };
+    let mut rows = EvmRows { blocks: vec![block_row], transactions, traces, ..EvmRows::default() };
     for receipt in block.receipts.as_array().map(Vec::as_slice).unwrap_or_default() {
         let (receipt, logs) = receipt_rows(number, receipt)?;
         rows.receipts.push(receipt);
@@ -388,6 +405,9 @@ impl LakeRows for EvmRows {
         self.receipts.extend(rows.receipts);
         self.logs.extend(rows.logs);
         self.token_transfers.extend(rows.token_transfers);
+        if let Some(traces) = rows.traces {
+            self.traces.get_or_insert_default().extend(traces);
+        }
     }
 
     fn write<'a>(
@@ -397,13 +417,17 @@ impl LakeRows for EvmRows {
         last: u64,
     ) -> BoxFuture<'a, Result<Vec<LakePartition>, LakeError>> {
         Box::pin(async move {
-            Ok(vec![
+            let mut partitions = vec![
                 lake.write("blocks", first, last, &self.blocks).await?,
                 lake.write("transactions", first, last, &self.transactions).await?,
                 lake.write("receipts", first, last, &self.receipts).await?,
                 lake.write("logs", first, last, &self.logs).await?,
                 lake.write("token_transfers", first, last, &self.token_transfers).await?,
-            ])
+            ];
+            if let Some(traces) = &self.traces {
+                partitions.push(lake.write("traces", first, last, traces).await?);
+            }
+            Ok(partitions)
         })
     }
 }

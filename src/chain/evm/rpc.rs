@@ -1,7 +1,9 @@
 //! An EVM node as a block source, through alloy's JSON-RPC client: each
 //! block with its full transactions (`eth_getBlockByNumber(n, true)`), its
 //! receipts (`eth_getBlockReceipts`, or `eth_getTransactionReceipt` for each
-//! transaction where the node lacks it). The tip is the final block (the
+//! transaction where the node lacks it) and, unless `chain.traces` is
+//! `off`, its traces (`trace_block`, else `debug_traceBlockByNumber` with
+//! `callTracer`: whichever the node serves, found on the first block). The tip is the final block (the
 //! `finalized` tag, or `confirmations` below the newest), or with
 //! `confirmed` commitment the newest block: such a source links each block
 //! to its parent, so the follower sees a reorganization (`worker/reorg.rs`).
@@ -18,10 +20,11 @@ use backon::{ExponentialBuilder, Retryable};
 use governor::DefaultDirectRateLimiter;
 use serde_json::Value;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::block::EvmBlock;
-use crate::crd::chain_source::Commitment;
+use super::traces::{BlockTraces, CALL_TRACER, DEBUG_TRACE_BLOCK, TRACE_BLOCK};
+use crate::crd::chain_source::{Commitment, Traces};
 use crate::pipeline::config::RpcEndpoint;
 use crate::pipeline::{BlockNumber, BlockSource, Link, Missing};
 
@@ -43,6 +46,15 @@ struct Node {
     backoff: ExponentialBuilder,
     /// Final means this many blocks below the newest (no `finalized` tag).
     confirmations: Option<u64>,
+    traces: Traces,
+    /// The trace method the node serves (`None`: neither), once found.
+    trace_method: OnceLock<Option<TraceMethod>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TraceMethod {
+    TraceBlock,
+    CallTracer,
 }
 
 impl EvmRpcSource {
@@ -72,7 +84,14 @@ impl Node {
         let is_local = url.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost");
         let provider = RootProvider::new(RpcClient::new(Http::with_client(http, url), is_local));
         let limiter = config.limiter();
-        Ok(Self { provider, limiter, backoff: config.backoff(), confirmations: config.confirmations })
+        Ok(Self {
+            provider,
+            limiter,
+            backoff: config.backoff(),
+            confirmations: config.confirmations,
+            traces: config.traces,
+            trace_method: OnceLock::new(),
+        })
     }
 
     /// One call, paced and retried while the failure is transient.
@@ -127,13 +146,69 @@ impl Node {
         if block.is_null() {
             return Err(Missing::Gap("the node has no such block yet".into()));
         }
-        let receipts = match self.call("eth_getBlockReceipts", (tag,)).await {
+        let receipts = match self.call("eth_getBlockReceipts", (tag.clone(),)).await {
             Ok(receipts) if !receipts.is_null() => receipts,
             Ok(_) => return Err(Missing::Gap("eth_getBlockReceipts: the node has no receipts for it".into())),
             Err(e) if rpc_code(&e) == Some(METHOD_NOT_FOUND) => self.receipts_one_by_one(&block).await?,
             Err(e) => return Err(Missing::Gap(format!("eth_getBlockReceipts: {}", describe(&e)))),
         };
-        EvmBlock::from_json(number, block, receipts).map_err(|e| Missing::Gap(e.to_string()))
+        let traces = self.traces(&tag).await?;
+        EvmBlock::from_json(number, block, receipts)
+            .and_then(|block| block.with_traces(traces))
+            .map_err(|e| Missing::Gap(e.to_string()))
+    }
+
+    /// The block's traces by the method the node serves, found by asking
+    /// on the first block: `trace_block`, else `debug_traceBlockByNumber`.
+    async fn traces(&self, tag: &str) -> Result<Option<BlockTraces>, Missing> {
+        let found = match self.traces {
+            Traces::Off => return Ok(None),
+            _ => self.trace_method.get().copied(),
+        };
+        let methods = match found {
+            Some(Some(method)) => vec![method],
+            Some(None) => Vec::new(),
+            None => vec![TraceMethod::TraceBlock, TraceMethod::CallTracer],
+        };
+        for method in methods {
+            let answer = match method {
+                TraceMethod::TraceBlock => self.call(TRACE_BLOCK, (tag.to_string(),)).await,
+                TraceMethod::CallTracer => {
+                    let options = serde_json::json!({ "tracer": CALL_TRACER });
+                    self.call(DEBUG_TRACE_BLOCK, (tag.to_string(), options)).await
+                }
+            };
+            match answer {
+                Ok(traces) if !traces.is_null() => {
+                    self.found(Some(method));
+                    return Ok(Some(match method {
+                        TraceMethod::TraceBlock => BlockTraces::Parity(traces),
+                        TraceMethod::CallTracer => BlockTraces::CallTracer(traces),
+                    }));
+                }
+                Ok(_) => return Err(Missing::Gap(format!("{}: the node has no traces for it", method.name()))),
+                Err(e) if found.is_none() && not_served(&e) => continue,
+                Err(e) => return Err(Missing::Gap(format!("{}: {}", method.name(), describe(&e)))),
+            }
+        }
+        self.found(None);
+        match self.traces {
+            Traces::Required => Err(Missing::Gap(format!(
+                "the node serves neither {TRACE_BLOCK} nor {DEBUG_TRACE_BLOCK} (chain.traces: required)"
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    fn found(&self, method: Option<TraceMethod>) {
+        if self.trace_method.set(method).is_ok() {
+            match method {
+                Some(method) => tracing::info!(method = method.name(), "the node traces blocks"),
+                None => tracing::warn!(
+                    "the node serves neither {TRACE_BLOCK} nor {DEBUG_TRACE_BLOCK}: blocks are stored without traces"
+                ),
+            }
+        }
     }
 
     /// Each transaction's receipt, for nodes without `eth_getBlockReceipts`.
@@ -152,6 +227,29 @@ impl Node {
             receipts.push(receipt);
         }
         Ok(Value::Array(receipts))
+    }
+}
+
+impl TraceMethod {
+    fn name(self) -> &'static str {
+        match self {
+            TraceMethod::TraceBlock => TRACE_BLOCK,
+            TraceMethod::CallTracer => DEBUG_TRACE_BLOCK,
+        }
+    }
+}
+
+/// The node has no such method (or does not enable it), by code or by the words nodes use.
+fn not_served(error: &ClientError) -> bool {
+    match error {
+        RpcError::ErrorResp(payload) => {
+            let message = payload.message.to_ascii_lowercase();
+            payload.code == METHOD_NOT_FOUND
+                || ["does not exist", "not supported", "not available", "unsupported", "not enabled"]
+                    .iter()
+                    .any(|words| message.contains(words))
+        }
+        _ => false,
     }
 }
 

@@ -2,7 +2,9 @@
 //! same HTTP front as Solana's (API keys, rate limits, size limits,
 //! `/metrics`): `eth_blockNumber`, `eth_chainId`, `eth_getBlockByNumber`,
 //! `eth_getBlockByHash`, `eth_getTransactionByHash`,
-//! `eth_getTransactionReceipt`, `eth_getLogs` over a bounded range. Answers
+//! `eth_getTransactionReceipt`, `eth_getLogs` over a bounded range, and a
+//! block's traces in the format they were stored in (`trace_block`, or
+//! `debug_traceBlockByNumber` with `callTracer`). Answers
 //! are the node's own JSON as stored; what the store does not hold is `null`,
 //! as a node answers. With a cache tier, answers go through `cache.rs`.
 
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::block::EvmBlock;
 use super::layout::EvmStore;
+use super::traces::{BlockTraces, CALL_TRACER, DEBUG_TRACE_BLOCK, TRACE_BLOCK};
 use crate::serve::cache::Cache;
 use crate::serve::{Metrics, ServeConfig, front};
 
@@ -65,6 +68,8 @@ pub fn router(store: Arc<EvmStore>, config: ServeConfig) -> anyhow::Result<axum:
     method!("eth_getTransactionByHash", transaction_by_hash);
     method!("eth_getTransactionReceipt", transaction_receipt);
     method!("eth_getLogs", logs);
+    method!("trace_block", trace_block);
+    method!("debug_traceBlockByNumber", debug_trace_block);
     Ok(front::router(rpc, metrics, config))
 }
 
@@ -203,6 +208,66 @@ impl Methods {
         let Some((number, index)) = self.location(params).await? else { return Ok(Value::Null) };
         let receipts = self.store.receipts(number).await.map_err(store_error)?;
         Ok(receipts.and_then(|r| r.get(index).cloned()).unwrap_or(Value::Null))
+    }
+
+    /// The stored traces of the block a tag names (`None`: no such block
+    /// stored; an error for `method` if it was stored without traces).
+    async fn stored_traces(&self, tag: BlockNumberOrTag, method: &str) -> Result<Option<BlockTraces>, Error> {
+        let Some(number) = self.resolve(tag).await? else { return Ok(None) };
+        if let Some(traces) = self.store.traces(number).await.map_err(store_error)? {
+            return Ok(Some(traces));
+        }
+        match self.block(number).await? {
+            Some(_) => Err(server_error(format!(
+                "block {number} was stored without traces (its node served none, or chain.traces was off): {method} cannot answer it"
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn trace_block(&self, params: Params) -> Result<Value, Error> {
+        let tag: BlockNumberOrTag = positional(params, 1, 1)?;
+        match self.stored_traces(tag, TRACE_BLOCK).await? {
+            None => Ok(Value::Null),
+            Some(BlockTraces::Parity(traces)) => Ok(traces),
+            Some(BlockTraces::CallTracer(_)) => Err(server_error(format!(
+                "this block's traces were stored as geth's callTracer answers: ask {DEBUG_TRACE_BLOCK} with tracer {CALL_TRACER}"
+            ))),
+        }
+    }
+
+    /// `debug_traceBlockByNumber(n, {"tracer": "callTracer"})`, with
+    /// `tracerConfig.onlyTopCall` the only option (what is stored is the whole tree).
+    async fn debug_trace_block(&self, params: Params) -> Result<Value, Error> {
+        let (tag, options): (BlockNumberOrTag, Option<Value>) = positional(params, 2, 1)?;
+        let options = options.unwrap_or(Value::Null);
+        if options.get("tracer").and_then(Value::as_str) != Some(CALL_TRACER) {
+            return Err(invalid(format!(
+                "only {CALL_TRACER} traces are stored: pass {{\"tracer\": \"{CALL_TRACER}\"}}"
+            )));
+        }
+        let config = options.get("tracerConfig").and_then(Value::as_object).cloned().unwrap_or_default();
+        let only_top_call = config.get("onlyTopCall").and_then(Value::as_bool).unwrap_or(false);
+        if let Some(other) = config.iter().find(|(name, value)| *name != "onlyTopCall" && **value != Value::Bool(false))
+        {
+            return Err(invalid(format!("tracerConfig.{} is not served (only onlyTopCall)", other.0)));
+        }
+        match self.stored_traces(tag, DEBUG_TRACE_BLOCK).await? {
+            None => Ok(Value::Null),
+            Some(BlockTraces::CallTracer(mut traces)) => {
+                if only_top_call {
+                    for item in traces.as_array_mut().into_iter().flatten() {
+                        if let Some(Value::Object(frame)) = item.get_mut("result") {
+                            frame.remove("calls");
+                        }
+                    }
+                }
+                Ok(traces)
+            }
+            Some(BlockTraces::Parity(_)) => Err(server_error(format!(
+                "this block's traces were stored as {TRACE_BLOCK} answers: ask {TRACE_BLOCK}"
+            ))),
+        }
     }
 
     /// The logs of the stored blocks in the filter's range (at most
