@@ -342,7 +342,7 @@ pub struct IngestArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub confirmations: Option<u64>,
     /// An evm chain: store each block's traces where the node serves them
-    /// (`auto`), always (`required`: a node without them leaves gaps) or never (`off`).
+    /// (`auto`), always (`required`: a node without them leaves gaps) or never (`disabled`).
     #[arg(long, default_value = "auto", value_parser = parse_traces)]
     pub traces: Traces,
     /// Per-request timeout in seconds.
@@ -901,7 +901,7 @@ fn parse_family(text: &str) -> Result<ChainFamily, String> {
 
 fn parse_traces(text: &str) -> Result<Traces, String> {
     serde_json::from_value(serde_json::Value::String(text.into()))
-        .map_err(|_| format!("unknown traces mode {text:?} (known: auto, required, off)"))
+        .map_err(|_| format!("unknown traces mode {text:?} (known: auto, required, disabled)"))
 }
 
 /// Serves the chain's history API from the store, read-only (no admin calls).

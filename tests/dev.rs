@@ -117,11 +117,17 @@ fn readme_curl_lines() -> Vec<String> {
     readme.lines().filter(|l| l.starts_with("curl -s http://127.0.0.1:8899")).map(str::to_string).collect()
 }
 
-/// Runs `chronicle dev -f examples/dev` as `scripts/quickstart.sh` does, until `until` is printed.
+/// Runs `chronicle dev -f examples/dev` as `scripts/quickstart.sh` does.
 fn start_dev(state: &Path, extra: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    dev_process(&["-f", "examples/dev", "--state", state.to_str().unwrap()], extra)
+}
+
+/// `chronicle dev ARGS EXTRA` from the repository root, and its stdout's lines as they come.
+fn dev_process(args: &[&str], extra: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chronicle"))
         .current_dir(ROOT)
-        .args(["dev", "-f", "examples/dev", "--state", state.to_str().unwrap()])
+        .arg("dev")
+        .args(args)
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -363,4 +369,80 @@ async fn the_in_process_cache_is_invalidated_by_the_ingest_beside_it() {
     }
     let (status, log) = support::terminate(child).await;
     assert!(status.success(), "{log}");
+}
+
+/// An EVM chain's manifests, as the operator takes them, run by `chronicle
+/// dev` against a real node (anvil, driven by viem: transfers, an ERC-20):
+/// its backfill to the node's finalized block into the embedded store, and its
+/// CacheTier answering every history method as the node does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_an_evm_chain_from_its_manifests() {
+    let modules = tokio::task::spawn_blocking(support::node_modules).await.unwrap();
+    let anvil = support::evm::Anvil::start(&modules);
+    let token_sol = format!("{ROOT}/tests/evm/Token.sol");
+    support::evm::node_script(&modules, "evm_drive.mjs", &[&anvil.url, &token_sol]);
+    let last = support::evm::finalized(&anvil.url).await;
+    let port = support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = format!(
+        r#"apiVersion: chronicle.dev/v1alpha1
+kind: ChainSource
+metadata:
+  name: anvil
+spec:
+  chain: {{family: evm, network: anvil, chainId: 31337}}
+  endpoints:
+    - name: anvil
+      url: {url}
+  store:
+    embedded:
+      size: 1Gi
+  catalog:
+    connectionSecretRef: {{name: anvil-catalog, key: url}}
+---
+apiVersion: chronicle.dev/v1alpha1
+kind: IngestJob
+metadata:
+  name: anvil-history
+spec:
+  sourceRef: {{name: anvil}}
+  source:
+    rpc: {{}}
+  mode: backfill
+  range: {{startSlot: 0, endSlot: {last}}}
+---
+apiVersion: chronicle.dev/v1alpha1
+kind: CacheTier
+metadata:
+  name: anvil-rpc
+spec:
+  sourceRef: {{name: anvil}}
+  redis:
+    urlSecretRef: {{name: anvil-redis, key: url}}
+  server:
+    replicas: 1
+    port: {port}
+"#,
+        url = anvil.url
+    );
+    std::fs::write(dir.path().join("anvil.yaml"), manifests).unwrap();
+    let (file, state) = (dir.path().join("anvil.yaml"), dir.path().join("state"));
+    let (mut child, lines) = dev_process(&["-f", file.to_str().unwrap(), "--state", state.to_str().unwrap()], &[]);
+    let mut seen = Vec::new();
+    let lines = tokio::task::spawn_blocking(move || {
+        wait_for(&lines, "backfills done", &mut seen);
+        seen
+    })
+    .await
+    .unwrap();
+    let done = lines.iter().find(|l| l.contains("anvil-history shard 0: done")).unwrap();
+    assert!(done.contains(&format!("{} blocks written", last + 1)) && done.contains("0 gaps open"), "{done}");
+    let url = format!("http://127.0.0.1:{port}");
+    assert!(lines.iter().any(|l| l.contains(&format!("EVM JSON-RPC on {url}"))), "{lines:#?}");
+    let transactions = support::evm::assert_served_like_the_node(&url, &anvil.url, 0, last).await;
+    assert!(transactions >= 10, "{transactions} transactions");
+
+    // SAFETY: kill(2) on the process we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success(), "exit after Ctrl-C");
 }

@@ -303,13 +303,20 @@ fn trace_rows_equal_ethereum_etl_for_both_trace_formats() {
         }
         let block = BlockContext { number, hash: &hash, timestamp: 0, transactions: &transactions };
         let parity = BlockTraces::Parity(parity);
-        parity.check(number, &transactions).unwrap();
+        parity.check(number, &hash, &transactions).unwrap();
+        // The same traces checked against another block of that number, or missing a transaction.
+        let fork = format!("0x{}", "ab".repeat(32));
+        assert!(parity.check(number, &fork, &transactions).unwrap_err().contains("not 0xabab"));
+        let mut fewer = parity.answer().clone();
+        fewer.as_array_mut().unwrap().remove(0);
+        let missing = BlockTraces::Parity(fewer).check(number, &hash, &transactions).unwrap_err();
+        assert!(missing.contains(&format!("top-level traces for {} transactions", transactions.len())), "{missing}");
         let ours: Vec<Cells> = trace_rows(&block, &parity).unwrap().iter().map(cells).collect();
         let want = etl_expected(&format!("expected_traces_{number}.csv"));
         assert_rows_match(&format!("traces of {number}"), &want, &ours, "trace_id");
 
         let geth = BlockTraces::CallTracer(etl_answer(&format!("debug_traceBlockByNumber_{number}.json")));
-        geth.check(number, &transactions).unwrap();
+        geth.check(number, &hash, &transactions).unwrap();
         let ours = trace_rows(&block, &geth).unwrap();
         let want_geth = etl_expected(&format!("expected_geth_traces_{number}.csv"));
         assert_eq!(ours.len(), want_geth.len(), "geth traces of {number}");

@@ -322,6 +322,7 @@ async fn the_export_worker_records_its_outcome_in_the_catalog() {
             commitment: chronicle::crd::chain_source::Commitment::Finalized,
             chain_id: None,
             confirmations: None,
+            traces: None,
         },
         store: StoreSpec { url: store.clone(), ..StoreSpec::default() },
         catalog: FromEnv::new("CHRONICLE_CATALOG"),

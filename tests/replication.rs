@@ -46,6 +46,7 @@ impl Replication<'_> {
                 commitment: Commitment::Finalized,
                 chain_id: None,
                 confirmations: None,
+                traces: None,
             },
             source: SourceSpec::Store { origin: store(self.origin, "origin"), verify, repair: true },
             mode,

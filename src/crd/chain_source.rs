@@ -102,13 +102,15 @@ pub struct ChainId {
 pub enum Traces {
     /// Where the node serves them (`trace_block`, else geth's
     /// `debug_traceBlockByNumber` with `callTracer`); from a node with
-    /// neither, blocks are stored without traces (the worker says so once).
+    /// neither, blocks are stored without traces (the worker says so), as is
+    /// a block the node refuses to trace (pruned state).
     #[default]
     Auto,
     /// Every block with its traces: a node that serves none leaves gaps that say so.
     Required,
     /// Never asked (tracing is the costliest call most providers bill).
-    Off,
+    /// Not `off`: YAML reads a bare `off` as false.
+    Disabled,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use self::manifests::{Manifests, Placed};
 use crate::catalog;
 use crate::controller::workload::{EMBEDDED_MOUNT, ingest_spec, serve_spec, store_spec};
+use crate::crd::chain_source::ChainFamily;
 use crate::crd::{CacheTier, ChainSource};
 use crate::store::BlockStore;
 use crate::worker::host::{Host, Opened};
@@ -130,12 +131,20 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
         }
         let url = cache_url(&manifests, tier);
         let listen =
-            host.serve(&key, spec, opened.store.clone(), [127, 0, 0, 1].into(), &move |_| Some(url.clone()))?;
-        host.say(&format!("{key}: Solana JSON-RPC on http://{listen} — for example:"));
-        host.say(&format!(
-            "  curl -s http://{listen} -H 'content-type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getBlocksWithLimit\",\"params\":[0,10]}}'"
-        ));
-        host.say(&format!("  solana --url http://{listen} block SLOT"));
+            host.serve(&key, spec, opened.cells.clone(), [127, 0, 0, 1].into(), &move |_| Some(url.clone()))?;
+        let (api, example) = match spec.chain.family {
+            ChainFamily::Solana => {
+                ("Solana", r#"{"jsonrpc":"2.0","id":1,"method":"getBlocksWithLimit","params":[0,10]}"#)
+            }
+            ChainFamily::Evm => {
+                ("EVM", r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBlockByNumber","params":["latest",false]}"#)
+            }
+        };
+        host.say(&format!("{key}: {api} JSON-RPC on http://{listen} — for example:"));
+        host.say(&format!("  curl -s http://{listen} -H 'content-type: application/json' -d '{example}'"));
+        if spec.chain.family == ChainFamily::Solana {
+            host.say(&format!("  solana --url http://{listen} block SLOT"));
+        }
     }
     for Placed { object, .. } in &manifests.policies {
         host.say(&format!(
@@ -154,7 +163,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> anyhow::Re
     host.say("ready");
     let ok = host.wait(options.once).await;
     for opened in sources.values() {
-        opened.store.sync().await?;
+        opened.cells.sync().await?;
     }
     println!("stopped; running again resumes from the checkpoints in {}", options.state.display());
     anyhow::ensure!(ok, "some jobs did not finish; run again to resume from their checkpoints");
@@ -201,7 +210,7 @@ async fn open_source(manifests: &Manifests, source: &ChainSource, state: &Path) 
         None => spec.url.clone(),
     };
     let access = crate::worker::run::store_access(&spec);
-    let store = crate::store::open_with(&url, &access)
+    let cells = crate::worker::host::open_cells_for(source.spec.chain.family, &url, &access)
         .await
         .with_context(|| format!("ChainSource {namespace}/{}: opening its store", source.name_any()))?;
     let catalog_url = match manifests.secret(&namespace, &source.spec.catalog.connection_secret_ref) {
@@ -219,13 +228,18 @@ async fn open_source(manifests: &Manifests, source: &ChainSource, state: &Path) 
     let catalog = catalog::open(&catalog_url)
         .await
         .with_context(|| format!("ChainSource {namespace}/{}: opening its catalog", source.name_any()))?;
-    Ok(Opened { store, catalog })
+    Ok(Opened { cells, catalog })
 }
 
 /// Serves the recorded blocks in `dir` at the source's first endpoint, which
 /// must be a loopback address.
 async fn start_demo_node(source: &ChainSource, dir: &Path, state: &Path, host: &mut Host) -> anyhow::Result<()> {
     let name = source.name_any();
+    anyhow::ensure!(
+        source.spec.chain.family == ChainFamily::Solana,
+        "ChainSource {name}: {DEMO_BLOCKS} serves recorded Solana getBlock files; point an {} ChainSource at a node (e.g. anvil)",
+        source.spec.chain.family.as_str()
+    );
     let endpoint = source.spec.endpoints.first().context("a ChainSource has an endpoint")?;
     let url = url::Url::parse(&endpoint.url).with_context(|| format!("ChainSource {name}: endpoint URL"))?;
     let address = url

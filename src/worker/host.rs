@@ -2,7 +2,8 @@
 //! runs, and what the node pod of an embedded ChainSource runs in a cluster
 //! (an embedded store admits one process, so its ingest and serve work share
 //! one). Each ingest shard is a [`run_pipeline`](super::ingest::run_pipeline)
-//! task over the shared store; each serve work is a listener on it.
+//! task over the shared store; each serve work is a listener on it; each
+//! reads the store's cells through its own chain's layout.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,14 +12,16 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::ingest::{Progress, Summary, run_pipeline, shard_range};
+use super::ingest::{IngestConfig, Progress, Summary, run_pipeline, shard_range};
 use super::run::{check_family, ingest_config_in, serve_config_in};
 use super::spec::{IngestModeSpec, IngestSpec, ServeSpec};
 use crate::catalog::Catalog;
-use crate::chain::{Adapter, ChainAdapter};
-use crate::pipeline::config::Secret;
-use crate::pipeline::config::SourceConfig;
-use crate::store::{BlockStore, LedgerStore};
+use crate::chain::ChainAdapter;
+use crate::crd::chain_source::ChainFamily;
+use crate::pipeline::config::{Secret, SourceConfig};
+use crate::pipeline::sinks::Targets;
+use crate::store::BigtableAccess;
+use crate::store::cells::CellStore;
 use futures::future::BoxFuture;
 
 /// Runs a node spec's works until shutdown: each distinct store and catalog
@@ -27,24 +30,24 @@ pub async fn run_node(node: &super::spec::NodeSpec, shutdown: CancellationToken)
     use super::spec::Work;
     use std::collections::BTreeMap;
     let env = |name: &str| std::env::var(name).ok();
-    let mut stores: BTreeMap<String, Arc<LedgerStore>> = BTreeMap::new();
+    let mut stores: BTreeMap<String, Arc<dyn CellStore>> = BTreeMap::new();
     let mut catalogs: BTreeMap<Secret, Arc<dyn Catalog>> = BTreeMap::new();
     let mut host = Host::new(shutdown, |line| tracing::info!("{line}"));
     for named in &node.works {
-        let store_spec = match &named.work {
-            Work::Ingest(spec) => &spec.store,
-            Work::Serve(spec) => &spec.store,
+        let (store_spec, family) = match &named.work {
+            Work::Ingest(spec) => (&spec.store, spec.chain.family),
+            Work::Serve(spec) => (&spec.store, spec.chain.family),
             Work::Node(_) => anyhow::bail!("{}: a node spec does not nest", named.name),
             Work::Export(_) | Work::ExportCleanup(_) => {
                 anyhow::bail!("{}: an export does not run on a node in this build", named.name)
             }
             Work::Retention(_) => anyhow::bail!("{}: retention does not run on a node in this build", named.name),
         };
-        let store = match stores.get(&store_spec.url) {
-            Some(store) => store.clone(),
+        let cells = match stores.get(&store_spec.url) {
+            Some(cells) => cells.clone(),
             None => {
                 let access = super::run::store_access(store_spec);
-                let opened = crate::store::open_with(&store_spec.url, &access)
+                let opened = open_cells_for(family, &store_spec.url, &access)
                     .await
                     .with_context(|| format!("{}: opening the store", named.name))?;
                 stores.insert(store_spec.url.clone(), opened.clone());
@@ -64,10 +67,10 @@ pub async fn run_node(node: &super::spec::NodeSpec, shutdown: CancellationToken)
                         opened
                     }
                 };
-                host.ingest(&named.name, spec, &Opened { store, catalog }, &env)?;
+                host.ingest(&named.name, spec, &Opened { cells, catalog }, &env)?;
             }
             Work::Serve(spec) => {
-                host.serve(&named.name, spec, store, [0, 0, 0, 0].into(), &env)?;
+                host.serve(&named.name, spec, cells, [0, 0, 0, 0].into(), &env)?;
             }
             Work::Node(_) | Work::Export(_) | Work::ExportCleanup(_) | Work::Retention(_) => {
                 unreachable!("refused above")
@@ -75,17 +78,75 @@ pub async fn run_node(node: &super::spec::NodeSpec, shutdown: CancellationToken)
         }
     }
     let ok = host.wait(false).await;
-    for store in stores.values() {
-        store.sync().await?;
+    for cells in stores.values() {
+        cells.sync().await?;
     }
     Ok(ok)
 }
 
-/// A source's store and catalog, opened once for all its works.
+/// A source's store and catalog, opened once for all its works: the cell
+/// engine, which each work reads and writes through its chain's layout.
 #[derive(Clone)]
 pub struct Opened {
-    pub store: Arc<LedgerStore>,
+    pub cells: Arc<dyn CellStore>,
     pub catalog: Arc<dyn Catalog>,
+}
+
+/// Opens the cell engine a store URL names, with the tables of `family`'s layout.
+pub async fn open_cells_for(
+    family: ChainFamily,
+    url: &str,
+    access: &BigtableAccess,
+) -> anyhow::Result<Arc<dyn CellStore>> {
+    let adapter = crate::chain::adapter(family).map_err(anyhow::Error::msg)?;
+    let cells = crate::store::open_cells(url, access).await?;
+    cells.ensure_tables(crate::with_adapter!(adapter, |chain| chain.tables())).await?;
+    Ok(cells)
+}
+
+/// One ingest shard's work, before its chain is known.
+struct Run {
+    config: IngestConfig,
+    targets: Targets,
+    opened: Opened,
+    stop: CancellationToken,
+    progress: Progress,
+}
+
+impl Run {
+    /// The shard's pipeline for `chain`: from a BigQuery dataset to the lake,
+    /// from another store into this one, or from a node or archive into the
+    /// targets, over the host's store under the chain's layout.
+    fn task<A: ChainAdapter + Copy>(self, chain: A) -> anyhow::Result<BoxFuture<'static, anyhow::Result<Summary>>> {
+        let Run { config, targets, opened, stop, progress } = self;
+        let store = Arc::new(chain.layout(opened.cells.clone()));
+        let catalog = opened.catalog;
+        Ok(match &config.source {
+            // A dataset's rows go to the lake only, through the same loop.
+            SourceConfig::BigQuery(dataset) => {
+                let sinks = chain.rows_sinks(&targets)?;
+                let connect = chain.rows_source(dataset);
+                Box::pin(async move {
+                    let source = connect.await.context("connecting to BigQuery")?;
+                    run_pipeline(config, source, sinks, catalog, stop, progress).await
+                })
+            }
+            // A replication into the host's store, from another store.
+            SourceConfig::Store(origin) => {
+                let sink = crate::replication::target_sink(&chain, store, origin);
+                let origin = origin.clone();
+                Box::pin(async move {
+                    let source = crate::replication::open_origin(&chain, &origin).await?;
+                    run_pipeline(config, source, vec![sink], catalog, stop, progress).await
+                })
+            }
+            SourceConfig::Rpc(_) | SourceConfig::Archive(_) => {
+                let source = chain.source(&config.source, Some(&store))?;
+                let sinks = chain.sinks(&store, &targets)?;
+                Box::pin(run_pipeline(config, source, sinks, catalog, stop, progress))
+            }
+        })
+    }
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -171,46 +232,19 @@ impl Host {
         };
         for shard in 0..shards {
             let config = ingest_config_in(spec, shard, lookup).with_context(|| name.to_string())?;
-            // The stores a host opens are Solana's; a second adapter makes `Opened` per chain.
-            let Adapter::Solana(solana) = check_family(&spec.chain)? else {
-                anyhow::bail!("{name}: chronicle dev runs solana chains only so far");
-            };
             let targets = super::ingest::targets(&config).with_context(|| name.to_string())?;
-            let (catalog, stop) = (opened.catalog.clone(), self.shutdown.clone());
             let label = format!("{name} shard {shard}");
-            let progress = self.progress(&label, &spec.mode, shard);
-            let task: BoxFuture<'static, (String, anyhow::Result<Summary>)> = match &config.source {
-                // A dataset's rows go to the lake only, through the same loop.
-                SourceConfig::BigQuery(dataset) => {
-                    let sinks = solana.rows_sinks(&targets).with_context(|| name.to_string())?;
-                    let connect = solana.rows_source(dataset);
-                    Box::pin(async move {
-                        let run = async {
-                            let source = connect.await.context("connecting to BigQuery")?;
-                            run_pipeline(config, source, sinks, catalog, stop, progress).await
-                        };
-                        (label, run.await)
-                    })
-                }
-                // A replication into the host's store, from another store.
-                SourceConfig::Store(origin) => {
-                    let sink = crate::replication::target_sink(&solana, opened.store.clone(), origin);
-                    let origin = origin.clone();
-                    Box::pin(async move {
-                        let run = async {
-                            let source = crate::replication::open_origin(&solana, &origin).await?;
-                            run_pipeline(config, source, vec![sink], catalog, stop, progress).await
-                        };
-                        (label, run.await)
-                    })
-                }
-                SourceConfig::Rpc(_) | SourceConfig::Archive(_) => {
-                    let source =
-                        solana.source(&config.source, Some(&opened.store)).with_context(|| name.to_string())?;
-                    let sinks = solana.sinks(&opened.store, &targets).with_context(|| name.to_string())?;
-                    Box::pin(async move { (label, run_pipeline(config, source, sinks, catalog, stop, progress).await) })
-                }
+            let run = Run {
+                config,
+                targets,
+                opened: opened.clone(),
+                stop: self.shutdown.clone(),
+                progress: self.progress(&label, &spec.mode, shard),
             };
+            let adapter = check_family(&spec.chain)?;
+            let work = crate::with_adapter!(adapter, |chain| run.task(chain)).with_context(|| name.to_string())?;
+            let task: BoxFuture<'static, (String, anyhow::Result<Summary>)> =
+                Box::pin(async move { (label, work.await) });
             if backfill {
                 self.backfills.spawn(task);
             } else {
@@ -220,22 +254,22 @@ impl Host {
         Ok(())
     }
 
-    /// Starts a serve work on `ip` and its spec's port; returns the address.
+    /// Starts a serve work over `cells` (under its chain's layout) on `ip`
+    /// and its spec's port; returns the address.
     pub fn serve(
         &mut self,
         name: &str,
         spec: &ServeSpec,
-        store: Arc<LedgerStore>,
+        cells: Arc<dyn CellStore>,
         ip: IpAddr,
         lookup: Lookup,
     ) -> anyhow::Result<SocketAddr> {
         let (_, mut config) = serve_config_in(spec, lookup).with_context(|| name.to_string())?;
         config.listen = SocketAddr::new(ip, config.listen.port());
         let listen = config.listen;
-        let Adapter::Solana(solana) = check_family(&spec.chain)? else {
-            anyhow::bail!("{name}: chronicle dev serves solana chains only so far");
-        };
-        let served = solana.serve(store, config, self.shutdown.clone());
+        let adapter = check_family(&spec.chain)?;
+        let stop = self.shutdown.clone();
+        let served = crate::with_adapter!(adapter, |chain| chain.serve(Arc::new(chain.layout(cells)), config, stop));
         let name = name.to_string();
         self.services.spawn(async move { served.await.with_context(|| name) });
         Ok(listen)

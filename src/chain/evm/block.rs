@@ -13,6 +13,7 @@ use alloy::primitives::{Address, B256};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::trace_rows::{BlockContext, trace_rows};
 use super::traces::BlockTraces;
 
 /// One block with its receipts.
@@ -113,11 +114,18 @@ impl EvmBlock {
         Ok(Self { block, receipts, traces: None, index })
     }
 
-    /// The block with its traces, checked to be this block's.
+    /// The block with its traces, checked to be this block's and to map to
+    /// lake rows (a trace that would fail the lake later fails here, before
+    /// anything of the block is stored).
     pub fn with_traces(mut self, traces: Option<BlockTraces>) -> Result<Self, BlockError> {
         if let Some(traces) = &traces {
             let number = self.index.number;
-            traces.check(number, &self.transaction_hashes()).map_err(|reason| BlockError::Traces { number, reason })?;
+            let (hash, transactions) = (format!("{:#x}", self.index.hash), self.transaction_hashes());
+            let failed = |reason| BlockError::Traces { number, reason };
+            traces.check(number, &hash, &transactions).map_err(failed)?;
+            let timestamp = i64::try_from(self.index.timestamp).unwrap_or(i64::MAX).saturating_mul(1_000_000);
+            let block = BlockContext { number, hash: &hash, timestamp, transactions: &transactions };
+            trace_rows(&block, traces).map_err(failed)?;
         }
         self.traces = traces;
         Ok(self)

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `evm-blocks` | block number, 16 hex digits | `json`: the block with full transactions (the node's JSON, zstd in agave's envelope) |
 //! | `evm-receipts` | block number, 16 hex digits | `json`: the block's receipts, in transaction order |
-//! | `evm-traces` | block number, 16 hex digits | `trace_block` or `callTracer`: the node's traces of the block in that format (`traces.rs`); no row: stored without traces |
+//! | `evm-traces` | block number, 16 hex digits | `json`: `{"method", "result"}`, the node's trace answer for the block and the method that gave it (`traces.rs`); no row: stored without traces |
 //! | `evm-block-hash` | `0x…` block hash | `bin`: the number, u64 big-endian |
 //! | `evm-tx` | `0x…` transaction hash | `bin`: block number u64 + index u32, big-endian |
 //! | `evm-tx-by-addr` | `0x…address/` + 16 hex of `!number` | `bin`: the block's transaction indexes that touched the address, u32 big-endian each |
@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::block::EvmBlock;
-use super::traces::{BlockTraces, CALL_TRACER, TRACE_BLOCK};
+use super::traces::BlockTraces;
 use crate::store::block_rows::{self, BlockRows, BlockRowsReader};
 use crate::store::cells::{Cell, CellStore, KeyRange, Row, Table, TableCheck, TableWrite};
 use crate::store::envelope;
@@ -117,8 +117,7 @@ impl EvmStore {
             },
         ];
         if let Some(traces) = &block.traces {
-            let cell =
-                Cell { key: slot_key(number), qualifier: traces.qualifier(), value: compress_json(traces.answer()) };
+            let cell = Cell { key: slot_key(number), qualifier: JSON, value: compress_json(&traces.to_stored()) };
             writes.push(TableWrite { table: tables::TRACES, cells: vec![cell] });
         }
         let stats = stats_of(writes.iter().flat_map(|w| &w.cells).chain(&blocks));
@@ -259,16 +258,9 @@ fn decode_json(table: Table, row: &Row, number: Option<u64>) -> Result<Value, St
 }
 
 fn decode_traces(row: &Row, number: u64) -> Result<BlockTraces, StoreError> {
-    let (qualifier, cell) = row
-        .cells
-        .iter()
-        .find(|(qualifier, _)| [TRACE_BLOCK, CALL_TRACER].contains(&qualifier.as_str()))
-        .ok_or_else(|| corrupt(tables::TRACES, &row.key, Some(number), "no trace_block or callTracer cell"))?;
-    let bytes =
-        envelope::decompress(cell).map_err(|e| corrupt(tables::TRACES, &row.key, Some(number), e.to_string()))?;
-    let value = serde_json::from_slice(&bytes)
-        .map_err(|e| corrupt(tables::TRACES, &row.key, Some(number), format!("json: {e}")))?;
-    Ok(BlockTraces::from_cell(qualifier, value).expect("a known qualifier"))
+    let stored = decode_json(tables::TRACES, row, Some(number))?;
+    BlockTraces::from_stored(stored)
+        .ok_or_else(|| corrupt(tables::TRACES, &row.key, Some(number), "not a stored trace answer (method, result)"))
 }
 
 fn decode_location(row: &Row) -> Result<(u64, u32), StoreError> {

@@ -20,10 +20,10 @@ use backon::{ExponentialBuilder, Retryable};
 use governor::DefaultDirectRateLimiter;
 use serde_json::Value;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use super::block::EvmBlock;
-use super::traces::{BlockTraces, CALL_TRACER, DEBUG_TRACE_BLOCK, TRACE_BLOCK};
+use super::traces::{BlockTraces, CALL_TRACER, DEBUG_TRACE_BLOCK_BY_HASH, TRACE_BLOCK};
 use crate::crd::chain_source::{Commitment, Traces};
 use crate::pipeline::config::RpcEndpoint;
 use crate::pipeline::{BlockNumber, BlockSource, Link, Missing};
@@ -47,9 +47,12 @@ struct Node {
     /// Final means this many blocks below the newest (no `finalized` tag).
     confirmations: Option<u64>,
     traces: Traces,
-    /// The trace method the node serves (`None`: neither), once found.
-    trace_method: OnceLock<Option<TraceMethod>>,
+    /// The trace method the node serves (`None`: neither) and when that was found.
+    trace_method: Mutex<Option<(Option<TraceMethod>, std::time::Instant)>>,
 }
+
+/// How long a node found serving no trace method is taken at its word.
+const ASK_AGAIN: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TraceMethod {
@@ -90,7 +93,7 @@ impl Node {
             backoff: config.backoff(),
             confirmations: config.confirmations,
             traces: config.traces,
-            trace_method: OnceLock::new(),
+            trace_method: Mutex::new(None),
         })
     }
 
@@ -152,63 +155,89 @@ impl Node {
             Err(e) if rpc_code(&e) == Some(METHOD_NOT_FOUND) => self.receipts_one_by_one(&block).await?,
             Err(e) => return Err(Missing::Gap(format!("eth_getBlockReceipts: {}", describe(&e)))),
         };
-        let traces = self.traces(&tag).await?;
-        EvmBlock::from_json(number, block, receipts)
-            .and_then(|block| block.with_traces(traces))
-            .map_err(|e| Missing::Gap(e.to_string()))
+        let block = EvmBlock::from_json(number, block, receipts).map_err(|e| Missing::Gap(e.to_string()))?;
+        let traces = self.traces(&block).await?;
+        block.with_traces(traces).map_err(|e| Missing::Gap(e.to_string()))
     }
 
-    /// The block's traces by the method the node serves, found by asking
-    /// on the first block: `trace_block`, else `debug_traceBlockByNumber`.
-    async fn traces(&self, tag: &str) -> Result<Option<BlockTraces>, Missing> {
-        let found = match self.traces {
-            Traces::Off => return Ok(None),
-            _ => self.trace_method.get().copied(),
-        };
-        let methods = match found {
+    /// The block's traces by the method the node serves, found by asking:
+    /// `trace_block`, else geth's `callTracer` (by the block's hash, so a
+    /// fork's block of the same number cannot answer). A call the node
+    /// refuses for this block alone (pruned state, an untraceable genesis)
+    /// leaves it without traces at `auto`, a gap at `required`; a failure
+    /// that may pass (timeouts, 5xx, 429, after the retries) is a gap.
+    async fn traces(&self, block: &EvmBlock) -> Result<Option<BlockTraces>, Missing> {
+        if self.traces == Traces::Disabled {
+            return Ok(None);
+        }
+        let (number, known) = (block.index.number, self.trace_method());
+        let methods = match known {
             Some(Some(method)) => vec![method],
             Some(None) => Vec::new(),
             None => vec![TraceMethod::TraceBlock, TraceMethod::CallTracer],
         };
         for method in methods {
             let answer = match method {
-                TraceMethod::TraceBlock => self.call(TRACE_BLOCK, (tag.to_string(),)).await,
+                TraceMethod::TraceBlock => self.call(TRACE_BLOCK, (format!("{number:#x}"),)).await,
+                // Nothing to trace: geth answers an empty list.
+                TraceMethod::CallTracer if block.index.transactions.is_empty() && known.is_some() => {
+                    Ok(Value::Array(Vec::new()))
+                }
                 TraceMethod::CallTracer => {
                     let options = serde_json::json!({ "tracer": CALL_TRACER });
-                    self.call(DEBUG_TRACE_BLOCK, (tag.to_string(), options)).await
+                    self.call(DEBUG_TRACE_BLOCK_BY_HASH, (format!("{:#x}", block.index.hash), options)).await
                 }
             };
-            match answer {
-                Ok(traces) if !traces.is_null() => {
-                    self.found(Some(method));
-                    return Ok(Some(match method {
-                        TraceMethod::TraceBlock => BlockTraces::Parity(traces),
-                        TraceMethod::CallTracer => BlockTraces::CallTracer(traces),
-                    }));
-                }
+            let traces = match answer {
+                Ok(traces) if !traces.is_null() => traces,
                 Ok(_) => return Err(Missing::Gap(format!("{}: the node has no traces for it", method.name()))),
-                Err(e) if found.is_none() && not_served(&e) => continue,
-                Err(e) => return Err(Missing::Gap(format!("{}: {}", method.name(), describe(&e)))),
-            }
+                Err(e) if known.is_none() && not_served(&e, method.name()) => continue,
+                Err(e) if is_transient(&e) || self.traces == Traces::Required => {
+                    return Err(Missing::Gap(format!("{}: {}", method.name(), describe(&e))));
+                }
+                Err(e) => {
+                    let error = describe(&e);
+                    tracing::warn!(block = number, method = method.name(), %error, "stored without traces: the node could not trace it");
+                    return Ok(None);
+                }
+            };
+            self.remember(Some(method));
+            return Ok(Some(match method {
+                TraceMethod::TraceBlock => BlockTraces::Parity(traces),
+                TraceMethod::CallTracer => BlockTraces::CallTracer(traces),
+            }));
         }
-        self.found(None);
+        self.remember(None);
         match self.traces {
             Traces::Required => Err(Missing::Gap(format!(
-                "the node serves neither {TRACE_BLOCK} nor {DEBUG_TRACE_BLOCK} (chain.traces: required)"
+                "the node serves neither {TRACE_BLOCK} nor {DEBUG_TRACE_BLOCK_BY_HASH} (chain.traces: required)"
             ))),
             _ => Ok(None),
         }
     }
 
-    fn found(&self, method: Option<TraceMethod>) {
-        if self.trace_method.set(method).is_ok() {
+    /// The trace method found (`Some(None)`: neither is served), `None` when
+    /// not known yet; a node found serving neither is asked again after a while
+    /// (its operator may enable them).
+    fn trace_method(&self) -> Option<Option<TraceMethod>> {
+        match *self.trace_method.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((None, asked)) if asked.elapsed() > ASK_AGAIN => None,
+            Some((found, _)) => Some(found),
+            None => None,
+        }
+    }
+
+    fn remember(&self, method: Option<TraceMethod>) {
+        let mut known = self.trace_method.lock().unwrap_or_else(|e| e.into_inner());
+        if known.is_none_or(|(before, _)| before != method) {
             match method {
                 Some(method) => tracing::info!(method = method.name(), "the node traces blocks"),
                 None => tracing::warn!(
-                    "the node serves neither {TRACE_BLOCK} nor {DEBUG_TRACE_BLOCK}: blocks are stored without traces"
+                    "the node serves neither {TRACE_BLOCK} nor {DEBUG_TRACE_BLOCK_BY_HASH}: blocks are stored without traces"
                 ),
             }
         }
+        *known = Some((method, std::time::Instant::now()));
     }
 
     /// Each transaction's receipt, for nodes without `eth_getBlockReceipts`.
@@ -234,21 +263,25 @@ impl TraceMethod {
     fn name(self) -> &'static str {
         match self {
             TraceMethod::TraceBlock => TRACE_BLOCK,
-            TraceMethod::CallTracer => DEBUG_TRACE_BLOCK,
+            TraceMethod::CallTracer => DEBUG_TRACE_BLOCK_BY_HASH,
         }
     }
 }
 
-/// The node has no such method (or does not enable it), by code or by the words nodes use.
-fn not_served(error: &ClientError) -> bool {
+/// The node has no such method or does not enable it: "method not found",
+/// an error naming the method with the words nodes use, or a provider's
+/// HTTP refusal (4xx but 429). Not "state not available" for one block.
+fn not_served(error: &ClientError, method: &str) -> bool {
     match error {
         RpcError::ErrorResp(payload) => {
             let message = payload.message.to_ascii_lowercase();
             payload.code == METHOD_NOT_FOUND
-                || ["does not exist", "not supported", "not available", "unsupported", "not enabled"]
-                    .iter()
-                    .any(|words| message.contains(words))
+                || (message.contains(&method.to_ascii_lowercase())
+                    && ["does not exist", "not supported", "not available", "unsupported", "not enabled", "not found"]
+                        .iter()
+                        .any(|words| message.contains(words)))
         }
+        RpcError::Transport(TransportErrorKind::HttpError(e)) => (400..500).contains(&e.status) && e.status != 429,
         _ => false,
     }
 }

@@ -26,21 +26,15 @@ pub enum BlockTraces {
     CallTracer(Value),
 }
 
-/// The method each format comes from, and its store qualifier.
+/// The methods the formats come from.
 pub const TRACE_BLOCK: &str = "trace_block";
 pub const DEBUG_TRACE_BLOCK: &str = "debug_traceBlockByNumber";
+/// How a worker asks for `callTracer` traces: by the block's hash (the same answer).
+pub const DEBUG_TRACE_BLOCK_BY_HASH: &str = "debug_traceBlockByHash";
 /// The tracer Chronicle asks `debug_traceBlockByNumber` for.
 pub const CALL_TRACER: &str = "callTracer";
 
 impl BlockTraces {
-    /// The cell qualifier the format is stored under (`evm-traces`).
-    pub fn qualifier(&self) -> &'static str {
-        match self {
-            BlockTraces::Parity(_) => TRACE_BLOCK,
-            BlockTraces::CallTracer(_) => CALL_TRACER,
-        }
-    }
-
     /// The answer as the node sent it.
     pub fn answer(&self) -> &Value {
         match self {
@@ -48,30 +42,44 @@ impl BlockTraces {
         }
     }
 
-    /// The stored cell back into its format.
-    pub fn from_cell(qualifier: &str, value: Value) -> Option<Self> {
-        match qualifier {
-            TRACE_BLOCK => Some(BlockTraces::Parity(value)),
-            CALL_TRACER => Some(BlockTraces::CallTracer(value)),
+    /// The method that gives this format.
+    pub fn method(&self) -> &'static str {
+        match self {
+            BlockTraces::Parity(_) => TRACE_BLOCK,
+            BlockTraces::CallTracer(_) => DEBUG_TRACE_BLOCK,
+        }
+    }
+
+    /// What `evm-traces` keeps: the answer, and the method that gave it.
+    pub fn to_stored(&self) -> Value {
+        serde_json::json!({ "method": self.method(), "result": self.answer() })
+    }
+
+    /// A stored [`to_stored`](Self::to_stored) value back (`None`: not one).
+    pub fn from_stored(mut stored: Value) -> Option<Self> {
+        let result = stored.get_mut("result")?.take();
+        match stored.get("method")?.as_str()? {
+            TRACE_BLOCK => Some(BlockTraces::Parity(result)),
+            DEBUG_TRACE_BLOCK => Some(BlockTraces::CallTracer(result)),
             _ => None,
         }
     }
 
-    /// Checks that the answer is block `number`'s traces, for its
-    /// transactions `tx_hashes` (in block order, `0x…` lowercase).
-    pub fn check(&self, number: u64, tx_hashes: &[String]) -> Result<(), String> {
+    /// Checks that the answer is the traces of block `number` with hash
+    /// `hash` and transactions `tx_hashes` (in block order, `0x…`): each
+    /// transaction traced, by its own top call, and nothing else but rewards.
+    pub fn check(&self, number: u64, hash: &str, tx_hashes: &[String]) -> Result<(), String> {
         let list = self.answer().as_array().ok_or_else(|| format!("{}: not a list", self.method()))?;
         match self {
             BlockTraces::Parity(_) => {
+                let mut top_calls = 0;
                 for (position, trace) in list.iter().enumerate() {
                     let at = |reason: String| format!("{TRACE_BLOCK}: trace {position}: {reason}");
                     if !trace.is_object() {
                         return Err(at("not an object".into()));
                     }
-                    if !matches!(
-                        trace.get("type").and_then(Value::as_str),
-                        Some("call" | "create" | "suicide" | "selfdestruct" | "reward")
-                    ) {
+                    let kind = trace.get("type").and_then(Value::as_str);
+                    if !matches!(kind, Some("call" | "create" | "suicide" | "selfdestruct" | "reward")) {
                         return Err(at(format!("unknown type {}", trace.get("type").unwrap_or(&Value::Null))));
                     }
                     if let Some(answered) = trace.get("blockNumber").and_then(Value::as_u64)
@@ -79,12 +87,29 @@ impl BlockTraces {
                     {
                         return Err(at(format!("is of block {answered}")));
                     }
-                    match trace.get("transactionHash").and_then(Value::as_str) {
-                        Some(hash) if !tx_hashes.iter().any(|h| h.eq_ignore_ascii_case(hash)) => {
-                            return Err(at(format!("names transaction {hash}, not of this block")));
-                        }
-                        _ => {}
+                    // Another fork's block of the same number shares most transactions: the hash tells.
+                    if let Some(answered) = trace.get("blockHash").and_then(Value::as_str)
+                        && !answered.eq_ignore_ascii_case(hash)
+                    {
+                        return Err(at(format!("is of block {answered}, not {hash}")));
                     }
+                    match trace.get("transactionHash") {
+                        None | Some(Value::Null) if kind == Some("reward") => {}
+                        Some(Value::String(tx)) if tx_hashes.iter().any(|h| h.eq_ignore_ascii_case(tx)) => {
+                            let top = trace.get("traceAddress").and_then(Value::as_array).is_some_and(Vec::is_empty);
+                            top_calls += usize::from(top);
+                        }
+                        Some(Value::String(tx)) => {
+                            return Err(at(format!("names transaction {tx}, not of this block")));
+                        }
+                        other => return Err(at(format!("transactionHash {}", other.unwrap_or(&Value::Null)))),
+                    }
+                }
+                if top_calls != tx_hashes.len() {
+                    return Err(format!(
+                        "{TRACE_BLOCK}: {top_calls} top-level traces for {} transactions",
+                        tx_hashes.len()
+                    ));
                 }
             }
             BlockTraces::CallTracer(_) => {
@@ -108,13 +133,6 @@ impl BlockTraces {
             }
         }
         Ok(())
-    }
-
-    fn method(&self) -> &'static str {
-        match self {
-            BlockTraces::Parity(_) => TRACE_BLOCK,
-            BlockTraces::CallTracer(_) => DEBUG_TRACE_BLOCK,
-        }
     }
 }
 
