@@ -2,7 +2,9 @@
 //! run as the controller's pods run it: `chronicle worker run` with a typed
 //! worker spec, PostgreSQL as the catalog. The origin holds the four recorded
 //! mainnet blocks replayed at consecutive slots (real bodies, derived slots:
-//! a range of the recorded slots themselves would be 136 M slots wide).
+//! a range of the recorded slots themselves would be 136 M slots wide). An
+//! EVM chain's store (a real anvil chain, with its traces) replicates and is
+//! retained by the same workers.
 
 mod support;
 
@@ -33,6 +35,18 @@ struct Replication<'a> {
 
 impl Replication<'_> {
     fn spec(&self, job: &str, mode: IngestModeSpec, verify: bool) -> WorkerSpec {
+        self.spec_of(ChainFamily::Solana, ("origin", "replica"), job, mode, verify)
+    }
+
+    /// A replication of `family`'s store between the two instances `(origin, replica)`.
+    fn spec_of(
+        &self,
+        family: ChainFamily,
+        (origin, replica): (&str, &str),
+        job: &str,
+        mode: IngestModeSpec,
+        verify: bool,
+    ) -> WorkerSpec {
         let store = |emulator: &BigtableEmulator, instance: &str| StoreSpec {
             url: format!("bigtable://{PROJECT}/{instance}"),
             emulator_host: Some(emulator.host()),
@@ -41,18 +55,18 @@ impl Replication<'_> {
         WorkerSpec::new(Work::Ingest(IngestSpec {
             job: job.into(),
             chain: ChainSpec {
-                family: ChainFamily::Solana,
+                family,
                 network: "mainnet-beta".into(),
                 commitment: Commitment::Finalized,
                 chain_id: None,
                 confirmations: None,
                 traces: None,
             },
-            source: SourceSpec::Store { origin: store(self.origin, "origin"), verify, repair: true },
+            source: SourceSpec::Store { origin: store(self.origin, origin), verify, repair: true },
             mode,
             batch_size: 5,
             targets: vec![IngestTarget::Canonical],
-            store: store(self.target, "replica"),
+            store: store(self.target, replica),
             catalog: FromEnv::new("CHRONICLE_CATALOG_URL"),
             lake: None,
             caches: Vec::new(),
@@ -259,4 +273,107 @@ async fn a_tailing_replication_picks_up_new_blocks() {
     let catalog = catalog::open(&pg.url()).await.unwrap();
     let head = catalog.head("tail").await.unwrap().expect("the origin's head is recorded");
     assert_eq!(head.head.number, FIRST + 9);
+}
+
+/// An anvil chain (transfers, an ERC-20, a reverted call) ingested with its
+/// traces, replicated to another instance equal row by row, a damaged row
+/// found and repaired by verification; then retention on the replica keeps
+/// the newest 10 blocks, exactly their rows left in every table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evm_store_is_replicated_verified_and_retained() {
+    use chronicle::chain::evm::layout::tables as evm;
+    use chronicle::store::block_rows::BlockRowsReader;
+    use support::evm::{Anvil, finalized, ingest, node_script};
+    let modules = tokio::task::spawn_blocking(support::node_modules).await.unwrap();
+    let anvil = Anvil::start(&modules);
+    let token_sol = format!("{}/tests/evm/Token.sol", env!("CARGO_MANIFEST_DIR"));
+    node_script(&modules, "evm_drive.mjs", &[&anvil.url, &token_sol]);
+    let newest = finalized(&anvil.url).await;
+    let emulator = BigtableEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("embedded://{}/catalog", dir.path().display());
+    let (to, origin_url) = (newest.to_string(), format!("bigtable://{PROJECT}/evm-origin"));
+    let out = ingest("anvil", &anvil.url, &origin_url, &catalog, &emulator, &["--from", "0", "--to", &to])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let access = chronicle::store::BigtableAccess { emulator_host: Some(emulator.host()), credentials_file: None };
+    let open = |instance: &str| {
+        let url = format!("bigtable://{PROJECT}/{instance}");
+        let access = access.clone();
+        async move { chronicle::store::open_for(&chronicle::chain::evm::Evm, &url, &access).await.unwrap() }
+    };
+    let origin = open("evm-origin").await;
+    let origin_rows = support::dump_tables(origin.cells(), &evm::ALL).await;
+    let traces = origin_rows.iter().filter(|(t, _)| *t == evm::TRACES).count() as u64;
+    assert_eq!(traces, newest + 1, "every block stored with its traces");
+
+    let pg = Postgres::start();
+    let replication = Replication { origin: &emulator, target: &emulator, catalog: pg.url() };
+    let instances = ("evm-origin", "evm-replica");
+    let spec = |job: &str, verify| replication.spec_of(ChainFamily::Evm, instances, job, backfill(0, newest), verify);
+    replication.run(&spec("evm-copy", false)).await;
+    let replica = open("evm-replica").await;
+    assert_eq!(support::dump_tables(replica.cells(), &evm::ALL).await, origin_rows, "the replica differs");
+
+    // One trace row damaged, one address row lost: verification finds and repairs both.
+    let cells = replica.cells();
+    let key = format!("{:016x}", newest);
+    let mut damaged = cells.read_rows(evm::TRACES, std::slice::from_ref(&key)).await.unwrap().remove(0);
+    *damaged.cells[0].1.last_mut().unwrap() ^= 0xff;
+    let cell = Cell { key: key.clone(), qualifier: "json", value: damaged.cells[0].1.clone() };
+    cells.write(vec![TableWrite { table: evm::TRACES, cells: vec![cell] }]).await.unwrap();
+    let everything = KeyRange { start: String::new(), end: None };
+    let by_addr = cells.scan(evm::TX_BY_ADDR, everything, 1, false).await.unwrap().remove(0).key;
+    cells.delete_rows(evm::TX_BY_ADDR, std::slice::from_ref(&by_addr)).await.unwrap();
+    replication.run(&spec("evm-verify", true)).await;
+    assert_eq!(support::dump_tables(replica.cells(), &evm::ALL).await, origin_rows, "verification repaired it");
+    let catalog = catalog::open(&pg.url()).await.unwrap();
+    let mut found: Vec<(String, String)> =
+        catalog.mismatches("evm-verify").await.unwrap().into_iter().map(|m| (m.table, m.key)).collect();
+    found.sort();
+    assert_eq!(found, vec![("evm-traces".to_string(), key), ("evm-tx-by-addr".to_string(), by_addr)]);
+
+    // Retention on the replica: the newest 10 blocks stay, with exactly their rows.
+    let cut = newest + 1 - 10;
+    let mut kept = Vec::new();
+    for number in cut..=newest {
+        kept.extend(origin.block_rows(number).await.unwrap().unwrap().rows);
+    }
+    let retention = chronicle::worker::spec::RetentionSpec {
+        policy: "chronicle/evm-recent".into(),
+        chain: ChainSpec {
+            family: ChainFamily::Evm,
+            network: "anvil".into(),
+            commitment: Commitment::Finalized,
+            chain_id: Some(31337),
+            confirmations: None,
+            traces: None,
+        },
+        store: StoreSpec {
+            url: format!("bigtable://{PROJECT}/evm-replica"),
+            emulator_host: Some(emulator.host()),
+            credentials_file: None,
+        },
+        catalog: FromEnv::new("CHRONICLE_CATALOG_URL"),
+        lake: None,
+        rules: vec![chronicle::worker::spec::RetentionRuleSpec {
+            target: chronicle::crd::retention_policy::RetentionTarget::Canonical,
+            keep: chronicle::worker::spec::Keep::Slots { slots: 10 },
+            method: chronicle::crd::retention_policy::RetentionMethod::Prune,
+        }],
+        dry_run: false,
+        guard: Vec::new(),
+        caches: Vec::new(),
+    };
+    replication.run(&WorkerSpec::new(Work::Retention(retention))).await;
+    let mut left = support::dump_tables(replica.cells(), &evm::ALL).await;
+    let key_of = |(table, row): &(chronicle::store::cells::Table, chronicle::store::cells::Row)| {
+        (table.name().to_string(), row.key.clone())
+    };
+    left.sort_by_key(key_of);
+    kept.sort_by_key(key_of);
+    assert_eq!(left, kept, "every table holds exactly the kept blocks' rows");
+    assert_eq!(replica.oldest().await.unwrap(), Some(cut));
 }

@@ -796,9 +796,17 @@ pub fn pyarrow_read(file: &std::path::Path) -> serde_json::Value {
 pub async fn dump(
     cells: &std::sync::Arc<dyn chronicle::store::cells::CellStore>,
 ) -> Vec<(chronicle::store::cells::Table, chronicle::store::cells::Row)> {
+    dump_tables(cells, &chronicle::store::ledger::tables::ALL).await
+}
+
+/// Every row of `tables`, table by table in key order.
+pub async fn dump_tables(
+    cells: &std::sync::Arc<dyn chronicle::store::cells::CellStore>,
+    tables: &[chronicle::store::cells::Table],
+) -> Vec<(chronicle::store::cells::Table, chronicle::store::cells::Row)> {
     use chronicle::store::cells::KeyRange;
     let mut rows = Vec::new();
-    for table in chronicle::store::ledger::tables::ALL {
+    for &table in tables {
         let all = cells.scan(table, KeyRange { start: String::new(), end: None }, usize::MAX, false).await.unwrap();
         rows.extend(all.into_iter().map(|r| (table, r)));
     }
