@@ -461,6 +461,30 @@ async fn an_anvil_chain_is_backfilled_followed_and_served_as_the_node_serves_it(
     let said = node_script(&modules, "evm_client.mjs", &[&serve_url, &anvil.url, "0", &to, &token]);
     assert!(said.contains("as the node answers them"), "{said}");
 
+    // With the node as its upstream, a tier's replica passes what it does not
+    // serve (eth_getBalance, eth_call, ...) and, taking misses, a block it does
+    // not hold yet; without one, that block is null as on a node.
+    let ahead = json!([format!("{:#x}", last + 1), true]);
+    assert_eq!(result(&serve_url, "eth_getBlockByNumber", ahead.clone()).await, Value::Null);
+    let unknown = call(&serve_url, "eth_getBalance", json!([token, "latest"])).await;
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+    let args = ["--upstream", anvil.url.as_str(), "--upstream-misses"];
+    let (_upstreamed, upstream_url) = serve_binary(store_url, &emulator, &args).await;
+    let node_block = result(&anvil.url, "eth_getBlockByNumber", ahead.clone()).await;
+    assert!(!node_block.is_null());
+    assert_eq!(result(&upstream_url, "eth_getBlockByNumber", ahead).await, node_block, "a miss passes through");
+    // Anvil's first default account, which sent the transfers.
+    let balance = json!(["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266", "latest"]);
+    assert_eq!(
+        result(&upstream_url, "eth_getBalance", balance.clone()).await,
+        result(&anvil.url, "eth_getBalance", balance).await
+    );
+    let stored = json!([format!("{last:#x}"), false]);
+    assert_eq!(
+        result(&upstream_url, "eth_getBlockByNumber", stored.clone()).await,
+        result(&serve_url, "eth_getBlockByNumber", stored).await
+    );
+
     // Follow: new blocks land as they are finalized.
     let next = (last + 1).to_string();
     let follow = ["--follow", "--from", next.as_str(), "--poll-interval", "200ms"];

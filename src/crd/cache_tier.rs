@@ -84,7 +84,8 @@ pub struct UpstreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub requests_per_second: Option<u32>,
-    /// `getHealth` fails once the stored tip is more slots than this behind the upstream's.
+    /// `getHealth` fails once the stored tip is more slots than this behind
+    /// the upstream's (Solana tiers: EVM's JSON-RPC has no `getHealth`).
     #[serde(default = "default_max_slots_behind")]
     #[schemars(range(min = 1, max = 1000000))]
     pub max_slots_behind: u64,

@@ -101,7 +101,7 @@ pub struct ChainId {
 #[serde(rename_all = "camelCase")]
 pub enum Traces {
     /// Where the node serves them (`trace_block`, else geth's
-    /// `debug_traceBlockByNumber` with `callTracer`); from a node with
+    /// `debug_traceBlockByHash` with `callTracer`); from a node with
     /// neither, blocks are stored without traces (the worker says so), as is
     /// a block the node refuses to trace (pruned state).
     #[default]

@@ -24,9 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use jsonrpc_core::futures_util::future::Either;
-use jsonrpc_core::middleware::{Middleware, NoopCallFuture, NoopFuture};
-use jsonrpc_core::{Call, MetaIoHandler, Output, Params, Value};
+use jsonrpc_core::{MetaIoHandler, Params, Value};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use self::cache::{Cache, CacheConfig, Lookup};
 use self::methods::{METHODS, Method, Methods};
 use self::network::Network;
-use self::upstream::{Upstream, UpstreamConfig, UpstreamError};
+use self::upstream::{Passthrough, Upstream, UpstreamConfig};
 use crate::pipeline::config::Secret;
 use crate::store::BlockStore;
 
@@ -136,6 +134,11 @@ impl Metrics {
         Self { registry, requests, cache, latency, upstream }
     }
 
+    /// Counts one call passed to the upstream (`reason`: `unknown_method` or `miss`).
+    pub fn count_upstream(&self, reason: &str, outcome: &str) {
+        self.upstream.get_or_create(&UpstreamLabels { reason: reason.into(), outcome: outcome.into() }).inc();
+    }
+
     /// Counts one answered call and its time (`cache`: `hit`, `miss` or `off`).
     pub fn count(&self, method: &str, cache: &str, outcome: &str, started: Instant) {
         let m = self.requests.get_or_create(&MethodLabels { method: method.into(), outcome: outcome.into() });
@@ -227,7 +230,7 @@ impl Service {
         {
             // Passed through, counted, never cached; when the upstream cannot
             // be asked, the local answer (the miss) stands.
-            let answer = match self.forward(upstream, method.name(), &params, "miss").await {
+            let answer = match upstream::forward(upstream, &self.metrics, method.name(), &params, "miss").await {
                 Ok(answer) => answer,
                 Err(_) => result.map(|a| a.value),
             };
@@ -252,65 +255,6 @@ impl Service {
         self.metrics.count(&name, cache_result, crate::telemetry::metrics::outcome(result.is_ok()), started);
         result
     }
-
-    /// One call through the upstream, counted: its answer or error as it
-    /// sent them, or why it could not be asked.
-    async fn forward(
-        &self,
-        upstream: &Upstream,
-        method: &str,
-        params: &Params,
-        reason: &str,
-    ) -> Result<jsonrpc_core::Result<Value>, UpstreamError> {
-        let answer = upstream.call(method, params).await;
-        let outcome = match &answer {
-            Ok(Ok(_)) => "ok",
-            Ok(Err(_)) => "error",
-            Err(e) => {
-                tracing::warn!(error = %e, method, "upstream call failed");
-                e.label()
-            }
-        };
-        self.metrics.upstream.get_or_create(&UpstreamLabels { reason: reason.into(), outcome: outcome.into() }).inc();
-        answer
-    }
-}
-
-/// Sends calls to methods `serve` does not answer to the upstream, when
-/// one is configured; without one they get jsonrpc's "Method not found".
-struct Passthrough {
-    service: Arc<Service>,
-}
-
-impl Middleware<()> for Passthrough {
-    type Future = NoopFuture;
-    type CallFuture = NoopCallFuture;
-
-    fn on_call<F, X>(&self, call: Call, meta: (), next: F) -> Either<Self::CallFuture, X>
-    where
-        F: Fn(Call, ()) -> X + Send + Sync,
-        X: std::future::Future<Output = Option<Output>> + Send + 'static,
-    {
-        match call {
-            Call::MethodCall(call)
-                if self.service.methods.upstream.is_some() && !METHODS.iter().any(|(name, _)| *name == call.method) =>
-            {
-                let service = self.service.clone();
-                Either::Left(Box::pin(async move {
-                    let started = Instant::now();
-                    let upstream = service.methods.upstream.clone()?;
-                    let answer = service
-                        .forward(&upstream, &call.method, &call.params, "unknown_method")
-                        .await
-                        .unwrap_or_else(|e| Err(e.into()));
-                    // Client-chosen names would make the label unbounded.
-                    service.metrics.count("other", "off", crate::telemetry::metrics::outcome(answer.is_ok()), started);
-                    Some(Output::from(answer, call.id, call.jsonrpc))
-                }))
-            }
-            call => Either::Right(next(call, meta)),
-        }
-    }
 }
 
 /// The router of a serve replica.
@@ -322,7 +266,12 @@ pub fn router(store: Arc<dyn BlockStore>, config: ServeConfig) -> Result<Router,
     let upstream = config.upstream.clone().map(|u| Arc::new(Upstream::new(u)));
     let methods = Methods::new(store, config.network.clone(), upstream, config.health_max_lag);
     let service = Arc::new(Service { methods, cache, metrics: Arc::new(Metrics::new()) });
-    let mut rpc = MetaIoHandler::with_middleware(Passthrough { service: service.clone() });
+    let passthrough = Passthrough {
+        upstream: service.methods.upstream.clone(),
+        metrics: service.metrics.clone(),
+        served: |method| METHODS.iter().any(|(name, _)| *name == method),
+    };
+    let mut rpc = MetaIoHandler::with_middleware(passthrough);
     for (name, method) in METHODS {
         let service = service.clone();
         let method = *method;

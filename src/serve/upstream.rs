@@ -3,16 +3,21 @@
 //! application needs one URL. Its answers are never cached; its errors come
 //! back as it sent them; a limit on calls per second protects it; and when it
 //! cannot be reached the caller is told so, not given an empty answer.
-//! It is also the head `getHealth` measures the store's lag against.
+//! It is also the head `getHealth` measures the store's lag against. The
+//! client, the pass-through middleware and the counting are every chain's
+//! (Solana's `serve`, `chain/evm/serve.rs`); which misses go is each chain's.
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use jsonrpc_core::{Error, ErrorCode, Params, Value};
+use jsonrpc_core::futures_util::future::Either;
+use jsonrpc_core::middleware::{Middleware, NoopCallFuture, NoopFuture};
+use jsonrpc_core::{Call, Error, ErrorCode, Output, Params, Value};
 use solana_clock::Slot;
 
+use super::Metrics;
 use crate::pipeline::config::Secret;
 
 #[derive(Clone)]
@@ -191,6 +196,64 @@ impl Upstream {
         };
         *self.head.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), slot));
         Ok(slot)
+    }
+}
+
+/// One call through the upstream, counted by `reason` (`unknown_method` or
+/// `miss`): its answer or error as it sent them, or why it could not be asked.
+pub async fn forward(
+    upstream: &Upstream,
+    metrics: &Metrics,
+    method: &str,
+    params: &Params,
+    reason: &str,
+) -> Result<Result<Value, Error>, UpstreamError> {
+    let answer = upstream.call(method, params).await;
+    let outcome = match &answer {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "error",
+        Err(e) => {
+            tracing::warn!(error = %e, method, "upstream call failed");
+            e.label()
+        }
+    };
+    metrics.count_upstream(reason, outcome);
+    answer
+}
+
+/// Sends calls to methods `serve` does not answer (`served` says which it
+/// does) to the upstream, when there is one; without one they get jsonrpc's
+/// "Method not found".
+pub struct Passthrough {
+    pub upstream: Option<Arc<Upstream>>,
+    pub metrics: Arc<Metrics>,
+    pub served: fn(&str) -> bool,
+}
+
+impl Middleware<()> for Passthrough {
+    type Future = NoopFuture;
+    type CallFuture = NoopCallFuture;
+
+    fn on_call<F, X>(&self, call: Call, meta: (), next: F) -> Either<Self::CallFuture, X>
+    where
+        F: Fn(Call, ()) -> X + Send + Sync,
+        X: std::future::Future<Output = Option<Output>> + Send + 'static,
+    {
+        match (call, &self.upstream) {
+            (Call::MethodCall(call), Some(upstream)) if !(self.served)(&call.method) => {
+                let (upstream, metrics) = (upstream.clone(), self.metrics.clone());
+                Either::Left(Box::pin(async move {
+                    let started = Instant::now();
+                    let answer = forward(&upstream, &metrics, &call.method, &call.params, "unknown_method")
+                        .await
+                        .unwrap_or_else(|e| Err(e.into()));
+                    // Client-chosen names would make the label unbounded.
+                    metrics.count("other", "off", crate::telemetry::metrics::outcome(answer.is_ok()), started);
+                    Some(Output::from(answer, call.id, call.jsonrpc))
+                }))
+            }
+            (call, _) => Either::Right(next(call, meta)),
+        }
     }
 }
 

@@ -127,10 +127,9 @@ impl ChainAdapter for Evm {
     fn lacks(&self, feature: super::Feature) -> Option<&'static str> {
         use super::Feature::*;
         Some(match feature {
-            Lake | Cache | ChainMetrics | TrainingExport => return None,
+            Lake | Cache | ChainMetrics | TrainingExport | Upstream => return None,
             BigQuery => NO_BIGQUERY,
             Archive => "there are no epoch archives for evm chains",
-            Upstream => "forwarding to an upstream node is not built for evm chains yet: remove spec.upstream",
         })
     }
 

@@ -2,8 +2,8 @@
 //! block with its full transactions (`eth_getBlockByNumber(n, true)`), its
 //! receipts (`eth_getBlockReceipts`, or `eth_getTransactionReceipt` for each
 //! transaction where the node lacks it) and, unless `chain.traces` is
-//! `off`, its traces (`trace_block`, else `debug_traceBlockByNumber` with
-//! `callTracer`: whichever the node serves, found on the first block). The tip is the final block (the
+//! `disabled`, its traces (`trace_block`, else `debug_traceBlockByHash` with
+//! `callTracer`: whichever the node serves, found by asking). The tip is the final block (the
 //! `finalized` tag, or `confirmations` below the newest), or with
 //! `confirmed` commitment the newest block: such a source links each block
 //! to its parent, so the follower sees a reorganization (`worker/reorg.rs`).
@@ -192,7 +192,17 @@ impl Node {
                 Ok(traces) if !traces.is_null() => traces,
                 Ok(_) => return Err(Missing::Gap(format!("{}: the node has no traces for it", method.name()))),
                 Err(e) if known.is_none() && not_served(&e, method.name()) => continue,
-                Err(e) if is_transient(&e) || self.traces == Traces::Required => {
+                // A method served until now and refused now (disabled, out of credits): ask again next block.
+                Err(e) if not_served(&e, method.name()) => {
+                    self.forget();
+                    return Err(Missing::Gap(format!("{}: no longer served: {}", method.name(), describe(&e))));
+                }
+                // What fails the same way every time leaves the block without traces at auto.
+                Err(e)
+                    if is_transient(&e)
+                        || self.traces == Traces::Required
+                        || !(refused_for_block(&e) || matches!(e, RpcError::DeserError { .. })) =>
+                {
                     return Err(Missing::Gap(format!("{}: {}", method.name(), describe(&e))));
                 }
                 Err(e) => {
@@ -229,6 +239,10 @@ impl Node {
 
     fn remember(&self, method: Option<TraceMethod>) {
         let mut known = self.trace_method.lock().unwrap_or_else(|e| e.into_inner());
+        // A method another block just found outranks this block's "neither".
+        if method.is_none() && matches!(*known, Some((Some(_), _))) {
+            return;
+        }
         if known.is_none_or(|(before, _)| before != method) {
             match method {
                 Some(method) => tracing::info!(method = method.name(), "the node traces blocks"),
@@ -238,6 +252,10 @@ impl Node {
             }
         }
         *known = Some((method, std::time::Instant::now()));
+    }
+
+    fn forget(&self) {
+        *self.trace_method.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Each transaction's receipt, for nodes without `eth_getBlockReceipts`.
@@ -352,11 +370,23 @@ fn http_status(error: &ClientError) -> Option<u16> {
 /// Worth another try: transport failures, rate limits and server errors.
 fn is_transient(error: &ClientError) -> bool {
     match error {
+        RpcError::ErrorResp(_) if refused_for_block(error) => false,
         RpcError::ErrorResp(payload) => (-32099..=-32000).contains(&payload.code) || payload.code == 429,
-        RpcError::Transport(TransportErrorKind::HttpError(e)) => e.status == 429 || e.status >= 500,
+        RpcError::Transport(TransportErrorKind::HttpError(e)) => matches!(e.status, 408 | 429) || e.status >= 500,
         RpcError::Transport(kind) => kind.is_retry_err() || matches!(kind, TransportErrorKind::Custom(_)),
         _ => false,
     }
+}
+
+/// The node cannot trace (or serve the state of) this one block, and will
+/// not on a retry: pruned history on a full node, geth's genesis. Geth,
+/// Erigon and Nethermind send these as -32000-range server errors.
+fn refused_for_block(error: &ClientError) -> bool {
+    let RpcError::ErrorResp(payload) = error else { return false };
+    let message = payload.message.to_ascii_lowercase();
+    ["historical state", "missing trie node", "not traceable", "pruned", "state unavailable", "state not available"]
+        .iter()
+        .any(|words| message.contains(words))
 }
 
 /// Counts an error the endpoint gave (every try) by a bounded code.

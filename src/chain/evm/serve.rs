@@ -6,7 +6,11 @@
 //! block's traces in the format they were stored in (`trace_block`, or
 //! `debug_traceBlockByNumber` with `callTracer`). Answers
 //! are the node's own JSON as stored; what the store does not hold is `null`,
-//! as a node answers. With a cache tier, answers go through `cache.rs`.
+//! as a node answers. With a cache tier, answers go through `cache.rs`; with
+//! an upstream node, what is not served goes there (`serve/upstream.rs`),
+//! and with `forwardMisses` a lookup the store cannot answer: a block outside
+//! the stored span, an unknown hash — never a number inside the span (a gap
+//! must not be hidden).
 
 use std::sync::Arc;
 
@@ -21,6 +25,7 @@ use super::block::EvmBlock;
 use super::layout::EvmStore;
 use super::traces::{BlockTraces, CALL_TRACER, DEBUG_TRACE_BLOCK, TRACE_BLOCK};
 use crate::serve::cache::Cache;
+use crate::serve::upstream::{Passthrough, Upstream};
 use crate::serve::{Metrics, ServeConfig, front};
 
 /// Blocks one `eth_getLogs` may cover (providers bound it likewise).
@@ -32,31 +37,47 @@ pub(super) struct Methods {
     store: Arc<EvmStore>,
     /// EIP-155 chain id (`eth_chainId`; ChainSource `chain.chainId`).
     chain_id: Option<u64>,
+    /// Where what is not served goes (`serve/upstream.rs`).
+    upstream: Option<Arc<Upstream>>,
 }
+
+/// The methods served from the store (any other goes to the upstream, if any).
+const METHODS: [&str; 9] = [
+    "eth_blockNumber",
+    "eth_chainId",
+    "eth_getBlockByNumber",
+    "eth_getBlockByHash",
+    "eth_getTransactionByHash",
+    "eth_getTransactionReceipt",
+    "eth_getLogs",
+    "trace_block",
+    "debug_traceBlockByNumber",
+];
 
 /// The router of an EVM serve replica.
 pub fn router(store: Arc<EvmStore>, config: ServeConfig) -> anyhow::Result<axum::Router> {
     if config.cache.as_ref().is_some_and(|c| !c.methods.is_empty()) {
         anyhow::bail!("an evm cache tier caches every eth_ method: cache.methods names Solana methods; leave it empty");
     }
-    if config.upstream.is_some() {
-        anyhow::bail!("forwarding to an upstream node is not built for evm chains yet: remove spec.upstream");
-    }
     let cache = config.cache.clone().map(Cache::new).transpose()?;
     if let Some(cache) = cache.clone() {
         tokio::spawn(async move { cache.configure().await });
     }
-    let methods = Arc::new(Methods { store, chain_id: config.chain_id });
+    let upstream = config.upstream.clone().map(|u| Arc::new(Upstream::new(u)));
+    let methods = Arc::new(Methods { store, chain_id: config.chain_id, upstream: upstream.clone() });
     let metrics = Arc::new(Metrics::new());
-    let mut rpc = MetaIoHandler::default();
+    let served = |method: &str| METHODS.contains(&method);
+    let mut rpc = MetaIoHandler::with_middleware(Passthrough { upstream, metrics: metrics.clone(), served });
     macro_rules! method {
         ($name:literal, $call:ident) => {{
             let (methods, metrics, cache) = (methods.clone(), metrics.clone(), cache.clone());
             rpc.add_method($name, move |params: Params| {
                 let (methods, metrics, cache) = (methods.clone(), metrics.clone(), cache.clone());
                 async move {
+                    let asked = params.clone();
                     let call = |params| methods.$call(params);
-                    super::cache::through(cache.as_deref(), &methods, &metrics, $name, params, call).await
+                    let answer = super::cache::through(cache.as_deref(), &methods, &metrics, $name, params, call).await;
+                    methods.or_upstream($name, &asked, answer, &metrics).await
                 }
             });
         }};
@@ -121,6 +142,55 @@ fn server_error(message: impl Into<String>) -> Error {
 const LOG_SCAN_BLOCKS: usize = 32;
 
 impl Methods {
+    /// A `null` the store gave for a lookup it cannot answer, asked of the
+    /// upstream when it takes misses; the store's answer stands when the
+    /// upstream cannot be asked.
+    async fn or_upstream(
+        &self,
+        method: &str,
+        params: &Params,
+        answer: Result<Value, Error>,
+        metrics: &Metrics,
+    ) -> Result<Value, Error> {
+        let Some(upstream) = self.upstream.as_ref().filter(|u| u.forwards_misses()) else { return answer };
+        if !matches!(answer, Ok(Value::Null)) || !self.is_miss(method, params).await {
+            return answer;
+        }
+        match crate::serve::upstream::forward(upstream, metrics, method, params, "miss").await {
+            Ok(forwarded) => forwarded,
+            Err(_) => answer,
+        }
+    }
+
+    /// A `null` lookup the upstream may answer: a block number outside the
+    /// stored span (or `pending`), an unknown block hash or transaction —
+    /// never a number inside the span, whose `null` is a gap.
+    async fn is_miss(&self, method: &str, params: &Params) -> bool {
+        let first = match params {
+            Params::Array(list) => list.first().cloned(),
+            _ => None,
+        };
+        match method {
+            "eth_getBlockByHash" | "eth_getTransactionByHash" | "eth_getTransactionReceipt" => true,
+            "eth_getBlockByNumber" | "trace_block" | "debug_traceBlockByNumber" => {
+                let tag = first.and_then(|t| serde_json::from_value::<BlockNumberOrTag>(t).ok());
+                match tag {
+                    Some(BlockNumberOrTag::Number(n)) => {
+                        let (oldest, newest) = (self.store.oldest().await, self.store.newest().await);
+                        match (oldest, newest) {
+                            (Ok(Some(oldest)), Ok(Some(newest))) => n < oldest || n > newest,
+                            (Ok(None), Ok(None)) => true,
+                            _ => false,
+                        }
+                    }
+                    Some(BlockNumberOrTag::Pending) => true,
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
     async fn newest(&self) -> Result<Option<u64>, Error> {
         self.store.newest().await.map_err(store_error)
     }

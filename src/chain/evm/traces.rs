@@ -7,7 +7,9 @@
 //!   one flat list of traces, each with its `traceAddress`, rewards included;
 //!   the format ethereum-etl exports and BigQuery's `crypto_ethereum.traces` holds;
 //! - `debug_traceBlockByNumber` with geth's `callTracer` (geth and most
-//!   others): one call tree per transaction, in transaction order.
+//!   others): one call tree per transaction, in transaction order (a worker
+//!   asks `debug_traceBlockByHash`, which answers the same; the format keeps
+//!   the by-number name, the method `serve` answers it under).
 //!
 //! The check is structural — every trace is an object of a known kind and
 //! belongs to this block's transactions — rather than alloy's typed trace
