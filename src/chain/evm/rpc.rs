@@ -8,7 +8,7 @@
 //! `confirmed` commitment the newest block: such a source links each block
 //! to its parent, so the follower sees a reorganization (`worker/reorg.rs`).
 //! Answers are kept as the node sent them ([`EvmBlock`]); a client-side rate
-//! limit keeps us polite; transport failures, 429 and 5xx answers are retried
+//! limit keeps us polite; transport failures, 408, 429 and 5xx answers are retried
 //! with backoff and jitter, then the block is a gap.
 
 use alloy::primitives::hex;
@@ -201,7 +201,7 @@ impl Node {
                 Err(e)
                     if is_transient(&e)
                         || self.traces == Traces::Required
-                        || !(refused_for_block(&e) || matches!(e, RpcError::DeserError { .. })) =>
+                        || !(refused_for_block(&e) || too_deep(&e)) =>
                 {
                     return Err(Missing::Gap(format!("{}: {}", method.name(), describe(&e))));
                 }
@@ -299,7 +299,9 @@ fn not_served(error: &ClientError, method: &str) -> bool {
                         .iter()
                         .any(|words| message.contains(words)))
         }
-        RpcError::Transport(TransportErrorKind::HttpError(e)) => (400..500).contains(&e.status) && e.status != 429,
+        RpcError::Transport(TransportErrorKind::HttpError(e)) => {
+            (400..500).contains(&e.status) && !matches!(e.status, 408 | 429)
+        }
         _ => false,
     }
 }
@@ -387,6 +389,13 @@ fn refused_for_block(error: &ClientError) -> bool {
     ["historical state", "missing trie node", "not traceable", "pruned", "state unavailable", "state not available"]
         .iter()
         .any(|words| message.contains(words))
+}
+
+/// An answer nested deeper than serde_json reads (a call tree of 2016's
+/// call-depth attacks): the same on every try. Other unparsable answers (a
+/// proxy's error page) may pass.
+fn too_deep(error: &ClientError) -> bool {
+    matches!(error, RpcError::DeserError { err, .. } if err.to_string().contains("recursion limit"))
 }
 
 /// Counts an error the endpoint gave (every try) by a bounded code.

@@ -167,23 +167,28 @@ impl Methods {
     /// never a number inside the span, whose `null` is a gap.
     async fn is_miss(&self, method: &str, params: &Params) -> bool {
         let first = match params {
-            Params::Array(list) => list.first().cloned(),
-            _ => None,
+            Params::Array(list) => list.first().cloned().unwrap_or(Value::Null),
+            _ => Value::Null,
         };
+        let hash = || serde_json::from_value::<B256>(first.clone()).ok();
+        // Only what the index does not know: a known hash whose rows are missing is a gap.
         match method {
-            "eth_getBlockByHash" | "eth_getTransactionByHash" | "eth_getTransactionReceipt" => true,
+            "eth_getBlockByHash" => match hash() {
+                Some(hash) => matches!(self.store.block_number_by_hash(&hash).await, Ok(None)),
+                None => false,
+            },
+            "eth_getTransactionByHash" | "eth_getTransactionReceipt" => match hash() {
+                Some(hash) => matches!(self.store.transaction_location(&hash).await, Ok(None)),
+                None => false,
+            },
             "eth_getBlockByNumber" | "trace_block" | "debug_traceBlockByNumber" => {
-                let tag = first.and_then(|t| serde_json::from_value::<BlockNumberOrTag>(t).ok());
-                match tag {
-                    Some(BlockNumberOrTag::Number(n)) => {
-                        let (oldest, newest) = (self.store.oldest().await, self.store.newest().await);
-                        match (oldest, newest) {
-                            (Ok(Some(oldest)), Ok(Some(newest))) => n < oldest || n > newest,
-                            (Ok(None), Ok(None)) => true,
-                            _ => false,
-                        }
-                    }
-                    Some(BlockNumberOrTag::Pending) => true,
+                let Ok(tag) = serde_json::from_value::<BlockNumberOrTag>(first) else { return false };
+                // A tag resolves first (`pending`, or `latest` on an empty store, to nothing).
+                let Ok(number) = self.resolve(tag).await else { return false };
+                let Some(n) = number else { return true };
+                match (self.store.oldest().await, self.store.newest().await) {
+                    (Ok(Some(oldest)), Ok(Some(newest))) => n < oldest || n > newest,
+                    (Ok(None), Ok(None)) => true,
                     _ => false,
                 }
             }
