@@ -13,7 +13,7 @@ use alloy::primitives::{Address, B256};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::trace_rows::{BlockContext, trace_rows};
+use super::trace_rows::{BlockContext, TraceRow, trace_rows};
 use super::traces::BlockTraces;
 
 /// One block with its receipts.
@@ -120,15 +120,20 @@ impl EvmBlock {
     pub fn with_traces(mut self, traces: Option<BlockTraces>) -> Result<Self, BlockError> {
         if let Some(traces) = &traces {
             let number = self.index.number;
-            let (hash, transactions) = (format!("{:#x}", self.index.hash), self.transaction_hashes());
             let failed = |reason| BlockError::Traces { number, reason };
-            traces.check(number, &hash, &transactions).map_err(failed)?;
-            let timestamp = i64::try_from(self.index.timestamp).unwrap_or(i64::MAX).saturating_mul(1_000_000);
-            let block = BlockContext { number, hash: &hash, timestamp, transactions: &transactions };
-            trace_rows(&block, traces).map_err(failed)?;
+            traces.check(number, &format!("{:#x}", self.index.hash), &self.transaction_hashes()).map_err(failed)?;
+            self.trace_rows(traces).map_err(failed)?;
         }
         self.traces = traces;
         Ok(self)
+    }
+
+    /// The lake's trace rows of `traces`, as this block's.
+    pub fn trace_rows(&self, traces: &BlockTraces) -> Result<Vec<TraceRow>, String> {
+        let (hash, transactions) = (format!("{:#x}", self.index.hash), self.transaction_hashes());
+        let timestamp = i64::try_from(self.index.timestamp).unwrap_or(i64::MAX).saturating_mul(1_000_000);
+        let block = BlockContext { number: self.index.number, hash: &hash, timestamp, transactions: &transactions };
+        trace_rows(&block, traces)
     }
 
     /// The transactions' hashes, in block order (`0x…`).

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::block::EvmBlock;
-use super::trace_rows::{BlockContext, TraceRow, trace_rows};
+use super::trace_rows::TraceRow;
 use crate::catalog::LakePartition;
 use crate::lake::{Lake, LakeError};
 use crate::pipeline::sinks::lake::{LakeRows, LakeTables};
@@ -375,19 +375,7 @@ pub fn token_transfer(log: &LogRow) -> Option<TokenTransferRow> {
 pub fn rows_of(block: &EvmBlock) -> Result<EvmRows, String> {
     let number = block.index.number;
     let (block_row, transactions) = block_rows(number, &block.block)?;
-    let traces = match &block.traces {
-        Some(traces) => {
-            let context = BlockContext {
-                number,
-                hash: &block_row.hash,
-                // Checked to fit by block_rows.
-                timestamp: block_row.timestamp as i64 * 1_000_000,
-                transactions: &block.transaction_hashes(),
-            };
-            Some(trace_rows(&context, traces)?)
-        }
-        None => None,
-    };
+    let traces = block.traces.as_ref().map(|traces| block.trace_rows(traces)).transpose()?;
     let mut rows = EvmRows { blocks: vec![block_row], transactions, traces, ..EvmRows::default() };
     for receipt in block.receipts.as_array().map(Vec::as_slice).unwrap_or_default() {
         let (receipt, logs) = receipt_rows(number, receipt)?;

@@ -294,7 +294,7 @@ impl Methods {
         }
         match self.block(number).await? {
             Some(_) => Err(server_error(format!(
-                "block {number} was stored without traces (its node served none, or chain.traces was off): {method} cannot answer it"
+                "block {number} was stored without traces (its node served none, or chain.traces was disabled): {method} cannot answer it"
             ))),
             None => Ok(None),
         }

@@ -204,20 +204,20 @@ fn frame_rows(
 
 /// A trace fails when it errs or a call enclosing it failed (in one transaction).
 fn set_statuses(rows: &mut [TraceRow]) {
-    let mut failed: HashMap<(Option<String>, String), bool> = HashMap::new();
+    // By (transaction, path): whether that call failed.
+    let mut failed: HashMap<(String, String), bool> = HashMap::new();
     let mut order: Vec<usize> = (0..rows.len()).collect();
     // Parents before children: fewer path points first.
     order.sort_by_key(|&i| rows[i].trace_address.as_deref().map_or(0, |p| p.split(',').count()));
     for i in order {
         let row = &rows[i];
         let mut fails = row.error.is_some();
-        if let (Some(hash), Some(path)) = (&row.transaction_hash, &row.trace_address) {
-            let parent = path.rsplit_once(',').map_or("", |(parent, _)| parent).to_string();
-            fails |= failed.get(&(Some(hash.clone()), parent)).copied().unwrap_or(false);
-        }
-        if row.transaction_hash.is_some() {
-            let key = (row.transaction_hash.clone(), row.trace_address.clone().unwrap_or_default());
-            failed.insert(key, fails);
+        if let Some(hash) = &row.transaction_hash {
+            if let Some(path) = &row.trace_address {
+                let parent = path.rsplit_once(',').map_or("", |(parent, _)| parent).to_string();
+                fails |= failed.get(&(hash.clone(), parent)).copied().unwrap_or(false);
+            }
+            failed.insert((hash.clone(), row.trace_address.clone().unwrap_or_default()), fails);
         }
         rows[i].status = u64::from(!fails);
     }
