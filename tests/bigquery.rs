@@ -6,6 +6,10 @@
 //! what was seeded (read back by pyarrow), each row once; a second run
 //! resumes at its checkpoint and rewrites nothing; a schema-violating row
 //! is a gap naming its table and slot, and the rest of the batch lands.
+//! Ethereum's `crypto_ethereum` the same way (real rows: ethereum-etl's
+//! expected outputs and the mainnet fixtures'): the lake it fills equals RPC
+//! ingestion's byte for byte; what it lacks is a gap saying what, or taken
+//! from a real node (anvil).
 
 mod support;
 
@@ -436,4 +440,255 @@ async fn a_follower_picks_up_newer_rows_and_records_the_datasets_head() {
         catalog.partitions("tail").await.unwrap().iter().filter(|p| p.table == "transactions").map(|p| p.rows).sum();
     let expected = block_rows(100_000_000, legacy).unwrap().transactions.len() + newer.transactions.len();
     assert_eq!(transactions as usize, expected, "each block's transactions once");
+}
+
+/// The worker command of an evm job reading the emulator's `crypto_ethereum` into `dir`.
+fn evm_worker(emulator: &BigQueryEmulator, dir: &Path, job: &str, (from, to): (u64, u64), extra: &[&str]) -> Command {
+    use support::bigquery::EVM_DATASET;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chronicle"));
+    command
+        .args(["worker", "ingest", "--chain", "evm", "--network", "mainnet", "--job", job])
+        .args(["--from", &from.to_string(), "--to", &to.to_string(), "--attempts", "2"])
+        .args(["--bigquery-dataset", &format!("{PROJECT}.{EVM_DATASET}"), "--bigquery-endpoint", &emulator.endpoint()])
+        .args(["--bigquery-project", PROJECT])
+        .args(["--lake", &format!("file://{}", dir.join("lake").display())])
+        .args(["--catalog", &format!("embedded://{}", dir.join("catalog").display())])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(mut command: Command) -> (bool, String) {
+    let output = command.output().await.unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+async fn seed_evm(emulator: &BigQueryEmulator, tables: Vec<(&str, Vec<Value>)>) {
+    for (table, rows) in tables {
+        emulator.insert_into(support::bigquery::EVM_DATASET, table, &rows).await;
+    }
+}
+
+/// BigQuery's `crypto_ethereum` as a source: the lake it fills is the lake
+/// RPC ingestion fills from the node's answers for the same blocks, file for
+/// file and byte for byte. The dataset is seeded with (a) ethereum-etl's own
+/// expected rows of block 483920 (its CSVs, real rows, joined as the
+/// dataset's enrich step joins transactions and receipts; no traces table
+/// read), and (b) the five mainnet fixture blocks' rows with their 946
+/// recorded call frames, put in the dataset's schema (block times as
+/// TIMESTAMPs, receipts as `receipt_*` columns, wei past 2^64 as NUMERIC),
+/// one transaction inserted twice as the public datasets sometimes have it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ethereum_dataset_fills_the_lake_as_the_node_does() {
+    use chronicle::chain::evm::rows::{self, EvmTables};
+    use chronicle::pipeline::BlockSink;
+    use support::bigquery::{evm_dataset_rows, evm_row_from_cells};
+    use support::evm::{MAINNET, etl_answer, etl_expected, mainnet_evm_block};
+    let emulator = BigQueryEmulator::start();
+    emulator.create_evm_tables().await;
+
+    // (a) ethereum-etl's rows of block 483920, in the dataset's form.
+    let block = etl_expected("expected_blocks_483920.csv").remove(0);
+    let receipts = etl_expected("expected_receipts_483920.csv");
+    let time = |row: &mut support::evm::Cells| {
+        row.insert("block_timestamp".into(), block["timestamp"].clone());
+    };
+    let transactions: Vec<Value> = etl_expected("expected_transactions_483920.csv")
+        .into_iter()
+        .map(|mut tx| {
+            let receipt = receipts.iter().find(|r| r["transaction_hash"] == tx["hash"]).unwrap();
+            for column in
+                ["cumulative_gas_used", "gas_used", "contract_address", "root", "status", "effective_gas_price"]
+            {
+                tx.insert(format!("receipt_{column}"), receipt[column].clone());
+            }
+            evm_row_from_cells("transactions", &tx)
+        })
+        .collect();
+    let with_block = |table: &'static str, file: &str| -> Vec<Value> {
+        etl_expected(file)
+            .into_iter()
+            .map(|mut row| {
+                time(&mut row);
+                row.insert("block_hash".into(), block["hash"].clone());
+                evm_row_from_cells(table, &row)
+            })
+            .collect()
+    };
+    seed_evm(
+        &emulator,
+        vec![
+            ("blocks", vec![evm_row_from_cells("blocks", &block)]),
+            ("transactions", transactions),
+            ("logs", with_block("logs", "expected_logs_483920.csv")),
+            ("token_transfers", with_block("token_transfers", "expected_token_transfers_483920.csv")),
+        ],
+    )
+    .await;
+    // (b) the mainnet fixtures, and one transaction again.
+    let fixtures: Vec<chronicle::chain::evm::EvmBlock> = MAINNET.iter().map(|f| mainnet_evm_block(f)).collect();
+    for block in &fixtures {
+        let rows = chronicle::chain::evm::rows::rows_of(block).unwrap();
+        seed_evm(&emulator, evm_dataset_rows(&rows)).await;
+    }
+    let busiest = chronicle::chain::evm::rows::rows_of(fixtures.last().unwrap()).unwrap();
+    let again = evm_dataset_rows(&busiest).into_iter().find(|(t, _)| *t == "transactions").unwrap().1[..1].to_vec();
+    seed_evm(&emulator, vec![("transactions", again)]).await;
+
+    // The lake RPC ingestion writes for the same blocks, a partition set per
+    // block. Block 483920's receipts are ethereum-etl's recordings of an old
+    // node's answers (no `from`): its rows come from the row mappers directly.
+    let node = tempfile::tempdir().unwrap();
+    let lake = chronicle::lake::Lake::open(&format!("file://{}", node.path().display()), "evm", "mainnet").unwrap();
+    let lake = std::sync::Arc::new(lake);
+    let (block_row, transactions) = rows::block_rows(483920, &etl_answer("eth_getBlockByNumber_483920.json")).unwrap();
+    let mut etl_rows = rows::EvmRows { blocks: vec![block_row], transactions, ..rows::EvmRows::default() };
+    for hash in ["0x04cbcb23", "0xcea6f897", "0x463d53f0", "0x05287a56"] {
+        let (receipt, logs) =
+            rows::receipt_rows(483920, &etl_answer(&format!("eth_getTransactionReceipt_{hash}.json"))).unwrap();
+        etl_rows.receipts.push(receipt);
+        etl_rows.token_transfers.extend(logs.iter().filter_map(rows::token_transfer));
+        etl_rows.logs.extend(logs);
+    }
+    let sink = chronicle::pipeline::sinks::lake::LakeSink::new(lake.clone(), EvmTables);
+    sink.write(483920, &etl_rows).await.unwrap();
+    sink.flush().await.unwrap();
+    let sink = chronicle::pipeline::sinks::lake::LakeSink::new(lake, EvmTables);
+    for block in &fixtures {
+        sink.write(block.index.number, block).await.unwrap();
+        sink.flush().await.unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, log) =
+        run(evm_worker(&emulator, dir.path(), "etl", (483920, 483920), &["--bigquery-table", "traces="])).await;
+    assert!(ok, "{log}");
+    let mut duplicates = 0;
+    for block in &fixtures {
+        let number = block.index.number;
+        let (ok, log) = run(evm_worker(&emulator, dir.path(), &format!("b{number}"), (number, number), &[])).await;
+        assert!(ok, "block {number}: {log}");
+        let catalog = open_catalog(dir.path()).await;
+        duplicates += catalog.progress(&format!("b{number}")).await.unwrap().shards[0].1.duplicates_dropped;
+    }
+    assert_eq!(duplicates, 1, "the repeated transaction is dropped and counted");
+
+    let (want, got) = (files(node.path()), files(&dir.path().join("lake")));
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "the same partitions");
+    for (path, bytes) in &want {
+        if got[path] != *bytes {
+            let (ours, theirs) = (
+                support::pyarrow_read(&node.path().join(path)),
+                support::pyarrow_read(&dir.path().join("lake").join(path)),
+            );
+            assert_eq!(theirs, ours, "{path}: the dataset's rows differ from the node's");
+            panic!("{path}: the same rows in different bytes");
+        }
+    }
+    let traces = want.keys().filter(|p| p.contains("/traces/")).count();
+    assert_eq!(traces, 5, "a traces partition for each fixture block (genesis's holds no row), none for 483920");
+}
+
+/// What the dataset lacks is a gap that says what is missing: a block
+/// number it does not list (every number is a block on an EVM chain), a
+/// transaction row short of the block's count, a transaction without its
+/// top-level trace. Nothing of those blocks reaches the lake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_ethereum_dataset_lacks_is_a_gap_saying_what() {
+    use support::bigquery::evm_dataset_rows;
+    use support::evm::mainnet_evm_block;
+    let emulator = BigQueryEmulator::start();
+    emulator.create_evm_tables().await;
+    let rows_of =
+        |file: &str| evm_dataset_rows(&chronicle::chain::evm::rows::rows_of(&mainnet_evm_block(file)).unwrap());
+    // 468179 whole, 468178 not at all.
+    seed_evm(&emulator, rows_of("raw_block_468179.json")).await;
+    // 13998626 without its last transaction.
+    let mut short = rows_of("raw_block_13998626.json");
+    short.iter_mut().find(|(t, _)| *t == "transactions").unwrap().1.pop();
+    seed_evm(&emulator, short).await;
+    // 4370006 without one transaction's top-level trace.
+    let mut untraced = rows_of("raw_block_4370006.json");
+    let traces = &mut untraced.iter_mut().find(|(t, _)| *t == "traces").unwrap().1;
+    let top = traces.iter().position(|t| t["trace_address"].is_null() && t["transaction_hash"].is_string()).unwrap();
+    traces.remove(top);
+    seed_evm(&emulator, untraced).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (468178, 468179, "block 468178: the chain produced this block; the dataset lacks it"),
+        (13998626, 13998626, "block 13998626: the dataset has 6 of the block's 7 transactions"),
+        (4370006, 4370006, "block 4370006: the dataset has traces of 63 of the block's 64 transactions"),
+    ];
+    for (from, to, reason) in cases {
+        let job = format!("gap{from}");
+        let (ok, log) = run(evm_worker(&emulator, dir.path(), &job, (from, to), &[])).await;
+        assert!(!ok, "a range with a gap is not complete: {log}");
+        assert!(log.contains("run again to repair them"), "{log}");
+        let catalog = open_catalog(dir.path()).await;
+        let gaps = catalog.open_gaps(&job, 0, u64::MAX >> 1).await.unwrap();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].reason.contains(reason), "{}", gaps[0].reason);
+        let partitions = catalog.partitions(&job).await.unwrap();
+        assert!(partitions.iter().all(|p| p.first > gaps[0].slot || p.last < gaps[0].slot), "{partitions:?}");
+    }
+}
+
+/// Checked against a real node (anvil), an Ethereum dataset that lacks a
+/// block and holds another without its transaction is completed from the
+/// node with `--bigquery-repair`: the lake equals what RPC ingestion of the
+/// node writes for the range, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ethereum_dataset_is_completed_from_its_node() {
+    use chronicle::chain::ChainAdapter;
+    use chronicle::chain::evm::rows::{EvmTables, rows_of};
+    use chronicle::crd::chain_source::Commitment;
+    use chronicle::pipeline::BlockSink;
+    use chronicle::pipeline::config::{RpcEndpoint, SourceConfig};
+    use support::evm::{Anvil, result};
+    let anvil = Anvil::start(&support::node_modules());
+    let accounts = result(&anvil.url, "eth_accounts", json!([])).await;
+    for n in 1..=6u64 {
+        let transfer = json!({"from": accounts[0], "to": accounts[n as usize % 3 + 1], "value": format!("{:#x}", n * 10u64.pow(18))});
+        result(&anvil.url, "eth_sendTransaction", json!([transfer])).await; // one block each
+    }
+    result(&anvil.url, "anvil_mine", json!(["0x46"])).await; // anvil's finalized is 64 below its newest
+    let (from, to) = (1u64, 8u64);
+
+    // The node's blocks as RPC ingestion reads them, and the lake it writes.
+    let node = chronicle::chain::evm::Evm
+        .source(&SourceConfig::Rpc(RpcEndpoint::new(anvil.url.clone(), Commitment::Finalized)), None)
+        .unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    let lake =
+        chronicle::lake::Lake::open(&format!("file://{}", reference.path().display()), "evm", "mainnet").unwrap();
+    let sink = chronicle::pipeline::sinks::lake::LakeSink::new(std::sync::Arc::new(lake), EvmTables);
+    let emulator = BigQueryEmulator::start();
+    emulator.create_evm_tables().await;
+    for number in from..=to {
+        let block = node.block(number).await.unwrap();
+        sink.write(number, &block).await.unwrap();
+        let mut rows = support::bigquery::evm_dataset_rows(&rows_of(&block).unwrap());
+        match number {
+            3 => continue, // the dataset lacks block 3
+            5 => rows.iter_mut().find(|(t, _)| *t == "transactions").unwrap().1.clear(),
+            _ => {}
+        }
+        seed_evm(&emulator, rows).await;
+    }
+    sink.flush().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let repair = ["--bigquery-check-rpc", &anvil.url, "--bigquery-repair"];
+    let (ok, log) = run(evm_worker(&emulator, dir.path(), "repaired", (from, to), &repair)).await;
+    assert!(ok, "{log}");
+    assert_eq!(log.matches("taken from the node instead").count(), 2, "{log}");
+    let catalog = open_catalog(dir.path()).await;
+    assert!(catalog.open_gaps("repaired", 0, u64::MAX >> 1).await.unwrap().is_empty());
+    let (want, got) = (files(reference.path()), files(&dir.path().join("lake")));
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "the same partitions");
+    assert!(want == got, "the same bytes in every partition");
 }

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use chronicle::chain::ChainAdapter;
 use chronicle::chain::evm::traces::BlockTraces;
 use chronicle::chain::evm::{Evm, EvmBlock, EvmStore};
@@ -20,45 +19,6 @@ use serde_json::{Value, json};
 use support::BigtableEmulator;
 use support::evm::*;
 
-/// A chainstorage `raw_block` fixture: the node's block and receipts answers.
-fn mainnet_block(file: &str) -> (u64, Value, Value) {
-    let raw: Value =
-        serde_json::from_slice(&std::fs::read(support::data_file(&format!("evm/{file}"))).unwrap()).unwrap();
-    let decode = |text: &Value| -> Value {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(text.as_str().unwrap()).unwrap();
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    let block = decode(&raw["ethereum"]["header"]);
-    let receipts: Vec<Value> = raw["ethereum"]["transactionReceipts"]
-        .as_array()
-        .map(|list| list.iter().map(decode).collect())
-        .unwrap_or_default();
-    let number = raw["metadata"]["height"].as_str().map_or(0, |h| h.parse().unwrap());
-    (number, block, Value::Array(receipts))
-}
-
-/// The fixture's traces (geth `callTracer` frames, one per transaction) as
-/// geth's `debug_traceBlockByNumber` lists them: each inside `{"result": …}`.
-/// The frames are the recorded ones; only that list around them is ours.
-fn mainnet_traces(file: &str) -> BlockTraces {
-    let raw: Value =
-        serde_json::from_slice(&std::fs::read(support::data_file(&format!("evm/{file}"))).unwrap()).unwrap();
-    let frames = raw["ethereum"]["transactionTraces"].as_array().cloned().unwrap_or_default();
-    let decode = |text: &Value| -> Value {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(text.as_str().unwrap()).unwrap();
-        json!({ "result": serde_json::from_slice::<Value>(&bytes).unwrap() })
-    };
-    BlockTraces::CallTracer(Value::Array(frames.iter().map(decode).collect()))
-}
-
-/// A mainnet fixture block with its traces, checked.
-fn mainnet_evm_block(file: &str) -> EvmBlock {
-    let (number, block, receipts) = mainnet_block(file);
-    EvmBlock::from_json(number, block, receipts)
-        .and_then(|b| b.with_traces(Some(mainnet_traces(file))))
-        .unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
 /// Frames in a `callTracer` answer, children included.
 fn frames(traces: &Value) -> usize {
     fn count(frame: &Value) -> usize {
@@ -66,14 +26,6 @@ fn frames(traces: &Value) -> usize {
     }
     traces.as_array().unwrap().iter().map(|item| count(&item["result"])).sum()
 }
-
-const MAINNET: [&str; 5] = [
-    "raw_block_0.json",
-    "raw_block_468179.json",
-    "raw_block_4370006.json",
-    "raw_block_13998626.json",
-    "raw_block_17053184.json",
-];
 
 async fn serve(store: Arc<EvmStore>, config: ServeConfig) -> SocketAddr {
     let app = chronicle::chain::evm::serve::router(store, config).unwrap();

@@ -5,6 +5,8 @@
 //! from BigQuery's positional `f`/`v` JSON into named JSON by the answer's
 //! schema, ready for serde into the chain's row structs.
 
+pub mod source;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,18 +181,17 @@ fn scalar(field: &TableFieldSchema, value: Value) -> Result<Value, QueryError> {
                 Err(_) => Value::from(text.parse::<u64>().map_err(|_| bad("an integer", &value))?),
             }
         }
-        // Lamports and counts: integers in the Solana tables.
-        FieldType::Numeric => {
+        // Integers stay exact: lamports and counts as numbers; wei, which
+        // passes 2^64, as its decimal digits. Fractions are floats.
+        FieldType::Numeric | FieldType::Bignumeric => {
             let text = text();
-            let whole = text.strip_suffix(".0").unwrap_or(&text);
-            match (whole.parse::<i64>(), whole.parse::<u64>()) {
-                (Ok(n), _) => Value::from(n),
-                (_, Ok(n)) => Value::from(n),
-                // `7.2475E6`: an integer written in exponent form.
-                _ => match text.parse::<f64>().map_err(|_| bad("a number", &value))? {
-                    n if n.fract() == 0.0 && n.abs() < 9.2e18 => Value::from(n as i64),
-                    n => Value::from(n),
+            match integer_digits(&text) {
+                Some(digits) => match (digits.parse::<i64>(), digits.parse::<u64>()) {
+                    (Ok(n), _) => Value::from(n),
+                    (_, Ok(n)) => Value::from(n),
+                    _ => Value::String(digits),
                 },
+                None => Value::from(text.parse::<f64>().map_err(|_| bad("a number", &value))?),
             }
         }
         FieldType::Float | FieldType::Float64 => {
@@ -209,4 +210,67 @@ fn scalar(field: &TableFieldSchema, value: Value) -> Result<Value, QueryError> {
         }
         _ => Value::from(text()),
     })
+}
+
+/// The decimal digits of a NUMERIC that is a whole number, however BigQuery
+/// writes it (`12`, `12.000000000`, `1.2E1`, `-5`), or `None` for a fraction.
+fn integer_digits(text: &str) -> Option<String> {
+    let (sign, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty() || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // The digits shifted by the exponent: what stays after the point must be zeros.
+    let digits = format!("{whole}{fraction}");
+    let point = whole.len() as i64 + exponent as i64;
+    if point < 0 {
+        return digits.bytes().all(|b| b == b'0').then(|| "0".to_string());
+    }
+    let point = point as usize;
+    let (integer, rest) = if point >= digits.len() {
+        (format!("{digits}{}", "0".repeat(point - digits.len())), String::new())
+    } else {
+        (digits[..point].to_string(), digits[point..].to_string())
+    };
+    if !rest.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    let integer = integer.trim_start_matches('0');
+    Some(match integer {
+        "" => "0".to_string(),
+        digits => format!("{sign}{digits}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::integer_digits;
+
+    #[test]
+    fn whole_numerics_keep_every_digit_in_any_notation() {
+        for (text, want) in [
+            ("12", Some("12")),
+            ("12.000000000", Some("12")),
+            ("1.2E1", Some("12")),
+            ("7.2475E6", Some("7247500")),
+            ("-5", Some("-5")),
+            ("0.0", Some("0")),
+            ("123456789012345678901234567890", Some("123456789012345678901234567890")),
+            ("1.23456789012345678901E20", Some("123456789012345678901")),
+            ("12.5", None),
+            ("1.25E1", None),
+            ("1E-3", None),
+            ("abc", None),
+            ("", None),
+        ] {
+            assert_eq!(integer_digits(text).as_deref(), want, "{text}");
+        }
+    }
 }

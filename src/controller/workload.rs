@@ -599,11 +599,15 @@ pub fn ingest_spec(job: &IngestJob, source: &ChainSource, tiers: &[CacheTier]) -
         IngestMode::Follow => IngestModeSpec::Follow { from: spec.range.as_ref().map(|r| r.start_slot) },
     };
     // Rows in a committed partition cannot be taken back: the lake takes
-    // finalized blocks only (a confirmed follower's lake holds rows until final).
+    // finalized blocks only (a confirmed follower's lake holds rows until
+    // final; a dataset holds history, its check node is read at finalized).
+    let from_node = !matches!(source_spec, SourceSpec::BigQuery { .. });
     let lake = match (spec.targets.contains(&IngestTarget::Lake), &source.spec.lake) {
         (false, _) => None,
         (true, None) => return Err(BuildError::NoLake(source.name_any())),
-        (true, Some(_)) if source.spec.commitment == Commitment::Confirmed && spec.mode == IngestMode::Backfill => {
+        (true, Some(_))
+            if from_node && source.spec.commitment == Commitment::Confirmed && spec.mode == IngestMode::Backfill =>
+        {
             return Err(BuildError::LakeNeedsFinalized(source.name_any()));
         }
         (true, Some(lake)) => Some(LakeSpec { url: lake.url.clone() }),
@@ -953,6 +957,22 @@ mod tests {
         assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("gcp-bigquery-sa"));
         let mounts = pod.containers[0].volume_mounts.clone().unwrap();
         assert!(mounts.iter().any(|m| m.name == "bigquery-key" && m.mount_path == BIGQUERY_KEY_DIR));
+    }
+
+    #[test]
+    fn an_evm_bigquery_history_job_reads_crypto_ethereum_checked_against_its_node() {
+        let job: IngestJob = load("ingestjob-evm-bigquery.yaml");
+        let source: ChainSource = load("chainsource-evm-mainnet.yaml");
+        assert_eq!(source.spec.commitment, Commitment::Confirmed, "a dataset's history is final whatever the source's");
+        let Work::Ingest(ingest) = ingest_spec(&job, &source, &[]).unwrap().work else { panic!("an ingest spec") };
+        let SourceSpec::BigQuery { dataset, check, repair, .. } = &ingest.source else { panic!("a dataset source") };
+        assert_eq!(dataset, "bigquery-public-data.crypto_ethereum");
+        assert_eq!(check.as_ref().map(|e| e.name.as_str()), Some("erigon"));
+        assert!(repair);
+        assert_eq!((ingest.chain.family, ingest.batch_size), (crate::crd::chain_source::ChainFamily::Evm, 200));
+        let config = crate::worker::run::ingest_config_in(&ingest, 0, &|_| Some("postgres://catalog".into())).unwrap();
+        let crate::pipeline::config::SourceConfig::BigQuery(dataset) = config.source else { panic!("a dataset") };
+        assert_eq!(dataset.check.unwrap().commitment, Commitment::Finalized, "repairs are final blocks");
     }
 
     #[test]

@@ -188,7 +188,7 @@ pub struct BigQuerySource {
     /// Project that holds the dataset (e.g. `bigquery-public-data`).
     #[schemars(length(min = 1, max = 63))]
     pub project: String,
-    /// Dataset (e.g. `crypto_solana_mainnet_us`).
+    /// Dataset (e.g. `crypto_solana_mainnet_us`, `crypto_ethereum`).
     #[schemars(length(min = 1, max = 1024))]
     pub dataset: String,
     /// Dataset location (e.g. `US`).

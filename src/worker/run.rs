@@ -77,7 +77,12 @@ pub fn ingest_config_in(
                 },
                 dataset: dataset.clone(),
                 tables: Default::default(),
-                check: check.as_ref().map(|e| rpc_endpoint(e, &spec.chain, lookup)).transpose()?,
+                // Repairs go to the lake, which takes final blocks only.
+                check: check
+                    .as_ref()
+                    .map(|e| rpc_endpoint(e, &spec.chain, lookup))
+                    .transpose()?
+                    .map(|e| RpcEndpoint { commitment: crate::crd::chain_source::Commitment::Finalized, ..e }),
                 repair: *repair,
                 settle_slots: *settle_slots,
             };

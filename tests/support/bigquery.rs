@@ -46,34 +46,51 @@ impl BigQueryEmulator {
         format!("{}/projects/{PROJECT}{path}", self.endpoint())
     }
 
-    /// Creates the dataset and each table with its schema from
+    /// Creates the Solana dataset and each table with its schema from
     /// `tests/data/solana/bigquery/schemas/` (tables named as ours: the
-    /// emulator refuses names with spaces). BIGNUMERIC columns become STRING:
-    /// the emulator cannot create them (DuckDB's DECIMAL stops at 38 digits).
+    /// emulator refuses names with spaces).
     pub async fn create_tables(&self) {
+        self.create_dataset(DATASET, "solana/bigquery/schemas", &TABLES).await;
+    }
+
+    /// Creates the Ethereum dataset (`crypto_ethereum`'s tables, schemas from
+    /// `tests/data/evm/bigquery/schemas/`).
+    pub async fn create_evm_tables(&self) {
+        let tables = EVM_TABLES.map(|t| (t, t));
+        self.create_dataset(EVM_DATASET, "evm/bigquery/schemas", &tables).await;
+    }
+
+    /// Creates `dataset` with each `(table, schema file)` of `schemas` (a
+    /// folder of `tests/data/`). BIGNUMERIC columns become STRING: the
+    /// emulator cannot create them (DuckDB's DECIMAL stops at 38 digits).
+    async fn create_dataset(&self, dataset: &str, schemas: &str, tables: &[(&str, &str)]) {
         let client = reqwest::Client::new();
-        let dataset = json!({"datasetReference": {"projectId": PROJECT, "datasetId": DATASET}});
-        let answer = client.post(self.api("/datasets")).json(&dataset).send().await.unwrap();
+        let body = json!({"datasetReference": {"projectId": PROJECT, "datasetId": dataset}});
+        let answer = client.post(self.api("/datasets")).json(&body).send().await.unwrap();
         assert!(answer.status().is_success(), "dataset: {}", answer.text().await.unwrap());
-        for (table, file) in TABLES {
-            let path = format!("{}/tests/data/solana/bigquery/schemas/{file}.json", env!("CARGO_MANIFEST_DIR"));
-            let mut fields: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for (table, file) in tables {
+            let mut fields = schema(schemas, file);
             bignumeric_as_string(&mut fields);
-            let body = json!({"tableReference": {"projectId": PROJECT, "datasetId": DATASET, "tableId": table},
+            let body = json!({"tableReference": {"projectId": PROJECT, "datasetId": dataset, "tableId": table},
                 "schema": {"fields": fields}});
             let answer =
-                client.post(self.api(&format!("/datasets/{DATASET}/tables"))).json(&body).send().await.unwrap();
+                client.post(self.api(&format!("/datasets/{dataset}/tables"))).json(&body).send().await.unwrap();
             assert!(answer.status().is_success(), "table {table}: {}", answer.text().await.unwrap());
         }
     }
 
-    /// Inserts rows (our row structs, serialized) into `table` (`tabledata.insertAll`).
+    /// Inserts rows (our row structs, serialized) into the Solana dataset's `table`.
     pub async fn insert(&self, table: &str, rows: &[Value]) {
+        self.insert_into(DATASET, table, rows).await
+    }
+
+    /// Inserts rows into `dataset.table` (`tabledata.insertAll`).
+    pub async fn insert_into(&self, dataset: &str, table: &str, rows: &[Value]) {
         if rows.is_empty() {
             return;
         }
         let rows: Vec<Value> = rows.iter().map(|row| json!({"json": bigquery_json(row)})).collect();
-        let url = self.api(&format!("/datasets/{DATASET}/tables/{table}/insertAll"));
+        let url = self.api(&format!("/datasets/{dataset}/tables/{table}/insertAll"));
         let answer = reqwest::Client::new().post(url).json(&json!({"rows": rows})).send().await.unwrap();
         let status = answer.status();
         let body: Value = answer.json().await.unwrap();
@@ -94,10 +111,22 @@ impl BigQueryEmulator {
 /// The BigQuery dataset's column names of our table `table`.
 pub fn dataset_columns(table: &str) -> Vec<String> {
     let (_, file) = TABLES.iter().find(|(ours, _)| *ours == table).unwrap_or_else(|| panic!("no table {table}"));
-    let path = format!("{}/tests/data/solana/bigquery/schemas/{file}.json", env!("CARGO_MANIFEST_DIR"));
-    let schema: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    schema.iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+    schema("solana/bigquery/schemas", file)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
 }
+
+/// A table's schema (its fields) from `tests/data/{folder}/{file}.json`.
+pub fn schema(folder: &str, file: &str) -> Value {
+    let path = format!("{}/tests/data/{folder}/{file}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+}
+
+pub const EVM_DATASET: &str = "crypto_ethereum";
+pub const EVM_TABLES: [&str; 5] = ["blocks", "transactions", "logs", "token_transfers", "traces"];
 
 /// Our table names and their schema files.
 pub const TABLES: [(&str, &str); 7] = [
@@ -144,4 +173,104 @@ fn answers_ok(url: &str) -> bool {
     })
     .join()
     .unwrap_or(false)
+}
+
+/// A TIMESTAMP cell as insertAll takes it, from seconds since the epoch.
+fn rfc3339(seconds: i64) -> Value {
+    json!(k8s_openapi::jiff::Timestamp::from_second(seconds).expect("a time").to_string())
+}
+
+fn value(row: &impl serde::Serialize) -> Value {
+    serde_json::to_value(row).unwrap()
+}
+
+/// Only `schema`'s columns of `row` (the dataset has no column of ours beyond its own).
+fn in_schema(mut row: Value, schema: &Value) -> Value {
+    let names: Vec<&str> = schema.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    row.as_object_mut().unwrap().retain(|column, _| names.contains(&column.as_str()));
+    row
+}
+
+/// Our EVM rows as `crypto_ethereum` holds them (as its enrich step builds
+/// them from ethereum-etl's export): a block's time as a TIMESTAMP, each
+/// transaction's receipt in its `receipt_*` columns, logs and transfers with
+/// their block's time and hash, traces without our `trace_index`.
+pub fn evm_dataset_rows(rows: &chronicle::chain::evm::rows::EvmRows) -> Vec<(&'static str, Vec<Value>)> {
+    let schema = |table: &str| schema("evm/bigquery/schemas", table);
+    let block = |number: u64| rows.blocks.iter().find(|b| b.number == number).expect("the block's row");
+    let blocks = rows
+        .blocks
+        .iter()
+        .map(|b| {
+            let mut row = value(b);
+            row["timestamp"] = rfc3339(b.timestamp as i64);
+            for withdrawal in row["withdrawals"].as_array_mut().unwrap() {
+                withdrawal["amount"] = json!(withdrawal["amount"].to_string()); // a STRING column
+            }
+            in_schema(row, &schema("blocks"))
+        })
+        .collect();
+    let transactions = rows
+        .transactions
+        .iter()
+        .map(|tx| {
+            let receipt = rows.receipts.iter().find(|r| r.transaction_hash == tx.hash).expect("its receipt");
+            let mut row = value(tx);
+            for (column, cell) in value(receipt).as_object().unwrap() {
+                row[format!("receipt_{column}")] = cell.clone();
+            }
+            in_schema(row, &schema("transactions"))
+        })
+        .collect();
+    let logs = rows
+        .logs
+        .iter()
+        .map(|log| {
+            let mut row = value(log);
+            row["block_timestamp"] = json!(block(log.block_number).timestamp as i64 * 1_000_000);
+            in_schema(row, &schema("logs"))
+        })
+        .collect();
+    let transfers = rows
+        .token_transfers
+        .iter()
+        .map(|transfer| {
+            let mut row = value(transfer);
+            let block = block(transfer.block_number);
+            row["block_timestamp"] = json!(block.timestamp as i64 * 1_000_000);
+            row["block_hash"] = json!(block.hash);
+            in_schema(row, &schema("token_transfers"))
+        })
+        .collect();
+    let traces = rows.traces.iter().flatten().map(|trace| in_schema(value(trace), &schema("traces"))).collect();
+    vec![
+        ("blocks", blocks),
+        ("transactions", transactions),
+        ("logs", logs),
+        ("token_transfers", transfers),
+        ("traces", traces),
+    ]
+}
+
+/// ethereum-etl CSV cells (`support::evm::etl_expected`) as a row of
+/// `crypto_ethereum.table`, each cell typed by the schema: empty is null (or
+/// an empty list), INT64 a number, TIMESTAMP seconds, REPEATED comma-separated.
+pub fn evm_row_from_cells(table: &str, cells: &std::collections::BTreeMap<String, String>) -> Value {
+    let mut row = serde_json::Map::new();
+    for field in schema("evm/bigquery/schemas", table).as_array().unwrap() {
+        let name = field["name"].as_str().unwrap();
+        let Some(cell) = cells.get(name) else { continue };
+        let repeated = field["mode"] == "REPEATED";
+        let value = match (field["type"].as_str().unwrap(), cell.as_str()) {
+            (_, "") if repeated => json!([]),
+            (_, "") => Value::Null,
+            ("RECORD", cell) => panic!("{table}.{name}: a record from CSV ({cell})"),
+            (_, cell) if repeated => json!(cell.split(',').collect::<Vec<_>>()),
+            ("INT64", cell) => json!(cell.parse::<i64>().unwrap_or_else(|_| panic!("{table}.{name}: {cell}"))),
+            ("TIMESTAMP", cell) => rfc3339(cell.parse().unwrap()),
+            (_, cell) => json!(cell),
+        };
+        row.insert(name.to_string(), value);
+    }
+    Value::Object(row)
 }

@@ -3,12 +3,13 @@
 //! (`rpc.rs`), the block and its typed index (`block.rs`), the store layout
 //! (`layout.rs`), the lake's ethereum-etl rows (`rows.rs`), the history API
 //! (`serve.rs`) and its cache (`cache.rs`), chain metrics
-//! (`block_stats.rs`), training documents (`documents.rs`).
+//! (`block_stats.rs`), training documents (`documents.rs`), BigQuery's
+//! `crypto_ethereum` as a source of lake rows (`bigquery.rs`).
 //!
-//! Not built yet, each refused with its reason where a manifest asks for it
-//! ([`ChainAdapter::lacks`]): BigQuery's `crypto_ethereum` as a source,
-//! epoch archives.
+//! Not built, refused with its reason where a manifest asks for it
+//! ([`ChainAdapter::lacks`]): epoch archives (EVM chains publish none).
 
+pub mod bigquery;
 pub mod block;
 pub mod block_stats;
 mod cache;
@@ -27,6 +28,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::ChainAdapter;
+use crate::bigquery::source::{Completeness, DatasetSource};
 use crate::crd::chain_source::ChainFamily;
 use crate::pipeline::config::{BigQueryDataset, SourceConfig};
 use crate::pipeline::sinks::Targets;
@@ -48,8 +50,6 @@ pub const DIGEST_BLOCKS: u64 = 10_000;
 /// The EVM adapter.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Evm;
-
-const NO_BIGQUERY: &str = "reading BigQuery's crypto_ethereum is not built for evm chains yet";
 
 impl ChainAdapter for Evm {
     type Block = EvmBlock;
@@ -111,13 +111,24 @@ impl ChainAdapter for Evm {
 
     fn rows_source(
         &self,
-        _dataset: &BigQueryDataset,
+        dataset: &BigQueryDataset,
     ) -> BoxFuture<'static, anyhow::Result<Arc<dyn BlockSource<rows::EvmRows>>>> {
-        Box::pin(async { anyhow::bail!("{NO_BIGQUERY}") })
+        let dataset = dataset.clone();
+        Box::pin(async move {
+            let check = match dataset.check.clone() {
+                Some(endpoint) => Some(Completeness {
+                    node: Arc::new(rpc::EvmRpcSource::new(&endpoint)?) as Arc<dyn BlockSource<EvmBlock>>,
+                    repair: dataset.repair,
+                }),
+                None => None,
+            };
+            let source = DatasetSource::connect(bigquery::EvmDataset, dataset, check).await?;
+            Ok(Arc::new(source) as Arc<dyn BlockSource<rows::EvmRows>>)
+        })
     }
 
-    fn rows_sinks(&self, _targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<rows::EvmRows>>>> {
-        anyhow::bail!("{NO_BIGQUERY}")
+    fn rows_sinks(&self, targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<rows::EvmRows>>>> {
+        crate::pipeline::sinks::lake::dataset_rows_sinks(targets, rows::EvmTables)
     }
 
     fn document_source(&self, store: Arc<EvmStore>) -> Arc<dyn crate::export::DocumentSource> {
@@ -127,8 +138,7 @@ impl ChainAdapter for Evm {
     fn lacks(&self, feature: super::Feature) -> Option<&'static str> {
         use super::Feature::*;
         Some(match feature {
-            Lake | Cache | ChainMetrics | TrainingExport | Upstream => return None,
-            BigQuery => NO_BIGQUERY,
+            Lake | BigQuery | Cache | ChainMetrics | TrainingExport | Upstream => return None,
             Archive => "there are no epoch archives for evm chains",
         })
     }

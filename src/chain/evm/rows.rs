@@ -431,3 +431,12 @@ impl LakeTables<EvmBlock> for EvmTables {
         rows_of(block)
     }
 }
+
+/// A dataset's rows (`bigquery.rs`) go to the lake as they are.
+impl LakeTables<EvmRows> for EvmTables {
+    type Rows = EvmRows;
+
+    fn rows(&self, _number: u64, rows: &EvmRows) -> Result<EvmRows, String> {
+        Ok(rows.clone())
+    }
+}

@@ -24,6 +24,7 @@ use solana_transaction_status::{ConfirmedBlock, EntrySummary};
 use tokio_util::sync::CancellationToken;
 
 use super::ChainAdapter;
+use crate::bigquery::source::{Completeness, DatasetSource};
 use crate::crd::chain_source::ChainFamily;
 use crate::pipeline::config::{BigQueryDataset, SourceConfig};
 use crate::pipeline::sinks::Targets;
@@ -143,28 +144,18 @@ impl ChainAdapter for Solana {
         dataset: &BigQueryDataset,
     ) -> BoxFuture<'static, anyhow::Result<Arc<dyn BlockSource<rows::Rows>>>> {
         let dataset = dataset.clone();
-        let check = dataset.check.clone().map(|endpoint| bigquery::Completeness {
+        let check = dataset.check.clone().map(|endpoint| Completeness {
             node: Arc::new(rpc::RpcSource::new(endpoint)) as Arc<dyn BlockSource<SolanaBlock>>,
             repair: dataset.repair,
         });
         Box::pin(async move {
-            let source = bigquery::BigQuerySource::connect(dataset, check).await?;
+            let source = DatasetSource::connect(bigquery::SolanaDataset, dataset, check).await?;
             Ok(Arc::new(source) as Arc<dyn BlockSource<rows::Rows>>)
         })
     }
 
     fn rows_sinks(&self, targets: &Targets) -> anyhow::Result<Vec<Arc<dyn BlockSink<rows::Rows>>>> {
-        if targets.canonical {
-            anyhow::bail!("BigQuery rows carry no raw transactions: the canonical store cannot be fed from them");
-        }
-        if targets.chain_metrics.is_some() {
-            anyhow::bail!("chain metrics are aggregated from whole blocks: write them from a node's blocks, not rows");
-        }
-        let lake = targets
-            .lake
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("rows from BigQuery go to the lake: none is configured"))?;
-        Ok(vec![Arc::new(LakeSink::new(lake, rows::SolanaTables))])
+        crate::pipeline::sinks::lake::dataset_rows_sinks(targets, rows::SolanaTables)
     }
 
     fn document_source(&self, store: Arc<LedgerStore>) -> Arc<dyn crate::export::DocumentSource> {

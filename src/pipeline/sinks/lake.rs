@@ -69,6 +69,24 @@ impl<B, T: LakeTables<B>> LakeSink<B, T> {
     }
 }
 
+/// The sinks of a dataset's rows (`bigquery/source.rs`): the lake alone.
+/// Rows carry no raw blocks for the canonical store, and chain metrics are
+/// aggregated from whole blocks: both are refused with the reason.
+pub fn dataset_rows_sinks<R: Send + Sync + 'static, T: LakeTables<R>>(
+    targets: &super::Targets,
+    tables: T,
+) -> anyhow::Result<Vec<Arc<dyn BlockSink<R>>>> {
+    if targets.canonical {
+        anyhow::bail!("BigQuery rows carry no raw blocks: the canonical store cannot be fed from them");
+    }
+    if targets.chain_metrics.is_some() {
+        anyhow::bail!("chain metrics are aggregated from whole blocks: write them from a node's blocks, not rows");
+    }
+    let lake =
+        targets.lake.clone().ok_or_else(|| anyhow::anyhow!("rows from BigQuery go to the lake: none is configured"))?;
+    Ok(vec![Arc::new(LakeSink::new(lake, tables))])
+}
+
 #[async_trait]
 impl<B: Send + Sync + 'static, T: LakeTables<B>> BlockSink<B> for LakeSink<B, T> {
     fn name(&self) -> &'static str {
