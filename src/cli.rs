@@ -648,7 +648,12 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 },
                 dataset,
                 tables: args.bigquery_tables.into_iter().collect(),
-                check: args.bigquery_check_rpc.map(|url| RpcEndpoint::new(url, commitment)),
+                // Repairs go to the lake, which takes final blocks only.
+                check: args.bigquery_check_rpc.map(|url| RpcEndpoint {
+                    confirmations: args.confirmations,
+                    traces: args.traces,
+                    ..RpcEndpoint::new(url, Commitment::Finalized)
+                }),
                 repair: args.bigquery_repair,
                 settle_slots: args.bigquery_settle_slots,
             }),

@@ -183,7 +183,8 @@ fn scalar(field: &TableFieldSchema, value: Value) -> Result<Value, QueryError> {
         }
         // Integers stay exact: lamports and counts as numbers; wei, which
         // passes 2^64, as its decimal digits. Fractions are floats.
-        FieldType::Numeric | FieldType::Bignumeric => {
+        // (BIGNUMERIC stays text, below: token amounts our rows keep as strings.)
+        FieldType::Numeric => {
             let text = text();
             match integer_digits(&text) {
                 Some(digits) => match (digits.parse::<i64>(), digits.parse::<u64>()) {
@@ -220,7 +221,8 @@ fn integer_digits(text: &str) -> Option<String> {
         None => ("", text.strip_prefix('+').unwrap_or(text)),
     };
     let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
-        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().ok()?),
+        // BigQuery's widest type has 77 digits: a larger exponent is no number of ours.
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().ok().filter(|e| e.abs() <= 100)?),
         None => (unsigned, 0),
     };
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -251,7 +253,22 @@ fn integer_digits(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::integer_digits;
+    use gcp_bigquery_client::model::field_type::FieldType;
+    use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+    use serde_json::json;
+
+    use super::{integer_digits, scalar};
+
+    #[test]
+    fn numerics_are_exact_integers_and_bignumerics_stay_text() {
+        let field = |r#type| TableFieldSchema { r#type, ..TableFieldSchema::new("amount", FieldType::String) };
+        let numeric = field(FieldType::Numeric);
+        assert_eq!(scalar(&numeric, json!("5.000000000")).unwrap(), json!(5));
+        assert_eq!(scalar(&numeric, json!("100000000000000000000.000000000")).unwrap(), json!("100000000000000000000"));
+        assert_eq!(scalar(&numeric, json!("0.5")).unwrap(), json!(0.5));
+        let bignumeric = field(FieldType::Bignumeric);
+        assert_eq!(scalar(&bignumeric, json!("1500")).unwrap(), json!("1500"), "a token amount stays a string");
+    }
 
     #[test]
     fn whole_numerics_keep_every_digit_in_any_notation() {
@@ -269,6 +286,7 @@ mod tests {
             ("1E-3", None),
             ("abc", None),
             ("", None),
+            ("1E2000000000", None),
         ] {
             assert_eq!(integer_digits(text).as_deref(), want, "{text}");
         }

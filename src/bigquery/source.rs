@@ -174,8 +174,9 @@ impl<D: Dataset> DatasetSource<D> {
         let noun = D::NOUN;
         let read = |table: &'static str, column: &'static str, times: Option<(i64, i64)>| {
             let mut sql = format!("SELECT * FROM {} WHERE {column} BETWEEN {start} AND {end}", self.table(table));
+            let time = if column == D::NUMBER { D::TIME } else { "block_timestamp" };
             if let Some((first, last)) = times {
-                sql += &format!(" AND block_timestamp BETWEEN TIMESTAMP_MICROS({first}) AND TIMESTAMP_MICROS({last})");
+                sql += &format!(" AND {time} BETWEEN TIMESTAMP_MICROS({first}) AND TIMESTAMP_MICROS({last})");
             }
             sql += &format!(" ORDER BY {column}");
             async move {
@@ -183,15 +184,22 @@ impl<D: Dataset> DatasetSource<D> {
                 rows.map(|rows| (table, rows)).map_err(|e| format!("table {table}, {noun}s {start}..={end}: {e}"))
             }
         };
-        let (blocks_table, _) = D::TABLES[0];
-        let (_, blocks) = read(blocks_table, D::NUMBER, None).await?;
+        let (blocks_table, blocks_name) = D::TABLES[0];
+        // No block times: the range has no blocks row to read.
+        let blocks = match self.block_times(start, end).await? {
+            Some(times) => read(blocks_table, D::NUMBER, Some(times)).await?.1,
+            None => Vec::new(),
+        };
         let times = time_bounds(&blocks, D::TIME);
+        // Where every number is a block, one without a blocks row is a gap
+        // whatever else the dataset holds: the other tables are not scanned
+        // unbounded for it.
         let others = D::TABLES[1..]
             .iter()
             .filter(|(table, _)| self.has(table))
+            .filter(|_| !(blocks.is_empty() && D::EVERY_NUMBER_IS_A_BLOCK))
             .map(|(table, _)| read(table, D::BLOCK_COLUMN, times));
         let others = futures::future::try_join_all(others).await?;
-
         let mut by_block: BTreeMap<BlockNumber, BlockTables> = BTreeMap::new();
         let tables_read: Vec<&'static str> =
             std::iter::once(blocks_table).chain(others.iter().map(|(t, _)| *t)).collect();
@@ -214,7 +222,7 @@ impl<D: Dataset> DatasetSource<D> {
         let mut rows = BTreeMap::new();
         for (number, block) in by_block {
             let typed = if block.tables[blocks_table].is_empty() {
-                Err(block.incomplete(format!("rows without a {blocks_table} row")))
+                Err(block.incomplete(format!("rows without a {blocks_name} row")))
             } else {
                 self.chain.rows(block)
             };
@@ -231,6 +239,25 @@ impl<D: Dataset> DatasetSource<D> {
     }
 }
 
+impl<D: Dataset> DatasetSource<D> {
+    /// The first and last block time of `start..=end`, read from the blocks
+    /// table's number and time columns alone: the whole-row query that
+    /// follows is then pruned to the partitions (by time) that hold the
+    /// range, instead of scanning every partition's every column.
+    async fn block_times(&self, start: BlockNumber, end: BlockNumber) -> Result<Option<(i64, i64)>, String> {
+        let (table, _) = D::TABLES[0];
+        let (number, time) = (D::NUMBER, D::TIME);
+        let sql = format!(
+            "SELECT MIN({time}) AS first, MAX({time}) AS last FROM {} WHERE {number} BETWEEN {start} AND {end}",
+            self.table(table)
+        );
+        let rows =
+            self.client.rows(&sql).await.map_err(|e| format!("table {table}, {}s {start}..={end}: {e}", D::NOUN))?;
+        let bound = |column: &str| rows.first().and_then(|r| r.get(column)).and_then(Value::as_i64);
+        Ok(bound("first").zip(bound("last")))
+    }
+}
+
 /// The first and last `column` time (microseconds) of blocks rows, if every
 /// row has one (else the other tables are not bounded by time).
 fn time_bounds(blocks: &[Value], column: &str) -> Option<(i64, i64)> {
@@ -242,18 +269,34 @@ fn time_bounds(blocks: &[Value], column: &str) -> Option<(i64, i64)> {
 #[async_trait]
 impl<D: Dataset> BlockSource<D::Rows> for DatasetSource<D> {
     async fn produced(&self, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, String> {
+        // The node first: a node not there yet fails the batch before any query is billed.
+        let produced = match &self.check {
+            Some(check) => {
+                Some(check.node.produced(start, end).await.map_err(|e| format!("checking against the node: {e}"))?)
+            }
+            None => None,
+        };
         let mut read = self.read(start, end).await?;
         let lacks = |number| Err(format!("{} {number}: the chain produced this block; the dataset lacks it", D::NOUN));
-        if let Some(check) = &self.check {
-            for number in
-                check.node.produced(start, end).await.map_err(|e| format!("checking against the node: {e}"))?
-            {
-                read.entry(number).or_insert_with(|| lacks(number));
+        match produced {
+            Some(produced) => {
+                for number in produced {
+                    read.entry(number).or_insert_with(|| lacks(number));
+                }
             }
-        } else if D::EVERY_NUMBER_IS_A_BLOCK {
-            for number in start..=end {
-                read.entry(number).or_insert_with(|| lacks(number));
+            None if D::EVERY_NUMBER_IS_A_BLOCK && (read.len() as u64) < end - start + 1 => {
+                // Above the dataset's newest block a number is not there yet: the batch waits.
+                let head = self.read_head().await?.number;
+                if end > head {
+                    return Err(format!("the dataset's newest block is {head}; {end} is not in it yet"));
+                }
+                for number in start..=end {
+                    read.entry(number).or_insert_with(|| {
+                        Err(format!("{} {number}: every number is a block; the dataset lacks this one", D::NOUN))
+                    });
+                }
             }
+            None => {}
         }
         let listed = read.keys().copied().collect();
         self.prefetched.lock().expect("prefetched rows").extend(read);

@@ -126,7 +126,8 @@ pub fn schema(folder: &str, file: &str) -> Value {
 }
 
 pub const EVM_DATASET: &str = "crypto_ethereum";
-pub const EVM_TABLES: [&str; 5] = ["blocks", "transactions", "logs", "token_transfers", "traces"];
+/// The tables Chronicle reads (the dataset's `token_transfers` is derived from `logs`, as from a node).
+pub const EVM_TABLES: [&str; 4] = ["blocks", "transactions", "logs", "traces"];
 
 /// Our table names and their schema files.
 pub const TABLES: [(&str, &str); 7] = [
@@ -193,8 +194,8 @@ fn in_schema(mut row: Value, schema: &Value) -> Value {
 
 /// Our EVM rows as `crypto_ethereum` holds them (as its enrich step builds
 /// them from ethereum-etl's export): a block's time as a TIMESTAMP, each
-/// transaction's receipt in its `receipt_*` columns, logs and transfers with
-/// their block's time and hash, traces without our `trace_index`.
+/// transaction's receipt in its `receipt_*` columns, logs with their block's
+/// time, traces without our `trace_index`.
 pub fn evm_dataset_rows(rows: &chronicle::chain::evm::rows::EvmRows) -> Vec<(&'static str, Vec<Value>)> {
     let schema = |table: &str| schema("evm/bigquery/schemas", table);
     let block = |number: u64| rows.blocks.iter().find(|b| b.number == number).expect("the block's row");
@@ -231,25 +232,8 @@ pub fn evm_dataset_rows(rows: &chronicle::chain::evm::rows::EvmRows) -> Vec<(&'s
             in_schema(row, &schema("logs"))
         })
         .collect();
-    let transfers = rows
-        .token_transfers
-        .iter()
-        .map(|transfer| {
-            let mut row = value(transfer);
-            let block = block(transfer.block_number);
-            row["block_timestamp"] = json!(block.timestamp as i64 * 1_000_000);
-            row["block_hash"] = json!(block.hash);
-            in_schema(row, &schema("token_transfers"))
-        })
-        .collect();
     let traces = rows.traces.iter().flatten().map(|trace| in_schema(value(trace), &schema("traces"))).collect();
-    vec![
-        ("blocks", blocks),
-        ("transactions", transactions),
-        ("logs", logs),
-        ("token_transfers", transfers),
-        ("traces", traces),
-    ]
+    vec![("blocks", blocks), ("transactions", transactions), ("logs", logs), ("traces", traces)]
 }
 
 /// ethereum-etl CSV cells (`support::evm::etl_expected`) as a row of

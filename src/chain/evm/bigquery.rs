@@ -2,18 +2,24 @@
 //! ethereum-etl's tables enriched: `tests/data/evm/bigquery/schemas/`) as a
 //! [`Dataset`]: the generic reader (`bigquery/source.rs`) queries each
 //! table over a batch's numbers; here a block's rows become the lake's
-//! ethereum-etl rows (`rows.rs`), the same as RPC ingestion derives from
-//! the node. What differs from the export schema is undone: the blocks'
+//! ethereum-etl rows (`rows.rs`), as RPC ingestion derives them from the
+//! node. What differs from the export schema is undone: the blocks'
 //! TIMESTAMP back to seconds, integers that our rows keep as decimal text
 //! (wei, prices, fees) as text, and each transaction's `receipt_*` columns
-//! as its receipt row. A trace's `trace_index` (not in the dataset) is its
-//! place in the block as a node lists traces: by transaction, then depth
-//! first by `trace_address`, block-level traces last in `trace_id` order.
+//! as its receipt row. Token transfers are derived from the logs as RPC
+//! ingestion derives them (the dataset's `token_transfers` is the same
+//! extraction, loaded on its own schedule). The dataset's genesis-allocation
+//! and DAO-fork traces are left out: no node traces them, so RPC ingestion
+//! has none. A trace's `trace_index` (not in the dataset) is its place in
+//! the block as a node lists traces: by transaction, then depth first by
+//! `trace_address`, rewards last in `trace_id` order (a node lists a block
+//! with several uncles' rewards in uncle order, which the dataset does not
+//! keep).
 //!
 //! A block is incomplete, and a gap, when the dataset has fewer transaction
-//! rows than its `transaction_count`, or, with the traces table read, a
-//! transaction without its top-level trace. Every number is a block: one
-//! the dataset lacks is a gap, not a skipped slot.
+//! rows than its `transaction_count`, no log row while its bloom says it has
+//! logs, a row of another block hash (another fork), or, with the traces
+//! table read, a transaction without its top-level trace.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -25,7 +31,10 @@ use crate::bigquery::source::{BlockTables, Dataset, keep_first};
 use crate::pipeline::BlockNumber;
 
 /// The Ethereum dataset's tables and how its rows become ours.
-pub struct EvmDataset;
+pub struct EvmDataset {
+    /// Whether the traces table is read (a dataset without it maps it to nothing).
+    pub traces: bool,
+}
 
 /// A `transactions` row: the transaction and, in `receipt_*` columns, its receipt.
 #[derive(Deserialize)]
@@ -64,14 +73,10 @@ impl Dataset for EvmDataset {
     type Rows = EvmRows;
     type Block = EvmBlock;
 
-    /// Our tables; the dataset's have the same names (receipts are in `transactions`).
-    const TABLES: &'static [(&'static str, &'static str)] = &[
-        ("blocks", "blocks"),
-        ("transactions", "transactions"),
-        ("logs", "logs"),
-        ("token_transfers", "token_transfers"),
-        ("traces", "traces"),
-    ];
+    /// Our tables; the dataset's have the same names (receipts are in
+    /// `transactions`, token transfers derived from `logs`).
+    const TABLES: &'static [(&'static str, &'static str)] =
+        &[("blocks", "blocks"), ("transactions", "transactions"), ("logs", "logs"), ("traces", "traces")];
     const OPTIONAL: &'static [&'static str] = &["traces"];
     const NUMBER: &'static str = "number";
     const TIME: &'static str = "timestamp";
@@ -94,31 +99,43 @@ impl Dataset for EvmDataset {
         }
         for row in block.values_mut("traces") {
             numbers_as_text(row, &["value"]);
+            // Before 2021 the dataset wrote a top-level trace's address as '' (now NULL).
+            if row.get("trace_address").and_then(Value::as_str) == Some("") {
+                row["trace_address"] = Value::Null;
+            }
             row["trace_index"] = Value::from(0);
         }
-        let traced = block.has("traces");
         let mut rows = EvmRows { blocks: block.typed("blocks")?, ..EvmRows::default() };
         let mut transactions: Vec<DatasetTransaction> = block.typed("transactions")?;
         rows.logs = block.typed("logs")?;
-        rows.token_transfers = block.typed("token_transfers")?;
         let mut traces: Vec<TraceRow> = block.typed("traces")?;
+        traces.retain(|t| !NOT_TRACED.contains(&t.trace_type.as_str()));
 
         let duplicates = keep_first(&mut rows.blocks, |b| b.number)
             + keep_first(&mut transactions, |t| t.transaction.hash.clone())
             + keep_first(&mut rows.logs, |l| l.log_index)
-            + keep_first(&mut rows.token_transfers, |t| (t.transaction_hash.clone(), t.log_index))
             + keep_first(&mut traces, |t| t.trace_id.clone());
         transactions.sort_by_key(|t| t.transaction.transaction_index);
         (rows.transactions, rows.receipts) = transactions.into_iter().map(DatasetTransaction::split).unzip();
         rows.logs.sort_by_key(|l| l.log_index);
-        rows.token_transfers.sort_by_key(|t| t.log_index);
+        rows.token_transfers = rows.logs.iter().filter_map(super::rows::token_transfer).collect();
 
-        let count = rows.blocks[0].transaction_count;
+        let head = &rows.blocks[0];
+        let forks = rows.transactions.iter().map(|t| &t.block_hash).chain(rows.logs.iter().map(|l| &l.block_hash));
+        if let Some(other) = forks.chain(traces.iter().map(|t| &t.block_hash)).find(|hash| **hash != head.hash) {
+            return Err(block.incomplete(format!("rows of block hash {other}, not the block's {}", head.hash)));
+        }
+        let count = head.transaction_count;
         if (rows.transactions.len() as u64) < count {
             let have = rows.transactions.len();
             return Err(block.incomplete(format!("the dataset has {have} of the block's {count} transactions")));
         }
-        if traced {
+        if rows.logs.is_empty()
+            && head.logs_bloom.as_deref().is_some_and(|bloom| bloom.trim_start_matches("0x").bytes().any(|b| b != b'0'))
+        {
+            return Err(block.incomplete("the block's logs bloom is set; the dataset has none of its logs"));
+        }
+        if self.traces {
             let top_level = traces.iter().filter(|t| t.transaction_hash.is_some() && t.trace_address.is_none()).count();
             if top_level < rows.transactions.len() {
                 let count = rows.transactions.len();
@@ -131,10 +148,26 @@ impl Dataset for EvmDataset {
         Ok((rows, duplicates))
     }
 
-    fn node_rows(&self, _number: BlockNumber, block: &EvmBlock) -> Result<EvmRows, String> {
-        super::rows::rows_of(block)
+    /// The node's rows, with the block's traces exactly when the dataset's
+    /// are read: a node that gave none leaves the block a gap rather than a
+    /// batch whose traces partition silently lacks it.
+    fn node_rows(&self, number: BlockNumber, block: &EvmBlock) -> Result<EvmRows, String> {
+        let mut rows = super::rows::rows_of(block)?;
+        match (self.traces, &rows.traces) {
+            (true, None) => {
+                Err(format!("block {number}: the node gave the block without traces; the lake's traces need them"))
+            }
+            (true, Some(_)) => Ok(rows),
+            (false, _) => {
+                rows.traces = None;
+                Ok(rows)
+            }
+        }
     }
 }
+
+/// The dataset's trace types no node traces (ethereum-etl adds them from its own lists).
+const NOT_TRACED: [&str; 2] = ["genesis", "daofork"];
 
 /// Orders a block's traces as a node lists them and numbers them so.
 fn in_node_order(traces: &mut [TraceRow]) {

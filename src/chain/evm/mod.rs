@@ -122,7 +122,8 @@ impl ChainAdapter for Evm {
                 }),
                 None => None,
             };
-            let source = DatasetSource::connect(bigquery::EvmDataset, dataset, check).await?;
+            let traces = dataset.tables.get("traces").is_none_or(|name| !name.is_empty());
+            let source = DatasetSource::connect(bigquery::EvmDataset { traces }, dataset, check).await?;
             Ok(Arc::new(source) as Arc<dyn BlockSource<rows::EvmRows>>)
         })
     }
