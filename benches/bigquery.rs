@@ -53,16 +53,23 @@ fn main() {
         let url = format!("{}/projects/{PROJECT}/queries", emulator.endpoint());
         let started = Instant::now();
         let mut served = 0;
-        // As the source asks: blocks by slot, the other tables also bounded by the blocks' times.
-        let times: Vec<i64> = seeded.blocks.iter().filter_map(|b| b.block_timestamp).collect();
-        let (earliest, latest) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+        // As the source asks: the range's block times, then blocks by slot
+        // within them, the other tables bounded by the blocks' times (none
+        // when a block has no time).
+        let times: Option<Vec<i64>> = seeded.blocks.iter().map(|b| b.block_timestamp).collect();
+        let known: Vec<i64> = seeded.blocks.iter().filter_map(|b| b.block_timestamp).collect();
+        let (earliest, latest) = (known.iter().min().unwrap(), known.iter().max().unwrap());
+        let between = |column: &str| format!("{column} BETWEEN TIMESTAMP_MICROS({earliest}) AND TIMESTAMP_MICROS({latest})");
+        let lookup = format!(
+            "SELECT COUNT(*) AS blocks, MIN(block_timestamp) AS first, MAX(block_timestamp) AS last FROM `{PROJECT}.{DATASET}.blocks` WHERE slot BETWEEN {first} AND {last}"
+        );
+        let body = serde_json::json!({"query": lookup, "useLegacySql": false});
+        served += client.post(&url).json(&body).send().await.unwrap().bytes().await.unwrap().len();
         for (table, _) in TABLES {
             let (column, bound) = match table {
-                "blocks" => ("slot", String::new()),
-                _ => (
-                    "block_slot",
-                    format!(" AND block_timestamp BETWEEN TIMESTAMP_MICROS({earliest}) AND TIMESTAMP_MICROS({latest})"),
-                ),
+                "blocks" => ("slot", format!(" AND ({} OR block_timestamp IS NULL)", between("block_timestamp"))),
+                _ if times.is_some() => ("block_slot", format!(" AND {}", between("block_timestamp"))),
+                _ => ("block_slot", String::new()),
             };
             let sql =
                 format!("SELECT * FROM `{PROJECT}.{DATASET}.{table}` WHERE {column} BETWEEN {first} AND {last}{bound}");

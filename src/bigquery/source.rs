@@ -174,9 +174,16 @@ impl<D: Dataset> DatasetSource<D> {
         let noun = D::NOUN;
         let read = |table: &'static str, column: &'static str, times: Option<(i64, i64)>| {
             let mut sql = format!("SELECT * FROM {} WHERE {column} BETWEEN {start} AND {end}", self.table(table));
-            let time = if column == D::NUMBER { D::TIME } else { "block_timestamp" };
-            if let Some((first, last)) = times {
-                sql += &format!(" AND {time} BETWEEN TIMESTAMP_MICROS({first}) AND TIMESTAMP_MICROS({last})");
+            let bounded = |time: &str, first: i64, last: i64| {
+                format!("{time} BETWEEN TIMESTAMP_MICROS({first}) AND TIMESTAMP_MICROS({last})")
+            };
+            match times {
+                // A block without a time (early Solana slots) is read too: its partition is NULL's.
+                Some((first, last)) if column == D::NUMBER => {
+                    sql += &format!(" AND ({} OR {} IS NULL)", bounded(D::TIME, first, last), D::TIME)
+                }
+                Some((first, last)) => sql += &format!(" AND {}", bounded("block_timestamp", first, last)),
+                None => {}
             }
             sql += &format!(" ORDER BY {column}");
             async move {
@@ -185,10 +192,9 @@ impl<D: Dataset> DatasetSource<D> {
             }
         };
         let (blocks_table, blocks_name) = D::TABLES[0];
-        // No block times: the range has no blocks row to read.
         let blocks = match self.block_times(start, end).await? {
-            Some(times) => read(blocks_table, D::NUMBER, Some(times)).await?.1,
-            None => Vec::new(),
+            BlockTimes::NoBlocks => Vec::new(),
+            BlockTimes::Between(times) => read(blocks_table, D::NUMBER, times).await?.1,
         };
         let times = time_bounds(&blocks, D::TIME);
         // Where every number is a block, one without a blocks row is a gap
@@ -244,18 +250,28 @@ impl<D: Dataset> DatasetSource<D> {
     /// table's number and time columns alone: the whole-row query that
     /// follows is then pruned to the partitions (by time) that hold the
     /// range, instead of scanning every partition's every column.
-    async fn block_times(&self, start: BlockNumber, end: BlockNumber) -> Result<Option<(i64, i64)>, String> {
+    async fn block_times(&self, start: BlockNumber, end: BlockNumber) -> Result<BlockTimes, String> {
         let (table, _) = D::TABLES[0];
         let (number, time) = (D::NUMBER, D::TIME);
         let sql = format!(
-            "SELECT MIN({time}) AS first, MAX({time}) AS last FROM {} WHERE {number} BETWEEN {start} AND {end}",
+            "SELECT COUNT(*) AS blocks, MIN({time}) AS first, MAX({time}) AS last FROM {} WHERE {number} BETWEEN {start} AND {end}",
             self.table(table)
         );
         let rows =
             self.client.rows(&sql).await.map_err(|e| format!("table {table}, {}s {start}..={end}: {e}", D::NOUN))?;
-        let bound = |column: &str| rows.first().and_then(|r| r.get(column)).and_then(Value::as_i64);
-        Ok(bound("first").zip(bound("last")))
+        let column = |name: &str| rows.first().and_then(|r| r.get(name)).and_then(Value::as_i64);
+        Ok(match column("blocks") {
+            None | Some(0) => BlockTimes::NoBlocks,
+            Some(_) => BlockTimes::Between(column("first").zip(column("last"))),
+        })
     }
+}
+
+/// What the blocks table holds of a range.
+enum BlockTimes {
+    NoBlocks,
+    /// Blocks between these times (microseconds); `None`: none of them has a time.
+    Between(Option<(i64, i64)>),
 }
 
 /// The first and last `column` time (microseconds) of blocks rows, if every
