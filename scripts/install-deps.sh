@@ -114,3 +114,11 @@ if ! command -v bqemulator >/dev/null 2>&1; then
   echo "install-deps: bqemulator is not on PATH after installing it (pip's script directory?)" >&2
   exit 1
 fi
+
+# The supply-chain check (deny.toml) runs cargo-deny, built once from
+# crates.io into a cache outside the clone, as the build cache is.
+tools="${XDG_CACHE_HOME:-$HOME/.cache}/chronicle/tools"
+if ! "$tools/bin/cargo-deny" --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.2$'; then
+  echo "install-deps: building cargo-deny 0.20.2 from crates.io" >&2
+  (unset CARGO_TARGET_DIR; cargo install -q --locked cargo-deny@0.20.2 --root "$tools")
+fi
