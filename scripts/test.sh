@@ -7,7 +7,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chr
 scripts/install-deps.sh
 # The e2e suite's API server: kube-apiserver + etcd from their Go modules, built once into a cache.
 e2e/envtest/envtest.sh build
-# Licences, bans and sources of what enters the binary (deny.toml), offline.
+# Licences, bans and sources of what enters the binary (deny.toml), offline
+# (the crates fetched first: the check reads their manifests and licence files).
+cargo fetch --locked --quiet
 "${XDG_CACHE_HOME:-$HOME/.cache}/chronicle/tools/bin/cargo-deny" --offline --locked --exclude-dev \
   check licenses bans sources
 # Benchmarks first, as quick smoke runs (a real run is `cargo bench`); then

@@ -624,6 +624,30 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         CommitmentArg::Finalized => Commitment::Finalized,
         CommitmentArg::Confirmed => Commitment::Confirmed,
     };
+    // The node's endpoint, as the flags describe it (the source's, or the dataset's check).
+    let auth = match &args.rpc_auth_header {
+        Some(header) => {
+            let token = std::env::var("CHRONICLE_RPC_TOKEN")
+                .map_err(|_| anyhow::anyhow!("--rpc-auth-header needs the token in CHRONICLE_RPC_TOKEN"))?;
+            Some((header.clone(), Secret::new(token)))
+        }
+        None => None,
+    };
+    let (websocket, confirmations, traces) = (args.ws.clone(), args.confirmations, args.traces);
+    let (timeout, requests_per_second, burst, attempts) =
+        (Duration::from_secs(args.timeout), args.rate_limit, args.rate_burst, args.attempts);
+    let endpoint = move |url: String| RpcEndpoint {
+        url,
+        websocket: websocket.clone(),
+        auth: auth.clone(),
+        commitment,
+        confirmations,
+        traces,
+        timeout,
+        requests_per_second,
+        burst,
+        attempts,
+    };
     // Rows from BigQuery go to the lake only.
     let dataset = args.bigquery_dataset.is_some();
     let canonical = !args.no_canonical && !dataset;
@@ -650,32 +674,14 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 tables: args.bigquery_tables.into_iter().collect(),
                 // Repairs go to the lake, which takes final blocks only.
                 check: args.bigquery_check_rpc.map(|url| RpcEndpoint {
-                    confirmations: args.confirmations,
-                    traces: args.traces,
-                    ..RpcEndpoint::new(url, Commitment::Finalized)
+                    commitment: Commitment::Finalized,
+                    websocket: None,
+                    ..endpoint(url)
                 }),
                 repair: args.bigquery_repair,
                 settle_slots: args.bigquery_settle_slots,
             }),
-            (rpc, None, _) => SourceConfig::Rpc(RpcEndpoint {
-                url: rpc.unwrap_or_default(),
-                websocket: args.ws,
-                auth: match args.rpc_auth_header {
-                    Some(header) => {
-                        let token = std::env::var("CHRONICLE_RPC_TOKEN")
-                            .map_err(|_| anyhow::anyhow!("--rpc-auth-header needs the token in CHRONICLE_RPC_TOKEN"))?;
-                        Some((header, Secret::new(token)))
-                    }
-                    None => None,
-                },
-                commitment,
-                confirmations: args.confirmations,
-                traces: args.traces,
-                timeout: Duration::from_secs(args.timeout),
-                requests_per_second: args.rate_limit,
-                burst: args.rate_burst,
-                attempts: args.attempts,
-            }),
+            (rpc, None, _) => SourceConfig::Rpc(endpoint(rpc.unwrap_or_default())),
         },
         from: args.from,
         to: args.to,

@@ -619,6 +619,13 @@ async fn what_an_ethereum_dataset_lacks_is_a_gap_saying_what() {
     let top = traces.iter().position(|t| t["trace_address"].is_null() && t["transaction_hash"].is_string()).unwrap();
     traces.remove(top);
     seed_evm(&emulator, untraced).await;
+    // Genesis twice, the second row of another hash.
+    let mut genesis = rows_of("raw_block_0.json");
+    let blocks = &mut genesis.iter_mut().find(|(t, _)| *t == "blocks").unwrap().1;
+    let mut other = blocks[0].clone();
+    other["hash"] = json!(format!("0x{}", "cd".repeat(32)));
+    blocks.push(other);
+    seed_evm(&emulator, genesis).await;
     // 17053184 without its logs (the dataset loads each table on its own schedule).
     let mut unlogged = rows_of("raw_block_17053184.json");
     unlogged.iter_mut().find(|(t, _)| *t == "logs").unwrap().1.clear();
@@ -627,7 +634,8 @@ async fn what_an_ethereum_dataset_lacks_is_a_gap_saying_what() {
     let dir = tempfile::tempdir().unwrap();
     let fork = format!("rows of block hash 0x{}", "ab".repeat(32));
     type Gaps<'a> = &'a [(u64, &'a str)];
-    let cases: [(u64, u64, Gaps); 4] = [
+    let cases: [(u64, u64, Gaps); 5] = [
+        (0, 0, &[(0, "block 0: the dataset has two blocks of this number")]),
         (
             468178,
             468179,

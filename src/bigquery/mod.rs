@@ -209,6 +209,11 @@ fn scalar(field: &TableFieldSchema, value: Value) -> Result<Value, QueryError> {
             };
             Value::from(micros)
         }
+        // Token amounts: the digits as text, however BigQuery writes them.
+        FieldType::Bignumeric => {
+            let text = text();
+            Value::String(integer_digits(&text).unwrap_or(text))
+        }
         _ => Value::from(text()),
     })
 }
@@ -268,6 +273,8 @@ mod tests {
         assert_eq!(scalar(&numeric, json!("0.5")).unwrap(), json!(0.5));
         let bignumeric = field(FieldType::Bignumeric);
         assert_eq!(scalar(&bignumeric, json!("1500")).unwrap(), json!("1500"), "a token amount stays a string");
+        assert_eq!(scalar(&bignumeric, json!("1.5E3")).unwrap(), json!("1500"));
+        assert_eq!(scalar(&bignumeric, json!("0.25")).unwrap(), json!("0.25"));
     }
 
     #[test]

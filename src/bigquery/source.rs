@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
@@ -124,7 +125,13 @@ pub struct DatasetSource<D: Dataset> {
     last_head: Mutex<Option<SourceHead>>,
     /// Repeated rows dropped since the loop last asked.
     duplicates: AtomicU64,
+    /// The dataset's newest block and when it was read (what a batch may ask for).
+    known: Mutex<Option<(BlockNumber, Instant)>>,
 }
+
+/// How long a reading of the dataset's head stands for a batch past it (a
+/// dataset grows by the day; the batch retries within its patience).
+const HEAD_AGE: Duration = Duration::from_secs(60);
 
 /// How recent a block must be for the head query to find it in the
 /// partitions it scans first (a dataset further behind is read whole).
@@ -145,6 +152,7 @@ impl<D: Dataset> DatasetSource<D> {
             prefetched: Mutex::default(),
             last_head: Mutex::default(),
             duplicates: AtomicU64::new(0),
+            known: Mutex::default(),
         })
     }
 
@@ -170,7 +178,7 @@ impl<D: Dataset> DatasetSource<D> {
         &self,
         start: BlockNumber,
         end: BlockNumber,
-    ) -> Result<BTreeMap<BlockNumber, Result<D::Rows, String>>, String> {
+    ) -> Result<(BTreeMap<BlockNumber, Result<D::Rows, String>>, u64), String> {
         let noun = D::NOUN;
         let read = |table: &'static str, column: &'static str, times: Option<(i64, i64)>| {
             let mut sql = format!("SELECT * FROM {} WHERE {column} BETWEEN {start} AND {end}", self.table(table));
@@ -197,13 +205,12 @@ impl<D: Dataset> DatasetSource<D> {
             BlockTimes::Between(times) => read(blocks_table, D::NUMBER, times).await?.1,
         };
         let times = time_bounds(&blocks, D::TIME);
-        // Where every number is a block, one without a blocks row is a gap
-        // whatever else the dataset holds: the other tables are not scanned
-        // unbounded for it.
+        // A range without a blocks row reads no other table: with no times
+        // to bound them, each query would scan the whole table.
         let others = D::TABLES[1..]
             .iter()
             .filter(|(table, _)| self.has(table))
-            .filter(|_| !(blocks.is_empty() && D::EVERY_NUMBER_IS_A_BLOCK))
+            .filter(|_| !blocks.is_empty())
             .map(|(table, _)| read(table, D::BLOCK_COLUMN, times));
         let others = futures::future::try_join_all(others).await?;
         let mut by_block: BTreeMap<BlockNumber, BlockTables> = BTreeMap::new();
@@ -225,7 +232,7 @@ impl<D: Dataset> DatasetSource<D> {
                 block.tables.entry(table).or_default().push(row);
             }
         }
-        let mut rows = BTreeMap::new();
+        let (mut rows, mut repeated) = (BTreeMap::new(), 0);
         for (number, block) in by_block {
             let typed = if block.tables[blocks_table].is_empty() {
                 Err(block.incomplete(format!("rows without a {blocks_name} row")))
@@ -235,13 +242,13 @@ impl<D: Dataset> DatasetSource<D> {
             let typed = typed.map(|(rows, duplicates)| {
                 if duplicates > 0 {
                     tracing::warn!(number, duplicates, "the dataset repeats rows of this block; each is kept once");
-                    self.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
+                    repeated += duplicates as u64;
                 }
                 rows
             });
             rows.insert(number, typed);
         }
-        Ok(rows)
+        Ok((rows, repeated))
     }
 }
 
@@ -260,10 +267,11 @@ impl<D: Dataset> DatasetSource<D> {
         let rows =
             self.client.rows(&sql).await.map_err(|e| format!("table {table}, {}s {start}..={end}: {e}", D::NOUN))?;
         let column = |name: &str| rows.first().and_then(|r| r.get(name)).and_then(Value::as_i64);
-        Ok(match column("blocks") {
-            None | Some(0) => BlockTimes::NoBlocks,
-            Some(_) => BlockTimes::Between(column("first").zip(column("last"))),
-        })
+        match column("blocks") {
+            Some(0) => Ok(BlockTimes::NoBlocks),
+            Some(_) => Ok(BlockTimes::Between(column("first").zip(column("last")))),
+            None => Err(format!("table {table}: the block count of {start}..={end} did not come back: {rows:?}")),
+        }
     }
 }
 
@@ -285,14 +293,24 @@ fn time_bounds(blocks: &[Value], column: &str) -> Option<(i64, i64)> {
 #[async_trait]
 impl<D: Dataset> BlockSource<D::Rows> for DatasetSource<D> {
     async fn produced(&self, start: BlockNumber, end: BlockNumber) -> Result<Vec<BlockNumber>, String> {
-        // The node first: a node not there yet fails the batch before any query is billed.
+        // Where every number is a block and no node says which exist, a
+        // number past the dataset's newest block is not there yet (neither
+        // skipped nor missing): the batch waits, before any row is billed.
+        if self.check.is_none() && D::EVERY_NUMBER_IS_A_BLOCK {
+            let head = self.known_head(end).await?;
+            if end > head {
+                return Err(format!("the dataset's newest block is {head}; {end} is not in it yet"));
+            }
+        }
+        // The node next: a node not there yet fails the batch before the rows are read.
         let produced = match &self.check {
             Some(check) => {
                 Some(check.node.produced(start, end).await.map_err(|e| format!("checking against the node: {e}"))?)
             }
             None => None,
         };
-        let mut read = self.read(start, end).await?;
+        let (mut read, repeated) = self.read(start, end).await?;
+        self.duplicates.fetch_add(repeated, Ordering::Relaxed);
         let lacks = |number| Err(format!("{} {number}: the chain produced this block; the dataset lacks it", D::NOUN));
         match produced {
             Some(produced) => {
@@ -300,12 +318,7 @@ impl<D: Dataset> BlockSource<D::Rows> for DatasetSource<D> {
                     read.entry(number).or_insert_with(|| lacks(number));
                 }
             }
-            None if D::EVERY_NUMBER_IS_A_BLOCK && (read.len() as u64) < end - start + 1 => {
-                // Above the dataset's newest block a number is not there yet: the batch waits.
-                let head = self.read_head().await?.number;
-                if end > head {
-                    return Err(format!("the dataset's newest block is {head}; {end} is not in it yet"));
-                }
+            None if D::EVERY_NUMBER_IS_A_BLOCK => {
                 for number in start..=end {
                     read.entry(number).or_insert_with(|| {
                         Err(format!("{} {number}: every number is a block; the dataset lacks this one", D::NOUN))
@@ -346,6 +359,7 @@ impl<D: Dataset> BlockSource<D::Rows> for DatasetSource<D> {
     async fn tip(&self) -> Result<BlockNumber, String> {
         let head = self.read_head().await?;
         *self.last_head.lock().expect("last head") = Some(head);
+        *self.known.lock().expect("known head") = Some((head.number, Instant::now()));
         Ok(head.number.saturating_sub(self.dataset.settle_slots))
     }
 
@@ -359,6 +373,20 @@ impl<D: Dataset> BlockSource<D::Rows> for DatasetSource<D> {
 }
 
 impl<D: Dataset> DatasetSource<D> {
+    /// The dataset's newest block as last read, read again when `end` is
+    /// past it and the reading is older than [`HEAD_AGE`].
+    async fn known_head(&self, end: BlockNumber) -> Result<BlockNumber, String> {
+        let known = *self.known.lock().expect("known head");
+        if let Some((head, read)) = known
+            && (end <= head || read.elapsed() < HEAD_AGE)
+        {
+            return Ok(head);
+        }
+        let head = self.read_head().await?.number;
+        *self.known.lock().expect("known head") = Some((head, Instant::now()));
+        Ok(head)
+    }
+
     /// The newest block row and its time: from the last few days'
     /// partitions if it is there (cheap), else from the whole table.
     async fn read_head(&self) -> Result<SourceHead, String> {

@@ -106,6 +106,11 @@ impl Dataset for EvmDataset {
             row["trace_index"] = Value::from(0);
         }
         let mut rows = EvmRows { blocks: block.typed("blocks")?, ..EvmRows::default() };
+        if let Some(other) = rows.blocks.iter().find(|b| b.hash != rows.blocks[0].hash) {
+            let reason =
+                format!("the dataset has two blocks of this number ({} and {})", rows.blocks[0].hash, other.hash);
+            return Err(block.incomplete(reason));
+        }
         let mut transactions: Vec<DatasetTransaction> = block.typed("transactions")?;
         rows.logs = block.typed("logs")?;
         let mut traces: Vec<TraceRow> = block.typed("traces")?;
