@@ -122,3 +122,8 @@ if ! "$tools/bin/cargo-deny" --version 2>/dev/null | grep -q '^cargo-deny 0\.20\
   echo "install-deps: building cargo-deny 0.20.2 from crates.io" >&2
   (unset CARGO_TARGET_DIR; cargo install -q --locked cargo-deny@0.20.2 --root "$tools")
 fi
+# The release binary's SBOM (scripts/sbom.sh) comes from cargo-cyclonedx, built the same way.
+if ! "$tools/bin/cargo-cyclonedx" cyclonedx --version 2>/dev/null | grep -q ' 0\.5\.9$'; then
+  echo "install-deps: building cargo-cyclonedx 0.5.9 from crates.io" >&2
+  (unset CARGO_TARGET_DIR; cargo install -q --locked cargo-cyclonedx@0.5.9 --root "$tools")
+fi

@@ -12,6 +12,8 @@ e2e/envtest/envtest.sh build
 cargo fetch --locked --quiet
 "${XDG_CACHE_HOME:-$HOME/.cache}/chronicle/tools/bin/cargo-deny" --offline --locked --exclude-dev \
   check licenses bans sources
+# The release binary's SBOM, checked to list every crate the binary builds.
+scripts/sbom.sh
 # Benchmarks first, as quick smoke runs (a real run is `cargo bench`); then
 # every unit, integration and CLI test.
 cargo test --locked --benches
