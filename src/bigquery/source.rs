@@ -12,7 +12,8 @@
 //! gap too, or, with `repair`, every such block is taken from the node and
 //! derived as RPC ingestion derives it. Without a node, a number the
 //! dataset does not list is skipped by the chain where chains skip numbers
-//! (Solana's slots), and a gap where every number is a block (EVM).
+//! (Solana's slots), and a gap where every number is a block (EVM), up to
+//! the dataset's newest block: a batch past it waits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,11 +67,6 @@ pub struct BlockTables {
 }
 
 impl BlockTables {
-    /// Whether `table` was read (a table mapped to nothing is not).
-    pub fn has(&self, table: &str) -> bool {
-        self.tables.contains_key(table)
-    }
-
     /// `table`'s rows as they came, to adjust before [`typed`](Self::typed).
     pub fn values_mut(&mut self, table: &str) -> &mut [Value] {
         self.tables.get_mut(table).map(Vec::as_mut_slice).unwrap_or_default()
@@ -97,6 +93,18 @@ impl BlockTables {
     /// `reason`, said of this block.
     pub fn incomplete(&self, reason: impl std::fmt::Display) -> String {
         format!("{} {}: {reason}", self.noun, self.number)
+    }
+}
+
+/// Turns `columns`' JSON numbers into their text, for row fields kept as
+/// decimal strings (the decoder answers NUMERIC and INT64 as numbers where
+/// they fit: wei and prices that pass 2^64 come as digits already, and a
+/// decimal with a fraction is kept exactly as its text).
+pub fn numbers_as_text(row: &mut Value, columns: &[&str]) {
+    for column in columns {
+        if let Some(value) = row.get_mut(*column).filter(|v| v.is_number()) {
+            *value = Value::String(value.to_string());
+        }
     }
 }
 
@@ -158,7 +166,7 @@ impl<D: Dataset> DatasetSource<D> {
 
     /// Whether the dataset has our table `table`: an optional table mapped to nothing is absent.
     fn has(&self, table: &str) -> bool {
-        !D::OPTIONAL.contains(&table) || self.dataset.tables.get(table).is_none_or(|name| !name.is_empty())
+        !D::OPTIONAL.contains(&table) || !self.dataset.maps_to_nothing(table)
     }
 
     /// The dataset's name of our table `table`, quoted for SQL.
@@ -250,9 +258,41 @@ impl<D: Dataset> DatasetSource<D> {
         }
         Ok((rows, repeated))
     }
-}
 
-impl<D: Dataset> DatasetSource<D> {
+    /// The dataset's newest block as last read, read again when `end` is
+    /// past it and the reading is older than [`HEAD_AGE`].
+    async fn known_head(&self, end: BlockNumber) -> Result<BlockNumber, String> {
+        let known = *self.known.lock().expect("known head");
+        if let Some((head, read)) = known
+            && (end <= head || read.elapsed() < HEAD_AGE)
+        {
+            return Ok(head);
+        }
+        let head = self.read_head().await?.number;
+        *self.known.lock().expect("known head") = Some((head, Instant::now()));
+        Ok(head)
+    }
+
+    /// The newest block row and its time: from the last few days'
+    /// partitions if it is there (cheap), else from the whole table.
+    async fn read_head(&self) -> Result<SourceHead, String> {
+        let (table, _) = D::TABLES[0];
+        let (number, time) = (D::NUMBER, D::TIME);
+        let blocks = self.table(table);
+        let newest =
+            |filter: &str| format!("SELECT {number}, {time} FROM {blocks} {filter} ORDER BY {number} DESC LIMIT 1");
+        let recent = format!("WHERE {time} >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {RECENT_DAYS} DAY)");
+        for sql in [newest(&recent), newest("")] {
+            let rows = self.client.rows(&sql).await.map_err(|e| format!("table {table}: {e}"))?;
+            if let Some(newest) = rows.first().and_then(|r| r.get(number)).and_then(Value::as_u64) {
+                // Decoded to microseconds, as every timestamp column is.
+                let time = rows[0].get(time).and_then(Value::as_i64).map(|micros| micros / 1_000_000);
+                return Ok(SourceHead { number: newest, time });
+            }
+        }
+        Err("the dataset has no blocks".into())
+    }
+
     /// The first and last block time of `start..=end`, read from the blocks
     /// table's number and time columns alone: the whole-row query that
     /// follows is then pruned to the partitions (by time) that hold the
@@ -369,41 +409,5 @@ impl<D: Dataset> BlockSource<D::Rows> for DatasetSource<D> {
             Some(head) => Ok(head),
             None => self.read_head().await,
         }
-    }
-}
-
-impl<D: Dataset> DatasetSource<D> {
-    /// The dataset's newest block as last read, read again when `end` is
-    /// past it and the reading is older than [`HEAD_AGE`].
-    async fn known_head(&self, end: BlockNumber) -> Result<BlockNumber, String> {
-        let known = *self.known.lock().expect("known head");
-        if let Some((head, read)) = known
-            && (end <= head || read.elapsed() < HEAD_AGE)
-        {
-            return Ok(head);
-        }
-        let head = self.read_head().await?.number;
-        *self.known.lock().expect("known head") = Some((head, Instant::now()));
-        Ok(head)
-    }
-
-    /// The newest block row and its time: from the last few days'
-    /// partitions if it is there (cheap), else from the whole table.
-    async fn read_head(&self) -> Result<SourceHead, String> {
-        let (table, _) = D::TABLES[0];
-        let (number, time) = (D::NUMBER, D::TIME);
-        let blocks = self.table(table);
-        let newest =
-            |filter: &str| format!("SELECT {number}, {time} FROM {blocks} {filter} ORDER BY {number} DESC LIMIT 1");
-        let recent = format!("WHERE {time} >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {RECENT_DAYS} DAY)");
-        for sql in [newest(&recent), newest("")] {
-            let rows = self.client.rows(&sql).await.map_err(|e| format!("table {table}: {e}"))?;
-            if let Some(newest) = rows.first().and_then(|r| r.get(number)).and_then(Value::as_u64) {
-                // Decoded to microseconds, as every timestamp column is.
-                let time = rows[0].get(time).and_then(Value::as_i64).map(|micros| micros / 1_000_000);
-                return Ok(SourceHead { number: newest, time });
-            }
-        }
-        Err("the dataset has no blocks".into())
     }
 }

@@ -75,6 +75,14 @@ pub struct BigQueryDataset {
     pub settle_slots: u64,
 }
 
+impl BigQueryDataset {
+    /// Whether our table `table` is mapped to nothing: the dataset lacks it
+    /// (`--bigquery-table traces=`), and it is not read.
+    pub fn maps_to_nothing(&self, table: &str) -> bool {
+        self.tables.get(table).is_some_and(|name| name.is_empty())
+    }
+}
+
 /// How a node is reached and paced. Its URLs may carry a provider's key
 /// (`?api-key=…`, a path token), so `Debug` shows their host only.
 #[derive(Clone, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use serde_json::Value;
 use super::block::EvmBlock;
 use super::rows::{EvmRows, ReceiptRow, TransactionRow};
 use super::trace_rows::TraceRow;
-use crate::bigquery::source::{BlockTables, Dataset, keep_first};
+use crate::bigquery::source::{BlockTables, Dataset, keep_first, numbers_as_text};
 use crate::pipeline::BlockNumber;
 
 /// The Ethereum dataset's tables and how its rows become ours.
@@ -93,9 +93,9 @@ impl Dataset for EvmDataset {
             }
         }
         for row in block.values_mut("transactions") {
-            let prices = ["value", "gas_price", "max_fee_per_gas", "max_priority_fee_per_gas"];
+            let prices =
+                ["value", "gas_price", "max_fee_per_gas", "max_priority_fee_per_gas", "receipt_effective_gas_price"];
             numbers_as_text(row, &prices);
-            numbers_as_text(row, &["receipt_effective_gas_price"]);
         }
         for row in block.values_mut("traces") {
             numbers_as_text(row, &["value"]);
@@ -190,16 +190,6 @@ fn in_node_order(traces: &mut [TraceRow]) {
 fn micros_as_seconds(row: &mut Value, column: &str) {
     if let Some(micros) = row.get(column).and_then(Value::as_i64) {
         row[column] = Value::from(micros.div_euclid(1_000_000));
-    }
-}
-
-/// Integer columns our rows keep as decimal text (wei passes 2^64; the
-/// decoder already gives such a NUMERIC as its digits).
-fn numbers_as_text(row: &mut Value, columns: &[&str]) {
-    for column in columns {
-        if let Some(value) = row.get_mut(*column).filter(|v| v.is_number()) {
-            *value = Value::String(value.to_string());
-        }
     }
 }
 

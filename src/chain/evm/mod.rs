@@ -122,7 +122,7 @@ impl ChainAdapter for Evm {
                 }),
                 None => None,
             };
-            let traces = dataset.tables.get("traces").is_none_or(|name| !name.is_empty());
+            let traces = !dataset.maps_to_nothing("traces");
             let source = DatasetSource::connect(bigquery::EvmDataset { traces }, dataset, check).await?;
             Ok(Arc::new(source) as Arc<dyn BlockSource<rows::EvmRows>>)
         })

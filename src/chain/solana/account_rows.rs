@@ -7,7 +7,6 @@
 //! dataset names them (`tests/data/solana/bigquery/schemas/`).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountStateRow {
@@ -31,7 +30,7 @@ pub struct AccountStateRow {
     pub is_native: Option<bool>,
     pub mint: Option<String>,
     pub state: Option<String>,
-    /// A NUMERIC with decimals, kept as its decimal text (see [`decimal_as_text`]).
+    /// A NUMERIC with decimals, kept as its decimal text (see [`numbers_as_text`](crate::bigquery::source::numbers_as_text)).
     pub token_amount: Option<String>,
     pub token_amount_decimals: Option<u32>,
     pub program_data: Option<String>,
@@ -119,14 +118,6 @@ pub struct Creator {
     pub share: Option<u32>,
 }
 
-/// Turns `column`'s JSON number into its text (the BigQuery decoder answers
-/// NUMERIC as a number; a decimal with a fraction is kept exactly as text).
-pub fn decimal_as_text(row: &mut Value, column: &str) {
-    if let Some(value) = row.get_mut(column).filter(|v| v.is_number()) {
-        *value = Value::String(value.to_string());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +128,7 @@ mod tests {
             "block_slot": 1, "block_hash": "h", "pubkey": "p", "tx_signature": "s",
             "retrieval_timestamp": 5, "token_amount": 12.5
         });
-        decimal_as_text(&mut row, "token_amount");
+        crate::bigquery::source::numbers_as_text(&mut row, &["token_amount"]);
         let row: AccountStateRow = serde_json::from_value(row).unwrap();
         assert_eq!(row.token_amount.as_deref(), Some("12.5"));
     }

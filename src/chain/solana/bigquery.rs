@@ -9,9 +9,8 @@
 //! otherwise.
 
 use super::SolanaBlock;
-use super::account_rows::decimal_as_text;
 use super::rows::Rows;
-use crate::bigquery::source::{BlockTables, Dataset, keep_first};
+use crate::bigquery::source::{BlockTables, Dataset, keep_first, numbers_as_text};
 use crate::pipeline::BlockNumber;
 
 /// The Solana dataset's tables and how its rows become ours.
@@ -39,7 +38,7 @@ impl Dataset for SolanaDataset {
     const EVERY_NUMBER_IS_A_BLOCK: bool = false;
 
     fn rows(&self, mut block: BlockTables) -> Result<(Rows, usize), String> {
-        block.values_mut("accounts").iter_mut().for_each(|row| decimal_as_text(row, "token_amount"));
+        block.values_mut("accounts").iter_mut().for_each(|row| numbers_as_text(row, &["token_amount"]));
         let mut rows = Rows {
             blocks: block.typed("blocks")?,
             block_rewards: block.typed("block_rewards")?,
